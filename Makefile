@@ -1,0 +1,151 @@
+# medflow — build, test, fuzz, bench.
+#
+#   make deps            install Debian packages (apt-get; idempotent)
+#   make                 ./medflow, CPU build, gcc, warnings are errors
+#   make CC=clang        the same with clang
+#   make test            unit + integration tests (ends with "N passed, N failed")
+#   make test SAN=1      the same under ASan + UBSan
+#   make CUDA=1          adds the CUDA backend (needs nvcc; kernels/cuda/*.cu)
+#   make fuzz            libFuzzer targets (clang) in build/fuzz/
+#   make bench           benchmarks (tests/bench/), results to BENCHMARKS.md
+#   make fmt / lint      clang-format / cppcheck
+#
+# Objects go to build/<compiler>[-san][-cuda]/ so gcc, clang and sanitizer
+# builds never mix; ./medflow is a copy of the last build's binary.
+
+CC ?= gcc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+SAN ?= 0
+CUDA ?= 0
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
+CFG := $(notdir $(firstword $(CC)))$(if $(filter 1,$(SAN)),-san)$(if $(filter 1,$(CUDA)),-cuda)
+BUILD := build/$(CFG)
+
+PKGS := yaml-0.1 libarchive libgit2 libcrypto openblas
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
+ifeq ($(findstring clang,$(CC)),)
+WARN += -Wno-format-truncation
+endif
+CFLAGS_BASE := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 \
+	-O2 -g -fopenmp $(WARN) -I. $(PKG_CFLAGS) -MMD -MP \
+	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
+LDLIBS_BASE := $(PKG_LIBS) -lzstd -fopenmp -lm -lpthread
+
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -O1
+LDLIBS_BASE += -fsanitize=address,undefined
+endif
+
+# ---- CUDA (optional) ----
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CU_SRCS := $(wildcard kernels/cuda/*.cu)
+CU_OBJS :=
+ifeq ($(CUDA),1)
+ifeq ($(strip $(NVCC)),)
+$(error CUDA=1 but nvcc was not found; install the CUDA toolkit or put nvcc on PATH)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CFLAGS_BASE += -DMF_HAVE_CUDA -I$(CUDA_HOME)/include
+LDLIBS_BASE += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lnccl -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+NVCCFLAGS ?= -O3 -std=c++17 -I. -Xcompiler -fPIC,-Wall \
+	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+CU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS))
+endif
+
+# ---- sources ----
+LIB_DIRS := common artifacts kernels stages engine
+LIB_SRCS := $(filter-out engine/main.c,$(shell find $(LIB_DIRS) -name '*.c' -not -path 'kernels/cuda/*' 2>/dev/null | sort))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
+TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path 'tests/bench/*' 2>/dev/null | sort)
+TEST_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRCS))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+.PHONY: all deps test fuzz fuzz-run bench fmt lint clean help
+all: medflow
+
+help:
+	@sed -n '2,16p' Makefile
+
+$(BUILD)/libmedflow.a: $(LIB_OBJS) $(CU_OBJS)
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/medflow: $(BUILD)/engine/main.o $(BUILD)/libmedflow.a
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_BASE)
+
+medflow: $(BUILD)/medflow
+	$(Q)cp $< $@
+	@echo "built ./medflow ($(CFG))"
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(filter 1,$(V)),,echo "  CC $<")
+	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "  NVCC $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/tests/runner: $(TEST_OBJS) $(BUILD)/libmedflow.a
+	$(Q)$(CC) -o $@ $(TEST_OBJS) $(BUILD)/libmedflow.a $(LDLIBS_BASE)
+
+# TESTS=filter limits the run to tests whose name contains it.
+test: medflow $(BUILD)/tests/runner
+	$(Q)MEDFLOW_BIN=./medflow ./$(BUILD)/tests/runner $(TESTS)
+
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
+		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
+		python3 chromium
+
+# ---- fuzzing (clang + libFuzzer) ----
+FUZZ_BUILD := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
+	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp
+FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRCS))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(PKG_LIBS) -lzstd -lm -lpthread
+
+fuzz: $(FUZZ_BINS)
+	@echo "fuzz targets: $(FUZZ_BINS)"
+	@echo "run one: make fuzz-run TARGET=fuzz_graph SECONDS=600"
+
+TARGET ?= fuzz_graph
+SECONDS ?= 60
+fuzz-run: fuzz
+	@mkdir -p build/fuzz/corpus-$(TARGET)
+	./build/fuzz/$(TARGET) -max_total_time=$(SECONDS) -print_final_stats=1 \
+		build/fuzz/corpus-$(TARGET) $(wildcard tests/fuzz/seeds/$(TARGET))
+
+bench: medflow
+	$(Q)for s in tests/bench/bench_*.sh; do echo "== $$s"; bash $$s || exit 1; done
+
+fmt:
+	clang-format -i $$(find $(LIB_DIRS) tests -name '*.[ch]')
+
+lint:
+	cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 -I. $(LIB_DIRS)
+
+clean:
+	rm -rf build medflow
+
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/main.d

@@ -1,0 +1,53 @@
+/* engine/cli.c — shared CLI helpers (error reporting, help, usage errors). */
+#include "engine/cli.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+mf_cli_globals mf_cli;
+
+const mf_cmd *mf_cmd_find(const char *name)
+{
+    for (const mf_cmd *c = mf_commands; c->name; c++)
+        if (!strcmp(c->name, name)) return c;
+    return NULL;
+}
+
+int mf_cli_exit_code(int rc)
+{
+    if (rc == 0) return MF_EXIT_OK;
+    if (rc == MF_EINVAL) return MF_EXIT_USAGE;
+    if (rc == MF_EINTERRUPTED) return MF_EXIT_INTERRUPTED;
+    return MF_EXIT_FAILED;
+}
+
+int mf_cli_report(const mf_err *err)
+{
+    char buf[4096];
+    fprintf(stderr, "medflow: %s\n", mf_err_str(err, buf, sizeof buf));
+    return mf_cli_exit_code(err->code);
+}
+
+int mf_cli_wants_help(const char *cmd, int argc, char **argv)
+{
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "--")) break;
+        if (!strcmp(argv[k], "-h") || !strcmp(argv[k], "--help")) {
+            const mf_cmd *c = mf_cmd_find(cmd);
+            if (c) fputs(c->usage, stdout);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int mf_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "medflow %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'medflow %s --help'.\n", cmd);
+    va_end(ap);
+    return MF_EXIT_USAGE;
+}

@@ -1,0 +1,17 @@
+/*
+ * stages/impls.c — kind name -> run function. One line per implemented kind;
+ * the kind's description (slots, params, version) is in registry.c.
+ */
+#include "stages/stage.h"
+
+#include <string.h>
+
+static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {NULL, NULL}};
+
+mf_stage_run_fn mf_stage_impl(const char *kind)
+{
+    for (size_t k = 0; impls[k].kind; k++)
+        if (!strcmp(impls[k].kind, kind)) return impls[k].run;
+    return NULL;
+}

@@ -1,0 +1,73 @@
+/*
+ * stages/stage.h — the interface between the engine and a stage kind's code.
+ *
+ * The engine writes a stage spec (JSON), then runs `medflow stage-exec SPEC`
+ * as a child process. stage-exec parses the spec into an mf_stage_ctx and
+ * calls the kind's run function (stages/impls.c). The run function reads its
+ * inputs from the given paths, writes its whole output under out_dir, and
+ * returns 0 — the engine then publishes out_dir into the store. A run
+ * function never writes outside out_dir and work_dir.
+ *
+ * Spec (JSON object), written by the engine:
+ *   {"stage": "sft", "kind": "sft", "kind_version": 1,
+ *    "params": {... resolved, defaults applied ...},
+ *    "inputs": {"model": ["/store/trees/<digest>"], "data": ["/path/to/src.jsonl"]},
+ *    "input_digests": {"model": ["sha256:..."], ...},
+ *    "out_dir": "/store/tmp/<run>-sft/out", "work_dir": "/store/work/<key>",
+ *    "rank": 0, "world_size": 1, "devices": "0,1", "seed": 42, "precision": "fp32",
+ *    "progress_fd": 3, "rendezvous": "..."}
+ */
+#ifndef MF_STAGE_H
+#define MF_STAGE_H
+
+#include <stddef.h>
+#include "common/error.h"
+#include "common/json.h"
+#include "stages/registry.h"
+
+typedef struct mf_stage_input {
+    const char *slot;
+    const char **paths;   /* one per input bound to the slot */
+    const char **digests; /* "sha256:..." per path, or NULL when unknown */
+    size_t n;
+} mf_stage_input;
+
+typedef struct mf_stage_ctx {
+    const char *stage;       /* stage name in the graph */
+    const mf_kind *kind;
+    const mf_json *params;   /* resolved params (defaults applied), an object */
+    mf_stage_input *inputs;
+    size_t n_inputs;
+    const char *out_dir;     /* exists and is empty when run starts */
+    const char *work_dir;    /* persists across attempts with the same key (checkpoints); may be NULL */
+    int rank, world_size;
+    const char *devices;     /* CUDA_VISIBLE_DEVICES value, "" for CPU */
+    const char *rendezvous;  /* NCCL unique id (hex) or "" */
+    unsigned long long seed;
+    const char *precision;
+    int progress_fd;         /* -1 when nobody listens */
+    mf_err *err;
+} mf_stage_ctx;
+
+typedef int (*mf_stage_run_fn)(mf_stage_ctx *ctx);
+
+/* The kind's implementation, or NULL if this build has none yet. */
+mf_stage_run_fn mf_stage_impl(const char *kind);
+
+/* Helpers for run functions. */
+const mf_stage_input *mf_stage_input_get(const mf_stage_ctx *ctx, const char *slot);
+/* First path of a slot, or NULL. */
+const char *mf_stage_input_path(const mf_stage_ctx *ctx, const char *slot);
+/* Param accessors (params are validated and have defaults applied). */
+const mf_json *mf_stage_param(const mf_stage_ctx *ctx, const char *dotted);
+double mf_stage_param_num(const mf_stage_ctx *ctx, const char *dotted, double def);
+long long mf_stage_param_int(const mf_stage_ctx *ctx, const char *dotted, long long def);
+const char *mf_stage_param_str(const mf_stage_ctx *ctx, const char *dotted, const char *def);
+int mf_stage_param_bool(const mf_stage_ctx *ctx, const char *dotted, int def);
+
+/* Progress line on progress_fd: {"step":..,"total":..,"loss":..,"tokens_per_s":..,"eta":..,"message":".."}.
+ * Pass NAN for unknown numbers and NULL for no message. */
+void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total, double loss,
+                       double tokens_per_s, double eta_s, const char *message);
+
+#endif
