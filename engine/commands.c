@@ -31,9 +31,10 @@ const mf_cmd mf_commands[] = {
      "text (default): sources, then stages layer by layer with the inputs of each slot.\n"
      "dot: Graphviz, e.g. medflow dag g.yaml --format dot | dot -Tsvg > g.svg\n", 0},
     {"kinds", mf_cmd_kinds, "list stage kinds, or describe one (slots, params, defaults)",
-     "Usage: medflow kinds [KIND]\n\n"
+     "Usage: medflow kinds [KIND | --markdown]\n\n"
      "Without KIND: every stage kind with its version and a summary. With KIND: its input slots and\n"
-     "what they accept, its output, and every param with type, range or choices, default and doc.\n", 0},
+     "what they accept, its output, and every param with type, range or choices, default and doc.\n"
+     "--markdown: all of it as markdown (this is how docs/kinds.md is generated).\n", 0},
     {"version", cmd_version, "print the version",
      "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
     {NULL, NULL, NULL, NULL, 0}};

@@ -227,3 +227,15 @@ TEST(test_cli_kinds_lists_every_registered_kind)
     CHECK_CONTAINS(out, "lora.rank");
     free(out);
 }
+
+TEST(test_docs_kinds_md_is_generated_from_the_registry)
+{
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "%s kinds --markdown", mf_test_bin()), 0);
+    char *doc = mf_test_read("docs/kinds.md");
+    REQUIRE(doc != NULL);
+    if (strcmp(out, doc))
+        mf_test_fail(__FILE__, __LINE__, "docs/kinds.md is stale: run ./medflow kinds --markdown > docs/kinds.md");
+    free(out);
+    free(doc);
+}
