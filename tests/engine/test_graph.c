@@ -61,8 +61,9 @@ TEST(test_graph_bad_files_report_expected_position_and_message)
 
 TEST(test_graph_seed_graphs_validate)
 {
-    const char *seeds[] = {"graphs/qilin-med.yaml", "graphs/clinicalgpt.yaml", "graphs/medglm.yaml"};
-    for (size_t k = 0; k < 3; k++) {
+    const char *seeds[] = {"graphs/qilin-med.yaml", "graphs/clinicalgpt.yaml", "graphs/medglm.yaml",
+                           "examples/qilin-tiny.yaml", "examples/clinicalgpt-tiny.yaml", "examples/medglm-tiny.yaml"};
+    for (size_t k = 0; k < 6; k++) {
         mf_graph *g = load_ok(seeds[k]);
         CHECK(g->n_stages >= 8);
         mf_graph_free(g);
