@@ -101,4 +101,5 @@ TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
     CHECK_INT(count_substr(out, "<path class=\"edge\""), 13);
     free(out);
     free(errs);
+    free(chrome);
 }
