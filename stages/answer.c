@@ -58,6 +58,8 @@ static int letter_at(const char *p, int n, int allow_lower)
     if (*p >= 'A' && *p < 'A' + n) idx = *p - 'A';
     else if (allow_lower && *p >= 'a' && *p < 'a' + n) idx = *p - 'a';
     if (idx < 0 || is_alnum_ascii(p[1])) return -1;
+    /* English prose: "A patient ...", "answer is a fever" is not a choice. */
+    if ((!allow_lower || (*p >= 'a' && *p <= 'z')) && p[1] == ' ' && p[2] >= 'a' && p[2] <= 'z') return -1;
     return idx;
 }
 
