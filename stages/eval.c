@@ -185,18 +185,20 @@ static int shots_prefix(mf_eval_item *dst, const mf_eval_item *it, const mf_eval
 static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval_set *shots, mf_eval_model *model,
                     double *v, char **output, mf_json *extra, mf_err *err)
 {
-    /* Prompt with k-shot examples: a temporary item whose messages are shots + the question. */
-    mf_eval_item p = {0};
-    int rc = shots_prefix(&p, it, shots, o->k_shot);
-    mf_eval_msg *m = rc ? NULL : realloc(p.msgs, (p.n_msgs + it->n_msgs) * sizeof *m);
-    if (!m) {
-        for (size_t k = 0; k < p.n_msgs; k++) free((char *)p.msgs[k].content);
-        free(p.msgs);
+    /* Prompt = [the item's system message] + k-shot turns + the question. sh owns the shot
+     * turns; p.msgs only points at strings owned by sh and it. */
+    mf_eval_item sh = {0}, p = {0};
+    int rc = shots_prefix(&sh, it, shots, o->k_shot);
+    p.msgs = rc ? NULL : malloc((sh.n_msgs + it->n_msgs) * sizeof *p.msgs);
+    if (!p.msgs) {
+        for (size_t k = 0; k < sh.n_msgs; k++) free((char *)sh.msgs[k].content);
+        free(sh.msgs);
         return mf_err_set(err, MF_ENOMEM, "out of memory building an mcq prompt");
     }
-    p.msgs = m;
-    size_t own = p.n_msgs; /* messages [0, own) are ours to free */
-    for (size_t k = 0; k < it->n_msgs; k++) p.msgs[p.n_msgs++] = it->msgs[k];
+    size_t first = it->n_msgs && !strcmp(it->msgs[0].role, "system") ? 1 : 0;
+    for (size_t k = 0; k < first; k++) p.msgs[p.n_msgs++] = it->msgs[k];
+    for (size_t k = 0; k < sh.n_msgs; k++) p.msgs[p.n_msgs++] = sh.msgs[k];
+    for (size_t k = first; k < it->n_msgs; k++) p.msgs[p.n_msgs++] = it->msgs[k];
     int choice = -1;
     if (o->mcq_generate) {
         if (!model->generate) rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq generate: the model cannot generate");
@@ -235,7 +237,8 @@ static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval
         }
         mf_json_free(lp);
     }
-    for (size_t k = 0; k < own; k++) free((char *)p.msgs[k].content);
+    for (size_t k = 0; k < sh.n_msgs; k++) free((char *)sh.msgs[k].content);
+    free(sh.msgs);
     free(p.msgs);
     if (rc) return rc;
     char letter[2] = {(char)('A' + choice), 0};
@@ -331,6 +334,27 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
     return rc;
 }
 
+int mf_eval_set_system(mf_eval_set *s, const char *system, mf_err *err)
+{
+    if (!system || !*system) return 0;
+    for (size_t i = 0; i < s->n; i++) {
+        mf_eval_item *it = &s->items[i];
+        if (it->n_msgs && !strcmp(it->msgs[0].role, "system")) continue; /* the record's own wins */
+        mf_eval_msg *m = realloc(it->msgs, (it->n_msgs + 1) * sizeof *m);
+        char *c = strdup(system);
+        if (!m || !c) {
+            if (m) it->msgs = m;
+            free(c);
+            return mf_err_set(err, MF_ENOMEM, "out of memory adding the system prompt");
+        }
+        memmove(m + 1, m, it->n_msgs * sizeof *m);
+        m[0] = (mf_eval_msg){"system", c};
+        it->msgs = m;
+        it->n_msgs++;
+    }
+    return 0;
+}
+
 /* Dataset name for reports: the input's file name without .jsonl ("cmmlu_medical"), or "". */
 static void dataset_name(const char *path, char *buf, size_t n)
 {
@@ -366,6 +390,7 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
     mf_eval_set *set = NULL, *shots = NULL;
     int rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err);
     if (!rc && shots_path && o.task == MF_EVAL_MCQ) rc = mf_eval_set_load(&shots, MF_EVAL_MCQ, shots_path, skip, ctx->err);
+    if (!rc) rc = mf_eval_set_system(set, mf_stage_param_str(ctx, "system", ""), ctx->err);
     if (!rc) rc = mf_eval_run(&o, set, shots, model, model_b, judge, ctx->out_dir, ctx, ctx->err);
     mf_eval_set_free(set);
     mf_eval_set_free(shots);

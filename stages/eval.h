@@ -90,6 +90,9 @@ int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *r
 void mf_eval_item_clear(mf_eval_item *it);
 void mf_eval_set_free(mf_eval_set *s);
 
+/* Put a system message before every prompt that has none (param `system`; "" = nothing). */
+int mf_eval_set_system(mf_eval_set *s, const char *system, mf_err *err);
+
 typedef struct mf_eval_opts {
     mf_eval_task task;
     int mcq_generate;      /* mcq_mode: generate */
@@ -109,7 +112,7 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
                 mf_err *err);
 
 /* The kind's body once the models are open: reads params (task, mcq_mode,
- * length_normalize, k_shot, max_samples, tie_margin, label, on_bad_record) and
+ * length_normalize, k_shot, max_samples, tie_margin, label, system, on_bad_record) and
  * the `data` and `shots` inputs, then mf_eval_run into ctx->out_dir. */
 int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *model_b, mf_eval_model *judge);
 

@@ -189,6 +189,13 @@ TEST(test_eval_mcq_k_shot_puts_same_category_examples_first)
     CHECK_CONTAINS(t, "[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\nA. 病毒\nB. 细菌细菌\n[assistant]B. 细菌细菌[user]");
     CHECK_CONTAINS(t, "[assistant]B. 棘孔[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq4\n");
     CHECK(!strstr(t, "\n\nq2\n"));
+    /* a system prompt comes before the shots */
+    CHECK_OK(mf_eval_set_system(s, "你是医生", &err));
+    CHECK_OK(mf_eval_set_system(s, "another", &err)); /* items that have one keep it */
+    CHECK_OK(mf_eval_run(&o, s, s, &g, NULL, NULL, mf_test_tmpdir(), NULL, &err));
+    t = mf_buf_cstr(&seen);
+    CHECK(!strncmp(t, "[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n", strlen("[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n")));
+    CHECK(!strstr(t, "another"));
     mf_buf_free(&seen);
     mf_eval_set_free(s);
 }
