@@ -111,7 +111,7 @@ static void loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
     size_t np = 0;
     for (size_t k = 0; k < c->n; k++) {
         const mf_report_point *p = &c->pts[k];
-        if (isnan(p->loss) || isnan(p->step) || isinf(p->loss)) continue;
+        if (!isfinite(p->loss) || !isfinite(p->step)) continue;
         np++;
         x0 = fmin(x0, p->step), x1 = fmax(x1, p->step);
         y0 = fmin(y0, p->loss), y1 = fmax(y1, p->loss);
@@ -133,13 +133,18 @@ static void loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * pw)
 #define PY(v) (T + ph - ((v) - y0) / (y1 - y0) * ph)
         char buf[64];
-        for (double v = y0; v <= y1 + ys * 1e-6; v += ys) {
+        /* Ticks by index (never `v += step`: with a huge offset that could stop advancing). */
+        for (int ti = 0; ti <= 50; ti++) {
+            double v = y0 + ti * ys;
+            if (v > y1 + ys * 1e-6) break;
             fmt_tick(buf, sizeof buf, v, ys);
             mf_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eaeef2\"/>"
                              "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\" fill=\"#59636e\">%s</text>\n",
                           L, PY(v), W - R, PY(v), L - 6, PY(v) + 4, buf);
         }
-        for (double v = ceil(x0 / xs) * xs; v <= x1 + xs * 1e-6; v += xs) {
+        for (int ti = 0; ti <= 50; ti++) {
+            double v = ceil(x0 / xs) * xs + ti * xs;
+            if (v > x1 + xs * 1e-6) break;
             fmt_tick(buf, sizeof buf, v, xs);
             mf_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#8c959f\"/>"
                              "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\" fill=\"#59636e\">%s</text>\n",
@@ -150,10 +155,13 @@ static void loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
         mf_buf_printf(b, "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" fill=\"#1f2328\" "
                          "transform=\"rotate(-90 14 %.1f)\">loss</text>\n", T + ph / 2, T + ph / 2);
         mf_buf_puts(b, "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.8\" stroke-linejoin=\"round\" points=\"");
+        /* At most ~2000 vertices: every stride-th point, and always the last one. */
+        size_t stride = np > 2000 ? (np + 1999) / 2000 : 1, seen = 0;
         int first = 1;
         for (size_t k = 0; k < c->n; k++) {
             const mf_report_point *p = &c->pts[k];
-            if (isnan(p->loss) || isnan(p->step) || isinf(p->loss)) continue;
+            if (!isfinite(p->loss) || !isfinite(p->step)) continue;
+            if (seen++ % stride && seen != np) continue;
             mf_buf_printf(b, "%s%.1f,%.1f", first ? "" : " ", PX(p->step), PY(p->loss));
             first = 0;
         }

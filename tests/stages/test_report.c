@@ -187,3 +187,28 @@ TEST(test_report_stage_fails_clearly_on_missing_metrics_json)
     CHECK_CONTAINS(err.msg, "metrics.json");
     mf_json_free(params);
 }
+
+TEST(test_report_loss_chart_thins_long_curves_and_survives_huge_offsets)
+{
+    mf_report *r = NULL;
+    mf_err err;
+    CHECK_OK(mf_report_new(&r, "curves", &err));
+    size_t n = 5000;
+    mf_report_point *pts = calloc(n, sizeof *pts);
+    REQUIRE(pts);
+    for (size_t k = 0; k < n; k++)
+        pts[k] = (mf_report_point){1e20 + (double)k * 1e6, 1e15 + (double)(k % 7), NAN, NAN, NAN};
+    pts[10].loss = INFINITY; /* skipped */
+    CHECK_OK(mf_report_add_curve(r, "long", pts, n, &err));
+    free(pts);
+    mf_buf html = MF_BUF_INIT;
+    CHECK_OK(mf_report_html(r, &html, &err));
+    const char *poly = strstr(mf_buf_cstr(&html), "points=\"");
+    REQUIRE(poly);
+    size_t vertices = 1;
+    for (const char *q = poly + 8; *q && *q != '"'; q++) vertices += *q == ' ';
+    CHECK(vertices <= 2001 && vertices >= 1500);
+    CHECK_CONTAINS(mf_buf_cstr(&html), "long — 4999 steps logged");
+    mf_buf_free(&html);
+    mf_report_free(r);
+}
