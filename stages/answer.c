@@ -34,9 +34,14 @@ static char *fold(const char *s)
             o[w++] = (char)('A' + (u[i + 2] - 0xA1)), i += 3;
         } else if (u[i] == 0xEF && i + 2 < n && u[i + 1] == 0xBD && u[i + 2] >= 0x81 && u[i + 2] <= 0x9A) {
             o[w++] = (char)('a' + (u[i + 2] - 0x81)), i += 3;
-        } else if (u[i] == 0xEF && i + 2 < n && u[i + 1] == 0xBC
-                   && (u[i + 2] == 0x88 || u[i + 2] == 0x89 || u[i + 2] == 0x9A || u[i + 2] == 0xBB || u[i + 2] == 0xBD)) {
-            o[w++] = u[i + 2] == 0x88 ? '(' : u[i + 2] == 0x89 ? ')' : u[i + 2] == 0x9A ? ':' : u[i + 2] == 0xBB ? '[' : ']';
+        } else if (u[i] == 0xEF && i + 2 < n && u[i + 1] == 0xBC &&
+                   (u[i + 2] == 0x88 || u[i + 2] == 0x89 || u[i + 2] == 0x9A || u[i + 2] == 0xBB ||
+                    u[i + 2] == 0xBD)) {
+            o[w++] = u[i + 2] == 0x88   ? '('
+                     : u[i + 2] == 0x89 ? ')'
+                     : u[i + 2] == 0x9A ? ':'
+                     : u[i + 2] == 0xBB ? '['
+                                        : ']';
             i += 3;
         } else {
             o[w++] = s[i++];
@@ -55,17 +60,19 @@ static int is_alnum_ascii(char c)
 static int letter_at(const char *p, int n, int allow_lower)
 {
     int idx = -1;
-    if (*p >= 'A' && *p < 'A' + n) idx = *p - 'A';
-    else if (allow_lower && *p >= 'a' && *p < 'a' + n) idx = *p - 'a';
+    if (*p >= 'A' && *p < 'A' + n)
+        idx = *p - 'A';
+    else if (allow_lower && *p >= 'a' && *p < 'a' + n)
+        idx = *p - 'a';
     if (idx < 0 || is_alnum_ascii(p[1])) return -1;
     /* English prose: "A patient ...", "answer is a fever" is not a choice. */
     if ((!allow_lower || (*p >= 'a' && *p <= 'z')) && p[1] == ' ' && p[2] >= 'a' && p[2] <= 'z') return -1;
     return idx;
 }
 
-static const char *const fillers[] = {" ", "\t", "\n", ":", "是", "为", "為", "选", "選", "择", "擇",
-                                      "项", "項", "应", "應", "该", "該", "的", "(", "[", "【", "「",
-                                      "\"", "“", "'", "‘", "　", "is", "IS", "Is", NULL};
+static const char *const fillers[] = {" ",  "\t", "\n", ":",  "是", "为", "為", "选", "選", "择", "擇",
+                                      "项", "項", "应", "應", "该", "該", "的", "(",  "[",  "【", "「",
+                                      "\"", "“",  "'",  "‘",  "　", "is", "IS", "Is", NULL};
 
 /* After a marker ending at p: skip fillers, then a letter. */
 static int after_marker(const char *p, int n)
@@ -87,14 +94,18 @@ static int after_marker(const char *p, int n)
     return letter_at(p, n, 1);
 }
 
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c; }
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+}
 
 static const char *strcasestr_ascii(const char *h, const char *needle)
 {
     size_t l = strlen(needle);
     for (; *h; h++) {
         size_t k = 0;
-        while (k < l && h[k] && lower(h[k]) == lower(needle[k])) k++;
+        while (k < l && h[k] && lower(h[k]) == lower(needle[k]))
+            k++;
         if (k == l) return h;
     }
     return NULL;
@@ -131,9 +142,12 @@ static int close_matches(char open, const char *p)
 static int bracketed_at(const char *p, int n)
 {
     char open;
-    if (*p == '(' || *p == '[') open = *p++;
-    else if (!strncmp(p, "【", strlen("【"))) open = 'x', p += strlen("【");
-    else return -1;
+    if (*p == '(' || *p == '[')
+        open = *p++;
+    else if (!strncmp(p, "【", strlen("【")))
+        open = 'x', p += strlen("【");
+    else
+        return -1;
     if (!(*p >= 'A' && *p < 'A' + n)) return -1;
     return close_matches(open, p + 1) ? *p - 'A' : -1;
 }
@@ -170,7 +184,8 @@ int mf_answer_choice(const char *text, int n_options, const char *const *options
         idx = letter_at(p, n_options, 0);
         if (idx < 0) idx = bracketed_at(p, n_options);
     }
-    for (const char *p = s; idx < 0 && *p; p++) idx = bracketed_at(p, n_options);
+    for (const char *p = s; idx < 0 && *p; p++)
+        idx = bracketed_at(p, n_options);
     if (idx < 0) idx = by_option_text(text, n_options, options);
     for (const char *p = s; idx < 0 && *p; p++)
         if ((p == s || !is_alnum_ascii(p[-1]))) idx = letter_at(p, n_options, 0);
@@ -184,8 +199,10 @@ int mf_answer_diagnosis(const char *pred, const char *gold)
     char *np = mf_answer_normalize(pred), *ng = mf_answer_normalize(gold);
     int r = MF_DIAG_NONE;
     if (np && ng && *np && *ng) {
-        if (!strcmp(np, ng)) r = MF_DIAG_EXACT;
-        else if (strstr(np, ng)) r = MF_DIAG_CONTAINS;
+        if (!strcmp(np, ng))
+            r = MF_DIAG_EXACT;
+        else if (strstr(np, ng))
+            r = MF_DIAG_CONTAINS;
     }
     free(np);
     free(ng);

@@ -44,11 +44,13 @@ static const char *const pair_names[] = {"win", "tie", "lose", "reward_a", "rewa
 
 static int agg_add(agg *a, const char *cat, const double *v)
 {
-    for (int k = 0; k < a->nv; k++) a->sum[k] += v[k];
+    for (int k = 0; k < a->nv; k++)
+        a->sum[k] += v[k];
     a->n++;
     if (!cat || !*cat) return 0;
     size_t c = 0;
-    while (c < a->n_cats && strcmp(a->cats[c].name, cat)) c++;
+    while (c < a->n_cats && strcmp(a->cats[c].name, cat))
+        c++;
     if (c == a->n_cats) {
         agg_cat *nc = realloc(a->cats, (a->n_cats + 1) * sizeof *nc);
         if (!nc) return MF_ENOMEM;
@@ -57,14 +59,16 @@ static int agg_add(agg *a, const char *cat, const double *v)
         if (!(nc[c].name = strdup(cat))) return MF_ENOMEM;
         a->n_cats++;
     }
-    for (int k = 0; k < a->nv; k++) a->cats[c].sum[k] += v[k];
+    for (int k = 0; k < a->nv; k++)
+        a->cats[c].sum[k] += v[k];
     a->cats[c].n++;
     return 0;
 }
 
 static void agg_free(agg *a)
 {
-    for (size_t c = 0; c < a->n_cats; c++) free(a->cats[c].name);
+    for (size_t c = 0; c < a->n_cats; c++)
+        free(a->cats[c].name);
     free(a->cats);
 }
 
@@ -91,7 +95,8 @@ static mf_json *metrics_json(const mf_eval_opts *o, const agg *a, int nv_shown)
     bad = bad || mf_json_set(root, "task", mf_json_new_str(mf_eval_task_name(o->task)));
     bad = bad || mf_json_set(root, "model", mf_json_new_str(o->label && *o->label ? o->label : "model"));
     if (o->task == MF_EVAL_PAIRWISE)
-        bad = bad || mf_json_set(root, "model_b", mf_json_new_str(o->label_b && *o->label_b ? o->label_b : "model_b"));
+        bad = bad || mf_json_set(root, "model_b",
+                                 mf_json_new_str(o->label_b && *o->label_b ? o->label_b : "model_b"));
     if (o->dataset && *o->dataset) bad = bad || mf_json_set(root, "dataset", mf_json_new_str(o->dataset));
     bad = bad || mf_json_set(root, "n", mf_json_new_int((int64_t)a->n));
     mf_json *m = bad ? NULL : means(a->names, nv_shown, a->sum, a->n, 0);
@@ -124,8 +129,8 @@ static int put_pred(mf_buf *out, const mf_eval_item *it, const char *output, con
         mf_json *arr = mf_json_new_array();
         for (size_t k = 0; arr && k < it->n_msgs; k++) {
             mf_json *mm = mf_json_new_object();
-            if (!mm || mf_json_set(mm, "role", mf_json_new_str(it->msgs[k].role))
-                || mf_json_set(mm, "content", mf_json_new_str(it->msgs[k].content)) || mf_json_push(arr, mm)) {
+            if (!mm || mf_json_set(mm, "role", mf_json_new_str(it->msgs[k].role)) ||
+                mf_json_set(mm, "content", mf_json_new_str(it->msgs[k].content)) || mf_json_push(arr, mm)) {
                 mf_json_free(arr);
                 arr = NULL;
             }
@@ -135,7 +140,8 @@ static int put_pred(mf_buf *out, const mf_eval_item *it, const char *output, con
     bad = bad || mf_json_set(o, "output", mf_json_new_str(output ? output : ""));
     bad = bad || mf_json_set(o, "reference", mf_json_new_str(it->reference));
     if (*it->category) bad = bad || mf_json_set(o, "category", mf_json_new_str(it->category));
-    for (int k = 0; !bad && k < nv; k++) bad = mf_json_set(s, names[k], mf_json_new_float(v[k]));
+    for (int k = 0; !bad && k < nv; k++)
+        bad = mf_json_set(s, names[k], mf_json_new_float(v[k]));
     if (!bad) {
         bad = mf_json_set(o, "scores", s);
         s = NULL;
@@ -164,7 +170,8 @@ static int shots_prefix(mf_eval_item *dst, const mf_eval_item *it, const mf_eval
             if ((pass == 0) != same || !s->question || !strcmp(s->question, it->question)) continue;
             char *ans = malloc(strlen(s->options[s->answer]) + 8);
             if (!ans) return MF_ENOMEM;
-            snprintf(ans, strlen(s->options[s->answer]) + 8, "%c. %s", 'A' + s->answer, s->options[s->answer]);
+            snprintf(ans, strlen(s->options[s->answer]) + 8, "%c. %s", 'A' + s->answer,
+                     s->options[s->answer]);
             mf_eval_msg *m = realloc(dst->msgs, (dst->n_msgs + 2) * sizeof *m);
             char *q = strdup(s->msgs[s->n_msgs - 1].content);
             if (!m || !q) {
@@ -182,8 +189,8 @@ static int shots_prefix(mf_eval_item *dst, const mf_eval_item *it, const mf_eval
     return 0;
 }
 
-static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval_set *shots, mf_eval_model *model,
-                    double *v, char **output, mf_json *extra, mf_err *err)
+static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval_set *shots,
+                    mf_eval_model *model, double *v, char **output, mf_json *extra, mf_err *err)
 {
     /* Prompt = [the item's system message] + k-shot turns + the question. sh owns the shot
      * turns; p.msgs only points at strings owned by sh and it. */
@@ -191,18 +198,24 @@ static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval
     int rc = shots_prefix(&sh, it, shots, o->k_shot);
     p.msgs = rc ? NULL : malloc((sh.n_msgs + it->n_msgs) * sizeof *p.msgs);
     if (!p.msgs) {
-        for (size_t k = 0; k < sh.n_msgs; k++) free((char *)sh.msgs[k].content);
+        for (size_t k = 0; k < sh.n_msgs; k++)
+            free((char *)sh.msgs[k].content);
         free(sh.msgs);
         return mf_err_set(err, MF_ENOMEM, "out of memory building an mcq prompt");
     }
     size_t first = it->n_msgs && !strcmp(it->msgs[0].role, "system") ? 1 : 0;
-    for (size_t k = 0; k < first; k++) p.msgs[p.n_msgs++] = it->msgs[k];
-    for (size_t k = 0; k < sh.n_msgs; k++) p.msgs[p.n_msgs++] = sh.msgs[k];
-    for (size_t k = first; k < it->n_msgs; k++) p.msgs[p.n_msgs++] = it->msgs[k];
+    for (size_t k = 0; k < first; k++)
+        p.msgs[p.n_msgs++] = it->msgs[k];
+    for (size_t k = 0; k < sh.n_msgs; k++)
+        p.msgs[p.n_msgs++] = sh.msgs[k];
+    for (size_t k = first; k < it->n_msgs; k++)
+        p.msgs[p.n_msgs++] = it->msgs[k];
     int choice = -1;
     if (o->mcq_generate) {
-        if (!model->generate) rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq generate: the model cannot generate");
-        else rc = model->generate(model->self, p.msgs, p.n_msgs, output, err);
+        if (!model->generate)
+            rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq generate: the model cannot generate");
+        else
+            rc = model->generate(model->self, p.msgs, p.n_msgs, output, err);
         if (!rc) choice = mf_answer_choice(*output, it->n_options, (const char *const *)it->options);
     } else if (!model->score_continuation) {
         rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq loglik: the model cannot score continuations");
@@ -237,7 +250,8 @@ static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval
         }
         mf_json_free(lp);
     }
-    for (size_t k = 0; k < sh.n_msgs; k++) free((char *)sh.msgs[k].content);
+    for (size_t k = 0; k < sh.n_msgs; k++)
+        free((char *)sh.msgs[k].content);
     free(sh.msgs);
     free(p.msgs);
     if (rc) return rc;
@@ -252,22 +266,32 @@ static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval
 /* ---- the run ---- */
 
 int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set *shots, mf_eval_model *model,
-                mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir, const mf_stage_ctx *progress,
-                mf_err *err)
+                mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir,
+                const mf_stage_ctx *progress, mf_err *err)
 {
     if (!model) return mf_err_set(err, MF_EINVAL, "eval: no model to evaluate");
     if (o->task == MF_EVAL_PAIRWISE && (!model_b || !judge || !judge->reward))
-        return mf_err_set(err, MF_EINVAL, "eval task pairwise: needs inputs 'model_b' (the model compared against) "
-                                          "and 'reward' (a reward model that judges)");
+        return mf_err_set(err, MF_EINVAL,
+                          "eval task pairwise: needs inputs 'model_b' (the model compared against) "
+                          "and 'reward' (a reward model that judges)");
     if (o->task != MF_EVAL_MCQ && !model->generate)
-        return mf_err_set(err, MF_EUNSUPPORTED, "eval task %s: the model cannot generate", mf_eval_task_name(o->task));
+        return mf_err_set(err, MF_EUNSUPPORTED, "eval task %s: the model cannot generate",
+                          mf_eval_task_name(o->task));
     agg a = {0};
     int nv_shown;
     switch (o->task) {
-    case MF_EVAL_MCQ: a.names = mcq_names, a.nv = 2, nv_shown = o->mcq_generate ? 2 : 1; break;
-    case MF_EVAL_DIAGNOSIS: a.names = diag_names, a.nv = nv_shown = 2; break;
-    case MF_EVAL_PAIRWISE: a.names = pair_names, a.nv = nv_shown = 5; break;
-    default: a.names = mf_metric_names, a.nv = nv_shown = MF_M_COUNT; break;
+    case MF_EVAL_MCQ:
+        a.names = mcq_names, a.nv = 2, nv_shown = o->mcq_generate ? 2 : 1;
+        break;
+    case MF_EVAL_DIAGNOSIS:
+        a.names = diag_names, a.nv = nv_shown = 2;
+        break;
+    case MF_EVAL_PAIRWISE:
+        a.names = pair_names, a.nv = nv_shown = 5;
+        break;
+    default:
+        a.names = mf_metric_names, a.nv = nv_shown = MF_M_COUNT;
+        break;
     }
     size_t n = set->n;
     if (o->max_samples > 0 && (size_t)o->max_samples < n) n = (size_t)o->max_samples;
@@ -279,7 +303,8 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
         double v[MAXV] = {0};
         char *output = NULL, *output_b = NULL;
         mf_json *extra = mf_json_new_object();
-        if (!extra) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        if (!extra)
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
         else if (o->task == MF_EVAL_MCQ) {
             rc = eval_mcq(o, it, shots, model, v, &output, extra, err);
         } else {
@@ -300,12 +325,14 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
                     double d = ra - rb; /* win when A's reward beats B's by more than the margin */
                     v[0] = d > o->tie_margin, v[2] = d < -o->tie_margin, v[1] = !v[0] && !v[2];
                     v[3] = ra, v[4] = rb;
-                    if (mf_json_set(extra, "output_b", mf_json_new_str(output_b))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                    if (mf_json_set(extra, "output_b", mf_json_new_str(output_b)))
+                        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
                 }
             }
         }
         if (rc) mf_err_wrap(err, "eval item %s", it->where ? it->where : "?");
-        if (!rc && (agg_add(&a, it->category, v) || put_pred(&preds, it, output, a.names, v, nv_shown, extra)))
+        if (!rc &&
+            (agg_add(&a, it->category, v) || put_pred(&preds, it, output, a.names, v, nv_shown, extra)))
             rc = mf_err_set(err, MF_ENOMEM, "out of memory aggregating eval results");
         mf_json_free(extra);
         free(output);
@@ -371,7 +398,8 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
 {
     int task = mf_eval_task_parse(mf_stage_param_str(ctx, "task", ""));
     if (task < 0)
-        return mf_err_set(ctx->err, MF_EINVAL, "eval: param 'task' should be mcq|qa|dialog|diagnosis|pairwise, found '%s'",
+        return mf_err_set(ctx->err, MF_EINVAL,
+                          "eval: param 'task' should be mcq|qa|dialog|diagnosis|pairwise, found '%s'",
                           mf_stage_param_str(ctx, "task", ""));
     const char *data = mf_stage_input_path(ctx, "data"), *shots_path = mf_stage_input_path(ctx, "shots");
     if (!data) return mf_err_set(ctx->err, MF_EINVAL, "eval: input 'data' (the evaluation set) is missing");
@@ -384,12 +412,14 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
                       (int)mf_stage_param_int(ctx, "k_shot", 0),
                       mf_stage_param_int(ctx, "max_samples", 0),
                       mf_stage_param_num(ctx, "tie_margin", 0.1),
-                      *mf_stage_param_str(ctx, "label", "") ? mf_stage_param_str(ctx, "label", "") : ctx->stage,
+                      *mf_stage_param_str(ctx, "label", "") ? mf_stage_param_str(ctx, "label", "")
+                                                            : ctx->stage,
                       "model_b",
                       ds};
     mf_eval_set *set = NULL, *shots = NULL;
     int rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err);
-    if (!rc && shots_path && o.task == MF_EVAL_MCQ) rc = mf_eval_set_load(&shots, MF_EVAL_MCQ, shots_path, skip, ctx->err);
+    if (!rc && shots_path && o.task == MF_EVAL_MCQ)
+        rc = mf_eval_set_load(&shots, MF_EVAL_MCQ, shots_path, skip, ctx->err);
     if (!rc) rc = mf_eval_set_system(set, mf_stage_param_str(ctx, "system", ""), ctx->err);
     if (!rc) rc = mf_eval_run(&o, set, shots, model, model_b, judge, ctx->out_dir, ctx, ctx->err);
     mf_eval_set_free(set);

@@ -32,7 +32,7 @@
 #include "stages/stage.h"
 
 typedef struct mf_eval_msg {
-    const char *role;    /* "system", "user" or "assistant" */
+    const char *role; /* "system", "user" or "assistant" */
     const char *content;
 } mf_eval_msg;
 
@@ -58,20 +58,20 @@ const char *mf_eval_task_name(mf_eval_task t);
 typedef struct mf_eval_item {
     mf_eval_msg *msgs; /* prompt (ends with a user message) */
     size_t n_msgs;
-    char *reference;   /* reference answer; mcq: the answer letter; diagnosis: the diagnosis */
-    char *category;    /* "" when none */
+    char *reference; /* reference answer; mcq: the answer letter; diagnosis: the diagnosis */
+    char *category;  /* "" when none */
     /* mcq only */
     char *question;
-    char **options;    /* option texts, letters A.. in order */
+    char **options; /* option texts, letters A.. in order */
     int n_options;
-    int answer;        /* index of the right option */
-    char *where;       /* "file:LINE" */
+    int answer;  /* index of the right option */
+    char *where; /* "file:LINE" */
 } mf_eval_item;
 
 typedef struct mf_eval_set {
     mf_eval_item *items;
     size_t n;
-    size_t skipped;    /* bad records skipped (on_bad_record: skip) */
+    size_t skipped; /* bad records skipped (on_bad_record: skip) */
 } mf_eval_set;
 
 /* Read an eval set for a task from a JSONL file or a directory of *.jsonl
@@ -86,7 +86,8 @@ typedef struct mf_eval_set {
  * skip_bad: a malformed record is counted in skipped instead of failing. */
 int mf_eval_set_load(mf_eval_set **out, mf_eval_task task, const char *path, int skip_bad, mf_err *err);
 /* Build an item from one parsed record (exposed for tests). */
-int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *rec, const char *where, mf_err *err);
+int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *rec, const char *where,
+                           mf_err *err);
 void mf_eval_item_clear(mf_eval_item *it);
 void mf_eval_set_free(mf_eval_set *s);
 
@@ -95,21 +96,21 @@ int mf_eval_set_system(mf_eval_set *s, const char *system, mf_err *err);
 
 typedef struct mf_eval_opts {
     mf_eval_task task;
-    int mcq_generate;      /* mcq_mode: generate */
+    int mcq_generate; /* mcq_mode: generate */
     int length_normalize;
     int k_shot;
     long long max_samples; /* 0 = all */
     double tie_margin;
-    const char *label;     /* row name in reports */
-    const char *label_b;   /* pairwise: the other model's name */
-    const char *dataset;   /* eval set name shown in reports, or "" */
+    const char *label;   /* row name in reports */
+    const char *label_b; /* pairwise: the other model's name */
+    const char *dataset; /* eval set name shown in reports, or "" */
 } mf_eval_opts;
 
 /* Evaluate and write out_dir/metrics.json and out_dir/predictions.jsonl.
  * model is required; model_b and judge for pairwise; shots (mcq k-shot pool) may be NULL. */
 int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set *shots, mf_eval_model *model,
-                mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir, const mf_stage_ctx *progress,
-                mf_err *err);
+                mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir,
+                const mf_stage_ctx *progress, mf_err *err);
 
 /* The kind's body once the models are open: reads params (task, mcq_mode,
  * length_normalize, k_shot, max_samples, tie_margin, label, system, on_bad_record) and

@@ -15,33 +15,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const mf_metric_names[MF_M_COUNT] = {"bleu1", "bleu2", "bleu3", "bleu4",
-                                                  "gleu",  "rouge1", "rouge2", "rougeL"};
+const char *const mf_metric_names[MF_M_COUNT] = {"bleu1", "bleu2",  "bleu3",  "bleu4",
+                                                 "gleu",  "rouge1", "rouge2", "rougeL"};
 const char *const mf_metric_labels[MF_M_COUNT] = {"BLEU-1", "BLEU-2",  "BLEU-3",  "BLEU-4",
-                                                   "GLEU",   "ROUGE-1", "ROUGE-2", "ROUGE-L"};
+                                                  "GLEU",   "ROUGE-1", "ROUGE-2", "ROUGE-L"};
 
 /* ---- code point classes ---- */
 
 int mf_metric_is_cjk(uint32_t cp)
 {
-    return (cp >= 0x4E00 && cp <= 0x9FFF)     /* CJK Unified Ideographs */
-           || (cp >= 0x3400 && cp <= 0x4DBF)  /* Extension A */
-           || (cp >= 0xF900 && cp <= 0xFAFF)  /* Compatibility Ideographs */
+    return (cp >= 0x4E00 && cp <= 0x9FFF)      /* CJK Unified Ideographs */
+           || (cp >= 0x3400 && cp <= 0x4DBF)   /* Extension A */
+           || (cp >= 0xF900 && cp <= 0xFAFF)   /* Compatibility Ideographs */
            || (cp >= 0x20000 && cp <= 0x2FA1F) /* Extensions B-F, Compatibility Supplement */
            || (cp >= 0x30000 && cp <= 0x323AF) /* Extensions G-H */
-           || (cp >= 0x3040 && cp <= 0x309F)  /* Hiragana */
-           || (cp >= 0x30A0 && cp <= 0x30FF)  /* Katakana */
-           || (cp >= 0xAC00 && cp <= 0xD7A3); /* Hangul syllables */
+           || (cp >= 0x3040 && cp <= 0x309F)   /* Hiragana */
+           || (cp >= 0x30A0 && cp <= 0x30FF)   /* Katakana */
+           || (cp >= 0xAC00 && cp <= 0xD7A3);  /* Hangul syllables */
 }
 
 int mf_metric_is_alnum(uint32_t cp)
 {
-    return (cp >= '0' && cp <= '9') || (cp >= 'A' && cp <= 'Z') || (cp >= 'a' && cp <= 'z')
-           || (cp >= 0xC0 && cp <= 0x24F && cp != 0xD7 && cp != 0xF7) /* Latin-1 letters, Latin Ext-A/B */
-           || (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2)             /* Greek capitals */
-           || (cp >= 0x3B1 && cp <= 0x3C9)                             /* Greek small */
-           || (cp >= 0x400 && cp <= 0x45F)                             /* Cyrillic */
-           || (cp >= 0xFF10 && cp <= 0xFF19)                           /* fullwidth digits */
+    return (cp >= '0' && cp <= '9') || (cp >= 'A' && cp <= 'Z') || (cp >= 'a' && cp <= 'z') ||
+           (cp >= 0xC0 && cp <= 0x24F && cp != 0xD7 && cp != 0xF7) /* Latin-1 letters, Latin Ext-A/B */
+           || (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2)          /* Greek capitals */
+           || (cp >= 0x3B1 && cp <= 0x3C9)                         /* Greek small */
+           || (cp >= 0x400 && cp <= 0x45F)                         /* Cyrillic */
+           || (cp >= 0xFF10 && cp <= 0xFF19)                       /* fullwidth digits */
            || (cp >= 0xFF21 && cp <= 0xFF3A) || (cp >= 0xFF41 && cp <= 0xFF5A); /* fullwidth Latin */
 }
 
@@ -49,13 +49,26 @@ int mf_metric_is_alnum(uint32_t cp)
 static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
     unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
     size_t len;
     uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        v = c & 0x1F;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        v = c & 0x0F;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        v = c & 0x07;
+        min = 0x10000;
+    } else
+        return 0;
     if (n < len) return 0;
     for (size_t k = 1; k < len; k++) {
         if ((s[k] & 0xC0) != 0x80) return 0;
@@ -99,14 +112,24 @@ int mf_metric_tokenize(mf_metric_tokens *out, const char *s, size_t n, mf_err *e
     while (i < n) {
         uint32_t cp = 0;
         size_t l = utf8_decode(u + i, n - i, &cp);
-        if (!l) { cp = 0xFFFD; l = 1; } /* invalid byte: dropped like punctuation */
+        if (!l) {
+            cp = 0xFFFD;
+            l = 1;
+        } /* invalid byte: dropped like punctuation */
         if (mf_metric_is_alnum(cp)) {
             if (run < 0) run = (long)w;
-            if (cp < 0x80) out->text[w++] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
-            else if (cp >= 0xFF10 && cp <= 0xFF19) out->text[w++] = (char)('0' + (cp - 0xFF10));
-            else if (cp >= 0xFF21 && cp <= 0xFF3A) out->text[w++] = (char)('a' + (cp - 0xFF21));
-            else if (cp >= 0xFF41 && cp <= 0xFF5A) out->text[w++] = (char)('a' + (cp - 0xFF41));
-            else { memcpy(out->text + w, u + i, l); w += l; }
+            if (cp < 0x80)
+                out->text[w++] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+            else if (cp >= 0xFF10 && cp <= 0xFF19)
+                out->text[w++] = (char)('0' + (cp - 0xFF10));
+            else if (cp >= 0xFF21 && cp <= 0xFF3A)
+                out->text[w++] = (char)('a' + (cp - 0xFF21));
+            else if (cp >= 0xFF41 && cp <= 0xFF5A)
+                out->text[w++] = (char)('a' + (cp - 0xFF41));
+            else {
+                memcpy(out->text + w, u + i, l);
+                w += l;
+            }
         } else {
             if (run >= 0) {
                 if (push_token(out, &cap, (uint32_t)run, (uint32_t)(w - (size_t)run))) goto oom;
@@ -161,7 +184,8 @@ static int intern(uint32_t *ids, const mf_metric_tokens *h, const mf_metric_toke
     if (!n) return 0;
     tokref *refs = malloc(n * sizeof *refs);
     if (!refs) return MF_ENOMEM;
-    for (size_t k = 0; k < h->n; k++) refs[k] = (tokref){h->text + h->off[k], h->len[k], (uint32_t)k};
+    for (size_t k = 0; k < h->n; k++)
+        refs[k] = (tokref){h->text + h->off[k], h->len[k], (uint32_t)k};
     for (size_t k = 0; k < r->n; k++)
         refs[h->n + k] = (tokref){r->text + r->off[k], r->len[k], (uint32_t)(h->n + k)};
     qsort(refs, n, sizeof *refs, cmp_tokref);
@@ -180,7 +204,10 @@ typedef struct gram {
     uint32_t id[4];
 } gram;
 
-static int cmp_gram(const void *a, const void *b) { return memcmp(a, b, sizeof(gram)); }
+static int cmp_gram(const void *a, const void *b)
+{
+    return memcmp(a, b, sizeof(gram));
+}
 
 /* Fill g with the sorted n-grams of ids[0..len); returns how many (len-n+1 or 0). */
 static size_t grams(gram *g, const uint32_t *ids, size_t len, int n)
@@ -189,7 +216,8 @@ static size_t grams(gram *g, const uint32_t *ids, size_t len, int n)
     size_t m = len - (size_t)n + 1;
     for (size_t k = 0; k < m; k++) {
         memset(&g[k], 0, sizeof g[k]);
-        for (int j = 0; j < n; j++) g[k].id[j] = ids[k + (size_t)j];
+        for (int j = 0; j < n; j++)
+            g[k].id[j] = ids[k + (size_t)j];
     }
     qsort(g, m, sizeof *g, cmp_gram);
     return m;
@@ -201,13 +229,21 @@ static size_t clipped_matches(const gram *a, size_t na, const gram *b, size_t nb
     size_t i = 0, j = 0, matches = 0;
     while (i < na && j < nb) {
         int c = cmp_gram(&a[i], &b[j]);
-        if (c < 0) i++;
-        else if (c > 0) j++;
+        if (c < 0)
+            i++;
+        else if (c > 0)
+            j++;
         else {
             size_t ca = 0, cb = 0;
             gram g = a[i];
-            while (i < na && !cmp_gram(&a[i], &g)) { i++; ca++; }
-            while (j < nb && !cmp_gram(&b[j], &g)) { j++; cb++; }
+            while (i < na && !cmp_gram(&a[i], &g)) {
+                i++;
+                ca++;
+            }
+            while (j < nb && !cmp_gram(&b[j], &g)) {
+                j++;
+                cb++;
+            }
             matches += ca < cb ? ca : cb;
         }
     }
@@ -222,8 +258,10 @@ static size_t lcs_length(const uint32_t *a, size_t na, const uint32_t *b, size_t
     for (size_t i = 1; i <= na; i++) {
         cur[0] = 0;
         for (size_t j = 1; j <= nb; j++) {
-            if (a[i - 1] == b[j - 1]) cur[j] = prev[j - 1] + 1;
-            else cur[j] = prev[j] > cur[j - 1] ? prev[j] : cur[j - 1];
+            if (a[i - 1] == b[j - 1])
+                cur[j] = prev[j - 1] + 1;
+            else
+                cur[j] = prev[j] > cur[j - 1] ? prev[j] : cur[j - 1];
         }
         size_t *t = prev;
         prev = cur;
@@ -233,10 +271,13 @@ static size_t lcs_length(const uint32_t *a, size_t na, const uint32_t *b, size_t
 }
 
 /* rouge_score.scoring.fmeasure, same operation order. */
-static double fmeasure(double p, double r) { return p + r > 0 ? 2 * p * r / (p + r) : 0.0; }
+static double fmeasure(double p, double r)
+{
+    return p + r > 0 ? 2 * p * r / (p + r) : 0.0;
+}
 
-int mf_metric_score_tokens(mf_metric_scores *out, const mf_metric_tokens *hyp,
-                           const mf_metric_tokens *ref, mf_err *err)
+int mf_metric_score_tokens(mf_metric_scores *out, const mf_metric_tokens *hyp, const mf_metric_tokens *ref,
+                           mf_err *err)
 {
     memset(out, 0, sizeof *out);
     size_t H = hyp->n, R = ref->n, big = H > R ? H : R;
@@ -279,7 +320,8 @@ int mf_metric_score_tokens(mf_metric_scores *out, const mf_metric_tokens *hyp,
 
     /* GLEU: n-grams of orders 1..4 together; min(precision, recall). */
     size_t tp = 0, tpfp = 0, tpfn = 0;
-    for (int n = 1; n <= 4; n++) tp += match[n], tpfp += nh[n], tpfn += nr[n];
+    for (int n = 1; n <= 4; n++)
+        tp += match[n], tpfp += nh[n], tpfn += nr[n];
     size_t nall = tpfp > tpfn ? tpfp : tpfn;
     out->v[MF_M_GLEU] = nall ? 100.0 * ((double)tp / (double)nall) : 0.0;
 
@@ -313,15 +355,20 @@ int mf_metric_score(mf_metric_scores *out, const char *hyp, const char *ref, mf_
 
 /* ---- averaging ---- */
 
-void mf_metric_acc_init(mf_metric_acc *a) { memset(a, 0, sizeof *a); }
+void mf_metric_acc_init(mf_metric_acc *a)
+{
+    memset(a, 0, sizeof *a);
+}
 
 void mf_metric_acc_add(mf_metric_acc *a, const mf_metric_scores *s)
 {
-    for (int k = 0; k < MF_M_COUNT; k++) a->sum[k] += s->v[k];
+    for (int k = 0; k < MF_M_COUNT; k++)
+        a->sum[k] += s->v[k];
     a->n++;
 }
 
 void mf_metric_acc_mean(const mf_metric_acc *a, mf_metric_scores *out)
 {
-    for (int k = 0; k < MF_M_COUNT; k++) out->v[k] = a->n ? a->sum[k] / (double)a->n : 0.0;
+    for (int k = 0; k < MF_M_COUNT; k++)
+        out->v[k] = a->n ? a->sum[k] / (double)a->n : 0.0;
 }

@@ -43,8 +43,14 @@ int mf_metric_tokenize(mf_metric_tokens *out, const char *s, size_t n, mf_err *e
 void mf_metric_tokens_free(mf_metric_tokens *t);
 
 enum {
-    MF_M_BLEU1, MF_M_BLEU2, MF_M_BLEU3, MF_M_BLEU4, MF_M_GLEU,
-    MF_M_ROUGE1, MF_M_ROUGE2, MF_M_ROUGEL,
+    MF_M_BLEU1,
+    MF_M_BLEU2,
+    MF_M_BLEU3,
+    MF_M_BLEU4,
+    MF_M_GLEU,
+    MF_M_ROUGE1,
+    MF_M_ROUGE2,
+    MF_M_ROUGEL,
     MF_M_COUNT
 };
 /* "bleu1" "bleu2" "bleu3" "bleu4" "gleu" "rouge1" "rouge2" "rougeL" */
@@ -58,8 +64,8 @@ typedef struct mf_metric_scores {
 } mf_metric_scores;
 
 /* Score pre-tokenized texts. */
-int mf_metric_score_tokens(mf_metric_scores *out, const mf_metric_tokens *hyp,
-                           const mf_metric_tokens *ref, mf_err *err);
+int mf_metric_score_tokens(mf_metric_scores *out, const mf_metric_tokens *hyp, const mf_metric_tokens *ref,
+                           mf_err *err);
 /* Tokenize and score NUL-terminated UTF-8 texts. */
 int mf_metric_score(mf_metric_scores *out, const char *hyp, const char *ref, mf_err *err);
 

@@ -33,7 +33,8 @@ int mf_report_new(mf_report **out, const char *title, mf_err *err)
 void mf_report_free(mf_report *r)
 {
     if (!r) return;
-    for (size_t k = 0; k < r->n_evals; k++) mf_json_free(r->evals[k]);
+    for (size_t k = 0; k < r->n_evals; k++)
+        mf_json_free(r->evals[k]);
     free(r->evals);
     for (size_t k = 0; k < r->n_curves; k++) {
         free(r->curves[k].label);
@@ -64,7 +65,8 @@ int mf_report_add_eval(mf_report *r, const mf_json *ev, const char *where, mf_er
         return mf_err_at(err, MF_EINVAL, where, 1, 1, "eval result: expected a JSON object");
     const char *task = mf_json_get_str(ev, "task", NULL);
     int known = 0;
-    for (int k = 0; task && tasks[k]; k++) known |= !strcmp(task, tasks[k]);
+    for (int k = 0; task && tasks[k]; k++)
+        known |= !strcmp(task, tasks[k]);
     if (!known)
         return mf_err_at(err, MF_EINVAL, where, ev->line, ev->col,
                          "eval result: \"task\" should be one of mcq|qa|dialog|diagnosis|pairwise, found %s",
@@ -131,8 +133,8 @@ static double num_or_nan(const mf_json *line, const char *key)
     return mf_json_is_num(v) ? mf_json_num(v, NAN) : NAN;
 }
 
-int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label,
-                              const char *fallback_label, mf_err *err)
+int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label, const char *fallback_label,
+                              mf_err *err)
 {
     char *text = NULL;
     size_t len = 0;
@@ -147,7 +149,8 @@ int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label,
         size_t l = e ? (size_t)(e - p) : (size_t)(text + len - p);
         lineno++;
         size_t k = 0;
-        while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
+        while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r'))
+            k++;
         if (k < l) {
             char name[600];
             snprintf(name, sizeof name, "%s:%ld", path, lineno);
@@ -160,7 +163,8 @@ int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label,
                                "training metrics: expected an object with a numeric \"step\"");
                 goto done;
             }
-            if (!stage && mf_json_get_str(v, "stage", NULL) && !(stage = strdup(mf_json_get_str(v, "stage", "")))) {
+            if (!stage && mf_json_get_str(v, "stage", NULL) &&
+                !(stage = strdup(mf_json_get_str(v, "stage", "")))) {
                 mf_json_free(v);
                 rc = mf_err_set(err, MF_ENOMEM, "out of memory");
                 goto done;
@@ -193,8 +197,9 @@ int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_er
 {
     const mf_json *nodes = mf_json_get(dag, "nodes"), *edges = mf_json_get(dag, "edges");
     if (!nodes || nodes->type != MF_JSON_ARRAY || (edges && edges->type != MF_JSON_ARRAY))
-        return mf_err_at(err, MF_EINVAL, where, dag ? dag->line : 0, dag ? dag->col : 0,
-                         "dag: expected {\"nodes\": [{\"id\", \"kind\"}...], \"edges\": [{\"from\", \"to\"}...]}");
+        return mf_err_at(
+            err, MF_EINVAL, where, dag ? dag->line : 0, dag ? dag->col : 0,
+            "dag: expected {\"nodes\": [{\"id\", \"kind\"}...], \"edges\": [{\"from\", \"to\"}...]}");
     for (size_t k = 0; k < nodes->n; k++) {
         const char *id = mf_json_get_str(nodes->items[k], "id", NULL);
         if (!id || !*id)
@@ -227,9 +232,21 @@ int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_er
 
 /* ---- tables ---- */
 
-static const char *const metric_order[] = {"accuracy", "accuracy_contains", "extract_rate", "bleu1",
-                                           "bleu2", "bleu3", "bleu4", "gleu", "rouge1", "rouge2",
-                                           "rougeL", "win", "tie", "lose", NULL};
+static const char *const metric_order[] = {"accuracy",
+                                           "accuracy_contains",
+                                           "extract_rate",
+                                           "bleu1",
+                                           "bleu2",
+                                           "bleu3",
+                                           "bleu4",
+                                           "gleu",
+                                           "rouge1",
+                                           "rouge2",
+                                           "rougeL",
+                                           "win",
+                                           "tie",
+                                           "lose",
+                                           NULL};
 
 static int metric_rank(const char *key)
 {
@@ -245,28 +262,46 @@ static int cmp_metric(const void *a, const void *b)
     return rx != ry ? (rx > ry) - (rx < ry) : strcmp(x, y);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
 
 static int is_fraction(const char *key)
 {
     size_t l = strlen(key);
-    return !strncmp(key, "accuracy", 8) || !strcmp(key, "win") || !strcmp(key, "tie") || !strcmp(key, "lose")
-           || (l > 5 && !strcmp(key + l - 5, "_rate"));
+    return !strncmp(key, "accuracy", 8) || !strcmp(key, "win") || !strcmp(key, "tie") ||
+           !strcmp(key, "lose") || (l > 5 && !strcmp(key + l - 5, "_rate"));
 }
 
 const char *mf_report_metric_label(const char *key)
 {
-    static const struct { const char *k, *label; } labels[] = {
-        {"accuracy", "Accuracy"}, {"accuracy_contains", "Acc. (contains)"}, {"extract_rate", "Extracted"},
-        {"bleu1", "BLEU-1"}, {"bleu2", "BLEU-2"}, {"bleu3", "BLEU-3"}, {"bleu4", "BLEU-4"},
-        {"gleu", "GLEU"}, {"rouge1", "ROUGE-1"}, {"rouge2", "ROUGE-2"}, {"rougeL", "ROUGE-L"},
-        {"win", "Win"}, {"tie", "Tie"}, {"lose", "Lose"}, {NULL, NULL}};
+    static const struct {
+        const char *k, *label;
+    } labels[] = {{"accuracy", "Accuracy"},
+                  {"accuracy_contains", "Acc. (contains)"},
+                  {"extract_rate", "Extracted"},
+                  {"bleu1", "BLEU-1"},
+                  {"bleu2", "BLEU-2"},
+                  {"bleu3", "BLEU-3"},
+                  {"bleu4", "BLEU-4"},
+                  {"gleu", "GLEU"},
+                  {"rouge1", "ROUGE-1"},
+                  {"rouge2", "ROUGE-2"},
+                  {"rougeL", "ROUGE-L"},
+                  {"win", "Win"},
+                  {"tie", "Tie"},
+                  {"lose", "Lose"},
+                  {NULL, NULL}};
     for (int k = 0; labels[k].k; k++)
         if (!strcmp(key, labels[k].k)) return labels[k].label;
     return key;
 }
 
-int mf_report_higher_is_better(const char *key) { return strcmp(key, "lose") && strcmp(key, "n"); }
+int mf_report_higher_is_better(const char *key)
+{
+    return strcmp(key, "lose") && strcmp(key, "n");
+}
 
 const char *mf_report_cell(const mf_json *metrics, const char *key, char *buf, size_t n, double *val)
 {
@@ -291,21 +326,27 @@ const char *mf_report_cell(const mf_json *metrics, const char *key, char *buf, s
 const char *mf_report_row_label(const mf_json *ev, char *buf, size_t n)
 {
     const char *b = mf_json_get_str(ev, "model_b", NULL);
-    if (b && *b) snprintf(buf, n, "%s vs %s", mf_json_get_str(ev, "model", ""), b);
-    else snprintf(buf, n, "%s", mf_json_get_str(ev, "model", ""));
+    if (b && *b)
+        snprintf(buf, n, "%s vs %s", mf_json_get_str(ev, "model", ""), b);
+    else
+        snprintf(buf, n, "%s", mf_json_get_str(ev, "model", ""));
     return buf;
 }
 
 const char *mf_report_table_heading(const mf_report_table *t, char *buf, size_t n)
 {
-    static const struct { const char *task, *title; } titles[] = {
-        {"mcq", "Multiple-choice exam"}, {"qa", "Question answering"}, {"dialog", "Dialogue"},
-        {"diagnosis", "Diagnosis"}, {"pairwise", "Pairwise comparison"}, {NULL, NULL}};
+    static const struct {
+        const char *task, *title;
+    } titles[] = {
+        {"mcq", "Multiple-choice exam"}, {"qa", "Question answering"},        {"dialog", "Dialogue"},
+        {"diagnosis", "Diagnosis"},      {"pairwise", "Pairwise comparison"}, {NULL, NULL}};
     const char *title = t->task;
     for (int k = 0; titles[k].task; k++)
         if (!strcmp(t->task, titles[k].task)) title = titles[k].title;
-    if (*t->dataset) snprintf(buf, n, "%s (%s) — %s", title, t->task, t->dataset);
-    else snprintf(buf, n, "%s (%s)", title, t->task);
+    if (*t->dataset)
+        snprintf(buf, n, "%s (%s) — %s", title, t->task, t->dataset);
+    else
+        snprintf(buf, n, "%s (%s)", title, t->task);
     return buf;
 }
 
@@ -335,9 +376,11 @@ void mf_report_tables_free(mf_report_table *t, size_t n)
         free(t[k].task);
         free(t[k].dataset);
         free(t[k].rows);
-        for (size_t j = 0; j < t[k].n_metrics; j++) free(t[k].metrics[j]);
+        for (size_t j = 0; j < t[k].n_metrics; j++)
+            free(t[k].metrics[j]);
         free(t[k].metrics);
-        for (size_t j = 0; j < t[k].n_cats; j++) free(t[k].cats[j]);
+        for (size_t j = 0; j < t[k].n_cats; j++)
+            free(t[k].cats[j]);
         free(t[k].cats);
     }
     free(t);
@@ -356,7 +399,8 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
             if (strcmp(mf_json_get_str(ev, "task", ""), tasks[tk])) continue;
             const char *ds = mf_json_get_str(ev, "dataset", "");
             size_t k = 0;
-            while (k < nt && !(!strcmp(t[k].task, tasks[tk]) && !strcmp(t[k].dataset, ds))) k++;
+            while (k < nt && !(!strcmp(t[k].task, tasks[tk]) && !strcmp(t[k].dataset, ds)))
+                k++;
             if (k == nt) {
                 mf_report_table *ntb = realloc(t, (nt + 1) * sizeof *ntb);
                 if (!ntb) goto oom;
@@ -408,8 +452,10 @@ long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char
         double v;
         mf_report_cell(mf_report_row_metrics(r, t, k, cat), key, buf, sizeof buf, &v);
         if (isnan(v)) continue;
-        if (v > bv) bv = v, best = (long)k, ties = 0;
-        else if (v == bv) ties = 1;
+        if (v > bv)
+            bv = v, best = (long)k, ties = 0;
+        else if (v == bv)
+            ties = 1;
     }
     return ties ? -1 : best;
 }
@@ -420,8 +466,10 @@ static void md_text(mf_buf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '|' || *s == '\\' || *s == '*' || *s == '_' || *s == '`') mf_buf_putc(b, '\\');
-        if (*s == '\n' || *s == '\r') mf_buf_putc(b, ' ');
-        else mf_buf_putc(b, *s);
+        if (*s == '\n' || *s == '\r')
+            mf_buf_putc(b, ' ');
+        else
+            mf_buf_putc(b, *s);
     }
 }
 
@@ -435,7 +483,8 @@ static void md_table(const mf_report *r, const mf_report_table *t, mf_buf *b, in
         mf_buf_puts(b, " |");
     }
     mf_buf_puts(b, by_cat ? "\n|:---|" : "\n|:---|---:|");
-    for (size_t c = 0; c < ncol; c++) mf_buf_puts(b, "---:|");
+    for (size_t c = 0; c < ncol; c++)
+        mf_buf_puts(b, "---:|");
     mf_buf_putc(b, '\n');
     long *best = calloc(ncol ? ncol : 1, sizeof *best);
     for (size_t c = 0; best && c < ncol; c++)
@@ -450,10 +499,14 @@ static void md_table(const mf_report *r, const mf_report_table *t, mf_buf *b, in
         if (!by_cat) mf_buf_printf(b, " | %lld", (long long)mf_json_get_int(ev, "n", 0));
         for (size_t c = 0; c < ncol; c++) {
             const char *key = by_cat ? t->primary : t->metrics[c];
-            mf_report_cell(mf_report_row_metrics(r, t, k, by_cat ? t->cats[c] : NULL), key, cell, sizeof cell, &v);
-            if (!*cell) mf_buf_puts(b, " | –");
-            else if (best && best[c] == (long)k) mf_buf_printf(b, " | **%s**", cell);
-            else mf_buf_printf(b, " | %s", cell);
+            mf_report_cell(mf_report_row_metrics(r, t, k, by_cat ? t->cats[c] : NULL), key, cell, sizeof cell,
+                           &v);
+            if (!*cell)
+                mf_buf_puts(b, " | –");
+            else if (best && best[c] == (long)k)
+                mf_buf_printf(b, " | **%s**", cell);
+            else
+                mf_buf_printf(b, " | %s", cell);
         }
         mf_buf_puts(b, " |\n");
     }
@@ -476,8 +529,10 @@ static void curve_summary(const mf_report_curve *c, double *first, double *last,
 
 static void put_num(mf_buf *b, double v, const char *fmt)
 {
-    if (isnan(v)) mf_buf_puts(b, "–");
-    else mf_buf_printf(b, fmt, v);
+    if (isnan(v))
+        mf_buf_puts(b, "–");
+    else
+        mf_buf_printf(b, fmt, v);
 }
 
 int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
@@ -490,7 +545,9 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
     md_text(b, r->title);
     mf_buf_puts(b, "\n\n## Results\n\n");
     if (!nt) mf_buf_puts(b, "No eval results.\n\n");
-    mf_buf_puts(b, nt ? "All scores in %; accuracy, win, tie and lose are shares of items. Best of each column in bold.\n\n" : "");
+    mf_buf_puts(b, nt ? "All scores in %; accuracy, win, tie and lose are shares of items. Best of each "
+                        "column in bold.\n\n"
+                      : "");
     for (size_t k = 0; k < nt; k++) {
         char h[512];
         mf_buf_puts(b, "### ");
@@ -505,7 +562,8 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
         }
     }
     if (r->n_curves) {
-        mf_buf_puts(b, "## Training\n\n| Stage | Steps | First loss | Last loss | Min loss |\n|:---|---:|---:|---:|---:|\n");
+        mf_buf_puts(b, "## Training\n\n| Stage | Steps | First loss | Last loss | Min loss "
+                       "|\n|:---|---:|---:|---:|---:|\n");
         for (size_t k = 0; k < r->n_curves; k++) {
             double first, last, minl, steps;
             curve_summary(&r->curves[k], &first, &last, &minl, &steps);
@@ -534,9 +592,11 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
             mf_buf_puts(b, ")");
             int first = 1;
             for (size_t e = 0; edges && e < edges->n; e++) {
-                if (strcmp(mf_json_get_str(edges->items[e], "to", ""), mf_json_get_str(nodes->items[k], "id", "")))
+                if (strcmp(mf_json_get_str(edges->items[e], "to", ""),
+                           mf_json_get_str(nodes->items[k], "id", "")))
                     continue;
-                mf_buf_printf(b, "%s`%s`", first ? " ← " : ", ", mf_json_get_str(edges->items[e], "from", ""));
+                mf_buf_printf(b, "%s`%s`", first ? " ← " : ", ",
+                              mf_json_get_str(edges->items[e], "from", ""));
                 first = 0;
             }
             mf_buf_putc(b, '\n');
@@ -597,15 +657,18 @@ int mf_report_run(mf_stage_ctx *ctx)
     }
     for (size_t k = 0; !rc && tr && k < tr->n; k++) {
         char *p = mf_path_join(tr->paths[k], "metrics.jsonl");
-        if (!p) rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
+        if (!p)
+            rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
         else if (!mf_is_file(p))
-            rc = mf_err_set(ctx->err, MF_EINVAL, "report: training input %s has no metrics.jsonl", tr->paths[k]);
+            rc = mf_err_set(ctx->err, MF_EINVAL, "report: training input %s has no metrics.jsonl",
+                            tr->paths[k]);
         else {
             char fallback[128];
             const char *d = tr->digests && tr->digests[k] ? tr->digests[k] : NULL;
             if (d && !strncmp(d, "sha256:", 7) && strlen(d) >= 19)
                 snprintf(fallback, sizeof fallback, "training %zu (%.12s)", k + 1, d + 7);
-            else snprintf(fallback, sizeof fallback, "training %zu", k + 1);
+            else
+                snprintf(fallback, sizeof fallback, "training %zu", k + 1);
             rc = mf_report_add_curve_jsonl(r, p, NULL, fallback, ctx->err);
         }
         free(p);

@@ -44,13 +44,12 @@ int mf_report_add_eval(mf_report *r, const mf_json *metrics, const char *where, 
 int mf_report_add_eval_dir(mf_report *r, const char *dir, mf_err *err);
 
 /* Add a training curve (points copied). */
-int mf_report_add_curve(mf_report *r, const char *label, const mf_report_point *pts, size_t n,
-                        mf_err *err);
+int mf_report_add_curve(mf_report *r, const char *label, const mf_report_point *pts, size_t n, mf_err *err);
 /* Read a metrics.jsonl (JSON lines with step and loss; lr, grad_norm,
  * tokens_per_s optional) and add it. label NULL: the lines' "stage" field,
  * else fallback_label. */
-int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label,
-                              const char *fallback_label, mf_err *err);
+int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label, const char *fallback_label,
+                              mf_err *err);
 
 /* Set the pipeline DAG ({"nodes":[{"id","kind"}], "edges":[{"from","to"}]}); validated, copied. */
 int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_err *err);
@@ -76,13 +75,13 @@ typedef struct mf_report_curve {
 
 /* One table: rows are eval results (indices into evals), grouped by (task, dataset). */
 typedef struct mf_report_table {
-    char *task, *dataset;   /* dataset may be "" */
+    char *task, *dataset; /* dataset may be "" */
     size_t *rows, n_rows;
-    char **metrics;         /* metric columns, display order */
+    char **metrics; /* metric columns, display order */
     size_t n_metrics;
-    char **cats;            /* category columns (sorted), may be 0 */
+    char **cats; /* category columns (sorted), may be 0 */
     size_t n_cats;
-    const char *primary;    /* metric shown per category */
+    const char *primary; /* metric shown per category */
 } mf_report_table;
 
 struct mf_report {

@@ -41,7 +41,8 @@ int main(int argc, char **argv)
     mf_metric_scores mean;
     mf_metric_acc_mean(&acc, &mean);
     printf("pairs %zu", acc.n);
-    for (int k = 0; k < MF_M_COUNT; k++) printf(" %s %.6f", mf_metric_names[k], mean.v[k]);
+    for (int k = 0; k < MF_M_COUNT; k++)
+        printf(" %s %.6f", mf_metric_names[k], mean.v[k]);
     printf("\nseconds %.4f\n", t);
     return 0;
 }

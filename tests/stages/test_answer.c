@@ -31,10 +31,10 @@ TEST(test_answer_choice_reads_leading_bracketed_and_standalone_letters)
     CHOICE("应该是B吧", 1);
     CHOICE("维生素B12缺乏，A项正确", 0); /* B12 is not a standalone letter */
     CHOICE("BMI偏高，所以D", 3);
-    CHOICE("Bleeding is likely", -1); /* letters inside words are not answers */
+    CHOICE("Bleeding is likely", -1);                /* letters inside words are not answers */
     CHOICE("A patient with fever should take C", 2); /* "A patient": an article, not a choice */
-    CHOICE("The answer is a fever", -1);         /* an article after the marker */
-    CHOICE("F", -1);                  /* out of range for 5 options */
+    CHOICE("The answer is a fever", -1);             /* an article after the marker */
+    CHOICE("F", -1);                                 /* out of range for 5 options */
     CHOICE("", -1);
     CHECK_INT(mf_answer_choice("答案是E", 4, NULL), -1); /* only A-D valid */
 }

@@ -16,12 +16,14 @@
 static size_t utf8_chars(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
     return n;
 }
 
 /* Scores every continuation -1 per character: the shortest option wins. */
-static int shortest_scorer(void *self, const mf_eval_msg *p, size_t n, const char *cont, double *sum, long *ntok, mf_err *err)
+static int shortest_scorer(void *self, const mf_eval_msg *p, size_t n, const char *cont, double *sum,
+                           long *ntok, mf_err *err)
 {
     (void)self, (void)p, (void)n, (void)err;
     *ntok = (long)utf8_chars(cont);
@@ -50,7 +52,8 @@ static int lookup_generate(void *self, const mf_eval_msg *p, size_t n, char **ou
 }
 
 /* Reward = number of characters of the response. */
-static int length_reward(void *self, const mf_eval_msg *p, size_t n, const char *resp, double *out, mf_err *err)
+static int length_reward(void *self, const mf_eval_msg *p, size_t n, const char *resp, double *out,
+                         mf_err *err)
 {
     (void)self, (void)p, (void)n, (void)err;
     *out = (double)utf8_chars(resp);
@@ -63,7 +66,8 @@ static int recording_generate(void *self, const mf_eval_msg *p, size_t n, char *
     (void)err;
     mf_buf *b = self;
     mf_buf_reset(b);
-    for (size_t k = 0; k < n; k++) mf_buf_printf(b, "[%s]%s", p[k].role, p[k].content);
+    for (size_t k = 0; k < n; k++)
+        mf_buf_printf(b, "[%s]%s", p[k].role, p[k].content);
     *out = strdup("A");
     return *out ? 0 : MF_ENOMEM;
 }
@@ -91,13 +95,18 @@ static mf_eval_set *load_text(mf_eval_task task, const char *text, int skip, mf_
 
 static const char *mcq_set =
     /* category anat: shortest option is right in 2 of 3 */
-    "{\"question\": \"q1\", \"options\": {\"A\": \"垂体窝窝\", \"B\": \"棘孔\", \"C\": \"破裂孔孔\", \"D\": \"视神经管\"}, \"answer\": \"B\", \"category\": \"anat\"}\n"
-    "{\"question\": \"q2\", \"options\": {\"A\": \"咽\", \"B\": \"口咽部\", \"C\": \"鼻咽部\", \"D\": \"喉咽部\"}, \"answer\": \"A\", \"category\": \"anat\"}\n"
-    "{\"question\": \"q3\", \"options\": {\"A\": \"间\", \"B\": \"延髓\", \"C\": \"中脑\", \"D\": \"脑桥\"}, \"answer\": \"B\", \"category\": \"anat\"}\n"
+    "{\"question\": \"q1\", \"options\": {\"A\": \"垂体窝窝\", \"B\": \"棘孔\", \"C\": \"破裂孔孔\", \"D\": "
+    "\"视神经管\"}, \"answer\": \"B\", \"category\": \"anat\"}\n"
+    "{\"question\": \"q2\", \"options\": {\"A\": \"咽\", \"B\": \"口咽部\", \"C\": \"鼻咽部\", \"D\": "
+    "\"喉咽部\"}, \"answer\": \"A\", \"category\": \"anat\"}\n"
+    "{\"question\": \"q3\", \"options\": {\"A\": \"间\", \"B\": \"延髓\", \"C\": \"中脑\", \"D\": \"脑桥\"}, "
+    "\"answer\": \"B\", \"category\": \"anat\"}\n"
     "\n"
     /* category virus: shortest option right in 1 of 2 */
-    "{\"question\": \"q4\", \"options\": [\"病毒\", \"细菌细菌\"], \"answer\": \"A\", \"category\": \"virus\"}\n"
-    "{\"question\": \"q5\", \"options\": [\"病毒\", \"细菌细菌\"], \"answer\": \"b\", \"category\": \"virus\"}\n";
+    "{\"question\": \"q4\", \"options\": [\"病毒\", \"细菌细菌\"], \"answer\": \"A\", \"category\": "
+    "\"virus\"}\n"
+    "{\"question\": \"q5\", \"options\": [\"病毒\", \"细菌细菌\"], \"answer\": \"b\", \"category\": "
+    "\"virus\"}\n";
 
 TEST(test_eval_mcq_loglik_aggregates_accuracy_overall_and_per_category)
 {
@@ -130,9 +139,11 @@ TEST(test_eval_mcq_loglik_aggregates_accuracy_overall_and_per_category)
     REQUIRE(preds);
     /* q1: options scored -(chars of "X. text"): "B. 棘孔" = 5 chars is the best */
     CHECK_CONTAINS(preds, "\"choice\":\"B\",\"input\":\"以下是中国医学考试的单项选择题");
-    CHECK_CONTAINS(preds, "\"option_scores\":[-7.0,-5.0,-7.0,-7.0],\"output\":\"B\",\"reference\":\"B\",\"scores\":{\"accuracy\":1.0}}");
+    CHECK_CONTAINS(preds, "\"option_scores\":[-7.0,-5.0,-7.0,-7.0],\"output\":\"B\",\"reference\":\"B\","
+                          "\"scores\":{\"accuracy\":1.0}}");
     int lines = 0;
-    for (char *q = preds; (q = strchr(q, '\n')); q++) lines++;
+    for (char *q = preds; (q = strchr(q, '\n')); q++)
+        lines++;
     CHECK_INT(lines, 5);
     free(preds);
     mf_eval_set_free(s);
@@ -150,7 +161,8 @@ TEST(test_eval_mcq_generate_extracts_letters_and_length_normalize_divides_by_tok
     CHECK_OK(mf_eval_run(&o, s, NULL, &g, NULL, NULL, out, NULL, &err));
     mf_json *mj = read_json(out, "metrics.json");
     REQUIRE(mj);
-    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 3.0 / 5, 0, 1e-12); /* q1, q3, q5 are B */
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 3.0 / 5, 0,
+               1e-12); /* q1, q3, q5 are B */
     CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.extract_rate"), -1), 1.0, 0, 0);
     CHECK(!mf_json_get(mj, "dataset"));
     mf_json_free(mj);
@@ -169,7 +181,8 @@ TEST(test_eval_mcq_generate_extracts_letters_and_length_normalize_divides_by_tok
     CHECK_OK(mf_eval_run(&on, s, NULL, &m, NULL, NULL, out, NULL, &err));
     mj = read_json(out, "metrics.json");
     REQUIRE(mj);
-    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 2.0 / 5, 0, 1e-12); /* q2, q4 are A */
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 2.0 / 5, 0,
+               1e-12); /* q2, q4 are A */
     mf_json_free(mj);
     mf_eval_set_free(s);
 }
@@ -186,7 +199,8 @@ TEST(test_eval_mcq_k_shot_puts_same_category_examples_first)
     CHECK_OK(mf_eval_run(&o, s, s, &g, NULL, NULL, mf_test_tmpdir(), NULL, &err));
     /* the last item run is q4 (max_samples 4): its shot is q5 (same category, not itself), then q1 */
     const char *t = mf_buf_cstr(&seen);
-    CHECK_CONTAINS(t, "[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\nA. 病毒\nB. 细菌细菌\n[assistant]B. 细菌细菌[user]");
+    CHECK_CONTAINS(t, "[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\nA. 病毒\nB. "
+                      "细菌细菌\n[assistant]B. 细菌细菌[user]");
     CHECK_CONTAINS(t, "[assistant]B. 棘孔[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq4\n");
     CHECK(!strstr(t, "\n\nq2\n"));
     /* a system prompt comes before the shots */
@@ -194,7 +208,8 @@ TEST(test_eval_mcq_k_shot_puts_same_category_examples_first)
     CHECK_OK(mf_eval_set_system(s, "another", &err)); /* items that have one keep it */
     CHECK_OK(mf_eval_run(&o, s, s, &g, NULL, NULL, mf_test_tmpdir(), NULL, &err));
     t = mf_buf_cstr(&seen);
-    CHECK(!strncmp(t, "[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n", strlen("[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n")));
+    CHECK(!strncmp(t, "[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n",
+                   strlen("[system]你是医生[user]以下是中国医学考试的单项选择题，请选出正确答案。\n\nq5\n")));
     CHECK(!strstr(t, "another"));
     mf_buf_free(&seen);
     mf_eval_set_free(s);
@@ -205,10 +220,13 @@ TEST(test_eval_qa_scores_generations_with_text_metrics_and_averages_them)
     mf_err err;
     int rc;
     const char *text =
-        "{\"question\": \"高血压能吃党参吗\", \"answer\": \"高血压病人可以口服党参。\", \"department\": \"心血管科\"}\n"
+        "{\"question\": \"高血压能吃党参吗\", \"answer\": \"高血压病人可以口服党参。\", \"department\": "
+        "\"心血管科\"}\n"
         "{\"instruction\": \"胃痛怎么办\", \"input\": \"\", \"output\": \"建议做胃镜检查。\"}\n"
-        "{\"conversations\": [{\"from\": \"human\", \"value\": \"头痛\"}, {\"from\": \"gpt\", \"value\": \"多久了\"}, "
-        "{\"from\": \"human\", \"value\": \"三天了\"}, {\"from\": \"gpt\", \"value\": \"建议测量血压\"}], \"department\": \"神经科\"}\n";
+        "{\"conversations\": [{\"from\": \"human\", \"value\": \"头痛\"}, {\"from\": \"gpt\", \"value\": "
+        "\"多久了\"}, "
+        "{\"from\": \"human\", \"value\": \"三天了\"}, {\"from\": \"gpt\", \"value\": \"建议测量血压\"}], "
+        "\"department\": \"神经科\"}\n";
     mf_eval_set *s = load_text(MF_EVAL_DIALOG, text, 0, &err, &rc);
     REQUIRE(rc == 0 && s->n == 3);
     CHECK_INT(s->items[2].n_msgs, 3);
@@ -238,13 +256,16 @@ TEST(test_eval_diagnosis_counts_exact_and_contains_matches)
 {
     mf_err err;
     int rc;
-    const char *text =
-        "{\"complaint\": \"四肢抽搐、惊厥\", \"examinations\": \"脑电图\", \"department\": \"神经内科\", \"diagnosis\": \"癫痫\"}\n"
-        "{\"complaint\": \"头痛\", \"examinations\": \"头颅CT\", \"department\": \"神经内科\", \"diagnosis\": \"偏头痛\"}\n"
-        "{\"complaint\": \"月经量多\", \"department\": \"妇科\", \"diagnosis\": \"子宫肌瘤\", \"age\": \"40\"}\n";
+    const char *text = "{\"complaint\": \"四肢抽搐、惊厥\", \"examinations\": \"脑电图\", \"department\": "
+                       "\"神经内科\", \"diagnosis\": \"癫痫\"}\n"
+                       "{\"complaint\": \"头痛\", \"examinations\": \"头颅CT\", \"department\": "
+                       "\"神经内科\", \"diagnosis\": \"偏头痛\"}\n"
+                       "{\"complaint\": \"月经量多\", \"department\": \"妇科\", \"diagnosis\": \"子宫肌瘤\", "
+                       "\"age\": \"40\"}\n";
     mf_eval_set *s = load_text(MF_EVAL_DIAGNOSIS, text, 0, &err, &rc);
     REQUIRE(rc == 0 && s->n == 3);
-    CHECK_STR(s->items[0].msgs[0].content, "请根据以下病历信息给出最可能的诊断。\n症状：四肢抽搐、惊厥\n检查：脑电图\n");
+    CHECK_STR(s->items[0].msgs[0].content,
+              "请根据以下病历信息给出最可能的诊断。\n症状：四肢抽搐、惊厥\n检查：脑电图\n");
     CHECK_CONTAINS(s->items[2].msgs[0].content, "age：40\n");
     const char *table[] = {"抽搐", "癫痫。", "头痛", "考虑偏头痛可能", NULL};
     mf_eval_model g = {(void *)table, NULL, lookup_generate, NULL};
@@ -265,7 +286,8 @@ TEST(test_eval_pairwise_counts_win_tie_lose_by_reward_margin)
 {
     mf_err err;
     int rc;
-    const char *text = "{\"question\": \"q1\", \"answer\": \"r\"}\n{\"question\": \"q2\", \"answer\": \"r\"}\n";
+    const char *text =
+        "{\"question\": \"q1\", \"answer\": \"r\"}\n{\"question\": \"q2\", \"answer\": \"r\"}\n";
     mf_eval_set *s = load_text(MF_EVAL_PAIRWISE, text, 0, &err, &rc);
     REQUIRE(rc == 0);
     mf_eval_model a = {(void *)"一个较长的回答", NULL, fixed_generate, NULL};
@@ -312,7 +334,8 @@ TEST(test_eval_bad_records_fail_with_position_or_are_skipped)
     CHECK_INT(s->n, 1);
     CHECK_INT(s->skipped, 2);
     mf_eval_set_free(s);
-    s = load_text(MF_EVAL_QA, "{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}\n", 0, &err, &rc);
+    s = load_text(MF_EVAL_QA, "{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}\n", 0, &err,
+                  &rc);
     CHECK_INT(rc, MF_EINVAL);
     CHECK_CONTAINS(err.msg, "followed by an assistant turn");
     CHECK_INT(mf_eval_task_parse("dialog"), MF_EVAL_DIALOG);
@@ -331,7 +354,8 @@ TEST(test_eval_stage_reads_real_cmmlu_subset_and_its_artifact_feeds_the_report)
     const char *paths[] = {data};
     mf_stage_input inputs[1] = {{"data", paths, NULL, 1}};
     mf_json *params = NULL;
-    const char *p = "{\"task\": \"mcq\", \"mcq_mode\": \"loglik\", \"max_samples\": 0, \"label\": \"\", \"on_bad_record\": \"fail\"}";
+    const char *p = "{\"task\": \"mcq\", \"mcq_mode\": \"loglik\", \"max_samples\": 0, \"label\": \"\", "
+                    "\"on_bad_record\": \"fail\"}";
     REQUIRE(mf_json_parse(&params, p, strlen(p), "params", &err) == 0);
     mf_stage_ctx ctx = {0};
     ctx.stage = "exam_tiny";

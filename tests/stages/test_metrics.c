@@ -74,7 +74,8 @@ TEST(test_metric_scores_match_nltk_and_rouge_score_fixtures)
     mf_metric_scores m;
     mf_metric_acc_mean(&acc, &m);
     CHECK_INT(acc.n, items->n);
-    for (int k = 0; k < MF_M_COUNT; k++) CHECK_NEAR(m.v[k], mf_json_get_num(mean, mf_metric_names[k], NAN), 0, 1e-6);
+    for (int k = 0; k < MF_M_COUNT; k++)
+        CHECK_NEAR(m.v[k], mf_json_get_num(mean, mf_metric_names[k], NAN), 0, 1e-6);
     mf_json_free(fx);
 }
 
@@ -101,7 +102,9 @@ TEST(test_metric_identical_texts_score_100_and_empty_hypothesis_scores_0)
     mf_metric_scores s;
     mf_err err;
     CHECK_OK(mf_metric_score(&s, "患者应低盐饮食并规律服药。", "患者应低盐饮食并规律服药", &err));
-    for (int k = 0; k < MF_M_COUNT; k++) CHECK_NEAR(s.v[k], 100.0, 0, 1e-9);
+    for (int k = 0; k < MF_M_COUNT; k++)
+        CHECK_NEAR(s.v[k], 100.0, 0, 1e-9);
     CHECK_OK(mf_metric_score(&s, "", "患者应低盐饮食", &err));
-    for (int k = 0; k < MF_M_COUNT; k++) CHECK_NEAR(s.v[k], 0.0, 0, 0);
+    for (int k = 0; k < MF_M_COUNT; k++)
+        CHECK_NEAR(s.v[k], 0.0, 0, 0);
 }

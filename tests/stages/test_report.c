@@ -9,7 +9,8 @@
 
 #include <stdlib.h>
 
-static const char *evals_dirs[] = {"exam_base", "exam_sft", "exam_dpo", "qa_sft", "qa_dpo", "diag_sft", "pair_dpo_sft"};
+static const char *evals_dirs[] = {"exam_base", "exam_sft", "exam_dpo",    "qa_sft",
+                                   "qa_dpo",    "diag_sft", "pair_dpo_sft"};
 static const char *train_dirs[] = {"train_sft", "train_dpo"};
 
 /* Run the registered `report` kind on the fixture inputs into out_dir. */
@@ -18,11 +19,13 @@ static int run_report_stage(const char *out_dir, mf_err *err)
     static char paths[9][4096];
     static const char *ev[7], *tr[2];
     for (int k = 0; k < 7; k++) {
-        snprintf(paths[k], sizeof paths[k], "%s/tests/stages/fixtures/report/%s", mf_test_root(), evals_dirs[k]);
+        snprintf(paths[k], sizeof paths[k], "%s/tests/stages/fixtures/report/%s", mf_test_root(),
+                 evals_dirs[k]);
         ev[k] = paths[k];
     }
     for (int k = 0; k < 2; k++) {
-        snprintf(paths[7 + k], sizeof paths[7 + k], "%s/tests/stages/fixtures/report/%s", mf_test_root(), train_dirs[k]);
+        snprintf(paths[7 + k], sizeof paths[7 + k], "%s/tests/stages/fixtures/report/%s", mf_test_root(),
+                 train_dirs[k]);
         tr[k] = paths[7 + k];
     }
     mf_stage_input inputs[2] = {{"evals", ev, NULL, 7}, {"training", tr, NULL, 2}};
@@ -56,8 +59,10 @@ static void check_golden(const char *out_dir, const char *name)
     REQUIRE(want);
     if (strcmp(got, want)) {
         size_t k = 0;
-        while (got[k] && got[k] == want[k]) k++;
-        mf_test_fail(__FILE__, __LINE__, "%s differs from the golden file at byte %zu:\n  got:  \"%.80s\"\n  want: \"%.80s\"",
+        while (got[k] && got[k] == want[k])
+            k++;
+        mf_test_fail(__FILE__, __LINE__,
+                     "%s differs from the golden file at byte %zu:\n  got:  \"%.80s\"\n  want: \"%.80s\"",
                      name, k, got + k, want + k);
     }
     free(got);
@@ -87,7 +92,8 @@ TEST(test_report_tables_have_models_as_rows_and_bold_the_best)
     CHECK_CONTAINS(md, "# Qilin-Med tiny <results>");
     CHECK_CONTAINS(md, "### Multiple-choice exam (mcq) — cmmlu\\_medical");
     CHECK_CONTAINS(md, "| Model | n | Accuracy | Extracted |");
-    CHECK_CONTAINS(md, "| Model | anatomy | clinical\\_medicine | traditional\\_chinese\\_medicine | virology |");
+    CHECK_CONTAINS(md,
+                   "| Model | anatomy | clinical\\_medicine | traditional\\_chinese\\_medicine | virology |");
     CHECK_CONTAINS(md, "| dpo | **38.00** | 40.00 | **47.00** | **37.00** |");
     CHECK_CONTAINS(md, "| BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | GLEU | ROUGE-1 | ROUGE-2 | ROUGE-L |");
     CHECK_CONTAINS(md, "| dpo vs sft | 150 | 46.00 | 20.00 | 34.00 |");
@@ -130,7 +136,8 @@ TEST(test_report_rejects_eval_results_that_break_the_contract)
         mf_json_free(v);
     }
     CHECK_INT(r->n_evals, 0);
-    const char *dag = "{\"nodes\": [{\"id\": \"a\", \"kind\": \"sft\"}], \"edges\": [{\"from\": \"a\", \"to\": \"b\"}]}";
+    const char *dag =
+        "{\"nodes\": [{\"id\": \"a\", \"kind\": \"sft\"}], \"edges\": [{\"from\": \"a\", \"to\": \"b\"}]}";
     mf_json *d = NULL;
     REQUIRE(mf_json_parse(&d, dag, strlen(dag), "dag.json", &err) == 0);
     CHECK_INT(mf_report_set_dag(r, d, "dag.json", &err), MF_EINVAL);
@@ -206,7 +213,8 @@ TEST(test_report_loss_chart_thins_long_curves_and_survives_huge_offsets)
     const char *poly = strstr(mf_buf_cstr(&html), "points=\"");
     REQUIRE(poly);
     size_t vertices = 1;
-    for (const char *q = poly + 8; *q && *q != '"'; q++) vertices += *q == ' ';
+    for (const char *q = poly + 8; *q && *q != '"'; q++)
+        vertices += *q == ' ';
     CHECK(vertices <= 2001 && vertices >= 1500);
     CHECK_CONTAINS(mf_buf_cstr(&html), "long — 4999 steps logged");
     mf_buf_free(&html);

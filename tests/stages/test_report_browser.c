@@ -15,19 +15,25 @@
 static int count_substr(const char *hay, const char *needle)
 {
     int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
     return n;
 }
 
-static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
 {
     char *chrome = NULL;
-    int rc = mf_test_sh(&chrome, NULL, "command -v chromium || command -v chromium-browser || command -v google-chrome");
+    int rc = mf_test_sh(&chrome, NULL,
+                        "command -v chromium || command -v chromium-browser || command -v google-chrome");
     if (rc || !chrome || !*chrome) {
-        mf_test_fail(__FILE__, __LINE__, "headless Chromium is required for this test but was not found on PATH "
-                                         "(install the Debian package 'chromium', e.g. with `make deps`)");
+        mf_test_fail(__FILE__, __LINE__,
+                     "headless Chromium is required for this test but was not found on PATH "
+                     "(install the Debian package 'chromium', e.g. with `make deps`)");
         free(chrome);
         return;
     }
@@ -35,7 +41,8 @@ TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
 
     /* Build the fixture report. */
     const char *dir = mf_test_tmpdir();
-    const char *names[] = {"exam_base", "exam_sft", "exam_dpo", "qa_sft", "qa_dpo", "diag_sft", "pair_dpo_sft"};
+    const char *names[] = {"exam_base", "exam_sft", "exam_dpo",    "qa_sft",
+                           "qa_dpo",    "diag_sft", "pair_dpo_sft"};
     mf_report *r = NULL;
     mf_err err;
     REQUIRE(mf_report_new(&r, "browser test", &err) == 0);
@@ -57,10 +64,11 @@ TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
 
     /* Screenshot. */
     char *out = NULL, *errs = NULL;
-    rc = mf_test_sh(&out, &errs,
-                    "cd '%s' && timeout 90 '%s' --headless --no-sandbox --disable-gpu --user-data-dir='%s/profile' "
-                    "--hide-scrollbars --screenshot='%s/shot.png' --window-size=1200,1800 'file://%s/report.html'",
-                    dir, chrome, dir, dir, dir);
+    rc = mf_test_sh(
+        &out, &errs,
+        "cd '%s' && timeout 90 '%s' --headless --no-sandbox --disable-gpu --user-data-dir='%s/profile' "
+        "--hide-scrollbars --screenshot='%s/shot.png' --window-size=1200,1800 'file://%s/report.html'",
+        dir, chrome, dir, dir, dir);
     if (rc) mf_test_fail(__FILE__, __LINE__, "chromium --screenshot exited %d: %s", rc, errs ? errs : "");
     snprintf(p, sizeof p, "%s/shot.png", dir);
     char *png = NULL;
@@ -75,7 +83,8 @@ TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
             CHECK_INT(be32(u + 20), 1800);
         }
         /* A blank 1200x1800 page compresses to a few KB; tables, text and curves do not. */
-        if (len < 40000) mf_test_fail(__FILE__, __LINE__, "screenshot is only %zu bytes: page looks blank", len);
+        if (len < 40000)
+            mf_test_fail(__FILE__, __LINE__, "screenshot is only %zu bytes: page looks blank", len);
     }
     free(png);
     free(out);
@@ -83,10 +92,11 @@ TEST(test_report_browser_renders_tables_curves_and_dag_in_headless_chromium)
 
     /* DOM as Chromium parsed it. */
     out = errs = NULL;
-    rc = mf_test_sh(&out, &errs,
-                    "cd '%s' && timeout 90 '%s' --headless --no-sandbox --disable-gpu --user-data-dir='%s/profile' "
-                    "--dump-dom 'file://%s/report.html'",
-                    dir, chrome, dir, dir);
+    rc = mf_test_sh(
+        &out, &errs,
+        "cd '%s' && timeout 90 '%s' --headless --no-sandbox --disable-gpu --user-data-dir='%s/profile' "
+        "--dump-dom 'file://%s/report.html'",
+        dir, chrome, dir, dir);
     if (rc) mf_test_fail(__FILE__, __LINE__, "chromium --dump-dom exited %d: %s", rc, errs ? errs : "");
     REQUIRE(out);
     /* 4 results tables + 3 category tables */
