@@ -3,10 +3,12 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
+#include "stages/report.h"
 
 #include <string.h>
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"report", mf_report_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
