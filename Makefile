@@ -112,7 +112,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
 		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
-		python3 chromium
+		python3 chromium fonts-wqy-zenhei
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_BUILD := build/fuzz
