@@ -3,10 +3,13 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
+#include "stages/kinds.h"
 
 #include <string.h>
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"split", mf_stage_split_run},
+    {"mix", mf_stage_mix_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
