@@ -8,6 +8,9 @@
 #include <string.h>
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"kg2qa", mf_stage_kg2qa_run},
+    {"format", mf_stage_format_run},
+    {"dedup", mf_stage_dedup_run},
     {"split", mf_stage_split_run},
     {"mix", mf_stage_mix_run},
     {NULL, NULL}};
