@@ -13,6 +13,7 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"dedup", mf_stage_dedup_run},
     {"split", mf_stage_split_run},
     {"mix", mf_stage_mix_run},
+    {"tokenize", mf_stage_tokenize_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
