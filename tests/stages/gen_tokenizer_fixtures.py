@@ -163,6 +163,22 @@ def test_texts():
     return texts
 
 
+def unicode_texts():
+    """Random strings of assigned code points from all over Unicode (letters,
+    marks, numbers, spaces, symbols), for the regex-only checks."""
+    rnd = random.Random(4321)
+    import unicodedata
+    cps = [c for c in range(0x20, 0x30000) if unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")]
+    ws = [0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C, 0x85, 0xA0, 0x1680, 0x2000, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000,
+          0x1C, 0x1D, 0x1E, 0x1F, 0x200B, 0x180E, 0xFEFF]
+    out = []
+    for _ in range(150):
+        k = rnd.randint(1, 30)
+        out.append("".join(chr(rnd.choice(ws) if rnd.random() < 0.3 else (ord("'") if rnd.random() < 0.05
+                                                                              else rnd.choice(cps))) for _ in range(k)))
+    return out
+
+
 # ids the post-processor puts before / after a single sequence; cases.json
 # stores ids_nospecial only when it is not ids without these.
 TEMPLATE = {"bl_qwen2": ([], []), "bl_llama3": ([], []), "bl_gpt2": ([], []), "sp_llama2": ([1], []),
@@ -220,10 +236,10 @@ def main():
         all_cases += c
         all_dec += d
     # the regexes alone: byte lengths of the pieces HF's Split(Isolated) makes
-    pretok = {}
+    pretok = {"texts": unicode_texts()}
     for name, rx in (("gpt2", GPT2), ("llama3", LLAMA3), ("qwen2", QWEN2)):
         sp = pre_tokenizers.Split(Regex(rx), behavior="isolated", invert=False)
-        pretok[name] = [[len(p.encode("utf-8")) for p, _ in sp.pre_tokenize_str(t)] for t in texts]
+        pretok[name] = [[len(p.encode("utf-8")) for p, _ in sp.pre_tokenize_str(t)] for t in texts + pretok["texts"]]
     meta = {"template": TEMPLATE, "generator": "tests/stages/gen_tokenizer_fixtures.py", "tokenizers": tokenizers.__version__,
             "python": sys.version.split()[0]}
     with open(os.path.join(OUT, "cases.json"), "w", encoding="utf-8") as f:

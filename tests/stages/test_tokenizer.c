@@ -280,3 +280,46 @@ TEST(test_tokenizer_long_word_is_not_quadratic_and_matches_merges)
     free(s);
     mf_tok_free(tok);
 }
+
+/* ---- the hand-written regexes, piece by piece, against HF's Split ---- */
+#include "stages/tok_internal.h"
+
+typedef struct {
+    size_t lens[4096];
+    size_t n;
+} pieces;
+
+static int collect(void *ctx, size_t off, size_t len)
+{
+    pieces *p = ctx;
+    (void)off;
+    if (p->n < 4096) p->lens[p->n++] = len;
+    return 0;
+}
+
+static void check_regex(const char *name, int kind)
+{
+    mf_json *cases = load_cases();
+    REQUIRE(cases);
+    const mf_json *texts = mf_json_get(cases, "texts");
+    const mf_json *utexts = mf_json_get_path(cases, "pretok.texts");
+    const mf_json *want = mf_json_get(mf_json_get(cases, "pretok"), name);
+    REQUIRE(texts && utexts && want && want->n == texts->n + utexts->n);
+    int bad = 0;
+    static pieces p;
+    for (size_t i = 0; i < want->n; i++) {
+        const mf_json *t = i < texts->n ? texts->items[i] : utexts->items[i - texts->n];
+        p.n = 0;
+        mf_tok_regex_split(kind, t->s, t->slen, collect, &p);
+        const mf_json *w = want->items[i];
+        int same = w->n == p.n;
+        for (size_t k = 0; same && k < p.n; k++) same = (size_t)w->items[k]->i == p.lens[k];
+        if (!same && bad++ < 5) mf_test_fail(__FILE__, __LINE__, "%s regex: pieces of text %zu \"%.80s\" differ from HF", name, i, t->s);
+    }
+    CHECK_INT(bad, 0);
+    mf_json_free(cases);
+}
+
+TEST(test_tokenizer_regex_gpt2_splits_like_hf) { check_regex("gpt2", TOK_RE_GPT2); }
+TEST(test_tokenizer_regex_llama3_splits_like_hf) { check_regex("llama3", TOK_RE_LLAMA3); }
+TEST(test_tokenizer_regex_qwen2_splits_like_hf) { check_regex("qwen2", TOK_RE_QWEN2); }
