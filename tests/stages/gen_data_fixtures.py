@@ -10,7 +10,8 @@
                    - pretrain: 3 texts -> ids + [eos]
                    - sft: conversations rendered with the chatml template (as documented in
                      stages/template.h: each prefix / prompt / target piece encoded on its own,
-                     add_special_tokens=False, target pieces masked 1)
+                     add_special_tokens=False, target pieces masked 1), and with the llama2
+                     template and the tokenizer module's SentencePiece-style LLaMA-2 fixture
 
 Generated with: tokenizers 0.23, transformers 5.x (see 'versions' in the JSON files).
 """
@@ -80,10 +81,36 @@ def chatml(conv):
 
 
 sft = [chatml(json.loads(l)) for l in sft_lines]
+
+# llama2 template with the SentencePiece-style LLaMA-2 test tokenizer of the tokenizer module
+# (tests/stages/fixtures/tokenizer/sp_llama2.json): BOS before every [INST], EOS after every answer.
+sp = Tokenizer.from_file('tests/stages/fixtures/tokenizer/sp_llama2.json')
+sp_bos, sp_eos = sp.token_to_id('<s>'), sp.token_to_id('</s>')
+
+
+def llama2(conv):
+    turns = conv['conversations']
+    sys_ = turns[0]['value'] if turns[0]['from'] == 'system' else None
+    k = 1 if sys_ else 0
+    ids, mask, r = [], [], 0
+    while k < len(turns):
+        q, a = turns[k]['value'], turns[k + 1]['value']
+        block = '<<SYS>>\n' + sys_ + '\n<</SYS>>\n\n' if (sys_ and r == 0) else ''
+        src = [sp_bos] + sp.encode('[INST] ' + block + q + ' [/INST]', add_special_tokens=False).ids
+        tgt = sp.encode(' ' + a + ' ', add_special_tokens=False).ids + [sp_eos]
+        ids += src + tgt
+        mask += [0] * len(src) + [1] * len(tgt)
+        k += 2
+        r += 1
+    return ids, mask
+
+
+sp_sft = [llama2(json.loads(l)) for l in sft_lines]
 json.dump({'versions': {'tokenizers': tokenizers.__version__},
            'eos_id': eos,
            'pretrain_lines': pre_lines, 'pretrain_ids': pre,
-           'sft_lines': sft_lines, 'sft_ids': [s[0] for s in sft], 'sft_mask': [s[1] for s in sft]},
+           'sft_lines': sft_lines, 'sft_ids': [s[0] for s in sft], 'sft_mask': [s[1] for s in sft],
+           'llama2_sp_ids': [s[0] for s in sp_sft], 'llama2_sp_mask': [s[1] for s in sp_sft]},
           open(f'{OUT}/expected.json', 'w', encoding='utf-8'), ensure_ascii=False)
 print('ok', tokenizers.__version__, 'vocab', tok.get_vocab_size(), 'eos', eos)
 

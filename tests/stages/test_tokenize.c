@@ -272,3 +272,28 @@ TEST(test_token_shard_reader_rejects_corrupt_files)
     CHECK_CONTAINS(err.msg, "bad magic");
     free(raw);
 }
+
+TEST(test_tokenize_sft_llama2_with_sentencepiece_bos_eos_matches_hf_tokenizers)
+{
+    mf_json *e = expected();
+    REQUIRE(e);
+    const char *in = lines_file(mf_json_get(e, "sft_lines"), "sft.jsonl");
+    char tokp[2048];
+    snprintf(tokp, sizeof tokp, "%s/tests/stages/fixtures/tokenizer/sp_llama2.json", mf_test_root());
+    const char *d[] = {in}, *t[] = {tokp};
+    dtest dt;
+    REQUIRE(dtest_run(&dt, "tokenize", "{\"template\": \"llama2\", \"max_source_length\": 4096, \"max_target_length\": 4096}", 1,
+                      "data", d, 1, "tokenizer", t, 1, tpath("l2")) == 0);
+    mf_ts ts;
+    REQUIRE(open_shard(&ts, tpath("l2")) == 0);
+    const mf_json *ids = mf_json_get(e, "llama2_sp_ids"), *mask = mf_json_get(e, "llama2_sp_mask");
+    REQUIRE(ts.n_docs == ids->n);
+    for (size_t k = 0; k < ids->n; k++) {
+        CHECK(doc_equals(&ts, k, ids->items[k]));
+        int mask_ok = 1;
+        for (size_t j = 0; j < mask->items[k]->n; j++) mask_ok &= ts.mask[ts.doc_offsets[k] + j] == mask->items[k]->items[j]->i;
+        CHECK(mask_ok);
+    }
+    mf_ts_close(&ts);
+    mf_json_free(e);
+}
