@@ -252,6 +252,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
         rc = mf_rd_next(rd, &rec, err);
         if (rc <= 0) break;
         rc = 0;
+        mf_data_tick(ctx, rd, "reading triples");
         mf_triple t;
         char why[512];
         if (mf_rd_triple(rec, &t, why, sizeof why)) {
