@@ -2,6 +2,7 @@
 #include "tests/harness.h"
 #include "tests/stages/dtest.h"
 #include "stages/tokshard.h"
+#include "common/fsutil.h"
 
 #include <stdlib.h>
 
@@ -296,4 +297,40 @@ TEST(test_tokenize_sft_llama2_with_sentencepiece_bos_eos_matches_hf_tokenizers)
     }
     mf_ts_close(&ts);
     mf_json_free(e);
+}
+
+TEST(test_token_shard_directory_opens_all_shards_in_order)
+{
+    mf_err err;
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s/shards", mf_test_tmpdir());
+    REQUIRE(mf_mkdir_p(dir, 0755, &err) == 0);
+    int32_t ids[] = {1, 2, 3, 4, 5, 6};
+    for (int s = 0; s < 2; s++) {
+        mf_ts_writer w;
+        REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 2, 10) == 0);
+        REQUIRE(mf_ts_writer_add(&w, ids, NULL, (size_t)(3 + s), 0) == 0);
+        char p[2200];
+        snprintf(p, sizeof p, "%s/shard-%05d.bin", dir, s);
+        REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
+        mf_ts_writer_free(&w);
+    }
+    mf_tsdir d;
+    REQUIRE(mf_tsdir_open(&d, dir, &err) == 0);
+    CHECK_INT(d.n, 2);
+    CHECK_INT(d.n_tokens, 7);
+    CHECK_INT(d.n_blocks, 1 + 2);
+    CHECK_INT(d.shards[1].n_tokens, 4);
+    CHECK_INT(d.shards[0].mask[2], 1);
+    mf_tsdir_close(&d);
+    /* a shard with another block size does not belong */
+    mf_ts_writer w;
+    REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 4, 10) == 0);
+    REQUIRE(mf_ts_writer_add(&w, ids, NULL, 4, 0) == 0);
+    char p[2200];
+    snprintf(p, sizeof p, "%s/shard-00002.bin", dir);
+    REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
+    mf_ts_writer_free(&w);
+    CHECK_INT(mf_tsdir_open(&d, dir, &err), MF_ECORRUPT);
+    CHECK_INT(mf_tsdir_open(&d, mf_test_tmpdir(), &err), MF_ENOTFOUND);
 }
