@@ -4,11 +4,21 @@
  */
 #include "stages/stage.h"
 #include "stages/report.h"
+#include "stages/kinds.h"
 
 #include <string.h>
 
+int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
+
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"report", mf_report_run},
+    {"kg2qa", mf_stage_kg2qa_run},
+    {"format", mf_stage_format_run},
+    {"dedup", mf_stage_dedup_run},
+    {"split", mf_stage_split_run},
+    {"mix", mf_stage_mix_run},
+    {"tokenize", mf_stage_tokenize_run},
+    {"tokenizer", mf_stage_tokenizer_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)

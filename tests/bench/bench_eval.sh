@@ -5,7 +5,7 @@
 #   DATA=path/to/dialogues.jsonl N=1000 bash tests/bench/bench_eval.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:-/work/shared/data/dialogue/internal_medicine_qa.jsonl}
+DATA=${DATA:-$(cd "$(dirname "$0")/../.." && pwd)/../shared/data/dialogue/internal_medicine_qa.jsonl}
 N=${N:-1000}
 [ -f "$DATA" ] || { echo "bench_eval: no data at $DATA (set DATA=a JSONL with \"answer\" fields)"; exit 1; }
 make -s medflow >/dev/null

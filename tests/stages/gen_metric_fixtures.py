@@ -121,7 +121,7 @@ def pairs():
         ("ひらがなカタカナ", "ひらがな"),
         ("一二三四五六七八九十", "十九八七六五四三二一"),
     ]
-    path = "/work/shared/data/dialogue/internal_medicine_qa.jsonl"
+    path = os.path.join(os.environ.get("MF_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data")), "dialogue", "internal_medicine_qa.jsonl")
     rows = []
     with open(path, encoding="utf-8") as f:
         for k, line in enumerate(f):
