@@ -5,6 +5,9 @@
  * owns the zstd framing on both sides (one frame, content checksum on, no
  * trailing data), so corruption anywhere in the file is detected.
  */
+#ifdef __linux__
+#define _GNU_SOURCE /* sync_file_range */
+#endif
 #include "artifacts/archive.h"
 
 #include <archive.h>
@@ -39,8 +42,11 @@ static void trailer_make(unsigned char *tr, const mf_digest *d)
 
 /* ---------------- writing ---------------- */
 
+#define WRITEBACK_EVERY (8u << 20)
+
 typedef struct wctx {
     int fd;
+    uint64_t flushed; /* bytes handed to writeback so far */
     mf_sha256 *fh; /* SHA-256 of every byte written, for the trailer */
     ZSTD_CCtx *z;
     char *out;
@@ -80,6 +86,14 @@ static int zpump(wctx *c, const void *p, size_t n, ZSTD_EndDirective mode)
             return -1;
         }
         c->bytes += out.pos;
+#ifdef __linux__
+        /* Start writeback early so the final fsync has little left to wait
+         * for: the disk works while we hash and compress. */
+        if (c->bytes - c->flushed >= WRITEBACK_EVERY) {
+            sync_file_range(c->fd, (off64_t)c->flushed, (off64_t)(c->bytes - c->flushed), SYNC_FILE_RANGE_WRITE);
+            c->flushed = c->bytes;
+        }
+#endif
         if (mode == ZSTD_e_end ? r == 0 : in.pos == in.size) return 0;
     }
 }
@@ -182,7 +196,11 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     if ((rc = mf_sha256_new(&h, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_checksumFlag, 1);
-    if (threads > 1) ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads);
+    /* Always at least one zstd worker: compression then overlaps with reading
+     * and hashing, and the output is the same for any nbWorkers >= 1 (zstd's
+     * multi-threaded format is independent of the worker count), so the
+     * bytes do not depend on the machine. */
+    ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads > 1 ? threads : 1);
     /* hdrcharset=BINARY: paths are stored as their raw bytes (no locale
      * conversion, so any name round-trips whatever LANG is). */
     if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||

@@ -15,6 +15,8 @@ int mf_cmd_verify(int argc, char **argv);
 int mf_cmd_gc(int argc, char **argv);
 int mf_cmd_tag(int argc, char **argv);
 int mf_cmd_hash(int argc, char **argv);
+int mf_cmd_store_put(int argc, char **argv);
+int mf_cmd_store_materialize(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -54,4 +56,8 @@ const mf_cmd mf_commands[] = {
      "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
      "files come from the store's stat cache; --rehash reads everything,\n"
      "--no-cache ignores the cache. -v (global) prints what was read.\n", 0},
+    {"store-put", mf_cmd_store_put, "archive a directory into the store (internal)",
+     "Usage: medflow store-put [--level N] [--threads N] DIR\n\nArchive DIR into the store and print its digest (benchmarks, debugging).\n", 1},
+    {"store-materialize", mf_cmd_store_materialize, "materialise a stored digest (internal)",
+     "Usage: medflow store-materialize DIGEST\n\nMaterialise DIGEST (verified) under trees/ and print its path.\n", 1},
     {NULL, NULL, NULL, NULL, 0}};
