@@ -530,7 +530,7 @@ int mf_ledger_load(mf_ledger *l, const char *spec, mf_ledger_run **out, mf_err *
     char refname[300];
     snprintf(refname, sizeof refname, "refs/heads/%s", graph);
     git_oid oid;
-    if (!strcmp(graph, spec) && git_reference_name_to_id(&oid, l->repo, refname) == 0) return load_commit(l, &oid, out, err);
+    if (git_reference_name_to_id(&oid, l->repo, refname) == 0) return load_commit(l, &oid, out, err);
     /* a commit id prefix */
     size_t len = strlen(spec);
     if (len >= 4 && len <= 40 && is_hex(spec)) {

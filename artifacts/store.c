@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,9 @@ int mf_store_lock(mf_store *s, int flags, mf_err *err)
             ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
             pid[n > 0 ? n : 0] = 0;
             pid[strcspn(pid, "\n")] = 0;
+            /* the pid is written by exclusive holders only; name it only if that process is alive */
+            long p = atol(pid);
+            if (p <= 0 || kill((pid_t)p, 0) != 0) pid[0] = 0;
             return mf_err_set(err, MF_EBUSY, "store %s is in use by another medflow process%s%s%s", s->dir,
                               *pid ? " (pid " : "", pid, *pid ? ")" : "");
         }
