@@ -14,6 +14,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,8 +399,138 @@ static const char *type_name(mode_t t)
     }
 }
 
-static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, const char *dest, mf_sha256 *h,
-                        mf_treehash *th, const char *last, mf_err *err)
+/* ---- a hashing thread for extraction ----
+ * Extraction decompresses, writes and hashes every byte; SHA-256 is the
+ * slowest of the three, so it runs on its own thread: the reader copies each
+ * data block into a ring of NSLOT buffers and the hasher consumes them,
+ * finishing each entry's SHA-256 and feeding the tree hash in order. */
+
+#define NSLOT 8
+
+typedef struct hjob {
+    int kind;        /* 0 data, 1 end of entry, 2 stop */
+    size_t len;
+    char *path;      /* kind 1 */
+    int exec;
+    uint64_t size;
+} hjob;
+
+typedef struct hqueue {
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hjob q[NSLOT];
+    char *buf[NSLOT];
+    size_t head, count;
+    mf_sha256 *h;
+    mf_treehash *th;
+    int failed;
+    mf_err err;
+} hqueue;
+
+static void *hq_main(void *arg)
+{
+    hqueue *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (q->count == 0) pthread_cond_wait(&q->cv, &q->mu);
+        size_t slot = q->head;
+        hjob j = q->q[slot];
+        pthread_mutex_unlock(&q->mu);
+        if (j.kind == 0) {
+            mf_sha256_update(q->h, q->buf[slot], j.len);
+        } else if (j.kind == 1) {
+            mf_digest sha;
+            mf_sha256_final(q->h, &sha);
+            if (!q->failed && mf_treehash_add(q->th, j.path, j.exec, j.size, &sha, &q->err)) q->failed = 1;
+            free(j.path);
+        }
+        pthread_mutex_lock(&q->mu);
+        q->head = (q->head + 1) % NSLOT;
+        q->count--;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        if (j.kind == 2) return NULL;
+    }
+}
+
+static int hq_start(hqueue *q, mf_sha256 *h, mf_treehash *th, mf_err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->h = h;
+    q->th = th;
+    for (int i = 0; i < NSLOT; i++)
+        if (!(q->buf[i] = malloc(CHUNK))) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    if (pthread_create(&q->thread, NULL, hq_main, q) != 0) return mf_err_set(err, MF_EIO, "cannot start a thread");
+    q->started = 1;
+    return 0;
+}
+
+/* Reserve the next free slot (blocks while the ring is full). */
+static size_t hq_slot(hqueue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while (q->count == NSLOT) pthread_cond_wait(&q->cv, &q->mu);
+    size_t slot = (q->head + q->count) % NSLOT;
+    pthread_mutex_unlock(&q->mu);
+    return slot;
+}
+
+static void hq_push(hqueue *q, size_t slot, const hjob *j)
+{
+    pthread_mutex_lock(&q->mu);
+    q->q[slot] = *j;
+    q->count++;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void hq_data(hqueue *q, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        size_t k = n < CHUNK ? n : CHUNK;
+        size_t slot = hq_slot(q);
+        memcpy(q->buf[slot], c, k);
+        hjob j = {0, k, NULL, 0, 0};
+        hq_push(q, slot, &j);
+        c += k;
+        n -= k;
+    }
+}
+
+static int hq_end(hqueue *q, const char *path, int exec, uint64_t size, mf_err *err)
+{
+    hjob j = {1, 0, strdup(path), exec, size};
+    if (!j.path) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    hq_push(q, hq_slot(q), &j);
+    return 0;
+}
+
+/* Stop the thread; returns the hasher's error, if any. */
+static int hq_stop(hqueue *q, mf_err *err)
+{
+    if (q->started) {
+        hjob j = {2, 0, NULL, 0, 0};
+        hq_push(q, hq_slot(q), &j);
+        pthread_join(q->thread, NULL);
+        /* free paths of jobs never processed (none after a clean stop) */
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->cv);
+    }
+    for (int i = 0; i < NSLOT; i++) free(q->buf[i]);
+    if (q->failed && err) {
+        *err = q->err;
+        return q->err.code;
+    }
+    return 0;
+}
+
+static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, const char *dest, hqueue *hq,
+                        const char *last, mf_err *err)
 {
     const char *path = archive_entry_pathname(ae);
     if (!path) return mf_err_set(err, MF_ECORRUPT, "archive entry without a path");
@@ -450,7 +581,7 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
             rc = mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': sparse file", path);
             break;
         }
-        mf_sha256_update(h, buf, len);
+        hq_data(hq, buf, len);
         n += len;
         if (fd >= 0 && write_all(fd, buf, len) < 0) {
             rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
@@ -463,9 +594,7 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
     if (fd >= 0 && close(fd) < 0 && !rc) rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
     free(full);
     if (rc) return rc;
-    mf_digest sha;
-    mf_sha256_final(h, &sha);
-    return mf_treehash_add(th, path, exec, size, &sha, err);
+    return hq_end(hq, path, exec, size, err);
 }
 
 int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_digest *got, mf_err *err)
@@ -482,10 +611,14 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
     mf_sha256 *h = NULL;
     mf_treehash *th = NULL;
     char *last = NULL;
+    hqueue hq;
+    int hq_stopped = 0;
+    memset(&hq, 0, sizeof hq);
     int rc = 0;
     if (!c.in || !c.out || !c.z || !a) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
     if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     archive_read_support_format_tar(a);
+    if ((rc = hq_start(&hq, h, th, err))) goto done;
     if (archive_read_open(a, &c, NULL, r_read, NULL) != ARCHIVE_OK) {
         rc = c.failed ? c.err->code : mf_err_set(err, MF_ECORRUPT, "not a tar archive: %s", archive_error_string(a));
         goto done;
@@ -499,11 +632,20 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
                           : mf_err_set(err, MF_ECORRUPT, "archive is corrupt: %s", archive_error_string(a));
             break;
         }
-        if ((rc = unpack_entry(a, &c, ae, dest, h, th, last, err))) break;
+        if ((rc = unpack_entry(a, &c, ae, dest, &hq, last, err))) break;
         free(last);
         if (!(last = strdup(archive_entry_pathname(ae)))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
     }
     if (!rc) rc = r_drain(&c);
+    {
+        mf_err herr;
+        int hrc = hq_stop(&hq, &herr);
+        hq_stopped = 1;
+        if (!rc && hrc) {
+            *err = herr;
+            rc = hrc;
+        }
+    }
     if (!rc) {
         mf_digest d;
         mf_treehash_final(th, &d);
@@ -515,6 +657,7 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
         }
     }
 done:
+    if (!hq_stopped) hq_stop(&hq, NULL);
     if (a) archive_read_free(a);
     free(last);
     mf_sha256_free(c.fh);

@@ -375,10 +375,11 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
             }
             /* another process materialised it first: use theirs */
         } else {
+            /* No fsync: trees/ is a cache of verified objects (which are
+             * durable). The rename makes it atomic against a killed process;
+             * after a power loss, `medflow verify` names a torn tree. */
             free(tmp);
             tmp = NULL;
-            rc = mf_fsync_dir(s->trees, err);
-            if (rc) goto done;
         }
     }
     mf_digest *refs = NULL;
