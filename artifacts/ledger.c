@@ -559,12 +559,48 @@ const char *mf_ledger_digest_of(const mf_json *f)
 
 /* ---- the output-digest index ---- */
 
-static int index_lookup(mf_ledger *l, const mf_digest *d, char commit[41], char **stage)
+/* "tips <hex>": SHA-256 over "refname oid\n" of every branch, sorted. The
+ * index records the tips it was built from; a lookup miss rebuilds it only if
+ * the branches moved since (or it is missing), so a source digest (which no
+ * stage produced) does not cost a rebuild every time. */
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void tips_line(mf_ledger *l, char out[80])
+{
+    char **br = NULL;
+    size_t nb = 0;
+    mf_err e;
+    snprintf(out, 80, "tips none");
+    if (branches(l, &br, &nb, &e)) return;
+    if (nb > 1) qsort(br, nb, sizeof *br, cmp_str);
+    mf_buf b = MF_BUF_INIT;
+    for (size_t i = 0; i < nb; i++) {
+        char refname[300], hex[41];
+        git_oid oid;
+        snprintf(refname, sizeof refname, "refs/heads/%s", br[i]);
+        if (git_reference_name_to_id(&oid, l->repo, refname) < 0) continue;
+        mf_buf_printf(&b, "%s %s\n", refname, git_oid_tostr(hex, sizeof hex, &oid));
+    }
+    free_strs(br, nb);
+    mf_digest d;
+    mf_digest_bytes(&d, b.data ? b.data : "", b.len);
+    char h[65];
+    snprintf(out, 80, "tips %s", mf_digest_hex(&d, h));
+    mf_buf_free(&b);
+}
+
+/* 0 found, 1 not found, -1 no index; *stale says whether the index's tips differ from the ledger's. */
+static int index_lookup(mf_ledger *l, const mf_digest *d, char commit[41], char **stage, int *stale)
 {
     char *text = NULL;
     size_t len = 0;
     mf_err e;
+    *stale = 1;
     if (mf_read_file(l->idx, &text, &len, &e)) return -1;
+    char tips[80];
+    tips_line(l, tips);
+    size_t tl = strlen(tips);
+    *stale = !(len > tl && !strncmp(text, tips, tl) && text[tl] == '\n');
     char hex[65];
     mf_digest_hex(d, hex);
     int found = 0;
@@ -589,6 +625,9 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
     git_revwalk_sorting(w, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME | GIT_SORT_REVERSE);
     git_revwalk_push_glob(w, "refs/heads/*");
     mf_buf b = MF_BUF_INIT;
+    char tips[80];
+    tips_line(l, tips);
+    mf_buf_printf(&b, "%s\n", tips);
     git_oid oid;
     int rc = 0;
     while (git_revwalk_next(&oid, w) == 0) {
@@ -617,11 +656,12 @@ int mf_ledger_producer(mf_ledger *l, const mf_digest *d, mf_ledger_run **run, ch
     *run = NULL;
     *stage = NULL;
     char commit[41];
-    int r = index_lookup(l, d, commit, stage);
-    if (r != 0 && !l->reindexed) {
+    int stale = 1;
+    int r = index_lookup(l, d, commit, stage, &stale);
+    if (r != 0 && stale && !l->reindexed) {
         int rc = mf_ledger_reindex(l, err);
         if (rc) return rc;
-        r = index_lookup(l, d, commit, stage);
+        r = index_lookup(l, d, commit, stage, &stale);
     }
     char ds[72];
     if (r != 0) return mf_err_set(err, MF_ENOTFOUND, "no stage in the ledger produced %s", mf_digest_str(d, ds));

@@ -17,9 +17,10 @@
  *     output: "sha256:..." | {"digest": "sha256:...", "size": N}, log: "sha256:..."
  *
  * An index <store>/ledger.idx maps output digests to the run and stage that
- * produced them (first producer wins), appended on every commit and rebuilt
- * from the ledger when missing or when a digest is not found, so lineage is a
- * walk, not a search.
+ * produced them (first producer wins), appended on every commit. Its first
+ * line records the branch tips it was built from; it is rebuilt from the
+ * ledger when missing, or when a digest is not found and the branches have
+ * moved since, so lineage is a walk, not a search.
  *
  * Names: RUN is a commit id prefix (>= 4 hex), "GRAPH@N", or "GRAPH" (its
  * latest run). STAGE is "NAME" (latest run on any branch that has it),
