@@ -317,3 +317,31 @@ TEST(test_hash_command_matches_library_and_uses_the_cache)
     CHECK_CONTAINS(out, "0 read");
     free(out);
 }
+
+TEST(test_ledger_index_heals_when_stale_or_missing)
+{
+    world w;
+    build_world(&w);
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, w.store, &err) == 0);
+    /* an index from another ledger state, with no entries */
+    tu_write(tu_path(w.store, "ledger.idx"), "tips 00\n", 8, 0644);
+    mf_digest d;
+    REQUIRE(mf_digest_parse(&d, w.sft_out1, &err) == 0);
+    mf_ledger_run *r = NULL;
+    char *stage = NULL;
+    CHECK_OK(mf_ledger_producer(l, &d, &r, &stage, &err));
+    CHECK_STR(stage, "sft");
+    CHECK(r && r->number == 1);
+    char *idx = mf_test_read(tu_path(w.store, "ledger.idx"));
+    CHECK(idx && !strncmp(idx, "tips ", 5) && strlen(idx) > 80);
+    free(idx);
+    free(stage);
+    mf_ledger_run_free(r);
+    /* a digest nobody produced is a clean MF_ENOTFOUND */
+    REQUIRE(mf_digest_parse(&d, w.base, &err) == 0);
+    CHECK_INT(mf_ledger_producer(l, &d, &r, &stage, &err), MF_ENOTFOUND);
+    CHECK_CONTAINS(err.msg, "no stage in the ledger produced");
+    mf_ledger_free(l);
+}
