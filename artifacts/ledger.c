@@ -17,6 +17,13 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 
+#ifndef MF_VERSION /* set by the Makefile; absent in some builds (fuzzing) */
+#define MF_VERSION "unknown"
+#endif
+#ifndef MF_GIT_REV
+#define MF_GIT_REV "unknown"
+#endif
+
 struct mf_ledger {
     git_repository *repo;
     char *dir;      /* <store>/ledger.git */

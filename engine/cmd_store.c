@@ -384,6 +384,12 @@ int mf_cmd_gc(int argc, char **argv)
     char *g = mf_path_join(store_dir(), "ledger.git");
     int have_ledger = g && mf_is_dir(g);
     free(g);
+    if (!have_ledger) {
+        mf_store_free(s);
+        mf_err_set(&err, MF_ENOTFOUND,
+                   "no ledger in %s: no run is recorded, so gc would delete every object; refusing", store_dir());
+        return mf_cli_report(&err);
+    }
     if (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err))) {
         mf_ledger_free(l);
         mf_store_free(s);
