@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -157,6 +159,20 @@ static int append_index(mf_ledger *l, const char *commit, const mf_json *stages)
 
 static int read_commit_trailers(git_commit *c, char **graph, int *number);
 
+/* libgit2 holds "<ref>.lock" for the few milliseconds of an update. One older
+ * than STALE_LOCK_S was left by a killed process: remove it, or the branch
+ * could never move again (the store's own lock is flock-based and dies with
+ * its holder; git's is a file and does not). */
+#define STALE_LOCK_S 30
+static void clear_stale_ref_lock(mf_ledger *l, const char *refname)
+{
+    mf_buf p = MF_BUF_INIT;
+    mf_buf_printf(&p, "%s/%s.lock", l->dir, refname);
+    struct stat st;
+    if (mf_buf_ok(&p) && stat(p.data, &st) == 0 && time(NULL) - st.st_mtime > STALE_LOCK_S) unlink(p.data);
+    mf_buf_free(&p);
+}
+
 int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph_text, size_t graph_len,
                          const mf_json *run, const mf_json *stages, char out_id[41], int *out_number, mf_err *err)
 {
@@ -277,6 +293,9 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
             goto done;
         }
         if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = git_fail(err, "cannot update branch"); goto done; }
+        if (r == GIT_ELOCKED) clear_stale_ref_lock(l, refname);
+        struct timespec ts = {0, 20000000L * (attempt + 1)}; /* back off: another engine is committing */
+        nanosleep(&ts, NULL);
     }
     rc = mf_err_set(err, MF_EBUSY, "ledger: branch %s keeps moving (another engine committing?)", refname);
 done:

@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "artifacts/ledger.h"
@@ -344,4 +345,67 @@ TEST(test_ledger_index_heals_when_stale_or_missing)
     CHECK_INT(mf_ledger_producer(l, &d, &r, &stage, &err), MF_ENOTFOUND);
     CHECK_CONTAINS(err.msg, "no stage in the ledger produced");
     mf_ledger_free(l);
+}
+
+static void commit_n(const char *store, int k, int n)
+{
+    mf_ledger *l = NULL;
+    mf_err err;
+    if (mf_ledger_open(&l, store, &err)) _exit(1);
+    for (int i = 0; i < n; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "{\"s\": {\"kind\": \"eval\", \"output\": \"sha256:%064d\"}}", k * 1000 + i);
+        mf_json *stages = NULL, *run = NULL;
+        if (mf_json_parse(&stages, buf, strlen(buf), "t", &err) || mf_json_parse(&run, "{\"outcome\": \"ok\"}", 17, "t", &err))
+            _exit(2);
+        if (mf_ledger_commit_run(l, "busy", "", 0, run, stages, NULL, NULL, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            _exit(3);
+        }
+        mf_json_free(stages);
+        mf_json_free(run);
+    }
+    mf_ledger_free(l);
+    _exit(0);
+}
+
+TEST(test_ledger_concurrent_commits_and_stale_git_lock)
+{
+    char store[4096];
+    snprintf(store, sizeof store, "%s/store", mf_test_tmpdir());
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, store, &err) == 0);
+    mf_ledger_free(l);
+    /* a ref lock left behind by a killed process, an hour old */
+    tu_write(tu_path(store, "ledger.git/refs/heads/busy.lock"), "", 0, 0644);
+    REQUIRE(mf_test_sh(NULL, NULL, "touch -d '1 hour ago' '%s/ledger.git/refs/heads/busy.lock'", store) == 0);
+    pid_t p[2];
+    for (int k = 0; k < 2; k++)
+        if ((p[k] = fork()) == 0) commit_n(store, k + 1, 10);
+    for (int k = 0; k < 2; k++) {
+        int st;
+        waitpid(p[k], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "git --git-dir='%s/ledger.git' log --format=%%s busy | sort -t@ -k2 -n | tr '\\n' ' '", store), 0);
+    CHECK_STR(out, "busy@1: ok busy@2: ok busy@3: ok busy@4: ok busy@5: ok busy@6: ok busy@7: ok busy@8: ok busy@9: ok "
+                   "busy@10: ok busy@11: ok busy@12: ok busy@13: ok busy@14: ok busy@15: ok busy@16: ok busy@17: ok "
+                   "busy@18: ok busy@19: ok busy@20: ok ");
+    free(out);
+}
+
+TEST(test_gc_refuses_a_store_without_ledger)
+{
+    char store[4096];
+    snprintf(store, sizeof store, "%s/store", mf_test_tmpdir());
+    mf_store *s = NULL;
+    mf_err err;
+    REQUIRE(mf_store_open(&s, store, &err) == 0);
+    mf_store_free(s);
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "%s --store '%s' gc 2>&1", mf_test_bin(), store), 1);
+    CHECK_CONTAINS(out, "refusing");
+    free(out);
 }
