@@ -24,6 +24,9 @@
  * (which takes it exclusive) waits. flock is released by the kernel when a
  * process dies, so a crashed medflow never wedges the store.
  *
+ * An mf_store handle belongs to one thread at a time; processes share a store
+ * freely (that is what the locks are for).
+ *
  * Big artifacts: an artifact may contain `refs.json` at its root,
  *     {"refs": {"base_model": "sha256:<64 hex>", ...}}
  * naming other artifacts it depends on without copying them. Put checks they

@@ -67,6 +67,27 @@ TEST(test_store_put_then_materialize_every_vector)
     mf_store_free(s);
 }
 
+TEST(test_store_roundtrips_non_utf8_names)
+{
+    const char *tmp = mf_test_tmpdir();
+    mf_store *s = open_store(tu_path(tmp, "store"));
+    char src[4096];
+    snprintf(src, sizeof src, "%s/src", tmp);
+    tu_write(tu_path(src, "latin1-\xe9t\xe9.txt"), "x", 1, 0644);
+    tu_write(tu_path(src, "\xe6\x95\xb0\xe6\x8d\xae/\xff\xfe"), "y", 1, 0755);
+    mf_digest d, got;
+    mf_err err;
+    CHECK_OK(mf_store_put_dir(s, src, &d, NULL, &err));
+    char *path = NULL;
+    CHECK_OK(mf_store_materialize(s, &d, &path, &err));
+    REQUIRE(path);
+    CHECK_OK(mf_digest_dir(&got, path, &err));
+    CHECK(mf_digest_eq(&got, &d));
+    CHECK(mf_is_file(tu_path(path, "\xe6\x95\xb0\xe6\x8d\xae/\xff\xfe")));
+    free(path);
+    mf_store_free(s);
+}
+
 TEST(test_store_verify_names_every_single_flipped_byte)
 {
     const char *tmp = mf_test_tmpdir();
