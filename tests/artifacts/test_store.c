@@ -516,3 +516,61 @@ TEST(test_source_single_file_and_glob_digests)
     CHECK_CONTAINS(err.msg, "matches no file");
     CHECK_INT(mf_source_digest(NULL, tu_path(tmp, "nope"), 0, &a, NULL, &err), MF_ENOTFOUND);
 }
+
+TEST(test_store_materialise_killed_midway_leaves_no_partial_tree)
+{
+    const char *tmp = mf_test_tmpdir();
+    char storedir[4096], src[4096], tree[4096];
+    snprintf(storedir, sizeof storedir, "%s/store", tmp);
+    snprintf(src, sizeof src, "%s/src", tmp);
+    mf_store *s = open_store(storedir);
+    size_t big = 1u << 20;
+    char *data = malloc(big);
+    REQUIRE(data);
+    for (int f = 0; f < 8; f++) {
+        for (size_t k = 0; k < big; k++) data[k] = (char)(k * 7 + (size_t)f);
+        char name[32];
+        snprintf(name, sizeof name, "w%d.bin", f);
+        tu_write(tu_path(src, name), data, big, 0644);
+    }
+    free(data);
+    mf_digest d;
+    mf_err err;
+    REQUIRE(mf_store_put_dir(s, src, &d, NULL, &err) == 0);
+    char hex[65];
+    snprintf(tree, sizeof tree, "%s/trees/%s", storedir, mf_digest_hex(&d, hex));
+    srand(777);
+    int complete = 0;
+    for (int it = 0; it < 20; it++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            mf_store *c = NULL;
+            mf_err e;
+            char *p = NULL;
+            _exit(mf_store_open(&c, storedir, &e) || mf_store_materialize(c, &d, &p, &e) ? 1 : 0);
+        }
+        struct timespec ts = {0, (long)(rand() % 30000) * 1000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (mf_is_dir(tree)) {
+            mf_digest got;
+            CHECK_OK(mf_digest_dir(&got, tree, &err));
+            CHECK(mf_digest_eq(&got, &d));
+            complete++;
+            CHECK_OK(mf_rm_rf(tree, &err));
+        }
+    }
+    /* whatever was left in tmp/ is gone after gc; the object is intact */
+    mf_store_gc_stats st;
+    CHECK_OK(mf_store_gc(s, &d, 1, 0, &st, &err));
+    size_t bad = 9;
+    CHECK_OK(mf_store_verify(s, NULL, NULL, &bad, &err));
+    CHECK_INT(bad, 0);
+    char *out = NULL;
+    mf_test_sh(&out, NULL, "ls '%s/tmp' | wc -l", storedir);
+    CHECK_STR(out, "0\n");
+    free(out);
+    (void)complete;
+    mf_store_free(s);
+}
