@@ -378,7 +378,12 @@ static int mkparents(const char *dest, const char *rel, mf_err *err)
     for (size_t i = base; i < p.len; i++) {
         if (p.data[i] != '/') continue;
         p.data[i] = 0;
-        if (mkdir(p.data, 0755) < 0 && errno != EEXIST) rc = mf_err_errno(err, MF_EIO, "cannot create %s", p.data);
+        if (mkdir(p.data, 0755) < 0) {
+            if (errno == ENOTDIR || (errno == EEXIST && !mf_is_dir(p.data)))
+                rc = mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': a file is in the way of its directory", rel);
+            else if (errno != EEXIST)
+                rc = mf_err_errno(err, MF_EIO, "cannot create %s", p.data);
+        }
         p.data[i] = '/';
         if (rc) break;
     }
@@ -529,8 +534,53 @@ static int hq_stop(hqueue *q, mf_err *err)
     return 0;
 }
 
+/* The paths seen so far, in (strictly increasing) archive order. */
+typedef struct plist {
+    char **v;
+    size_t n, cap;
+} plist;
+
+static int cmp_pstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Is some directory prefix of path an earlier *file* ("a" then "a/b")? Such a
+ * tree cannot exist on disk; refuse it in verify mode too. */
+static const char *file_prefix(const plist *pl, const char *path)
+{
+    char buf[4096];
+    for (const char *sl = strchr(path, '/'); sl; sl = strchr(sl + 1, '/')) {
+        size_t n = (size_t)(sl - path);
+        if (n >= sizeof buf) break;
+        memcpy(buf, path, n);
+        buf[n] = 0;
+        char *key = buf;
+        char **hit = pl->n ? bsearch(&key, pl->v, pl->n, sizeof *pl->v, cmp_pstr) : NULL;
+        if (hit) return *hit;
+    }
+    return NULL;
+}
+
+static int plist_push(plist *pl, const char *path)
+{
+    if (pl->n == pl->cap) {
+        size_t nc = pl->cap ? pl->cap * 2 : 64;
+        char **nv = realloc(pl->v, nc * sizeof *nv);
+        if (!nv) return -1;
+        pl->v = nv;
+        pl->cap = nc;
+    }
+    if (!(pl->v[pl->n] = strdup(path))) return -1;
+    pl->n++;
+    return 0;
+}
+
+static void plist_free(plist *pl)
+{
+    for (size_t i = 0; i < pl->n; i++) free(pl->v[i]);
+    free(pl->v);
+}
+
 static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, const char *dest, hqueue *hq,
-                        const char *last, mf_err *err)
+                        const plist *seen, mf_err *err)
 {
     const char *path = archive_entry_pathname(ae);
     if (!path) return mf_err_set(err, MF_ECORRUPT, "archive entry without a path");
@@ -544,9 +594,12 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
         return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': carries a link target", path);
     if (!mf_tree_path_valid(path))
         return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': absolute path, '..' or empty component", path);
+    const char *last = seen->n ? seen->v[seen->n - 1] : NULL;
     if (last && strcmp(last, path) >= 0)
         return mf_err_set(err, MF_ECORRUPT, "refusing archive: entries out of order or duplicated ('%s' after '%s')",
                           path, last);
+    const char *fp = file_prefix(seen, path);
+    if (fp) return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': a file is in the way of its directory ('%s')", path, fp);
     if (!archive_entry_size_is_set(ae) || archive_entry_size(ae) < 0)
         return mf_err_set(err, MF_ECORRUPT, "archive entry '%s' has no size", path);
     uint64_t size = (uint64_t)archive_entry_size(ae);
@@ -610,7 +663,7 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
     struct archive *a = archive_read_new();
     mf_sha256 *h = NULL;
     mf_treehash *th = NULL;
-    char *last = NULL;
+    plist seen = {0};
     hqueue hq;
     int hq_stopped = 0;
     memset(&hq, 0, sizeof hq);
@@ -632,9 +685,8 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
                           : mf_err_set(err, MF_ECORRUPT, "archive is corrupt: %s", archive_error_string(a));
             break;
         }
-        if ((rc = unpack_entry(a, &c, ae, dest, &hq, last, err))) break;
-        free(last);
-        if (!(last = strdup(archive_entry_pathname(ae)))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        if ((rc = unpack_entry(a, &c, ae, dest, &hq, &seen, err))) break;
+        if (plist_push(&seen, archive_entry_pathname(ae))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
     }
     if (!rc) rc = r_drain(&c);
     {
@@ -659,7 +711,7 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
 done:
     if (!hq_stopped) hq_stop(&hq, NULL);
     if (a) archive_read_free(a);
-    free(last);
+    plist_free(&seen);
     mf_sha256_free(c.fh);
     mf_sha256_free(h);
     mf_treehash_free(th);

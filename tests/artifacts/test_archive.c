@@ -228,6 +228,14 @@ TEST(test_archive_refuses_duplicates_disorder_and_foreign_framing)
     expect_refused("dup", dup, 2, "out of order or duplicated");
     hentry order[] = {{"b", AE_IFREG, "1", NULL, 0}, {"a", AE_IFREG, "2", NULL, 0}};
     expect_refused("order", order, 2, "out of order");
+    hentry inside[] = {{"a", AE_IFREG, "1", NULL, 0}, {"a-x", AE_IFREG, "2", NULL, 0}, {"a/b", AE_IFREG, "3", NULL, 0}};
+    expect_refused("inside-a-file", inside, 3, "a file is in the way");
+    /* also when only verifying (no destination) */
+    const char *tmp0 = mf_test_tmpdir();
+    write_hostile(tu_path(tmp0, "inside2.tar.zst"), inside, 3, 0);
+    mf_err e0;
+    CHECK_INT(unpack_file(tu_path(tmp0, "inside2.tar.zst"), NULL, &e0), MF_ECORRUPT);
+    CHECK_CONTAINS(e0.msg, "a file is in the way");
     const char *tmp = mf_test_tmpdir();
     hentry ok[] = {{"a", AE_IFREG, "1", NULL, 0}};
     write_hostile(tu_path(tmp, "nock.tar.zst"), ok, 1, 1);
