@@ -257,11 +257,21 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
         parent = NULL;
         if (have_tip) {
             if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = git_fail(err, "cannot read branch tip"); goto done; }
-            char *pg = NULL;
-            int pn = 0;
-            read_commit_trailers(parent, &pg, &pn);
-            free(pg);
-            number = pn + 1;
+            /* N follows the last medflow run on the branch (skipping commits made by hand) */
+            git_commit *walk = NULL;
+            git_commit_dup(&walk, parent);
+            for (int hops = 0; walk && hops < 100000; hops++) {
+                char *pg = NULL;
+                int pn = 0;
+                int ok = read_commit_trailers(walk, &pg, &pn) == 0;
+                free(pg);
+                if (ok) { number = pn + 1; break; }
+                git_commit *up = NULL;
+                if (git_commit_parentcount(walk) == 0 || git_commit_parent(&up, walk, 0) < 0) up = NULL;
+                git_commit_free(walk);
+                walk = up;
+            }
+            git_commit_free(walk);
         }
         mf_buf_reset(&msg);
         const char *outcome = mf_json_get_str(rj, "outcome", "done");
@@ -498,7 +508,13 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         /* first-parent chain */
         for (;;) {
             mf_ledger_run *r = NULL;
-            if ((rc = load_commit(l, &oid, &r, err))) break;
+            rc = load_commit(l, &oid, &r, err);
+            if (rc == MF_ENOTFOUND) { /* a commit made by hand with git: not a run, walk past it */
+                rc = 0;
+                mf_err_clear(err);
+                goto parent;
+            }
+            if (rc) break;
             if (*n == cap) {
                 cap = cap ? cap * 2 : 16;
                 mf_ledger_run **nv = realloc(v, cap * sizeof *v);
@@ -506,6 +522,7 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
                 v = nv;
             }
             v[(*n)++] = r;
+        parent:;
             git_commit *c = NULL;
             if (git_commit_lookup(&c, l->repo, &oid) < 0) { rc = git_fail(err, "walk"); break; }
             int more = git_commit_parentcount(c) > 0;

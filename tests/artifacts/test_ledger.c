@@ -409,3 +409,28 @@ TEST(test_gc_refuses_a_store_without_ledger)
     CHECK_CONTAINS(out, "refusing");
     free(out);
 }
+
+TEST(test_ledger_tolerates_commits_made_by_hand)
+{
+    world w;
+    build_world(&w);
+    /* a user commits a README onto the graph's branch with plain git */
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "cd '%s' && git clone -q ledger.git wc 2>/dev/null && cd wc && git checkout -q qilin-tiny && "
+                       "echo notes > NOTES && git add NOTES && git -c user.name=u -c user.email=u@x commit -qm notes && "
+                       "git push -q origin qilin-tiny", w.store) == 0);
+    char *out = NULL;
+    CHECK_INT(med(&out, &w, "log"), 0);
+    CHECK_CONTAINS(out, "qilin-tiny@2");
+    free(out);
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, w.store, &err) == 0);
+    mf_json *stages = mf_json_new_object(), *run = mf_json_new_object();
+    int n = 0;
+    CHECK_OK(mf_ledger_commit_run(l, "qilin-tiny", "", 0, run, stages, NULL, &n, &err));
+    CHECK_INT(n, 3);
+    mf_json_free(stages);
+    mf_json_free(run);
+    mf_ledger_free(l);
+}
