@@ -161,6 +161,46 @@ static int append_index(mf_ledger *l, const char *commit, const mf_json *stages)
 
 static int read_commit_trailers(git_commit *c, char **graph, int *number);
 
+/* The N the next run gets after tip: one more than the last medflow run on
+ * the first-parent chain (commits made by hand are skipped). */
+static int number_after(git_commit *tip)
+{
+    int number = 1;
+    git_commit *walk = NULL;
+    if (git_commit_dup(&walk, tip) < 0) return 1;
+    for (int hops = 0; walk && hops < 100000; hops++) {
+        char *pg = NULL;
+        int pn = 0;
+        int ok = read_commit_trailers(walk, &pg, &pn) == 0;
+        free(pg);
+        if (ok) {
+            number = pn + 1;
+            break;
+        }
+        git_commit *up = NULL;
+        if (git_commit_parentcount(walk) == 0 || git_commit_parent(&up, walk, 0) < 0) up = NULL;
+        git_commit_free(walk);
+        walk = up;
+    }
+    git_commit_free(walk);
+    return number;
+}
+
+int mf_ledger_next_number(mf_ledger *l, const char *graph_name, int *n, mf_err *err)
+{
+    char branch[256], refname[300];
+    mf_ledger_branch_name(graph_name, branch, sizeof branch);
+    snprintf(refname, sizeof refname, "refs/heads/%s", branch);
+    git_oid tip;
+    *n = 1;
+    if (git_reference_name_to_id(&tip, l->repo, refname) < 0) return 0;
+    git_commit *c = NULL;
+    if (git_commit_lookup(&c, l->repo, &tip) < 0) return git_fail(err, "cannot read branch tip");
+    *n = number_after(c);
+    git_commit_free(c);
+    return 0;
+}
+
 /* libgit2 holds "<ref>.lock" for the few milliseconds of an update. One older
  * than STALE_LOCK_S was left by a killed process: remove it, or the branch
  * could never move again (the store's own lock is flock-based and dies with
@@ -257,21 +297,7 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
         parent = NULL;
         if (have_tip) {
             if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = git_fail(err, "cannot read branch tip"); goto done; }
-            /* N follows the last medflow run on the branch (skipping commits made by hand) */
-            git_commit *walk = NULL;
-            git_commit_dup(&walk, parent);
-            for (int hops = 0; walk && hops < 100000; hops++) {
-                char *pg = NULL;
-                int pn = 0;
-                int ok = read_commit_trailers(walk, &pg, &pn) == 0;
-                free(pg);
-                if (ok) { number = pn + 1; break; }
-                git_commit *up = NULL;
-                if (git_commit_parentcount(walk) == 0 || git_commit_parent(&up, walk, 0) < 0) up = NULL;
-                git_commit_free(walk);
-                walk = up;
-            }
-            git_commit_free(walk);
+            number = number_after(parent);
         }
         mf_buf_reset(&msg);
         const char *outcome = mf_json_get_str(rj, "outcome", "done");

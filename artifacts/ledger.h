@@ -55,6 +55,11 @@ int mf_ledger_branch_name(const char *graph, char *out, size_t n);
 int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph_text, size_t graph_len,
                          const mf_json *run, const mf_json *stages, char out_id[41], int *out_number, mf_err *err);
 
+/* The N that the next run of graph_name will most likely get (GRAPH@N), e.g.
+ * to label action-cache entries before the run is committed. Informative:
+ * a concurrent engine may take it first; the commit reports the real one. */
+int mf_ledger_next_number(mf_ledger *l, const char *graph_name, int *n, mf_err *err);
+
 typedef struct mf_ledger_run {
     char id[41];       /* commit id */
     char *graph;       /* branch / graph name */

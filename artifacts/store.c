@@ -410,6 +410,28 @@ int mf_store_materialize(mf_store *s, const mf_digest *d, char **path, mf_err *e
     return rc;
 }
 
+int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path, mf_err *err)
+{
+    if (path) *path = NULL;
+    char ds[72];
+    if (!mf_store_has(s, d))
+        return mf_err_set(err, MF_ENOTFOUND, "cannot adopt %s as %s: the object is not in the store", dir, mf_digest_str(d, ds));
+    char *dst = tree_path(s, d);
+    if (!dst) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = shared_begin(s, err);
+    if (rc) { free(dst); return rc; }
+    if (!mf_is_dir(dst)) {
+        rc = make_readonly(dir, err);
+        if (!rc && rename(dir, dst) < 0 && errno != EEXIST && errno != ENOTEMPTY)
+            rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
+    }
+    if (!rc && mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
+    shared_end(s);
+    if (!rc && path) *path = dst;
+    else free(dst);
+    return rc;
+}
+
 /* ---- action cache ---- */
 
 static char *key_path(const mf_store *s, const mf_digest *key)

@@ -428,6 +428,10 @@ TEST(test_ledger_tolerates_commits_made_by_hand)
     REQUIRE(mf_ledger_open(&l, w.store, &err) == 0);
     mf_json *stages = mf_json_new_object(), *run = mf_json_new_object();
     int n = 0;
+    CHECK_OK(mf_ledger_next_number(l, "qilin-tiny", &n, &err));
+    CHECK_INT(n, 3);
+    CHECK_OK(mf_ledger_next_number(l, "never-run", &n, &err));
+    CHECK_INT(n, 1);
     CHECK_OK(mf_ledger_commit_run(l, "qilin-tiny", "", 0, run, stages, NULL, &n, &err));
     CHECK_INT(n, 3);
     mf_json_free(stages);

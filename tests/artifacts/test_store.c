@@ -574,3 +574,42 @@ TEST(test_store_materialise_killed_midway_leaves_no_partial_tree)
     (void)complete;
     mf_store_free(s);
 }
+
+TEST(test_store_adopt_turns_a_finished_output_into_its_tree)
+{
+    const char *tmp = mf_test_tmpdir();
+    mf_store *s = open_store(tu_path(tmp, "store"));
+    mf_err err;
+    char *out1 = NULL, *out2 = NULL, *tree = NULL, *tree2 = NULL;
+    REQUIRE(mf_store_tmpdir(s, "sft", &out1, &err) == 0);
+    REQUIRE(mf_store_tmpdir(s, "sft", &out2, &err) == 0);
+    tu_make_tree(out1, 21, 6);
+    tu_make_tree(out2, 21, 6);
+    mf_digest d, d2, got;
+    REQUIRE(mf_store_put_dir(s, out1, &d, NULL, &err) == 0);
+    CHECK_OK(mf_store_adopt(s, out1, &d, &tree, &err));
+    CHECK(!mf_is_dir(out1));
+    CHECK_OK(mf_digest_dir(&got, tree, &err));
+    CHECK(mf_digest_eq(&got, &d));
+    struct stat st;
+    CHECK(stat(tu_path(tree, "sub/f001.txt"), &st) == 0 && (st.st_mode & 0222) == 0);
+    /* the same output again: the existing tree stays, the duplicate goes */
+    REQUIRE(mf_store_put_dir(s, out2, &d2, NULL, &err) == 0);
+    CHECK(mf_digest_eq(&d, &d2));
+    CHECK_OK(mf_store_adopt(s, out2, &d2, &tree2, &err));
+    CHECK_STR(tree2, tree);
+    CHECK(!mf_is_dir(out2));
+    /* materialise finds it without extracting */
+    char *m = NULL;
+    CHECK_OK(mf_store_materialize(s, &d, &m, &err));
+    CHECK_STR(m, tree);
+    size_t bad = 9;
+    CHECK_OK(mf_store_verify(s, NULL, NULL, &bad, &err));
+    CHECK_INT(bad, 0);
+    free(m);
+    free(out1);
+    free(out2);
+    free(tree);
+    free(tree2);
+    mf_store_free(s);
+}
