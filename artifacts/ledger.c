@@ -1,7 +1,7 @@
 /*
  * artifacts/ledger.c — the git ledger (libgit2): commit runs, read them back,
- * resolve RUN/STAGE/DIGEST names, tag, list what is reachable, and keep the
- * output-digest index (see ledger.h for the repository layout).
+ * name runs (RUN specs), tag. The output-digest index, STAGE names and
+ * reachability live in lineage.c (see ledger.h for the repository layout).
  */
 #include "artifacts/ledger.h"
 
@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "artifacts/ledger_impl.h"
 #include "common/buf.h"
 #include "common/fsutil.h"
 
@@ -26,14 +27,7 @@
 #define MF_GIT_REV "unknown"
 #endif
 
-struct mf_ledger {
-    git_repository *repo;
-    char *dir;      /* <store>/ledger.git */
-    char *idx;      /* <store>/ledger.idx */
-    int reindexed;  /* ledger.idx rebuilt by this handle already */
-};
-
-static int git_fail(mf_err *err, const char *what)
+int mf_ledger_i_git_fail(mf_err *err, const char *what)
 {
     const git_error *e = git_error_last();
     return mf_err_set(err, MF_EIO, "ledger: %s: %s", what, e && e->message ? e->message : "libgit2 error");
@@ -62,10 +56,10 @@ int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
     if (!l->dir || !l->idx) { mf_ledger_free(l); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     int rc = 0;
     if (mf_is_dir(l->dir)) {
-        if (git_repository_open_bare(&l->repo, l->dir) < 0) rc = git_fail(err, l->dir);
+        if (git_repository_open_bare(&l->repo, l->dir) < 0) rc = mf_ledger_i_git_fail(err, l->dir);
     } else {
         if ((rc = mf_mkdir_p(store_dir, 0755, err)) == 0 && git_repository_init(&l->repo, l->dir, 1) < 0)
-            rc = git_fail(err, l->dir);
+            rc = mf_ledger_i_git_fail(err, l->dir);
     }
     if (rc) { mf_ledger_free(l); return rc; }
     *out = l;
@@ -95,7 +89,7 @@ int mf_ledger_branch_name(const char *graph, char *out, size_t n)
 
 static int write_blob(mf_ledger *l, const void *data, size_t len, git_oid *oid, mf_err *err)
 {
-    if (git_blob_create_from_buffer(oid, l->repo, data, len) < 0) return git_fail(err, "cannot write blob");
+    if (git_blob_create_from_buffer(oid, l->repo, data, len) < 0) return mf_ledger_i_git_fail(err, "cannot write blob");
     return 0;
 }
 
@@ -126,7 +120,7 @@ static int make_sig(mf_ledger *l, git_signature **sig, const char *who, mf_err *
     }
     if (!name || !*name) name = "medflow";
     if (!email || !*email) email = "medflow@localhost";
-    int rc = git_signature_now(sig, name, email) < 0 ? git_fail(err, "cannot make a signature") : 0;
+    int rc = git_signature_now(sig, name, email) < 0 ? mf_ledger_i_git_fail(err, "cannot make a signature") : 0;
     git_buf_dispose(&cn);
     git_buf_dispose(&ce);
     git_config_free(cfg);
@@ -136,27 +130,6 @@ static int make_sig(mf_ledger *l, git_signature **sig, const char *who, mf_err *
 static int stage_name_ok(const char *s)
 {
     return *s && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && strcmp(s, ".git");
-}
-
-static int append_index(mf_ledger *l, const char *commit, const mf_json *stages)
-{
-    mf_buf b = MF_BUF_INIT;
-    for (size_t i = 0; i < stages->n; i++) {
-        const char *d = mf_ledger_digest_of(mf_json_get(stages->items[i], "output"));
-        mf_digest dg;
-        mf_err e;
-        if (!d || mf_digest_parse(&dg, d, &e) || strchr(stages->keys[i], '\n')) continue;
-        char hex[65];
-        mf_buf_printf(&b, "%s %s %s\n", mf_digest_hex(&dg, hex), commit, stages->keys[i]);
-    }
-    int rc = 0;
-    if (b.len && mf_buf_ok(&b)) {
-        int fd = open(l->idx, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len) rc = -1;
-        if (fd >= 0) { fsync(fd); close(fd); }
-    }
-    mf_buf_free(&b);
-    return rc;
 }
 
 static int read_commit_trailers(git_commit *c, char **graph, int *number);
@@ -195,7 +168,7 @@ int mf_ledger_next_number(mf_ledger *l, const char *graph_name, int *n, mf_err *
     *n = 1;
     if (git_reference_name_to_id(&tip, l->repo, refname) < 0) return 0;
     git_commit *c = NULL;
-    if (git_commit_lookup(&c, l->repo, &tip) < 0) return git_fail(err, "cannot read branch tip");
+    if (git_commit_lookup(&c, l->repo, &tip) < 0) return mf_ledger_i_git_fail(err, "cannot read branch tip");
     *n = number_after(c);
     git_commit_free(c);
     return 0;
@@ -251,13 +224,13 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
     }
 
     if (git_treebuilder_new(&root, l->repo, NULL) < 0 || git_treebuilder_new(&sb, l->repo, NULL) < 0) {
-        rc = git_fail(err, "cannot build tree");
+        rc = mf_ledger_i_git_fail(err, "cannot build tree");
         goto done;
     }
     if ((rc = write_blob(l, graph_text ? graph_text : "", graph_text ? graph_len : 0, &oid, err))) goto done;
-    if (git_treebuilder_insert(NULL, root, "graph.yaml", &oid, GIT_FILEMODE_BLOB) < 0) { rc = git_fail(err, "tree"); goto done; }
+    if (git_treebuilder_insert(NULL, root, "graph.yaml", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto done; }
     if ((rc = write_json_blob(l, rj, &oid, err))) goto done;
-    if (git_treebuilder_insert(NULL, root, "run.json", &oid, GIT_FILEMODE_BLOB) < 0) { rc = git_fail(err, "tree"); goto done; }
+    if (git_treebuilder_insert(NULL, root, "run.json", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto done; }
     for (size_t i = 0; i < stages->n; i++) {
         if (!stage_name_ok(stages->keys[i])) {
             rc = mf_err_set(err, MF_EINVAL, "ledger: stage name '%s' cannot be a directory name", stages->keys[i]);
@@ -271,19 +244,19 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
             git_treebuilder_write(&one_oid, one) < 0 ||
             git_treebuilder_insert(NULL, sb, stages->keys[i], &one_oid, GIT_FILEMODE_TREE) < 0) {
             git_treebuilder_free(one);
-            rc = git_fail(err, "cannot build stage tree");
+            rc = mf_ledger_i_git_fail(err, "cannot build stage tree");
             goto done;
         }
         git_treebuilder_free(one);
     }
     if (stages->n) {
         if (git_treebuilder_write(&oid, sb) < 0 || git_treebuilder_insert(NULL, root, "stages", &oid, GIT_FILEMODE_TREE) < 0) {
-            rc = git_fail(err, "cannot build stages tree");
+            rc = mf_ledger_i_git_fail(err, "cannot build stages tree");
             goto done;
         }
     }
     if (git_treebuilder_write(&tree_oid, root) < 0 || git_tree_lookup(&tree, l->repo, &tree_oid) < 0) {
-        rc = git_fail(err, "cannot write tree");
+        rc = mf_ledger_i_git_fail(err, "cannot write tree");
         goto done;
     }
     if ((rc = make_sig(l, &author, "AUTHOR", err)) || (rc = make_sig(l, &committer, "COMMITTER", err))) goto done;
@@ -296,7 +269,7 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
         git_commit_free(parent);
         parent = NULL;
         if (have_tip) {
-            if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = git_fail(err, "cannot read branch tip"); goto done; }
+            if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = mf_ledger_i_git_fail(err, "cannot read branch tip"); goto done; }
             number = number_after(parent);
         }
         mf_buf_reset(&msg);
@@ -313,7 +286,7 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
         const git_commit *parents[1] = {parent};
         if (git_commit_create(&commit_oid, l->repo, NULL, author, committer, "UTF-8", msg.data, tree, parent ? 1 : 0,
                               parents) < 0) {
-            rc = git_fail(err, "cannot write commit");
+            rc = mf_ledger_i_git_fail(err, "cannot write commit");
             goto done;
         }
         git_reference *ref = NULL;
@@ -327,10 +300,10 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
             git_oid_tostr(hex, sizeof hex, &commit_oid);
             if (out_id) memcpy(out_id, hex, 41);
             if (out_number) *out_number = number;
-            append_index(l, hex, stages); /* best effort: rebuilt on a miss */
+            mf_ledger_i_append_index(l, hex, stages); /* best effort: rebuilt on a miss */
             goto done;
         }
-        if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = git_fail(err, "cannot update branch"); goto done; }
+        if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = mf_ledger_i_git_fail(err, "cannot update branch"); goto done; }
         if (r == GIT_ELOCKED) clear_stale_ref_lock(l, refname);
         struct timespec ts = {0, 20000000L * (attempt + 1)}; /* back off: another engine is committing */
         nanosleep(&ts, NULL);
@@ -372,7 +345,7 @@ static int read_blob_path(mf_ledger *l, git_tree *tree, const char *path, char *
     *text = NULL;
     if (git_tree_entry_bypath(&e, tree, path) < 0) return mf_err_set(err, MF_ENOTFOUND, "ledger: no %s in run", path);
     int rc = 0;
-    if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) rc = git_fail(err, path);
+    if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) rc = mf_ledger_i_git_fail(err, path);
     else {
         size_t n = (size_t)git_blob_rawsize(b);
         char *t = malloc(n + 1);
@@ -389,7 +362,7 @@ static int read_blob_path(mf_ledger *l, git_tree *tree, const char *path, char *
     return rc;
 }
 
-static int load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err)
+int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err)
 {
     *out = NULL;
     git_commit *c = NULL;
@@ -401,7 +374,7 @@ static int load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf
     size_t len = 0;
     git_oid_tostr(r->id, sizeof r->id, oid);
     if (git_commit_lookup(&c, l->repo, oid) < 0 || git_commit_tree(&tree, c) < 0) {
-        rc = git_fail(err, r->id);
+        rc = mf_ledger_i_git_fail(err, r->id);
         goto done;
     }
     if (read_commit_trailers(c, &r->graph, &r->number) < 0) {
@@ -464,12 +437,12 @@ void mf_ledger_list_free(mf_ledger_run **runs, size_t n)
 }
 
 /* Branch names (malloc'd array of malloc'd strings). */
-static int branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
+int mf_ledger_i_branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
 {
     *out = NULL;
     *n = 0;
     git_branch_iterator *it = NULL;
-    if (git_branch_iterator_new(&it, l->repo, GIT_BRANCH_LOCAL) < 0) return git_fail(err, "cannot list branches");
+    if (git_branch_iterator_new(&it, l->repo, GIT_BRANCH_LOCAL) < 0) return mf_ledger_i_git_fail(err, "cannot list branches");
     git_reference *ref;
     git_branch_t type;
     size_t cap = 0;
@@ -492,7 +465,7 @@ static int branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
     return rc;
 }
 
-static void free_strs(char **v, size_t n)
+void mf_ledger_i_free_strs(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(v[i]);
     free(v);
@@ -519,7 +492,7 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         br = calloc(1, sizeof *br);
         if (!br || !(br[0] = strdup(b))) { free(br); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
         nb = 1;
-    } else if ((rc = branches(l, &br, &nb, err))) {
+    } else if ((rc = mf_ledger_i_branches(l, &br, &nb, err))) {
         return rc;
     }
     mf_ledger_run **v = NULL;
@@ -534,7 +507,7 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         /* first-parent chain */
         for (;;) {
             mf_ledger_run *r = NULL;
-            rc = load_commit(l, &oid, &r, err);
+            rc = mf_ledger_i_load_commit(l, &oid, &r, err);
             if (rc == MF_ENOTFOUND) { /* a commit made by hand with git: not a run, walk past it */
                 rc = 0;
                 mf_err_clear(err);
@@ -550,14 +523,14 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
             v[(*n)++] = r;
         parent:;
             git_commit *c = NULL;
-            if (git_commit_lookup(&c, l->repo, &oid) < 0) { rc = git_fail(err, "walk"); break; }
+            if (git_commit_lookup(&c, l->repo, &oid) < 0) { rc = mf_ledger_i_git_fail(err, "walk"); break; }
             int more = git_commit_parentcount(c) > 0;
             if (more) git_oid_cpy(&oid, git_commit_parent_id(c, 0));
             git_commit_free(c);
             if (!more) break;
         }
     }
-    free_strs(br, nb);
+    mf_ledger_i_free_strs(br, nb);
     if (rc) { mf_ledger_list_free(v, *n); *n = 0; return rc; }
     if (*n > 1) qsort(v, *n, sizeof *v, cmp_run_newest);
     *runs = v;
@@ -601,7 +574,7 @@ int mf_ledger_load(mf_ledger *l, const char *spec, mf_ledger_run **out, mf_err *
     char refname[300];
     snprintf(refname, sizeof refname, "refs/heads/%s", graph);
     git_oid oid;
-    if (git_reference_name_to_id(&oid, l->repo, refname) == 0) return load_commit(l, &oid, out, err);
+    if (git_reference_name_to_id(&oid, l->repo, refname) == 0) return mf_ledger_i_load_commit(l, &oid, out, err);
     /* a commit id prefix */
     size_t len = strlen(spec);
     if (len >= 4 && len <= 40 && is_hex(spec)) {
@@ -613,7 +586,7 @@ int mf_ledger_load(mf_ledger *l, const char *spec, mf_ledger_run **out, mf_err *
                 git_oid id;
                 git_oid_cpy(&id, git_object_id(obj));
                 git_object_free(obj);
-                return load_commit(l, &id, out, err);
+                return mf_ledger_i_load_commit(l, &id, out, err);
             }
         }
     }
@@ -626,159 +599,6 @@ const char *mf_ledger_digest_of(const mf_json *f)
     if (f->type == MF_JSON_STRING) return !strncmp(f->s, "sha256:", 7) ? f->s : NULL;
     if (f->type == MF_JSON_OBJECT) return mf_ledger_digest_of(mf_json_get(f, "digest"));
     return NULL;
-}
-
-/* ---- the output-digest index ---- */
-
-/* "tips <hex>": SHA-256 over "refname oid\n" of every branch, sorted. The
- * index records the tips it was built from; a lookup miss rebuilds it only if
- * the branches moved since (or it is missing), so a source digest (which no
- * stage produced) does not cost a rebuild every time. */
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static void tips_line(mf_ledger *l, char out[80])
-{
-    char **br = NULL;
-    size_t nb = 0;
-    mf_err e;
-    snprintf(out, 80, "tips none");
-    if (branches(l, &br, &nb, &e)) return;
-    if (nb > 1) qsort(br, nb, sizeof *br, cmp_str);
-    mf_buf b = MF_BUF_INIT;
-    for (size_t i = 0; i < nb; i++) {
-        char refname[300], hex[41];
-        git_oid oid;
-        snprintf(refname, sizeof refname, "refs/heads/%s", br[i]);
-        if (git_reference_name_to_id(&oid, l->repo, refname) < 0) continue;
-        mf_buf_printf(&b, "%s %s\n", refname, git_oid_tostr(hex, sizeof hex, &oid));
-    }
-    free_strs(br, nb);
-    mf_digest d;
-    mf_digest_bytes(&d, b.data ? b.data : "", b.len);
-    char h[65];
-    snprintf(out, 80, "tips %s", mf_digest_hex(&d, h));
-    mf_buf_free(&b);
-}
-
-/* 0 found, 1 not found, -1 no index; *stale says whether the index's tips differ from the ledger's. */
-static int index_lookup(mf_ledger *l, const mf_digest *d, char commit[41], char **stage, int *stale)
-{
-    char *text = NULL;
-    size_t len = 0;
-    mf_err e;
-    *stale = 1;
-    if (mf_read_file(l->idx, &text, &len, &e)) return -1;
-    char tips[80];
-    tips_line(l, tips);
-    size_t tl = strlen(tips);
-    *stale = !(len > tl && !strncmp(text, tips, tl) && text[tl] == '\n');
-    char hex[65];
-    mf_digest_hex(d, hex);
-    int found = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        if (strncmp(line, hex, 64) || line[64] != ' ' || strlen(line) < 64 + 1 + 40 + 2) continue;
-        memcpy(commit, line + 65, 40);
-        commit[40] = 0;
-        *stage = strdup(line + 65 + 41);
-        found = *stage != NULL;
-        break;
-    }
-    free(text);
-    return found ? 0 : 1;
-}
-
-int mf_ledger_reindex(mf_ledger *l, mf_err *err)
-{
-    /* every commit reachable from a branch, oldest first */
-    git_revwalk *w = NULL;
-    if (git_revwalk_new(&w, l->repo) < 0) return git_fail(err, "revwalk");
-    git_revwalk_sorting(w, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME | GIT_SORT_REVERSE);
-    git_revwalk_push_glob(w, "refs/heads/*");
-    mf_buf b = MF_BUF_INIT;
-    char tips[80];
-    tips_line(l, tips);
-    mf_buf_printf(&b, "%s\n", tips);
-    git_oid oid;
-    int rc = 0;
-    while (git_revwalk_next(&oid, w) == 0) {
-        mf_ledger_run *r = NULL;
-        mf_err e;
-        if (load_commit(l, &oid, &r, &e)) continue;
-        for (size_t i = 0; i < r->stages->n; i++) {
-            const char *d = mf_ledger_digest_of(mf_json_get(r->stages->items[i], "output"));
-            mf_digest dg;
-            if (!d || mf_digest_parse(&dg, d, &e) || strchr(r->stages->keys[i], '\n')) continue;
-            char hex[65];
-            mf_buf_printf(&b, "%s %s %s\n", mf_digest_hex(&dg, hex), r->id, r->stages->keys[i]);
-        }
-        mf_ledger_run_free(r);
-    }
-    git_revwalk_free(w);
-    if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    else rc = mf_write_file_atomic(l->idx, b.data ? b.data : "", b.len, 0644, err);
-    mf_buf_free(&b);
-    l->reindexed = 1;
-    return rc;
-}
-
-int mf_ledger_producer(mf_ledger *l, const mf_digest *d, mf_ledger_run **run, char **stage, mf_err *err)
-{
-    *run = NULL;
-    *stage = NULL;
-    char commit[41];
-    int stale = 1;
-    int r = index_lookup(l, d, commit, stage, &stale);
-    if (r != 0 && stale && !l->reindexed) {
-        int rc = mf_ledger_reindex(l, err);
-        if (rc) return rc;
-        r = index_lookup(l, d, commit, stage, &stale);
-    }
-    char ds[72];
-    if (r != 0) return mf_err_set(err, MF_ENOTFOUND, "no stage in the ledger produced %s", mf_digest_str(d, ds));
-    git_oid oid;
-    int rc = git_oid_fromstr(&oid, commit) < 0 ? mf_err_set(err, MF_ECORRUPT, "ledger.idx: bad commit id") : load_commit(l, &oid, run, err);
-    if (rc) { free(*stage); *stage = NULL; }
-    return rc;
-}
-
-int mf_ledger_find_stage(mf_ledger *l, const char *spec, mf_ledger_run **run, char **stage, mf_err *err)
-{
-    *run = NULL;
-    *stage = NULL;
-    mf_digest d;
-    mf_err e;
-    if (mf_digest_parse(&d, spec, &e) == 0) return mf_ledger_producer(l, &d, run, stage, err);
-    const char *colon = strrchr(spec, ':');
-    if (colon) {
-        char rs[512];
-        snprintf(rs, sizeof rs, "%.*s", (int)(colon - spec), spec);
-        const char *name = colon + 1;
-        int rc = mf_ledger_load(l, rs, run, err);
-        if (rc) return rc;
-        if (!mf_json_get((*run)->stages, name)) {
-            rc = mf_err_set(err, MF_ENOTFOUND, "run %s@%d has no stage '%s'", (*run)->graph, (*run)->number, name);
-            mf_ledger_run_free(*run);
-            *run = NULL;
-            return rc;
-        }
-        *stage = strdup(name);
-        return *stage ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
-    }
-    mf_ledger_run **runs;
-    size_t n;
-    int rc = mf_ledger_list(l, NULL, &runs, &n, err);
-    if (rc) return rc;
-    for (size_t i = 0; i < n; i++)
-        if (mf_json_get(runs[i]->stages, spec)) {
-            *run = runs[i];
-            runs[i] = NULL;
-            break;
-        }
-    mf_ledger_list_free(runs, n);
-    if (!*run) return mf_err_set(err, MF_ENOTFOUND, "no run in the ledger has a stage '%s'", spec);
-    *stage = strdup(spec);
-    return *stage ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
 }
 
 /* ---- tags ---- */
@@ -796,130 +616,8 @@ int mf_ledger_tag(mf_ledger *l, const char *name, const mf_json *what, mf_err *e
     int rc = write_json_blob(l, what, &oid, err);
     if (rc) return rc;
     git_reference *ref = NULL;
-    if (git_reference_create(&ref, l->repo, refname, &oid, 0, "medflow tag") < 0) return git_fail(err, "cannot create tag");
+    if (git_reference_create(&ref, l->repo, refname, &oid, 0, "medflow tag") < 0) return mf_ledger_i_git_fail(err, "cannot create tag");
     git_reference_free(ref);
     return 0;
 }
 
-/* ---- reachability ---- */
-
-typedef struct dset {
-    mf_digest *v;
-    size_t n, cap;
-} dset;
-
-static const char *find7(const char *p, const char *end, const char *needle)
-{
-    for (; end - p >= 7; p++)
-        if (*p == needle[0] && !memcmp(p, needle, 7)) return p;
-    return NULL;
-}
-
-static int scan_digests(dset *s, const char *text, size_t len)
-{
-    const char *p = text, *end = text + len;
-    while (p < end && (p = find7(p, end, "sha256:"))) {
-        p += 7;
-        if (end - p < 64) break;
-        char hex[65];
-        memcpy(hex, p, 64);
-        hex[64] = 0;
-        mf_digest d;
-        mf_err e;
-        if (mf_digest_parse(&d, hex, &e)) continue;
-        if (s->n == s->cap) {
-            size_t nc = s->cap ? s->cap * 2 : 64;
-            mf_digest *nv = realloc(s->v, nc * sizeof *nv);
-            if (!nv) return -1;
-            s->v = nv;
-            s->cap = nc;
-        }
-        s->v[s->n++] = d;
-        p += 64;
-    }
-    return 0;
-}
-
-static int scan_tree(mf_ledger *l, git_tree *tree, dset *s)
-{
-    for (size_t i = 0; i < git_tree_entrycount(tree); i++) {
-        const git_tree_entry *e = git_tree_entry_byindex(tree, i);
-        if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
-            git_tree *sub = NULL;
-            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) == 0) {
-                int r = scan_tree(l, sub, s);
-                git_tree_free(sub);
-                if (r) return r;
-            }
-        } else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
-            const char *nm = git_tree_entry_name(e);
-            size_t nl = strlen(nm);
-            if (nl < 5 || strcmp(nm + nl - 5, ".json")) continue; /* graph.yaml holds no artifact */
-            git_blob *b = NULL;
-            if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) == 0) {
-                int r = scan_digests(s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b));
-                git_blob_free(b);
-                if (r) return r;
-            }
-        }
-    }
-    return 0;
-}
-
-static int cmp_digest(const void *a, const void *b) { return memcmp(a, b, 32); }
-
-int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
-{
-    *out = NULL;
-    *n = 0;
-    dset s = {0};
-    git_revwalk *w = NULL;
-    git_reference_iterator *it = NULL;
-    int rc = 0;
-    if (git_revwalk_new(&w, l->repo) < 0 || git_reference_iterator_new(&it, l->repo) < 0) {
-        rc = git_fail(err, "cannot walk the ledger");
-        goto done;
-    }
-    git_reference *ref;
-    while (git_reference_next(&ref, it) == 0) {
-        git_object *obj = NULL;
-        if (git_reference_peel(&obj, ref, GIT_OBJECT_ANY) == 0) {
-            if (git_object_type(obj) == GIT_OBJECT_COMMIT) git_revwalk_push(w, git_object_id(obj));
-            else if (git_object_type(obj) == GIT_OBJECT_BLOB) {
-                git_blob *b = (git_blob *)obj;
-                if (scan_digests(&s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b))) rc = -1;
-            }
-            git_object_free(obj);
-        }
-        git_reference_free(ref);
-        if (rc) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    }
-    git_oid oid;
-    while (git_revwalk_next(&oid, w) == 0) {
-        git_commit *c = NULL;
-        git_tree *t = NULL;
-        if (git_commit_lookup(&c, l->repo, &oid) < 0 || git_commit_tree(&t, c) < 0) {
-            git_commit_free(c);
-            rc = git_fail(err, "cannot read a ledger commit");
-            goto done;
-        }
-        int r = scan_tree(l, t, &s);
-        git_tree_free(t);
-        git_commit_free(c);
-        if (r) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    }
-    if (s.n > 1) qsort(s.v, s.n, sizeof *s.v, cmp_digest);
-    size_t k = 0;
-    for (size_t i = 0; i < s.n; i++)
-        if (!k || memcmp(&s.v[k - 1], &s.v[i], 32)) s.v[k++] = s.v[i];
-    s.n = k;
-done:
-    git_reference_iterator_free(it);
-    git_revwalk_free(w);
-    if (rc) free(s.v);
-    else {
-        *out = s.v;
-        *n = s.n;
-    }
-    return rc;
-}
