@@ -49,6 +49,7 @@ int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
     git_libgit2_init();
     /* a run recorded is a run kept: fsync objects and refs like the store does */
     git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1);
+    git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 1);
     mf_ledger *l = calloc(1, sizeof *l);
     if (!l) { git_libgit2_shutdown(); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     l->dir = mf_path_join(store_dir, "ledger.git");

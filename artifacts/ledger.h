@@ -93,6 +93,12 @@ int mf_ledger_tag(mf_ledger *l, const char *name, const mf_json *what, mf_err *e
  * reachable from any ref: the roots gc keeps. Sorted, unique. */
 int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err);
 
+/* Read back every git object of the ledger (libgit2 re-hashes each one while
+ * reading); report each unreadable or corrupt one through cb with its id.
+ * *bad counts them. */
+typedef void (*mf_ledger_report_fn)(void *ctx, const char *object_id, const mf_err *problem);
+int mf_ledger_verify(mf_ledger *l, mf_ledger_report_fn cb, void *ctx, size_t *bad, mf_err *err);
+
 /* Rebuild ledger.idx from the ledger. */
 int mf_ledger_reindex(mf_ledger *l, mf_err *err);
 

@@ -338,6 +338,12 @@ static void verify_report(void *ctx, const char *what, const mf_digest *d, const
     printf("corrupt %s %s: %s\n", what, mf_digest_str(d, ds), e->msg);
 }
 
+static void ledger_report(void *ctx, const char *id, const mf_err *e)
+{
+    (void)ctx;
+    printf("corrupt ledger object %s: %s\n", id, e->msg);
+}
+
 int mf_cmd_verify(int argc, char **argv)
 {
     (void)argv;
@@ -357,9 +363,25 @@ int mf_cmd_verify(int argc, char **argv)
         bytes += objs[i].bytes;
         trees += objs[i].materialized;
     }
+    /* the ledger too, when there is one */
+    char *g = mf_path_join(store_dir(), "ledger.git");
+    int have_ledger = g && mf_is_dir(g);
+    free(g);
+    size_t lbad = 0;
+    if (have_ledger) {
+        mf_ledger *l = NULL;
+        if (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_verify(l, ledger_report, NULL, &lbad, &err)) {
+            mf_ledger_free(l);
+            free(objs);
+            mf_store_free(s);
+            return mf_cli_report(&err);
+        }
+        mf_ledger_free(l);
+        bad += lbad;
+    }
     char hb[32];
-    printf("verified %zu objects (%s) and %zu materialised trees: %s\n", n, human(bytes, hb, sizeof hb), trees,
-           bad ? "PROBLEMS FOUND" : "all good");
+    printf("verified %zu objects (%s), %zu materialised trees%s: %s\n", n, human(bytes, hb, sizeof hb), trees,
+           have_ledger ? " and the ledger" : "", bad ? "PROBLEMS FOUND" : "all good");
     if (bad) printf("%zu problem%s\n", bad, bad == 1 ? "" : "s");
     free(objs);
     mf_store_free(s);

@@ -438,3 +438,22 @@ TEST(test_ledger_tolerates_commits_made_by_hand)
     mf_json_free(run);
     mf_ledger_free(l);
 }
+
+TEST(test_verify_command_names_a_corrupt_ledger_object)
+{
+    world w;
+    build_world(&w);
+    char *oid = NULL;
+    REQUIRE(mf_test_sh(&oid, NULL, "git --git-dir='%s/ledger.git' rev-parse qilin-tiny:stages/sft/manifest.json", w.store) == 0);
+    REQUIRE(oid && strlen(oid) >= 40);
+    oid[40] = 0;
+    REQUIRE(mf_test_sh(NULL, NULL, "f='%s/ledger.git/objects/%.2s/%s'; chmod u+w \"$f\"; "
+                       "printf '\\377' | dd of=\"$f\" bs=1 seek=12 conv=notrunc 2>/dev/null", w.store, oid, oid + 2) == 0);
+    char *out = NULL;
+    CHECK_INT(med(&out, &w, "verify"), 1);
+    char want[100];
+    snprintf(want, sizeof want, "corrupt ledger object %s", oid);
+    CHECK_CONTAINS(out, want);
+    free(out);
+    free(oid);
+}
