@@ -231,9 +231,16 @@ int mf_cmd_lineage(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err) || mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
+    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
+        mf_digest d;
+        mf_err e2;
+        int is_digest = err.code == MF_ENOTFOUND && mf_digest_parse(&d, argv[1], &e2) == 0;
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        if (!is_digest) return mf_cli_report(&err);
+        char ds[72];
+        printf("%s: a source (no recorded stage produced it)\n", mf_digest_str(&d, ds));
+        return 0;
     }
     mf_buf prefix = MF_BUF_INIT;
     lineage_rec(l, r, stage, NULL, &prefix, 1, 0);

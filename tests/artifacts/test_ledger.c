@@ -203,6 +203,10 @@ TEST(test_ledger_commands_log_show_lineage_diff)
     CHECK_CONTAINS(out, "\"lr\":2e-05");
     free(out);
     CHECK(mf_is_file(tu_path(w.store, "ledger.idx")));
+    snprintf(cmd, sizeof cmd, "lineage %s", w.base);
+    CHECK_INT(med(&out, &w, cmd), 0);
+    CHECK_CONTAINS(out, "a source");
+    free(out);
 
     CHECK_INT(med(&out, &w, "diff qilin-tiny@1 qilin-tiny@2"), 0);
     CHECK_CONTAINS(out, "dcpt                 unchanged");
