@@ -200,7 +200,8 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     /* Always at least one zstd worker: compression then overlaps with reading
      * and hashing, and the output is the same for any nbWorkers >= 1 (zstd's
      * multi-threaded format is independent of the worker count), so the
-     * bytes do not depend on the machine. */
+     * bytes do not depend on the core count (they may with the zstd version;
+     * identity is the tree digest, not the archive's hash). */
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads > 1 ? threads : 1);
     /* hdrcharset=BINARY: paths are stored as their raw bytes (no locale
      * conversion, so any name round-trips whatever LANG is). */
