@@ -7,10 +7,20 @@
 
 #include <stddef.h>
 
-int mf_cmd_validate(int argc, char **argv);
 int mf_cmd_dag(int argc, char **argv);
+int mf_cmd_diff(int argc, char **argv);
+int mf_cmd_gc(int argc, char **argv);
+int mf_cmd_hash(int argc, char **argv);
 int mf_cmd_kinds(int argc, char **argv);
+int mf_cmd_lineage(int argc, char **argv);
+int mf_cmd_log(int argc, char **argv);
+int mf_cmd_show(int argc, char **argv);
+int mf_cmd_store_materialize(int argc, char **argv);
+int mf_cmd_store_put(int argc, char **argv);
+int mf_cmd_tag(int argc, char **argv);
 int mf_cmd_tokenize_text(int argc, char **argv);
+int mf_cmd_validate(int argc, char **argv);
+int mf_cmd_verify(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -36,12 +46,43 @@ const mf_cmd mf_commands[] = {
      "Without KIND: every stage kind with its version and a summary. With KIND: its input slots and\n"
      "what they accept, its output, and every param with type, range or choices, default and doc.\n"
      "--markdown: all of it as markdown (this is how docs/kinds.md is generated).\n", 0},
-    {"version", cmd_version, "print the version",
-     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"log", mf_cmd_log, "list recorded runs, newest first",
+     "Usage: medflow log [GRAPH] [-n N]\n\nList the runs recorded in the ledger (all graphs, or GRAPH's), newest\n"
+     "first: commit id, GRAPH@N, time, outcome and stage counts. See docs/store.md.\n", 0},
+    {"show", mf_cmd_show, "show a run, a stage's manifest or what produced a digest",
+     "Usage: medflow show RUN|STAGE|DIGEST\n\nRUN: a commit id prefix, GRAPH@N or GRAPH (its latest run) -> run.json and\n"
+     "its stages. STAGE: NAME (latest run that has it) or RUN:NAME -> its manifest.\n"
+     "DIGEST: sha256:<hex> -> the manifest of the stage that produced it.\n", 0},
+    {"lineage", mf_cmd_lineage, "the tree of artifacts a stage or digest came from",
+     "Usage: medflow lineage STAGE|DIGEST\n\nPrint the tree of artifacts back to the sources: for every stage its\n"
+     "kind, output digest, run and params; for every source its digest.\n", 0},
+    {"diff", mf_cmd_diff, "which stages changed between two runs, and why",
+     "Usage: medflow diff RUN RUN\n\nFor every stage: unchanged, added, removed, or changed with the reasons\n"
+     "(kind version, params, input digests, output).\n", 0},
+    {"verify", mf_cmd_verify, "re-hash every stored object and materialised tree",
+     "Usage: medflow verify\n\nRe-hash every object in the store and every materialised tree, name each\n"
+     "corrupt one, and exit 1 if any is.\n", 0},
+    {"gc", mf_cmd_gc, "delete objects no ledger ref reaches",
+     "Usage: medflow gc [--dry-run]\n\nDelete every stored object that no ledger branch or tag reaches (following\n"
+     "refs.json), with its materialised tree and action-cache entries; report\n"
+     "the bytes freed. --dry-run only reports.\n", 0},
+    {"tag", mf_cmd_tag, "name a stage's output or a digest in the ledger",
+     "Usage: medflow tag NAME STAGE|DIGEST\n\nCreate refs/tags/NAME in the ledger for the artifact, so gc keeps it and\n"
+     "`git tag` lists it.\n", 0},
+    {"hash", mf_cmd_hash, "print the digest of files, directories or globs",
+     "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
+     "files come from the store's stat cache; --rehash reads everything,\n"
+     "--no-cache ignores the cache. -v (global) prints what was read.\n", 0},
     {"tokenize-text", mf_cmd_tokenize_text, "encode a text file with a tokenizer.json",
      "Usage: medflow tokenize-text [--no-special] [--field F] [--decode] [--count [--repeat N]] TOKENIZER FILE\n\n"
      "Encode FILE with TOKENIZER (a tokenizer.json or a model directory). FILE.jsonl: the text in field F\n"
      "(default 'text') of each line; any other file: each line, newline included. Prints one line of ids\n"
      "per text; --decode prints the decoded text instead; --count prints totals, an id hash and MB/s\n"
      "(encode time only, --repeat N passes). --no-special skips the post-processor (BOS/EOS).\n", 1},
+    {"version", cmd_version, "print the version",
+     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"store-materialize", mf_cmd_store_materialize, "materialise a stored digest (internal)",
+     "Usage: medflow store-materialize DIGEST\n\nMaterialise DIGEST (verified) under trees/ and print its path.\n", 1},
+    {"store-put", mf_cmd_store_put, "archive a directory into the store (internal)",
+     "Usage: medflow store-put [--level N] [--threads N] DIR\n\nArchive DIR into the store and print its digest (benchmarks, debugging).\n", 1},
     {NULL, NULL, NULL, NULL, 0}};
