@@ -544,10 +544,7 @@ static int finish(mf_tok *tok, const mf_json *root, const char *name, mf_err *er
     mf_buf_free(&nb);
     if (mf_tok_amatch_build(tok, &tok->am_raw, 0) || mf_tok_amatch_build(tok, &tok->am_norm, 1))
         return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    tok->cache_cap = 16384;
-    tok->cache = calloc(tok->cache_cap, sizeof *tok->cache);
-    if (!tok->cache) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    return 0;
+    return 0; /* the word cache is allocated on first use (tok_bpe.c) */
 }
 
 static mf_tok *tok_new(void)
