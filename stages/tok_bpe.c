@@ -253,10 +253,12 @@ static int merge_small(mf_tok *tok, word_t *w, mf_tok_ids *out)
         nid[i] = m ? m->id : -1;
     }
     while (n > 1) {
+        /* min, then its first position: two branch-free passes the compiler vectorises */
+        int32_t mn = INT32_MAX;
+        for (size_t i = 0; i + 1 < n; i++) mn = rank[i] < mn ? rank[i] : mn;
+        if (mn == INT32_MAX) break;
         size_t best = 0;
-        for (size_t i = 1; i + 1 < n; i++)
-            if (rank[i] < rank[best]) best = i;
-        if (rank[best] == INT32_MAX) break;
+        while (rank[best] != mn) best++;
         c[best] = nid[best];
         /* drop symbol best+1 and pair best+1 */
         for (size_t i = best + 1; i + 1 < n; i++) c[i] = c[i + 1];

@@ -302,6 +302,11 @@ static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_t
 static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
     (void)ctx;
+    if (tok->n_norms == 0) { /* no normalizer: no copy */
+        norm_gap_ctx c = {off == 0};
+        if (tok->has_norm_added) return split_added(tok, &tok->am_norm, s, n, out, err, gap_normalized, &c);
+        return encode_normalized(tok, s, n, c.first, out, err);
+    }
     mf_buf nb = MF_BUF_INIT;
     int rc = mf_tok_normalize(tok, s, n, &nb, err);
     if (!rc) {

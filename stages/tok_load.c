@@ -357,6 +357,15 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             if (id->i > maxid) maxid = id->i;
         }
     tok->n_ids = (size_t)(maxid + 1);
+    /* ids index arrays: a hostile file with a few tokens at huge ids must not
+     * make us allocate gigabytes. Real files are dense (a few holes at most). */
+    size_t ntokens = vocab->n + (added && added->type == MF_JSON_ARRAY ? added->n : 0);
+    if (tok->n_ids > 2 * ntokens + 65536) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "%lld", (long long)maxid);
+        snprintf(b, sizeof b, "%zu", ntokens);
+        return bad(err, name, model, "token ids are too sparse: the largest id is %s for only %s tokens", a, b);
+    }
     tok->tokens = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->tokens);
     tok->vocab_strs = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->vocab_strs);
     tok->token_len = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->token_len);

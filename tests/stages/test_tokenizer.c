@@ -211,6 +211,7 @@ TEST(test_tokenizer_rejects_hostile_json_with_clear_errors)
     expect_load_error("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}, \"merges\": []}}", "model type 'WordPiece'");
     expect_load_error("{\"model\": {\"vocab\": {\"a\": 99999999999}, \"merges\": []}}", "expected an id in [0, 16777216)");
     expect_load_error("{\"model\": {\"vocab\": {\"a\": -1}, \"merges\": []}}", "expected an id");
+    expect_load_error("{\"model\": {\"vocab\": {\"a\": 16000000}, \"merges\": []}}", "token ids are too sparse");
     expect_load_error("{\"model\": {\"vocab\": {\"a\": \"x\"}, \"merges\": []}}", "found string");
     expect_load_error("{\"model\": {\"vocab\": {\"a\": 0, \"b\": 0}, \"merges\": []}}", "id already used");
     expect_load_error("{\"model\": {\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}}",
