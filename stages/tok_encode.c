@@ -250,11 +250,16 @@ static int encode_normalized(mf_tok *tok, const char *s, size_t n, int first, mf
     return pre_step(tok, 0, s, n, out, err);
 }
 
+typedef struct {
+    int first;
+    int literal; /* MF_TOK_LITERAL: special tokens are not matched */
+} norm_gap_ctx;
+
 /* Split added tokens out of s with matcher m; gaps go to gap(). */
 typedef int (*gap_fn)(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx);
 
 static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_t n, mf_tok_ids *out, mf_err *err,
-                       gap_fn gap, void *ctx)
+                       gap_fn gap, norm_gap_ctx *ctx)
 {
     size_t start_offset = 0, from = 0;
     int rc;
@@ -268,6 +273,7 @@ static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_
         /* HF drops a single_word match inside a word and goes on after it
          * (\w approximated by letters, numbers and '_') */
         if (a->single_word && (word_char_before(s, ms) || word_char_after(s + me, n - me))) continue;
+        if (a->special && ctx->literal) continue; /* HF encode_special_tokens */
         if (a->lstrip) {
             size_t k = start, cs;
             while (k > 0 && is_ws_at_end(s, k, &cs)) k = cs;
@@ -291,10 +297,6 @@ static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_
     return 0;
 }
 
-typedef struct {
-    int first;
-} norm_gap_ctx;
-
 static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
     norm_gap_ctx *c = ctx;
@@ -303,16 +305,16 @@ static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_t
 
 static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
-    (void)ctx;
+    int literal = ((norm_gap_ctx *)ctx)->literal;
     if (tok->n_norms == 0) { /* no normalizer: no copy */
-        norm_gap_ctx c = {off == 0};
+        norm_gap_ctx c = {off == 0, literal};
         if (tok->has_norm_added) return split_added(tok, &tok->am_norm, s, n, out, err, gap_normalized, &c);
         return encode_normalized(tok, s, n, c.first, out, err);
     }
     mf_buf nb = MF_BUF_INIT;
     int rc = mf_tok_normalize(tok, s, n, &nb, err);
     if (!rc) {
-        norm_gap_ctx c = {off == 0};
+        norm_gap_ctx c = {off == 0, literal};
         if (tok->has_norm_added) rc = split_added(tok, &tok->am_norm, nb.data, nb.len, out, err, gap_normalized, &c);
         else rc = encode_normalized(tok, nb.data, nb.len, c.first, out, err);
     }
@@ -322,6 +324,12 @@ static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids 
 
 int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, int32_t **ids, size_t *n, mf_err *err)
 {
+    return mf_tok_encode_ex(tok, text, len, add_special ? MF_TOK_ADD_SPECIAL : 0, ids, n, err);
+}
+
+int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32_t **ids, size_t *n, mf_err *err)
+{
+    int add_special = flags & MF_TOK_ADD_SPECIAL;
     *ids = NULL;
     *n = 0;
     size_t bad_at = mf_utf8_invalid_at(text, len);
@@ -332,7 +340,8 @@ int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, in
     int rc = 0;
     if (add_special)
         for (size_t i = 0; i < tok->n_pp_pre && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_pre[i]);
-    if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, NULL);
+    norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
+    if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c);
     if (!rc && add_special)
         for (size_t i = 0; i < tok->n_pp_post && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_post[i]);
     if (rc) {

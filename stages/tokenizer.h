@@ -45,6 +45,16 @@ void mf_tok_free(mf_tok *tok);
 int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, int32_t **ids,
                   size_t *n, mf_err *err);
 
+/* Flags for mf_tok_encode_ex. */
+enum {
+    MF_TOK_ADD_SPECIAL = 1, /* apply the post-processor (what add_special=1 does) */
+    MF_TOK_LITERAL = 2      /* do not match added/special tokens in the text: "<|im_end|>"
+                             * typed by a user is encoded as plain text (HF's
+                             * split_special_tokens=True); use for untrusted content */
+};
+int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32_t **ids, size_t *n,
+                     mf_err *err);
+
 /* Decode ids to UTF-8 text (*out malloc'd, NUL-terminated, *len without the NUL).
  * skip_special drops tokens marked `special: true`. Unknown ids are an error. */
 int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out,

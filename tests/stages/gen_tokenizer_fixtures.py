@@ -188,7 +188,9 @@ TEMPLATE = {"bl_qwen2": ([], []), "bl_llama3": ([], []), "bl_gpt2": ([], []), "s
 
 def encode_cases(name, tok, texts, rnd):
     """One case per text: "t" indexes texts; decoded strings are stored only
-    when they differ from the text; ids_nospecial only when it differs from ids."""
+    when they differ from the text; ids_nospecial only when it differs from ids
+    without the template tokens; ids_literal (encode_special_tokens=True, no
+    template) only when it differs from ids_nospecial."""
     cases = []
     for i, t in enumerate(texts):
         e1 = tok.encode(t, add_special_tokens=True).ids
@@ -197,6 +199,11 @@ def encode_cases(name, tok, texts, rnd):
         pre, post = TEMPLATE[name]
         if e1 != pre + e0 + post:
             c["ids_nospecial"] = e0
+        tok.encode_special_tokens = True  # special tokens in the text are plain text
+        el = tok.encode(t, add_special_tokens=False).ids
+        tok.encode_special_tokens = False
+        if el != e0:
+            c["ids_literal"] = el
         d1 = tok.decode(e1, skip_special_tokens=False)
         d0 = tok.decode(e1, skip_special_tokens=True)
         if d1 != t:

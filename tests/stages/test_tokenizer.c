@@ -106,6 +106,14 @@ static int check_tokenizer(const char *name)
             if (bad++ < 8) mf_test_fail(__FILE__, __LINE__, "%s: encode(\"%.80s\", no special) differs", name, text->s);
         }
         free(ids);
+        /* special tokens as plain text (HF encode_special_tokens) */
+        const mf_json *lit = mf_json_get(c, "ids_literal");
+        rc = mf_tok_encode_ex(tok, text->s, text->slen, MF_TOK_LITERAL, &ids, &n, &err);
+        if (rc || !(lit ? ids_equal(ids, n, lit, 0, 0)
+                        : ns ? ids_equal(ids, n, ns, 0, 0) : ids_equal(ids, n, mf_json_get(c, "ids"), npre, npost))) {
+            if (bad++ < 8) mf_test_fail(__FILE__, __LINE__, "%s: encode(\"%.80s\", literal) differs", name, text->s);
+        }
+        free(ids);
     }
     const mf_json *dl = mf_json_get(cases, "decode");
     for (size_t i = 0; i < dl->n; i++) {
@@ -350,4 +358,56 @@ TEST(test_tokenizer_added_token_reusing_a_vocab_id_keeps_both_strings)
     }
     free(ids);
     mf_tok_free(tok);
+}
+
+/* ---- concurrent encoders share one mf_tok (the word cache is locked) ---- */
+#include <pthread.h>
+
+typedef struct {
+    mf_tok *tok;
+    const mf_json *texts;
+    uint64_t hash;
+    int errors;
+} enc_job;
+
+static void *enc_thread(void *arg)
+{
+    enc_job *j = arg;
+    uint64_t h = 1469598103934665603ULL;
+    for (int round = 0; round < 3; round++)
+        for (size_t i = 0; i < j->texts->n; i++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            mf_err err = {0};
+            if (mf_tok_encode(j->tok, j->texts->items[i]->s, j->texts->items[i]->slen, 1, &ids, &n, &err)) j->errors++;
+            for (size_t k = 0; round == 0 && k < n; k++) h = (h ^ (uint32_t)ids[k]) * 1099511628211ULL;
+            free(ids);
+        }
+    j->hash = h;
+    return NULL;
+}
+
+TEST(test_tokenizer_concurrent_encodes_agree)
+{
+    mf_json *cases = load_cases();
+    REQUIRE(cases);
+    mf_tok *tok = NULL;
+    mf_err err = {0};
+    CHECK_OK(mf_tok_load(&tok, fix_path("bl_qwen2.json"), &err));
+    REQUIRE(tok);
+    enc_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (enc_job){tok, mf_json_get(cases, "texts"), 0, 0};
+        REQUIRE(pthread_create(&th[i], NULL, enc_thread, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    enc_job solo = {tok, mf_json_get(cases, "texts"), 0, 0};
+    enc_thread(&solo);
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT(jobs[i].errors, 0);
+        CHECK(jobs[i].hash == solo.hash);
+    }
+    mf_tok_free(tok);
+    mf_json_free(cases);
 }
