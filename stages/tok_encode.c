@@ -119,26 +119,59 @@ static long find_added(const mf_tok *tok, const mf_tok_amatch *m, const char *s,
 
 /* ---- normalizer ---- */
 
+/* NFC of the UTF-8 in *out, through the scratch buffer *a (buffers swap). */
+static int nfc_buf(mf_buf *out, mf_buf *a)
+{
+    uint32_t *cps = malloc((out->len + 1) * sizeof *cps), *res = NULL;
+    size_t n = 0, rn = 0;
+    if (!cps) return MF_ENOMEM;
+    for (size_t i = 0; i < out->len;) {
+        uint32_t cp;
+        int l = mf_tok_utf8_dec((const unsigned char *)out->data + i, out->len - i, &cp);
+        if (!l) { /* validated earlier; keep the byte as U+FFFD rather than loop */
+            cp = 0xFFFD;
+            l = 1;
+        }
+        cps[n++] = cp;
+        i += (size_t)l;
+    }
+    int rc = mf_tok_nfc(cps, n, &res, &rn) ? MF_ENOMEM : 0;
+    free(cps);
+    if (rc) return rc;
+    a->len = 0;
+    for (size_t i = 0; i < rn; i++) {
+        char u[4];
+        mf_buf_append(a, u, (size_t)mf_tok_utf8_enc(res[i], u));
+    }
+    free(res);
+    if (!mf_buf_ok(a)) return MF_ENOMEM;
+    mf_buf t = *out;
+    *out = *a;
+    *a = t;
+    return 0;
+}
+
 int mf_tok_normalize(const mf_tok *tok, const char *s, size_t n, mf_buf *out, mf_err *err)
 {
     mf_buf a = MF_BUF_INIT;
+    int rc;
     out->len = 0;
     if (mf_buf_append(out, s, n)) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     for (size_t k = 0; k < tok->n_norms; k++) {
         const mf_tok_norm *nm = &tok->norms[k];
         if (nm->type == TOK_NORM_NFC) {
-            for (size_t i = 0; i < out->len;) {
+            int safe = 1;
+            for (size_t i = 0; i < out->len && safe;) {
                 uint32_t cp;
                 int l = mf_tok_utf8_dec((const unsigned char *)out->data + i, out->len - i, &cp);
                 if (!l) break;
-                if (!mf_tok_nfc_safe(cp)) {
-                    mf_buf_free(&a);
-                    return mf_err_set(err, MF_EUNSUPPORTED,
-                                      "tokenizer: the NFC normalizer would change U+%04X (byte %zu): medflow only "
-                                      "handles text that is already NFC-stable; normalise the text first",
-                                      (unsigned)cp, i);
-                }
+                safe = mf_tok_nfc_safe(cp);
                 i += (size_t)l;
+            }
+            if (safe) continue; /* already NFC: the common case costs one scan */
+            if ((rc = nfc_buf(out, &a))) {
+                mf_buf_free(&a);
+                return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
             }
             continue;
         }

@@ -8,7 +8,7 @@ without skip_special_tokens), plus decodes of random id sequences (which
 exercise U+FFFD replacement of partial UTF-8).
 
 Tokenizers written to tests/stages/fixtures/tokenizer/:
-  bl_qwen2.json   byte-level BPE, Split(Qwen2 regex) + ByteLevel, added tokens
+  bl_qwen2.json   byte-level BPE, NFC + Split(Qwen2 regex) + ByteLevel, added tokens
   bl_llama3.json  same model, LLaMA-3 regex, ignore_merges
   bl_gpt2.json    same model, ByteLevel(add_prefix_space, GPT-2 regex)
   sp_llama2.json  SentencePiece-style BPE laid out like LLaMA-2's tokenizer.json:
@@ -134,6 +134,7 @@ def sp_meta(j):
 
 def variants(bl):
     q = json.loads(json.dumps(bl))
+    q["normalizer"] = {"type": "NFC"}  # as Qwen2's tokenizer.json
     l3 = json.loads(json.dumps(bl))
     l3["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3
     l3["model"]["ignore_merges"] = True
@@ -156,12 +157,33 @@ def test_texts():
         "▁already▁meta ▁space", "  double  spaces  ", "x" * 1000, "高血压" * 150, "!!!???...,,,;;;",
         "\u200b\u200d zero width", "Ǆ ǅ ǆ ﬁ ẞ ß", "💊" * 20, "line1\rline2\r\n\tline3\n\n\n",
         "C++/C#: a->b, x<=y; #include <stdio.h>", "https://example.org/path?q=1&r=2#frag",
+        "cafe\u0301 A\u030a \u1100\u1161\u11a8 \uf900\uf901 \u0958 a\u0323\u0301 \u212b \u1e9b\u0323 e\u0301\u0301",
     ]
     pool = (list("abcXYZ019 \t\n\r'!.,-_") + ["高", "血", "压", "。", "，", "ſ", "é", "\u3000", "\u00a0", "😀", "١",
             "Ⅻ", "▁", "<s>", "<|im_end|>", "[MED]", "病历", "\u2028", "ǅ", "'s", "'LL", "  "])
     for _ in range(120):
         texts.append("".join(rnd.choice(pool) for _ in range(rnd.randint(1, 40))))
     return texts
+
+
+def nfc_cases():
+    """Inputs for medflow's NFC against HF's normalizers.NFC: combining marks in
+    every order, Hangul jamo, singletons, exclusions, random marks on letters."""
+    import unicodedata
+    rnd = random.Random(777)
+    marks = [c for c in range(0x300, 0x370)] + [0x323, 0x328, 0x31B, 0x345, 0x1DC0, 0x20D0, 0x302A, 0x3099, 0x309A]
+    bases = [ord(c) for c in "aeiouAEIOUnNcCsSzZwWyY"] + [0x3B1, 0x3C9, 0x391, 0x415, 0x4E0, 0x304B, 0x30AB, 0x1100,
+                                                          0x1161, 0x11A8, 0xAC00, 0x0627, 0x0915, 0x0DD9]
+    singles = [0x212B, 0x2126, 0xF900, 0xFA10, 0x0958, 0x0F43, 0x1E9B, 0x0344, 0x0340, 0x2000, 0x2FA1D, 0x1D15E]
+    out = []
+    for _ in range(200):
+        k = rnd.randint(1, 12)
+        s = "".join(chr(rnd.choice(bases) if rnd.random() < 0.4 else rnd.choice(marks) if rnd.random() < 0.7
+                        else rnd.choice(singles)) for _ in range(k))
+        out.append(s)
+    out.append(unicodedata.normalize("NFD", "Ελληνικά Đặng Việt Nam 한국어 가나다 ガギグ"))
+    nfc = normalizers.NFC()
+    return [[s, nfc.normalize_str(s)] for s in out]
 
 
 def unicode_texts():
@@ -251,7 +273,7 @@ def main():
     meta = {"template": TEMPLATE, "generator": "tests/stages/gen_tokenizer_fixtures.py", "tokenizers": tokenizers.__version__,
             "python": sys.version.split()[0]}
     with open(os.path.join(OUT, "cases.json"), "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "texts": texts, "pretok": pretok, "cases": all_cases, "decode": all_dec}, f, ensure_ascii=False)
+        json.dump({"meta": meta, "texts": texts, "nfc": nfc_cases(), "pretok": pretok, "cases": all_cases, "decode": all_dec}, f, ensure_ascii=False)
     print("wrote %d encode cases, %d decode cases for %d tokenizers" % (len(all_cases), len(all_dec), len(toks)))
 
 
