@@ -138,7 +138,7 @@ static int check_tokenizer(const char *name)
             free(dec);
         }
     }
-    CHECK(checked > 200);
+    CHECK(checked > 150); /* 155 texts + 40 random id sequences per tokenizer */
     if (bad) mf_test_fail(__FILE__, __LINE__, "%s: %d of %d cases differ from HF tokenizers", name, bad, checked);
     mf_tok_free(tok);
     mf_json_free(cases);
