@@ -14,6 +14,7 @@ Tokenizers written to tests/stages/fixtures/tokenizer/:
   sp_llama2.json  SentencePiece-style BPE laid out like LLaMA-2's tokenizer.json:
                   Prepend+Replace normalizer, byte fallback <0xNN>, <s> template
   sp_meta.json    Metaspace pre-tokenizer/decoder, no byte fallback (unk, fused)
+  sp_always.json  Metaspace prepend_scheme always, split false, byte fallback
 and cases.json with every expected encoding.
 
 Second use (the trainer check, run by tests/stages/test_tokenizer.c):
@@ -132,6 +133,17 @@ def sp_meta(j):
     return j
 
 
+def sp_meta_always(j):
+    """Metaspace with prepend_scheme always, split false, byte fallback, ByteFallback+Metaspace decoders."""
+    j = sp_meta(j)
+    j["model"].update({"byte_fallback": True, "fuse_unk": False})
+    j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False}
+    j["post_processor"] = None
+    j["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False}]}
+    return j
+
+
 def variants(bl):
     q = json.loads(json.dumps(bl))
     q["normalizer"] = {"type": "NFC"}  # as Qwen2's tokenizer.json
@@ -205,7 +217,7 @@ def unicode_texts():
 # ids the post-processor puts before / after a single sequence; cases.json
 # stores ids_nospecial only when it is not ids without these.
 TEMPLATE = {"bl_qwen2": ([], []), "bl_llama3": ([], []), "bl_gpt2": ([], []), "sp_llama2": ([1], []),
-            "sp_meta": ([1], [2])}
+            "sp_meta": ([1], [2]), "sp_always": ([], [])}
 
 
 def encode_cases(name, tok, texts, rnd):
@@ -253,7 +265,8 @@ def main():
     bl = train_byte_level()
     q, l3, g2 = variants(bl)
     sp = train_sp()
-    toks = {"bl_qwen2": q, "bl_llama3": l3, "bl_gpt2": g2, "sp_llama2": sp_llama2(sp), "sp_meta": sp_meta(sp)}
+    toks = {"bl_qwen2": q, "bl_llama3": l3, "bl_gpt2": g2, "sp_llama2": sp_llama2(sp), "sp_meta": sp_meta(sp),
+            "sp_always": sp_meta_always(sp)}
     texts = test_texts()
     rnd = random.Random(99)
     all_cases, all_dec = [], []

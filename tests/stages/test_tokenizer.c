@@ -150,6 +150,7 @@ TEST(test_tokenizer_matches_hf_byte_level_llama3_ignore_merges) { check_tokenize
 TEST(test_tokenizer_matches_hf_byte_level_gpt2_prefix_space) { check_tokenizer("bl_gpt2"); }
 TEST(test_tokenizer_matches_hf_sentencepiece_llama2_byte_fallback) { check_tokenizer("sp_llama2"); }
 TEST(test_tokenizer_matches_hf_metaspace_unk) { check_tokenizer("sp_meta"); }
+TEST(test_tokenizer_matches_hf_metaspace_always_unsplit) { check_tokenizer("sp_always"); }
 
 TEST(test_tokenizer_special_ids_and_lookup)
 {
