@@ -420,3 +420,41 @@ TEST(test_tokenizer_concurrent_encodes_agree)
     mf_tok_free(tok);
     mf_json_free(cases);
 }
+
+TEST(test_tokenizer_continuing_subword_prefix_and_suffix)
+{
+    /* the case of HF's own model test (test_bpe_with_continuing_subword_prefix), plus a suffix */
+    const char *json = "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"[UNK]\", \"continuing_subword_prefix\": \"##\", "
+                       "\"vocab\": {\"[UNK]\": 5, \"a\": 0, \"##b\": 1, \"##c\": 2, \"ab\": 3, \"abc\": 4}, "
+                       "\"merges\": [\"a ##b\", \"ab ##c\"]}}";
+    mf_tok *tok = NULL;
+    mf_err err = {0};
+    CHECK_OK(mf_tok_load_mem(&tok, json, strlen(json), "t.json", &err));
+    REQUIRE(tok);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_OK(mf_tok_encode(tok, "abc", 3, 0, &ids, &n, &err));
+    REQUIRE(n == 1);
+    CHECK_INT(ids[0], 4);
+    free(ids);
+    CHECK_OK(mf_tok_encode(tok, "ab", 2, 0, &ids, &n, &err));
+    REQUIRE(n == 1);
+    CHECK_INT(ids[0], 3);
+    free(ids);
+    CHECK_OK(mf_tok_encode(tok, "axc", 3, 0, &ids, &n, &err)); /* x unknown -> [UNK] */
+    REQUIRE(n == 3);
+    CHECK_INT(ids[0], 0);
+    CHECK_INT(ids[1], 5);
+    CHECK_INT(ids[2], 2);
+    free(ids);
+    mf_tok_free(tok);
+    const char *json2 = "{\"model\": {\"type\": \"BPE\", \"end_of_word_suffix\": \"</w>\", "
+                        "\"vocab\": {\"a\": 0, \"b</w>\": 1, \"ab</w>\": 2, \"b\": 3}, \"merges\": [\"a b</w>\"]}}";
+    CHECK_OK(mf_tok_load_mem(&tok, json2, strlen(json2), "t2.json", &err));
+    REQUIRE(tok);
+    CHECK_OK(mf_tok_encode(tok, "ab", 2, 0, &ids, &n, &err));
+    REQUIRE(n == 1);
+    CHECK_INT(ids[0], 2);
+    free(ids);
+    mf_tok_free(tok);
+}
