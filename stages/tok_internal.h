@@ -100,7 +100,7 @@ typedef struct {
     int normalized; /* matches ncontent instead of content */
 } mf_tok_amatch;
 
-/* A word cache entry: the word's bytes and its ids. */
+/* A word cache entry: the word's bytes and its ids, one allocation (ids, then key). */
 typedef struct {
     char *key;
     uint32_t klen, h;

@@ -661,8 +661,7 @@ void mf_tok_free(mf_tok *tok)
     free(tok->pp_post);
     if (tok->cache) {
         for (size_t i = 0; i < tok->cache_cap; i++) {
-            free(tok->cache[i].key);
-            free(tok->cache[i].ids);
+            free(tok->cache[i].ids); /* the key shares this block */
         }
         free(tok->cache);
     }
