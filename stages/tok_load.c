@@ -148,7 +148,7 @@ static int load_pre(mf_tok *tok, const mf_json *p, const char *name, mf_err *err
         pr.type = TOK_PRE_SPLIT;
         pr.regex = mf_tok_regex_kind(re->s);
         if (pr.regex < 0)
-            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3 and Qwen2 patterns are)%s", re->s, NULL);
+            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3, Qwen2 and BLOOM patterns are)%s", re->s, NULL);
         if (strcmp(mf_json_get_str(p, "behavior", "Isolated"), "Isolated") || mf_json_bool(mf_json_get(p, "invert"), 0))
             return bad(err, name, p, "pre_tokenizer Split: only behavior 'Isolated' without invert is supported%s%s", NULL, NULL);
     } else if (!strcmp(type, "Metaspace")) {

@@ -4,8 +4,8 @@
  * Two families of HF `tokenizers` BPE models are supported, matching the Rust
  * library's ids and decoded strings exactly (conformance fixtures in
  * tests/stages/fixtures/tokenizer/):
- *   - byte-level (GPT-2, LLaMA-3, Qwen2): ByteLevel pre-tokenizer, or
- *     Split(Regex) + ByteLevel; the GPT-2 / LLaMA-3 / Qwen2 regexes are
+ *   - byte-level (GPT-2, LLaMA-3, Qwen2, BLOOM): ByteLevel pre-tokenizer, or
+ *     Split(Regex) + ByteLevel; the GPT-2 / LLaMA-3 / Qwen2 / BLOOM regexes are
  *     implemented by hand (stages/tok_pretok.c); ByteLevel decoder.
  *   - SentencePiece-style (LLaMA-2): Prepend/Replace normalizers or the
  *     Metaspace pre-tokenizer, byte fallback tokens <0xNN>, unk;

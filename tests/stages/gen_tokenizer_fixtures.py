@@ -11,6 +11,7 @@ Tokenizers written to tests/stages/fixtures/tokenizer/:
   bl_qwen2.json   byte-level BPE, NFC + Split(Qwen2 regex) + ByteLevel, added tokens
   bl_llama3.json  same model, LLaMA-3 regex, ignore_merges
   bl_gpt2.json    same model, ByteLevel(add_prefix_space, GPT-2 regex)
+  bl_bloom.json   same model, Split(BLOOM regex) + ByteLevel
   sp_llama2.json  SentencePiece-style BPE laid out like LLaMA-2's tokenizer.json:
                   Prepend+Replace normalizer, byte fallback <0xNN>, <s> template
   sp_meta.json    Metaspace pre-tokenizer/decoder, no byte fallback (unk, fused)
@@ -37,6 +38,7 @@ DATA = os.environ.get("MEDFLOW_DATA", "/work/shared/data")
 
 QWEN2 = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+BLOOM = " ?[^(\\s|[.,!?…。，、।۔،])]+"
 LLAMA3 = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 ENGLISH = [
@@ -150,9 +152,11 @@ def variants(bl):
     l3 = json.loads(json.dumps(bl))
     l3["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3
     l3["model"]["ignore_merges"] = True
+    bm = json.loads(json.dumps(bl))
+    bm["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = BLOOM
     g2 = json.loads(json.dumps(bl))
     g2["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
-    return q, l3, g2
+    return q, l3, g2, bm
 
 
 def test_texts():
@@ -168,10 +172,10 @@ def test_texts():
         "before [MED] after", "ICU care; the ICUs, xICU and (ICU) ICU_ ICU2 ICU", "x[MED]y  [MED]   z", "病历 和病历记录", "<s>hi</s> <unk> <s>", "</s>",
         "▁already▁meta ▁space", "  double  spaces  ", "x" * 300, "高血压" * 60, "!!!???...,,,;;;",
         "\u200b\u200d zero width", "Ǆ ǅ ǆ ﬁ ẞ ß", "💊" * 20, "line1\rline2\r\n\tline3\n\n\n",
-        "C++/C#: a->b, x<=y; #include <stdio.h>", "https://example.org/path?q=1&r=2#frag",
+        "C++/C#: a->b, x<=y; #include <stdio.h>", "(a|b) [c] 好，坏。顿、号… ok! why? ।۔، end.", "https://example.org/path?q=1&r=2#frag",
         "cafe\u0301 A\u030a \u1100\u1161\u11a8 \uf900\uf901 \u0958 a\u0323\u0301 \u212b \u1e9b\u0323 e\u0301\u0301",
     ]
-    pool = (list("abcXYZ019 \t\n\r'!.,-_") + ["高", "血", "压", "。", "，", "ſ", "é", "\u3000", "\u00a0", "😀", "١",
+    pool = (list("abcXYZ019 \t\n\r'!.,-_") + ["高", "血", "压", "。", "，", "(", ")", "|", "…", "、", "।", "ſ", "é", "\u3000", "\u00a0", "😀", "١",
             "Ⅻ", "▁", "<s>", "<|im_end|>", "[MED]", "病历", "\u2028", "ǅ", "'s", "'LL", "  "])
     for _ in range(80):
         texts.append("".join(rnd.choice(pool) for _ in range(rnd.randint(1, 40))))
@@ -216,7 +220,7 @@ def unicode_texts():
 
 # ids the post-processor puts before / after a single sequence; cases.json
 # stores ids_nospecial only when it is not ids without these.
-TEMPLATE = {"bl_qwen2": ([], []), "bl_llama3": ([], []), "bl_gpt2": ([], []), "sp_llama2": ([1], []),
+TEMPLATE = {"bl_qwen2": ([], []), "bl_llama3": ([], []), "bl_gpt2": ([], []), "bl_bloom": ([], []), "sp_llama2": ([1], []),
             "sp_meta": ([1], [2]), "sp_always": ([], [])}
 
 
@@ -263,9 +267,9 @@ def main():
         return
     os.makedirs(OUT, exist_ok=True)
     bl = train_byte_level()
-    q, l3, g2 = variants(bl)
+    q, l3, g2, bm = variants(bl)
     sp = train_sp()
-    toks = {"bl_qwen2": q, "bl_llama3": l3, "bl_gpt2": g2, "sp_llama2": sp_llama2(sp), "sp_meta": sp_meta(sp),
+    toks = {"bl_qwen2": q, "bl_llama3": l3, "bl_gpt2": g2, "bl_bloom": bm, "sp_llama2": sp_llama2(sp), "sp_meta": sp_meta(sp),
             "sp_always": sp_meta_always(sp)}
     texts = test_texts()
     rnd = random.Random(99)
@@ -280,7 +284,7 @@ def main():
         all_dec += d
     # the regexes alone: byte lengths of the pieces HF's Split(Isolated) makes
     pretok = {"texts": unicode_texts()}
-    for name, rx in (("gpt2", GPT2), ("llama3", LLAMA3), ("qwen2", QWEN2)):
+    for name, rx in (("gpt2", GPT2), ("llama3", LLAMA3), ("qwen2", QWEN2), ("bloom", BLOOM)):
         sp = pre_tokenizers.Split(Regex(rx), behavior="isolated", invert=False)
         pretok[name] = [[len(p.encode("utf-8")) for p, _ in sp.pre_tokenize_str(t)] for t in texts + pretok["texts"]]
     meta = {"template": TEMPLATE, "generator": "tests/stages/gen_tokenizer_fixtures.py", "tokenizers": tokenizers.__version__,

@@ -148,6 +148,7 @@ static int check_tokenizer(const char *name)
 TEST(test_tokenizer_matches_hf_byte_level_qwen2) { check_tokenizer("bl_qwen2"); }
 TEST(test_tokenizer_matches_hf_byte_level_llama3_ignore_merges) { check_tokenizer("bl_llama3"); }
 TEST(test_tokenizer_matches_hf_byte_level_gpt2_prefix_space) { check_tokenizer("bl_gpt2"); }
+TEST(test_tokenizer_matches_hf_byte_level_bloom) { check_tokenizer("bl_bloom"); }
 TEST(test_tokenizer_matches_hf_sentencepiece_llama2_byte_fallback) { check_tokenizer("sp_llama2"); }
 TEST(test_tokenizer_matches_hf_metaspace_unk) { check_tokenizer("sp_meta"); }
 TEST(test_tokenizer_matches_hf_metaspace_always_unsplit) { check_tokenizer("sp_always"); }
@@ -340,6 +341,7 @@ static void check_regex(const char *name, int kind)
 TEST(test_tokenizer_regex_gpt2_splits_like_hf) { check_regex("gpt2", TOK_RE_GPT2); }
 TEST(test_tokenizer_regex_llama3_splits_like_hf) { check_regex("llama3", TOK_RE_LLAMA3); }
 TEST(test_tokenizer_regex_qwen2_splits_like_hf) { check_regex("qwen2", TOK_RE_QWEN2); }
+TEST(test_tokenizer_regex_bloom_splits_like_hf) { check_regex("bloom", TOK_RE_BLOOM); }
 
 TEST(test_tokenizer_added_token_reusing_a_vocab_id_keeps_both_strings)
 {
