@@ -114,7 +114,8 @@ deps:
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_BUILD := build/fuzz
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
-	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp
+	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
+	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
 FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
 
