@@ -32,6 +32,7 @@ from transformers.cache_utils import DynamicCache
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 torch.manual_seed(1234)
 torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)  # byte-identical fixtures on every rerun
 
 
 def perturb(model, std):
