@@ -216,6 +216,7 @@ typedef struct mf_k_outputs {
     const float *valid;   /* [B,T]: 1 where logp counts (label not ignored, t < T-1), else 0 */
     const float *values;  /* [B,T] (MF_FWD_VALUES) */
     const float *reward;  /* [B]: values at the last non-pad token (HF sequence classification) */
+    const int32_t *last;  /* [B]: that position (rightmost attention_mask == 1; T-1 without a mask) */
     int n_valid;          /* number of counted label tokens */
     double loss;          /* mean -logp over counted tokens (HF CrossEntropy mean), 0 if none */
 } mf_k_outputs;
