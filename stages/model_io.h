@@ -107,6 +107,21 @@ int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf
 int mf_model_io_base_ref_write(const char *dir, const char *digest, mf_err *err);
 int mf_model_io_base_ref_read(char *digest, size_t n, const char *dir, mf_err *err);
 
+/* ---- 3. whole models (stages/model_io_model.c) ---- */
+
+/* A new model with the weights of an HF directory (synced to the backend).
+ * meta (may be NULL) gets the tokenizer paths etc.; free with mf_model_io_meta_free. */
+int mf_model_io_load(mf_model **out, mf_model_io_meta *meta, const char *dir, mf_err *err);
+/* Save the base weights as an HF directory (LoRA params are not included:
+ * merge them first or save them with mf_model_io_save_adapter). */
+int mf_model_io_save(mf_model *m, const char *dir, const mf_model_io_write_opts *opts, const char *tokenizer_dir,
+                     mf_err *err);
+/* Add the adapter in dir (PEFT) to m: mf_model_add_lora with its config, then its weights. */
+int mf_model_io_load_adapter(mf_model *m, mf_model_io_peft *peft, const char *dir, mf_err *err);
+/* Write m's LoRA params as a PEFT directory (+ base.json when p->base_digest is set). */
+int mf_model_io_save_adapter(mf_model *m, const char *dir, const mf_model_io_peft *p, const mf_model_io_write_opts *opts,
+                             mf_err *err);
+
 /* "q_proj" -> MF_MOD_Q ... ("W_pack" -> Q|K|V for Baichuan); 0 when unknown. */
 unsigned mf_model_io_module_bit(const char *name, mf_arch arch);
 

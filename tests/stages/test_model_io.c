@@ -434,3 +434,82 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     free(out);
     free(errs);
 }
+
+/* Forward the fixed ids check_export.py uses and write {"input_ids", "logits"}. */
+static int dump_logits(mf_model *m, const char *path, mf_err *err)
+{
+    int V = mf_model_get_config(m)->vocab_size, T = 9;
+    int32_t ids[9];
+    for (int i = 0; i < T; i++) ids[i] = (7 * i + 3) % V;
+    mf_k_batch b = {.B = 1, .T = T, .input_ids = ids};
+    mf_k_outputs o;
+    int rc = mf_model_forward(m, &b, MF_FWD_LOGITS, &o, err);
+    if (rc) return rc;
+    FILE *f = fopen(path, "w");
+    if (!f) return MF_EIO;
+    fprintf(f, "{\"input_ids\": [");
+    for (int i = 0; i < T; i++) fprintf(f, "%s%d", i ? "," : "", ids[i]);
+    fprintf(f, "], \"logits\": [");
+    for (int t = 0; t < T; t++) {
+        fprintf(f, "%s[", t ? "," : "");
+        for (int v = 0; v < V; v++) fprintf(f, "%s%.9g", v ? "," : "", o.logits[(size_t)t * V + v]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+    return 0;
+}
+
+/* medflow loads HF dirs into its model, computes logits, saves the model back;
+ * transformers (+peft) loads what medflow saved and must compute the logits
+ * medflow printed. Tolerance 1e-4 absolute: both fp32, logits of magnitude ~4. */
+TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
+{
+    if (mf_test_sh(NULL, NULL, "python3 -c 'import transformers, peft' >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
+        return;
+    }
+    const char *tmp = mf_test_tmpdir();
+    const char *srcs[3] = {"llama", "qwen2", "baichuan"};
+    char batch[16384];
+    size_t k = (size_t)snprintf(batch, sizeof batch, "[");
+    mf_err err;
+    for (int i = 0; i < 4; i++) {
+        char dir[1024], lj[1024], ad[1024];
+        snprintf(dir, sizeof dir, "%s/m%d", tmp, i);
+        snprintf(lj, sizeof lj, "%s/logits%d.json", tmp, i);
+        snprintf(ad, sizeof ad, "%s/adapter%d", tmp, i);
+        mf_model *m = NULL;
+        int rc = mf_model_io_load(&m, NULL, fx(srcs[i == 3 ? 0 : i]), &err);
+        if (rc) fprintf(stderr, "%s\n", err.msg);
+        REQUIRE(rc == 0);
+        if (i < 3) {
+            CHECK_OK(dump_logits(m, lj, &err));
+            CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
+            k += (size_t)snprintf(batch + k, sizeof batch - k, "%s{\"model\":\"%s\",\"logits\":\"%s\"}", i ? "," : "", dir, lj);
+        } else {
+            mf_model_io_peft p;
+            rc = mf_model_io_load_adapter(m, &p, fx("lora"), &err);
+            if (rc) fprintf(stderr, "%s\n", err.msg);
+            REQUIRE(rc == 0);
+            CHECK_OK(dump_logits(m, lj, &err));
+            CHECK_OK(mf_model_io_save_adapter(m, ad, &p, NULL, &err));
+            k += (size_t)snprintf(batch + k, sizeof batch - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
+                                  fx("llama"), ad, lj);
+        }
+        mf_model_free(m);
+    }
+    snprintf(batch + k, sizeof batch - k, "]");
+    char bp[1024];
+    snprintf(bp, sizeof bp, "%s/batch.json", tmp);
+    mf_test_write(bp, batch);
+    char *out = NULL, *errs = NULL;
+    int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), bp);
+    if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
+    CHECK_INT(st, 0);
+    int oks = 0;
+    for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
+    CHECK_INT(oks, 4);
+    free(out);
+    free(errs);
+}
