@@ -7,6 +7,9 @@
 
 #include <stddef.h>
 
+int mf_cmd_score(int argc, char **argv); /* engine/cmd_model.c */
+extern const char mf_usage_score[];
+
 static int cmd_version(int argc, char **argv)
 {
     (void)argc;
@@ -18,4 +21,5 @@ static int cmd_version(int argc, char **argv)
 const mf_cmd mf_commands[] = {
     {"version", cmd_version, "print the version",
      "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},
     {NULL, NULL, NULL, NULL, 0}};
