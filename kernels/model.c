@@ -503,6 +503,16 @@ void mf_model_zero_grad(mf_model *m)
         if (m->params[i].grad) memset(m->params[i].grad, 0, m->params[i].numel * sizeof(float));
 }
 
+uint64_t mf_model_rng_state(const mf_model *m)
+{
+    return m->fwd_counter;
+}
+
+void mf_model_set_rng_state(mf_model *m, uint64_t counter)
+{
+    m->fwd_counter = counter;
+}
+
 void mf_model_set_recompute(mf_model *m, int on)
 {
     m->recompute = on;

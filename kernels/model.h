@@ -234,6 +234,11 @@ int mf_model_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_
 int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double *loss, mf_err *err);
 
 void mf_model_zero_grad(mf_model *m);
+/* The dropout stream: LoRA dropout masks are a hash of (lora seed, this
+ * counter, layer, module, index); the counter advances once per training
+ * forward. Save it with a checkpoint and restore it for bit-identical resumes. */
+uint64_t mf_model_rng_state(const mf_model *m);
+void mf_model_set_rng_state(mf_model *m, uint64_t counter);
 /* Activation recomputation: keep only layer inputs, recompute in backward. */
 void mf_model_set_recompute(mf_model *m, int on);
 
