@@ -6,7 +6,10 @@
 
 #include <string.h>
 
+int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
+
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"tokenizer", mf_stage_tokenizer_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
