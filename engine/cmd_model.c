@@ -186,3 +186,119 @@ int mf_cmd_score(int argc, char **argv)
     loaded_free(&l);
     return rc ? mf_cli_report(&err) : MF_EXIT_OK;
 }
+
+const char mf_usage_generate[] =
+    "Usage: medflow generate MODEL --prompt TEXT [--max-new N] [--temperature T] [--top-p P]\n"
+    "                        [--top-k K] [--seed S] [--adapter DIR] [--json]\n"
+    "\n"
+    "Continue TEXT with MODEL and print the generated text (the prompt is not repeated).\n"
+    "Generation stops after N new tokens (default 64) or at the tokenizer's end-of-sequence token.\n"
+    "\n"
+    "  MODEL            an HF model directory (config.json, model.safetensors, tokenizer.json)\n"
+    "  --temperature T  0 (default) is greedy; > 0 samples from softmax(logits / T)\n"
+    "  --top-p P        nucleus sampling: keep the smallest set of tokens with mass >= P (default 1: off)\n"
+    "  --top-k K        keep the K most likely tokens (default 0: off)\n"
+    "  --seed S         sampling seed (default 0); the same seed gives the same text\n"
+    "  --adapter DIR    a PEFT LoRA adapter directory to apply\n"
+    "  --json           {\"prompt_ids\", \"ids\", \"logprobs\", \"text\"} instead of plain text\n"
+    "\n"
+    "Exit status: 0 ok, 1 failed, 2 bad arguments or unusable model/prompt.\n";
+
+static int parse_num(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi))
+        return mf_cli_usage_error(cmd, "%s: expected a number in [%g, %g], got '%s'", opt, lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+int mf_cmd_generate(int argc, char **argv)
+{
+    if (mf_cli_wants_help("generate", argc, argv)) return MF_EXIT_OK;
+    const char *model = NULL, *prompt = NULL, *adapter = NULL;
+    double max_new = 64, temp = 0, top_p = 1, top_k = 0, seed = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--prompt") && has) prompt = argv[++i];
+        else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
+        else if (!strcmp(a, "--max-new") && has) { if (parse_num("generate", a, argv[++i], 1, 1 << 20, &max_new)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--temperature") && has) { if (parse_num("generate", a, argv[++i], 0, 100, &temp)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--top-p") && has) { if (parse_num("generate", a, argv[++i], 1e-6, 1, &top_p)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--top-k") && has) { if (parse_num("generate", a, argv[++i], 0, 1 << 30, &top_k)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--seed") && has) { if (parse_num("generate", a, argv[++i], 0, 9007199254740992.0, &seed)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (a[0] == '-' && a[1]) return mf_cli_usage_error("generate", "unknown or incomplete option '%s'", a);
+        else if (!model) model = a;
+        else return mf_cli_usage_error("generate", "unexpected argument '%s'", a);
+    }
+    if (!model) return mf_cli_usage_error("generate", "missing MODEL");
+    if (!prompt) return mf_cli_usage_error("generate", "missing --prompt TEXT");
+    if (max_new != (int)max_new || top_k != (int)top_k || seed != (double)(uint64_t)seed)
+        return mf_cli_usage_error("generate", "--max-new, --top-k and --seed take whole numbers");
+
+    mf_err err;
+    mf_err_clear(&err);
+    loaded l;
+    int32_t *ids = NULL, *out_ids = NULL;
+    float *out_lp = NULL;
+    size_t n = 0;
+    int N = (int)max_new, out_len = 0;
+    int rc = load_all(&l, model, adapter, &err);
+    if (!rc) rc = mf_tok_encode(l.tok, prompt, strlen(prompt), 1, &ids, &n, &err);
+    if (!rc && n == 0) rc = mf_err_set(&err, MF_EINVAL, "--prompt encodes to no tokens");
+    const mf_model_config *cfg = l.m ? mf_model_get_config(l.m) : NULL;
+    if (!rc && n + (size_t)N > (size_t)cfg->max_position_embeddings)
+        rc = mf_err_set(&err, MF_EINVAL, "prompt (%zu tokens) + --max-new %d exceeds the model's max_position_embeddings (%d)",
+                        n, N, cfg->max_position_embeddings);
+    if (!rc) {
+        out_ids = malloc((size_t)N * sizeof *out_ids);
+        out_lp = malloc((size_t)N * sizeof *out_lp);
+        if (!out_ids || !out_lp) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        int32_t eos = mf_tok_eos_id(l.tok);
+        if (eos < 0) eos = cfg->eos_token_id;
+        mf_k_gen_config g = {.max_new_tokens = N, .temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                             .stop_ids = eos >= 0 ? &eos : NULL, .n_stop = eos >= 0, .pad_id = eos >= 0 ? eos : 0,
+                             .seed = (uint64_t)seed, .use_cache = 1};
+        const int32_t *pp = ids;
+        int pl = (int)n;
+        rc = mf_model_generate(l.m, 1, &pp, &pl, &g, out_ids, out_lp, &out_len, &err);
+    }
+    char *text = NULL;
+    size_t tlen = 0;
+    if (!rc) rc = mf_tok_decode(l.tok, out_ids, (size_t)out_len, 1, &text, &tlen, &err);
+    if (!rc) {
+        mf_buf o = MF_BUF_INIT;
+        if (json) {
+            mf_buf_puts(&o, "{\"prompt_ids\":[");
+            for (size_t i = 0; i < n; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", ids[i]);
+            mf_buf_puts(&o, "],\"ids\":[");
+            for (int i = 0; i < out_len; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", out_ids[i]);
+            mf_buf_puts(&o, "],\"logprobs\":[");
+            for (int i = 0; i < out_len; i++) {
+                if (i) mf_buf_putc(&o, ',');
+                mf_json_write_double(&o, out_lp[i]);
+            }
+            mf_buf_puts(&o, "],\"text\":");
+            mf_json_write_str(&o, text, tlen);
+            mf_buf_puts(&o, "}\n");
+        } else {
+            mf_buf_append(&o, text, tlen);
+            mf_buf_putc(&o, '\n');
+        }
+        if (!mf_buf_ok(&o)) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+        else fwrite(o.data, 1, o.len, stdout);
+        mf_buf_free(&o);
+    }
+    free(text);
+    free(ids);
+    free(out_ids);
+    free(out_lp);
+    loaded_free(&l);
+    return rc ? mf_cli_report(&err) : MF_EXIT_OK;
+}

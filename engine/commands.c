@@ -9,6 +9,8 @@
 
 int mf_cmd_score(int argc, char **argv); /* engine/cmd_model.c */
 extern const char mf_usage_score[];
+int mf_cmd_generate(int argc, char **argv); /* engine/cmd_model.c */
+extern const char mf_usage_generate[];
 int mf_cmd_tokenize_text(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
@@ -22,6 +24,7 @@ static int cmd_version(int argc, char **argv)
 const mf_cmd mf_commands[] = {
     {"version", cmd_version, "print the version",
      "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
     {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},
     {"tokenize-text", mf_cmd_tokenize_text, "encode a text file with a tokenizer.json",
      "Usage: medflow tokenize-text [--no-special] [--field F] [--decode] [--count [--repeat N]] TOKENIZER FILE\n\n"
