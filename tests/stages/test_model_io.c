@@ -283,6 +283,8 @@ TEST(test_model_io_config_errors_name_the_key)
     CHECK_INT(parse_cfg("{\"model_type\":\"llama\",\"vocab_size\":\"32\",\"hidden_size\":16}", &e), MF_EINVAL);
     CHECK_CONTAINS(e.msg, "\"vocab_size\": expected an integer");
     CHECK_INT(parse_cfg("[]", &e), MF_EINVAL);
+    CHECK_INT(parse_cfg("{\"architectures\":[\"LlamaForSequenceClassification\"],\"id2label\":{\"0\":\"a\",\"1\":\"b\"}," BASE_CFG "}", &e), MF_EUNSUPPORTED);
+    CHECK_CONTAINS(e.msg, "2 labels");
     /* LLaMA-3 style eos list: first id */
     mf_json *j = NULL;
     const char *t = "{\"model_type\":\"llama\",\"eos_token_id\":[7,8]," BASE_CFG "}";
@@ -387,11 +389,11 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     mf_model_config c;
     REQUIRE(load_dir(&l, &c, fx("llama"), &err) == 0);
     CHECK_OK(mf_model_io_write_dir(d[0], &c, l.ptr, l.n, NULL, NULL, &err));
-    mf_model_io_write_opts bf = {MF_ST_BF16, 0};
+    mf_model_io_write_opts bf = {.dtype = MF_ST_BF16};
     CHECK_OK(mf_model_io_write_dir(d[1], &c, l.ptr, l.n, &bf, NULL, &err));
     plist_free(&l);
     REQUIRE(load_dir(&l, &c, fx("qwen2"), &err) == 0);
-    mf_model_io_write_opts sh = {MF_ST_F32, 2000};
+    mf_model_io_write_opts sh = {.dtype = MF_ST_F32, .max_shard_bytes = 2000};
     CHECK_OK(mf_model_io_write_dir(d[2], &c, l.ptr, l.n, &sh, NULL, &err));
     char *idx = mf_path_join(d[2], "model.safetensors.index.json");
     CHECK(mf_is_file(idx));
@@ -499,6 +501,41 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
         }
         mf_model_free(m);
     }
+    /* reward model: medflow's reward against transformers', then its saved dir back in transformers */
+    {
+        mf_model *m = NULL;
+        char dir[1024], lj[1024];
+        snprintf(dir, sizeof dir, "%s/rm", tmp);
+        snprintf(lj, sizeof lj, "%s/reward.json", tmp);
+        mf_model_io_meta meta;
+        int rc = mf_model_io_load(&m, &meta, fx("llama_rm"), &err);
+        if (rc) fprintf(stderr, "%s\n", err.msg);
+        REQUIRE(rc == 0);
+        CHECK_INT(meta.score_head, 1);
+        mf_model_io_meta_free(&meta);
+        int32_t ids[9];
+        for (int i = 0; i < 9; i++) ids[i] = (7 * i + 3) % 32;
+        mf_k_batch b = {.B = 1, .T = 9, .input_ids = ids};
+        mf_k_outputs o;
+        REQUIRE(mf_model_forward(m, &b, MF_FWD_VALUES, &o, &err) == 0);
+        mf_json *ref = NULL;
+        char rp[1024];
+        snprintf(rp, sizeof rp, "%s_ref.json", fx("llama_rm"));
+        REQUIRE(mf_json_parse_file(&ref, rp, &err) == 0);
+        CHECK_NEAR(o.reward[0], mf_json_get_num(ref, "reward", 99), 0, 1e-5); /* fp32, |reward| ~ 0.24 */
+        mf_json_free(ref);
+        FILE *f = fopen(lj, "w");
+        REQUIRE(f);
+        fprintf(f, "{\"input_ids\": [3,10,17,24,31,6,13,20,27], \"logits\": [%.9g]}\n", o.reward[0]);
+        fclose(f);
+        CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
+        char *cj = mf_path_join(dir, "config.json"), *txt = mf_test_read(cj);
+        CHECK_CONTAINS(txt, "LlamaForSequenceClassification");
+        free(txt);
+        free(cj);
+        mf_model_free(m);
+        k += (size_t)snprintf(batch + k, sizeof batch - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
+    }
     snprintf(batch + k, sizeof batch - k, "]");
     char bp[1024];
     snprintf(bp, sizeof bp, "%s/batch.json", tmp);
@@ -509,7 +546,7 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
     CHECK_INT(st, 0);
     int oks = 0;
     for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 4);
+    CHECK_INT(oks, 5);
     free(out);
     free(errs);
 }
