@@ -428,6 +428,7 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     char *out = NULL, *errs = NULL;
     int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), d[5]);
     if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
+    else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
     CHECK_INT(st, 0);
     /* five lines, all ok */
     int oks = 0;
@@ -543,6 +544,7 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
     char *out = NULL, *errs = NULL;
     int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), bp);
     if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
+    else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
     CHECK_INT(st, 0);
     int oks = 0;
     for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
