@@ -74,6 +74,7 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
     cs->dact = T_(N * Im); cs->dg = T_(N * Im); cs->du = T_(N * Im);
     cs->dlora = T_(N * (r ? r : 1));
+    cs->att_ws = T_((size_t)cs->threads * T * S);
     size_t D = 2 * L * Dkv, Hp = ly->prefix_hidden;
     cs->pkv = P ? T_(P * D) : NULL; cs->dpkv = P ? T_(P * D) : NULL;
     cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
@@ -311,7 +312,7 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l)
     /* attention */
     memset(cs->dao, 0, (size_t)N * Dq * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_O, a->ao, cs->dres, cs->dao, N);
-    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
+    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
     size_t D = 2 * (size_t)c->num_hidden_layers * Dkv, row = (size_t)Dkv * sizeof(float);
     for (int b = 0; b < B; b++) {
         for (int p = 0; p < P; p++) {

@@ -10,7 +10,12 @@ BIN=$(make -s print-bench-kernels-bin)
 # Both sides: THREADS OpenMP threads that sleep when idle (a spinning team burns the
 # shared cores other processes need; see docs/bench-kernels.md).
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-ratio() { python3 -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f\"{a['mode']:5s} medflow {a['tokens_per_s']:9.1f} tok/s  torch {b['tokens_per_s']:9.1f} tok/s  ratio {a['tokens_per_s']/b['tokens_per_s']:.2f}x\")" "$1" "$2"; }
+ratio() { python3 -c "
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+w, c = 'tokens_per_s', 'tokens_per_cpu_s'
+print(f\"{a['mode']:5s} medflow {a[w]:8.1f} tok/s {a[c]:8.1f} tok/cpu-s | torch {b[w]:8.1f} tok/s {b[c]:8.1f} tok/cpu-s | ratio wall {a[w]/b[w]:.2f}x cpu {a[c]/b[c]:.2f}x\")
+" "$1" "$2"; }
 echo "threads=$THREADS train B=$B T=$T steps=$STEPS; gen B=$GEN_B new=$GEN_NEW; $(nproc) cores"
 for mode in full lora; do
   ours=$("$BIN" $mode $B $T $STEPS); echo "$ours"
