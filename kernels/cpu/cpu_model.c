@@ -74,6 +74,7 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
     cs->dact = T_(N * Im); cs->dg = T_(N * Im); cs->du = T_(N * Im);
     cs->dlora = T_(N * (r ? r : 1));
+    cs->att_ws = T_((size_t)cs->threads * T * S);
     size_t D = 2 * L * Dkv, Hp = ly->prefix_hidden;
     cs->pkv = P ? T_(P * D) : NULL; cs->dpkv = P ? T_(P * D) : NULL;
     cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
@@ -190,8 +191,7 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
     float s = m->lora_scale;
     mf_k_param *A = P_(m, li->lora_a[j]), *Bm = P_(m, li->lora_b[j]);
     /* du = s dy B ; dB += s dy^T u ; dA += du^T drop(x) ; dx += drop'(du A) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, out, s, dy, out, Bm->data, r, 0.0f,
-                cs->dlora, r);
+    mf_k_cpu_sgemm(0, 0, N, r, out, s, dy, out, Bm->data, r, 0.0f, cs->dlora, r);
     mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_b[j]), NULL, dy, a->u[j], Bm->data, N, r, out, s);
     const float *xd = x;
     int drop = use_dropout(m, 1);
@@ -206,8 +206,7 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
         return;
     }
     /* the dropout mask is a function of (key, index): apply it to du A */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f,
-                cs->xd, in);
+    mf_k_cpu_sgemm(0, 0, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f, cs->xd, in);
     dropout_apply(cs->xd, cs->xd, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
     size_t n = (size_t)N * in;
 #pragma omp parallel for schedule(static)
@@ -313,7 +312,7 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l)
     /* attention */
     memset(cs->dao, 0, (size_t)N * Dq * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_O, a->ao, cs->dres, cs->dao, N);
-    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
+    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
     size_t D = 2 * (size_t)c->num_hidden_layers * Dkv, row = (size_t)Dkv * sizeof(float);
     for (int b = 0; b < B; b++) {
         for (int p = 0; p < P; p++) {
@@ -474,10 +473,11 @@ static int cpu_attach(mf_model *m, mf_err *err)
         free(cs);
         return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory");
     }
-    /* OpenBLAS (pthreads build) and OpenMP take turns, never nest: give both
-     * the same thread count so neither oversubscribes the cores. */
+    /* One thread pool: OpenMP splits GEMMs into single-threaded OpenBLAS calls
+     * (mf_k_cpu_sgemm). A pthreads OpenBLAS pool beside the OpenMP team made
+     * each spin-wait while the other worked. */
     cs->threads = omp_get_max_threads();
-    openblas_set_num_threads(cs->threads);
+    openblas_set_num_threads(1);
     m->be_state = cs;
     return 0;
 }

@@ -3,12 +3,48 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
+
+/*
+ * C[M,N] = alpha op(A) op(B) + beta C, row-major, split across the OpenMP
+ * team: each thread runs a single-threaded OpenBLAS sgemm on its block of
+ * rows of C (or of columns, when C has fewer rows than threads). One thread
+ * pool for the whole backend: no OpenBLAS threads spinning against OpenMP
+ * threads (which cost half the CPU time on 2 shared cores), and a fixed
+ * partition, so results are reproducible for a given thread count.
+ */
+void mf_k_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans;
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || (double)M * N * K < 1e5 || omp_in_parallel()) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N || M >= 4 * nt;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        int D = by_rows ? M : N, lo = (int)((long)D * id / n), hi = (int)((long)D * (id + 1) / n);
+        if (hi > lo) {
+            if (by_rows) {
+                const float *a = transA ? A + lo : A + (size_t)lo * lda;
+                cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc,
+                            ldc);
+            } else {
+                const float *b = transB ? B + (size_t)lo * ldb : B + lo;
+                cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+            }
+        }
+    }
+}
 
 void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
                      float alpha, float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, alpha, x, in, W, in, beta, y, out);
+    mf_k_cpu_sgemm(0, 1, N, out, in, alpha, x, in, W, in, beta, y, out);
     if (b) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
@@ -19,10 +55,8 @@ void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, i
 void mf_k_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                          const float *W, int N, int in, int out, float alpha)
 {
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
+    if (dx) mf_k_cpu_sgemm(0, 0, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
+    if (dW) mf_k_cpu_sgemm(1, 0, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
     if (db) {
 #pragma omp parallel for schedule(static)
         for (int o = 0; o < out; o++) {
@@ -128,35 +162,46 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
     }
 }
 
+/* Query rows per causal block: keys beyond the block's last row are never
+ * computed (saves ~half of the attention FLOPs at T = 256). */
+#define ATT_BLK 64
+
+/* Row t of a (b, h) score block may see key s when s is a prefix row or a
+ * real (mask 1) position <= t. */
+static inline int key_visible(const int32_t *mrow, int P, int t, int s)
+{
+    return s < P || (s - P <= t && (!mrow || mrow[s - P]));
+}
+
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    /* per (batch, head): scores = scale Q K^T (GEMM), masked softmax, out = P V (GEMM);
+     * each task is a single-threaded BLAS call inside the OpenMP team */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
             int g = h / grp;
+            const int32_t *mrow = mask ? mask + (size_t)b * T : NULL;
+            const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *pb = att + ((size_t)b * nh + h) * T * S;
+            /* causal: rows [t0, t1) see at most keys [0, P + t1): skip the rest */
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
+                            kb, kd, 0.0f, pb + (size_t)t0 * S, S);
+            }
             for (int t = 0; t < T; t++) {
-                const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                float *p = att + (((size_t)b * nh + h) * T + t) * S;
-                float mx = -INFINITY;
+                float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
-                    int ok = s < P || (s - P <= t && (!mask || mask[(size_t)b * T + (s - P)]));
-                    if (!ok) {
-                        p[s] = -INFINITY;
-                        continue;
-                    }
-                    const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                    float d = 0;
-#pragma omp simd reduction(+ : d)
-                    for (int i = 0; i < hd; i++) d += qr[i] * kr[i];
-                    p[s] = d * scale;
-                    if (p[s] > mx) mx = p[s];
+                    if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
+                    else if (p[s] > mx) mx = p[s];
                 }
-                float *o = out + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                if (mx == -INFINITY) {
+                if (mx == -INFINITY) { /* sees nothing: output 0 */
                     memset(p, 0, (size_t)S * sizeof(float));
                     continue;
                 }
@@ -167,65 +212,55 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
                     sum += e;
                 }
                 float inv = 1.0f / sum;
-                for (int s = 0; s < S; s++) {
-                    p[s] *= inv;
-                    if (p[s] == 0.0f) continue;
-                    const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                    float ps = p[s];
-#pragma omp simd
-                    for (int i = 0; i < hd; i++) o[i] += ps * vr[i];
-                }
+                for (int s = 0; s < S; s++) p[s] *= inv;
+            }
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, sv, 1.0f, pb + (size_t)t0 * S, S,
+                            vb, kd, 0.0f, out + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
             }
         }
 }
 
-void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, const float *dout, const float *att,
-                            const float *q, const float *kf, const float *vf, int B, int T, int P,
-                            int nh, int nkv, int hd)
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, const float *dout,
+                            const float *att, const float *q, const float *kf, const float *vf, int B, int T,
+                            int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
     memset(dkf, 0, (size_t)B * S * kd * sizeof(float));
     memset(dvf, 0, (size_t)B * S * kd * sizeof(float));
-    /* One task per (batch, kv head): dk/dv rows of a kv head have one writer. */
+    /* One task per (batch, kv head): dK/dV of a kv head have one writer. Per head:
+     *   dP = dO V^T ; dS = P * (dP - rowsum(P * dP)) * scale
+     *   dQ = dS K ; dK += dS^T Q ; dV += P^T dO            (all GEMMs) */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < nkv; g++) {
-            for (int h = g * grp; h < (g + 1) * grp; h++)
-                for (int t = 0; t < T; t++) {
-                    const float *p = att + (((size_t)b * nh + h) * T + t) * S;
-                    const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    const float *dor = dout + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    float *dqr = dq + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    memset(dqr, 0, (size_t)hd * sizeof(float));
-                    int smax = P + t + 1; /* probabilities beyond are 0 */
-                    float sum = 0;
-                    for (int s = 0; s < smax; s++) {
-                        if (p[s] == 0.0f) continue;
-                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float d = 0;
-#pragma omp simd reduction(+ : d)
-                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
-                        sum += p[s] * d;
+            float *ds = scratch + (size_t)omp_get_thread_num() * T * S;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *dkb = dkf + (size_t)b * S * kd + (size_t)g * hd, *dvb = dvf + (size_t)b * S * kd + (size_t)g * hd;
+            for (int h = g * grp; h < (g + 1) * grp; h++) {
+                const float *pb = att + ((size_t)b * nh + h) * T * S;
+                const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *dob = dout + (size_t)b * T * qd + (size_t)h * hd;
+                for (int t0 = 0; t0 < T; t0 += ATT_BLK) { /* causal blocks, as in the forward */
+                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1, nt = t1 - t0;
+                    const float *pbk = pb + (size_t)t0 * S, *qbk = qb + (size_t)t0 * qd, *dobk = dob + (size_t)t0 * qd;
+                    float *dsk = ds + (size_t)t0 * S;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, sv, hd, 1.0f, dobk, qd, vb, kd, 0.0f, dsk, S);
+                    for (int t = 0; t < nt; t++) {
+                        const float *p = pbk + (size_t)t * S;
+                        float *d = dsk + (size_t)t * S, sum = 0;
+                        for (int s = 0; s < sv; s++) sum += p[s] * d[s];
+                        for (int s = 0; s < sv; s++) d[s] = p[s] * (d[s] - sum) * scale;
                     }
-                    for (int s = 0; s < smax; s++) {
-                        if (p[s] == 0.0f) continue;
-                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float *dkr = dkf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float *dvr = dvf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float d = 0;
-#pragma omp simd reduction(+ : d)
-                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
-                        float ds = p[s] * (d - sum) * scale, ps = p[s];
-#pragma omp simd
-                        for (int i = 0; i < hd; i++) {
-                            dqr[i] += ds * kr[i];
-                            dkr[i] += ds * qr[i];
-                            dvr[i] += ps * dor[i];
-                        }
-                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, sv, 1.0f, dsk, S, kb, kd, 0.0f,
+                                dq + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, dsk, S, qbk, qd, 1.0f, dkb, kd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, pbk, S, dobk, qd, 1.0f, dvb, kd);
                 }
+            }
         }
 }
 
