@@ -108,7 +108,6 @@ static long find_added(const mf_tok *tok, const mf_tok_amatch *m, const char *s,
             const char *c = m->normalized ? a->ncontent : a->content;
             size_t l = m->normalized ? a->nlen : a->len;
             if (l <= n - i && !memcmp(s + i, c, l)) {
-                if (a->single_word && (word_char_before(s, i) || word_char_after(s + i + l, n - i - l))) continue;
                 *mstart = i;
                 *mend = i + l;
                 return (long)m->idx[q];
@@ -266,6 +265,9 @@ static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_
         const mf_tok_added *a = &tok->added[ai];
         size_t start = ms, stop = me;
         from = me;
+        /* HF drops a single_word match inside a word and goes on after it
+         * (\w approximated by letters, numbers and '_') */
+        if (a->single_word && (word_char_before(s, ms) || word_char_after(s + me, n - me))) continue;
         if (a->lstrip) {
             size_t k = start, cs;
             while (k > 0 && is_ws_at_end(s, k, &cs)) k = cs;
@@ -302,6 +304,11 @@ static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_t
 static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
     (void)ctx;
+    if (tok->n_norms == 0) { /* no normalizer: no copy */
+        norm_gap_ctx c = {off == 0};
+        if (tok->has_norm_added) return split_added(tok, &tok->am_norm, s, n, out, err, gap_normalized, &c);
+        return encode_normalized(tok, s, n, c.first, out, err);
+    }
     mf_buf nb = MF_BUF_INIT;
     int rc = mf_tok_normalize(tok, s, n, &nb, err);
     if (!rc) {

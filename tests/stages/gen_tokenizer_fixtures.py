@@ -72,7 +72,8 @@ def train_byte_level():
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus(), trainer)
     tok.add_tokens([tokenizers.AddedToken("[MED]", normalized=False, lstrip=True, rstrip=True),
-                    tokenizers.AddedToken("病历", normalized=True)])
+                    tokenizers.AddedToken("病历", normalized=True),
+                    tokenizers.AddedToken("ICU", single_word=True, normalized=False)])
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     return json.loads(tok.to_str())
 
@@ -151,7 +152,7 @@ def test_texts():
         "12345 3.14159 2026-11-23 1,000,000 ١٢٣ ½ Ⅻ", "'s 'S 'T 'Re 'LL 'd 'x ''s 'ſ", "we'RE they'Ve it's",
         "emoji 😀👍🏽 🇨🇳 and ZWJ 👨‍👩‍👧", "mixed: русский текст, العربية, हिन्दी, 한국어, ελληνικά, ไทย",
         "<|im_start|>user\n高血压怎么办？<|im_end|>\n<|im_start|>assistant\n", "<|endoftext|><|endoftext|>x<|endoftext|>",
-        "before [MED] after", "x[MED]y  [MED]   z", "病历 和病历记录", "<s>hi</s> <unk> <s>", "</s>",
+        "before [MED] after", "ICU care; the ICUs, xICU and (ICU) ICU_ ICU2 ICU", "x[MED]y  [MED]   z", "病历 和病历记录", "<s>hi</s> <unk> <s>", "</s>",
         "▁already▁meta ▁space", "  double  spaces  ", "x" * 1000, "高血压" * 150, "!!!???...,,,;;;",
         "\u200b\u200d zero width", "Ǆ ǅ ǆ ﬁ ẞ ß", "💊" * 20, "line1\rline2\r\n\tline3\n\n\n",
         "C++/C#: a->b, x<=y; #include <stdio.h>", "https://example.org/path?q=1&r=2#frag",
