@@ -206,6 +206,9 @@ int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const
 
     /* Baichuan variants that are not Baichuan-7B math */
     if (cfg->arch == MF_ARCH_BAICHUAN) {
+        if (cfg->num_key_value_heads != cfg->num_attention_heads)
+            return at(err, MF_EUNSUPPORTED, path, mf_json_get(c, "num_key_value_heads"),
+                      "Baichuan's W_pack holds q, k and v of equal size: \"num_key_value_heads\" must equal \"num_attention_heads\"");
         if (mf_json_get(c, "z_loss_weight"))
             return at(err, MF_EUNSUPPORTED, path, mf_json_get(c, "z_loss_weight"),
                       "Baichuan2 (\"z_loss_weight\" present: NormHead lm_head) is not supported; only Baichuan-7B");

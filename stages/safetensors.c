@@ -277,6 +277,10 @@ static int parse_into(mf_st_file *f, mf_err *err)
         return bad(err, name, "data section is %llu bytes but the tensors cover %llu", (unsigned long long)data_len,
                    (unsigned long long)at);
     qsort(f->t, f->n, sizeof *f->t, cmp_tensor_name);
+    /* JSON rejects duplicate keys, but names with an embedded NUL could still compare equal here */
+    for (size_t i = 1; i < f->n; i++)
+        if (!strcmp(f->t[i].name, f->t[i - 1].name))
+            return bad(err, name, "two tensors are named '%s' (names may not contain NUL)", f->t[i].name);
     return 0;
 }
 
