@@ -31,6 +31,7 @@ int mf_model_io_load(mf_model **out, mf_model_io_meta *meta, const char *dir, mf
     *out = NULL;
     mf_model_config cfg;
     mf_model_io_meta tmp;
+    memset(&tmp, 0, sizeof tmp);
     mf_model_io_meta *mt = meta ? meta : &tmp;
     int rc = mf_model_io_read_config(&cfg, mt, dir, err);
     if (rc) return rc;
@@ -70,6 +71,7 @@ int mf_model_io_save(mf_model *m, const char *dir, const mf_model_io_write_opts 
 int mf_model_io_load_adapter(mf_model *m, mf_model_io_peft *peft, const char *dir, mf_err *err)
 {
     mf_model_io_peft tmp;
+    memset(&tmp, 0, sizeof tmp);
     mf_model_io_peft *p = peft ? peft : &tmp;
     const mf_model_config *cfg = mf_model_get_config(m);
     int rc = mf_model_io_peft_read(p, dir, cfg->arch, err);
