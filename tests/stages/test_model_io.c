@@ -374,14 +374,11 @@ TEST(test_model_io_peft_refuses_unsupported_options_and_bad_base_refs)
 
 /* The exports load in transformers/peft and compute the reference logits.
  * Runs only when python3 can import transformers and peft. */
-TEST(test_model_io_exports_load_in_transformers_with_same_logits)
+/* Part 1: directories medflow wrote from parameters read out of the fixtures,
+ * compared in transformers with the fixture directories themselves. */
+static void add_export_checks(const char *tmp, char *batch, size_t cap, size_t *k)
 {
-    if (mf_test_sh(NULL, NULL, "python3 -c 'import transformers, peft' >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
-        return;
-    }
     mf_err err;
-    const char *tmp = mf_test_tmpdir();
     char d[6][1024];
     const char *names[6] = {"llama_f32", "llama_bf16", "qwen2_sharded", "baichuan", "lora", "batch.json"};
     for (int i = 0; i < 6; i++) snprintf(d[i], sizeof d[i], "%s/%s", tmp, names[i]);
@@ -416,26 +413,13 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     CHECK_OK(mf_model_io_write_params(d[4], "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
     plist_free(&l);
 
-    char batch[8192];
     /* bf16 weights: logits of magnitude ~4 move by a few 1e-2; 0.1 still catches any wrong tensor */
-    snprintf(batch, sizeof batch,
-             "[{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\",\"tol\":0.1},"
+    *k += (size_t)snprintf(batch + *k, cap - *k,
+             "{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\",\"tol\":0.1},"
              "{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\"},"
-             "{\"model\":\"%s\",\"adapter\":\"%s\",\"ref\":\"%s\",\"ref_adapter\":\"%s\"}]",
+             "{\"model\":\"%s\",\"adapter\":\"%s\",\"ref\":\"%s\",\"ref_adapter\":\"%s\"}",
              d[0], fx("llama"), d[1], fx("llama"), d[2], fx("qwen2"), d[3], fx("llama_mha"), fx("llama"), d[4],
              fx("llama"), fx("lora"));
-    mf_test_write(d[5], batch);
-    char *out = NULL, *errs = NULL;
-    int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), d[5]);
-    if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
-    else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
-    CHECK_INT(st, 0);
-    /* five lines, all ok */
-    int oks = 0;
-    for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 5);
-    free(out);
-    free(errs);
 }
 
 /* Forward the fixed ids check_export.py uses and write {"input_ids", "logits"}. */
@@ -466,16 +450,10 @@ static int dump_logits(mf_model *m, const char *path, mf_err *err)
 /* medflow loads HF dirs into its model, computes logits, saves the model back;
  * transformers (+peft) loads what medflow saved and must compute the logits
  * medflow printed. Tolerance 1e-4 absolute: both fp32, logits of magnitude ~4. */
-TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
+static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t *kp)
 {
-    if (mf_test_sh(NULL, NULL, "python3 -c 'import transformers, peft' >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
-        return;
-    }
-    const char *tmp = mf_test_tmpdir();
     const char *srcs[3] = {"llama", "qwen2", "baichuan"};
-    char batch[16384];
-    size_t k = (size_t)snprintf(batch, sizeof batch, "[");
+    size_t k = *kp;
     mf_err err;
     for (int i = 0; i < 4; i++) {
         char dir[1024], lj[1024], ad[1024];
@@ -489,7 +467,7 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
         if (i < 3) {
             CHECK_OK(dump_logits(m, lj, &err));
             CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
-            k += (size_t)snprintf(batch + k, sizeof batch - k, "%s{\"model\":\"%s\",\"logits\":\"%s\"}", i ? "," : "", dir, lj);
+            k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
         } else {
             mf_model_io_peft p;
             rc = mf_model_io_load_adapter(m, &p, fx("lora"), &err);
@@ -497,7 +475,7 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
             REQUIRE(rc == 0);
             CHECK_OK(dump_logits(m, lj, &err));
             CHECK_OK(mf_model_io_save_adapter(m, ad, &p, NULL, &err));
-            k += (size_t)snprintf(batch + k, sizeof batch - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
+            k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
                                   fx("llama"), ad, lj);
         }
         mf_model_free(m);
@@ -535,8 +513,27 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
         free(txt);
         free(cj);
         mf_model_free(m);
-        k += (size_t)snprintf(batch + k, sizeof batch - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
+        k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
     }
+    *kp = k;
+}
+
+/* The exports load in transformers/peft and compute the reference logits, and
+ * medflow's own logits/reward match transformers on the directories it saved.
+ * One python start for all ten checks. Runs only when python3 has
+ * transformers and peft (found without importing them: that costs seconds). */
+TEST(test_model_io_exports_and_medflow_logits_match_transformers)
+{
+    if (mf_test_sh(NULL, NULL, "python3 -c 'import importlib.util as u, sys; "
+                               "sys.exit(0 if u.find_spec(\"transformers\") and u.find_spec(\"peft\") else 1)' >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
+        return;
+    }
+    const char *tmp = mf_test_tmpdir();
+    static char batch[32768];
+    size_t k = (size_t)snprintf(batch, sizeof batch, "[");
+    add_export_checks(tmp, batch, sizeof batch, &k);
+    add_medflow_checks(tmp, batch, sizeof batch, &k);
     snprintf(batch + k, sizeof batch - k, "]");
     char bp[1024];
     snprintf(bp, sizeof bp, "%s/batch.json", tmp);
@@ -546,9 +543,9 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
     if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
     else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
     CHECK_INT(st, 0);
-    int oks = 0;
+    int oks = 0; /* one line per check, all ok */
     for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 5);
+    CHECK_INT(oks, 10);
     free(out);
     free(errs);
 }
