@@ -488,8 +488,8 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
 /* ---------------------------------------------------------------- backend */
 
 int mf_k_cpu_cache_reset(mf_model *m, int B, int max_len, mf_err *err);
-int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, float *logits,
-                    mf_err *err);
+int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int last_only,
+                    float *logits, mf_err *err);
 
 static int cpu_attach(mf_model *m, mf_err *err)
 {
