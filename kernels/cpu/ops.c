@@ -222,7 +222,7 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
         }
 }
 
-void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, const float *dout,
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
                             const float *att, const float *q, const float *kf, const float *vf, int B, int T,
                             int P, int nh, int nkv, int hd)
 {
@@ -232,8 +232,9 @@ void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, c
     memset(dvf, 0, (size_t)B * S * kd * sizeof(float));
     /* One task per (batch, kv head): dK/dV of a kv head have one writer. Per head:
      *   dP = dO V^T ; dS = P * (dP - rowsum(P * dP)) * scale
-     *   dQ = dS K ; dK += dS^T Q ; dV += P^T dO            (all GEMMs) */
-#pragma omp parallel for collapse(2) schedule(static)
+     *   dQ = dS K ; dK += dS^T Q ; dV += P^T dO            (all GEMMs)
+     * The team is capped at ws_threads: one scratch block per thread. */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(ws_threads)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < nkv; g++) {
             float *ds = scratch + (size_t)omp_get_thread_num() * T * S;

@@ -56,8 +56,8 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd);
 /* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd];
- * scratch: omp_get_max_threads() * T * S floats. */
-void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, const float *dout,
+ * scratch: ws_threads * T * S floats (at most ws_threads threads run). */
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
                             const float *att, const float *q, const float *kf, const float *vf, int B, int T,
                             int P, int nh, int nkv, int hd);
 

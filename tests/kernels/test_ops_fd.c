@@ -235,7 +235,7 @@ static void attention_case(int T, int pad_last)
     att_loss(&k);
     att_reference(&k, ref);
     CHECK(fx_max_rel_local(k.out, ref, nq) <= 1e-5);
-    mf_k_cpu_attention_bwd(dq, dk, dv, ws, k.c, k.att, k.q, k.kf, k.vf, k.B, T, k.P, k.nh, k.nkv, k.hd);
+    mf_k_cpu_attention_bwd(dq, dk, dv, ws, omp_get_max_threads(), k.c, k.att, k.q, k.kf, k.vf, k.B, T, k.P, k.nh, k.nkv, k.hd);
     fd_check("attention dq", k.q, dq, nq, att_loss, &k);
     fd_check("attention dk", k.kf, dk, nk, att_loss, &k);
     fd_check("attention dv", k.vf, dv, nk, att_loss, &k);
