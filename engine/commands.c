@@ -7,13 +7,17 @@
 
 #include <stddef.h>
 
+extern const char mf_usage_generate[];
+extern const char mf_usage_score[];
 int mf_cmd_dag(int argc, char **argv);
 int mf_cmd_diff(int argc, char **argv);
 int mf_cmd_gc(int argc, char **argv);
+int mf_cmd_generate(int argc, char **argv);
 int mf_cmd_hash(int argc, char **argv);
 int mf_cmd_kinds(int argc, char **argv);
 int mf_cmd_lineage(int argc, char **argv);
 int mf_cmd_log(int argc, char **argv);
+int mf_cmd_score(int argc, char **argv);
 int mf_cmd_show(int argc, char **argv);
 int mf_cmd_store_materialize(int argc, char **argv);
 int mf_cmd_store_put(int argc, char **argv);
@@ -69,6 +73,8 @@ const mf_cmd mf_commands[] = {
     {"tag", mf_cmd_tag, "name a stage's output or a digest in the ledger",
      "Usage: medflow tag NAME STAGE|DIGEST\n\nCreate refs/tags/NAME in the ledger for the artifact, so gc keeps it and\n"
      "`git tag` lists it.\n", 0},
+    {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
+    {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},
     {"hash", mf_cmd_hash, "print the digest of files, directories or globs",
      "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
      "files come from the store's stat cache; --rehash reads everything,\n"
