@@ -203,22 +203,30 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
     const mf_json *in = mf_json_get(m, "inputs");
     size_t plen = prefix->len;
     if (depth) mf_buf_puts(prefix, last ? "    " : "│   ");
+    /* A slot holds one input, or a list of them (report's evals, mix's data). */
+    size_t total = 0, seen = 0;
+    for (size_t i = 0; in && i < in->n; i++) total += in->items[i]->type == MF_JSON_ARRAY ? in->items[i]->n : 1;
     for (size_t i = 0; in && i < in->n; i++) {
-        int is_last = i + 1 == in->n;
-        const char *ds = mf_ledger_digest_of(in->items[i]);
-        mf_digest d;
-        mf_err err;
-        mf_ledger_run *pr = NULL;
-        char *ps = NULL;
-        if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
-            lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
-        } else {
-            const char *src = in->items[i]->type == MF_JSON_OBJECT ? mf_json_get_str(in->items[i], "source", NULL) : NULL;
-            printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
-                   src ? " " : "", src ? src : "", ds ? ds : "(no digest)");
+        int list = in->items[i]->type == MF_JSON_ARRAY;
+        size_t n_here = list ? in->items[i]->n : 1;
+        for (size_t j = 0; j < n_here; j++) {
+            const mf_json *item = list ? in->items[i]->items[j] : in->items[i];
+            int is_last = ++seen == total;
+            const char *ds = mf_ledger_digest_of(item);
+            mf_digest d;
+            mf_err err;
+            mf_ledger_run *pr = NULL;
+            char *ps = NULL;
+            if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
+                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
+            } else {
+                const char *src = item->type == MF_JSON_OBJECT ? mf_json_get_str(item, "source", NULL) : NULL;
+                printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
+                       src ? " " : "", src ? src : "", ds ? ds : "(no digest)");
+            }
+            free(ps);
+            mf_ledger_run_free(pr);
         }
-        free(ps);
-        mf_ledger_run_free(pr);
     }
     prefix->len = plen;
     if (prefix->data) prefix->data[plen] = 0;
