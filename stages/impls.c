@@ -3,10 +3,16 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
+#include "stages/kinds.h"
 
 #include <string.h>
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"kg2qa", mf_stage_kg2qa_run},
+    {"format", mf_stage_format_run},
+    {"dedup", mf_stage_dedup_run},
+    {"split", mf_stage_split_run},
+    {"mix", mf_stage_mix_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
