@@ -216,6 +216,7 @@ typedef struct mf_k_outputs {
     const float *valid;   /* [B,T]: 1 where logp counts (label not ignored, t < T-1), else 0 */
     const float *values;  /* [B,T] (MF_FWD_VALUES) */
     const float *reward;  /* [B]: values at the last non-pad token (HF sequence classification) */
+    const int32_t *last;  /* [B]: that position (rightmost attention_mask == 1; T-1 without a mask) */
     int n_valid;          /* number of counted label tokens */
     double loss;          /* mean -logp over counted tokens (HF CrossEntropy mean), 0 if none */
 } mf_k_outputs;
@@ -233,6 +234,11 @@ int mf_model_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_
 int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double *loss, mf_err *err);
 
 void mf_model_zero_grad(mf_model *m);
+/* The dropout stream: LoRA dropout masks are a hash of (lora seed, this
+ * counter, layer, module, index); the counter advances once per training
+ * forward. Save it with a checkpoint and restore it for bit-identical resumes. */
+uint64_t mf_model_rng_state(const mf_model *m);
+void mf_model_set_rng_state(mf_model *m, uint64_t counter);
 /* Activation recomputation: keep only layer inputs, recompute in backward. */
 void mf_model_set_recompute(mf_model *m, int on);
 

@@ -4,8 +4,11 @@
  */
 #include "stages/stage.h"
 #include "stages/kinds.h"
+#include "stages/training.h"
 
 #include <string.h>
+
+int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"kg2qa", mf_stage_kg2qa_run},
@@ -13,6 +16,13 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"dedup", mf_stage_dedup_run},
     {"split", mf_stage_split_run},
     {"mix", mf_stage_mix_run},
+    {"tokenize", mf_stage_tokenize_run},
+    {"tokenizer", mf_stage_tokenizer_run},
+    {"init", mf_stage_init_run},
+    {"dcpt", mf_stage_dcpt_run},
+    {"sft", mf_stage_sft_run},
+    {"rm", mf_stage_rm_run},
+    {"dpo", mf_stage_dpo_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)

@@ -169,6 +169,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
     uint64_t *pa = malloc((size_t)num_perm * sizeof *pa), *pb = malloc((size_t)num_perm * sizeof *pb);
     uint64_t *sig = malloc((size_t)num_perm * sizeof *sig);
     uint32_t *kept_sig = NULL; /* low 32 bits of each kept record's signature */
+    long long *kept_rec = NULL; /* input record number (1-based) of each kept record */
     size_t n_kept = 0, kept_cap = 0;
     hmap exact = {0}, bandmap = {0};
     mf_rd *rd = NULL;
@@ -252,8 +253,8 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
                         n_near++;
                         if (examples && examples->n < 5) {
                             char ex[128];
-                            snprintf(ex, sizeof ex, "record %lld ~ kept record %u (Jaccard ~%.2f)", idx, bandmap.vals[j] + 1,
-                                     (double)eq / num_perm);
+                            snprintf(ex, sizeof ex, "record %lld ~ record %lld (estimated Jaccard %.2f)", idx,
+                                     kept_rec[bandmap.vals[j]], (double)eq / num_perm);
                             mf_json_push(examples, mf_json_new_str(ex));
                         }
                         break;
@@ -270,9 +271,13 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
                 uint32_t *ns = realloc(kept_sig, nc * (size_t)num_perm * sizeof *ns);
                 if (!ns) { rc = MF_ENOMEM; break; }
                 kept_sig = ns;
+                long long *nr = realloc(kept_rec, nc * sizeof *nr);
+                if (!nr) { rc = MF_ENOMEM; break; }
+                kept_rec = nr;
                 kept_cap = nc;
             }
             for (int k = 0; k < num_perm; k++) kept_sig[n_kept * (size_t)num_perm + (size_t)k] = (uint32_t)sig[k];
+            kept_rec[n_kept] = idx;
             for (int b = 0; b < bands && !rc; b++) {
                 uint64_t bh = mf_hash64(sig + (size_t)b * rows, (size_t)rows * sizeof *sig, (uint64_t)b);
                 rc = hmap_add(&bandmap, bh ? bh : 1, (uint32_t)n_kept);
@@ -304,6 +309,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
     hmap_free(&exact);
     hmap_free(&bandmap);
     free(kept_sig);
+    free(kept_rec);
     free(pa);
     free(pb);
     free(sig);

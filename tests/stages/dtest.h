@@ -84,6 +84,7 @@ static inline char *dtest_head(const char *src, size_t n, const char *dir, const
     return path;
 }
 
-#define MF_SHARED_DATA "/work/shared/data"
+/* The shared real-data subsets (read-only); MF_SHARED_DATA overrides the location. */
+#define MF_SHARED_DATA (getenv("MF_SHARED_DATA") ? getenv("MF_SHARED_DATA") : "/work/shared/data")
 
 #endif

@@ -295,3 +295,25 @@ TEST(test_kg2qa_shipped_tables_match_the_json_file_and_cover_the_kg_relations)
     mf_json_free(file);
     mf_json_free(emb);
 }
+
+TEST(test_data_stages_chain_through_output_directories)
+{
+    /* format -> dedup -> split -> mix, each reading the previous stage's out_dir */
+    const char *dl = head_of("dialogue/internal_medicine_qa.jsonl", 300, "chain.jsonl");
+    const char *p1[] = {dl};
+    dtest t;
+    REQUIRE(dtest_run(&t, "format", "{}", 3, "data", p1, 1, NULL, NULL, 0, tmp_path("c1")) == 0);
+    const char *p2[] = {tmp_path("c1")};
+    REQUIRE(dtest_run(&t, "dedup", "{}", 3, "data", p2, 1, NULL, NULL, 0, tmp_path("c2")) == 0);
+    const char *p3[] = {tmp_path("c2")};
+    REQUIRE(dtest_run(&t, "split", "{\"parts\": {\"train\": 0.5, \"test\": 0.5}}", 3, "data", p3, 1, NULL, NULL, 0, tmp_path("c3")) == 0);
+    char *d = dtest_out(tmp_path("c2"), "data.jsonl");
+    size_t kept = dtest_count_lines(d);
+    free(d);
+    CHECK(kept > 250 && kept <= 300);
+    const char *p4[] = {tmp_path("c3"), tmp_path("c1")};
+    REQUIRE(dtest_run(&t, "mix", "{}", 3, "data", p4, 2, NULL, NULL, 0, tmp_path("c4")) == 0);
+    d = dtest_out(tmp_path("c4"), "data.jsonl");
+    CHECK_INT(dtest_count_lines(d), kept + 300);
+    free(d);
+}

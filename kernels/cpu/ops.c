@@ -1,0 +1,270 @@
+/* kernels/cpu/ops.c — CPU primitives, forward and backward (see ops.h). */
+#include "kernels/cpu/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
+                     float alpha, float beta)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, alpha, x, in, W, in, beta, y, out);
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < out; o++) y[(size_t)n * out + o] += alpha * b[o];
+    }
+}
+
+void mf_k_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int N, int in, int out, float alpha)
+{
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < out; o++) {
+            float s = 0;
+            for (int n = 0; n < N; n++) s += dy[(size_t)n * out + o];
+            db[o] += alpha * s;
+        }
+    }
+}
+
+void mf_k_cpu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int N, int H, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * H;
+        float *yr = y + (size_t)n * H;
+        float ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < H; i++) ss += xr[i] * xr[i];
+        float r = 1.0f / sqrtf(ss / (float)H + eps);
+        rstd[n] = r;
+        for (int i = 0; i < H; i++) yr[i] = w[i] * (xr[i] * r);
+    }
+}
+
+void mf_k_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *rstd,
+                          const float *w, int N, int H)
+{
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * H, *dyr = dy + (size_t)n * H;
+            float *dxr = dx + (size_t)n * H;
+            float r = rstd[n], dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (int i = 0; i < H; i++) dot += dyr[i] * w[i] * xr[i] * r;
+            dot /= (float)H;
+            for (int i = 0; i < H; i++) dxr[i] += r * (dyr[i] * w[i] - xr[i] * r * dot);
+        }
+    }
+    if (dw) {
+        /* Parallel over features so each dw[i] has one writer (deterministic). */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < H; i++) {
+            float s = 0;
+            for (int n = 0; n < N; n++) s += dy[(size_t)n * H + i] * x[(size_t)n * H + i] * rstd[n];
+            dw[i] += s;
+        }
+    }
+}
+
+void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int hd, double theta)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)hd));
+        for (int p = 0; p < len; p++) {
+            float ang = (float)p * inv;
+            cosv[(size_t)p * half + i] = (float)cos((double)ang);
+            sinv[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
+void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, const float *cosv,
+                   const float *sinv, int inverse)
+{
+    int half = hd / 2;
+    float sg = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *c = cosv + (size_t)pos[n] * half, *s = sinv + (size_t)pos[n] * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = x + (size_t)n * nh * hd + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half], si = sg * s[i];
+                v[i] = a * c[i] - b * si;
+                v[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+static inline float silu(float g)
+{
+    return g / (1.0f + expf(-g));
+}
+
+void mf_k_cpu_swiglu(float *act, const float *g, const float *u, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) act[i] = silu(g[i]) * u[i];
+}
+
+void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float d = dact[i];
+        du[i] = d * g[i] * sig;
+        dg[i] = d * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+    }
+}
+
+void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
+                        const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd)
+{
+    int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int g = h / grp;
+            for (int t = 0; t < T; t++) {
+                const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
+                float *p = att + (((size_t)b * nh + h) * T + t) * S;
+                float mx = -INFINITY;
+                for (int s = 0; s < S; s++) {
+                    int ok = s < P || (s - P <= t && (!mask || mask[(size_t)b * T + (s - P)]));
+                    if (!ok) {
+                        p[s] = -INFINITY;
+                        continue;
+                    }
+                    const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                    float d = 0;
+#pragma omp simd reduction(+ : d)
+                    for (int i = 0; i < hd; i++) d += qr[i] * kr[i];
+                    p[s] = d * scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                float *o = out + ((size_t)b * T + t) * qd + (size_t)h * hd;
+                memset(o, 0, (size_t)hd * sizeof(float));
+                if (mx == -INFINITY) {
+                    memset(p, 0, (size_t)S * sizeof(float));
+                    continue;
+                }
+                float sum = 0;
+                for (int s = 0; s < S; s++) {
+                    float e = p[s] == -INFINITY ? 0.0f : expf(p[s] - mx);
+                    p[s] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int s = 0; s < S; s++) {
+                    p[s] *= inv;
+                    if (p[s] == 0.0f) continue;
+                    const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                    float ps = p[s];
+#pragma omp simd
+                    for (int i = 0; i < hd; i++) o[i] += ps * vr[i];
+                }
+            }
+        }
+}
+
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, const float *dout, const float *att,
+                            const float *q, const float *kf, const float *vf, int B, int T, int P,
+                            int nh, int nkv, int hd)
+{
+    int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    memset(dkf, 0, (size_t)B * S * kd * sizeof(float));
+    memset(dvf, 0, (size_t)B * S * kd * sizeof(float));
+    /* One task per (batch, kv head): dk/dv rows of a kv head have one writer. */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < nkv; g++) {
+            for (int h = g * grp; h < (g + 1) * grp; h++)
+                for (int t = 0; t < T; t++) {
+                    const float *p = att + (((size_t)b * nh + h) * T + t) * S;
+                    const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
+                    const float *dor = dout + ((size_t)b * T + t) * qd + (size_t)h * hd;
+                    float *dqr = dq + ((size_t)b * T + t) * qd + (size_t)h * hd;
+                    memset(dqr, 0, (size_t)hd * sizeof(float));
+                    int smax = P + t + 1; /* probabilities beyond are 0 */
+                    float sum = 0;
+                    for (int s = 0; s < smax; s++) {
+                        if (p[s] == 0.0f) continue;
+                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                        float d = 0;
+#pragma omp simd reduction(+ : d)
+                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
+                        sum += p[s] * d;
+                    }
+                    for (int s = 0; s < smax; s++) {
+                        if (p[s] == 0.0f) continue;
+                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                        const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                        float *dkr = dkf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                        float *dvr = dvf + ((size_t)b * S + s) * kd + (size_t)g * hd;
+                        float d = 0;
+#pragma omp simd reduction(+ : d)
+                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
+                        float ds = p[s] * (d - sum) * scale, ps = p[s];
+#pragma omp simd
+                        for (int i = 0; i < hd; i++) {
+                            dqr[i] += ds * kr[i];
+                            dkr[i] += ds * qr[i];
+                            dvr[i] += ps * dor[i];
+                        }
+                    }
+                }
+        }
+}
+
+double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        if (target[n] < 0) {
+            logp[n] = 0;
+            continue;
+        }
+        const float *r = logits + (size_t)n * V;
+        float mx = r[0];
+        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+        double s = 0;
+        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
+        logp[n] = (float)((double)(r[target[n]] - mx) - log(s));
+    }
+    double total = 0; /* serial: the same sum in the same order every run */
+    for (int n = 0; n < N; n++) total += logp[n];
+    return total;
+}
+
+void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *r = logits + (size_t)n * V;
+        float g = dlogp ? dlogp[n] : 0.0f;
+        if (target[n] < 0 || g == 0.0f) {
+            memset(r, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float mx = r[0];
+        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+        double s = 0;
+        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j < V; j++) r[j] = -g * expf(r[j] - mx) * inv;
+        r[target[n]] += g;
+    }
+}
