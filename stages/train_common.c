@@ -97,6 +97,7 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
             char *t = mf_tr_list(ctx, "lora.target");
             if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
             rc = mf_k_modules_parse(&tm->lora.target, *t ? t : "q_proj,v_proj", err);
+            tm->lora.target &= MF_MOD_ATTN | MF_MOD_MLP; /* "all" = every projection (norms take no LoRA) */
             free(t);
         }
         if (!rc) rc = mf_model_add_lora(m, &tm->lora, err);
