@@ -153,3 +153,11 @@ clean:
 	rm -rf build medflow
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/main.d
+
+# ---- kernels benchmark (tests/bench/bench_kernels.c; run by tests/bench/bench_kernels.sh) ----
+.PHONY: bench-kernels-bin print-bench-kernels-bin
+bench-kernels-bin: $(BUILD)/bench_kernels
+print-bench-kernels-bin:
+	@echo $(BUILD)/bench_kernels
+$(BUILD)/bench_kernels: tests/bench/bench_kernels.c $(BUILD)/libmedflow.a
+	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $< $(BUILD)/libmedflow.a $(LDLIBS_BASE)

@@ -166,6 +166,7 @@ void mf_model_free(mf_model *m)
         free(m->params[i].grad);
     }
     free(m->params);
+    free(m->dlogp_ws);
     free(m->L);
     free(m);
 }
@@ -526,12 +527,15 @@ int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double 
     if (loss) *loss = o.loss;
     if (o.n_valid == 0) return mf_model_backward(m, NULL, NULL, err);
     size_t n = (size_t)b->B * (size_t)b->T;
-    float *dlogp = malloc(n * sizeof(float));
-    if (!dlogp) return mf_err_set(err, MF_ENOMEM, "lm_step: out of memory");
+    if (n > m->dlogp_cap) { /* once per new shape, like the backend's workspaces */
+        float *nw = realloc(m->dlogp_ws, n * sizeof(float));
+        if (!nw) return mf_err_set(err, MF_ENOMEM, "lm_step: out of memory");
+        m->dlogp_ws = nw;
+        m->dlogp_cap = n;
+    }
+    float *dlogp = m->dlogp_ws;
     /* loss = -(1/N) sum logp  =>  dL/dlogp = -scale/N on counted tokens */
     float g = -loss_scale / (float)o.n_valid;
     for (size_t i = 0; i < n; i++) dlogp[i] = o.valid[i] * g;
-    rc = mf_model_backward(m, dlogp, NULL, err);
-    free(dlogp);
-    return rc;
+    return mf_model_backward(m, dlogp, NULL, err);
 }

@@ -36,6 +36,8 @@ struct mf_model {
     int has_prefix;
     mf_k_prefix_config prefix;
     int recompute;
+    float *dlogp_ws;      /* lm_step's dL/dlogp, grown to the largest B*T seen */
+    size_t dlogp_cap;
     uint64_t fwd_counter; /* advances per training forward; keys the dropout hash */
     const mf_k_backend *be;
     void *be_state;

@@ -190,8 +190,7 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
     float s = m->lora_scale;
     mf_k_param *A = P_(m, li->lora_a[j]), *Bm = P_(m, li->lora_b[j]);
     /* du = s dy B ; dB += s dy^T u ; dA += du^T drop(x) ; dx += drop'(du A) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, out, s, dy, out, Bm->data, r, 0.0f,
-                cs->dlora, r);
+    mf_k_cpu_sgemm(0, 0, N, r, out, s, dy, out, Bm->data, r, 0.0f, cs->dlora, r);
     mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_b[j]), NULL, dy, a->u[j], Bm->data, N, r, out, s);
     const float *xd = x;
     int drop = use_dropout(m, 1);
@@ -206,8 +205,7 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
         return;
     }
     /* the dropout mask is a function of (key, index): apply it to du A */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f,
-                cs->xd, in);
+    mf_k_cpu_sgemm(0, 0, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f, cs->xd, in);
     dropout_apply(cs->xd, cs->xd, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
     size_t n = (size_t)N * in;
 #pragma omp parallel for schedule(static)
@@ -474,10 +472,11 @@ static int cpu_attach(mf_model *m, mf_err *err)
         free(cs);
         return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory");
     }
-    /* OpenBLAS (pthreads build) and OpenMP take turns, never nest: give both
-     * the same thread count so neither oversubscribes the cores. */
+    /* One thread pool: OpenMP splits GEMMs into single-threaded OpenBLAS calls
+     * (mf_k_cpu_sgemm). A pthreads OpenBLAS pool beside the OpenMP team made
+     * each spin-wait while the other worked. */
     cs->threads = omp_get_max_threads();
-    openblas_set_num_threads(cs->threads);
+    openblas_set_num_threads(1);
     m->be_state = cs;
     return 0;
 }

@@ -3,12 +3,48 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
+
+/*
+ * C[M,N] = alpha op(A) op(B) + beta C, row-major, split across the OpenMP
+ * team: each thread runs a single-threaded OpenBLAS sgemm on its block of
+ * rows of C (or of columns, when C has fewer rows than threads). One thread
+ * pool for the whole backend: no OpenBLAS threads spinning against OpenMP
+ * threads (which cost half the CPU time on 2 shared cores), and a fixed
+ * partition, so results are reproducible for a given thread count.
+ */
+void mf_k_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans;
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || (double)M * N * K < 1e5 || omp_in_parallel()) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N || M >= 4 * nt;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        int D = by_rows ? M : N, lo = (int)((long)D * id / n), hi = (int)((long)D * (id + 1) / n);
+        if (hi > lo) {
+            if (by_rows) {
+                const float *a = transA ? A + lo : A + (size_t)lo * lda;
+                cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc,
+                            ldc);
+            } else {
+                const float *b = transB ? B + (size_t)lo * ldb : B + lo;
+                cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+            }
+        }
+    }
+}
 
 void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
                      float alpha, float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, alpha, x, in, W, in, beta, y, out);
+    mf_k_cpu_sgemm(0, 1, N, out, in, alpha, x, in, W, in, beta, y, out);
     if (b) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
@@ -19,10 +55,8 @@ void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, i
 void mf_k_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                          const float *W, int N, int in, int out, float alpha)
 {
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
+    if (dx) mf_k_cpu_sgemm(0, 0, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
+    if (dW) mf_k_cpu_sgemm(1, 0, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
     if (db) {
 #pragma omp parallel for schedule(static)
         for (int o = 0; o < out; o++) {

@@ -5,15 +5,20 @@
  * their gradient outputs (+=) unless said otherwise; a NULL gradient output
  * is skipped (frozen weight, or nothing below needs it).
  *
- * Threading: GEMMs go to OpenBLAS (its own pthreads pool); everything else is
- * an OpenMP loop with a static schedule, so results are bit-reproducible for
- * a fixed thread count. No function here allocates.
+ * Threading: one OpenMP team does everything; GEMMs are split into per-thread
+ * blocks, each a single-threaded OpenBLAS call (openblas_set_num_threads(1) at
+ * attach). Loops use static schedules, so results are bit-reproducible for a
+ * fixed thread count. No function here allocates.
  */
 #ifndef MF_KERNELS_CPU_OPS_H
 #define MF_KERNELS_CPU_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* C[M,N] = alpha op(A) op(B) + beta C (row-major), partitioned over the OpenMP team. */
+void mf_k_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
 
 /* y[N,out] = x[N,in] W[out,in]^T (+ b[out]); beta = 0 overwrites y, 1 adds. */
 void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
