@@ -10,6 +10,11 @@
 int mf_cmd_validate(int argc, char **argv);
 int mf_cmd_dag(int argc, char **argv);
 int mf_cmd_kinds(int argc, char **argv);
+int mf_cmd_score(int argc, char **argv); /* engine/cmd_model.c */
+extern const char mf_usage_score[];
+int mf_cmd_generate(int argc, char **argv); /* engine/cmd_model.c */
+extern const char mf_usage_generate[];
+int mf_cmd_tokenize_text(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -37,4 +42,12 @@ const mf_cmd mf_commands[] = {
      "--markdown: all of it as markdown (this is how docs/kinds.md is generated).\n", 0},
     {"version", cmd_version, "print the version",
      "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
+    {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},
+    {"tokenize-text", mf_cmd_tokenize_text, "encode a text file with a tokenizer.json",
+     "Usage: medflow tokenize-text [--no-special] [--field F] [--decode] [--count [--repeat N]] TOKENIZER FILE\n\n"
+     "Encode FILE with TOKENIZER (a tokenizer.json or a model directory). FILE.jsonl: the text in field F\n"
+     "(default 'text') of each line; any other file: each line, newline included. Prints one line of ids\n"
+     "per text; --decode prints the decoded text instead; --count prints totals, an id hash and MB/s\n"
+     "(encode time only, --repeat N passes). --no-special skips the post-processor (BOS/EOS).\n", 1},
     {NULL, NULL, NULL, NULL, 0}};

@@ -76,3 +76,43 @@ with open(os.path.join(root, "VERSIONS"), "w") as f:
     f.write(f"python {sys.version.split()[0]}\ntorch {torch.__version__}\ntransformers {transformers.__version__}\n"
             f"peft {peft.__version__}\nsafetensors {safetensors.__version__}\n")
 print("wrote", root)
+
+# ---- tiny_lm/: a LLaMA with its own byte-level BPE tokenizer, for `medflow score/generate` ----
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
+corpus = ["The patient presented with fever and cough for three days.",
+          "Diagnosis: community-acquired pneumonia. Treatment: amoxicillin 500 mg three times daily.",
+          "Blood pressure 140/90 mmHg, heart rate 88 bpm, temperature 38.5 C.",
+          "患者发热咳嗽三天，诊断为肺炎。", "No known drug allergies. History of type 2 diabetes."] * 4
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.post_processor = processors.ByteLevel(trim_offsets=False)
+tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+V = tok.get_vocab_size()
+tdir = os.path.join(root, "tiny_lm")
+torch.manual_seed(1)
+lm = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                  bos_token_id=None, eos_token_id=0, pad_token_id=None, tie_word_embeddings=True))
+randomize(lm)
+with torch.no_grad():
+    lm.model.embed_tokens.weight.mul_(4)  # peakier distributions: greedy choices are not near-ties
+lm.save_pretrained(tdir)
+os.remove(os.path.join(tdir, "generation_config.json"))
+tok.save(os.path.join(tdir, "tokenizer.json"))
+json.dump({"eos_token": "<|endoftext|>", "model_max_length": 128, "tokenizer_class": "PreTrainedTokenizerFast"},
+          open(os.path.join(tdir, "tokenizer_config.json"), "w"), indent=2)
+text = "The patient has fever. 诊断为肺炎。"
+ids = tok.encode(text).ids
+with torch.no_grad():
+    lp = torch.log_softmax(lm(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+tok_lp = [lp[t, ids[t + 1]].item() for t in range(len(ids) - 1)]
+prompt = "Diagnosis:"
+pids = tok.encode(prompt).ids
+with torch.no_grad():
+    g = lm.generate(torch.tensor([pids]), max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+new = g[0, len(pids):].tolist()
+json.dump({"text": text, "ids": ids, "token_logprobs": tok_lp, "total_logprob": sum(tok_lp),
+           "prompt": prompt, "prompt_ids": pids, "greedy_ids": new, "greedy_text": tok.decode(new)},
+          open(os.path.join(root, "tiny_lm_ref.json"), "w"), indent=1)
