@@ -447,112 +447,49 @@ int mf_bpe_trainer_train(mf_bpe_trainer *t, mf_err *err)
 
 /* ---- output ---- */
 
-static int mapped(const mf_bpe_trainer *t, size_t id, mf_buf *b)
-{
-    b->len = 0;
-    mf_buf_puts(b, t->mtok[id]);
-    mf_buf_cstr(b);
-    return mf_buf_ok(b) ? 0 : MF_ENOMEM;
-}
-
-static mf_json *bytelevel_obj(void)
-{
-    mf_json *o = mf_json_new_object();
-    if (!o) return NULL;
-    mf_json_set(o, "type", mf_json_new_str("ByteLevel"));
-    mf_json_set(o, "add_prefix_space", mf_json_new_bool(0));
-    mf_json_set(o, "trim_offsets", mf_json_new_bool(0));
-    mf_json_set(o, "use_regex", mf_json_new_bool(0));
-    return o;
-}
 
 static const char *QWEN2_RE =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+#define BYTELEVEL_OBJ "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, \"use_regex\": false}"
+
+/* Written by hand rather than through an mf_json tree: building a 100k-key
+ * object with mf_json_set would cost a linear key search per insert. */
 int mf_bpe_trainer_write_json(const mf_bpe_trainer *t, mf_buf *out, mf_err *err)
 {
-    mf_json *root = mf_json_new_object();
-    mf_buf tb = MF_BUF_INIT, tb2 = MF_BUF_INIT;
-    int rc = root ? 0 : MF_ENOMEM;
-    if (!rc) {
-        mf_json_set(root, "version", mf_json_new_str("1.0"));
-        mf_json_set(root, "truncation", mf_json_new_null());
-        mf_json_set(root, "padding", mf_json_new_null());
-        mf_json *added = mf_json_new_array();
-        for (size_t i = 0; added && i < t->o.n_special; i++) {
-            mf_json *a = mf_json_new_object();
-            if (!a) break;
-            mf_json_set(a, "id", mf_json_new_int((int64_t)i));
-            mf_json_set(a, "content", mf_json_new_str(t->special[i]));
-            mf_json_set(a, "single_word", mf_json_new_bool(0));
-            mf_json_set(a, "lstrip", mf_json_new_bool(0));
-            mf_json_set(a, "rstrip", mf_json_new_bool(0));
-            mf_json_set(a, "normalized", mf_json_new_bool(0));
-            mf_json_set(a, "special", mf_json_new_bool(1));
-            mf_json_push(added, a);
-        }
-        mf_json_set(root, "added_tokens", added);
-        mf_json_set(root, "normalizer", mf_json_new_null());
-        mf_json *split = mf_json_new_object(), *pat = mf_json_new_object(), *seq = mf_json_new_array();
-        mf_json *pre = mf_json_new_object();
-        if (split && pat && seq && pre) {
-            mf_json_set(pat, "Regex", mf_json_new_str(QWEN2_RE));
-            mf_json_set(split, "type", mf_json_new_str("Split"));
-            mf_json_set(split, "pattern", pat);
-            mf_json_set(split, "behavior", mf_json_new_str("Isolated"));
-            mf_json_set(split, "invert", mf_json_new_bool(0));
-            mf_json_push(seq, split);
-            mf_json_push(seq, bytelevel_obj());
-            mf_json_set(pre, "type", mf_json_new_str("Sequence"));
-            mf_json_set(pre, "pretokenizers", seq);
-        } else {
-            mf_json_free(split);
-            mf_json_free(pat);
-            mf_json_free(seq);
-        }
-        mf_json_set(root, "pre_tokenizer", pre);
-        mf_json_set(root, "post_processor", bytelevel_obj());
-        mf_json_set(root, "decoder", bytelevel_obj());
-        mf_json *model = mf_json_new_object(), *vocab = mf_json_new_object(), *merges = mf_json_new_array();
-        if (model && vocab && merges) {
-            mf_json_set(model, "type", mf_json_new_str("BPE"));
-            mf_json_set(model, "dropout", mf_json_new_null());
-            mf_json_set(model, "unk_token", mf_json_new_null());
-            mf_json_set(model, "continuing_subword_prefix", mf_json_new_null());
-            mf_json_set(model, "end_of_word_suffix", mf_json_new_null());
-            mf_json_set(model, "fuse_unk", mf_json_new_bool(0));
-            mf_json_set(model, "byte_fallback", mf_json_new_bool(0));
-            mf_json_set(model, "ignore_merges", mf_json_new_bool(0));
-            for (size_t id = 0; id < t->n_tok && !rc; id++) {
-                if ((rc = mapped(t, id, &tb))) break;
-                rc = mf_json_set(vocab, mf_buf_cstr(&tb), mf_json_new_int((int64_t)id));
-            }
-            for (size_t m = 0; m < t->n_merges && !rc; m++) {
-                mf_json *pair = mf_json_new_array();
-                if (!pair || mapped(t, (size_t)t->merges[m][0], &tb) || mapped(t, (size_t)t->merges[m][1], &tb2)) {
-                    mf_json_free(pair);
-                    rc = MF_ENOMEM;
-                    break;
-                }
-                mf_json_push(pair, mf_json_new_strn(tb.data, tb.len));
-                mf_json_push(pair, mf_json_new_strn(tb2.data, tb2.len));
-                rc = mf_json_push(merges, pair);
-            }
-            mf_json_set(model, "vocab", vocab);
-            mf_json_set(model, "merges", merges);
-        } else {
-            mf_json_free(vocab);
-            mf_json_free(merges);
-            rc = MF_ENOMEM;
-        }
-        mf_json_set(root, "model", model);
+    mf_buf_puts(out, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
+    for (size_t i = 0; i < t->o.n_special; i++) {
+        mf_buf_printf(out, "%s\n    {\"id\": %zu, \"content\": ", i ? "," : "", i);
+        mf_json_write_str(out, t->special[i], strlen(t->special[i]));
+        mf_buf_puts(out, ", \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, "
+                         "\"special\": true}");
     }
-    if (!rc) rc = mf_json_write(out, root, MF_JSON_PRETTY);
-    if (!rc && !mf_buf_ok(out)) rc = MF_ENOMEM;
-    mf_json_free(root);
-    mf_buf_free(&tb);
-    mf_buf_free(&tb2);
-    return rc ? mf_err_set(err, MF_ENOMEM, "bpe: out of memory writing tokenizer.json") : 0;
+    mf_buf_puts(out, t->o.n_special ? "\n  ],\n" : "],\n");
+    mf_buf_puts(out, "  \"normalizer\": null,\n  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [\n"
+                     "    {\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+    mf_json_write_str(out, QWEN2_RE, strlen(QWEN2_RE));
+    mf_buf_puts(out, "}, \"behavior\": \"Isolated\", \"invert\": false},\n    " BYTELEVEL_OBJ "]},\n");
+    mf_buf_puts(out, "  \"post_processor\": " BYTELEVEL_OBJ ",\n  \"decoder\": " BYTELEVEL_OBJ ",\n");
+    mf_buf_puts(out, "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
+                     "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
+                     "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n"
+                     "    \"vocab\": {");
+    for (size_t id = 0; id < t->n_tok; id++) {
+        mf_buf_puts(out, id ? ",\n      " : "\n      ");
+        mf_json_write_str(out, t->mtok[id], strlen(t->mtok[id]));
+        mf_buf_printf(out, ": %zu", id);
+    }
+    mf_buf_puts(out, "\n    },\n    \"merges\": [");
+    for (size_t m = 0; m < t->n_merges; m++) {
+        const char *l = t->mtok[t->merges[m][0]], *r = t->mtok[t->merges[m][1]];
+        mf_buf_puts(out, m ? ",\n      [" : "\n      [");
+        mf_json_write_str(out, l, strlen(l));
+        mf_buf_puts(out, ", ");
+        mf_json_write_str(out, r, strlen(r));
+        mf_buf_puts(out, "]");
+    }
+    mf_buf_puts(out, t->n_merges ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
+    return mf_buf_ok(out) ? 0 : mf_err_set(err, MF_ENOMEM, "bpe: out of memory writing tokenizer.json");
 }
 
 static int has_special(const mf_bpe_trainer *t, const char *s)

@@ -2,6 +2,7 @@
 #include "stages/dataio.h"
 
 #include <errno.h>
+#include <math.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,12 @@ int mf_data_open(const mf_stage_ctx *ctx, const char *slot, mf_rd **out)
     if (!in || !in->n) return mf_err_set(ctx->err, MF_EINVAL, "stage '%s': input '%s' is missing", ctx->stage ? ctx->stage : "?", slot);
     int skip = mf_rd_policy_skip(mf_stage_param_str(ctx, "on_bad_record", "fail"));
     return mf_rd_open_many(out, in->paths, in->n, skip, ctx->err);
+}
+
+void mf_data_tick(const mf_stage_ctx *ctx, const mf_rd *rd, const char *what)
+{
+    long long n = mf_rd_get_stats(rd)->lines;
+    if (n % 10000 == 0) mf_stage_progress(ctx, n, 0, NAN, NAN, NAN, what);
 }
 
 /* ---- RNG ---- */

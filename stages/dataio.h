@@ -41,6 +41,9 @@ int mf_stats_write(const char *out_dir, mf_json *stats, mf_err *err);
 void mf_stats_int(mf_json *o, const char *key, long long v);
 void mf_stats_str(mf_json *o, const char *key, const char *v);
 
+/* Report progress every 10,000 lines read (a no-op otherwise). */
+void mf_data_tick(const mf_stage_ctx *ctx, const mf_rd *rd, const char *what);
+
 /* Open every path bound to `slot`, with the stage's on_bad_record policy. */
 int mf_data_open(const mf_stage_ctx *ctx, const char *slot, mf_rd **out);
 

@@ -96,6 +96,7 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
         mf_json *rec = NULL;
         rc = mf_rd_next_line(rd, &line, &len, err);
         if (rc <= 0) break;
+        mf_data_tick(ctx, rd, "format");
         rc = mf_rd_parse_current(rd, &rec, err);
         if (rc < 0) break;
         if (rc == 0) continue;

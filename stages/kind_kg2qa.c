@@ -252,6 +252,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
         rc = mf_rd_next(rd, &rec, err);
         if (rc <= 0) break;
         rc = 0;
+        mf_data_tick(ctx, rd, "reading triples");
         mf_triple t;
         char why[512];
         if (mf_rd_triple(rec, &t, why, sizeof why)) {
@@ -286,9 +287,12 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
             mf_rng_seed(&rng, mf_mix64(ctx->seed) ^ mf_hash64(&cs, sizeof cs, key_hash(g->subject, g->relation)));
             size_t nq = phrasings > 0 ? (size_t)phrasings : 1;
             if (nq > qs->n) nq = qs->n;
-            size_t order[128];
-            size_t avail = qs->n < 128 ? qs->n : 128;
-            if (nq > avail) nq = avail;
+            size_t avail = qs->n;
+            size_t *order = malloc(avail * sizeof *order);
+            if (!order) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                break;
+            }
             for (size_t k = 0; k < avail; k++) order[k] = k;
             for (size_t k = 0; k < nq; k++) { /* partial Fisher-Yates */
                 size_t j = k + (size_t)mf_rng_below(&rng, avail - k), tmp = order[k];
@@ -319,6 +323,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
                 mf_conv_free(&c);
                 if (per_rel) mf_json_set(per_rel, g->relation, mf_json_new_int(mf_json_get_int(per_rel, g->relation, 0) + 1));
             }
+            free(order);
         }
     }
     int rc2 = mf_dout_close(&out, rc ? NULL : err);

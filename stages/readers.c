@@ -217,6 +217,15 @@ int mf_rd_parse_current(mf_rd *r, mf_json **rec, mf_err *err)
     mf_err e;
     mf_err_clear(&e);
     *rec = NULL;
+    if (ends_with(mf_rd_file(r), ".txt")) { /* plain text: one document per line */
+        mf_json *o = mf_json_new_object();
+        if (!o || mf_json_set(o, "text", mf_json_new_strn(r->line, r->line_len))) {
+            mf_json_free(o);
+            return mf_err_set(err, MF_ENOMEM, "out of memory");
+        }
+        *rec = o;
+        return 1;
+    }
     int rc = mf_json_parse(rec, r->line, r->line_len, mf_rd_file(r), &e);
     if (rc == MF_ENOMEM) return mf_err_set(err, rc, "out of memory");
     if (rc) {

@@ -6,7 +6,9 @@
  * (never the whole file), each line UTF-8 validated and parsed with
  * common/json.h. A bad line is reported as FILE:LINE:COL with the reason;
  * under `on_bad_record: skip` it is counted (with the first few reasons kept
- * for stats.json) and skipped instead. Blank lines are ignored.
+ * for stats.json) and skipped instead. Blank lines are ignored. A file named
+ * *.txt (given explicitly, never picked from a directory) is plain text: each
+ * non-blank line is read as {"text": line}.
  *
  * The shape readers (mf_rd_to_conv) normalise every supported input shape
  * into one canonical conversation record, documented in docs/data.md:

@@ -198,7 +198,7 @@ typedef struct {
     int round;
 } vars;
 
-/* Emit fmt; in the assistant field the text from {response} on is target. */
+/* Emit fmt as segments of `part`. */
 static int emit(mf_tpl_segs *s, const char *fmt, const vars *v, mf_seg_part part, int round)
 {
     int rc = 0;
@@ -222,7 +222,6 @@ static int emit(mf_tpl_segs *s, const char *fmt, const vars *v, mf_seg_part part
         case 0: rc = push_seg(s, MF_SEG_TEXT, part, round, v->system, strlen(v->system)); break;
         case 1: rc = push_seg(s, MF_SEG_TEXT, part, round, v->query, strlen(v->query)); break;
         case 2:
-            part = MF_PART_TARGET;
             rc = push_seg(s, MF_SEG_TEXT, part, round, v->response, strlen(v->response));
             break;
         case 3:
@@ -324,14 +323,9 @@ int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const c
         free(sysv);
         if (!rc && a) {
             vars av = {"", "", a, round};
-            rc = emit(out, t->f[F_ASSISTANT], &av, MF_PART_PROMPT, round);
+            rc = emit(out, t->f[F_ASSISTANT], &av, MF_PART_TARGET, round);
         } else if (!rc) {
-            /* generation: the assistant cue (text before {response}) ends the prompt */
-            const char *r = strstr(t->f[F_ASSISTANT], "{response}");
-            char *cue = strndup(t->f[F_ASSISTANT], (size_t)(r - t->f[F_ASSISTANT]));
-            if (!cue) rc = MF_ENOMEM;
-            else rc = emit(out, cue, &v, MF_PART_PROMPT, round);
-            free(cue);
+            /* generation: the prompt ends where the assistant field would start */
             out->generation = 1;
         }
         round++;

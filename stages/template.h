@@ -7,9 +7,8 @@
  *   prefix     once at the very start                       (no loss)
  *   system     the system block, with {system}              (no loss)
  *   user       one user turn, with {query}; may hold {system} (llama2) and {round}
- *   assistant  one assistant turn, with {response}: the text before {response}
- *              is prompt (no loss), {response} and what follows it are the
- *              target (loss)
+ *   assistant  one assistant turn, with {response}: all of it is target (loss),
+ *              including text around {response} (llama2's " {response} {eos}")
  *   sep        between rounds, before the next user turn     (no loss)
  * {bos} / {eos} mark the tokenizer's BOS / EOS tokens (dropped when it has none).
  * Built-ins: default, chatml, llama2, baichuan, chatglm (ChatGLM2). A custom
@@ -17,7 +16,8 @@
  * keys above (plus default_system); \n and \t in values are newline and tab.
  *
  * Rounds: turns pair up as (human, gpt); a final human turn without an answer
- * is a generation round (its prompt ends with the assistant cue). The system
+ * is a generation round (its prompt ends with the user field, whose tail is
+ * the assistant cue: "Assistant: ", "<|im_start|>assistant\n", "[/INST]"). The system
  * prompt is the conversation's own system turn, else the `system` argument,
  * else the template's default_system; empty means no system block.
  *

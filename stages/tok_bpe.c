@@ -21,6 +21,7 @@
 #define CACHE_CAP 16384 /* entries; cleared when half full */
 #define CACHE_MAX_WORD 256
 #define STACK_SYMS 128
+#define SMALL_WORD 48 /* words with at most this many symbols use merge_small */
 
 typedef struct {
     int32_t c, prev, next;
@@ -192,6 +193,82 @@ static int add_symbol(mf_tok *tok, word_t *w, int32_t id, const unsigned char *b
     return 0;
 }
 
+/* Heap merge for long words: O(n log n). */
+static void merge_heap(mf_tok *tok, word_t *wp, merge_t *heap)
+{
+    word_t w = *wp;
+    size_t hn = 0;
+    for (size_t i = 0; i + 1 < w.n; i++) {
+        const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, w.s[i].c, w.s[i + 1].c);
+        if (m) heap_push(heap, &hn, (merge_t){m->rank, (int32_t)i, m->id});
+    }
+    while (hn) {
+        merge_t top = heap_pop(heap, &hn);
+        sym_t *cur = &w.s[top.pos];
+        if (cur->len == 0 || cur->next < 0) continue;
+        sym_t right = w.s[cur->next];
+        const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, cur->c, right.c);
+        if (!m || m->id != top.id) continue; /* stale entry */
+        int32_t rpos = cur->next;
+        cur->c = top.id;
+        cur->len += right.len;
+        cur->next = right.next;
+        w.s[rpos].len = 0;
+        if (right.next >= 0) w.s[right.next].prev = top.pos;
+        if (cur->prev >= 0) {
+            const mf_tok_ment *pm = mf_tok_mmap_get(&tok->merges, w.s[cur->prev].c, cur->c);
+            if (pm && hn < 2 * w.cap) heap_push(heap, &hn, (merge_t){pm->rank, cur->prev, pm->id});
+        }
+        if (cur->next >= 0) {
+            const mf_tok_ment *nm = mf_tok_mmap_get(&tok->merges, cur->c, w.s[cur->next].c);
+            if (nm && hn < 2 * w.cap) heap_push(heap, &hn, (merge_t){nm->rank, top.pos, nm->id});
+        }
+    }
+}
+
+/* Short words: symbols in a flat array with the rank of each adjacent pair;
+ * each step merges the leftmost pair of lowest rank and looks up only the
+ * two pairs it changed. The same result as the heap (HF merges the lowest
+ * (rank, position) first), with fewer lookups and no heap traffic. */
+static int merge_small(mf_tok *tok, word_t *w, mf_tok_ids *out)
+{
+    int32_t c[SMALL_WORD], rank[SMALL_WORD], nid[SMALL_WORD];
+    size_t n = w->n;
+    for (size_t i = 0; i < n; i++) c[i] = w->s[i].c;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, c[i], c[i + 1]);
+        rank[i] = m ? m->rank : INT32_MAX;
+        nid[i] = m ? m->id : -1;
+    }
+    while (n > 1) {
+        size_t best = 0;
+        for (size_t i = 1; i + 1 < n; i++)
+            if (rank[i] < rank[best]) best = i;
+        if (rank[best] == INT32_MAX) break;
+        c[best] = nid[best];
+        /* drop symbol best+1 and pair best+1 */
+        for (size_t i = best + 1; i + 1 < n; i++) c[i] = c[i + 1];
+        for (size_t i = best + 1; i + 2 < n; i++) {
+            rank[i] = rank[i + 1];
+            nid[i] = nid[i + 1];
+        }
+        n--;
+        if (best > 0) {
+            const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, c[best - 1], c[best]);
+            rank[best - 1] = m ? m->rank : INT32_MAX;
+            nid[best - 1] = m ? m->id : -1;
+        }
+        if (best + 1 < n) {
+            const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, c[best], c[best + 1]);
+            rank[best] = m ? m->rank : INT32_MAX;
+            nid[best] = m ? m->id : -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (mf_tok_ids_push(out, c[i])) return MF_ENOMEM;
+    return 0;
+}
+
 static int32_t lookup_piece(mf_tok *tok, const char *p, size_t n, int first, int last, char *tmp, size_t tmpcap)
 {
     if ((first || !tok->cont_prefix) && (!last || !tok->eow_suffix)) return mf_tok_smap_get(&tok->vocab, p, n);
@@ -287,43 +364,18 @@ int mf_tok_bpe_word(mf_tok *tok, const char *wtxt, size_t n, mf_tok_ids *out, mf
     }
     if ((rc = flush_unk(&w))) goto internal;
 
-    /* merges */
-    size_t hn = 0;
-    for (size_t i = 0; i + 1 < w.n; i++) {
-        const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, w.s[i].c, w.s[i + 1].c);
-        if (m) heap_push(heap, &hn, (merge_t){m->rank, (int32_t)i, m->id});
+    if (w.n <= SMALL_WORD) {
+        if ((rc = merge_small(tok, &w, out))) goto oom;
+    } else {
+        merge_heap(tok, &w, heap);
+        for (int32_t i = w.n ? 0 : -1; i >= 0; i = w.s[i].next)
+            if (mf_tok_ids_push(out, w.s[i].c)) goto oom;
     }
-    while (hn) {
-        merge_t top = heap_pop(heap, &hn);
-        sym_t *cur = &w.s[top.pos];
-        if (cur->len == 0 || cur->next < 0) continue;
-        sym_t right = w.s[cur->next];
-        const mf_tok_ment *m = mf_tok_mmap_get(&tok->merges, cur->c, right.c);
-        if (!m || m->id != top.id) continue; /* stale entry */
-        int32_t rpos = cur->next;
-        cur->c = top.id;
-        cur->len += right.len;
-        cur->next = right.next;
-        w.s[rpos].len = 0;
-        if (right.next >= 0) w.s[right.next].prev = top.pos;
-        if (cur->prev >= 0) {
-            const mf_tok_ment *pm = mf_tok_mmap_get(&tok->merges, w.s[cur->prev].c, cur->c);
-            if (pm && hn < 2 * w.cap)
-                heap_push(heap, &hn, (merge_t){pm->rank, cur->prev, pm->id});
-        }
-        if (cur->next >= 0) {
-            const mf_tok_ment *nm = mf_tok_mmap_get(&tok->merges, cur->c, w.s[cur->next].c);
-            if (nm && hn < 2 * w.cap)
-                heap_push(heap, &hn, (merge_t){nm->rank, top.pos, nm->id});
-        }
-    }
-    for (int32_t i = w.n ? 0 : -1; i >= 0; i = w.s[i].next)
-        if ((rc = mf_tok_ids_push(out, w.s[i].c))) {
-            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-            goto done;
-        }
     cache_put(tok, wtxt, n, out->v + start_n, out->n - start_n);
     rc = 0;
+    goto done;
+oom:
+    rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     goto done;
 internal:
     rc = mf_err_set(err, MF_EINTERNAL, "tokenizer: BPE word buffer overflow (bug)");

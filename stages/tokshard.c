@@ -1,6 +1,7 @@
 /* stages/tokshard.c — tokenized shard writer and mmap reader (format in tokshard.h). */
 #include "stages/tokshard.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,4 +204,65 @@ void mf_ts_close(mf_ts *ts)
 {
     if (ts->map) munmap(ts->map, ts->map_len);
     memset(ts, 0, sizeof *ts);
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+void mf_tsdir_close(mf_tsdir *d)
+{
+    for (size_t k = 0; k < d->n; k++) mf_ts_close(&d->shards[k]);
+    free(d->shards);
+    memset(d, 0, sizeof *d);
+}
+
+int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err)
+{
+    memset(d, 0, sizeof *d);
+    char **names = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (!mf_is_dir(dir)) {
+        if (!(names = malloc(sizeof *names)) || !(names[0] = strdup(dir))) {
+            free(names);
+            return mf_err_set(err, MF_ENOMEM, "out of memory");
+        }
+        n = 1;
+    } else {
+        DIR *dh = opendir(dir);
+        if (!dh) return mf_err_errno(err, MF_EIO, "cannot list '%s'", dir);
+        struct dirent *de;
+        while ((de = readdir(dh)) && !rc) {
+            size_t l = strlen(de->d_name);
+            if (strncmp(de->d_name, "shard-", 6) || l < 10 || strcmp(de->d_name + l - 4, ".bin")) continue;
+            char **nn = realloc(names, (n + 1) * sizeof *nn);
+            if (!nn) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            names = nn;
+            if (!(names[n] = mf_path_join(dir, de->d_name))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            n++;
+        }
+        closedir(dh);
+        if (!rc && !n) rc = mf_err_set(err, MF_ENOTFOUND, "'%s' holds no shard-*.bin (is it the output of a tokenize stage?)", dir);
+        if (!rc) qsort(names, n, sizeof *names, cmp_name);
+    }
+    if (!rc && !(d->shards = calloc(n, sizeof *d->shards))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    for (size_t k = 0; k < n && !rc; k++) {
+        rc = mf_ts_open(&d->shards[k], names[k], err);
+        if (rc) break;
+        d->n++;
+        const mf_ts *t = &d->shards[k];
+        if (k == 0) {
+            d->format = t->format;
+            d->block_size = t->block_size;
+            d->vocab_size = t->vocab_size;
+        } else if (t->format != d->format || t->block_size != d->block_size || t->vocab_size != d->vocab_size) {
+            rc = mf_err_set(err, MF_ECORRUPT, "%s: format, block size or vocabulary differs from the first shard's", names[k]);
+        }
+        d->n_tokens += t->n_tokens;
+        d->n_docs += t->n_docs;
+        d->n_blocks += t->n_blocks;
+    }
+    for (size_t k = 0; k < n; k++) free(names[k]);
+    free(names);
+    if (rc) mf_tsdir_close(d);
+    return rc;
 }

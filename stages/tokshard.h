@@ -82,4 +82,18 @@ typedef struct mf_ts {
 int mf_ts_open(mf_ts *ts, const char *path, mf_err *err);
 void mf_ts_close(mf_ts *ts);
 
+/* ---- a tokenize output directory: every shard-*.bin in name order ---- */
+typedef struct mf_tsdir {
+    mf_ts *shards;
+    size_t n;
+    int format;
+    uint32_t block_size, vocab_size;
+    uint64_t n_tokens, n_docs, n_blocks; /* totals */
+} mf_tsdir;
+
+/* Open all shards of dir (a file path opens that one shard); they must agree on
+ * format, block size and vocabulary size. */
+int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err);
+void mf_tsdir_close(mf_tsdir *d);
+
 #endif

@@ -317,3 +317,20 @@ TEST(test_data_stages_chain_through_output_directories)
     CHECK_INT(dtest_count_lines(d), kept + 300);
     free(d);
 }
+
+TEST(test_dedup_and_mix_report_bad_lines_and_count_them_in_skip_mode)
+{
+    mf_test_write(tmp_path("bm.jsonl"), "{\"text\":\"甲乙丙丁\"}\n{\"text\":\"x\xff\"}\n{\"text\":\"戊己庚辛\"}\n");
+    const char *p[] = {tmp_path("bm.jsonl")};
+    static const char *const kinds[] = {"dedup", "mix"};
+    for (int k = 0; k < 2; k++) {
+        dtest t;
+        CHECK_INT(dtest_run(&t, kinds[k], "{}", 1, "data", p, 1, NULL, NULL, 0, tmp_path("bm1")), MF_EINVAL);
+        CHECK_CONTAINS(t.msg, "bm.jsonl:2:11: invalid UTF-8");
+        REQUIRE(dtest_run(&t, kinds[k], "{\"on_bad_record\": \"skip\"}", 1, "data", p, 1, NULL, NULL, 0, tmp_path(kinds[k])) == 0);
+        char *st = dtest_out(tmp_path(kinds[k]), "stats.json");
+        CHECK_CONTAINS(st, "\"dropped_bad\": 1");
+        CHECK_CONTAINS(st, "\"rows_out\": 2");
+        free(st);
+    }
+}

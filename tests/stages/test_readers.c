@@ -197,3 +197,21 @@ TEST(test_readers_read_every_shared_data_file_without_error)
         CHECK_INT(ok, 400);
     }
 }
+
+TEST(test_readers_plain_text_file_gives_one_text_record_per_line)
+{
+    const char *p = write_tmp("corpus.txt", "第一行 {not json}\n\n第二行\n");
+    mf_rd *r;
+    mf_err err;
+    REQUIRE(mf_rd_open(&r, p, 0, &err) == 0);
+    mf_json *rec;
+    REQUIRE(mf_rd_next(r, &rec, &err) == 1);
+    CHECK_STR(mf_json_get_str(rec, "text", ""), "第一行 {not json}");
+    mf_json_free(rec);
+    REQUIRE(mf_rd_next(r, &rec, &err) == 1);
+    CHECK_STR(mf_json_get_str(rec, "text", ""), "第二行");
+    CHECK_INT(mf_rd_lineno(r), 3);
+    mf_json_free(rec);
+    CHECK_INT(mf_rd_next(r, &rec, &err), 0);
+    mf_rd_close(r);
+}

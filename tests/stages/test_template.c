@@ -61,7 +61,7 @@ TEST(test_template_generation_prompt_ends_with_the_assistant_cue)
     CHECK_STR(r, "<|im_start|>user\nq1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n<|im_start|>assistant\n");
     free(r);
     r = render("llama2", &c, NULL);
-    CHECK_STR(r, "<s>[INST] q1 [/INST] a1 </s><s>[INST] q2 [/INST] "); /* the cue is the text before {response}, as in training */
+    CHECK_STR(r, "<s>[INST] q1 [/INST] a1 </s><s>[INST] q2 [/INST]");
     free(r);
     r = render("default", &c, "chosen!"); /* a preference answer completes the last round */
     CHECK_STR(r, "<s>Human: q1\nAssistant: a1</s>\nHuman: q2\nAssistant: chosen!</s>");
@@ -233,4 +233,36 @@ TEST(test_template_truncation_with_cutoff_keeps_the_whole_answer_when_possible)
     mf_tpl_ids_free(&x);
     mf_conv_free(&g);
     mf_conv_free(&c);
+}
+
+TEST(test_template_chatml_and_llama2_match_transformers_apply_chat_template)
+{
+    /* fixtures: tests/stages/gen_data_fixtures.py (jinja chat templates of Llama-2-chat and ChatML) */
+    char path[2048];
+    snprintf(path, sizeof path, "%s/tests/stages/fixtures/data/templates.json", mf_test_root());
+    mf_json *fx;
+    mf_err err;
+    REQUIRE(mf_json_parse_file(&fx, path, &err) == 0);
+    const mf_json *cases = mf_json_get(fx, "cases");
+    REQUIRE(cases && cases->n == 8);
+    for (size_t k = 0; k < cases->n; k++) {
+        const mf_json *cs = cases->items[k], *msgs = mf_json_get(cs, "messages");
+        const char *name = mf_json_get_str(cs, "template", "");
+        mf_conv c;
+        mf_conv_init(&c);
+        for (size_t j = 0; j < msgs->n; j++) {
+            const char *role = mf_json_get_str(msgs->items[j], "role", ""), *v = mf_json_get_str(msgs->items[j], "content", "");
+            mf_conv_add(&c, !strcmp(role, "system") ? MF_ROLE_SYSTEM : !strcmp(role, "user") ? MF_ROLE_HUMAN : MF_ROLE_GPT, v, strlen(v));
+        }
+        char *r = render(name, &c, NULL);
+        mf_buf want = MF_BUF_INIT;
+        mf_buf_puts(&want, mf_json_get_str(cs, "text", ""));
+        /* the jinja chatml template ends every message with "\n"; ours ends at <|im_end|> */
+        if (!strcmp(name, "chatml") && !mf_json_bool(mf_json_get(cs, "generation"), 0)) want.data[--want.len] = 0;
+        if (strcmp(r, mf_buf_cstr(&want))) mf_test_fail(__FILE__, __LINE__, "case %zu (%s): rendered text differs from transformers", k, name);
+        mf_buf_free(&want);
+        free(r);
+        mf_conv_free(&c);
+    }
+    mf_json_free(fx);
 }

@@ -2,6 +2,7 @@
 #include "tests/harness.h"
 #include "tests/stages/dtest.h"
 #include "stages/tokshard.h"
+#include "common/fsutil.h"
 
 #include <stdlib.h>
 
@@ -271,4 +272,65 @@ TEST(test_token_shard_reader_rejects_corrupt_files)
     CHECK_INT(mf_ts_open(&ts, tpath("c3.bin"), &err), MF_ECORRUPT);
     CHECK_CONTAINS(err.msg, "bad magic");
     free(raw);
+}
+
+TEST(test_tokenize_sft_llama2_with_sentencepiece_bos_eos_matches_hf_tokenizers)
+{
+    mf_json *e = expected();
+    REQUIRE(e);
+    const char *in = lines_file(mf_json_get(e, "sft_lines"), "sft.jsonl");
+    char tokp[2048];
+    snprintf(tokp, sizeof tokp, "%s/tests/stages/fixtures/tokenizer/sp_llama2.json", mf_test_root());
+    const char *d[] = {in}, *t[] = {tokp};
+    dtest dt;
+    REQUIRE(dtest_run(&dt, "tokenize", "{\"template\": \"llama2\", \"max_source_length\": 4096, \"max_target_length\": 4096}", 1,
+                      "data", d, 1, "tokenizer", t, 1, tpath("l2")) == 0);
+    mf_ts ts;
+    REQUIRE(open_shard(&ts, tpath("l2")) == 0);
+    const mf_json *ids = mf_json_get(e, "llama2_sp_ids"), *mask = mf_json_get(e, "llama2_sp_mask");
+    REQUIRE(ts.n_docs == ids->n);
+    for (size_t k = 0; k < ids->n; k++) {
+        CHECK(doc_equals(&ts, k, ids->items[k]));
+        int mask_ok = 1;
+        for (size_t j = 0; j < mask->items[k]->n; j++) mask_ok &= ts.mask[ts.doc_offsets[k] + j] == mask->items[k]->items[j]->i;
+        CHECK(mask_ok);
+    }
+    mf_ts_close(&ts);
+    mf_json_free(e);
+}
+
+TEST(test_token_shard_directory_opens_all_shards_in_order)
+{
+    mf_err err;
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s/shards", mf_test_tmpdir());
+    REQUIRE(mf_mkdir_p(dir, 0755, &err) == 0);
+    int32_t ids[] = {1, 2, 3, 4, 5, 6};
+    for (int s = 0; s < 2; s++) {
+        mf_ts_writer w;
+        REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 2, 10) == 0);
+        REQUIRE(mf_ts_writer_add(&w, ids, NULL, (size_t)(3 + s), 0) == 0);
+        char p[2200];
+        snprintf(p, sizeof p, "%s/shard-%05d.bin", dir, s);
+        REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
+        mf_ts_writer_free(&w);
+    }
+    mf_tsdir d;
+    REQUIRE(mf_tsdir_open(&d, dir, &err) == 0);
+    CHECK_INT(d.n, 2);
+    CHECK_INT(d.n_tokens, 7);
+    CHECK_INT(d.n_blocks, 1 + 2);
+    CHECK_INT(d.shards[1].n_tokens, 4);
+    CHECK_INT(d.shards[0].mask[2], 1);
+    mf_tsdir_close(&d);
+    /* a shard with another block size does not belong */
+    mf_ts_writer w;
+    REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 4, 10) == 0);
+    REQUIRE(mf_ts_writer_add(&w, ids, NULL, 4, 0) == 0);
+    char p[2200];
+    snprintf(p, sizeof p, "%s/shard-00002.bin", dir);
+    REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
+    mf_ts_writer_free(&w);
+    CHECK_INT(mf_tsdir_open(&d, dir, &err), MF_ECORRUPT);
+    CHECK_INT(mf_tsdir_open(&d, mf_test_tmpdir(), &err), MF_ENOTFOUND);
 }
