@@ -74,8 +74,12 @@ static merge_t heap_pop(merge_t *h, size_t *n)
 static int cache_get(mf_tok *tok, const char *w, size_t n, mf_tok_ids *out, int *hit)
 {
     *hit = 0;
-    if (n >= CACHE_MAX_WORD || !tok->cache) return 0;
+    if (n >= CACHE_MAX_WORD) return 0;
     if (pthread_mutex_trylock(&tok->cache_lock)) return 0;
+    if (!tok->cache) {
+        pthread_mutex_unlock(&tok->cache_lock);
+        return 0;
+    }
     uint32_t h = mf_tok_hash(w, n);
     size_t j = h & (tok->cache_cap - 1);
     int rc = 0;
@@ -105,8 +109,16 @@ static void cache_clear(mf_tok *tok)
 
 static void cache_put(mf_tok *tok, const char *w, size_t n, const int32_t *ids, size_t nids)
 {
-    if (n >= CACHE_MAX_WORD || !tok->cache) return;
+    if (n >= CACHE_MAX_WORD) return;
     if (pthread_mutex_trylock(&tok->cache_lock)) return;
+    if (!tok->cache) { /* allocated on first use: loading stays cheap */
+        tok->cache = calloc(CACHE_CAP, sizeof *tok->cache);
+        if (!tok->cache) {
+            pthread_mutex_unlock(&tok->cache_lock);
+            return;
+        }
+        tok->cache_cap = CACHE_CAP;
+    }
     if (tok->cache_n * 2 >= tok->cache_cap) cache_clear(tok);
     char *k = malloc(n + 1);
     int32_t *v = malloc((nids ? nids : 1) * sizeof *v);

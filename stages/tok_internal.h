@@ -109,8 +109,10 @@ typedef struct {
 } mf_tok_cent;
 
 struct mf_tok {
-    /* id -> token string (vocab and added tokens); NULL for holes */
-    char **tokens;
+    /* id -> token string (an added token's content wins over the vocab's
+     * string, as in HF); NULL for holes. Points into vocab_strs or added[]. */
+    const char **tokens;
+    char **vocab_strs; /* owned: the model vocab's strings by id (keys of `vocab`) */
     uint32_t *token_len;
     size_t n_ids;
     mf_tok_smap vocab; /* model vocab only */

@@ -322,3 +322,31 @@ static void check_regex(const char *name, int kind)
 TEST(test_tokenizer_regex_gpt2_splits_like_hf) { check_regex("gpt2", TOK_RE_GPT2); }
 TEST(test_tokenizer_regex_llama3_splits_like_hf) { check_regex("llama3", TOK_RE_LLAMA3); }
 TEST(test_tokenizer_regex_qwen2_splits_like_hf) { check_regex("qwen2", TOK_RE_QWEN2); }
+
+TEST(test_tokenizer_added_token_reusing_a_vocab_id_keeps_both_strings)
+{
+    /* found by fuzz_tokenizer: an added token whose id belongs to a different vocab
+     * string must not free that string (HF: the added content wins in decode,
+     * the vocab string still encodes to the id) */
+    const char *json = "{\"added_tokens\": [{\"id\": 1, \"content\": \"<x>\", \"special\": true}, "
+                       "{\"id\": 1, \"content\": \"<y>\", \"special\": true}], "
+                       "\"model\": {\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}";
+    mf_tok *tok = NULL;
+    mf_err err = {0};
+    CHECK_OK(mf_tok_load_mem(&tok, json, strlen(json), "t.json", &err));
+    REQUIRE(tok);
+    CHECK_INT(mf_tok_token_to_id(tok, "b"), 1);
+    CHECK_INT(mf_tok_token_to_id(tok, "<x>"), 1);
+    CHECK_STR(mf_tok_id_to_token(tok, 1), "<y>");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_OK(mf_tok_encode(tok, "abb<x>", 6, 0, &ids, &n, &err));
+    CHECK_INT(n, 3);
+    if (n == 3) {
+        CHECK_INT(ids[0], 2);
+        CHECK_INT(ids[1], 1);
+        CHECK_INT(ids[2], 1);
+    }
+    free(ids);
+    mf_tok_free(tok);
+}
