@@ -23,6 +23,7 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"sft", mf_stage_sft_run},
     {"rm", mf_stage_rm_run},
     {"dpo", mf_stage_dpo_run},
+    {"ppo", mf_stage_ppo_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)

@@ -76,7 +76,7 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
     mf_model *m = NULL;
     rc = mf_model_new(&m, &cfg, err);
     if (!rc) rc = mf_model_init_random(m, ctx->seed, (float)mf_tr_num(ctx, "initializer_range"), err);
-    mf_model_save_opts o = {NULL, 0, NULL};
+    mf_model_save_opts o = {NULL, 0, NULL, 0};
     if (!rc) rc = mf_model_save_full(ctx->out_dir, m, &o, err);
     if (!rc && tdir && !mf_is_dir(tpath)) { /* a bare tokenizer.json file: copy it under its canonical name */
         char *data = NULL, *to = mf_path_join(ctx->out_dir, "tokenizer.json");

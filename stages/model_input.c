@@ -341,7 +341,7 @@ int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o
     if (rc) return rc;
     mf_k_param **pv = NULL;
     size_t n = 0;
-    if ((rc = collect(m, (1u << MF_PARAM_BASE) | (1u << MF_PARAM_HEAD), &pv, &n, err))) return rc;
+    if ((rc = collect(m, (1u << MF_PARAM_BASE) | (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD), &pv, &n, err))) return rc;
     mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0};
     rc = mf_model_io_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
     free(pv);
@@ -367,7 +367,7 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
     if (!rc) rc = mf_mkdir_p(dir, 0755, err);
     if (rc) return rc;
     const mf_model_config *cfg = mf_model_get_config(m);
-    unsigned mask = (1u << MF_PARAM_HEAD) | (1u << (kind == MF_ADAPTER_PREFIX ? MF_PARAM_PREFIX : MF_PARAM_LORA));
+    unsigned mask = (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD) | (1u << (kind == MF_ADAPTER_PREFIX ? MF_PARAM_PREFIX : MF_PARAM_LORA));
     mf_k_param **pv = NULL;
     size_t n = 0;
     if ((rc = collect(m, mask, &pv, &n, err))) return rc;

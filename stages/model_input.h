@@ -64,6 +64,7 @@ typedef struct mf_model_save_opts {
     const char *dtype;
     unsigned long long max_shard_bytes;
     const char *tokenizer_dir; /* tokenizer.json (+ tokenizer_config.json) copied from here; may be NULL */
+    int no_head;               /* leave a score head out (PPO's value head) */
 } mf_model_save_opts;
 
 /* HF directory: config.json, model.safetensors (base params + score head), tokenizer. */

@@ -126,7 +126,7 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
 
 int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
-    mf_model_save_opts o = {NULL, 0, tm->in.tokenizer_dir};
+    mf_model_save_opts o = {NULL, 0, tm->in.tokenizer_dir, tm->no_head};
     int rc;
     if (tm->out_kind == MF_ADAPTER_NONE) {
         rc = mf_model_save_full(ctx->out_dir, tm->in.model, &o, err);

@@ -26,6 +26,7 @@ typedef struct mf_train_model {
     mf_adapter_kind out_kind; /* NONE: the output is a full model */
     mf_k_lora_config lora;
     mf_k_prefix_config prefix;
+    int no_head; /* save without the score head (PPO's value head) */
 } mf_train_model;
 
 /* Open ctx's `model` input, keeping an input adapter when the chain is continue. */

@@ -23,6 +23,13 @@ int mf_stage_export_run(mf_stage_ctx *ctx);
 /* Token-weighted mean next-token loss of a set (labels as in the set). */
 int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err);
 
+/* PPO: GAE over one response (rewards, values: n each) -> advantages, returns. */
+void mf_ppo_gae(int n, const float *rewards, const float *values, double gamma, double lam, float *adv, float *ret);
+/* PPO: one response token's clipped policy + value loss (TRL PPOTrainer) and
+ * its gradients dL/dlogp, dL/dvalue; *pg, *vf the two parts (unweighted). */
+double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, double old_v, double ret, double clip,
+                         double clip_v, double vf_coef, double *dlogp, double *dv, double *pg, double *vf);
+
 /* ---- loss functions (TRL's definitions; checked against TRL fixtures) ---- */
 
 /* DPO sigmoid loss of one pair from summed log-probs:

@@ -1,0 +1,139 @@
+/*
+ * tests/stages/test_train_ppo.c — ppo: GAE and the clipped loss against
+ * hand-derived values, and end to end: a policy SFT'd to answer with a mix
+ * of the tokens 的 and 了, a reward model trained to prefer 的, and PPO
+ * raising 的's share of sampled answers.
+ */
+#include "tests/harness.h"
+#include "tests/stages/ttest.h"
+
+#include "stages/model_input.h"
+#include "stages/training.h"
+
+/* GAE with γ = 0.9, λ = 0.8 on three steps, computed by hand:
+ * δ2 = 1 - 0.3 = 0.7; δ1 = 0 + 0.9*0.3 - 0.2 = 0.07; δ0 = 0.5 + 0.9*0.2 - 0.1 = 0.58
+ * A2 = 0.7; A1 = 0.07 + 0.72*0.7 = 0.574; A0 = 0.58 + 0.72*0.574 = 0.99328. */
+TEST(test_train_ppo_gae_matches_hand_values)
+{
+    float r[3] = {0.5f, 0.0f, 1.0f}, v[3] = {0.1f, 0.2f, 0.3f}, a[3], ret[3];
+    mf_ppo_gae(3, r, v, 0.9, 0.8, a, ret);
+    CHECK_NEAR(a[2], 0.7, 1e-6, 1e-6);
+    CHECK_NEAR(a[1], 0.574, 1e-6, 1e-6);
+    CHECK_NEAR(a[0], 0.99328, 1e-6, 1e-6);
+    CHECK_NEAR(ret[0], 0.99328 + 0.1, 1e-6, 1e-6);
+}
+
+/* Clipping: with A > 0 and ratio above 1+ε the policy gradient is zero; inside it is -A·ρ. */
+TEST(test_train_ppo_clipped_loss_gradients)
+{
+    double dl, dv, pg, vf;
+    double L = mf_ppo_token_loss(log(1.5), 0, 2.0, 0.0, 0.0, 1.0, 0.2, 0.2, 0.5, &dl, &dv, &pg, &vf);
+    CHECK_NEAR(pg, -2.0 * 1.2, 1e-12, 1e-12); /* max(-3, -2.4) */
+    CHECK_NEAR(dl, 0, 0, 1e-15);
+    /* value: v = 0, old 0, R = 1: both terms 1 -> 0.5; gradient of the unclipped term (v - R) = -1, weighted 0.5 */
+    CHECK_NEAR(vf, 0.5, 1e-12, 1e-12);
+    CHECK_NEAR(dv, -0.5, 1e-12, 1e-12);
+    CHECK_NEAR(L, pg + 0.5 * vf, 1e-12, 1e-12);
+    mf_ppo_token_loss(log(1.1), 0, 2.0, 0.0, 0.0, 1.0, 0.2, 0.2, 0.5, &dl, &dv, &pg, &vf);
+    CHECK_NEAR(dl, -2.0 * 1.1, 1e-12, 1e-12);
+    /* A < 0 and ratio below 1-ε: clipped, zero gradient */
+    mf_ppo_token_loss(log(0.5), 0, -1.0, 0.0, 0.0, 0.0, 0.2, 0.2, 0.5, &dl, &dv, &pg, &vf);
+    CHECK_NEAR(dl, 0, 0, 1e-15);
+    CHECK_NEAR(pg, 0.8, 1e-12, 1e-12);
+}
+
+static const char *write_lines(const char *dir, const char *name, const char *const *lines, int n)
+{
+    const char *p = tt_path(dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) return NULL;
+    for (int i = 0; i < n; i++) fprintf(f, "%s\n", lines[i]);
+    fclose(f);
+    return p;
+}
+
+/* Share of token id `marker` among the answer tokens (EOS excluded) sampled of the model in dir to the prompts' questions. */
+static double marker_share(const char *dir, int32_t marker)
+{
+    mf_model_input mi;
+    mf_err err;
+    mf_err_clear(&err);
+    if (mf_model_open_dir(&mi, dir, NULL, 0, NULL, 0, &err)) return -1;
+    static const char *qs[] = {"Human: 头痛怎么办\nAssistant: ", "Human: 发烧了\nAssistant: ", "Human: 咳嗽\nAssistant: ",
+                               "Human: 胃疼\nAssistant: "};
+    int32_t *ids[4];
+    int plen[4];
+    for (int i = 0; i < 4; i++) {
+        size_t n = 0;
+        mf_tok_encode(mi.tok, qs[i], strlen(qs[i]), 0, &ids[i], &n, NULL);
+        plen[i] = (int)n;
+    }
+    int32_t out[4 * 8];
+    float lp[4 * 8];
+    int olen[4];
+    double hit = 0, tot = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        int32_t eos = mf_tok_eos_id(mi.tok);
+        mf_k_gen_config gc = {8, 1.0f, 0, 1.0f, &eos, 1, 0, (uint64_t)(100 + rep), 1};
+        if (mf_model_generate(mi.model, 4, (const int32_t *const *)ids, plen, &gc, out, lp, olen, &err)) return -1;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < olen[i]; j++) {
+                if (out[i * 8 + j] == eos) continue;
+                hit += out[i * 8 + j] == marker;
+                tot++;
+            }
+    }
+    for (int i = 0; i < 4; i++) free(ids[i]);
+    mf_model_input_free(&mi);
+    return tot ? hit / tot : -1;
+}
+
+TEST(test_train_ppo_raises_marker_token_preferred_by_reward_model)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    static const char *sft[] = {
+        "{\"conversations\":[{\"from\":\"human\",\"value\":\"头痛怎么办\"},{\"from\":\"gpt\",\"value\":\"的了了的了的了了\"}]}",
+        "{\"conversations\":[{\"from\":\"human\",\"value\":\"发烧了\"},{\"from\":\"gpt\",\"value\":\"了的了了的了的了\"}]}",
+        "{\"conversations\":[{\"from\":\"human\",\"value\":\"咳嗽\"},{\"from\":\"gpt\",\"value\":\"了了的了了的的了\"}]}",
+        "{\"conversations\":[{\"from\":\"human\",\"value\":\"胃疼\"},{\"from\":\"gpt\",\"value\":\"的了了了的了了的\"}]}"};
+    static const char *pref[] = {
+        "{\"prompt\":\"头痛怎么办\",\"chosen\":\"的的的的的的\",\"rejected\":\"了了了了了了\"}",
+        "{\"prompt\":\"发烧了\",\"chosen\":\"的的了的的的\",\"rejected\":\"了了了的了了\"}",
+        "{\"prompt\":\"咳嗽\",\"chosen\":\"的了的的的的\",\"rejected\":\"了了的了了了\"}",
+        "{\"prompt\":\"胃疼\",\"chosen\":\"的的的的了的\",\"rejected\":\"了了了了了的\"}"};
+    static const char *prompts[] = {"{\"prompt\":\"头痛怎么办\"}", "{\"prompt\":\"发烧了\"}", "{\"prompt\":\"咳嗽\"}",
+                                    "{\"prompt\":\"胃疼\"}"};
+    const char *sp = write_lines(d, "sft.jsonl", sft, 4), *pp = write_lines(d, "pref.jsonl", pref, 4),
+               *qp = write_lines(d, "prompts.jsonl", prompts, 4);
+    int rc = tt_run(msg, sizeof msg, "sft",
+                    "{\"finetune\": \"full\", \"max_steps\": 25, \"batch_size\": 4, \"lr\": 0.01, \"lr_scheduler\": \"constant\"}",
+                    tt_path(d, "sft"), NULL, "model", tt_path(d, "base"), "data", sp, NULL);
+    if (rc) printf("    sft: %s\n", msg);
+    REQUIRE(rc == 0);
+    rc = tt_run(msg, sizeof msg, "rm",
+                "{\"finetune\": \"full\", \"max_steps\": 15, \"batch_size\": 4, \"lr\": 0.005, \"lr_scheduler\": \"constant\"}",
+                tt_path(d, "rm"), NULL, "model", tt_path(d, "base"), "data", pp, NULL);
+    if (rc) printf("    rm: %s\n", msg);
+    REQUIRE(rc == 0);
+    rc = tt_run(msg, sizeof msg, "ppo",
+                "{\"finetune\": \"lora\", \"lora\": {\"rank\": 8, \"alpha\": 16, \"target\": [\"all\"]}, \"max_steps\": 8, "
+                "\"rollout_batch_size\": 8, \"mini_batch_size\": 4, \"ppo_epochs\": 2, \"max_new_tokens\": 8, "
+                "\"lr\": 0.01, \"lr_scheduler\": \"constant\", \"kl_coef\": 0.3}",
+                tt_path(d, "ppo"), NULL, "model", tt_path(d, "sft"), "reward", tt_path(d, "rm"), "data", qp, NULL);
+    if (rc) printf("    ppo: %s\n", msg);
+    REQUIRE(rc == 0);
+    double rw[16], kl[16], ent[16];
+    int n = tt_metric(tt_path(d, "ppo"), "reward", 0, rw, 16);
+    CHECK_INT(n, 8);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "kl", 0, kl, 16), 8);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "entropy", 0, ent, 16), 8);
+    CHECK_NEAR(kl[0], 0, 0, 1e-4); /* first rollouts: policy == reference */
+    double before = marker_share(tt_path(d, "sft"), 263), after = marker_share(tt_path(d, "ppo"), 263);
+    printf("    reward %.3f -> %.3f, share of 的 %.3f -> %.3f\n", rw[0], rw[n - 1], before, after);
+    CHECK(before >= 0 && after >= 0);
+    CHECK(after > before + 0.1);
+    CHECK(rw[n - 1] > rw[0]);
+    CHECK(mf_is_file(tt_path(d, "ppo/adapter_model.safetensors")));
+}
