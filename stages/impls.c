@@ -24,6 +24,8 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"rm", mf_stage_rm_run},
     {"dpo", mf_stage_dpo_run},
     {"ppo", mf_stage_ppo_run},
+    {"merge", mf_stage_merge_run},
+    {"export", mf_stage_export_run},
     {NULL, NULL}};
 
 mf_stage_run_fn mf_stage_impl(const char *kind)
