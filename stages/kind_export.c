@@ -27,7 +27,7 @@ static int write_full(mf_stage_ctx *ctx, const char *dtype, unsigned long long s
                         "stage '%s': the input carries a P-Tuning prefix, which cannot be merged into the weights "
                         "(export it with format: peft)",
                         ctx->stage);
-    mf_model_save_opts o = {dtype, shard, mi.tokenizer_dir, 0};
+    mf_model_save_opts o = {dtype, shard, mi.tokenizer_dir, 0, NULL};
     if (!rc) rc = mf_model_save_full(ctx->out_dir, mi.model, &o, ctx->err);
     if (!rc) mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, mi.is_adapter ? "adapter merged into its base" : "model written");
     mf_model_input_free(&mi);
@@ -47,7 +47,7 @@ int mf_stage_export_run(mf_stage_ctx *ctx)
     if (mi.kept == MF_ADAPTER_NONE)
         rc = mf_err_set(ctx->err, MF_EINVAL, "stage '%s': format peft needs an adapter as input; '%s' is a full model",
                         ctx->stage, mi.path);
-    mf_model_save_opts o = {dtype, 0, mi.tokenizer_dir, 0};
+    mf_model_save_opts o = {dtype, 0, mi.tokenizer_dir, 0, NULL};
     if (!rc)
         rc = mf_model_save_adapter(ctx->out_dir, mi.model, mi.kept, &mi.lora, &mi.prefix, mi.base_path, mi.base_digest,
                                    &o, ctx->err);

@@ -76,7 +76,7 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
     mf_model *m = NULL;
     rc = mf_model_new(&m, &cfg, err);
     if (!rc) rc = mf_model_init_random(m, ctx->seed, (float)mf_tr_num(ctx, "initializer_range"), err);
-    mf_model_save_opts o = {NULL, 0, NULL, 0};
+    mf_model_save_opts o = {NULL, 0, NULL, 0, NULL};
     if (!rc) rc = mf_model_save_full(ctx->out_dir, m, &o, err);
     if (!rc && tdir && !mf_is_dir(tpath)) { /* a bare tokenizer.json file: copy it under its canonical name */
         char *data = NULL, *to = mf_path_join(ctx->out_dir, "tokenizer.json");
@@ -180,6 +180,15 @@ static int run_lm(mf_stage_ctx *ctx, mf_td_mode mode)
     mf_td_opts o;
     mf_td_opts_from_ctx(&o, ctx, mode);
     if (!rc) rc = mf_td_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
+    if (!rc) {
+        int ml = mf_tm_max_len(&tm, ctx);
+        size_t cut = mf_td_clip(&t.train, ml, 0) + mf_td_clip(&t.val, ml, 0);
+        if (cut) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "%zu sequences cut to the model's %d positions", cut, ml);
+            mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, msg);
+        }
+    }
     if (!rc) rc = mf_tm_apply_finetune(&tm, ctx, err);
     if (!rc) {
         t.pad = mf_tok_pad_id(tm.in.tok);

@@ -229,6 +229,12 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     mf_td_opts_from_ctx(&o, ctx, MF_TD_PROMPT);
     o.val_ratio = 0;
     if (!rc) rc = mf_td_load(&P.prompts, NULL, ctx, P.tm.in.tok, &o, err);
+    if (!rc) {
+        int room = mf_tm_max_len(&P.tm, ctx) - (int)mf_tr_int(ctx, "max_new_tokens");
+        if (room < 1)
+            rc = mf_err_set(err, MF_EINVAL, "stage '%s': max_new_tokens leaves no room for a prompt in the model's positions", ctx->stage);
+        else mf_td_clip(&P.prompts, room, 1);
+    }
     if (!rc && P.prompts.n == 0) rc = mf_err_set(err, MF_EINVAL, "stage '%s': no prompts in 'data'", ctx->stage);
     if (!rc) rc = mf_tm_apply_finetune(&P.tm, ctx, err);
     mf_model *pol = P.tm.in.model;

@@ -256,6 +256,11 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
     mf_td_opts o;
     mf_td_opts_from_ctx(&o, ctx, MF_TD_PREF);
     if (!rc) rc = mf_td_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
+    if (!rc) {
+        int ml = mf_tm_max_len(&tm, ctx);
+        if (mf_td_clip(&t.train, ml, 0) + mf_td_clip(&t.val, ml, 0))
+            mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, "some pairs were cut to the model's positions");
+    }
     if (!rc && !(t.seqs = malloc(2 * (size_t)tc.batch_size * sizeof *t.seqs))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     if (!rc) {
         t.pad = mf_tok_pad_id(tm.in.tok);

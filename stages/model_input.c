@@ -90,6 +90,27 @@ static int open_full(mf_model_input *out, const char *path, mf_err *err)
         mf_k_param *s = rc ? NULL : mf_model_find_param(out->model, "score.weight");
         if (!rc) rc = s ? load_tensor(s, set, "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
     }
+    char *pj = rc ? NULL : mf_path_join(path, "prefix.json");
+    if (pj && mf_is_file(pj)) { /* a full model with a frozen P-Tuning prefix (see mf_model_save_full) */
+        mf_json *c = NULL;
+        rc = mf_json_parse_file(&c, pj, err);
+        if (!rc) {
+            out->prefix.pre_seq_len = (int)mf_json_get_int(c, "pre_seq_len", 0);
+            out->prefix.prefix_projection = mf_json_bool(mf_json_get(c, "prefix_projection"), 0);
+            out->prefix.prefix_hidden_size = (int)mf_json_get_int(c, "prefix_hidden_size", 0);
+            rc = mf_model_add_prefix(out->model, &out->prefix, err);
+        }
+        for (size_t i = 0; !rc && i < mf_model_num_params(out->model); i++) {
+            mf_k_param *p = mf_model_param(out->model, i);
+            if (p->kind == MF_PARAM_PREFIX) rc = load_tensor(p, set, p->name, err);
+        }
+        if (!rc) {
+            out->has_prefix = 1;
+            mf_model_set_all_trainable(out->model, 0);
+        }
+        mf_json_free(c);
+    }
+    free(pj);
     mf_st_set_close(set);
     return rc;
 }
@@ -335,16 +356,29 @@ static int copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
     return rc;
 }
 
+static int write_json_file(const char *dir, const char *name, const mf_json *v, mf_err *err);
+
 int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err)
 {
     int rc = mf_model_fetch(m, err);
     if (rc) return rc;
     mf_k_param **pv = NULL;
     size_t n = 0;
-    if ((rc = collect(m, (1u << MF_PARAM_BASE) | (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD), &pv, &n, err))) return rc;
+    unsigned mask = (1u << MF_PARAM_BASE) | (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD) |
+                    (o && o->prefix ? 1u << MF_PARAM_PREFIX : 0u);
+    if ((rc = collect(m, mask, &pv, &n, err))) return rc;
     mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0};
     rc = mf_model_io_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
     free(pv);
+    if (!rc && o && o->prefix) {
+        mf_json *c = mf_json_new_object();
+        if (!c) return nomem(err);
+        mf_json_set(c, "pre_seq_len", mf_json_new_int(o->prefix->pre_seq_len));
+        mf_json_set(c, "prefix_projection", mf_json_new_bool(o->prefix->prefix_projection));
+        mf_json_set(c, "prefix_hidden_size", mf_json_new_int(o->prefix->prefix_hidden_size));
+        rc = write_json_file(dir, "prefix.json", c, err);
+        mf_json_free(c);
+    }
     return rc;
 }
 

@@ -65,9 +65,13 @@ typedef struct mf_model_save_opts {
     unsigned long long max_shard_bytes;
     const char *tokenizer_dir; /* tokenizer.json (+ tokenizer_config.json) copied from here; may be NULL */
     int no_head;               /* leave a score head out (PPO's value head) */
+    const mf_k_prefix_config *prefix; /* the model's frozen P-Tuning prefix, kept in a full save */
 } mf_model_save_opts;
 
-/* HF directory: config.json, model.safetensors (base params + score head), tokenizer. */
+/* HF directory: config.json, model.safetensors (base params + score head), tokenizer.
+ * A model carrying a P-Tuning prefix (o->prefix) also stores the prefix tensors
+ * (prefix_encoder.*) and prefix.json {pre_seq_len, prefix_projection,
+ * prefix_hidden_size}; medflow reopens it whole, transformers ignores the prefix. */
 int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err);
 /* Adapter directory: adapter_config.json, adapter_model.safetensors (LoRA or
  * prefix params, plus a score head when present), base.json {"base_digest",

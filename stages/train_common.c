@@ -57,10 +57,10 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
     mf_model *m = tm->in.model;
     const mf_model_config *cfg = mf_model_get_config(m);
     int rc = 0;
-    if (tm->in.has_prefix && tm->in.kept != MF_ADAPTER_PREFIX && tm->ft != MF_FT_LORA)
+    if (tm->in.has_prefix && tm->in.kept != MF_ADAPTER_PREFIX && tm->ft == MF_FT_PTUNING)
         return mf_err_set(err, MF_EUNSUPPORTED,
-                          "stage '%s': the input model carries a P-Tuning prefix, which cannot be merged into the "
-                          "weights; use finetune: ptuning with adapter_chain: continue (or lora)",
+                          "stage '%s': the input model already carries a frozen P-Tuning prefix inside its weights; "
+                          "a second prefix is not supported (use finetune: lora, freeze or full)",
                           ctx->stage);
     if (tm->ft != MF_FT_LORA && tm->in.kept == MF_ADAPTER_LORA) { /* cannot happen with keep rules; be safe */
         if ((rc = mf_model_merge_lora(m, err))) return rc;
@@ -69,6 +69,10 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
     switch (tm->ft) {
     case MF_FT_FULL:
         mf_model_set_all_trainable(m, 1);
+        for (size_t i = 0; tm->in.has_prefix && i < mf_model_num_params(m); i++) { /* a prefix stays frozen */
+            mf_k_param *p = mf_model_param(m, i);
+            if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 0, err))) return rc;
+        }
         tm->out_kind = MF_ADAPTER_NONE;
         break;
     case MF_FT_FREEZE: {
@@ -126,7 +130,7 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
 
 int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
-    mf_model_save_opts o = {NULL, 0, tm->in.tokenizer_dir, tm->no_head};
+    mf_model_save_opts o = {NULL, 0, tm->in.tokenizer_dir, tm->no_head, tm->in.has_prefix ? &tm->in.prefix : NULL};
     int rc;
     if (tm->out_kind == MF_ADAPTER_NONE) {
         rc = mf_model_save_full(ctx->out_dir, tm->in.model, &o, err);
@@ -139,6 +143,13 @@ int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
     }
     if (rc) mf_err_wrap(err, "stage '%s': writing the model", ctx->stage);
     return rc;
+}
+
+int mf_tm_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx)
+{
+    int pre = tm->in.has_prefix ? tm->in.prefix.pre_seq_len
+              : tm->ft == MF_FT_PTUNING ? (int)mf_tr_int(ctx, "ptuning.pre_seq_len") : 0;
+    return mf_model_get_config(tm->in.model)->max_position_embeddings - pre;
 }
 
 void mf_tm_free(mf_train_model *tm)

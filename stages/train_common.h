@@ -36,6 +36,9 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
 /* Write the trained model into ctx->out_dir. */
 int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
 void mf_tm_free(mf_train_model *tm);
+/* Longest sequence the model takes: max_position_embeddings minus the prefix
+ * (the input's, or the one finetune: ptuning will add). */
+int mf_tm_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx);
 
 /* Comma list of a list param ("[q_proj, v_proj]" default when absent); malloc'd. */
 char *mf_tr_list(const mf_stage_ctx *ctx, const char *name);

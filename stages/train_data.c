@@ -13,6 +13,8 @@
 #include "stages/kinds.h"
 #include "stages/readers.h"
 #include "stages/template.h"
+#include "stages/tokshard.h"
+#include "common/fsutil.h"
 #include "stages/trainer.h"
 
 static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
@@ -26,6 +28,26 @@ void mf_td_set_free(mf_td_set *s)
     }
     free(s->v);
     memset(s, 0, sizeof *s);
+}
+
+size_t mf_td_clip(mf_td_set *s, int max_len, int from_left)
+{
+    size_t cut = 0;
+    if (max_len < 2) max_len = 2;
+    for (size_t i = 0; s && i < s->n; i++) {
+        mf_td_seq *q = &s->v[i];
+        if (q->len <= max_len) continue;
+        if (from_left) {
+            int drop = q->len - max_len;
+            memmove(q->ids, q->ids + drop, (size_t)max_len * sizeof *q->ids);
+            memmove(q->labels, q->labels + drop, (size_t)max_len * sizeof *q->labels);
+            q->prompt_len = q->prompt_len > drop ? q->prompt_len - drop : 0;
+        }
+        q->len = max_len;
+        if (q->prompt_len > max_len) q->prompt_len = max_len;
+        cut++;
+    }
+    return cut;
 }
 
 static int push_seq(mf_td_set *s, const int32_t *ids, const int32_t *labels, int len, int prompt_len, mf_err *err)
@@ -207,25 +229,107 @@ static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_td_set *set, 
     return rc;
 }
 
+static int is_shards(const char *path)
+{
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".bin") && mf_is_file(path)) return 1;
+    char *p = mf_path_join(path, "shard-00000.bin");
+    int r = p && mf_is_file(p);
+    free(p);
+    return r;
+}
+
+/* Token shards written by the `tokenize` kind (stages/tokshard.h). */
+static int read_shards(loader *L, const char *path, mf_td_set *train, mf_td_set *val, int force_val, mf_err *err)
+{
+    mf_tsdir d;
+    int rc = mf_tsdir_open(&d, path, err);
+    if (rc) return rc;
+    const mf_td_opts *o = L->o;
+    int want = o->mode == MF_TD_TEXT ? MF_TS_PRETRAIN : o->mode == MF_TD_SFT ? MF_TS_SFT
+               : o->mode == MF_TD_PREF ? MF_TS_PREFERENCE : MF_TS_PROMPTS;
+    if (d.format != want) {
+        rc = mf_err_set(err, MF_EINVAL, "%s: token shards of format '%s', this stage needs '%s'", path,
+                        mf_ts_format_name(d.format), mf_ts_format_name(want));
+        mf_tsdir_close(&d);
+        return rc;
+    }
+    int32_t *lab = NULL;
+    size_t lab_cap = 0;
+    for (size_t s = 0; !rc && s < d.n; s++) {
+        const mf_ts *ts = &d.shards[s];
+        if (want == MF_TS_PRETRAIN) {
+            /* packed blocks stay blocks; unpacked streams are packed to block_size here */
+            size_t B = ts->block_size ? ts->block_size : (size_t)o->block_size;
+            size_t nb = ts->block_size ? ts->n_blocks : 0;
+            for (size_t k = 0; !rc && k < nb; k++) {
+                int v = force_val || (val && o->val_ratio > 0 &&
+                                      mf_split_unit(ts->ids + k * B, B * sizeof(int32_t)) < o->val_ratio);
+                rc = push_seq(v ? val : train, ts->ids + k * B, NULL, (int)B, 0, err);
+            }
+            if (!nb) rc = stream_add(&L->st[force_val], ts->ids, ts->n_tokens, err);
+            continue;
+        }
+        size_t step = want == MF_TS_PREFERENCE ? 2 : 1;
+        for (size_t k = 0; !rc && k + step <= ts->n_docs; k += step) {
+            uint64_t a = ts->doc_offsets[k], b = ts->doc_offsets[k + step];
+            int v = force_val || (val && o->val_ratio > 0 &&
+                                  mf_split_unit(ts->ids + a, (size_t)(b - a) * sizeof(int32_t)) < o->val_ratio);
+            mf_td_set *dst = v ? val : train;
+            for (size_t j = k; !rc && j < k + step; j++) {
+                uint64_t x = ts->doc_offsets[j], y = ts->doc_offsets[j + 1];
+                size_t len = (size_t)(y - x), pl = (size_t)ts->prompt_len[j];
+                if (len > lab_cap) {
+                    int32_t *nl = realloc(lab, len * sizeof *nl);
+                    if (!nl) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+                    lab = nl;
+                    lab_cap = len;
+                }
+                size_t nl_ = 0;
+                for (size_t t = 0; t < len; t++) {
+                    int on = want == MF_TS_SFT ? ts->mask[x + t] != 0 : t >= pl;
+                    lab[t] = on ? ts->ids[x + t] : MF_K_IGNORE_INDEX;
+                    nl_ += on;
+                }
+                if (want == MF_TS_PROMPTS) rc = len ? push_seq(dst, ts->ids + x, NULL, (int)len, (int)len, err) : 0;
+                else if (!nl_ && want == MF_TS_SFT) dst->dropped++;
+                else rc = push_seq(dst, ts->ids + x, lab, (int)len, (int)pl, err);
+            }
+        }
+    }
+    free(lab);
+    mf_tsdir_close(&d);
+    return rc;
+}
+
 static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_td_set *train, mf_td_set *val,
                      int force_val, mf_err *err)
 {
-    mf_rd *rd = NULL;
-    int rc = mf_data_open(ctx, slot, &rd);
-    if (rc) return rc;
-    for (;;) {
-        mf_json *rec = NULL;
-        int r = mf_rd_next(rd, &rec, err);
-        if (r <= 0) {
-            rc = r;
-            break;
+    const mf_stage_input *in = mf_stage_input_get(ctx, slot);
+    if (!in || !in->n) return mf_err_set(err, MF_EINVAL, "stage '%s': no input bound to slot '%s'", ctx->stage, slot);
+    int skip = mf_rd_policy_skip(mf_tr_str(ctx, "on_bad_record"));
+    int rc = 0;
+    for (size_t i = 0; !rc && i < in->n; i++) {
+        if (is_shards(in->paths[i])) {
+            rc = read_shards(L, in->paths[i], train, val, force_val, err);
+            continue;
         }
-        int v = force_val || (val && is_val(rec, L->o->val_ratio));
-        rc = add_record(L, rd, rec, v ? val : train, v, err);
-        mf_json_free(rec);
-        if (rc) break;
+        mf_rd *rd = NULL;
+        if ((rc = mf_rd_open(&rd, in->paths[i], skip, err))) break;
+        for (;;) {
+            mf_json *rec = NULL;
+            int r = mf_rd_next(rd, &rec, err);
+            if (r <= 0) {
+                rc = r;
+                break;
+            }
+            int v = force_val || (val && is_val(rec, L->o->val_ratio));
+            rc = add_record(L, rd, rec, v ? val : train, v, err);
+            mf_json_free(rec);
+            if (rc) break;
+        }
+        mf_rd_close(rd);
     }
-    mf_rd_close(rd);
     return rc;
 }
 

@@ -42,6 +42,10 @@ typedef struct mf_td_set {
 } mf_td_set;
 
 void mf_td_set_free(mf_td_set *s);
+/* Cut sequences longer than max_len (the model's positions): on the right, or
+ * keeping the last tokens when from_left (prompts keep their assistant cue).
+ * Returns how many were cut. */
+size_t mf_td_clip(mf_td_set *s, int max_len, int from_left);
 
 typedef struct mf_td_opts {
     mf_td_mode mode;

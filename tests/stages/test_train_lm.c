@@ -184,3 +184,68 @@ TEST(test_train_sft_rejects_missing_model_input_clearly)
     CHECK(rc != 0);
     CHECK_CONTAINS(msg, "not a model");
 }
+
+/* sft(ptuning) -> sft(freeze): the prefix adapter is a model input; freeze-tuning on it keeps the prefix
+ * frozen and bit-identical inside the full output (prefix.json + prefix_encoder tensors). */
+TEST(test_train_ptuning_then_freeze_keeps_prefix)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    const char *data = sft_data(d, 6);
+    int rc = tt_run(msg, sizeof msg, "sft",
+                    "{\"finetune\": \"ptuning\", \"cutoff_len\": 48, \"max_steps\": 4, \"batch_size\": 6, \"lr\": 0.05, "
+                    "\"ptuning\": {\"pre_seq_len\": 4}}",
+                    tt_path(d, "pt"), NULL, "model", tt_path(d, "base"), "data", data, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[8];
+    int n = tt_metric(tt_path(d, "pt"), "loss", 0, loss, 8);
+    CHECK_INT(n, 4);
+    CHECK(loss[n - 1] < loss[0]);
+    CHECK(mf_is_file(tt_path(d, "pt/adapter_config.json")));
+    rc = tt_run(msg, sizeof msg, "sft",
+                "{\"finetune\": \"freeze\", \"cutoff_len\": 48, \"max_steps\": 2, \"batch_size\": 6, \"lr\": 0.01, "
+                "\"freeze\": {\"trainable_layers\": 1}}",
+                tt_path(d, "fz"), NULL, "model", tt_path(d, "pt"), "data", data, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    CHECK(mf_is_file(tt_path(d, "fz/prefix.json")));
+    mf_model_input a, b;
+    mf_err err;
+    mf_err_clear(&err);
+    REQUIRE(mf_model_open_dir(&a, tt_path(d, "pt"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_model_open_dir(&b, tt_path(d, "fz"), NULL, 0, NULL, 0, &err) == 0);
+    CHECK_INT(b.has_prefix, 1);
+    int nprefix = 0, same = 1;
+    for (size_t i = 0; i < mf_model_num_params(a.model); i++) {
+        mf_k_param *p = mf_model_param(a.model, i), *q = mf_model_find_param(b.model, p->name);
+        if (p->kind != MF_PARAM_PREFIX) continue;
+        nprefix++;
+        same &= q && !memcmp(p->data, q->data, p->numel * sizeof(float));
+    }
+    CHECK(nprefix > 0);
+    CHECK(same);
+    mf_model_input_free(&a);
+    mf_model_input_free(&b);
+}
+
+/* sft reads the shards of a `tokenize` stage as well as JSONL. */
+TEST(test_train_sft_reads_tokenize_shards)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    const char *data = sft_data(d, 6);
+    int rc = tt_run(msg, sizeof msg, "tokenize", "{\"format\": \"sft\"}", tt_path(d, "tok"), NULL, "data", data,
+                    "tokenizer", tt_path(d, "base"), NULL);
+    if (rc) printf("    tokenize: %s\n", msg);
+    REQUIRE(rc == 0);
+    rc = tt_run(msg, sizeof msg, "sft", "{\"finetune\": \"full\", \"max_steps\": 3, \"batch_size\": 3, \"lr\": 0.01}",
+                tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", tt_path(d, "tok"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[4];
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 0, loss, 4), 3);
+    CHECK(loss[2] < loss[0]);
+}
