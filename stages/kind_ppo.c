@@ -84,7 +84,7 @@ double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, dou
     return pgl + vf_coef * vfl;
 }
 
-static void whiten(float **v, const int *n, int rows, int shift_mean)
+void mf_ppo_whiten(float **v, const int *n, int rows, int shift_mean)
 {
     double s = 0, s2 = 0, c = 0;
     for (int r = 0; r < rows; r++)
@@ -324,7 +324,7 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
             vv[i] = R[i].adv;
             lens[i] = R[i].rlen;
         }
-        if (!rc && whiten_r) whiten(vv, lens, rbs, 0);
+        if (!rc && whiten_r) mf_ppo_whiten(vv, lens, rbs, 0);
         for (int i = 0; !rc && i < rbs; i++) {
             float *rw = malloc((size_t)R[i].rlen * sizeof *rw);
             if (!rw) {
@@ -335,7 +335,7 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
             mf_ppo_gae(R[i].rlen, rw, R[i].old_v, gamma, lam, R[i].adv, R[i].ret);
             free(rw);
         }
-        if (!rc) whiten(vv, lens, rbs, 1);
+        if (!rc) mf_ppo_whiten(vv, lens, rbs, 1);
         /* 4. PPO epochs over mini-batches */
         double sum_loss = 0, sum_pg = 0, sum_vf = 0, nmb = 0, gn_last = 0;
         for (int pe = 0; !rc && pe < ppo_epochs; pe++) {

@@ -25,6 +25,9 @@ int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, doubl
 
 /* PPO: GAE over one response (rewards, values: n each) -> advantages, returns. */
 void mf_ppo_gae(int n, const float *rewards, const float *values, double gamma, double lam, float *adv, float *ret);
+/* PPO: TRL's masked_whiten over rows v[r][0..n[r]) (unbiased variance, eps 1e-8);
+ * shift_mean 0 adds the mean back (rewards), 1 leaves it at 0 (advantages). */
+void mf_ppo_whiten(float **v, const int *n, int rows, int shift_mean);
 /* PPO: one response token's clipped policy + value loss (TRL PPOTrainer) and
  * its gradients dL/dlogp, dL/dvalue; *pg, *vf the two parts (unweighted). */
 double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, double old_v, double ret, double clip,

@@ -137,3 +137,49 @@ TEST(test_train_ppo_raises_marker_token_preferred_by_reward_model)
     CHECK(rw[n - 1] > rw[0]);
     CHECK(mf_is_file(tt_path(d, "ppo/adapter_model.safetensors")));
 }
+
+static double jat(const mf_json *a, int r, int t) { return mf_json_num(a->items[r]->items[t], NAN); }
+
+/* One mini-batch update on fixed rollouts (two responses of 4 and 3 tokens) against TRL PPOTrainer's
+ * compute_advantages + loss written out in torch (tests/stages/gen_train_fixtures.py). Tolerance 1e-5:
+ * medflow keeps advantages and returns in float32. */
+TEST(test_train_ppo_update_matches_trl_fixture)
+{
+    mf_json *j = NULL;
+    REQUIRE(mf_json_parse_file(&j, tt_path(mf_test_root(), "tests/stages/fixtures/train/losses.json"), NULL) == 0);
+    const mf_json *p = mf_json_get(j, "ppo");
+    REQUIRE(p != NULL);
+    const mf_json *lens = mf_json_get(p, "lens");
+    double gamma = mf_json_get_num(p, "gamma", 0), lam = mf_json_get_num(p, "lam", 0);
+    double clip = mf_json_get_num(p, "clip", 0), clip_v = mf_json_get_num(p, "clip_v", 0), vfc = mf_json_get_num(p, "vf_coef", 0);
+    float rw[2][8], val[2][8], adv[2][8], ret[2][8];
+    int n[2];
+    float *rows[2] = {adv[0], adv[1]};
+    for (int r = 0; r < 2; r++) {
+        n[r] = (int)mf_json_int(lens->items[r], 0);
+        for (int t = 0; t < n[r]; t++) {
+            rw[r][t] = (float)jat(mf_json_get(p, "rewards"), r, t);
+            val[r][t] = (float)jat(mf_json_get(p, "values"), r, t);
+        }
+        mf_ppo_gae(n[r], rw[r], val[r], gamma, lam, adv[r], ret[r]);
+    }
+    mf_ppo_whiten(rows, n, 2, 1);
+    double ntok = n[0] + n[1], L = 0, PG = 0, VF = 0;
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < n[r]; t++) {
+            CHECK_NEAR(adv[r][t], jat(mf_json_get(p, "advantages"), r, t), 1e-5, 1e-5);
+            CHECK_NEAR(ret[r][t], jat(mf_json_get(p, "returns"), r, t), 1e-5, 1e-5);
+            double dl, dv, pg, vf;
+            L += mf_ppo_token_loss(jat(mf_json_get(p, "new_logp"), r, t), jat(mf_json_get(p, "old_logp"), r, t), adv[r][t],
+                                   jat(mf_json_get(p, "vpred"), r, t), val[r][t], ret[r][t], clip, clip_v, vfc, &dl, &dv,
+                                   &pg, &vf) / ntok;
+            PG += pg / ntok;
+            VF += vf / ntok;
+            CHECK_NEAR(dl / ntok, jat(mf_json_get(p, "dlogp"), r, t), 1e-5, 1e-6);
+            CHECK_NEAR(dv / ntok, jat(mf_json_get(p, "dvpred"), r, t), 1e-5, 1e-6);
+        }
+    CHECK_NEAR(PG, mf_json_get_num(p, "pg_loss", 0), 1e-5, 1e-6);
+    CHECK_NEAR(VF, mf_json_get_num(p, "vf_loss", 0), 1e-5, 1e-6);
+    CHECK_NEAR(L, mf_json_get_num(p, "loss", 0), 1e-5, 1e-6);
+    mf_json_free(j);
+}
