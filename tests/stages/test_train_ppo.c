@@ -74,7 +74,7 @@ static double marker_share(const char *dir, int32_t marker)
     double hit = 0, tot = 0;
     for (int rep = 0; rep < 4; rep++) {
         int32_t eos = mf_tok_eos_id(mi.tok);
-        mf_k_gen_config gc = {8, 1.0f, 0, 1.0f, &eos, 1, 0, (uint64_t)(100 + rep), 1};
+        mf_k_gen_config gc = {8, 1.0f, 2, 1.0f, &eos, 1, 0, (uint64_t)(100 + rep), 1}; /* top_k 2, as the rollouts */
         if (mf_model_generate(mi.model, 4, (const int32_t *const *)ids, plen, &gc, out, lp, olen, &err)) return -1;
         for (int i = 0; i < 4; i++)
             for (int j = 0; j < olen[i]; j++) {
@@ -98,37 +98,43 @@ TEST(test_train_ppo_raises_marker_token_preferred_by_reward_model)
         "{\"conversations\":[{\"from\":\"human\",\"value\":\"发烧了\"},{\"from\":\"gpt\",\"value\":\"了的了了的了的了\"}]}",
         "{\"conversations\":[{\"from\":\"human\",\"value\":\"咳嗽\"},{\"from\":\"gpt\",\"value\":\"了了的了了的的了\"}]}",
         "{\"conversations\":[{\"from\":\"human\",\"value\":\"胃疼\"},{\"from\":\"gpt\",\"value\":\"的了了了的了了的\"}]}"};
+    /* the reward model prefers more 的 over more 了 (equal lengths, either token last, so neither length
+     * nor the last token is the cue; the template has no EOS, so answers are never cut short) */
     static const char *pref[] = {
-        "{\"prompt\":\"头痛怎么办\",\"chosen\":\"的的的的的的\",\"rejected\":\"了了了了了了\"}",
-        "{\"prompt\":\"发烧了\",\"chosen\":\"的的了的的的\",\"rejected\":\"了了了的了了\"}",
-        "{\"prompt\":\"咳嗽\",\"chosen\":\"的了的的的的\",\"rejected\":\"了了的了了了\"}",
-        "{\"prompt\":\"胃疼\",\"chosen\":\"的的的的了的\",\"rejected\":\"了了了了了的\"}"};
+        "{\"prompt\":\"头痛怎么办\",\"chosen\":\"的的的的的的的了\",\"rejected\":\"了了了了了了了的\"}",
+        "{\"prompt\":\"发烧了\",\"chosen\":\"的的了的的的了的\",\"rejected\":\"了了的了了了了了\"}",
+        "{\"prompt\":\"咳嗽\",\"chosen\":\"的了的的的的的了\",\"rejected\":\"了的了了了了了的\"}",
+        "{\"prompt\":\"胃疼\",\"chosen\":\"的的的的了的的的\",\"rejected\":\"了了了了的了了了\"}",
+        "{\"prompt\":\"头痛怎么办\",\"chosen\":\"的的的了的的的的\",\"rejected\":\"了了了的了了了的\"}",
+        "{\"prompt\":\"发烧了\",\"chosen\":\"的的的的的的了了\",\"rejected\":\"了了了了了了的的\"}",
+        "{\"prompt\":\"咳嗽\",\"chosen\":\"的的了的的了的的\",\"rejected\":\"了的了了了了了了\"}",
+        "{\"prompt\":\"胃疼\",\"chosen\":\"的了的的的的的了\",\"rejected\":\"了了了的了了了的\"}"};
     static const char *prompts[] = {"{\"prompt\":\"头痛怎么办\"}", "{\"prompt\":\"发烧了\"}", "{\"prompt\":\"咳嗽\"}",
                                     "{\"prompt\":\"胃疼\"}"};
-    const char *sp = write_lines(d, "sft.jsonl", sft, 4), *pp = write_lines(d, "pref.jsonl", pref, 4),
+    const char *sp = write_lines(d, "sft.jsonl", sft, 4), *pp = write_lines(d, "pref.jsonl", pref, 8),
                *qp = write_lines(d, "prompts.jsonl", prompts, 4);
     int rc = tt_run(msg, sizeof msg, "sft",
-                    "{\"finetune\": \"full\", \"max_steps\": 25, \"batch_size\": 4, \"lr\": 0.01, \"lr_scheduler\": \"constant\"}",
+                    "{\"template\": \"user=Human: {query}\\\\nAssistant: ||assistant={response}\", \"finetune\": \"full\", \"max_steps\": 25, \"batch_size\": 4, \"lr\": 0.01, \"lr_scheduler\": \"constant\"}",
                     tt_path(d, "sft"), NULL, "model", tt_path(d, "base"), "data", sp, NULL);
     if (rc) printf("    sft: %s\n", msg);
     REQUIRE(rc == 0);
     rc = tt_run(msg, sizeof msg, "rm",
-                "{\"finetune\": \"full\", \"max_steps\": 15, \"batch_size\": 4, \"lr\": 0.005, \"lr_scheduler\": \"constant\"}",
+                "{\"template\": \"user=Human: {query}\\\\nAssistant: ||assistant={response}\", \"finetune\": \"full\", \"max_steps\": 20, \"batch_size\": 8, \"lr\": 0.005, \"lr_scheduler\": \"constant\"}",
                 tt_path(d, "rm"), NULL, "model", tt_path(d, "base"), "data", pp, NULL);
     if (rc) printf("    rm: %s\n", msg);
     REQUIRE(rc == 0);
     rc = tt_run(msg, sizeof msg, "ppo",
-                "{\"finetune\": \"lora\", \"lora\": {\"rank\": 8, \"alpha\": 16, \"target\": [\"all\"]}, \"max_steps\": 8, "
-                "\"rollout_batch_size\": 8, \"mini_batch_size\": 4, \"ppo_epochs\": 2, \"max_new_tokens\": 8, "
-                "\"lr\": 0.01, \"lr_scheduler\": \"constant\", \"kl_coef\": 0.3}",
+                "{\"template\": \"user=Human: {query}\\\\nAssistant: ||assistant={response}\", \"finetune\": \"lora\", \"lora\": {\"rank\": 8, \"alpha\": 16, \"target\": [\"all\"]}, \"max_steps\": 12, "
+                "\"rollout_batch_size\": 8, \"mini_batch_size\": 4, \"ppo_epochs\": 4, \"max_new_tokens\": 8, \"top_k\": 2, "
+                "\"lr\": 0.05, \"lr_scheduler\": \"constant\", \"kl_coef\": 0.05}",
                 tt_path(d, "ppo"), NULL, "model", tt_path(d, "sft"), "reward", tt_path(d, "rm"), "data", qp, NULL);
     if (rc) printf("    ppo: %s\n", msg);
     REQUIRE(rc == 0);
     double rw[16], kl[16], ent[16];
     int n = tt_metric(tt_path(d, "ppo"), "reward", 0, rw, 16);
-    CHECK_INT(n, 8);
-    CHECK_INT(tt_metric(tt_path(d, "ppo"), "kl", 0, kl, 16), 8);
-    CHECK_INT(tt_metric(tt_path(d, "ppo"), "entropy", 0, ent, 16), 8);
+    CHECK_INT(n, 12);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "kl", 0, kl, 16), 12);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "entropy", 0, ent, 16), 12);
     CHECK_NEAR(kl[0], 0, 0, 1e-4); /* first rollouts: policy == reference */
     double before = marker_share(tt_path(d, "sft"), 263), after = marker_share(tt_path(d, "ppo"), 263);
     printf("    reward %.3f -> %.3f, share of 的 %.3f -> %.3f\n", rw[0], rw[n - 1], before, after);
