@@ -34,9 +34,10 @@ typedef struct mf_k_backend {
     int (*cache_reset)(mf_model *m, int B, int max_len, mf_err *err);
     /* Run n tokens (token i of row row[i] at position pos[i]) through the
      * cached model; rows' earlier positions must already be in the cache.
-     * logits [n, V] receives the LM logits of every token. */
+     * logits receives the LM logits of every token ([n, V]), or with
+     * last_only of the last token only ([1, V]: prefilling a prompt). */
     int (*decode)(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos,
-                  float *logits, mf_err *err);
+                  int last_only, float *logits, mf_err *err);
 } mf_k_backend;
 
 /* The CPU backend (C + OpenMP + OpenBLAS, fp32). Always built. */

@@ -116,16 +116,17 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
                                   prompts[b][t]);
     }
     int maxlen = maxp + N, rc = 0;
-    size_t ntok = 0;
-    for (int b = 0; b < B; b++) ntok += (size_t)plen[b];
-    size_t lrows = ntok > (size_t)B ? ntok : (size_t)B;
+    /* prompts are prefilled one row at a time (only the last position's
+     * logits are kept), decode steps run every live row together */
+    size_t lrows = (size_t)(maxp > B ? maxp : B);
     float *logits = malloc(lrows * (size_t)V * sizeof(float)), *w = malloc((size_t)V * sizeof(float));
+    float *first = malloc((size_t)B * V * sizeof(float)); /* each row's prompt logits */
     vi *srt = malloc((size_t)V * sizeof(vi));
     int32_t *tok = malloc(lrows * sizeof(int32_t)), *seq = malloc((size_t)maxlen * sizeof(int32_t));
     int *row = malloc(lrows * sizeof(int)), *pos = malloc(lrows * sizeof(int)), *alive = malloc((size_t)B * sizeof(int));
     int *lastrow = malloc((size_t)B * sizeof(int));
     mf_k_rng *rng = malloc((size_t)B * sizeof(mf_k_rng));
-    if (!logits || !w || !srt || !tok || !seq || !row || !pos || !alive || !lastrow || !rng) {
+    if (!logits || !first || !w || !srt || !tok || !seq || !row || !pos || !alive || !lastrow || !rng) {
         rc = mf_err_set(err, MF_ENOMEM, "generate: out of memory");
         goto done;
     }
@@ -141,23 +142,22 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
     if (c->use_cache) {
         rc = m->be->cache_reset(m, B, maxlen, err);
         if (rc) goto done;
-        size_t n = 0;
-        for (int b = 0; b < B; b++) {
-            for (int t = 0; t < plen[b]; t++, n++) {
-                tok[n] = prompts[b][t];
-                row[n] = b;
-                pos[n] = t;
+        for (int b = 0; b < B && !rc; b++) {
+            for (int t = 0; t < plen[b]; t++) {
+                tok[t] = prompts[b][t];
+                row[t] = b;
+                pos[t] = t;
             }
-            lastrow[b] = (int)n - 1;
+            rc = m->be->decode(m, plen[b], tok, row, pos, 1, first + (size_t)b * V, err);
         }
-        rc = m->be->decode(m, (int)n, tok, row, pos, logits, err);
         if (rc) goto done;
+        for (int b = 0; b < B; b++) lastrow[b] = -1 - b; /* first step reads `first` */
     }
     for (int k = 0; k < N; k++) {
         int n = 0;
         for (int b = 0; b < B; b++) {
             if (!alive[b]) continue;
-            const float *z = logits + (size_t)lastrow[b] * V;
+            const float *z = lastrow[b] < 0 ? first + (size_t)(-1 - lastrow[b]) * V : logits + (size_t)lastrow[b] * V;
             if (!c->use_cache) {
                 memcpy(seq, prompts[b], (size_t)plen[b] * sizeof(int32_t));
                 memcpy(seq + plen[b], out_ids + (size_t)b * N, (size_t)k * sizeof(int32_t));
@@ -179,12 +179,12 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
             n++;
         }
         if (!n || !c->use_cache) continue;
-        rc = m->be->decode(m, n, tok, row, pos, logits, err);
+        rc = m->be->decode(m, n, tok, row, pos, 0, logits, err);
         if (rc) goto done;
         for (int i = 0; i < n; i++) lastrow[row[i]] = i;
     }
 done:
-    free(logits), free(w), free(srt), free(tok), free(seq), free(row), free(pos), free(alive), free(lastrow), free(rng);
+    free(logits), free(first), free(w), free(srt), free(tok), free(seq), free(row), free(pos), free(alive), free(lastrow), free(rng);
     return rc;
 }
 

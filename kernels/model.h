@@ -208,7 +208,8 @@ enum {
     MF_FWD_TRAIN = 1 << 2   /* keep activations for mf_model_backward; dropout on */
 };
 
-/* Results of the last forward, owned by the model (valid until the next one). */
+/* Results of the last forward, owned by the model: valid until the next
+ * forward; backward reuses the logits buffer for dlogits (copy what you need). */
 typedef struct mf_k_outputs {
     int B, T, V;
     const float *logits;  /* [B,T,V] (MF_FWD_LOGITS) */

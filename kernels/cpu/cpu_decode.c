@@ -91,8 +91,8 @@ int mf_k_cpu_cache_reset(mf_model *m, int rows, int max_len, mf_err *err)
     return 0;
 }
 
-int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, float *logits,
-                    mf_err *err)
+int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int last_only,
+                    float *logits, mf_err *err)
 {
     cpu_state *cs = m->be_state;
     const mf_model_config *c = &m->cfg;
@@ -182,8 +182,9 @@ int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, cons
         mf_k_cpu_lin_fwd(m, cs, &a, l, MOD_DOWN, w.act, w.x, n, 0);
         for (size_t i = 0; i < (size_t)n * H; i++) w.x[i] += w.x2[i];
     }
-    mf_k_cpu_rmsnorm(w.ln, rstd, w.x, P_(m, m->norm)->data, n, H, eps);
+    int first = last_only ? n - 1 : 0, nout = n - first;
+    mf_k_cpu_rmsnorm(w.ln, rstd, w.x + (size_t)first * H, P_(m, m->norm)->data, nout, H, eps);
     const float *Wlm = P_(m, m->lm_head >= 0 ? m->lm_head : m->embed)->data;
-    mf_k_cpu_linear(logits, w.ln, Wlm, NULL, n, H, c->vocab_size, 1.0f, 0.0f);
+    mf_k_cpu_linear(logits, w.ln, Wlm, NULL, nout, H, c->vocab_size, 1.0f, 0.0f);
     return 0;
 }

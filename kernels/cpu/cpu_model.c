@@ -74,6 +74,7 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
     cs->dact = T_(N * Im); cs->dg = T_(N * Im); cs->du = T_(N * Im);
     cs->dlora = T_(N * (r ? r : 1));
+    cs->att_ws = T_((size_t)cs->threads * T * S);
     size_t D = 2 * L * Dkv, Hp = ly->prefix_hidden;
     cs->pkv = P ? T_(P * D) : NULL; cs->dpkv = P ? T_(P * D) : NULL;
     cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
@@ -288,8 +289,28 @@ static void layer_forward(mf_model *m, cpu_state *cs, int l, float *x_next, int 
     for (size_t i = 0; i < nH; i++) x_next[i] += a->x_mid[i];
 }
 
-/* cs->dres holds dL/d(layer output); on return dL/d(layer input). */
-static void layer_backward(mf_model *m, cpu_state *cs, int l)
+static int trainable_idx(mf_model *m, int idx)
+{
+    return idx >= 0 && m->params[idx].trainable;
+}
+
+/* Does anything of layer l's attention half (ln1, q/k/v/o and their biases
+ * and LoRA) train? */
+static int attn_trains(mf_model *m, int l)
+{
+    mf_layer_idx *li = &m->L[l];
+    if (trainable_idx(m, li->ln1)) return 1;
+    for (int j = MOD_Q; j <= MOD_O; j++)
+        if (trainable_idx(m, li->w[j]) || trainable_idx(m, li->lora_a[j]) || trainable_idx(m, li->lora_b[j]) ||
+            (j < 3 && trainable_idx(m, li->bias[j])))
+            return 1;
+    return 0;
+}
+
+/* cs->dres holds dL/d(layer output); on return dL/d(layer input) when
+ * `below` (something under this layer trains), else whatever is cheapest:
+ * the parts of the backward nobody needs are skipped. */
+static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
 {
     const mf_model_config *c = &m->cfg;
     cpu_layer_act *a = &cs->la[l];
@@ -306,12 +327,15 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l)
     memset(cs->dln, 0, (size_t)N * H * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_GATE, a->ln2, cs->dg, cs->dln, N);
     lin_bwd(m, cs, a, l, MOD_UP, a->ln2, cs->du, cs->dln, N);
-    mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, li->ln2), cs->dln, a->x_mid, a->rstd2, P_(m, li->ln2)->data, N, H);
+    int attn = below || P || attn_trains(m, l);
+    mf_k_cpu_rmsnorm_bwd(attn ? cs->dres : NULL, grad_of(m, li->ln2), cs->dln, a->x_mid, a->rstd2,
+                         P_(m, li->ln2)->data, N, H);
+    if (!attn) return;
 
     /* attention */
     memset(cs->dao, 0, (size_t)N * Dq * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_O, a->ao, cs->dres, cs->dao, N);
-    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
+    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->threads, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
     size_t D = 2 * (size_t)c->num_hidden_layers * Dkv, row = (size_t)Dkv * sizeof(float);
     for (int b = 0; b < B; b++) {
         for (int p = 0; p < P; p++) {
@@ -327,11 +351,15 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l)
     }
     mf_k_cpu_rope(cs->dq, cs->pos, N, nh, hd, cs->cosv, cs->sinv, 1);
     mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, cs->cosv, cs->sinv, 1);
-    memset(cs->dln, 0, (size_t)N * H * sizeof(float));
-    lin_bwd(m, cs, a, l, MOD_Q, a->ln1, cs->dq, cs->dln, N);
-    lin_bwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, cs->dln, N);
-    lin_bwd(m, cs, a, l, MOD_V, a->ln1, cs->vbuf, cs->dln, N);
-    mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, li->ln1), cs->dln, a->x_in, a->rstd1, P_(m, li->ln1)->data, N, H);
+    /* dL/d(ln1 output) only matters for ln1's weight or for layers below */
+    float *dln = below || trainable_idx(m, li->ln1) ? cs->dln : NULL;
+    if (dln) memset(dln, 0, (size_t)N * H * sizeof(float));
+    lin_bwd(m, cs, a, l, MOD_Q, a->ln1, cs->dq, dln, N);
+    lin_bwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, dln, N);
+    lin_bwd(m, cs, a, l, MOD_V, a->ln1, cs->vbuf, dln, N);
+    if (dln)
+        mf_k_cpu_rmsnorm_bwd(below ? cs->dres : NULL, grad_of(m, li->ln1), dln, a->x_in, a->rstd1,
+                             P_(m, li->ln1)->data, N, H);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -436,7 +464,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     }
     memset(cs->dres, 0, nH * sizeof(float));
     mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, m->norm), cs->dlnf, cs->x_out, cs->rstdf, P_(m, m->norm)->data, N, H);
-    int lo = lowest_needed_layer(m);
+    int lo = lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
     if (cs->lay.P) {
         size_t D = 2 * (size_t)L * m->kv_dim;
         memset(cs->dpkv, 0, (size_t)cs->lay.P * D * sizeof(float));
@@ -444,7 +472,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     for (int l = L - 1; l >= lo; l--) {
         if (cs->lay.recompute) /* re-run the layer; its output equals what is already stored */
             layer_forward(m, cs, l, l + 1 < L ? cs->la[l + 1].x_in : cs->x_out, 1);
-        layer_backward(m, cs, l);
+        layer_backward(m, cs, l, l > lo || embed_trains);
     }
     if (cs->lay.P) prefix_backward(m, cs);
     float *dE = grad_of(m, m->embed);
@@ -460,8 +488,8 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
 /* ---------------------------------------------------------------- backend */
 
 int mf_k_cpu_cache_reset(mf_model *m, int B, int max_len, mf_err *err);
-int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, float *logits,
-                    mf_err *err);
+int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int last_only,
+                    float *logits, mf_err *err);
 
 static int cpu_attach(mf_model *m, mf_err *err)
 {

@@ -43,6 +43,7 @@ typedef struct cpu_state {
     float *kbuf, *vbuf, *xd;                 /* [N,Dkv] x2, [N,maxin] */
     float *dres, *dln, *dao, *dq, *dkf, *dvf; /* backward */
     float *dact, *dg, *du, *dlora, *dlnf;
+    float *att_ws;                           /* attention backward: threads * T * S */
     float *pkv, *pfx_pre, *pfx_h, *dpkv, *dpfx_h; /* prefix: [P,D], [P,Hp] x2, [P,D], [P,Hp] */
     float *cosv, *sinv;
     int rope_len;

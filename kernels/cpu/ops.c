@@ -162,35 +162,46 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
     }
 }
 
+/* Query rows per causal block: keys beyond the block's last row are never
+ * computed (saves ~half of the attention FLOPs at T = 256). */
+#define ATT_BLK 64
+
+/* Row t of a (b, h) score block may see key s when s is a prefix row or a
+ * real (mask 1) position <= t. */
+static inline int key_visible(const int32_t *mrow, int P, int t, int s)
+{
+    return s < P || (s - P <= t && (!mrow || mrow[s - P]));
+}
+
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    /* per (batch, head): scores = scale Q K^T (GEMM), masked softmax, out = P V (GEMM);
+     * each task is a single-threaded BLAS call inside the OpenMP team */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < nh; h++) {
             int g = h / grp;
+            const int32_t *mrow = mask ? mask + (size_t)b * T : NULL;
+            const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *pb = att + ((size_t)b * nh + h) * T * S;
+            /* causal: rows [t0, t1) see at most keys [0, P + t1): skip the rest */
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
+                            kb, kd, 0.0f, pb + (size_t)t0 * S, S);
+            }
             for (int t = 0; t < T; t++) {
-                const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                float *p = att + (((size_t)b * nh + h) * T + t) * S;
-                float mx = -INFINITY;
+                float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
-                    int ok = s < P || (s - P <= t && (!mask || mask[(size_t)b * T + (s - P)]));
-                    if (!ok) {
-                        p[s] = -INFINITY;
-                        continue;
-                    }
-                    const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                    float d = 0;
-#pragma omp simd reduction(+ : d)
-                    for (int i = 0; i < hd; i++) d += qr[i] * kr[i];
-                    p[s] = d * scale;
-                    if (p[s] > mx) mx = p[s];
+                    if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
+                    else if (p[s] > mx) mx = p[s];
                 }
-                float *o = out + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                if (mx == -INFINITY) {
+                if (mx == -INFINITY) { /* sees nothing: output 0 */
                     memset(p, 0, (size_t)S * sizeof(float));
                     continue;
                 }
@@ -201,65 +212,56 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
                     sum += e;
                 }
                 float inv = 1.0f / sum;
-                for (int s = 0; s < S; s++) {
-                    p[s] *= inv;
-                    if (p[s] == 0.0f) continue;
-                    const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                    float ps = p[s];
-#pragma omp simd
-                    for (int i = 0; i < hd; i++) o[i] += ps * vr[i];
-                }
+                for (int s = 0; s < S; s++) p[s] *= inv;
+            }
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, sv, 1.0f, pb + (size_t)t0 * S, S,
+                            vb, kd, 0.0f, out + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
             }
         }
 }
 
-void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, const float *dout, const float *att,
-                            const float *q, const float *kf, const float *vf, int B, int T, int P,
-                            int nh, int nkv, int hd)
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                            const float *att, const float *q, const float *kf, const float *vf, int B, int T,
+                            int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
     memset(dkf, 0, (size_t)B * S * kd * sizeof(float));
     memset(dvf, 0, (size_t)B * S * kd * sizeof(float));
-    /* One task per (batch, kv head): dk/dv rows of a kv head have one writer. */
-#pragma omp parallel for collapse(2) schedule(static)
+    /* One task per (batch, kv head): dK/dV of a kv head have one writer. Per head:
+     *   dP = dO V^T ; dS = P * (dP - rowsum(P * dP)) * scale
+     *   dQ = dS K ; dK += dS^T Q ; dV += P^T dO            (all GEMMs)
+     * The team is capped at ws_threads: one scratch block per thread. */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(ws_threads)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < nkv; g++) {
-            for (int h = g * grp; h < (g + 1) * grp; h++)
-                for (int t = 0; t < T; t++) {
-                    const float *p = att + (((size_t)b * nh + h) * T + t) * S;
-                    const float *qr = q + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    const float *dor = dout + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    float *dqr = dq + ((size_t)b * T + t) * qd + (size_t)h * hd;
-                    memset(dqr, 0, (size_t)hd * sizeof(float));
-                    int smax = P + t + 1; /* probabilities beyond are 0 */
-                    float sum = 0;
-                    for (int s = 0; s < smax; s++) {
-                        if (p[s] == 0.0f) continue;
-                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float d = 0;
-#pragma omp simd reduction(+ : d)
-                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
-                        sum += p[s] * d;
+            float *ds = scratch + (size_t)omp_get_thread_num() * T * S;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *dkb = dkf + (size_t)b * S * kd + (size_t)g * hd, *dvb = dvf + (size_t)b * S * kd + (size_t)g * hd;
+            for (int h = g * grp; h < (g + 1) * grp; h++) {
+                const float *pb = att + ((size_t)b * nh + h) * T * S;
+                const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *dob = dout + (size_t)b * T * qd + (size_t)h * hd;
+                for (int t0 = 0; t0 < T; t0 += ATT_BLK) { /* causal blocks, as in the forward */
+                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1, nt = t1 - t0;
+                    const float *pbk = pb + (size_t)t0 * S, *qbk = qb + (size_t)t0 * qd, *dobk = dob + (size_t)t0 * qd;
+                    float *dsk = ds + (size_t)t0 * S;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, sv, hd, 1.0f, dobk, qd, vb, kd, 0.0f, dsk, S);
+                    for (int t = 0; t < nt; t++) {
+                        const float *p = pbk + (size_t)t * S;
+                        float *d = dsk + (size_t)t * S, sum = 0;
+                        for (int s = 0; s < sv; s++) sum += p[s] * d[s];
+                        for (int s = 0; s < sv; s++) d[s] = p[s] * (d[s] - sum) * scale;
                     }
-                    for (int s = 0; s < smax; s++) {
-                        if (p[s] == 0.0f) continue;
-                        const float *vr = vf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        const float *kr = kf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float *dkr = dkf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float *dvr = dvf + ((size_t)b * S + s) * kd + (size_t)g * hd;
-                        float d = 0;
-#pragma omp simd reduction(+ : d)
-                        for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
-                        float ds = p[s] * (d - sum) * scale, ps = p[s];
-#pragma omp simd
-                        for (int i = 0; i < hd; i++) {
-                            dqr[i] += ds * kr[i];
-                            dkr[i] += ds * qr[i];
-                            dvr[i] += ps * dor[i];
-                        }
-                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, sv, 1.0f, dsk, S, kb, kd, 0.0f,
+                                dq + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, dsk, S, qbk, qd, 1.0f, dkb, kd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, pbk, S, dobk, qd, 1.0f, dvb, kd);
                 }
+            }
         }
 }
 

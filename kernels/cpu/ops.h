@@ -55,10 +55,11 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
  * A row that sees nothing (a pad query in front of all real tokens) outputs 0. */
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd);
-/* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd]. */
-void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, const float *dout, const float *att,
-                            const float *q, const float *kf, const float *vf, int B, int T, int P,
-                            int nh, int nkv, int hd);
+/* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd];
+ * scratch: ws_threads * T * S floats (at most ws_threads threads run). */
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                            const float *att, const float *q, const float *kf, const float *vf, int B, int T,
+                            int P, int nh, int nkv, int hd);
 
 /* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0).
  * Returns sum of logp over rows with target >= 0. */

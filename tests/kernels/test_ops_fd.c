@@ -15,6 +15,7 @@
 #include "kernels/model.h"
 #include "kernels/rng.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,17 @@ static double dotc(const float *c, const float *y, size_t n)
 }
 
 typedef double (*loss_fn)(void *ctx);
+
+static double fx_max_rel_local(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        md = d > md || d != d ? d : md;
+        mb = fabs(b[i]) > mb ? fabs(b[i]) : mb;
+    }
+    return mb > 0 ? md / mb : md;
+}
 
 /* Compare analytic grad g (n) of variable x with central differences of f. */
 static float fd_h = FD_H;
@@ -166,38 +178,84 @@ TEST(test_kernels_fd_linear_with_bias)
     free(k.x), free(k.W), free(k.b), free(k.c), free(k.y), free(dx), free(dW), free(db);
 }
 
-/* ---- attention: GQA 4 heads / 2 kv heads, 2 prefix rows, right padding ---- */
-enum { AB = 2, AT = 5, AP = 2, ANH = 4, ANKV = 2, AHD = 4, AS = AP + AT };
-typedef struct { float *q, *kf, *vf, *out, *att, *c; int32_t *mask; } att_ctx;
+/* ---- attention: GQA 4 heads / 2 kv heads, 2 prefix rows, padding ---- */
+typedef struct { int B, T, P, nh, nkv, hd; float *q, *kf, *vf, *out, *att, *c; int32_t *mask; } att_ctx;
 static double att_loss(void *p)
 {
     att_ctx *k = p;
-    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, AB, AT, AP, ANH, ANKV, AHD);
-    return dotc(k->c, k->out, (size_t)AB * AT * ANH * AHD);
+    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, k->B, k->T, k->P, k->nh, k->nkv, k->hd);
+    return dotc(k->c, k->out, (size_t)k->B * k->T * k->nh * k->hd);
 }
 
-TEST(test_kernels_fd_attention_gqa_prefix_and_padding)
+/* Plain reference: one query at a time, every key, explicit mask. */
+static void att_reference(const att_ctx *k, float *out)
 {
-    size_t nq = (size_t)AB * AT * ANH * AHD, nk = (size_t)AB * AS * ANKV * AHD;
-    int32_t mask[AB * AT] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
-    att_ctx k = {.mask = mask};
+    int S = k->P + k->T, qd = k->nh * k->hd, kd = k->nkv * k->hd;
+    float *sc = malloc((size_t)S * sizeof(float));
+    for (int b = 0; b < k->B; b++)
+        for (int h = 0; h < k->nh; h++)
+            for (int t = 0; t < k->T; t++) {
+                int g = h / (k->nh / k->nkv);
+                double mx = -1e300, sum = 0;
+                for (int s = 0; s < S; s++) {
+                    int ok = s < k->P || (s - k->P <= t && k->mask[b * k->T + s - k->P]);
+                    double d = 0;
+                    for (int i = 0; i < k->hd; i++)
+                        d += (double)k->q[((size_t)b * k->T + t) * qd + h * k->hd + i] *
+                             k->kf[((size_t)b * S + s) * kd + g * k->hd + i];
+                    sc[s] = ok ? (float)(d / sqrt((double)k->hd)) : -INFINITY;
+                    if (ok && sc[s] > mx) mx = sc[s];
+                }
+                for (int s = 0; s < S; s++) sum += sc[s] == -INFINITY ? 0 : exp(sc[s] - mx);
+                for (int i = 0; i < k->hd; i++) {
+                    double o = 0;
+                    for (int s = 0; s < S; s++)
+                        if (sc[s] != -INFINITY)
+                            o += exp(sc[s] - mx) / sum * k->vf[((size_t)b * S + s) * kd + g * k->hd + i];
+                    out[((size_t)b * k->T + t) * qd + h * k->hd + i] = (float)o;
+                }
+            }
+    free(sc);
+}
+
+static void attention_case(int T, int pad_last)
+{
+    att_ctx k = {.B = 2, .T = T, .P = 2, .nh = 4, .nkv = 2, .hd = 4};
+    int S = k.P + T;
+    size_t nq = (size_t)k.B * T * k.nh * k.hd, nk = (size_t)k.B * S * k.nkv * k.hd;
+    k.mask = malloc((size_t)k.B * T * sizeof(int32_t));
+    for (int i = 0; i < k.B * T; i++) k.mask[i] = !(i >= 2 * T - pad_last); /* row 1: right padding */
     k.q = randv(nq, 13, 1); k.kf = randv(nk, 14, 1); k.vf = randv(nk, 15, 1); k.c = randv(nq, 16, 1);
     /* the padded query rows' outputs are unused downstream: give them no weight */
-    for (int t = 3; t < 5; t++)
-        for (int i = 0; i < ANH * AHD; i++) k.c[((size_t)AT + t) * ANH * AHD + i] = 0;
-    k.out = calloc(nq, 4); k.att = calloc((size_t)AB * ANH * AT * AS, 4);
-    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+    for (int t = T - pad_last; t < T; t++)
+        for (int i = 0; i < k.nh * k.hd; i++) k.c[((size_t)T + t) * k.nh * k.hd + i] = 0;
+    k.out = calloc(nq, 4); k.att = calloc((size_t)k.B * k.nh * T * S, 4);
+    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4), *ref = calloc(nq, 4);
+    float *ws = calloc((size_t)omp_get_max_threads() * T * S, 4);
     att_loss(&k);
-    mf_k_cpu_attention_bwd(dq, dk, dv, k.c, k.att, k.q, k.kf, k.vf, AB, AT, AP, ANH, ANKV, AHD);
+    att_reference(&k, ref);
+    CHECK(fx_max_rel_local(k.out, ref, nq) <= 1e-5);
+    mf_k_cpu_attention_bwd(dq, dk, dv, ws, omp_get_max_threads(), k.c, k.att, k.q, k.kf, k.vf, k.B, T, k.P, k.nh, k.nkv, k.hd);
     fd_check("attention dq", k.q, dq, nq, att_loss, &k);
     fd_check("attention dk", k.kf, dk, nk, att_loss, &k);
     fd_check("attention dv", k.vf, dv, nk, att_loss, &k);
     /* padded keys get no gradient; probabilities of a row sum to 1 */
-    for (int i = 0; i < ANKV * AHD; i++) CHECK(dk[((size_t)AS + AP + 4) * ANKV * AHD + i] == 0.0f);
+    for (int i = 0; i < k.nkv * k.hd; i++) CHECK(dk[((size_t)S + S - 1) * k.nkv * k.hd + i] == 0.0f);
     double s = 0;
-    for (int j = 0; j < AS; j++) s += k.att[j];
+    for (int j = 0; j < S; j++) s += k.att[(size_t)(T - 1) * S + j];
     CHECK_NEAR(s, 1.0, 1e-6, 0);
-    free(k.q), free(k.kf), free(k.vf), free(k.c), free(k.out), free(k.att), free(dq), free(dk), free(dv);
+    free(k.q), free(k.kf), free(k.vf), free(k.c), free(k.out), free(k.att), free(dq), free(dk), free(dv), free(ws);
+    free(ref), free(k.mask);
+}
+
+TEST(test_kernels_fd_attention_gqa_prefix_and_padding)
+{
+    attention_case(5, 2);
+}
+
+TEST(test_kernels_attention_causal_blocks_match_plain_reference_and_fd)
+{
+    attention_case(150, 17); /* three 64-row causal blocks, the last one partial */
 }
 
 /* ---- log-prob of targets ---- */
