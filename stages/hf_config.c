@@ -30,10 +30,13 @@ void mf_model_io_meta_free(mf_model_io_meta *m)
 static const struct {
     const char *arch_name, *model_type;
     mf_arch arch;
+    int score_head; /* *ForSequenceClassification: score.weight, no lm_head */
 } archs[] = {
-    {"LlamaForCausalLM", "llama", MF_ARCH_LLAMA},
-    {"Qwen2ForCausalLM", "qwen2", MF_ARCH_QWEN2},
-    {"BaichuanForCausalLM", "baichuan", MF_ARCH_BAICHUAN},
+    {"LlamaForCausalLM", "llama", MF_ARCH_LLAMA, 0},
+    {"Qwen2ForCausalLM", "qwen2", MF_ARCH_QWEN2, 0},
+    {"BaichuanForCausalLM", "baichuan", MF_ARCH_BAICHUAN, 0},
+    {"LlamaForSequenceClassification", "llama", MF_ARCH_LLAMA, 1},
+    {"Qwen2ForSequenceClassification", "qwen2", MF_ARCH_QWEN2, 1},
 };
 enum { N_ARCHS = sizeof archs / sizeof archs[0] };
 
@@ -119,11 +122,12 @@ int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const
     if (!arch_name && !model_type)
         return at(err, MF_EINVAL, path, c, "neither \"architectures\" nor \"model_type\" says what model this is");
     int k = -1;
-    for (int i = 0; i < N_ARCHS; i++)
+    for (int i = 0; i < N_ARCHS && k < 0; i++)
         if ((arch_name && !strcmp(arch_name, archs[i].arch_name)) || (!arch_name && !strcmp(model_type, archs[i].model_type))) k = i;
     if (k < 0)
         return at(err, MF_EUNSUPPORTED, path, arch_name ? archv : mt,
-                  "unsupported %s '%s' (supported: LlamaForCausalLM/llama, Qwen2ForCausalLM/qwen2, BaichuanForCausalLM/baichuan)",
+                  "unsupported %s '%s' (supported: LlamaForCausalLM/llama, Qwen2ForCausalLM/qwen2, "
+                  "BaichuanForCausalLM/baichuan, Llama/Qwen2ForSequenceClassification with one label)",
                   arch_name ? "\"architectures\"" : "\"model_type\"", arch_name ? arch_name : model_type);
     if (model_type && strcmp(model_type, archs[k].model_type))
         return at(err, MF_EINVAL, path, mt, "\"model_type\" is '%s' but \"architectures\" says %s (model_type '%s')",
@@ -202,6 +206,9 @@ int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const
 
     /* Baichuan variants that are not Baichuan-7B math */
     if (cfg->arch == MF_ARCH_BAICHUAN) {
+        if (cfg->num_key_value_heads != cfg->num_attention_heads)
+            return at(err, MF_EUNSUPPORTED, path, mf_json_get(c, "num_key_value_heads"),
+                      "Baichuan's W_pack holds q, k and v of equal size: \"num_key_value_heads\" must equal \"num_attention_heads\"");
         if (mf_json_get(c, "z_loss_weight"))
             return at(err, MF_EUNSUPPORTED, path, mf_json_get(c, "z_loss_weight"),
                       "Baichuan2 (\"z_loss_weight\" present: NormHead lm_head) is not supported; only Baichuan-7B");
@@ -210,8 +217,17 @@ int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const
                       "Baichuan with \"model_max_length\" and no \"max_position_embeddings\" uses ALiBi (13B); only Baichuan-7B (RoPE) is supported");
     }
 
+    if (archs[k].score_head) {
+        const mf_json *nl = mf_json_get(c, "num_labels"), *id2 = mf_json_get(c, "id2label");
+        long labels = nl && nl->type == MF_JSON_INT ? (long)nl->i : id2 && id2->type == MF_JSON_OBJECT ? (long)id2->n : 2;
+        if (labels != 1)
+            return at(err, MF_EUNSUPPORTED, path, id2 ? id2 : nl ? nl : archv,
+                      "%s with %ld labels: only one (a reward/value head) is supported", archs[k].arch_name, labels);
+    }
+
     if (meta) {
         memset(meta, 0, sizeof *meta);
+        meta->score_head = archs[k].score_head;
         snprintf(meta->architecture, sizeof meta->architecture, "%s", archs[k].arch_name);
         snprintf(meta->model_type, sizeof meta->model_type, "%s", archs[k].model_type);
         const char *dt = mf_json_get_str(c, "dtype", mf_json_get_str(c, "torch_dtype", ""));
@@ -259,13 +275,15 @@ static int set(mf_json *o, const char *k, mf_json *v, int *bad)
 
 static mf_json *token(int id) { return id >= 0 ? mf_json_new_int(id) : mf_json_new_null(); }
 
-int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, mf_err *err)
+int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err)
 {
     *out = NULL;
     int k = -1;
-    for (int i = 0; i < N_ARCHS; i++)
-        if (archs[i].arch == cfg->arch) k = i;
-    if (k < 0) return mf_err_set(err, MF_EUNSUPPORTED, "no HF export for architecture %d", (int)cfg->arch);
+    for (int i = 0; i < N_ARCHS && k < 0; i++)
+        if (archs[i].arch == cfg->arch && archs[i].score_head == !!score_head) k = i;
+    if (k < 0)
+        return mf_err_set(err, MF_EUNSUPPORTED, "no HF export for architecture %d%s", (int)cfg->arch,
+                          score_head ? " with a score head" : "");
     int bad = 0;
     mf_json *c = mf_json_new_object(), *a = mf_json_new_array(), *rp = mf_json_new_object();
     if (!c || !a || !rp) { mf_json_free(c); mf_json_free(a); mf_json_free(rp); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
@@ -311,6 +329,12 @@ int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const cha
         set(c, "use_sliding_window", mf_json_new_bool(0), &bad);
         set(c, "sliding_window", mf_json_new_null(), &bad);
         set(c, "max_window_layers", mf_json_new_int(cfg->num_hidden_layers), &bad);
+    }
+    if (score_head) { /* one label, as transformers writes num_labels=1 */
+        mf_json *i2l = mf_json_new_object(), *l2i = mf_json_new_object();
+        if (!i2l || !l2i || mf_json_set(i2l, "0", mf_json_new_str("LABEL_0")) || mf_json_set(l2i, "LABEL_0", mf_json_new_int(0))) bad = 1;
+        set(c, "id2label", i2l, &bad);
+        set(c, "label2id", l2i, &bad);
     }
     if (bad) { mf_json_free(c); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     *out = c;

@@ -202,14 +202,14 @@ static int write_json(const char *dir, const char *name, const mf_json *v, mf_er
 int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err)
 {
-    mf_model_io_write_opts o = {MF_ST_F32, 5000000000ull};
+    mf_model_io_write_opts o = {MF_ST_F32, 5000000000ull, 0};
     if (opts) o = *opts;
     const char *dtype = o.dtype == MF_ST_BF16 ? "bfloat16" : o.dtype == MF_ST_F16 ? "float16" : "float32";
     int rc = mf_mkdir_p(dir, 0755, err);
     if (rc) return rc;
     if ((rc = mf_model_io_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
     mf_json *c = NULL;
-    if ((rc = mf_model_io_config_json(&c, cfg, dtype, err))) return rc;
+    if ((rc = mf_model_io_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
     rc = write_json(dir, "config.json", c, err);
     mf_json_free(c);
     if (rc) return rc;

@@ -43,6 +43,7 @@ typedef struct mf_model_io_meta {
     char *tokenizer_config;/* path or NULL */
     char *generation_config;/* path or NULL */
     double initializer_range;
+    int score_head;        /* *ForSequenceClassification (one label): score.weight, no lm_head */
 } mf_model_io_meta;
 
 void mf_model_io_meta_free(mf_model_io_meta *m);
@@ -54,8 +55,9 @@ int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const
                              const char *path, mf_err *err);
 /* Read dir/config.json and record tokenizer/generation files present in dir. */
 int mf_model_io_read_config(mf_model_config *cfg, mf_model_io_meta *meta, const char *dir, mf_err *err);
-/* config.json as transformers writes it for cfg. dtype: "float32"/"bfloat16"/"float16". */
-int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, mf_err *err);
+/* config.json as transformers writes it for cfg. dtype: "float32"/"bfloat16"/"float16".
+ * score_head: write *ForSequenceClassification with one label (reward models). */
+int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err);
 
 /* The base params a model with cfg has, in kernels' order (names + shapes;
  * data/grad NULL). Used to check a checkpoint before allocating a model. */
@@ -77,6 +79,7 @@ int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set
 typedef struct mf_model_io_write_opts {
     mf_st_dtype dtype;         /* storage dtype: MF_ST_F32 (default), MF_ST_BF16, MF_ST_F16 */
     uint64_t max_shard_bytes;  /* 0: one file; else shard like transformers (default 5 GB in save) */
+    int score_head;            /* write_dir: a *ForSequenceClassification config (set by mf_model_io_save) */
 } mf_model_io_write_opts;
 
 /* Write params to dir/BASE.safetensors (or shards). Baichuan q/k/v fused into W_pack. */
@@ -110,10 +113,13 @@ int mf_model_io_base_ref_read(char *digest, size_t n, const char *dir, mf_err *e
 /* ---- 3. whole models (stages/model_io_model.c) ---- */
 
 /* A new model with the weights of an HF directory (synced to the backend).
+ * A *ForSequenceClassification directory gives a model with a score head
+ * (mf_model_add_score_head) whose lm_head stays zero (HF stores none).
  * meta (may be NULL) gets the tokenizer paths etc.; free with mf_model_io_meta_free. */
 int mf_model_io_load(mf_model **out, mf_model_io_meta *meta, const char *dir, mf_err *err);
 /* Save the base weights as an HF directory (LoRA params are not included:
- * merge them first or save them with mf_model_io_save_adapter). */
+ * merge them first or save them with mf_model_io_save_adapter). A model with
+ * a score head is saved as *ForSequenceClassification (score.weight, no lm_head). */
 int mf_model_io_save(mf_model *m, const char *dir, const mf_model_io_write_opts *opts, const char *tokenizer_dir,
                      mf_err *err);
 /* Add the adapter in dir (PEFT) to m: mf_model_add_lora with its config, then its weights. */

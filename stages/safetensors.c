@@ -104,13 +104,17 @@ int mf_st_tensor_to_f32(const mf_st_tensor *t, float *dst, size_t n, mf_err *err
         return mf_err_set(err, MF_EINVAL, "tensor '%s': asked for %zu values, it has %llu", t->name, n,
                           (unsigned long long)t->numel);
     const uint8_t *p = t->data;
+    long long nn = (long long)n;
+    /* big checkpoints: convert in parallel (pages of the mapping fault in on several cores) */
     switch (t->dtype) {
     case MF_ST_F32: memcpy(dst, p, n * 4); break;
     case MF_ST_BF16:
-        for (size_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_bf16_to_f32(h); }
+#pragma omp parallel for schedule(static) if (nn > 65536)
+        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_bf16_to_f32(h); }
         break;
     case MF_ST_F16:
-        for (size_t i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_f16_to_f32(h); }
+#pragma omp parallel for schedule(static) if (nn > 65536)
+        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_f16_to_f32(h); }
         break;
     case MF_ST_I64:
         for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, p + 8 * i, 8); dst[i] = (float)v; }
@@ -273,6 +277,10 @@ static int parse_into(mf_st_file *f, mf_err *err)
         return bad(err, name, "data section is %llu bytes but the tensors cover %llu", (unsigned long long)data_len,
                    (unsigned long long)at);
     qsort(f->t, f->n, sizeof *f->t, cmp_tensor_name);
+    /* JSON rejects duplicate keys, but names with an embedded NUL could still compare equal here */
+    for (size_t i = 1; i < f->n; i++)
+        if (!strcmp(f->t[i].name, f->t[i - 1].name))
+            return bad(err, name, "two tensors are named '%s' (names may not contain NUL)", f->t[i].name);
     return 0;
 }
 

@@ -60,7 +60,7 @@ typedef struct {
     size_t alen, blen;
 } mf_tok_norm;
 
-enum { TOK_RE_GPT2, TOK_RE_LLAMA3, TOK_RE_QWEN2 };
+enum { TOK_RE_GPT2, TOK_RE_LLAMA3, TOK_RE_QWEN2, TOK_RE_BLOOM };
 enum { TOK_PRE_SPLIT, TOK_PRE_BYTELEVEL, TOK_PRE_METASPACE };
 enum { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER };
 typedef struct {
@@ -100,7 +100,7 @@ typedef struct {
     int normalized; /* matches ncontent instead of content */
 } mf_tok_amatch;
 
-/* A word cache entry: the word's bytes and its ids. */
+/* A word cache entry: the word's bytes and its ids, one allocation (ids, then key). */
 typedef struct {
     char *key;
     uint32_t klen, h;

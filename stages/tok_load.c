@@ -148,7 +148,7 @@ static int load_pre(mf_tok *tok, const mf_json *p, const char *name, mf_err *err
         pr.type = TOK_PRE_SPLIT;
         pr.regex = mf_tok_regex_kind(re->s);
         if (pr.regex < 0)
-            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3 and Qwen2 patterns are)%s", re->s, NULL);
+            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3, Qwen2 and BLOOM patterns are)%s", re->s, NULL);
         if (strcmp(mf_json_get_str(p, "behavior", "Isolated"), "Isolated") || mf_json_bool(mf_json_get(p, "invert"), 0))
             return bad(err, name, p, "pre_tokenizer Split: only behavior 'Isolated' without invert is supported%s%s", NULL, NULL);
     } else if (!strcmp(type, "Metaspace")) {
@@ -357,6 +357,15 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             if (id->i > maxid) maxid = id->i;
         }
     tok->n_ids = (size_t)(maxid + 1);
+    /* ids index arrays: a hostile file with a few tokens at huge ids must not
+     * make us allocate gigabytes. Real files are dense (a few holes at most). */
+    size_t ntokens = vocab->n + (added && added->type == MF_JSON_ARRAY ? added->n : 0);
+    if (tok->n_ids > 2 * ntokens + 65536) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "%lld", (long long)maxid);
+        snprintf(b, sizeof b, "%zu", ntokens);
+        return bad(err, name, model, "token ids are too sparse: the largest id is %s for only %s tokens", a, b);
+    }
     tok->tokens = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->tokens);
     tok->vocab_strs = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->vocab_strs);
     tok->token_len = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->token_len);
@@ -380,6 +389,7 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
         if (tok->vocab_strs[id] && mf_tok_smap_put(&tok->vocab, tok->vocab_strs[id], tok->token_len[id], (int32_t)id))
             return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
 
+    const mf_json *cpfx = mf_json_get(model, "continuing_subword_prefix");
     for (size_t i = 0; i < merges->n; i++) {
         const char *a, *b;
         size_t al, bl;
@@ -389,15 +399,22 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             return bad(err, name, merges->items[i], "model.merges[%s]: expected \"left right\" or [left, right]%s", idx, NULL);
         }
         int32_t ia = mf_tok_smap_get(&tok->vocab, a, al), ib = mf_tok_smap_get(&tok->vocab, b, bl);
+        /* HF: the merged token is a + b without b's continuing_subword_prefix */
+        size_t skip = cpfx && cpfx->type == MF_JSON_STRING ? cpfx->slen : 0;
+        if (skip > bl) {
+            char idx[32];
+            snprintf(idx, sizeof idx, "%zu", i);
+            return bad(err, name, merges->items[i], "model.merges[%s]: right token is shorter than continuing_subword_prefix%s", idx, NULL);
+        }
         char *ab = malloc(al + bl + 1);
         if (!ab) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
         memcpy(ab, a, al);
-        memcpy(ab + al, b, bl);
-        int32_t iab = mf_tok_smap_get(&tok->vocab, ab, al + bl);
+        memcpy(ab + al, b + skip, bl - skip);
+        int32_t iab = mf_tok_smap_get(&tok->vocab, ab, al + bl - skip);
         if (ia < 0 || ib < 0 || iab < 0) {
             char idx[32], what[200];
             const char *bt = ia < 0 ? a : ib < 0 ? b : ab;
-            size_t bn = ia < 0 ? al : ib < 0 ? bl : al + bl;
+            size_t bn = ia < 0 ? al : ib < 0 ? bl : al + bl - skip;
             snprintf(idx, sizeof idx, "%zu", i);
             snprintf(what, sizeof what, "'%.*s'", (int)(bn < 60 ? bn : 60), bt);
             free(ab);
@@ -644,8 +661,7 @@ void mf_tok_free(mf_tok *tok)
     free(tok->pp_post);
     if (tok->cache) {
         for (size_t i = 0; i < tok->cache_cap; i++) {
-            free(tok->cache[i].key);
-            free(tok->cache[i].ids);
+            free(tok->cache[i].ids); /* the key shares this block */
         }
         free(tok->cache);
     }

@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         return 0;
     }
-    mf_tok *tok = fixed[data[0] % 5 < 5 ? (data[0] >> 1) % 5 : 0];
+    mf_tok *tok = fixed[(data[0] >> 1) % 5];
     if (!tok) return 0;
     roundtrip(tok, rest, rl);
     size_t nid = rl / 2;

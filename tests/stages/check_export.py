@@ -37,6 +37,9 @@ def load(model_dir, adapter_dir=None):
                          tie_word_embeddings=cfg.get("tie_word_embeddings", False))
         m = LlamaForCausalLM(lc)
         missing, unexpected = m.load_state_dict(sd, strict=True), None
+    elif any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
+        from transformers import AutoModelForSequenceClassification  # reward model: logits [1, 1]
+        m = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
     else:
         m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter_dir:

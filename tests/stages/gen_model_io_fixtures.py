@@ -68,6 +68,9 @@ pm = get_peft_model(llama, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_
                                       target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"))
 pm.save_pretrained(os.path.join(root, "lora"))
 os.remove(os.path.join(root, "lora", "README.md"))
+acp = os.path.join(root, "lora", "adapter_config.json")  # peft writes target_modules from a set: sort for stable reruns
+ac = json.load(open(acp)); ac["target_modules"] = sorted(ac["target_modules"])
+json.dump(ac, open(acp, "w"), indent=2, sort_keys=True)
 
 for d in ("llama", "qwen2", "llama_mha"):
     gc = os.path.join(root, d, "generation_config.json")
@@ -116,3 +119,16 @@ new = g[0, len(pids):].tolist()
 json.dump({"text": text, "ids": ids, "token_logprobs": tok_lp, "total_logprob": sum(tok_lp),
            "prompt": prompt, "prompt_ids": pids, "greedy_ids": new, "greedy_text": tok.decode(new)},
           open(os.path.join(root, "tiny_lm_ref.json"), "w"), indent=1)
+
+# ---- llama_rm/: a reward model (LlamaForSequenceClassification, one label) ----
+from transformers import LlamaForSequenceClassification
+torch.manual_seed(2)
+rm = LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, num_labels=1, pad_token_id=0, **small))
+randomize(rm)
+rm.save_pretrained(os.path.join(root, "llama_rm"))
+gc = os.path.join(root, "llama_rm", "generation_config.json")
+if os.path.exists(gc): os.remove(gc)
+rids = [(7 * i + 3) % 32 for i in range(9)]
+with torch.no_grad():
+    reward = rm(input_ids=torch.tensor([rids])).logits[0, 0].item()
+json.dump({"input_ids": rids, "reward": reward}, open(os.path.join(root, "llama_rm_ref.json"), "w"), indent=1)

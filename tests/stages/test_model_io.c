@@ -283,6 +283,8 @@ TEST(test_model_io_config_errors_name_the_key)
     CHECK_INT(parse_cfg("{\"model_type\":\"llama\",\"vocab_size\":\"32\",\"hidden_size\":16}", &e), MF_EINVAL);
     CHECK_CONTAINS(e.msg, "\"vocab_size\": expected an integer");
     CHECK_INT(parse_cfg("[]", &e), MF_EINVAL);
+    CHECK_INT(parse_cfg("{\"architectures\":[\"LlamaForSequenceClassification\"],\"id2label\":{\"0\":\"a\",\"1\":\"b\"}," BASE_CFG "}", &e), MF_EUNSUPPORTED);
+    CHECK_CONTAINS(e.msg, "2 labels");
     /* LLaMA-3 style eos list: first id */
     mf_json *j = NULL;
     const char *t = "{\"model_type\":\"llama\",\"eos_token_id\":[7,8]," BASE_CFG "}";
@@ -372,14 +374,11 @@ TEST(test_model_io_peft_refuses_unsupported_options_and_bad_base_refs)
 
 /* The exports load in transformers/peft and compute the reference logits.
  * Runs only when python3 can import transformers and peft. */
-TEST(test_model_io_exports_load_in_transformers_with_same_logits)
+/* Part 1: directories medflow wrote from parameters read out of the fixtures,
+ * compared in transformers with the fixture directories themselves. */
+static void add_export_checks(const char *tmp, char *batch, size_t cap, size_t *k)
 {
-    if (mf_test_sh(NULL, NULL, "python3 -c 'import transformers, peft' >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
-        return;
-    }
     mf_err err;
-    const char *tmp = mf_test_tmpdir();
     char d[6][1024];
     const char *names[6] = {"llama_f32", "llama_bf16", "qwen2_sharded", "baichuan", "lora", "batch.json"};
     for (int i = 0; i < 6; i++) snprintf(d[i], sizeof d[i], "%s/%s", tmp, names[i]);
@@ -387,11 +386,11 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     mf_model_config c;
     REQUIRE(load_dir(&l, &c, fx("llama"), &err) == 0);
     CHECK_OK(mf_model_io_write_dir(d[0], &c, l.ptr, l.n, NULL, NULL, &err));
-    mf_model_io_write_opts bf = {MF_ST_BF16, 0};
+    mf_model_io_write_opts bf = {.dtype = MF_ST_BF16};
     CHECK_OK(mf_model_io_write_dir(d[1], &c, l.ptr, l.n, &bf, NULL, &err));
     plist_free(&l);
     REQUIRE(load_dir(&l, &c, fx("qwen2"), &err) == 0);
-    mf_model_io_write_opts sh = {MF_ST_F32, 2000};
+    mf_model_io_write_opts sh = {.dtype = MF_ST_F32, .max_shard_bytes = 2000};
     CHECK_OK(mf_model_io_write_dir(d[2], &c, l.ptr, l.n, &sh, NULL, &err));
     char *idx = mf_path_join(d[2], "model.safetensors.index.json");
     CHECK(mf_is_file(idx));
@@ -414,25 +413,13 @@ TEST(test_model_io_exports_load_in_transformers_with_same_logits)
     CHECK_OK(mf_model_io_write_params(d[4], "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
     plist_free(&l);
 
-    char batch[8192];
     /* bf16 weights: logits of magnitude ~4 move by a few 1e-2; 0.1 still catches any wrong tensor */
-    snprintf(batch, sizeof batch,
-             "[{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\",\"tol\":0.1},"
+    *k += (size_t)snprintf(batch + *k, cap - *k,
+             "{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\",\"tol\":0.1},"
              "{\"model\":\"%s\",\"ref\":\"%s\"},{\"model\":\"%s\",\"ref\":\"%s\"},"
-             "{\"model\":\"%s\",\"adapter\":\"%s\",\"ref\":\"%s\",\"ref_adapter\":\"%s\"}]",
+             "{\"model\":\"%s\",\"adapter\":\"%s\",\"ref\":\"%s\",\"ref_adapter\":\"%s\"}",
              d[0], fx("llama"), d[1], fx("llama"), d[2], fx("qwen2"), d[3], fx("llama_mha"), fx("llama"), d[4],
              fx("llama"), fx("lora"));
-    mf_test_write(d[5], batch);
-    char *out = NULL, *errs = NULL;
-    int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), d[5]);
-    if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
-    CHECK_INT(st, 0);
-    /* five lines, all ok */
-    int oks = 0;
-    for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 5);
-    free(out);
-    free(errs);
 }
 
 /* Forward the fixed ids check_export.py uses and write {"input_ids", "logits"}. */
@@ -463,16 +450,10 @@ static int dump_logits(mf_model *m, const char *path, mf_err *err)
 /* medflow loads HF dirs into its model, computes logits, saves the model back;
  * transformers (+peft) loads what medflow saved and must compute the logits
  * medflow printed. Tolerance 1e-4 absolute: both fp32, logits of magnitude ~4. */
-TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
+static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t *kp)
 {
-    if (mf_test_sh(NULL, NULL, "python3 -c 'import transformers, peft' >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
-        return;
-    }
-    const char *tmp = mf_test_tmpdir();
     const char *srcs[3] = {"llama", "qwen2", "baichuan"};
-    char batch[16384];
-    size_t k = (size_t)snprintf(batch, sizeof batch, "[");
+    size_t k = *kp;
     mf_err err;
     for (int i = 0; i < 4; i++) {
         char dir[1024], lj[1024], ad[1024];
@@ -486,7 +467,7 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
         if (i < 3) {
             CHECK_OK(dump_logits(m, lj, &err));
             CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
-            k += (size_t)snprintf(batch + k, sizeof batch - k, "%s{\"model\":\"%s\",\"logits\":\"%s\"}", i ? "," : "", dir, lj);
+            k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
         } else {
             mf_model_io_peft p;
             rc = mf_model_io_load_adapter(m, &p, fx("lora"), &err);
@@ -494,11 +475,65 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
             REQUIRE(rc == 0);
             CHECK_OK(dump_logits(m, lj, &err));
             CHECK_OK(mf_model_io_save_adapter(m, ad, &p, NULL, &err));
-            k += (size_t)snprintf(batch + k, sizeof batch - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
+            k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
                                   fx("llama"), ad, lj);
         }
         mf_model_free(m);
     }
+    /* reward model: medflow's reward against transformers', then its saved dir back in transformers */
+    {
+        mf_model *m = NULL;
+        char dir[1024], lj[1024];
+        snprintf(dir, sizeof dir, "%s/rm", tmp);
+        snprintf(lj, sizeof lj, "%s/reward.json", tmp);
+        mf_model_io_meta meta;
+        int rc = mf_model_io_load(&m, &meta, fx("llama_rm"), &err);
+        if (rc) fprintf(stderr, "%s\n", err.msg);
+        REQUIRE(rc == 0);
+        CHECK_INT(meta.score_head, 1);
+        mf_model_io_meta_free(&meta);
+        int32_t ids[9];
+        for (int i = 0; i < 9; i++) ids[i] = (7 * i + 3) % 32;
+        mf_k_batch b = {.B = 1, .T = 9, .input_ids = ids};
+        mf_k_outputs o;
+        REQUIRE(mf_model_forward(m, &b, MF_FWD_VALUES, &o, &err) == 0);
+        mf_json *ref = NULL;
+        char rp[1024];
+        snprintf(rp, sizeof rp, "%s_ref.json", fx("llama_rm"));
+        REQUIRE(mf_json_parse_file(&ref, rp, &err) == 0);
+        CHECK_NEAR(o.reward[0], mf_json_get_num(ref, "reward", 99), 0, 1e-5); /* fp32, |reward| ~ 0.24 */
+        mf_json_free(ref);
+        FILE *f = fopen(lj, "w");
+        REQUIRE(f);
+        fprintf(f, "{\"input_ids\": [3,10,17,24,31,6,13,20,27], \"logits\": [%.9g]}\n", o.reward[0]);
+        fclose(f);
+        CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
+        char *cj = mf_path_join(dir, "config.json"), *txt = mf_test_read(cj);
+        CHECK_CONTAINS(txt, "LlamaForSequenceClassification");
+        free(txt);
+        free(cj);
+        mf_model_free(m);
+        k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
+    }
+    *kp = k;
+}
+
+/* The exports load in transformers/peft and compute the reference logits, and
+ * medflow's own logits/reward match transformers on the directories it saved.
+ * One python start for all ten checks. Runs only when python3 has
+ * transformers and peft (found without importing them: that costs seconds). */
+TEST(test_model_io_exports_and_medflow_logits_match_transformers)
+{
+    if (mf_test_sh(NULL, NULL, "python3 -c 'import importlib.util as u, sys; "
+                               "sys.exit(0 if u.find_spec(\"transformers\") and u.find_spec(\"peft\") else 1)' >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
+        return;
+    }
+    const char *tmp = mf_test_tmpdir();
+    static char batch[32768];
+    size_t k = (size_t)snprintf(batch, sizeof batch, "[");
+    add_export_checks(tmp, batch, sizeof batch, &k);
+    add_medflow_checks(tmp, batch, sizeof batch, &k);
     snprintf(batch + k, sizeof batch - k, "]");
     char bp[1024];
     snprintf(bp, sizeof bp, "%s/batch.json", tmp);
@@ -506,10 +541,11 @@ TEST(test_model_io_medflow_logits_match_transformers_on_saved_dirs)
     char *out = NULL, *errs = NULL;
     int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/stages/check_export.py --batch %s", mf_test_root(), bp);
     if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
+    else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
     CHECK_INT(st, 0);
-    int oks = 0;
+    int oks = 0; /* one line per check, all ok */
     for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 4);
+    CHECK_INT(oks, 10);
     free(out);
     free(errs);
 }

@@ -281,6 +281,8 @@ TEST(test_st_rejects_hostile_headers_with_clear_errors)
     HOSTILE("{\"__metadata__\":[1]}", 0, "__metadata__");
     HOSTILE("{\"__metadata__\":{\"k\":1}}", 0, "must be a string");
     HOSTILE("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{}}", 4, "not valid JSON");
+    HOSTILE("{\"a\\u0000x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+            "\"a\\u0000y\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "duplicate key");
     /* metadata allowed, empty header allowed */
     CHECK_OK(parse_hdr("{\"__metadata__\":{\"format\":\"pt\"}}", 0, &e));
     CHECK_OK(parse_hdr("{}", 0, &e));
