@@ -75,17 +75,25 @@ static int open_full(mf_model_input *out, const char *path, mf_err *err)
     mf_model_io_meta meta;
     memset(&meta, 0, sizeof meta);
     int rc = mf_model_io_read_config(&cfg, &meta, path, err);
+    int seqcls = meta.score_head; /* *ForSequenceClassification: score.weight instead of lm_head */
     mf_model_io_meta_free(&meta);
     if (rc) return rc;
     if ((rc = mf_model_new(&out->model, &cfg, err))) return rc;
+    if (seqcls && (rc = mf_model_add_score_head(out->model, 0, err))) return rc;
     mf_st_set *set = NULL;
     if ((rc = mf_st_set_open(&set, path, "model", err))) return rc;
     mf_k_param **pv = NULL;
     size_t n = 0;
-    rc = collect(out->model, 1u << MF_PARAM_BASE, &pv, &n, err);
+    rc = collect(out->model, (1u << MF_PARAM_BASE) | (seqcls ? 1u << MF_PARAM_HEAD : 0u), &pv, &n, err);
+    if (!rc && seqcls) { /* HF stores no lm_head for sequence classification: it stays zero */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
+        n = k;
+    }
     if (!rc) rc = mf_model_io_read_params(pv, n, set, cfg.arch, "", err);
     free(pv);
-    if (!rc && mf_st_set_find(set, "score.weight")) {
+    if (!rc && !seqcls && mf_st_set_find(set, "score.weight")) {
         rc = mf_model_add_score_head(out->model, 0, err);
         mf_k_param *s = rc ? NULL : mf_model_find_param(out->model, "score.weight");
         if (!rc) rc = s ? load_tensor(s, set, "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
@@ -367,7 +375,15 @@ int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o
     unsigned mask = (1u << MF_PARAM_BASE) | (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD) |
                     (o && o->prefix ? 1u << MF_PARAM_PREFIX : 0u);
     if ((rc = collect(m, mask, &pv, &n, err))) return rc;
-    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0};
+    /* with a score head: HF *ForSequenceClassification (score.weight, no lm_head), as modelio writes it */
+    int seqcls = (mask & (1u << MF_PARAM_HEAD)) && mf_model_find_param(m, "score.weight") != NULL;
+    if (seqcls) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
+        n = k;
+    }
+    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0, seqcls};
     rc = mf_model_io_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
     free(pv);
     if (!rc && o && o->prefix) {
@@ -405,7 +421,7 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
     mf_k_param **pv = NULL;
     size_t n = 0;
     if ((rc = collect(m, mask, &pv, &n, err))) return rc;
-    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), 0};
+    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), 0, 0};
     rc = mf_model_io_write_params(dir, "adapter_model", pv, n, cfg->arch, PEFT_PREFIX, &wo, err);
     free(pv);
     if (rc) return rc;

@@ -84,6 +84,9 @@ TEST(test_train_rm_loss_falls_and_head_saved)
     REQUIRE(mf_model_open_dir(&mi, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
     CHECK(mf_model_find_param(mi.model, "score.weight") != NULL);
     mf_model_input_free(&mi);
+    char *cfg = dtest_out(tt_path(d, "out"), "config.json"); /* saved as HF sequence classification */
+    CHECK_CONTAINS(cfg ? cfg : "", "ForSequenceClassification");
+    free(cfg);
 }
 
 /* dpo on an sft-LoRA model (adapter input): at step 1 the policy equals the reference, so the loss is
