@@ -123,7 +123,11 @@ static int open_full(mf_model_input *out, const char *path, mf_err *err)
     return rc;
 }
 
-/* {"base_path": ...} of base.json resolved against the adapter dir, or NULL. */
+static int is_model_dir(const char *d);
+
+/* The base named by base.json, or NULL: "base_path" (absolute; relative to the
+ * adapter dir, else to the working directory), else the store's materialised
+ * tree of "base_digest" beside the adapter (<dir>/../<hex of the digest>). */
 static char *base_path_of(const char *dir)
 {
     char *bj = mf_path_join(dir, "base.json");
@@ -131,10 +135,26 @@ static char *base_path_of(const char *dir)
     char *res = NULL;
     if (bj && mf_is_file(bj) && !mf_json_parse_file(&o, bj, NULL)) {
         const char *bp = mf_json_get_str(o, "base_path", NULL);
-        if (bp && *bp) res = bp[0] == '/' ? strdup(bp) : mf_path_join(dir, bp);
-        if (res && !mf_is_dir(res)) {
-            free(res);
-            res = NULL;
+        if (bp && *bp) {
+            res = bp[0] == '/' ? strdup(bp) : mf_path_join(dir, bp);
+            if (res && !is_model_dir(res) && bp[0] != '/') {
+                free(res);
+                res = strdup(bp);
+            }
+            if (res && !is_model_dir(res)) {
+                free(res);
+                res = NULL;
+            }
+        }
+        const char *dg = mf_json_get_str(o, "base_digest", NULL);
+        if (!res && dg && !strncmp(dg, "sha256:", 7)) {
+            char *parent = mf_path_dirname(dir);
+            res = parent ? mf_path_join(parent, dg + 7) : NULL;
+            free(parent);
+            if (res && !is_model_dir(res)) {
+                free(res);
+                res = NULL;
+            }
         }
     }
     mf_json_free(o);
@@ -453,7 +473,11 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
     mf_json *bj = mf_json_new_object();
     if (!bj) return nomem(err);
     if (base_digest && *base_digest) mf_json_set(bj, "base_digest", mf_json_new_str(base_digest));
-    if (base_path && *base_path) mf_json_set(bj, "base_path", mf_json_new_str(base_path));
+    if (base_path && *base_path) { /* absolute, so it resolves from any working directory */
+        char *abs = realpath(base_path, NULL);
+        mf_json_set(bj, "base_path", mf_json_new_str(abs ? abs : base_path));
+        free(abs);
+    }
     rc = write_json_file(dir, "base.json", bj, err);
     mf_json_free(bj);
     if (!rc) rc = copy_tokenizer(dir, o ? o->tokenizer_dir : NULL, err);

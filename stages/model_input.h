@@ -8,8 +8,10 @@
  *     shards; an optional score.weight tensor is a reward / value head);
  *   - a directory with adapter_config.json is an adapter. Its base is found
  *     by, in order: base.json "base_path" (absolute, or relative to the
- *     adapter directory) when that directory exists; then the other paths
- *     bound to the same slot, then the paths of a slot named "base"; the
+ *     adapter directory, else to the working directory) when that directory
+ *     holds a model; the store tree <adapter>/../<hex of base.json
+ *     "base_digest">; then the other paths bound to the same slot, then the
+ *     paths of a slot named "base"; the
  *     first full model or adapter directory found is the base. A base may
  *     itself be an adapter directory (chains; depth <= 8), opened whole
  *     (its adapter merged).
