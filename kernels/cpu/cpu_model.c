@@ -80,10 +80,6 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
     cs->dpfx_h = Hp ? T_(P * Hp) : NULL;
 #undef T_
-    /* int arrays live in the float arena too (same size, 4 bytes) */
-    cs->ids = (int32_t *)take(&cur, N, &total); cs->mask = (int32_t *)take(&cur, N, &total);
-    cs->target = (int32_t *)take(&cur, N, &total); cs->last = (int32_t *)take(&cur, B, &total);
-    cs->pos = (int *)take(&cur, N, &total);
     return total;
 }
 
@@ -106,6 +102,21 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
                           B, T, n * 4 >> 20);
     }
     layout(m, cs, cs->arena);
+    /* the batch's integer inputs: ids, mask, target, pos [N] and last [B] */
+    size_t nt = (size_t)B * T;
+    free(cs->iarena);
+    cs->iarena = calloc(4 * nt + (size_t)B, sizeof(int32_t));
+    if (!cs->iarena) {
+        free(cs->arena);
+        cs->arena = NULL;
+        memset(&cs->lay, 0, sizeof(cs->lay));
+        return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for batch %d x %d", B, T);
+    }
+    cs->ids = cs->iarena;
+    cs->mask = cs->ids + nt;
+    cs->target = cs->mask + nt;
+    cs->pos = cs->target + nt;
+    cs->last = cs->pos + nt;
     cs->N = B * T;
     cs->S = want.P + T;
     return mf_k_cpu_rope_ensure(m, want.P + T, err);
@@ -514,6 +525,7 @@ static void cpu_detach(mf_model *m)
     cpu_state *cs = m->be_state;
     if (!cs) return;
     free(cs->arena);
+    free(cs->iarena);
     free(cs->la);
     free(cs->cosv);
     free(cs->sinv);
