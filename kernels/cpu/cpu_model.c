@@ -90,28 +90,29 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
                        m->has_lora ? m->lora.rank : 0,
                        m->has_prefix && m->prefix.prefix_projection ? m->prefix.prefix_hidden_size : 0};
     if (cs->arena && !memcmp(&want, &cs->lay, sizeof(want))) return 0;
-    free(cs->arena);
-    cs->arena = NULL;
     cs->fwd_ok = 0;
     cs->lay = want;
-    size_t n = layout(m, cs, NULL);
-    cs->arena = calloc(n, sizeof(float));
-    if (!cs->arena) {
+    /* Re-carve in place when the new shape fits (variable-length batches stop
+     * allocating once the largest shape has been seen); grow otherwise. Every
+     * buffer is written before it is read, so no clearing is needed. */
+    size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 4 * nt + (size_t)B;
+    if (n > cs->arena_cap) {
+        free(cs->arena);
+        cs->arena = calloc(n, sizeof(float));
+        cs->arena_cap = cs->arena ? n : 0;
+    }
+    if (ni > cs->iarena_cap) {
+        free(cs->iarena);
+        cs->iarena = calloc(ni, sizeof(int32_t));
+        cs->iarena_cap = cs->iarena ? ni : 0;
+    }
+    if (!cs->arena || !cs->iarena) {
         memset(&cs->lay, 0, sizeof(cs->lay));
         return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for activations of batch %d x %d (%zu MB)",
                           B, T, n * 4 >> 20);
     }
     layout(m, cs, cs->arena);
     /* the batch's integer inputs: ids, mask, target, pos [N] and last [B] */
-    size_t nt = (size_t)B * T;
-    free(cs->iarena);
-    cs->iarena = calloc(4 * nt + (size_t)B, sizeof(int32_t));
-    if (!cs->iarena) {
-        free(cs->arena);
-        cs->arena = NULL;
-        memset(&cs->lay, 0, sizeof(cs->lay));
-        return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for batch %d x %d", B, T);
-    }
     cs->ids = cs->iarena;
     cs->mask = cs->ids + nt;
     cs->target = cs->mask + nt;

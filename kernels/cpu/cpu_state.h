@@ -32,6 +32,7 @@ typedef struct cpu_state {
     cpu_layout lay;
     int N, S;
     float *arena;
+    size_t arena_cap, iarena_cap; /* floats / ints allocated */
     cpu_layer_act *la;
     /* inputs of the last forward */
     int32_t *iarena;
