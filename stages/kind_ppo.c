@@ -21,7 +21,10 @@
  * Metrics per iteration: loss, pg_loss, vf_loss, reward (mean score), kl
  * (mean over rollouts of Σ_j logp_j - ref_j), entropy (mean per response
  * token), response length. The value head is not saved with the policy.
- * PPO iterations are not checkpointed (a killed PPO run starts over).
+ * Checkpoints (work_dir/ckpt, the trainer's format) every checkpoint_every
+ * iterations: policy trainable params + value head, AdamW state, iteration;
+ * prompt order and every draw are functions of (seed, iteration), so a
+ * resumed run ends with the weights of an uninterrupted one.
  */
 #include <math.h>
 #include <stdio.h>
@@ -262,8 +265,28 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     P.tmp = calloc((size_t)rbs, sizeof *P.tmp);
     if (!rc && (!R || !rows || !perm || !pidx || !order || !lens || !vv || !P.seqs || !P.tmp))
         rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    char *mpath = rc ? NULL : mf_path_join(ctx->out_dir, "metrics.jsonl");
-    FILE *mfp = mpath ? fopen(mpath, "wb") : NULL;
+    /* resume */
+    mf_tr_config cc = tc; /* what a checkpoint must agree with */
+    cc.batch_size = rbs;
+    cc.grad_accum = mbs;
+    mf_tr_state st = {0, 0};
+    if (!rc && ctx->work_dir) {
+        rc = mf_mkdir_p(ctx->work_dir, 0755, err);
+        int got = rc ? 0 : mf_tr_ckpt_load(ctx->work_dir, pol, opt, &st, &cc, err);
+        if (got < 0) rc = got;
+        else if (got) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "resumed from the checkpoint of iteration %ld", st.step);
+            mf_stage_progress(ctx, st.step, iters, NAN, NAN, NAN, msg);
+        }
+    }
+    long ckpt_every = tc.checkpoint_every > 0 ? tc.checkpoint_every : (iters >= 10 ? iters / 10 : iters);
+    char *mpath = rc ? NULL : mf_path_join(ctx->work_dir ? ctx->work_dir : ctx->out_dir, "metrics.jsonl");
+    if (mpath && st.step && (rc = mf_tr_metrics_truncate(mpath, st.step, err))) {
+        free(mpath);
+        mpath = NULL;
+    }
+    FILE *mfp = mpath ? fopen(mpath, st.step ? "ab" : "wb") : NULL;
     if (!rc && !mfp) rc = mf_err_errno(err, MF_EIO, "open %s", mpath ? mpath : "metrics.jsonl");
     if (!rc) {
         char msg[200];
@@ -271,11 +294,10 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
                  mf_model_count(pol, 1));
         mf_stage_progress(ctx, 0, iters, NAN, NAN, NAN, msg);
     }
-    mf_rng orng;
-    mf_rng_seed(&orng, ctx->seed ^ 0x9090);
-    unsigned long long cursor = 0, cur_epoch = (unsigned long long)-1;
+    unsigned long long cursor = (unsigned long long)st.step * (unsigned long long)rbs, cur_epoch = (unsigned long long)-1;
     double t0 = mf_monotonic(), tokens = 0;
-    for (long it = 0; !rc && it < iters; it++) {
+    long it0 = st.step;
+    for (long it = it0; !rc && it < iters; it++) {
         /* 1. prompts of this iteration */
         for (int i = 0; i < rbs; i++, cursor++) {
             unsigned long long e = cursor / n;
@@ -339,6 +361,8 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
         /* 4. PPO epochs over mini-batches */
         double sum_loss = 0, sum_pg = 0, sum_vf = 0, nmb = 0, gn_last = 0;
         for (int pe = 0; !rc && pe < ppo_epochs; pe++) {
+            mf_rng orng; /* a function of (seed, iteration, epoch): resumable */
+            mf_rng_seed(&orng, ctx->seed ^ mf_mix64((uint64_t)it * 1024u + (uint64_t)pe + 0x9090));
             for (int i = 0; i < rbs; i++) order[i] = i;
             for (int i = rbs - 1; i > 0; i--) {
                 int k = (int)mf_rng_below(&orng, (uint64_t)i + 1), tmp = order[i];
@@ -394,9 +418,26 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
         fflush(mfp);
         char msg[160];
         snprintf(msg, sizeof msg, "reward %.4f kl %.4f entropy %.3f", score, kl, ent_n ? ent / ent_n : 0);
-        mf_stage_progress(ctx, it + 1, iters, sum_loss / nmb, tps, el / (double)(it + 1) * (double)(iters - it - 1), msg);
+        mf_stage_progress(ctx, it + 1, iters, sum_loss / nmb, tps,
+                          el / (double)(it + 1 - it0) * (double)(iters - it - 1), msg);
+        if (ctx->work_dir && (it + 1) % ckpt_every == 0 && it + 1 < iters) {
+            mf_tr_state ns = {it + 1, cursor};
+            if ((rc = mf_tr_ckpt_save(ctx->work_dir, pol, opt, &ns, &cc, err))) break;
+            if (mf_tr_test_stop_after && it + 1 >= mf_tr_test_stop_after) {
+                rc = mf_err_set(err, MF_EINTERRUPTED, "stopped after iteration %ld (test hook)", it + 1);
+                break;
+            }
+        }
     }
     if (mfp) fclose(mfp);
+    if (!rc && ctx->work_dir) { /* the metrics into the artifact */
+        char *data = NULL, *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
+        size_t len = 0;
+        rc = dst ? mf_read_file(mpath, &data, &len, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
+        if (!rc) rc = mf_write_file_atomic(dst, data ? data : "", len, 0644, err);
+        free(data);
+        free(dst);
+    }
     /* the value head stays out of the saved policy */
     if (!rc) rc = mf_model_set_trainable(pol, "score.weight", 0, err);
     if (!rc) P.tm.no_head = 1;

@@ -133,10 +133,7 @@ static int load_params(const char *path, mf_model *m, mf_err *err)
     return rc;
 }
 
-typedef struct tr_state {
-    long step;
-    unsigned long long cursor; /* micro-batches consumed */
-} tr_state;
+typedef mf_tr_state tr_state;
 
 static int write_state(const char *dir, const tr_state *s, const mf_tr_config *c, mf_err *err)
 {
@@ -227,6 +224,18 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
     return rc ? rc : 1;
 }
 
+int mf_tr_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_tr_state *s,
+                    const mf_tr_config *c, mf_err *err)
+{
+    return save_ckpt(work_dir, m, opt, s, c, err);
+}
+
+int mf_tr_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_tr_state *s, const mf_tr_config *c,
+                    mf_err *err)
+{
+    return load_ckpt(work_dir, m, opt, s, c, err);
+}
+
 /* Keep metrics lines with step <= upto (a resumed run rewrites what follows). */
 static int metrics_truncate(const char *path, long upto, mf_err *err)
 {
@@ -252,6 +261,8 @@ static int metrics_truncate(const char *path, long upto, mf_err *err)
     free(data);
     return rc;
 }
+
+int mf_tr_metrics_truncate(const char *path, long upto, mf_err *err) { return metrics_truncate(path, upto, err); }
 
 static void metrics_line(FILE *fp, long step, const char *split, const mf_tr_metrics *mt, const mf_tr_task *task,
                          double lr, double gn, double tps)

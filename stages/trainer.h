@@ -75,6 +75,19 @@ long mf_tr_total_steps(const mf_tr_config *c, size_t n_train);
 int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *c, mf_model *m, const mf_tr_task *task,
               mf_tr_metrics *final_eval, mf_err *err);
 
+/* Checkpoints for loops of their own (ppo): work_dir/ckpt as described above.
+ * load returns 1 when a checkpoint was restored, 0 when there is none. */
+typedef struct mf_tr_state {
+    long step;
+    unsigned long long cursor; /* micro-batches (ppo: prompts) consumed */
+} mf_tr_state;
+int mf_tr_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_tr_state *s,
+                    const mf_tr_config *c, mf_err *err);
+int mf_tr_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_tr_state *s, const mf_tr_config *c,
+                    mf_err *err);
+/* Keep the metrics.jsonl lines with "step" <= upto. */
+int mf_tr_metrics_truncate(const char *path, long upto, mf_err *err);
+
 /* Tests: stop with MF_EINTERRUPTED right after the checkpoint of this step
  * (0 = never) — simulates a killed run. */
 extern long mf_tr_test_stop_after;

@@ -8,6 +8,7 @@
 #include "tests/stages/ttest.h"
 
 #include "stages/model_input.h"
+#include "stages/trainer.h"
 #include "stages/training.h"
 
 /* GAE with γ = 0.9, λ = 0.8 on three steps, computed by hand:
@@ -188,4 +189,36 @@ TEST(test_train_ppo_update_matches_trl_fixture)
     CHECK_NEAR(VF, mf_json_get_num(p, "vf_loss", 0), 1e-5, 1e-6);
     CHECK_NEAR(L, mf_json_get_num(p, "loss", 0), 1e-5, 1e-6);
     mf_json_free(j);
+}
+
+/* PPO stopped after its iteration-2 checkpoint and resumed ends with the weights of an uninterrupted run. */
+TEST(test_train_ppo_resume_matches_uninterrupted_run)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    char src[1024];
+    snprintf(src, sizeof src, "%s/preference/mismatched_answer_pairs.jsonl", MF_SHARED_DATA);
+    const char *pref = dtest_head(src, 4, d, "pref.jsonl");
+    int rc = tt_run(msg, sizeof msg, "rm", "{\"finetune\": \"full\", \"cutoff_len\": 32, \"max_steps\": 2, \"batch_size\": 4}",
+                    tt_path(d, "rm"), NULL, "model", tt_path(d, "base"), "data", pref, NULL);
+    REQUIRE(rc == 0);
+    const char *p = "{\"finetune\": \"lora\", \"max_steps\": 4, \"checkpoint_every\": 2, \"rollout_batch_size\": 2, "
+                    "\"mini_batch_size\": 1, \"ppo_epochs\": 2, \"max_new_tokens\": 4, \"cutoff_len\": 24, \"lr\": 0.01}";
+    rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "full"), tt_path(d, "w1"), "model", tt_path(d, "base"), "reward",
+                tt_path(d, "rm"), "data", pref, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    mf_tr_test_stop_after = 2;
+    rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "part"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
+                tt_path(d, "rm"), "data", pref, NULL);
+    mf_tr_test_stop_after = 0;
+    CHECK_INT(rc, MF_EINTERRUPTED);
+    rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "resumed"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
+                tt_path(d, "rm"), "data", pref, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    CHECK(tt_same_file(tt_path(d, "full/adapter_model.safetensors"), tt_path(d, "resumed/adapter_model.safetensors")));
+    double a[8];
+    CHECK_INT(tt_metric(tt_path(d, "resumed"), "reward", 0, a, 8), 4);
 }
