@@ -1,8 +1,11 @@
 /*
  * tests/stages/test_train_ppo.c — ppo: GAE and the clipped loss against
- * hand-derived values, and end to end: a policy SFT'd to answer with a mix
- * of the tokens 的 and 了, a reward model trained to prefer 的, and PPO
- * raising 的's share of sampled answers.
+ * hand-derived values; one update against TRL PPOTrainer's formulas (torch
+ * fixture); resume == uninterrupted; and end to end: a policy SFT'd to answer
+ * with a mix of 的 and 了, a reward model trained to prefer more 的, and PPO
+ * (top_k 2 rollouts, so only the two tokens the policy favours compete)
+ * raising 的's share of sampled answer tokens by > 0.1 (0.375 -> 0.56-0.66
+ * measured with gcc, clang and ASan builds).
  */
 #include "tests/harness.h"
 #include "tests/stages/ttest.h"
