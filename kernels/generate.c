@@ -37,7 +37,7 @@ static float log_softmax_at(const float *z, int V, int tok)
     for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
     double s = 0;
     for (int j = 0; j < V; j++) s += exp((double)(z[j] - mx));
-    return (float)((double)(z[tok] - mx) - log(s));
+    return (float)((double)(z[tok] - mx) - log(fmax(s, 1.0))); /* s >= exp(0) = 1 */
 }
 
 /* Pick the next token from raw logits z[V] (z is not modified). */

@@ -121,7 +121,7 @@ int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, cons
     int H = c->hidden_size, Im = c->intermediate_size, L = c->num_hidden_layers;
     int nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim, grp = nh / nkv;
     int kd = m->kv_dim, qd = m->q_dim;
-    size_t Sr = (size_t)P + cs->c_cap, scn = (size_t)P + cs->c_cap;
+    size_t Sr = (size_t)P + cs->c_cap; /* cache rows per (layer, row), also the score row length */
     float scale = 1.0f / sqrtf((float)hd), eps = (float)c->rms_norm_eps;
     for (int i = 0; i < n; i++) w.rpos[i] = P + pos[i];
     const float *E = P_(m, m->embed)->data;
@@ -151,7 +151,7 @@ int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, cons
                 const float *qr = w.q + (size_t)i * qd + (size_t)h * hd;
                 const float *kr0 = kc + (size_t)row[i] * Sr * kd + (size_t)g * hd;
                 const float *vr0 = vc + (size_t)row[i] * Sr * kd + (size_t)g * hd;
-                float *p = w.sc + ((size_t)i * nh + h) * scn, mx = -INFINITY, sum = 0;
+                float *p = w.sc + ((size_t)i * nh + h) * Sr, mx = -INFINITY, sum = 0;
                 for (int s = 0; s < S; s++) {
                     const float *kr = kr0 + (size_t)s * kd;
                     float d = 0;

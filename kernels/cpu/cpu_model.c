@@ -80,10 +80,6 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
     cs->dpfx_h = Hp ? T_(P * Hp) : NULL;
 #undef T_
-    /* int arrays live in the float arena too (same size, 4 bytes) */
-    cs->ids = (int32_t *)take(&cur, N, &total); cs->mask = (int32_t *)take(&cur, N, &total);
-    cs->target = (int32_t *)take(&cur, N, &total); cs->last = (int32_t *)take(&cur, B, &total);
-    cs->pos = (int *)take(&cur, N, &total);
     return total;
 }
 
@@ -94,18 +90,34 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
                        m->has_lora ? m->lora.rank : 0,
                        m->has_prefix && m->prefix.prefix_projection ? m->prefix.prefix_hidden_size : 0};
     if (cs->arena && !memcmp(&want, &cs->lay, sizeof(want))) return 0;
-    free(cs->arena);
-    cs->arena = NULL;
     cs->fwd_ok = 0;
     cs->lay = want;
-    size_t n = layout(m, cs, NULL);
-    cs->arena = calloc(n, sizeof(float));
-    if (!cs->arena) {
+    /* Re-carve in place when the new shape fits (variable-length batches stop
+     * allocating once the largest shape has been seen); grow otherwise. Every
+     * buffer is written before it is read, so no clearing is needed. */
+    size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 4 * nt + (size_t)B;
+    if (n > cs->arena_cap) {
+        free(cs->arena);
+        cs->arena = calloc(n, sizeof(float));
+        cs->arena_cap = cs->arena ? n : 0;
+    }
+    if (ni > cs->iarena_cap) {
+        free(cs->iarena);
+        cs->iarena = calloc(ni, sizeof(int32_t));
+        cs->iarena_cap = cs->iarena ? ni : 0;
+    }
+    if (!cs->arena || !cs->iarena) {
         memset(&cs->lay, 0, sizeof(cs->lay));
         return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for activations of batch %d x %d (%zu MB)",
                           B, T, n * 4 >> 20);
     }
     layout(m, cs, cs->arena);
+    /* the batch's integer inputs: ids, mask, target, pos [N] and last [B] */
+    cs->ids = cs->iarena;
+    cs->mask = cs->ids + nt;
+    cs->target = cs->mask + nt;
+    cs->pos = cs->target + nt;
+    cs->last = cs->pos + nt;
     cs->N = B * T;
     cs->S = want.P + T;
     return mf_k_cpu_rope_ensure(m, want.P + T, err);
@@ -514,6 +526,7 @@ static void cpu_detach(mf_model *m)
     cpu_state *cs = m->be_state;
     if (!cs) return;
     free(cs->arena);
+    free(cs->iarena);
     free(cs->la);
     free(cs->cosv);
     free(cs->sinv);

@@ -32,10 +32,11 @@ typedef struct cpu_state {
     cpu_layout lay;
     int N, S;
     float *arena;
+    size_t arena_cap, iarena_cap; /* floats / ints allocated */
     cpu_layer_act *la;
     /* inputs of the last forward */
-    int32_t *ids, *mask, *target, *last;
-    int *pos;
+    int32_t *iarena;
+    int32_t *ids, *mask, *target, *last, *pos;
     int has_mask, flags, fwd_ok;
     /* head */
     float *x_out, *lnf, *rstdf, *logits, *logp, *valid, *values, *reward;

@@ -278,7 +278,7 @@ double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, in
         for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
         double s = 0;
         for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
-        logp[n] = (float)((double)(r[target[n]] - mx) - log(s));
+        logp[n] = (float)((double)(r[target[n]] - mx) - log(fmax(s, 1.0))); /* s >= exp(0) = 1 */
     }
     double total = 0; /* serial: the same sum in the same order every run */
     for (int n = 0; n < N; n++) total += logp[n];
