@@ -13,6 +13,7 @@ int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"report", mf_report_run},
+    {"eval", mf_stage_eval_run},
     {"kg2qa", mf_stage_kg2qa_run},
     {"format", mf_stage_format_run},
     {"dedup", mf_stage_dedup_run},

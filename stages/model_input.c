@@ -429,6 +429,18 @@ static int write_json_file(const char *dir, const char *name, const mf_json *v, 
     return rc;
 }
 
+/* Is path the store's materialised tree of the digest <hex> (.../trees/<hex>)? */
+static int base_path_in_store(const char *path, const char *hex)
+{
+    if (!path || !*path) return 0;
+    char *abs = realpath(path, NULL);
+    if (!abs) return 0;
+    size_t n = strlen(abs), h = strlen(hex);
+    int ok = n > h + 7 && !strcmp(abs + n - h, hex) && abs[n - h - 1] == '/' && !strncmp(abs + n - h - 7, "/trees/", 7);
+    free(abs);
+    return ok;
+}
+
 int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
                           const mf_k_prefix_config *prefix, const char *base_path, const char *base_digest,
                           const mf_model_save_opts *o, mf_err *err)
@@ -465,21 +477,36 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
         mf_json_set(c, "num_attention_heads", mf_json_new_int(cfg->num_key_value_heads));
         mf_json_set(c, "token_dim", mf_json_new_int((int64_t)cfg->num_key_value_heads * hd));
         mf_json_set(c, "num_transformer_submodules", mf_json_new_int(1));
-        mf_json_set(c, "base_model_name_or_path", mf_json_new_str(base_path ? base_path : ""));
+        mf_json_set(c, "base_model_name_or_path",
+                    mf_json_new_str(base_digest && *base_digest ? base_digest : base_path ? base_path : ""));
         rc = write_json_file(dir, "adapter_config.json", c, err);
         mf_json_free(c);
     }
     if (rc) return rc;
     mf_json *bj = mf_json_new_object();
     if (!bj) return nomem(err);
+    /* A base that is a store artifact (materialised as .../trees/<hex of its
+     * digest>) is named by digest only, so the adapter's bytes, and so its
+     * digest, do not depend on where the store lives; refs.json makes the store
+     * keep the base and materialise it beside the adapter (DESIGN.md section 5).
+     * A base outside the store (a user's source directory) keeps its path. */
+    int in_store = base_digest && !strncmp(base_digest, "sha256:", 7) && base_path_in_store(base_path, base_digest + 7);
     if (base_digest && *base_digest) mf_json_set(bj, "base_digest", mf_json_new_str(base_digest));
-    if (base_path && *base_path) { /* absolute, so it resolves from any working directory */
+    if (!in_store && base_path && *base_path) { /* absolute, so it resolves from any working directory */
         char *abs = realpath(base_path, NULL);
         mf_json_set(bj, "base_path", mf_json_new_str(abs ? abs : base_path));
         free(abs);
     }
     rc = write_json_file(dir, "base.json", bj, err);
     mf_json_free(bj);
+    if (!rc && in_store) {
+        mf_json *refs = mf_json_new_object(), *r = mf_json_new_object();
+        if (!refs || !r) { mf_json_free(refs); mf_json_free(r); return nomem(err); }
+        mf_json_set(r, "base_model", mf_json_new_str(base_digest));
+        mf_json_set(refs, "refs", r);
+        rc = write_json_file(dir, "refs.json", refs, err);
+        mf_json_free(refs);
+    }
     if (!rc) rc = copy_tokenizer(dir, o ? o->tokenizer_dir : NULL, err);
     return rc;
 }
