@@ -489,10 +489,16 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     if (cs->lay.P) prefix_backward(m, cs);
     float *dE = grad_of(m, m->embed);
     if (dE && lo == 0) {
-        /* parallel over features: each dE element has one writer, fixed order */
+        /* parallel over 16-feature chunks: each dE element has one writer, fixed order */
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < H; i++)
-            for (int n = 0; n < N; n++) dE[(size_t)cs->ids[n] * H + i] += cs->dres[(size_t)n * H + i];
+        for (int i0 = 0; i0 < H; i0 += 16) {
+            int w = H - i0 < 16 ? H - i0 : 16;
+            for (int n = 0; n < N; n++) {
+                float *d = dE + (size_t)cs->ids[n] * H + i0;
+                const float *g = cs->dres + (size_t)n * H + i0;
+                for (int i = 0; i < w; i++) d[i] += g[i];
+            }
+        }
     }
     return 0;
 }

@@ -98,12 +98,18 @@ void mf_k_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
         }
     }
     if (dw) {
-        /* Parallel over features so each dw[i] has one writer (deterministic). */
+        /* Parallel over 16-feature chunks (one 64-byte line per row): each dw[i]
+         * has one writer and a fixed summation order (deterministic). */
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < H; i++) {
-            float s = 0;
-            for (int n = 0; n < N; n++) s += dy[(size_t)n * H + i] * x[(size_t)n * H + i] * rstd[n];
-            dw[i] += s;
+        for (int i0 = 0; i0 < H; i0 += 16) {
+            int cw = H - i0 < 16 ? H - i0 : 16;
+            float acc[16] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *dyr = dy + (size_t)n * H + i0, *xr = x + (size_t)n * H + i0;
+                float r = rstd[n];
+                for (int i = 0; i < cw; i++) acc[i] += dyr[i] * xr[i] * r;
+            }
+            for (int i = 0; i < cw; i++) dw[i0 + i] += acc[i];
         }
     }
 }
