@@ -1,0 +1,127 @@
+/*
+ * artifacts/store.h — the content-addressed artifact store.
+ *
+ * Layout of a store directory (DESIGN.md §5):
+ *     objects/<hex>.tar.zst   deterministic archives, named by tree digest
+ *     objects/<hex>.refs      digests the artifact's refs.json names (one per line)
+ *     keys/<hex>              action cache: stage key -> {"digest", "run"} (JSON)
+ *     trees/<hex>/            read-only materialised copies, one per digest, shared
+ *     tmp/                    outputs and extractions in progress (same filesystem)
+ *     ledger.git/             the git ledger (artifacts/ledger.h)
+ *     statcache               source stat cache (artifacts/source.c)
+ *     lock                    flock(2) lock file
+ *
+ * Atomicity: an object is written to tmp/, fsynced, and renamed into objects/
+ * (then the directory is fsynced); a kill at any point leaves the old state or
+ * the new one, plus at most some tmp/ litter that gc removes. Materialised
+ * trees are extracted to tmp/, verified against their digest while
+ * extracting, made read-only and renamed into trees/ — concurrent
+ * materialisations of one digest are safe (the loser discards its copy).
+ *
+ * Locking: mf_store_lock takes the writer lock (exclusive flock on `lock`):
+ * one engine per store. Put and materialise take it shared when this handle
+ * does not hold it, so puts from several processes run side by side while gc
+ * (which takes it exclusive) waits. flock is released by the kernel when a
+ * process dies, so a crashed medflow never wedges the store.
+ *
+ * Big artifacts: an artifact may contain `refs.json` at its root,
+ *     {"refs": {"base_model": "sha256:<64 hex>", ...}}
+ * naming other artifacts it depends on without copying them. Put checks they
+ * are in the store; materialise materialises them too (a referenced digest D
+ * lies at `../<hex of D>` next to the referring tree); gc keeps them; verify
+ * checks them.
+ */
+#ifndef MF_STORE_H
+#define MF_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "artifacts/digest.h"
+#include "common/error.h"
+
+typedef struct mf_store mf_store;
+
+/* Open (creating the layout if needed) the store in dir. */
+int mf_store_open(mf_store **out, const char *dir, mf_err *err);
+void mf_store_free(mf_store *s);
+const char *mf_store_dir(const mf_store *s);
+/* zstd level (default MF_ARCHIVE_LEVEL_DEFAULT) and compression threads (default 1). */
+void mf_store_set_compression(mf_store *s, int level, int threads);
+
+enum { MF_LOCK_WAIT = 0, MF_LOCK_NOWAIT = 1 };
+/* Take the exclusive writer lock. With MF_LOCK_NOWAIT, MF_EBUSY if another
+ * process holds it (the message names its pid). */
+int mf_store_lock(mf_store *s, int flags, mf_err *err);
+void mf_store_unlock(mf_store *s);
+
+/* A fresh empty directory under tmp/ for an output in progress (caller frees). */
+int mf_store_tmpdir(mf_store *s, const char *label, char **out, mf_err *err);
+
+/* Archive a finished output directory into the store. The directory must hold
+ * only regular files and directories. *digest gets its tree digest; *bytes
+ * (may be NULL) the archive size. Putting an existing digest is a cheap no-op
+ * apart from reading the files. */
+int mf_store_put_dir(mf_store *s, const char *dir, mf_digest *digest, uint64_t *bytes, mf_err *err);
+/* Store a single file as a one-entry artifact named `name` (e.g. a stage log). */
+int mf_store_put_file(mf_store *s, const char *path, const char *name, mf_digest *digest, mf_err *err);
+
+/* 1 if the object is in the store, 0 if not. */
+int mf_store_has(mf_store *s, const mf_digest *d);
+/* Path of the object's archive (caller frees). */
+char *mf_store_object_path(const mf_store *s, const mf_digest *d);
+
+/* Materialise an object as trees/<hex> (read-only), verified while
+ * extracting; reuse it if already there. Objects named in its refs.json are
+ * materialised too. *path (may be NULL) gets the tree path (caller frees). */
+int mf_store_materialize(mf_store *s, const mf_digest *d, char **path, mf_err *err);
+
+/* Digests an object's refs.json names (from objects/<hex>.refs). */
+int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, mf_err *err);
+
+/* Action cache. key_get: MF_ENOTFOUND on a miss; *run_id (may be NULL) gets a
+ * malloc'd copy of the recorded run id ("" if none). */
+int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err);
+int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err);
+
+typedef struct mf_store_obj {
+    mf_digest digest;
+    uint64_t bytes;     /* archive size */
+    int materialized;   /* trees/<hex> exists */
+} mf_store_obj;
+/* Every object, sorted by digest (caller frees *objs). */
+int mf_store_list(mf_store *s, mf_store_obj **objs, size_t *n, mf_err *err);
+/* Remove an object, its refs file and its materialised tree. *freed (may be NULL) gets bytes freed. */
+int mf_store_remove(mf_store *s, const mf_digest *d, uint64_t *freed, mf_err *err);
+
+/* Re-hash every object and every materialised tree; report each problem
+ * through cb (what: "object", "tree", "refs" or "key"). *bad counts problems. */
+typedef void (*mf_store_report_fn)(void *ctx, const char *what, const mf_digest *d, const mf_err *problem);
+int mf_store_verify(mf_store *s, mf_store_report_fn cb, void *ctx, size_t *bad, mf_err *err);
+
+/* Remove every object not reachable from roots (following refs), the action
+ * cache entries that point to removed objects, and medflow's own tmp/ litter.
+ * Takes the writer lock (waits). dry_run only counts. */
+typedef struct mf_store_gc_stats {
+    size_t kept, removed;
+    uint64_t bytes_kept, bytes_removed;
+} mf_store_gc_stats;
+int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run, mf_store_gc_stats *st,
+                mf_err *err);
+
+/* ---- sources (artifacts/source.c) ----
+ * The digest of a source path: a directory is the tree of its files (symlinks
+ * followed); a single file is a one-entry tree named by its basename; a glob
+ * (containing * ? or [) is the tree of its matches, paths relative to the
+ * glob's last wildcard-free directory, directories among the matches
+ * contributing their files. Unchanged files (same size, mtime_ns, ctime_ns,
+ * inode, device) take their SHA-256 from the store's stat cache instead of
+ * being read; MF_SOURCE_REHASH reads everything. s may be NULL (no cache). */
+enum { MF_SOURCE_REHASH = 1 };
+typedef struct mf_source_stats {
+    size_t files, hashed; /* files in the source; files actually read */
+    uint64_t bytes, bytes_hashed;
+} mf_source_stats;
+int mf_source_digest(mf_store *s, const char *path, int flags, mf_digest *out, mf_source_stats *st, mf_err *err);
+
+#endif
