@@ -141,7 +141,8 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
 
 /* ---- launching ---- */
 
-static int write_spec(runner *r, job *j, int rank_no, const char *rendezvous, char **spec_path, mf_err *err)
+static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous, char **spec_path,
+                      mf_err *err)
 {
     size_t i = j->stage;
     const mf_stage *s = &r->g->stages[i];
@@ -191,7 +192,7 @@ static int write_spec(runner *r, job *j, int rank_no, const char *rendezvous, ch
     free(work);
     mf_json_set(spec, "rank", mf_json_new_int(rank_no));
     mf_json_set(spec, "world_size", mf_json_new_int(j->n_ranks));
-    mf_json_set(spec, "devices", mf_json_new_str(j->devices));
+    mf_json_set(spec, "devices", mf_json_new_str(devices));
     mf_json_set(spec, "seed", mf_json_new_int((int64_t)s->seed));
     mf_json_set(spec, "precision", mf_json_new_str(s->precision ? s->precision : "fp32"));
     mf_json_set(spec, "progress_fd", mf_json_new_int(3));
@@ -269,19 +270,21 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     j->wall_start = mf_now();
     for (int k = 0; k < j->n_ranks && !rc; k++) {
         char *spec = NULL;
-        rc = write_spec(r, j, k, token, &spec, err);
+        /* one device per rank when there are several: rank k gets devs[k] */
+        char devone[32];
+        const char *devices = j->devices;
+        if (j->req.gpus > 0 && j->n_ranks > 1) {
+            snprintf(devone, sizeof devone, "%d", j->devs[k]);
+            devices = devone;
+        }
+        rc = write_spec(r, j, k, devices, token, &spec, err);
         int pp[2] = {-1, -1};
         if (!rc && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
         if (!rc) {
             fcntl(pp[0], F_SETFD, FD_CLOEXEC);
             fcntl(pp[0], F_SETFL, O_NONBLOCK);
             fcntl(pp[1], F_SETFD, FD_CLOEXEC);
-            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, j->devices};
-            char devone[32];
-            if (j->req.gpus > 0) { /* one device per rank; rank k gets devs[k] */
-                snprintf(devone, sizeof devone, "%d", j->devs[k]);
-                so.devices = j->n_ranks > 1 ? devone : j->devices;
-            }
+            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices};
             rc = mf_exec_spawn(&j->ranks[k].pid, &so, err);
             close(pp[1]);
             if (rc) close(pp[0]);
@@ -418,7 +421,17 @@ static int finish(runner *r, job *j, mf_err *err)
             r->res->n_failed++;
             char why[128];
             mf_buf tail = MF_BUF_INIT;
-            mf_exec_log_tail(j->log_path, 15, &tail);
+            mf_buf raw = MF_BUF_INIT;
+            mf_exec_log_tail(j->log_path, 15, &raw);
+            for (const char *q = mf_buf_cstr(&raw); *q;) {
+                const char *nl = strchr(q, '\n');
+                size_t len = nl ? (size_t)(nl - q) : strlen(q);
+                mf_buf_puts(&tail, "    | ");
+                mf_buf_append(&tail, q, len);
+                mf_buf_putc(&tail, '\n');
+                q += len + (nl ? 1 : 0);
+            }
+            mf_buf_free(&raw);
             mf_progress_event(&r->prog, "%s: FAILED (%s) after %.1fs; last lines of its log:\n%s    full log: %s", s->name,
                               describe_status(bad_status, why, sizeof why), j->t_end - j->t_start,
                               mf_buf_cstr(&tail), j->log_path);
