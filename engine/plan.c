@@ -264,9 +264,23 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
     int changed = 0;
     for (size_t i = 0; i < p->g->n_stages; i++) {
         const mf_plan_stage *st = &p->st[i];
+        if (st->state == MF_PS_FAILED && st->key[0] && st->failed_run[0]) {
+            /* keep the last good components; remember which key failed, and where */
+            mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
+            if (!old) {
+                if (!(old = mf_json_new_object()) || mf_json_set(p->prev, p->g->stages[i].name, old))
+                    return mf_err_set(err, MF_ENOMEM, "out of memory");
+            }
+            if (mf_json_set(old, "failed_key", mf_json_new_str(st->key)) ||
+                mf_json_set(old, "failed_run", mf_json_new_str(st->failed_run)) ||
+                mf_json_set(old, "failed_how", mf_json_new_str(st->interrupted ? "was interrupted" : "failed")))
+                return mf_err_set(err, MF_ENOMEM, "out of memory");
+            changed = 1;
+            continue;
+        }
         if ((st->state != MF_PS_CACHED && st->state != MF_PS_DONE) || !st->components) continue;
         const mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
-        if (old && !strcmp(mf_json_get_str(old, "key", ""), st->key)) continue;
+        if (old && !strcmp(mf_json_get_str(old, "key", ""), st->key) && !mf_json_get(old, "failed_key")) continue;
         mf_json *rec = mf_json_new_object();
         if (!rec || mf_json_set(rec, "key", mf_json_new_str(st->key)) ||
             mf_json_set(rec, "output", mf_json_new_str(st->output)) ||
@@ -324,11 +338,27 @@ int mf_plan_resolve(mf_plan *p, size_t i, mf_err *err)
     if (st->forced) add_reason(st, "forced (--force)");
     const mf_json *prev = prev_of(p, i);
     size_t before = st->n_reasons;
-    if (!prev) add_reason(st, "never ran");
-    else diff_components(st, mf_json_get(prev, "components"), c);
+    int had_fail = prev && !strcmp(mf_json_get_str(prev, "failed_key", ""), st->key);
+    if (had_fail) {
+        add_reason(st, "the last attempt %s (run %s)", mf_json_get_str(prev, "failed_how", "failed"),
+                   mf_json_get_str(prev, "failed_run", "?"));
+        before = st->n_reasons;
+    }
+    const mf_json *pc = prev ? mf_json_get(prev, "components") : NULL;
+    if (!pc) {
+        if (!had_fail) add_reason(st, "never ran");
+    } else diff_components(st, pc, c);
     if (st->n_reasons == before && !hit)
         add_reason(st, "no cached output for this key (the last attempt failed or was interrupted, or the store was cleaned)");
     return 0;
+}
+
+void mf_plan_mark_failed(mf_plan *p, size_t i, const char *run_id, int interrupted)
+{
+    mf_plan_stage *st = &p->st[i];
+    st->state = MF_PS_FAILED;
+    st->interrupted = interrupted;
+    snprintf(st->failed_run, sizeof st->failed_run, "%s", run_id ? run_id : "");
 }
 
 int mf_plan_mark_done(mf_plan *p, size_t i, const char *output_digest)
@@ -458,7 +488,7 @@ int mf_plan_write_status(const mf_plan *p, mf_buf *out, int json)
         mf_buf_puts(out, first ? "]\n" : "\n]\n");
         return mf_buf_ok(out) ? 0 : MF_ENOMEM;
     }
-    size_t w = 4;
+    size_t w = 1;
     for (size_t i = 0; i < g->n_stages; i++)
         if (p->st[i].needed && strlen(g->stages[i].name) > w) w = strlen(g->stages[i].name);
     if (w > 40) w = 40;

@@ -57,6 +57,8 @@ typedef struct mf_plan_stage {
     char **reasons;             /* why STALE / WAITING, human-readable */
     size_t n_reasons;
     long waiting_on;            /* first stale upstream when WAITING, else -1 */
+    char failed_run[64];        /* FAILED: the run it failed in */
+    int interrupted;            /* FAILED because the run was interrupted */
 } mf_plan_stage;
 
 typedef struct mf_plan {
@@ -89,6 +91,10 @@ void mf_plan_free(mf_plan *p);
 int mf_plan_resolve(mf_plan *p, size_t i, mf_err *err);
 /* Stage i ran and produced output_digest: state DONE, recorded in the state. */
 int mf_plan_mark_done(mf_plan *p, size_t i, const char *output_digest);
+
+/* Stage i failed (or was interrupted) in run run_id: state FAILED; the state
+ * file remembers the key, so the next status says so. */
+void mf_plan_mark_failed(mf_plan *p, size_t i, const char *run_id, int interrupted);
 
 /* Counts over needed stages. */
 size_t mf_plan_count(const mf_plan *p, mf_plan_state s);

@@ -78,15 +78,16 @@ static void fmt_time(char *buf, size_t n, double t)
 
 static int make_run_id(char *out, size_t n, mf_err *err)
 {
-    time_t t = time(NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
-    gmtime_r(&t, &tm);
+    gmtime_r(&ts.tv_sec, &tm);
     char tok[257];
     int rc = mf_exec_rendezvous(tok, err);
     if (rc) return rc;
     char base[32];
-    strftime(base, sizeof base, "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(out, n, "%s-%.8s", base, tok);
+    strftime(base, sizeof base, "%Y%m%dT%H%M%S", &tm);
+    snprintf(out, n, "%s.%03ldZ-%.6s", base, ts.tv_nsec / 1000000, tok); /* sorts by time */
     return 0;
 }
 
@@ -414,7 +415,7 @@ static int finish(runner *r, job *j, mf_err *err)
         }
     }
     if (!ok) {
-        st->state = MF_PS_FAILED;
+        mf_plan_mark_failed(r->p, i, r->res->run_id, mf_exec_interrupted() != 0);
         if (mf_exec_interrupted()) {
             if (!r->o->quiet) mf_progress_event(&r->prog, "%s: interrupted", s->name);
         } else {

@@ -139,7 +139,7 @@ TEST(test_plan_first_run_is_never_ran_then_everything_cached)
     p = plan(g, &f, state, NULL, 0);
     CHECK_INT(mf_plan_count(p, MF_PS_CACHED), 3);
     char *s = status(p);
-    CHECK_STR(s, "a     cached\nb     cached\nc     cached\n");
+    CHECK_STR(s, "a  cached\nb  cached\nc  cached\n");
     free(s);
     mf_plan_free(p);
     mf_graph_free(g);
