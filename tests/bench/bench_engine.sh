@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# tests/bench/bench_engine.sh — the no-op cost of a fully cached graph: medflow vs DVC vs Snakemake.
+#
+# Generates a 1,000-stage graph (groups of 10: each group head fans in the 9 members of the
+# previous group and fans out to its own 9) as medflow YAML, dvc.yaml and a Snakefile
+# (tests/bench/gen_engine_graph.py), runs each tool once to make everything up to date, then
+# times the no-op `run` and `status` of each (median of RUNS). medflow also at 10,000 stages.
+# The medflow side uses build/<cfg>/tests/medflow-testkinds: the real engine plus the trivial
+# test-only kinds (copy-input, sleep 0), the counterpart of the peers' `cat` commands.
+#
+# Peers are installed from PyPI into a venv (BENCH_VENV, default build/bench-venv).
+# Usage: bash tests/bench/bench_engine.sh [RUNS]      (env: BENCH_N=1000 BENCH_BIG=10000)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RUNS=${1:-5}
+N=${BENCH_N:-1000}
+BIG=${BENCH_BIG:-10000}
+VENV=${BENCH_VENV:-$ROOT/build/bench-venv}
+WORK=$(mktemp -d /tmp/mfbench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+make -C "$ROOT" -s build/gcc/tests/medflow-testkinds >/dev/null
+MF=$ROOT/build/gcc/tests/medflow-testkinds
+if [ ! -x "$VENV/bin/dvc" ] || [ ! -x "$VENV/bin/snakemake" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q dvc snakemake
+fi
+DVC_V=$("$VENV/bin/dvc" --version)
+SMK_V=$("$VENV/bin/snakemake" --version)
+
+# median wall time (ms) of RUNS runs of a command in a directory
+med() {
+    local dir=$1; shift
+    python3 - "$dir" "$RUNS" "$@" <<'EOF'
+import subprocess, sys, time
+d, runs, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+ts = []
+for _ in range(runs):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ts.append(time.perf_counter() - t)
+    if r.returncode != 0:
+        sys.exit("command failed: %s (exit %d)" % (" ".join(cmd), r.returncode))
+ts.sort()
+print("%.1f" % (ts[len(ts) // 2] * 1000))
+EOF
+}
+
+setup() { # N DIR
+    python3 "$ROOT/tests/bench/gen_engine_graph.py" "$1" "$2"
+}
+
+echo "== medflow, $N stages"
+setup "$N" "$WORK/m"
+(cd "$WORK/m" && "$MF" run graph.yaml -q -j 2)
+MF_RUN=$(med "$WORK/m" "$MF" run graph.yaml)
+MF_ST=$(med "$WORK/m" "$MF" status graph.yaml)
+(cd "$WORK/m" && "$MF" run graph.yaml | grep -q "$N stages cached; nothing to do")
+
+echo "== dvc ($DVC_V), $N stages"
+setup "$N" "$WORK/d"
+(cd "$WORK/d" && git init -q && "$VENV/bin/dvc" init -q && mkdir -p out && "$VENV/bin/dvc" repro -q >/dev/null)
+DVC_RUN=$(med "$WORK/d" "$VENV/bin/dvc" repro)
+DVC_ST=$(med "$WORK/d" "$VENV/bin/dvc" status)
+
+echo "== snakemake ($SMK_V), $N stages"
+setup "$N" "$WORK/s"
+(cd "$WORK/s" && mkdir -p out && "$VENV/bin/snakemake" -q -c2 >/dev/null 2>&1)
+SMK_RUN=$(med "$WORK/s" "$VENV/bin/snakemake" -c1)
+SMK_DRY=$(med "$WORK/s" "$VENV/bin/snakemake" -c1 -n)
+
+echo "== medflow, $BIG stages"
+setup "$BIG" "$WORK/big"
+(cd "$WORK/big" && "$MF" run graph.yaml -q -j 2)
+BIG_RUN=$(med "$WORK/big" "$MF" run graph.yaml)
+BIG_ST=$(med "$WORK/big" "$MF" status graph.yaml)
+
+ratio() { python3 -c "print('%.0fx' % ($1 / $2))"; }
+cat <<EOF
+
+no-op on a fully cached graph, median of $RUNS (ms)
+| tool | stages | run (no-op) | status / dry run |
+|---|---|---|---|
+| medflow | $N | $MF_RUN | $MF_ST |
+| dvc $DVC_V | $N | $DVC_RUN (repro) | $DVC_ST (status) |
+| snakemake $SMK_V | $N | $SMK_RUN | $SMK_DRY (-n) |
+| medflow | $BIG | $BIG_RUN | $BIG_ST |
+
+medflow vs dvc:       run $(ratio "$DVC_RUN" "$MF_RUN") faster, status $(ratio "$DVC_ST" "$MF_ST") faster
+medflow vs snakemake: run $(ratio "$SMK_RUN" "$MF_RUN") faster, dry run $(ratio "$SMK_DRY" "$MF_ST") faster
+medflow $BIG vs $N stages: run $(ratio "$BIG_RUN" "$MF_RUN") the cost
+EOF
