@@ -93,11 +93,35 @@ static int make_run_id(char *out, size_t n, mf_err *err)
 
 /* ---- manifests ---- */
 
+/* inputs as the ledger reads them: {slot: "sha256:..." | {"digest", "source", "path"}}, a list
+ * when a slot takes several; a subpath inside a stage's output is kept as "subpath". */
+static mf_json *input_ref_json(const runner *r, const mf_ref *ref)
+{
+    const char *d = ref->is_source ? r->p->src_digest[ref->index] : r->p->st[ref->index].output;
+    if (!ref->is_source && !ref->subpath) return mf_json_new_str(d);
+    mf_json *o = mf_json_new_object();
+    if (!o) return NULL;
+    mf_json_set(o, "digest", mf_json_new_str(d));
+    if (ref->is_source) {
+        mf_json_set(o, "source", mf_json_new_str(r->g->sources[ref->index].name));
+        mf_json_set(o, "path", mf_json_new_str(r->g->sources[ref->index].path));
+    } else mf_json_set(o, "stage", mf_json_new_str(r->g->stages[ref->index].name));
+    if (ref->subpath) mf_json_set(o, "subpath", mf_json_new_str(ref->subpath));
+    return o;
+}
+
 static mf_json *inputs_json(const runner *r, size_t i)
 {
-    const mf_plan_stage *st = &r->p->st[i];
-    mf_json *in = st->components ? mf_json_get(st->components, "inputs") : NULL;
-    return in ? mf_json_clone(in) : mf_json_new_object();
+    const mf_stage *s = &r->g->stages[i];
+    mf_json *in = mf_json_new_object();
+    for (size_t b = 0; in && b < s->n_inputs; b++) {
+        const mf_binding *bd = &s->inputs[b];
+        if (bd->n_refs == 1) { mf_json_set(in, bd->slot, input_ref_json(r, &bd->refs[0])); continue; }
+        mf_json *arr = mf_json_new_array();
+        for (size_t k = 0; arr && k < bd->n_refs; k++) mf_json_push(arr, input_ref_json(r, &bd->refs[k]));
+        mf_json_set(in, bd->slot, arr);
+    }
+    return in;
 }
 
 static int record_manifest(runner *r, size_t i, const char *outcome, const job *j, const char *log_digest)
@@ -110,7 +134,7 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
     bad |= mf_json_set(m, "stage", mf_json_new_str(s->name));
     bad |= mf_json_set(m, "kind", mf_json_new_str(s->kind->name));
     bad |= mf_json_set(m, "kind_version", mf_json_new_int(s->kind->version));
-    bad |= mf_json_set(m, "outcome", mf_json_new_str(outcome));
+    bad |= mf_json_set(m, "status", mf_json_new_str(outcome));
     if (st->key[0]) {
         char k[80];
         snprintf(k, sizeof k, "sha256:%s", st->key);

@@ -69,7 +69,7 @@ static mf_json *last_run(void)
 
 static const char *outcome(const mf_json *run, const char *stage)
 {
-    return mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), stage), "outcome", "(absent)");
+    return mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), stage), "status", "(absent)");
 }
 
 static double t_of(const mf_json *run, const char *stage, const char *which)
