@@ -23,10 +23,25 @@
 
 #define CHUNK (1u << 20)
 
+/* The trailer: a zstd skippable frame (RFC 8878 §3.1.2: magic 0x184D2A5E,
+ * little-endian; u32le payload length 40) whose payload is "mfsha256" and the
+ * SHA-256 of every byte before the trailer. zstd and `tar --zstd` skip it;
+ * medflow requires it, so a flip in a bit zstd itself ignores (e.g. the
+ * frame header's unused bit) is still caught. */
+#define TRAILER_LEN 48
+
+static void trailer_make(unsigned char *tr, const mf_digest *d)
+{
+    static const unsigned char head[16] = {0x5E, 0x2A, 0x4D, 0x18, 40, 0, 0, 0, 'm', 'f', 's', 'h', 'a', '2', '5', '6'};
+    memcpy(tr, head, 16);
+    memcpy(tr + 16, d->b, 32);
+}
+
 /* ---------------- writing ---------------- */
 
 typedef struct wctx {
     int fd;
+    mf_sha256 *fh; /* SHA-256 of every byte written, for the trailer */
     ZSTD_CCtx *z;
     char *out;
     size_t out_cap;
@@ -59,6 +74,7 @@ static int zpump(wctx *c, const void *p, size_t n, ZSTD_EndDirective mode)
             mf_err_set(c->err, MF_EINTERNAL, "zstd compression failed: %s", ZSTD_getErrorName(r));
             return -1;
         }
+        if (out.pos) mf_sha256_update(c->fh, c->out, out.pos);
         if (out.pos && write_all(c->fd, c->out, out.pos) < 0) {
             mf_err_errno(c->err, MF_EIO, "cannot write archive");
             return -1;
@@ -163,7 +179,7 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     mf_sha256 *h = NULL;
     int rc = 0;
     if (!c.out || !c.z || !buf || !a || !ae) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    if ((rc = mf_sha256_new(&h, err))) goto done;
+    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_checksumFlag, 1);
     if (threads > 1) ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads);
@@ -183,11 +199,20 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     for (size_t i = 0; i < t->n && !rc; i++) rc = pack_file(a, &c, &t->v[i], ae, buf, h, err);
     if (archive_write_close(a) != ARCHIVE_OK && !rc) rc = la_fail(a, &c, err, "cannot finish archive");
     if (!rc) rc = mf_tree_digest(t, digest, err);
+    if (!rc) {
+        unsigned char tr[TRAILER_LEN];
+        mf_digest fd_sha;
+        mf_sha256_final(c.fh, &fd_sha);
+        trailer_make(tr, &fd_sha);
+        if (write_all(fd, (const char *)tr, sizeof tr) < 0) rc = mf_err_errno(err, MF_EIO, "cannot write archive");
+        c.bytes += sizeof tr;
+    }
     if (!rc && bytes) *bytes = c.bytes;
 done:
     if (a) archive_write_free(a);
     if (ae) archive_entry_free(ae);
     mf_sha256_free(h);
+    mf_sha256_free(c.fh);
     ZSTD_freeCCtx(c.z);
     free(c.out);
     free(buf);
@@ -205,6 +230,9 @@ typedef struct rctx {
     int in_eof;      /* the file is exhausted */
     int frame_done;  /* the frame is complete (checksum verified) */
     int started;
+    mf_sha256 *fh;   /* SHA-256 of the frame's bytes, checked against the trailer */
+    unsigned char tr[TRAILER_LEN];
+    size_t trn;      /* trailer bytes collected */
     mf_err *err;
     int failed;
 } rctx;
@@ -248,19 +276,40 @@ static ssize_t r_next(rctx *c, const void **buf)
             c->started = 1;
         }
         if (c->frame_done) {
-            if (c->zin.pos < c->zin.size) {
-                mf_err_set(c->err, MF_ECORRUPT, "trailing data after the end of the archive");
+            size_t avail = c->zin.size - c->zin.pos;
+            if (avail) {
+                if (c->trn + avail > TRAILER_LEN) {
+                    mf_err_set(c->err, MF_ECORRUPT, "trailing data after the end of the archive");
+                    return -1;
+                }
+                memcpy(c->tr + c->trn, (const char *)c->zin.src + c->zin.pos, avail);
+                c->trn += avail;
+                c->zin.pos = c->zin.size;
+                continue;
+            }
+            if (!c->in_eof) continue;
+            unsigned char want[TRAILER_LEN];
+            mf_digest d;
+            mf_sha256_final(c->fh, &d);
+            trailer_make(want, &d);
+            if (c->trn != TRAILER_LEN || memcmp(want, c->tr, 16)) {
+                mf_err_set(c->err, MF_ECORRUPT, "archive has no medflow checksum trailer (truncated or not written by medflow)");
                 return -1;
             }
-            if (c->in_eof) return 0;
-            continue;
+            if (memcmp(want + 16, c->tr + 16, 32)) {
+                mf_err_set(c->err, MF_ECORRUPT, "archive bytes do not match their checksum trailer");
+                return -1;
+            }
+            return 0;
         }
         if (c->zin.pos == c->zin.size && c->in_eof) {
             mf_err_set(c->err, MF_ECORRUPT, "archive is truncated (zstd frame incomplete)");
             return -1;
         }
         ZSTD_outBuffer out = {c->out, c->out_cap, 0};
+        size_t pos0 = c->zin.pos;
         size_t r = ZSTD_decompressStream(c->z, &out, &c->zin);
+        mf_sha256_update(c->fh, (const char *)c->zin.src + pos0, c->zin.pos - pos0);
         if (ZSTD_isError(r)) {
             mf_err_set(c->err, MF_ECORRUPT, "archive is corrupt: zstd: %s", ZSTD_getErrorName(r));
             return -1;
@@ -417,7 +466,7 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
     char *last = NULL;
     int rc = 0;
     if (!c.in || !c.out || !c.z || !a) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err))) goto done;
+    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     archive_read_support_format_tar(a);
     if (archive_read_open(a, &c, NULL, r_read, NULL) != ARCHIVE_OK) {
         rc = c.failed ? c.err->code : mf_err_set(err, MF_ECORRUPT, "not a tar archive: %s", archive_error_string(a));
@@ -450,6 +499,7 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
 done:
     if (a) archive_read_free(a);
     free(last);
+    mf_sha256_free(c.fh);
     mf_sha256_free(h);
     mf_treehash_free(th);
     ZSTD_freeDCtx(c.z);

@@ -6,14 +6,17 @@
  * size), entries sorted by path bytes, regular files only, mtime/uid/gid 0,
  * no user/group names, modes 0644 or 0755 (by the owner execute bit). The
  * stream is compressed as ONE zstd frame with the content checksum on, by
- * libzstd directly, so that every flipped byte of an object is caught: by
- * the zstd decoder, by its checksum, or by the tree digest recomputed on
- * extraction. Packing the same tree twice gives identical bytes.
+ * libzstd directly, followed by a 48-byte zstd *skippable* frame holding the
+ * SHA-256 of all bytes before it (artifacts/README.md, "Object format"), so
+ * every flipped byte of an object is caught — even in bits zstd ignores —
+ * and the file stays a valid .tar.zst for `tar --zstd -x`. The tree digest is
+ * recomputed on extraction too. Packing the same tree twice gives identical
+ * bytes.
  *
  * Extraction refuses hostile archives with a clear error: absolute paths,
  * "..", empty or "." components, symlinks, hardlinks, devices, fifos,
- * directories entries, sparse entries, duplicated or unsorted entries,
- * trailing data, a missing checksum, and any content that does not match the
+ * directory entries, sparse entries, duplicated or unsorted entries,
+ * trailing data, a missing checksum or trailer, and any content that does not match the
  * expected digest. Files are created with O_EXCL|O_NOFOLLOW under a fresh
  * directory, so nothing can be written outside it.
  */

@@ -118,7 +118,7 @@ typedef struct hentry {
 } hentry;
 
 /* Build a tar with libarchive and compress it as one zstd frame (checksum on unless no_checksum). */
-static void write_hostile(const char *file, const hentry *es, int n, int no_checksum)
+static void write_hostile_ex(const char *file, const hentry *es, int n, int no_checksum, int no_trailer)
 {
     struct archive *a = archive_write_new();
     REQUIRE(archive_write_set_format_pax_restricted(a) == ARCHIVE_OK);
@@ -143,14 +143,27 @@ static void write_hostile(const char *file, const hentry *es, int n, int no_chec
     archive_write_free(a);
     ZSTD_CCtx *z = ZSTD_createCCtx();
     ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, no_checksum ? 0 : 1);
-    size_t zcap = ZSTD_compressBound(used);
+    size_t zcap = ZSTD_compressBound(used) + 48;
     char *zb = malloc(zcap);
     size_t zn = ZSTD_compress2(z, zb, zcap, tar, used);
     REQUIRE(!ZSTD_isError(zn));
+    if (!no_trailer) {
+        /* medflow's trailer (artifacts/README.md): skippable frame 0x184D2A5E, length 40, "mfsha256", SHA-256 */
+        mf_digest d;
+        mf_digest_bytes(&d, zb, zn);
+        memcpy(zb + zn, "\x5E\x2A\x4D\x18\x28\x00\x00\x00mfsha256", 16);
+        memcpy(zb + zn + 16, d.b, 32);
+        zn += 48;
+    }
     tu_write(file, zb, zn, 0644);
     ZSTD_freeCCtx(z);
     free(zb);
     free(tar);
+}
+
+static void write_hostile(const char *file, const hentry *es, int n, int no_checksum)
+{
+    write_hostile_ex(file, es, n, no_checksum, 0);
 }
 
 static int unpack_file(const char *file, const char *dest, mf_err *err)
@@ -224,6 +237,13 @@ TEST(test_archive_refuses_duplicates_disorder_and_foreign_framing)
     tu_write(tu_path(tmp, "plain.tar"), "not an archive at all", 21, 0644);
     CHECK_INT(unpack_file(tu_path(tmp, "plain.tar"), NULL, &err), MF_ECORRUPT);
     CHECK_CONTAINS(err.msg, "zstd");
+    /* no medflow trailer: a plain .tar.zst is not accepted as an object */
+    write_hostile_ex(tu_path(tmp, "notrailer.tar.zst"), ok, 1, 0, 1);
+    CHECK_INT(unpack_file(tu_path(tmp, "notrailer.tar.zst"), NULL, &err), MF_ECORRUPT);
+    CHECK_CONTAINS(err.msg, "trailer");
+    /* a valid one is accepted (the builder above is right) */
+    write_hostile(tu_path(tmp, "good.tar.zst"), ok, 1, 0);
+    CHECK_OK(unpack_file(tu_path(tmp, "good.tar.zst"), NULL, &err));
     /* trailing garbage after a valid archive */
     write_hostile(tu_path(tmp, "trail.tar.zst"), ok, 1, 0);
     REQUIRE(mf_test_sh(NULL, NULL, "printf 'junk' >> %s", tu_path(tmp, "trail.tar.zst")) == 0);
