@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
 {
@@ -18,6 +21,9 @@ int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
     if (p == 0) {
         /* child: only async-signal-safe calls until exec */
         setpgid(0, o->pgid);
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* an engine killed by SIGKILL takes its stages along */
+#endif
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);

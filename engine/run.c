@@ -291,7 +291,7 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     char token[257] = "";
     if (!rc && j->n_ranks > 1) rc = mf_exec_rendezvous(token, err);
     r->n_jobs++; /* from here on the job is tracked, so a failure below is cleaned up */
-    j->t_start = mf_monotonic();
+    j->t_start = j->row.started = mf_monotonic();
     j->wall_start = mf_now();
     for (int k = 0; k < j->n_ranks && !rc; k++) {
         char *spec = NULL;
