@@ -174,6 +174,7 @@ int mf_cmd_run(int argc, char **argv)
         printf("run %s: %zu ran, %zu cached, %zu cut off (inputs unchanged)\n", res.run_id, res.n_ran, res.n_cached,
                res.n_cutoff);
     }
+    if (res.ledger_ref[0] && !a.quiet) printf("recorded in the ledger as %s\n", res.ledger_ref);
 out:
     mf_plan_free(p);
     mf_estore_close(st);

@@ -13,6 +13,14 @@ int mf_cmd_kinds(int argc, char **argv);
 int mf_cmd_status(int argc, char **argv);
 int mf_cmd_run(int argc, char **argv);
 int mf_cmd_stage_exec(int argc, char **argv);
+int mf_cmd_log(int argc, char **argv);
+int mf_cmd_show(int argc, char **argv);
+int mf_cmd_lineage(int argc, char **argv);
+int mf_cmd_diff(int argc, char **argv);
+int mf_cmd_verify(int argc, char **argv);
+int mf_cmd_gc(int argc, char **argv);
+int mf_cmd_tag(int argc, char **argv);
+int mf_cmd_hash(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -70,4 +78,31 @@ const mf_cmd mf_commands[] = {
      "described in stages/stage.h. Exit 0 ok, 1 the stage failed, 2 the spec is unusable.\n", 1},
     {"version", cmd_version, "print the version",
      "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"log", mf_cmd_log, "list recorded runs, newest first",
+     "Usage: medflow log [GRAPH] [-n N]\n\nList the runs recorded in the ledger (all graphs, or GRAPH's), newest\n"
+     "first: commit id, GRAPH@N, time, outcome and stage counts. See docs/store.md.\n", 0},
+    {"show", mf_cmd_show, "show a run, a stage's manifest or what produced a digest",
+     "Usage: medflow show RUN|STAGE|DIGEST\n\nRUN: a commit id prefix, GRAPH@N or GRAPH (its latest run) -> run.json and\n"
+     "its stages. STAGE: NAME (latest run that has it) or RUN:NAME -> its manifest.\n"
+     "DIGEST: sha256:<hex> -> the manifest of the stage that produced it.\n", 0},
+    {"lineage", mf_cmd_lineage, "the tree of artifacts a stage or digest came from",
+     "Usage: medflow lineage STAGE|DIGEST\n\nPrint the tree of artifacts back to the sources: for every stage its\n"
+     "kind, output digest, run and params; for every source its digest.\n", 0},
+    {"diff", mf_cmd_diff, "which stages changed between two runs, and why",
+     "Usage: medflow diff RUN RUN\n\nFor every stage: unchanged, added, removed, or changed with the reasons\n"
+     "(kind version, params, input digests, output).\n", 0},
+    {"verify", mf_cmd_verify, "re-hash every stored object and materialised tree",
+     "Usage: medflow verify\n\nRe-hash every object in the store and every materialised tree, name each\n"
+     "corrupt one, and exit 1 if any is.\n", 0},
+    {"gc", mf_cmd_gc, "delete objects no ledger ref reaches",
+     "Usage: medflow gc [--dry-run]\n\nDelete every stored object that no ledger branch or tag reaches (following\n"
+     "refs.json), with its materialised tree and action-cache entries; report\n"
+     "the bytes freed. --dry-run only reports.\n", 0},
+    {"tag", mf_cmd_tag, "name a stage's output or a digest in the ledger",
+     "Usage: medflow tag NAME STAGE|DIGEST\n\nCreate refs/tags/NAME in the ledger for the artifact, so gc keeps it and\n"
+     "`git tag` lists it.\n", 0},
+    {"hash", mf_cmd_hash, "print the digest of files, directories or globs",
+     "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
+     "files come from the store's stat cache; --rehash reads everything,\n"
+     "--no-cache ignores the cache. -v (global) prints what was read.\n", 0},
     {NULL, NULL, NULL, NULL, 0}};

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifacts/ledger.h"
 #include "artifacts/store.h"
 #include "common/fsutil.h"
 
@@ -123,6 +124,23 @@ static int e_cache_put(void *ctx, const char *key_hex, const char *output, const
     return rc ? rc : mf_store_key_put(s->s, &k, &d, run_id, err);
 }
 
+/* The ledger is opened here, only when a run has something to record. */
+static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, const mf_json *manifests, char *ref,
+                           size_t ref_len, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_ledger *l = NULL;
+    int rc = mf_ledger_open(&l, s->root, err);
+    if (rc) return rc;
+    char id[41];
+    int num = 0;
+    rc = mf_ledger_commit_run(l, g->name ? g->name : "graph", g->text ? g->text : "", g->text ? g->text_len : 0, run,
+                              manifests, id, &num, err);
+    if (!rc && ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+    mf_ledger_free(l);
+    return rc;
+}
+
 static int e_put_file(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err)
 {
     mf_estore *s = ctx;
@@ -145,5 +163,5 @@ void mf_estore_io(mf_estore *s, mf_run_io *io)
     io->publish = e_publish;
     io->cache_put = e_cache_put;
     io->put_file = e_put_file;
-    io->ledger_commit = NULL; /* set when artifacts/ledger.h lands */
+    io->ledger_commit = e_ledger_commit;
 }

@@ -591,7 +591,9 @@ static int write_record(runner *r, double t_start_wall, mf_err *err)
         mf_buf_free(&b);
     }
     mf_json_free(full);
-    if (!rc && r->io->ledger_commit) rc = r->io->ledger_commit(r->io->plan.ctx, r->g, rec, r->manifests, err);
+    if (!rc && r->io->ledger_commit)
+        rc = r->io->ledger_commit(r->io->plan.ctx, r->g, rec, r->manifests, r->res->ledger_ref, sizeof r->res->ledger_ref,
+                                  err);
     mf_json_free(rec);
     return rc;
 }

@@ -35,9 +35,9 @@ typedef struct mf_run_io {
     int (*cache_put)(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err);
     /* Store one file (a log) and give its digest. May be NULL. */
     int (*put_file)(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err);
-    /* Commit the run to the ledger. May be NULL (no ledger in this build). */
+    /* Commit the run to the ledger; a name for it ("GRAPH@N (commit)") into ref. May be NULL. */
     int (*ledger_commit)(void *ctx, const mf_graph *g, const mf_json *run_record, const mf_json *manifests,
-                         mf_err *err);
+                         char *ref, size_t ref_len, mf_err *err);
 } mf_run_io;
 
 typedef struct mf_run_opts {
@@ -52,6 +52,7 @@ typedef struct mf_run_opts {
 
 typedef struct mf_run_result {
     char run_id[64];
+    char ledger_ref[128];   /* "GRAPH@N (commit)" once recorded, else "" */
     int outcome;            /* 0 success, MF_EFAILED, MF_EINTERRUPTED */
     size_t n_ran, n_failed, n_cached, n_cutoff, n_blocked;
 } mf_run_result;

@@ -94,10 +94,15 @@ TEST(test_run_cache_matrix_unchanged_param_input_version_force)
     write_graph("g.yaml", CHAIN("A", ""));
     CHECK_INT(mf(&out, "run g.yaml"), 0);
     CHECK_CONTAINS(out, "3 ran");
+    CHECK_CONTAINS(out, "recorded in the ledger as chain@1");
     free(out);
-    /* unchanged rerun: nothing runs, nothing is written */
+    /* unchanged rerun: nothing runs, nothing is written, the ledger is not touched */
     CHECK_INT(mf(&out, "run g.yaml"), 0);
     CHECK_STR(out, "3 stages cached; nothing to do\n");
+    free(out);
+    CHECK_INT(mf(&out, "log"), 0);
+    CHECK_CONTAINS(out, "chain@1");
+    CHECK(!strstr(out, "chain@2"));
     free(out);
     /* param change: a reruns with the exact reason, b waits on it, c stays cached */
     write_graph("g.yaml", CHAIN("B", ""));
@@ -269,6 +274,10 @@ TEST(test_run_failed_stage_stops_new_starts_and_shows_log_tail)
     CHECK_STR(outcome(run, "bad"), "failed");
     CHECK(mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), "bad"), "log", NULL) != NULL);
     mf_json_free(run);
+    CHECK_INT(mf(&out, "log"), 0); /* failed runs are in the ledger too */
+    CHECK_CONTAINS(out, "f@1");
+    CHECK_CONTAINS(out, "failed");
+    free(out);
     /* nothing of the failed stage was published */
     CHECK_INT(mf_test_sh(NULL, NULL, "grep -rl 'never published' '%s/.medflow/trees' '%s/.medflow/tmp' 2>/dev/null",
                          mf_test_tmpdir(), mf_test_tmpdir()), 1);
@@ -310,6 +319,9 @@ TEST(test_run_sigint_publishes_nothing_and_next_run_resumes)
     CHECK_STR(mf_json_get_str(run, "outcome", ""), "interrupted");
     CHECK_STR(outcome(run, "slow"), "interrupted");
     mf_json_free(run);
+    CHECK_INT(mf(&out, "log"), 0);
+    CHECK_CONTAINS(out, "interrupted");
+    free(out);
     /* tmp/ is empty, no tree holds the partial output, no action-cache entry */
     CHECK_INT(mf_test_sh(&out, NULL, "ls -A '%s/.medflow/tmp' | wc -l; ls -A '%s/.medflow/keys' | wc -l",
                          mf_test_tmpdir(), mf_test_tmpdir()), 0);

@@ -1,0 +1,814 @@
+/*
+ * artifacts/ledger.c — the git ledger (libgit2): commit runs, read them back,
+ * resolve RUN/STAGE/DIGEST names, tag, list what is reachable, and keep the
+ * output-digest index (see ledger.h for the repository layout).
+ */
+#include "artifacts/ledger.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <git2.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+
+struct mf_ledger {
+    git_repository *repo;
+    char *dir;      /* <store>/ledger.git */
+    char *idx;      /* <store>/ledger.idx */
+    int reindexed;  /* ledger.idx rebuilt by this handle already */
+};
+
+static int git_fail(mf_err *err, const char *what)
+{
+    const git_error *e = git_error_last();
+    return mf_err_set(err, MF_EIO, "ledger: %s: %s", what, e && e->message ? e->message : "libgit2 error");
+}
+
+void mf_ledger_free(mf_ledger *l)
+{
+    if (!l) return;
+    git_repository_free(l->repo);
+    free(l->dir);
+    free(l->idx);
+    free(l);
+    git_libgit2_shutdown();
+}
+
+int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
+{
+    *out = NULL;
+    git_libgit2_init();
+    mf_ledger *l = calloc(1, sizeof *l);
+    if (!l) { git_libgit2_shutdown(); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+    l->dir = mf_path_join(store_dir, "ledger.git");
+    l->idx = mf_path_join(store_dir, "ledger.idx");
+    if (!l->dir || !l->idx) { mf_ledger_free(l); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+    int rc = 0;
+    if (mf_is_dir(l->dir)) {
+        if (git_repository_open_bare(&l->repo, l->dir) < 0) rc = git_fail(err, l->dir);
+    } else {
+        if ((rc = mf_mkdir_p(store_dir, 0755, err)) == 0 && git_repository_init(&l->repo, l->dir, 1) < 0)
+            rc = git_fail(err, l->dir);
+    }
+    if (rc) { mf_ledger_free(l); return rc; }
+    *out = l;
+    return 0;
+}
+
+int mf_ledger_branch_name(const char *graph, char *out, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = graph; *p && k + 1 < n; p++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+                 c == '.' || c >= 0x80; /* UTF-8 is fine in git ref names */
+        if (!ok) c = '-';
+        if (c == '.' && k > 0 && out[k - 1] == '.') continue; /* ".." is not allowed in refs */
+        if (k == 0 && (c == '.' || c == '-')) continue;
+        out[k++] = (char)c;
+    }
+    out[k] = 0;
+    while (k > 0 && out[k - 1] == '.') out[--k] = 0;
+    if (k >= 5 && !strcmp(out + k - 5, ".lock")) out[k -= 5] = 0;
+    if (!k) snprintf(out, n, "graph");
+    return 0;
+}
+
+/* ---- writing ---- */
+
+static int write_blob(mf_ledger *l, const void *data, size_t len, git_oid *oid, mf_err *err)
+{
+    if (git_blob_create_from_buffer(oid, l->repo, data, len) < 0) return git_fail(err, "cannot write blob");
+    return 0;
+}
+
+static int write_json_blob(mf_ledger *l, const mf_json *v, git_oid *oid, mf_err *err)
+{
+    mf_buf b = MF_BUF_INIT;
+    mf_json_write(&b, v, MF_JSON_SORTED | MF_JSON_PRETTY);
+    if (!mf_buf_ok(&b)) { mf_buf_free(&b); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+    int rc = write_blob(l, b.data, b.len, oid, err);
+    mf_buf_free(&b);
+    return rc;
+}
+
+/* Signature from the environment, then the git config, then "medflow". */
+static int make_sig(mf_ledger *l, git_signature **sig, const char *who, mf_err *err)
+{
+    char kn[64], ke[64];
+    snprintf(kn, sizeof kn, "GIT_%s_NAME", who);
+    snprintf(ke, sizeof ke, "GIT_%s_EMAIL", who);
+    const char *name = getenv(kn), *email = getenv(ke);
+    if (!name || !*name) name = getenv("GIT_AUTHOR_NAME");
+    if (!email || !*email) email = getenv("GIT_AUTHOR_EMAIL");
+    git_config *cfg = NULL;
+    git_buf cn = {0}, ce = {0};
+    if (git_repository_config(&cfg, l->repo) == 0) {
+        if ((!name || !*name) && git_config_get_string_buf(&cn, cfg, "user.name") == 0) name = cn.ptr;
+        if ((!email || !*email) && git_config_get_string_buf(&ce, cfg, "user.email") == 0) email = ce.ptr;
+    }
+    if (!name || !*name) name = "medflow";
+    if (!email || !*email) email = "medflow@localhost";
+    int rc = git_signature_now(sig, name, email) < 0 ? git_fail(err, "cannot make a signature") : 0;
+    git_buf_dispose(&cn);
+    git_buf_dispose(&ce);
+    git_config_free(cfg);
+    return rc;
+}
+
+static int stage_name_ok(const char *s)
+{
+    return *s && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && strcmp(s, ".git");
+}
+
+static int append_index(mf_ledger *l, const char *commit, const mf_json *stages)
+{
+    mf_buf b = MF_BUF_INIT;
+    for (size_t i = 0; i < stages->n; i++) {
+        const char *d = mf_ledger_digest_of(mf_json_get(stages->items[i], "output"));
+        mf_digest dg;
+        mf_err e;
+        if (!d || mf_digest_parse(&dg, d, &e) || strchr(stages->keys[i], '\n')) continue;
+        char hex[65];
+        mf_buf_printf(&b, "%s %s %s\n", mf_digest_hex(&dg, hex), commit, stages->keys[i]);
+    }
+    int rc = 0;
+    if (b.len && mf_buf_ok(&b)) {
+        int fd = open(l->idx, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len) rc = -1;
+        if (fd >= 0) { fsync(fd); close(fd); }
+    }
+    mf_buf_free(&b);
+    return rc;
+}
+
+static int read_commit_trailers(git_commit *c, char **graph, int *number);
+
+int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph_text, size_t graph_len,
+                         const mf_json *run, const mf_json *stages, char out_id[41], int *out_number, mf_err *err)
+{
+    if (!stages || stages->type != MF_JSON_OBJECT) return mf_err_set(err, MF_EINVAL, "ledger: stages must be a JSON object");
+    if (!run || run->type != MF_JSON_OBJECT) return mf_err_set(err, MF_EINVAL, "ledger: run record must be a JSON object");
+    char branch[256], refname[300];
+    mf_ledger_branch_name(graph_name, branch, sizeof branch);
+    snprintf(refname, sizeof refname, "refs/heads/%s", branch);
+    int valid = 0;
+    if (git_reference_name_is_valid(&valid, refname) < 0 || !valid)
+        return mf_err_set(err, MF_EINVAL, "ledger: graph name '%s' gives no valid branch name", graph_name);
+
+    int rc = 0;
+    git_treebuilder *root = NULL, *sb = NULL;
+    git_signature *author = NULL, *committer = NULL;
+    git_tree *tree = NULL;
+    git_commit *parent = NULL;
+    mf_json *rj = mf_json_clone(run);
+    mf_buf msg = MF_BUF_INIT;
+    git_oid oid, tree_oid, commit_oid;
+    if (!rj) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    /* fill what the ledger knows if the caller did not */
+    if (!mf_json_get(rj, "graph")) mf_json_set(rj, "graph", mf_json_new_str(graph_name));
+    if (!mf_json_get(rj, "engine")) mf_json_set(rj, "engine", mf_json_new_str("medflow " MF_VERSION " (" MF_GIT_REV ")"));
+    if (!mf_json_get(rj, "host")) {
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        mf_json_set(rj, "host", mf_json_new_str(host));
+    }
+    if (!mf_json_get(rj, "user")) {
+        const char *u = getenv("USER");
+        struct passwd *pw = (!u || !*u) ? getpwuid(getuid()) : NULL;
+        mf_json_set(rj, "user", mf_json_new_str(u && *u ? u : pw ? pw->pw_name : "unknown"));
+    }
+
+    if (git_treebuilder_new(&root, l->repo, NULL) < 0 || git_treebuilder_new(&sb, l->repo, NULL) < 0) {
+        rc = git_fail(err, "cannot build tree");
+        goto done;
+    }
+    if ((rc = write_blob(l, graph_text ? graph_text : "", graph_text ? graph_len : 0, &oid, err))) goto done;
+    if (git_treebuilder_insert(NULL, root, "graph.yaml", &oid, GIT_FILEMODE_BLOB) < 0) { rc = git_fail(err, "tree"); goto done; }
+    if ((rc = write_json_blob(l, rj, &oid, err))) goto done;
+    if (git_treebuilder_insert(NULL, root, "run.json", &oid, GIT_FILEMODE_BLOB) < 0) { rc = git_fail(err, "tree"); goto done; }
+    for (size_t i = 0; i < stages->n; i++) {
+        if (!stage_name_ok(stages->keys[i])) {
+            rc = mf_err_set(err, MF_EINVAL, "ledger: stage name '%s' cannot be a directory name", stages->keys[i]);
+            goto done;
+        }
+        git_treebuilder *one = NULL;
+        git_oid one_oid;
+        if ((rc = write_json_blob(l, stages->items[i], &oid, err))) goto done;
+        if (git_treebuilder_new(&one, l->repo, NULL) < 0 ||
+            git_treebuilder_insert(NULL, one, "manifest.json", &oid, GIT_FILEMODE_BLOB) < 0 ||
+            git_treebuilder_write(&one_oid, one) < 0 ||
+            git_treebuilder_insert(NULL, sb, stages->keys[i], &one_oid, GIT_FILEMODE_TREE) < 0) {
+            git_treebuilder_free(one);
+            rc = git_fail(err, "cannot build stage tree");
+            goto done;
+        }
+        git_treebuilder_free(one);
+    }
+    if (stages->n) {
+        if (git_treebuilder_write(&oid, sb) < 0 || git_treebuilder_insert(NULL, root, "stages", &oid, GIT_FILEMODE_TREE) < 0) {
+            rc = git_fail(err, "cannot build stages tree");
+            goto done;
+        }
+    }
+    if (git_treebuilder_write(&tree_oid, root) < 0 || git_tree_lookup(&tree, l->repo, &tree_oid) < 0) {
+        rc = git_fail(err, "cannot write tree");
+        goto done;
+    }
+    if ((rc = make_sig(l, &author, "AUTHOR", err)) || (rc = make_sig(l, &committer, "COMMITTER", err))) goto done;
+
+    /* Advance the branch with compare-and-swap; retry if another engine moved it. */
+    for (int attempt = 0; attempt < 16; attempt++) {
+        git_oid tip;
+        int have_tip = git_reference_name_to_id(&tip, l->repo, refname) == 0;
+        int number = 1;
+        git_commit_free(parent);
+        parent = NULL;
+        if (have_tip) {
+            if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = git_fail(err, "cannot read branch tip"); goto done; }
+            char *pg = NULL;
+            int pn = 0;
+            read_commit_trailers(parent, &pg, &pn);
+            free(pg);
+            number = pn + 1;
+        }
+        mf_buf_reset(&msg);
+        const char *outcome = mf_json_get_str(rj, "outcome", "done");
+        mf_buf_printf(&msg, "%s@%d: %s\n\n", branch, number, outcome);
+        for (size_t i = 0; i < stages->n; i++) {
+            const mf_json *m = stages->items[i];
+            const char *d = mf_ledger_digest_of(mf_json_get(m, "output"));
+            mf_buf_printf(&msg, "  %-16s %-8s %-10s %.19s\n", stages->keys[i], mf_json_get_str(m, "kind", "?"),
+                          mf_json_get_str(m, "status", ""), d ? d : "-");
+        }
+        mf_buf_printf(&msg, "\nmedflow-graph: %s\nmedflow-run: %d\n", branch, number);
+        if (!mf_buf_ok(&msg)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        const git_commit *parents[1] = {parent};
+        if (git_commit_create(&commit_oid, l->repo, NULL, author, committer, "UTF-8", msg.data, tree, parent ? 1 : 0,
+                              parents) < 0) {
+            rc = git_fail(err, "cannot write commit");
+            goto done;
+        }
+        git_reference *ref = NULL;
+        char logmsg[64];
+        snprintf(logmsg, sizeof logmsg, "medflow run %d", number);
+        int r = have_tip ? git_reference_create_matching(&ref, l->repo, refname, &commit_oid, 1, &tip, logmsg)
+                         : git_reference_create(&ref, l->repo, refname, &commit_oid, 0, logmsg);
+        git_reference_free(ref);
+        if (r == 0) {
+            char hex[41];
+            git_oid_tostr(hex, sizeof hex, &commit_oid);
+            if (out_id) memcpy(out_id, hex, 41);
+            if (out_number) *out_number = number;
+            append_index(l, hex, stages); /* best effort: rebuilt on a miss */
+            goto done;
+        }
+        if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = git_fail(err, "cannot update branch"); goto done; }
+    }
+    rc = mf_err_set(err, MF_EBUSY, "ledger: branch %s keeps moving (another engine committing?)", refname);
+done:
+    git_treebuilder_free(root);
+    git_treebuilder_free(sb);
+    git_tree_free(tree);
+    git_commit_free(parent);
+    git_signature_free(author);
+    git_signature_free(committer);
+    mf_json_free(rj);
+    mf_buf_free(&msg);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+static int read_commit_trailers(git_commit *c, char **graph, int *number)
+{
+    const char *m = git_commit_message(c);
+    *graph = NULL;
+    *number = 0;
+    const char *g = m ? strstr(m, "\nmedflow-graph: ") : NULL;
+    const char *n = m ? strstr(m, "\nmedflow-run: ") : NULL;
+    if (g) {
+        g += strlen("\nmedflow-graph: ");
+        *graph = strndup(g, strcspn(g, "\n"));
+    }
+    if (n) *number = atoi(n + strlen("\nmedflow-run: "));
+    return g && n ? 0 : -1;
+}
+
+static int read_blob_path(mf_ledger *l, git_tree *tree, const char *path, char **text, size_t *len, mf_err *err)
+{
+    git_tree_entry *e = NULL;
+    git_blob *b = NULL;
+    *text = NULL;
+    if (git_tree_entry_bypath(&e, tree, path) < 0) return mf_err_set(err, MF_ENOTFOUND, "ledger: no %s in run", path);
+    int rc = 0;
+    if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) rc = git_fail(err, path);
+    else {
+        size_t n = (size_t)git_blob_rawsize(b);
+        char *t = malloc(n + 1);
+        if (!t) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        else {
+            memcpy(t, git_blob_rawcontent(b), n);
+            t[n] = 0;
+            *text = t;
+            if (len) *len = n;
+        }
+    }
+    git_blob_free(b);
+    git_tree_entry_free(e);
+    return rc;
+}
+
+static int load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err)
+{
+    *out = NULL;
+    git_commit *c = NULL;
+    git_tree *tree = NULL;
+    mf_ledger_run *r = calloc(1, sizeof *r);
+    if (!r) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = 0;
+    char *text = NULL;
+    size_t len = 0;
+    git_oid_tostr(r->id, sizeof r->id, oid);
+    if (git_commit_lookup(&c, l->repo, oid) < 0 || git_commit_tree(&tree, c) < 0) {
+        rc = git_fail(err, r->id);
+        goto done;
+    }
+    if (read_commit_trailers(c, &r->graph, &r->number) < 0) {
+        rc = mf_err_set(err, MF_ENOTFOUND, "ledger: commit %.12s is not a medflow run", r->id);
+        goto done;
+    }
+    r->time = (int64_t)git_commit_time(c);
+    if ((rc = read_blob_path(l, tree, "run.json", &text, &len, err))) goto done;
+    if ((rc = mf_json_parse(&r->run, text, len, "run.json", err))) goto done;
+    free(text);
+    text = NULL;
+    if (read_blob_path(l, tree, "graph.yaml", &r->graph_text, NULL, err)) {
+        mf_err_clear(err);
+        r->graph_text = strdup("");
+    }
+    r->stages = mf_json_new_object();
+    if (!r->stages) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    git_tree_entry *se = NULL;
+    if (git_tree_entry_bypath(&se, tree, "stages") == 0) {
+        git_tree *st = NULL;
+        if (git_tree_lookup(&st, l->repo, git_tree_entry_id(se)) == 0) {
+            for (size_t i = 0; i < git_tree_entrycount(st) && !rc; i++) {
+                const char *name = git_tree_entry_name(git_tree_entry_byindex(st, i));
+                char path[1024];
+                snprintf(path, sizeof path, "stages/%s/manifest.json", name);
+                mf_json *m = NULL;
+                if ((rc = read_blob_path(l, tree, path, &text, &len, err))) break;
+                if ((rc = mf_json_parse(&m, text, len, path, err))) break;
+                free(text);
+                text = NULL;
+                mf_json_set(r->stages, name, m);
+            }
+            git_tree_free(st);
+        }
+        git_tree_entry_free(se);
+    }
+done:
+    free(text);
+    git_tree_free(tree);
+    git_commit_free(c);
+    if (rc) mf_ledger_run_free(r);
+    else *out = r;
+    return rc;
+}
+
+void mf_ledger_run_free(mf_ledger_run *r)
+{
+    if (!r) return;
+    free(r->graph);
+    mf_json_free(r->run);
+    mf_json_free(r->stages);
+    free(r->graph_text);
+    free(r);
+}
+
+void mf_ledger_list_free(mf_ledger_run **runs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) mf_ledger_run_free(runs[i]);
+    free(runs);
+}
+
+/* Branch names (malloc'd array of malloc'd strings). */
+static int branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    git_branch_iterator *it = NULL;
+    if (git_branch_iterator_new(&it, l->repo, GIT_BRANCH_LOCAL) < 0) return git_fail(err, "cannot list branches");
+    git_reference *ref;
+    git_branch_t type;
+    size_t cap = 0;
+    char **v = NULL;
+    int rc = 0;
+    while (git_branch_next(&ref, &type, it) == 0) {
+        const char *name = NULL;
+        git_branch_name(&name, ref);
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **nv = realloc(v, cap * sizeof *v);
+            if (!nv) { git_reference_free(ref); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            v = nv;
+        }
+        v[(*n)++] = strdup(name ? name : "");
+        git_reference_free(ref);
+    }
+    git_branch_iterator_free(it);
+    *out = v;
+    return rc;
+}
+
+static void free_strs(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+static int cmp_run_newest(const void *a, const void *b)
+{
+    const mf_ledger_run *x = *(mf_ledger_run *const *)a, *y = *(mf_ledger_run *const *)b;
+    if (x->time != y->time) return x->time > y->time ? -1 : 1;
+    if (strcmp(x->graph, y->graph)) return strcmp(x->graph, y->graph);
+    return y->number - x->number;
+}
+
+int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_t *n, mf_err *err)
+{
+    *runs = NULL;
+    *n = 0;
+    char **br = NULL;
+    size_t nb = 0, cap = 0;
+    int rc = 0;
+    if (graph) {
+        char b[256];
+        mf_ledger_branch_name(graph, b, sizeof b);
+        br = calloc(1, sizeof *br);
+        if (!br || !(br[0] = strdup(b))) { free(br); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+        nb = 1;
+    } else if ((rc = branches(l, &br, &nb, err))) {
+        return rc;
+    }
+    mf_ledger_run **v = NULL;
+    for (size_t i = 0; i < nb && !rc; i++) {
+        char refname[300];
+        snprintf(refname, sizeof refname, "refs/heads/%s", br[i]);
+        git_oid oid;
+        if (git_reference_name_to_id(&oid, l->repo, refname) < 0) {
+            if (graph) rc = mf_err_set(err, MF_ENOTFOUND, "ledger: no runs of graph '%s'", graph);
+            continue;
+        }
+        /* first-parent chain */
+        for (;;) {
+            mf_ledger_run *r = NULL;
+            if ((rc = load_commit(l, &oid, &r, err))) break;
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 16;
+                mf_ledger_run **nv = realloc(v, cap * sizeof *v);
+                if (!nv) { mf_ledger_run_free(r); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+                v = nv;
+            }
+            v[(*n)++] = r;
+            git_commit *c = NULL;
+            if (git_commit_lookup(&c, l->repo, &oid) < 0) { rc = git_fail(err, "walk"); break; }
+            int more = git_commit_parentcount(c) > 0;
+            if (more) git_oid_cpy(&oid, git_commit_parent_id(c, 0));
+            git_commit_free(c);
+            if (!more) break;
+        }
+    }
+    free_strs(br, nb);
+    if (rc) { mf_ledger_list_free(v, *n); *n = 0; return rc; }
+    if (*n > 1) qsort(v, *n, sizeof *v, cmp_run_newest);
+    *runs = v;
+    return 0;
+}
+
+static int is_hex(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F'))) return 0;
+    return 1;
+}
+
+int mf_ledger_load(mf_ledger *l, const char *spec, mf_ledger_run **out, mf_err *err)
+{
+    *out = NULL;
+    const char *at = strrchr(spec, '@');
+    char graph[256];
+    if (at) {
+        snprintf(graph, sizeof graph, "%.*s", (int)(at - spec), spec);
+        char *end;
+        long want = strtol(at + 1, &end, 10);
+        if (*end || want <= 0) return mf_err_set(err, MF_EINVAL, "run '%s': expected GRAPH@N with N >= 1", spec);
+        mf_ledger_run **runs;
+        size_t n;
+        int rc = mf_ledger_list(l, graph, &runs, &n, err);
+        if (rc) return rc;
+        for (size_t i = 0; i < n; i++)
+            if (runs[i]->number == want) {
+                *out = runs[i];
+                runs[i] = NULL;
+                break;
+            }
+        mf_ledger_list_free(runs, n);
+        if (!*out) return mf_err_set(err, MF_ENOTFOUND, "run '%s': graph '%s' has %zu runs", spec, graph, n);
+        return 0;
+    }
+    /* a graph name: its latest run */
+    mf_ledger_branch_name(spec, graph, sizeof graph);
+    char refname[300];
+    snprintf(refname, sizeof refname, "refs/heads/%s", graph);
+    git_oid oid;
+    if (!strcmp(graph, spec) && git_reference_name_to_id(&oid, l->repo, refname) == 0) return load_commit(l, &oid, out, err);
+    /* a commit id prefix */
+    size_t len = strlen(spec);
+    if (len >= 4 && len <= 40 && is_hex(spec)) {
+        git_object *obj = NULL;
+        if (git_oid_fromstrn(&oid, spec, len) == 0) {
+            int r = git_object_lookup_prefix(&obj, l->repo, &oid, len, GIT_OBJECT_COMMIT);
+            if (r == GIT_EAMBIGUOUS) return mf_err_set(err, MF_EINVAL, "run '%s' is ambiguous: give more digits", spec);
+            if (r == 0) {
+                git_oid id;
+                git_oid_cpy(&id, git_object_id(obj));
+                git_object_free(obj);
+                return load_commit(l, &id, out, err);
+            }
+        }
+    }
+    return mf_err_set(err, MF_ENOTFOUND, "no run '%s' in the ledger (expected a commit id prefix, GRAPH@N or GRAPH)", spec);
+}
+
+const char *mf_ledger_digest_of(const mf_json *f)
+{
+    if (!f) return NULL;
+    if (f->type == MF_JSON_STRING) return !strncmp(f->s, "sha256:", 7) ? f->s : NULL;
+    if (f->type == MF_JSON_OBJECT) return mf_ledger_digest_of(mf_json_get(f, "digest"));
+    return NULL;
+}
+
+/* ---- the output-digest index ---- */
+
+static int index_lookup(mf_ledger *l, const mf_digest *d, char commit[41], char **stage)
+{
+    char *text = NULL;
+    size_t len = 0;
+    mf_err e;
+    if (mf_read_file(l->idx, &text, &len, &e)) return -1;
+    char hex[65];
+    mf_digest_hex(d, hex);
+    int found = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, hex, 64) || line[64] != ' ' || strlen(line) < 64 + 1 + 40 + 2) continue;
+        memcpy(commit, line + 65, 40);
+        commit[40] = 0;
+        *stage = strdup(line + 65 + 41);
+        found = *stage != NULL;
+        break;
+    }
+    free(text);
+    return found ? 0 : 1;
+}
+
+int mf_ledger_reindex(mf_ledger *l, mf_err *err)
+{
+    /* every commit reachable from a branch, oldest first */
+    git_revwalk *w = NULL;
+    if (git_revwalk_new(&w, l->repo) < 0) return git_fail(err, "revwalk");
+    git_revwalk_sorting(w, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME | GIT_SORT_REVERSE);
+    git_revwalk_push_glob(w, "refs/heads/*");
+    mf_buf b = MF_BUF_INIT;
+    git_oid oid;
+    int rc = 0;
+    while (git_revwalk_next(&oid, w) == 0) {
+        mf_ledger_run *r = NULL;
+        mf_err e;
+        if (load_commit(l, &oid, &r, &e)) continue;
+        for (size_t i = 0; i < r->stages->n; i++) {
+            const char *d = mf_ledger_digest_of(mf_json_get(r->stages->items[i], "output"));
+            mf_digest dg;
+            if (!d || mf_digest_parse(&dg, d, &e) || strchr(r->stages->keys[i], '\n')) continue;
+            char hex[65];
+            mf_buf_printf(&b, "%s %s %s\n", mf_digest_hex(&dg, hex), r->id, r->stages->keys[i]);
+        }
+        mf_ledger_run_free(r);
+    }
+    git_revwalk_free(w);
+    if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    else rc = mf_write_file_atomic(l->idx, b.data ? b.data : "", b.len, 0644, err);
+    mf_buf_free(&b);
+    l->reindexed = 1;
+    return rc;
+}
+
+int mf_ledger_producer(mf_ledger *l, const mf_digest *d, mf_ledger_run **run, char **stage, mf_err *err)
+{
+    *run = NULL;
+    *stage = NULL;
+    char commit[41];
+    int r = index_lookup(l, d, commit, stage);
+    if (r != 0 && !l->reindexed) {
+        int rc = mf_ledger_reindex(l, err);
+        if (rc) return rc;
+        r = index_lookup(l, d, commit, stage);
+    }
+    char ds[72];
+    if (r != 0) return mf_err_set(err, MF_ENOTFOUND, "no stage in the ledger produced %s", mf_digest_str(d, ds));
+    git_oid oid;
+    int rc = git_oid_fromstr(&oid, commit) < 0 ? mf_err_set(err, MF_ECORRUPT, "ledger.idx: bad commit id") : load_commit(l, &oid, run, err);
+    if (rc) { free(*stage); *stage = NULL; }
+    return rc;
+}
+
+int mf_ledger_find_stage(mf_ledger *l, const char *spec, mf_ledger_run **run, char **stage, mf_err *err)
+{
+    *run = NULL;
+    *stage = NULL;
+    mf_digest d;
+    mf_err e;
+    if (mf_digest_parse(&d, spec, &e) == 0) return mf_ledger_producer(l, &d, run, stage, err);
+    const char *colon = strrchr(spec, ':');
+    if (colon) {
+        char rs[512];
+        snprintf(rs, sizeof rs, "%.*s", (int)(colon - spec), spec);
+        const char *name = colon + 1;
+        int rc = mf_ledger_load(l, rs, run, err);
+        if (rc) return rc;
+        if (!mf_json_get((*run)->stages, name)) {
+            rc = mf_err_set(err, MF_ENOTFOUND, "run %s@%d has no stage '%s'", (*run)->graph, (*run)->number, name);
+            mf_ledger_run_free(*run);
+            *run = NULL;
+            return rc;
+        }
+        *stage = strdup(name);
+        return *stage ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
+    }
+    mf_ledger_run **runs;
+    size_t n;
+    int rc = mf_ledger_list(l, NULL, &runs, &n, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++)
+        if (mf_json_get(runs[i]->stages, spec)) {
+            *run = runs[i];
+            runs[i] = NULL;
+            break;
+        }
+    mf_ledger_list_free(runs, n);
+    if (!*run) return mf_err_set(err, MF_ENOTFOUND, "no run in the ledger has a stage '%s'", spec);
+    *stage = strdup(spec);
+    return *stage ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
+}
+
+/* ---- tags ---- */
+
+int mf_ledger_tag(mf_ledger *l, const char *name, const mf_json *what, mf_err *err)
+{
+    char refname[512];
+    snprintf(refname, sizeof refname, "refs/tags/%s", name);
+    int valid = 0;
+    if (git_reference_name_is_valid(&valid, refname) < 0 || !valid || !*name)
+        return mf_err_set(err, MF_EINVAL, "'%s' is not a valid tag name", name);
+    git_oid oid;
+    if (git_reference_name_to_id(&oid, l->repo, refname) == 0)
+        return mf_err_set(err, MF_EINVAL, "tag '%s' already exists", name);
+    int rc = write_json_blob(l, what, &oid, err);
+    if (rc) return rc;
+    git_reference *ref = NULL;
+    if (git_reference_create(&ref, l->repo, refname, &oid, 0, "medflow tag") < 0) return git_fail(err, "cannot create tag");
+    git_reference_free(ref);
+    return 0;
+}
+
+/* ---- reachability ---- */
+
+typedef struct dset {
+    mf_digest *v;
+    size_t n, cap;
+} dset;
+
+static const char *find7(const char *p, const char *end, const char *needle)
+{
+    for (; end - p >= 7; p++)
+        if (*p == needle[0] && !memcmp(p, needle, 7)) return p;
+    return NULL;
+}
+
+static int scan_digests(dset *s, const char *text, size_t len)
+{
+    const char *p = text, *end = text + len;
+    while (p < end && (p = find7(p, end, "sha256:"))) {
+        p += 7;
+        if (end - p < 64) break;
+        char hex[65];
+        memcpy(hex, p, 64);
+        hex[64] = 0;
+        mf_digest d;
+        mf_err e;
+        if (mf_digest_parse(&d, hex, &e)) continue;
+        if (s->n == s->cap) {
+            size_t nc = s->cap ? s->cap * 2 : 64;
+            mf_digest *nv = realloc(s->v, nc * sizeof *nv);
+            if (!nv) return -1;
+            s->v = nv;
+            s->cap = nc;
+        }
+        s->v[s->n++] = d;
+        p += 64;
+    }
+    return 0;
+}
+
+static int scan_tree(mf_ledger *l, git_tree *tree, dset *s)
+{
+    for (size_t i = 0; i < git_tree_entrycount(tree); i++) {
+        const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+        if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
+            git_tree *sub = NULL;
+            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) == 0) {
+                int r = scan_tree(l, sub, s);
+                git_tree_free(sub);
+                if (r) return r;
+            }
+        } else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
+            const char *nm = git_tree_entry_name(e);
+            size_t nl = strlen(nm);
+            if (nl < 5 || strcmp(nm + nl - 5, ".json")) continue; /* graph.yaml holds no artifact */
+            git_blob *b = NULL;
+            if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) == 0) {
+                int r = scan_digests(s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b));
+                git_blob_free(b);
+                if (r) return r;
+            }
+        }
+    }
+    return 0;
+}
+
+static int cmp_digest(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    dset s = {0};
+    git_revwalk *w = NULL;
+    git_reference_iterator *it = NULL;
+    int rc = 0;
+    if (git_revwalk_new(&w, l->repo) < 0 || git_reference_iterator_new(&it, l->repo) < 0) {
+        rc = git_fail(err, "cannot walk the ledger");
+        goto done;
+    }
+    git_reference *ref;
+    while (git_reference_next(&ref, it) == 0) {
+        git_object *obj = NULL;
+        if (git_reference_peel(&obj, ref, GIT_OBJECT_ANY) == 0) {
+            if (git_object_type(obj) == GIT_OBJECT_COMMIT) git_revwalk_push(w, git_object_id(obj));
+            else if (git_object_type(obj) == GIT_OBJECT_BLOB) {
+                git_blob *b = (git_blob *)obj;
+                if (scan_digests(&s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b))) rc = -1;
+            }
+            git_object_free(obj);
+        }
+        git_reference_free(ref);
+        if (rc) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    }
+    git_oid oid;
+    while (git_revwalk_next(&oid, w) == 0) {
+        git_commit *c = NULL;
+        git_tree *t = NULL;
+        if (git_commit_lookup(&c, l->repo, &oid) < 0 || git_commit_tree(&t, c) < 0) {
+            git_commit_free(c);
+            rc = git_fail(err, "cannot read a ledger commit");
+            goto done;
+        }
+        int r = scan_tree(l, t, &s);
+        git_tree_free(t);
+        git_commit_free(c);
+        if (r) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    }
+    if (s.n > 1) qsort(s.v, s.n, sizeof *s.v, cmp_digest);
+    size_t k = 0;
+    for (size_t i = 0; i < s.n; i++)
+        if (!k || memcmp(&s.v[k - 1], &s.v[i], 32)) s.v[k++] = s.v[i];
+    s.n = k;
+done:
+    git_reference_iterator_free(it);
+    git_revwalk_free(w);
+    if (rc) free(s.v);
+    else {
+        *out = s.v;
+        *n = s.n;
+    }
+    return rc;
+}
