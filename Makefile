@@ -70,6 +70,9 @@ TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path
 TEST_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
+# keep fuzz objects between builds (they are intermediates of pattern rules)
+.SECONDARY:
+
 .PHONY: all deps test fuzz fuzz-run bench fmt lint clean help
 all: medflow
 
@@ -116,12 +119,13 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
 		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
-		python3 chromium
+		python3 chromium fonts-wqy-zenhei
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_BUILD := build/fuzz
 FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
-	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp
+	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
+	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
 FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
 

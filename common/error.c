@@ -76,8 +76,10 @@ const char *mf_err_str(const mf_err *e, char *buf, size_t n)
 {
     if (!e || !e->code) {
         snprintf(buf, n, "no error");
-    } else if (e->file[0] && e->line > 0) {
+    } else if (e->file[0] && e->line > 0 && e->col > 0) {
         snprintf(buf, n, "%s:%d:%d: %s", e->file, e->line, e->col, e->msg);
+    } else if (e->file[0] && e->line > 0) {
+        snprintf(buf, n, "%s:%d: %s", e->file, e->line, e->msg);
     } else if (e->file[0]) {
         snprintf(buf, n, "%s: %s", e->file, e->msg);
     } else {

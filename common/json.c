@@ -100,7 +100,7 @@ int mf_json_key_index(const mf_json *obj, const char *key)
 static int set_at(mf_json *obj, const char *key, mf_json *val, int line, int col)
 {
     if (!obj || !val || obj->type != MF_JSON_OBJECT) { mf_json_free(val); return MF_ENOMEM; }
-    int idx = mf_json_key_index(obj, key);
+    int idx = line ? -1 : mf_json_key_index(obj, key); /* line != 0: from the parser, known new */
     if (idx >= 0) {
         mf_json_free(obj->items[idx]);
         obj->items[idx] = val;
@@ -437,6 +437,44 @@ static int parse_number(parser *ps, mf_json **out)
     return 0;
 }
 
+/* Keys of an object being parsed, hashed, so duplicate detection stays O(1)
+ * per key on large objects (a tokenizer.json vocab has 100k+ keys). */
+typedef struct { uint32_t *slot; size_t cap, n; } keyset; /* slot: key index + 1, 0 = empty */
+
+static uint32_t key_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* 1 if key is already in obj, 0 if not (and it will be obj->keys[obj->n]), -1 on OOM. */
+static int keyset_add(keyset *ks, const mf_json *obj, const char *key)
+{
+    if ((ks->n + 1) * 2 > ks->cap) {
+        size_t nc = ks->cap ? ks->cap * 2 : 16;
+        uint32_t *ns = calloc(nc, sizeof *ns);
+        if (!ns) return -1;
+        for (size_t i = 0; i < ks->cap; i++) {
+            if (!ks->slot[i]) continue;
+            size_t j = key_hash(obj->keys[ks->slot[i] - 1]) & (nc - 1);
+            while (ns[j]) j = (j + 1) & (nc - 1);
+            ns[j] = ks->slot[i];
+        }
+        free(ks->slot);
+        ks->slot = ns;
+        ks->cap = nc;
+    }
+    size_t j = key_hash(key) & (ks->cap - 1);
+    while (ks->slot[j]) {
+        if (!strcmp(obj->keys[ks->slot[j] - 1], key)) return 1;
+        j = (j + 1) & (ks->cap - 1);
+    }
+    ks->slot[j] = (uint32_t)obj->n + 1;
+    ks->n++;
+    return 0;
+}
+
 static int parse_value(parser *ps, mf_json **out, int depth)
 {
     skip_ws(ps);
@@ -457,6 +495,7 @@ static int parse_value(parser *ps, mf_json **out, int depth)
             ps->p++;
         } else {
             mf_buf key = MF_BUF_INIT;
+            keyset ks = {0};
             for (;;) {
                 skip_ws(ps);
                 int kl = ps->line, kc = col_of(ps, ps->p);
@@ -471,12 +510,14 @@ static int parse_value(parser *ps, mf_json **out, int depth)
                 mf_json *item = NULL;
                 if ((rc = parse_value(ps, &item, depth + 1))) break;
                 if (obj) {
-                    if (mf_json_key_index(v, mf_buf_cstr(&key)) >= 0) {
+                    int dup = keyset_add(&ks, v, mf_buf_cstr(&key));
+                    if (dup < 0) { mf_json_free(item); rc = MF_ENOMEM; }
+                    else if (dup) {
                         mf_json_free(item);
                         rc = mf_err_at(ps->err, MF_EINVAL, ps->name, kl, kc, "invalid JSON: duplicate key \"%s\"", mf_buf_cstr(&key));
                         break;
                     }
-                    rc = set_at(v, mf_buf_cstr(&key), item, kl, kc);
+                    else rc = set_at(v, mf_buf_cstr(&key), item, kl, kc);
                 } else {
                     rc = mf_json_push(v, item);
                 }
@@ -484,9 +525,10 @@ static int parse_value(parser *ps, mf_json **out, int depth)
                 skip_ws(ps);
                 if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
                 if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) { ps->p++; break; }
-                rc = perr(ps, ps->p, obj ? "expected ',' or '}'%s" : "expected ',' or ']'");
+                rc = perr(ps, ps->p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
                 break;
             }
+            free(ks.slot);
             mf_buf_free(&key);
         }
     } else if (c == '"') {

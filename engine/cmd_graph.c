@@ -80,8 +80,53 @@ static void print_kind(const mf_kind *k, int full)
     printf("Every kind also takes `seed` (int) and `precision` (fp32|bf16|fp16) in params or graph defaults.\n");
 }
 
+static void md_escape(const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|') fputs("\\|", stdout);
+        else putchar(*s);
+    }
+}
+
+/* docs/kinds.md is generated from the registry: `medflow kinds --markdown > docs/kinds.md`. */
+static int kinds_markdown(void)
+{
+    char buf[256];
+    printf("# Stage kinds\n\nGenerated from the registry (`stages/registry.c`) by `medflow kinds --markdown`; "
+           "do not edit by hand.\nEvery kind also takes `seed` (int) and `precision` (fp32|bf16|fp16), in its "
+           "params or in the graph's `defaults`.\n\n| kind | version | what it does |\n|---|---|---|\n");
+    for (size_t i = 0; mf_kinds[i]; i++)
+        printf("| [`%s`](#%s) | %d | %s |\n", mf_kinds[i]->name, mf_kinds[i]->name, mf_kinds[i]->version, mf_kinds[i]->summary);
+    for (size_t i = 0; mf_kinds[i]; i++) {
+        const mf_kind *k = mf_kinds[i];
+        printf("\n## %s\n\n%s (version %d). Output: %s. Default resources: %d cpus, %d gpus, %lld MB.\n\n",
+               k->name, k->summary, k->version,
+               k->passthrough ? "same type as its input" : mf_atype_names(k->produces, buf, sizeof buf),
+               k->resources.cpus, k->resources.gpus, k->resources.mem_mb);
+        printf("| input slot | accepts | | doc |\n|---|---|---|---|\n");
+        for (const mf_slot_spec *s = k->slots; s && s->name; s++) {
+            printf("| `%s` | ", s->name);
+            md_escape(mf_atype_names(s->accepts, buf, sizeof buf));
+            printf(" | %s%s | %s |\n", s->optional ? "optional" : "required", s->multi ? ", list" : "", s->doc);
+        }
+        printf("\n| param | type | default | doc |\n|---|---|---|---|\n");
+        const mf_param_spec *p;
+        for (size_t j = 0; (p = mf_kind_param_at(k, j)); j++) {
+            printf("| `%s` | ", p->name);
+            if (p->type == MF_P_ENUM) md_escape(p->enum_values);
+            else if (p->has_range) printf("%s in [%.15g, %.15g]", mf_ptype_name(p->type), p->min, p->max);
+            else printf("%s", mf_ptype_name(p->type));
+            printf(" | %s%s%s | ", p->def ? "`" : "", p->def ? (*p->def ? p->def : "\"\"") : "required", p->def ? "`" : "");
+            md_escape(p->doc);
+            printf(" |\n");
+        }
+    }
+    return 0;
+}
+
 int mf_cmd_kinds(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "--markdown")) return kinds_markdown();
     if (argc > 2) return mf_cli_usage_error("kinds", "at most one KIND");
     if (argc == 2) {
         const mf_kind *k = mf_kind_find(argv[1]);

@@ -21,6 +21,7 @@ int mf_cmd_verify(int argc, char **argv);
 int mf_cmd_gc(int argc, char **argv);
 int mf_cmd_tag(int argc, char **argv);
 int mf_cmd_hash(int argc, char **argv);
+int mf_cmd_tokenize_text(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -42,9 +43,10 @@ const mf_cmd mf_commands[] = {
      "text (default): sources, then stages layer by layer with the inputs of each slot.\n"
      "dot: Graphviz, e.g. medflow dag g.yaml --format dot | dot -Tsvg > g.svg\n", 0},
     {"kinds", mf_cmd_kinds, "list stage kinds, or describe one (slots, params, defaults)",
-     "Usage: medflow kinds [KIND]\n\n"
+     "Usage: medflow kinds [KIND | --markdown]\n\n"
      "Without KIND: every stage kind with its version and a summary. With KIND: its input slots and\n"
-     "what they accept, its output, and every param with type, range or choices, default and doc.\n", 0},
+     "what they accept, its output, and every param with type, range or choices, default and doc.\n"
+     "--markdown: all of it as markdown (this is how docs/kinds.md is generated).\n", 0},
     {"status", mf_cmd_status, "show which stages are cached or stale, and why",
      "Usage: medflow status GRAPH [STAGE...] [--json] [--store DIR] [--rehash] [-q]\n\n"
      "One line per stage (with STAGE...: only those and what they need), in run order:\n"
@@ -76,8 +78,6 @@ const mf_cmd mf_commands[] = {
      "Usage: medflow stage-exec SPEC\n\n"
      "Internal: the engine runs this as a child process for every stage rank. SPEC is the JSON\n"
      "described in stages/stage.h. Exit 0 ok, 1 the stage failed, 2 the spec is unusable.\n", 1},
-    {"version", cmd_version, "print the version",
-     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
     {"log", mf_cmd_log, "list recorded runs, newest first",
      "Usage: medflow log [GRAPH] [-n N]\n\nList the runs recorded in the ledger (all graphs, or GRAPH's), newest\n"
      "first: commit id, GRAPH@N, time, outcome and stage counts. See docs/store.md.\n", 0},
@@ -105,4 +105,12 @@ const mf_cmd mf_commands[] = {
      "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
      "files come from the store's stat cache; --rehash reads everything,\n"
      "--no-cache ignores the cache. -v (global) prints what was read.\n", 0},
+    {"version", cmd_version, "print the version",
+     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"tokenize-text", mf_cmd_tokenize_text, "encode a text file with a tokenizer.json",
+     "Usage: medflow tokenize-text [--no-special] [--field F] [--decode] [--count [--repeat N]] TOKENIZER FILE\n\n"
+     "Encode FILE with TOKENIZER (a tokenizer.json or a model directory). FILE.jsonl: the text in field F\n"
+     "(default 'text') of each line; any other file: each line, newline included. Prints one line of ids\n"
+     "per text; --decode prints the decoded text instead; --count prints totals, an id hash and MB/s\n"
+     "(encode time only, --repeat N passes). --no-special skips the post-processor (BOS/EOS).\n", 1},
     {NULL, NULL, NULL, NULL, 0}};

@@ -263,8 +263,10 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
     if (!p->prev && !(p->prev = mf_json_new_object())) return mf_err_set(err, MF_ENOMEM, "out of memory");
     int changed = 0;
     for (size_t i = 0; i < p->g->n_stages; i++) {
-        const mf_plan_stage *st = &p->st[i];
+        mf_plan_stage *st = &p->st[i];
+        if (st->saved) continue;
         if (st->state == MF_PS_FAILED && st->key[0] && st->failed_run[0]) {
+            st->saved = 1;
             /* keep the last good components; remember which key failed, and where */
             mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
             if (!old) {
@@ -279,6 +281,7 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
             continue;
         }
         if ((st->state != MF_PS_CACHED && st->state != MF_PS_DONE) || !st->components) continue;
+        st->saved = 1;
         const mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
         if (old && !strcmp(mf_json_get_str(old, "key", ""), st->key) && !mf_json_get(old, "failed_key")) continue;
         mf_json *rec = mf_json_new_object();
@@ -312,6 +315,7 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
 int mf_plan_resolve(mf_plan *p, size_t i, mf_err *err)
 {
     mf_plan_stage *st = &p->st[i];
+    st->saved = 0;
     mf_json *c = NULL;
     long unknown;
     int rc = build_components(p, i, &c, &unknown, err);
@@ -357,6 +361,7 @@ void mf_plan_mark_failed(mf_plan *p, size_t i, const char *run_id, int interrupt
 {
     mf_plan_stage *st = &p->st[i];
     st->state = MF_PS_FAILED;
+    st->saved = 0;
     st->interrupted = interrupted;
     snprintf(st->failed_run, sizeof st->failed_run, "%s", run_id ? run_id : "");
 }
@@ -365,6 +370,7 @@ int mf_plan_mark_done(mf_plan *p, size_t i, const char *output_digest)
 {
     mf_plan_stage *st = &p->st[i];
     st->state = MF_PS_DONE;
+    st->saved = 0;
     snprintf(st->output, sizeof st->output, "%s", output_digest);
     return 0;
 }

@@ -59,6 +59,7 @@ typedef struct mf_plan_stage {
     long waiting_on;            /* first stale upstream when WAITING, else -1 */
     char failed_run[64];        /* FAILED: the run it failed in */
     int interrupted;            /* FAILED because the run was interrupted */
+    int saved;                  /* its decision is in the state file already */
 } mf_plan_stage;
 
 typedef struct mf_plan {

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <yaml.h>
 
-#define MAX_NODES 4000000
+#define MAX_NODES 1000000
 #define MAX_DEPTH 200
 
 typedef struct {

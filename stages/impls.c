@@ -3,10 +3,22 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
+#include "stages/report.h"
+#include "stages/kinds.h"
 
 #include <string.h>
 
+int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
+
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
+    {"report", mf_report_run},
+    {"kg2qa", mf_stage_kg2qa_run},
+    {"format", mf_stage_format_run},
+    {"dedup", mf_stage_dedup_run},
+    {"split", mf_stage_split_run},
+    {"mix", mf_stage_mix_run},
+    {"tokenize", mf_stage_tokenize_run},
+    {"tokenizer", mf_stage_tokenizer_run},
     {NULL, NULL}};
 
 /* Test-only kinds (tests/engine/testkinds.c) register their run functions here. */

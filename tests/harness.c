@@ -63,6 +63,15 @@ const char *mf_test_tmpdir(void)
 const char *mf_test_root(void) { return g_root; }
 const char *mf_test_bin(void) { return g_bin; }
 
+const char *mf_test_shared_data(void)
+{
+    static char path[PATH_MAX];
+    const char *env = getenv("MF_SHARED_DATA");
+    if (env && *env) return env;
+    snprintf(path, sizeof path, "%s/../shared/data", g_root);
+    return path;
+}
+
 static char *slurp_fd(int fd)
 {
     size_t cap = 4096, n = 0;

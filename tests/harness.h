@@ -79,6 +79,9 @@ const char *mf_test_tmpdir(void);
 /* Repository root (where the Makefile is) and the medflow binary under test. */
 const char *mf_test_root(void);
 const char *mf_test_bin(void);
+/* The project's shared real-data subsets: $MF_SHARED_DATA, else <root>/../shared/data
+ * (CI clones the repository with shared/ beside it). */
+const char *mf_test_shared_data(void);
 /* Run a shell command line (tests only: medflow itself never runs a shell);
  * capture stdout and stderr (malloc'd, NUL-terminated; may pass NULL to
  * discard) and return the exit status (128+sig when killed). */

@@ -61,8 +61,9 @@ TEST(test_graph_bad_files_report_expected_position_and_message)
 
 TEST(test_graph_seed_graphs_validate)
 {
-    const char *seeds[] = {"graphs/qilin-med.yaml", "graphs/clinicalgpt.yaml", "graphs/medglm.yaml"};
-    for (size_t k = 0; k < 3; k++) {
+    const char *seeds[] = {"graphs/qilin-med.yaml", "graphs/clinicalgpt.yaml", "graphs/medglm.yaml",
+                           "examples/qilin-tiny.yaml", "examples/clinicalgpt-tiny.yaml", "examples/medglm-tiny.yaml"};
+    for (size_t k = 0; k < 6; k++) {
         mf_graph *g = load_ok(seeds[k]);
         CHECK(g->n_stages >= 8);
         mf_graph_free(g);
@@ -226,4 +227,16 @@ TEST(test_cli_kinds_lists_every_registered_kind)
     CHECK_CONTAINS(out, "beta");
     CHECK_CONTAINS(out, "lora.rank");
     free(out);
+}
+
+TEST(test_docs_kinds_md_is_generated_from_the_registry)
+{
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "%s kinds --markdown", mf_test_bin()), 0);
+    char *doc = mf_test_read("docs/kinds.md");
+    REQUIRE(doc != NULL);
+    if (strcmp(out, doc))
+        mf_test_fail(__FILE__, __LINE__, "docs/kinds.md is stale: run ./medflow kinds --markdown > docs/kinds.md");
+    free(out);
+    free(doc);
 }

@@ -381,9 +381,9 @@ TEST(test_stage_exec_kind_without_implementation_fails_clearly)
 {
     char p[PATH_MAX], *out = NULL;
     snprintf(p, sizeof p, "%s/spec.json", mf_test_tmpdir());
-    mf_test_write(p, "{\"stage\": \"x\", \"kind\": \"report\", \"params\": {}, \"inputs\": {}, \"out_dir\": \"out\"}");
+    mf_test_write(p, "{\"stage\": \"x\", \"kind\": \"no-impl\", \"params\": {}, \"inputs\": {}, \"out_dir\": \"out\"}");
     CHECK_INT(mf(&out, "stage-exec spec.json"), 1);
-    CHECK_CONTAINS(out, "stage kind 'report' (version 1) has no implementation in this build");
+    CHECK_CONTAINS(out, "stage kind 'no-impl' (version 3) has no implementation in this build");
     free(out);
     mf_test_write(p, "{\"stage\": \"x\", \"kind\": \"nosuch\", \"params\": {}, \"inputs\": {}, \"out_dir\": \"out\"}");
     CHECK_INT(mf(&out, "stage-exec spec.json"), 2);

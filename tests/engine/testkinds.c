@@ -1,7 +1,8 @@
 /*
  * tests/engine/testkinds.c — test-only stage kinds for the engine tests.
  *
- * sleep, fail, write-file, copy-input and ranks exist only in test builds:
+ * sleep, fail, write-file, copy-input, ranks (and no-impl, which has no run
+ * function) exist only in test builds:
  * this file is linked into the test runner and into
  * build/<cfg>/tests/medflow-testkinds (engine/main.c + this file +
  * libmedflow), never into ./medflow — medflow itself never runs arbitrary
@@ -58,6 +59,7 @@ static const mf_kind k_sleep = {"sleep", 1, "test: sleep, report progress, write
 static const mf_kind k_fail = {"fail", 1, "test: print a message and fail", s_opt_in, g_fail, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.txt", s_opt_in, g_write, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 
 static int write_text(mf_stage_ctx *c, const char *name, const char *text)
@@ -208,6 +210,7 @@ __attribute__((constructor)) static void register_test_kinds(void)
     mf_registry_add_test_kind(&k_write);
     mf_registry_add_test_kind(&k_copy);
     mf_registry_add_test_kind(&k_ranks);
+    mf_registry_add_test_kind(&k_noimpl); /* registered, deliberately without a run function */
     mf_stage_add_test_impl("sleep", run_sleep);
     mf_stage_add_test_impl("fail", run_fail);
     mf_stage_add_test_impl("write-file", run_write);

@@ -1,0 +1,105 @@
+/*
+ * stages/tok_unicode.c — code point classes and UTF-8 helpers for the tokenizer.
+ *
+ * The BMP answer comes from a 64 KiB table filled once (pthread_once) from the
+ * generated ranges; code points above U+FFFF use binary search.
+ */
+#include "stages/tok_unicode.h"
+
+#include <pthread.h>
+
+static uint8_t bmp[0x10000];
+static pthread_once_t bmp_once = PTHREAD_ONCE_INIT;
+
+static void bmp_fill(void)
+{
+    for (size_t i = 0; i < mf_tok_n_uranges; i++) {
+        const mf_tok_urange *r = &mf_tok_uranges[i];
+        if (r->lo > 0xFFFF) break;
+        uint32_t hi = r->hi > 0xFFFF ? 0xFFFF : r->hi;
+        for (uint32_t c = r->lo; c <= hi; c++) bmp[c] = r->cls;
+    }
+}
+
+int mf_tok_uclass(uint32_t cp)
+{
+    if (cp < 0x10000) {
+        pthread_once(&bmp_once, bmp_fill);
+        return bmp[cp];
+    }
+    size_t lo = 0, hi = mf_tok_n_uranges;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (mf_tok_uranges[mid].hi < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < mf_tok_n_uranges && mf_tok_uranges[lo].lo <= cp) return mf_tok_uranges[lo].cls;
+    return MF_UC_OTHER;
+}
+
+int mf_tok_nfc_safe(uint32_t cp)
+{
+    if (cp < 0x300) return 1;
+    size_t lo = 0, hi = mf_tok_n_nfc_unsafe;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (mf_tok_nfc_unsafe[mid].hi < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return !(lo < mf_tok_n_nfc_unsafe && mf_tok_nfc_unsafe[lo].lo <= cp);
+}
+
+int mf_tok_utf8_dec(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) {
+        if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
+        *cp = ((c & 0x1Fu) << 6) | (s[1] & 0x3Fu);
+        return 2;
+    }
+    if (c < 0xF0) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        uint32_t v = ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+        if (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+        *cp = v;
+        return 3;
+    }
+    if (c < 0xF5) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
+        uint32_t v = ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
+        if (v < 0x10000 || v > 0x10FFFF) return 0;
+        *cp = v;
+        return 4;
+    }
+    return 0;
+}
+
+int mf_tok_utf8_enc(uint32_t cp, char *out)
+{
+    unsigned char *o = (unsigned char *)out;
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}

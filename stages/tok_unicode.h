@@ -1,0 +1,42 @@
+/*
+ * stages/tok_unicode.h — Unicode classes the tokenizer's pre-tokenizer needs.
+ *
+ * The HF pre-tokenizer regexes (GPT-2, LLaMA-3, Qwen2) use \p{L}, \p{N} and
+ * \s. Their class per code point comes from a generated range table
+ * (stages/tok_unicode_tables.c, made by stages/gen_tok_unicode.py from
+ * Python's unicodedata); mf_tok_uclass answers from a 64 KiB BMP cache built
+ * once, and by binary search above the BMP.
+ */
+#ifndef MF_TOK_UNICODE_H
+#define MF_TOK_UNICODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { MF_UC_OTHER = 0, MF_UC_L = 1, MF_UC_N = 2, MF_UC_S = 3 };
+
+typedef struct mf_tok_urange {
+    uint32_t lo, hi;
+    uint8_t cls;
+} mf_tok_urange;
+
+extern const mf_tok_urange mf_tok_uranges[];
+extern const size_t mf_tok_n_uranges;
+
+/* Code points that NFC normalisation may change (sorted ranges). */
+extern const mf_tok_urange mf_tok_nfc_unsafe[];
+extern const size_t mf_tok_n_nfc_unsafe;
+/* 1 if NFC leaves every string made of cp and NFC-safe neighbours alone. */
+int mf_tok_nfc_safe(uint32_t cp);
+
+/* Class of a code point (MF_UC_*). Thread-safe. */
+int mf_tok_uclass(uint32_t cp);
+
+/* Decode one UTF-8 sequence at s[0..n) (n >= 1). Returns its length (1..4)
+ * and the code point, or 0 when the bytes are not valid UTF-8 (overlongs,
+ * surrogates and values above U+10FFFF are invalid). */
+int mf_tok_utf8_dec(const unsigned char *s, size_t n, uint32_t *cp);
+/* Encode cp as UTF-8 into out (4 bytes room); returns the length. */
+int mf_tok_utf8_enc(uint32_t cp, char *out);
+
+#endif
