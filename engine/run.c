@@ -402,7 +402,8 @@ static int finish(runner *r, job *j, mf_err *err)
     mf_sched_release(&r->sched, &j->req, j->devs);
     int ok = 1, bad_status = 0;
     for (int k = 0; k < j->n_ranks; k++) {
-        while (j->ranks[k].pfd >= 0) read_progress(r, j, &j->ranks[k], k);
+        if (j->ranks[k].pfd >= 0) read_progress(r, j, &j->ranks[k], k); /* what is left in the pipe */
+        if (j->ranks[k].pfd >= 0) { close(j->ranks[k].pfd); j->ranks[k].pfd = -1; } /* a leftover grandchild may hold it */
         if (!WIFEXITED(j->ranks[k].status) || WEXITSTATUS(j->ranks[k].status) != 0) {
             if (ok) bad_status = j->ranks[k].status;
             ok = 0;
