@@ -59,20 +59,21 @@ setup "$N" "$WORK/m"
 (cd "$WORK/m" && "$MF" run graph.yaml -q -j 2)
 MF_RUN=$(med "$WORK/m" "$MF" run graph.yaml)
 MF_ST=$(med "$WORK/m" "$MF" status graph.yaml)
-(cd "$WORK/m" && "$MF" run graph.yaml | grep -q "$N stages cached; nothing to do")
+OUT=$(cd "$WORK/m" && "$MF" run graph.yaml); [[ $OUT == *"$N stages cached; nothing to do"* ]]
 
 echo "== dvc ($DVC_V), $N stages"
 setup "$N" "$WORK/d"
 export DVC_NO_ANALYTICS=1
 (cd "$WORK/d" && git init -q && "$VENV/bin/dvc" init -q && "$VENV/bin/dvc" config core.analytics false &&
-    bash build.sh && "$VENV/bin/dvc" commit -f -q >/dev/null &&
-    "$VENV/bin/dvc" status | grep -q "Data and pipelines are up to date")
+    bash build.sh && "$VENV/bin/dvc" commit -f -q >/dev/null)
+OUT=$(cd "$WORK/d" && "$VENV/bin/dvc" status); [[ $OUT == *"Data and pipelines are up to date"* ]]
 DVC_RUN=$(med "$WORK/d" "$VENV/bin/dvc" repro)
 DVC_ST=$(med "$WORK/d" "$VENV/bin/dvc" status)
 
 echo "== snakemake ($SMK_V), $N stages"
 setup "$N" "$WORK/s"
-(cd "$WORK/s" && bash build.sh && "$VENV/bin/snakemake" -c1 -n 2>&1 | grep -q "Nothing to be done")
+(cd "$WORK/s" && bash build.sh)
+OUT=$(cd "$WORK/s" && "$VENV/bin/snakemake" -c1 -n 2>&1); [[ $OUT == *"Nothing to be done"* ]]
 SMK_RUN=$(med "$WORK/s" "$VENV/bin/snakemake" -c1)
 SMK_DRY=$(med "$WORK/s" "$VENV/bin/snakemake" -c1 -n)
 
