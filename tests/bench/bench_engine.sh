@@ -4,7 +4,7 @@
 # Generates a 1,000-stage graph (groups of 10: each group head fans in the 9 members of the
 # previous group and fans out to its own 9) as medflow YAML, dvc.yaml and a Snakefile
 # (tests/bench/gen_engine_graph.py), runs each tool once to make everything up to date, then
-# times the no-op `run` and `status` of each (median of RUNS). medflow also at 10,000 stages.
+# times the no-op `run` and `status` of each (median of RUNS, the tools interleaved). medflow also at 10,000 stages.
 # The medflow side uses build/<cfg>/tests/medflow-testkinds: the real engine plus the trivial
 # test-only kinds (copy-input, sleep 0), the counterpart of the peers' `cat` commands.
 #
@@ -32,23 +32,34 @@ fi
 DVC_V=$("$VENV/bin/dvc" --version)
 SMK_V=$("$VENV/bin/snakemake" --version)
 
-# median wall time (ms) of RUNS runs of a command in a directory
-med() {
-    local dir=$1; shift
-    python3 - "$dir" "$RUNS" "$@" <<'EOF'
+# Median wall time (ms) of RUNS runs of each command, interleaved (one run of each per round) so
+# that load from other processes on the machine weighs on every tool alike.
+# Arguments: NAME DIR CMD... separated by ';;'. Prints "NAME MS" lines.
+med_all() {
+    python3 - "$RUNS" "$@" <<'EOF'
 import subprocess, sys, time
-d, runs, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-ts = []
+runs, rest = int(sys.argv[1]), sys.argv[2:]
+jobs, cur = [], []
+for a in rest + [";;"]:
+    if a == ";;":
+        if cur: jobs.append((cur[0], cur[1], cur[2:]))
+        cur = []
+    else:
+        cur.append(a)
+ts = {name: [] for name, _, _ in jobs}
 for _ in range(runs):
-    t = time.perf_counter()
-    r = subprocess.run(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ts.append(time.perf_counter() - t)
-    if r.returncode != 0:
-        sys.exit("command failed: %s (exit %d)" % (" ".join(cmd), r.returncode))
-ts.sort()
-print("%.1f" % (ts[len(ts) // 2] * 1000))
+    for name, d, cmd in jobs:
+        t = time.perf_counter()
+        r = subprocess.run(cmd, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ts[name].append(time.perf_counter() - t)
+        if r.returncode != 0:
+            sys.exit("command failed: %s (exit %d)" % (" ".join(cmd), r.returncode))
+for name, _, _ in jobs:
+    v = sorted(ts[name])
+    print(name, "%.1f" % (v[len(v) // 2] * 1000))
 EOF
 }
+get() { echo "$T" | awk -v k="$1" '$1 == k { print $2 }'; }
 
 setup() { # N DIR
     python3 "$ROOT/tests/bench/gen_engine_graph.py" "$1" "$2"
@@ -57,8 +68,6 @@ setup() { # N DIR
 echo "== medflow, $N stages"
 setup "$N" "$WORK/m"
 (cd "$WORK/m" && "$MF" run graph.yaml -q -j 2)
-MF_RUN=$(med "$WORK/m" "$MF" run graph.yaml)
-MF_ST=$(med "$WORK/m" "$MF" status graph.yaml)
 OUT=$(cd "$WORK/m" && "$MF" run graph.yaml); [[ $OUT == *"$N stages cached; nothing to do"* ]]
 
 echo "== dvc ($DVC_V), $N stages"
@@ -67,21 +76,25 @@ export DVC_NO_ANALYTICS=1
 (cd "$WORK/d" && git init -q && "$VENV/bin/dvc" init -q && "$VENV/bin/dvc" config core.analytics false &&
     bash build.sh && "$VENV/bin/dvc" commit -f -q >/dev/null)
 OUT=$(cd "$WORK/d" && "$VENV/bin/dvc" status); [[ $OUT == *"Data and pipelines are up to date"* ]]
-DVC_RUN=$(med "$WORK/d" "$VENV/bin/dvc" repro)
-DVC_ST=$(med "$WORK/d" "$VENV/bin/dvc" status)
 
 echo "== snakemake ($SMK_V), $N stages"
 setup "$N" "$WORK/s"
 (cd "$WORK/s" && bash build.sh)
 OUT=$(cd "$WORK/s" && "$VENV/bin/snakemake" -c1 -n 2>&1); [[ $OUT == *"Nothing to be done"* ]]
-SMK_RUN=$(med "$WORK/s" "$VENV/bin/snakemake" -c1)
-SMK_DRY=$(med "$WORK/s" "$VENV/bin/snakemake" -c1 -n)
+
+echo "== timing $N stages (interleaved, $RUNS rounds)"
+T=$(med_all mf_run "$WORK/m" "$MF" run graph.yaml ";;" mf_st "$WORK/m" "$MF" status graph.yaml ";;" \
+    dvc_run "$WORK/d" "$VENV/bin/dvc" repro ";;" dvc_st "$WORK/d" "$VENV/bin/dvc" status ";;" \
+    smk_run "$WORK/s" "$VENV/bin/snakemake" -c1 ";;" smk_dry "$WORK/s" "$VENV/bin/snakemake" -c1 -n)
+MF_RUN=$(get mf_run); MF_ST=$(get mf_st); DVC_RUN=$(get dvc_run); DVC_ST=$(get dvc_st)
+SMK_RUN=$(get smk_run); SMK_DRY=$(get smk_dry)
 
 echo "== medflow, $BIG stages"
 setup "$BIG" "$WORK/big"
 (cd "$WORK/big" && "$MF" run graph.yaml -q -j 2)
-BIG_RUN=$(med "$WORK/big" "$MF" run graph.yaml)
-BIG_ST=$(med "$WORK/big" "$MF" status graph.yaml)
+T=$(med_all big_run "$WORK/big" "$MF" run graph.yaml ";;" big_st "$WORK/big" "$MF" status graph.yaml ";;" \
+    mf_run "$WORK/m" "$MF" run graph.yaml)
+BIG_RUN=$(get big_run); BIG_ST=$(get big_st); MF_RUN_AGAIN=$(get mf_run)
 
 ratio() { python3 -c "print('%.0fx' % ($1 / $2))"; }
 cat <<EOF
@@ -96,5 +109,5 @@ no-op on a fully cached graph, median of $RUNS (ms)
 
 medflow vs dvc:       run $(ratio "$DVC_RUN" "$MF_RUN") faster, status $(ratio "$DVC_ST" "$MF_ST") faster
 medflow vs snakemake: run $(ratio "$SMK_RUN" "$MF_RUN") faster, dry run $(ratio "$SMK_DRY" "$MF_ST") faster
-medflow $BIG vs $N stages: run $(ratio "$BIG_RUN" "$MF_RUN") the cost
+medflow $BIG vs $N stages: run $(ratio "$BIG_RUN" "$MF_RUN_AGAIN") the cost (timed together: $BIG_RUN vs $MF_RUN_AGAIN ms)
 EOF
