@@ -8,6 +8,7 @@
 #   make CUDA=1          adds the CUDA backend (needs nvcc; kernels/cuda/*.cu)
 #   make fuzz            libFuzzer targets (clang) in build/fuzz/
 #   make bench           benchmarks (tests/bench/), results to BENCHMARKS.md
+#   make docs            regenerate docs/kinds.md and docs/cli-reference.md
 #   make fmt / lint      clang-format / cppcheck
 #
 # Objects go to build/<compiler>[-san][-cuda]/ so gcc, clang and sanitizer
@@ -73,7 +74,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 # keep fuzz objects between builds (they are intermediates of pattern rules)
 .SECONDARY:
 
-.PHONY: all deps test fuzz fuzz-run bench fmt lint clean help
+.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help
 all: medflow
 
 help:
@@ -150,6 +151,11 @@ fuzz-run: fuzz
 bench: medflow
 	$(Q)for s in tests/bench/bench_*.sh; do echo "== $$s"; bash $$s || exit 1; done
 
+# Generated docs: the stage kinds (from the registry) and the command reference (from --help).
+docs: medflow
+	./medflow kinds --markdown > docs/kinds.md
+	bash docs/gen-cli-reference.sh ./medflow
+
 fmt:
 	clang-format -i $$(find $(LIB_DIRS) tests -name '*.[ch]')
 
@@ -160,3 +166,11 @@ clean:
 	rm -rf build medflow
 
 -include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/main.d
+
+# ---- kernels benchmark (tests/bench/bench_kernels.c; run by tests/bench/bench_kernels.sh) ----
+.PHONY: bench-kernels-bin print-bench-kernels-bin
+bench-kernels-bin: $(BUILD)/bench_kernels
+print-bench-kernels-bin:
+	@echo $(BUILD)/bench_kernels
+$(BUILD)/bench_kernels: tests/bench/bench_kernels.c $(BUILD)/libmedflow.a
+	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $< $(BUILD)/libmedflow.a $(LDLIBS_BASE)

@@ -5,12 +5,16 @@
  * owns the zstd framing on both sides (one frame, content checksum on, no
  * trailing data), so corruption anywhere in the file is detected.
  */
+#ifdef __linux__
+#define _GNU_SOURCE /* sync_file_range */
+#endif
 #include "artifacts/archive.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +43,11 @@ static void trailer_make(unsigned char *tr, const mf_digest *d)
 
 /* ---------------- writing ---------------- */
 
+#define WRITEBACK_EVERY (8u << 20)
+
 typedef struct wctx {
     int fd;
+    uint64_t flushed; /* bytes handed to writeback so far */
     mf_sha256 *fh; /* SHA-256 of every byte written, for the trailer */
     ZSTD_CCtx *z;
     char *out;
@@ -80,6 +87,14 @@ static int zpump(wctx *c, const void *p, size_t n, ZSTD_EndDirective mode)
             return -1;
         }
         c->bytes += out.pos;
+#ifdef __linux__
+        /* Start writeback early so the final fsync has little left to wait
+         * for: the disk works while we hash and compress. */
+        if (c->bytes - c->flushed >= WRITEBACK_EVERY) {
+            sync_file_range(c->fd, (off64_t)c->flushed, (off64_t)(c->bytes - c->flushed), SYNC_FILE_RANGE_WRITE);
+            c->flushed = c->bytes;
+        }
+#endif
         if (mode == ZSTD_e_end ? r == 0 : in.pos == in.size) return 0;
     }
 }
@@ -182,7 +197,12 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     if ((rc = mf_sha256_new(&h, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_checksumFlag, 1);
-    if (threads > 1) ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads);
+    /* Always at least one zstd worker: compression then overlaps with reading
+     * and hashing, and the output is the same for any nbWorkers >= 1 (zstd's
+     * multi-threaded format is independent of the worker count), so the
+     * bytes do not depend on the core count (they may with the zstd version;
+     * identity is the tree digest, not the archive's hash). */
+    ZSTD_CCtx_setParameter(c.z, ZSTD_c_nbWorkers, threads > 1 ? threads : 1);
     /* hdrcharset=BINARY: paths are stored as their raw bytes (no locale
      * conversion, so any name round-trips whatever LANG is). */
     if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
@@ -359,7 +379,12 @@ static int mkparents(const char *dest, const char *rel, mf_err *err)
     for (size_t i = base; i < p.len; i++) {
         if (p.data[i] != '/') continue;
         p.data[i] = 0;
-        if (mkdir(p.data, 0755) < 0 && errno != EEXIST) rc = mf_err_errno(err, MF_EIO, "cannot create %s", p.data);
+        if (mkdir(p.data, 0755) < 0) {
+            if (errno == ENOTDIR || (errno == EEXIST && !mf_is_dir(p.data)))
+                rc = mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': a file is in the way of its directory", rel);
+            else if (errno != EEXIST)
+                rc = mf_err_errno(err, MF_EIO, "cannot create %s", p.data);
+        }
         p.data[i] = '/';
         if (rc) break;
     }
@@ -380,8 +405,183 @@ static const char *type_name(mode_t t)
     }
 }
 
-static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, const char *dest, mf_sha256 *h,
-                        mf_treehash *th, const char *last, mf_err *err)
+/* ---- a hashing thread for extraction ----
+ * Extraction decompresses, writes and hashes every byte; SHA-256 is the
+ * slowest of the three, so it runs on its own thread: the reader copies each
+ * data block into a ring of NSLOT buffers and the hasher consumes them,
+ * finishing each entry's SHA-256 and feeding the tree hash in order. */
+
+#define NSLOT 8
+
+typedef struct hjob {
+    int kind;        /* 0 data, 1 end of entry, 2 stop */
+    size_t len;
+    char *path;      /* kind 1 */
+    int exec;
+    uint64_t size;
+} hjob;
+
+typedef struct hqueue {
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hjob q[NSLOT];
+    char *buf[NSLOT];
+    size_t head, count;
+    mf_sha256 *h;
+    mf_treehash *th;
+    int failed;
+    mf_err err;
+} hqueue;
+
+static void *hq_main(void *arg)
+{
+    hqueue *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (q->count == 0) pthread_cond_wait(&q->cv, &q->mu);
+        size_t slot = q->head;
+        hjob j = q->q[slot];
+        pthread_mutex_unlock(&q->mu);
+        if (j.kind == 0) {
+            mf_sha256_update(q->h, q->buf[slot], j.len);
+        } else if (j.kind == 1) {
+            mf_digest sha;
+            mf_sha256_final(q->h, &sha);
+            if (!q->failed && mf_treehash_add(q->th, j.path, j.exec, j.size, &sha, &q->err)) q->failed = 1;
+            free(j.path);
+        }
+        pthread_mutex_lock(&q->mu);
+        q->head = (q->head + 1) % NSLOT;
+        q->count--;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        if (j.kind == 2) return NULL;
+    }
+}
+
+static int hq_start(hqueue *q, mf_sha256 *h, mf_treehash *th, mf_err *err)
+{
+    memset(q, 0, sizeof *q);
+    q->h = h;
+    q->th = th;
+    for (int i = 0; i < NSLOT; i++)
+        if (!(q->buf[i] = malloc(CHUNK))) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    if (pthread_create(&q->thread, NULL, hq_main, q) != 0) return mf_err_set(err, MF_EIO, "cannot start a thread");
+    q->started = 1;
+    return 0;
+}
+
+/* Reserve the next free slot (blocks while the ring is full). */
+static size_t hq_slot(hqueue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while (q->count == NSLOT) pthread_cond_wait(&q->cv, &q->mu);
+    size_t slot = (q->head + q->count) % NSLOT;
+    pthread_mutex_unlock(&q->mu);
+    return slot;
+}
+
+static void hq_push(hqueue *q, size_t slot, const hjob *j)
+{
+    pthread_mutex_lock(&q->mu);
+    q->q[slot] = *j;
+    q->count++;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void hq_data(hqueue *q, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        size_t k = n < CHUNK ? n : CHUNK;
+        size_t slot = hq_slot(q);
+        memcpy(q->buf[slot], c, k);
+        hjob j = {0, k, NULL, 0, 0};
+        hq_push(q, slot, &j);
+        c += k;
+        n -= k;
+    }
+}
+
+static int hq_end(hqueue *q, const char *path, int exec, uint64_t size, mf_err *err)
+{
+    hjob j = {1, 0, strdup(path), exec, size};
+    if (!j.path) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    hq_push(q, hq_slot(q), &j);
+    return 0;
+}
+
+/* Stop the thread; returns the hasher's error, if any. */
+static int hq_stop(hqueue *q, mf_err *err)
+{
+    if (q->started) {
+        hjob j = {2, 0, NULL, 0, 0};
+        hq_push(q, hq_slot(q), &j);
+        pthread_join(q->thread, NULL);
+        /* free paths of jobs never processed (none after a clean stop) */
+        pthread_mutex_destroy(&q->mu);
+        pthread_cond_destroy(&q->cv);
+    }
+    for (int i = 0; i < NSLOT; i++) free(q->buf[i]);
+    if (q->failed && err) {
+        *err = q->err;
+        return q->err.code;
+    }
+    return 0;
+}
+
+/* The paths seen so far, in (strictly increasing) archive order. */
+typedef struct plist {
+    char **v;
+    size_t n, cap;
+} plist;
+
+static int cmp_pstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Is some directory prefix of path an earlier *file* ("a" then "a/b")? Such a
+ * tree cannot exist on disk; refuse it in verify mode too. */
+static const char *file_prefix(const plist *pl, const char *path)
+{
+    char buf[4096];
+    for (const char *sl = strchr(path, '/'); sl; sl = strchr(sl + 1, '/')) {
+        size_t n = (size_t)(sl - path);
+        if (n >= sizeof buf) break;
+        memcpy(buf, path, n);
+        buf[n] = 0;
+        char *key = buf;
+        char **hit = pl->n ? bsearch(&key, pl->v, pl->n, sizeof *pl->v, cmp_pstr) : NULL;
+        if (hit) return *hit;
+    }
+    return NULL;
+}
+
+static int plist_push(plist *pl, const char *path)
+{
+    if (pl->n == pl->cap) {
+        size_t nc = pl->cap ? pl->cap * 2 : 64;
+        char **nv = realloc(pl->v, nc * sizeof *nv);
+        if (!nv) return -1;
+        pl->v = nv;
+        pl->cap = nc;
+    }
+    if (!(pl->v[pl->n] = strdup(path))) return -1;
+    pl->n++;
+    return 0;
+}
+
+static void plist_free(plist *pl)
+{
+    for (size_t i = 0; i < pl->n; i++) free(pl->v[i]);
+    free(pl->v);
+}
+
+static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, const char *dest, hqueue *hq,
+                        const plist *seen, mf_err *err)
 {
     const char *path = archive_entry_pathname(ae);
     if (!path) return mf_err_set(err, MF_ECORRUPT, "archive entry without a path");
@@ -395,9 +595,12 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
         return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': carries a link target", path);
     if (!mf_tree_path_valid(path))
         return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': absolute path, '..' or empty component", path);
+    const char *last = seen->n ? seen->v[seen->n - 1] : NULL;
     if (last && strcmp(last, path) >= 0)
         return mf_err_set(err, MF_ECORRUPT, "refusing archive: entries out of order or duplicated ('%s' after '%s')",
                           path, last);
+    const char *fp = file_prefix(seen, path);
+    if (fp) return mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': a file is in the way of its directory ('%s')", path, fp);
     if (!archive_entry_size_is_set(ae) || archive_entry_size(ae) < 0)
         return mf_err_set(err, MF_ECORRUPT, "archive entry '%s' has no size", path);
     uint64_t size = (uint64_t)archive_entry_size(ae);
@@ -432,7 +635,7 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
             rc = mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': sparse file", path);
             break;
         }
-        mf_sha256_update(h, buf, len);
+        hq_data(hq, buf, len);
         n += len;
         if (fd >= 0 && write_all(fd, buf, len) < 0) {
             rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
@@ -445,9 +648,7 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
     if (fd >= 0 && close(fd) < 0 && !rc) rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
     free(full);
     if (rc) return rc;
-    mf_digest sha;
-    mf_sha256_final(h, &sha);
-    return mf_treehash_add(th, path, exec, size, &sha, err);
+    return hq_end(hq, path, exec, size, err);
 }
 
 int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_digest *got, mf_err *err)
@@ -463,11 +664,15 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
     struct archive *a = archive_read_new();
     mf_sha256 *h = NULL;
     mf_treehash *th = NULL;
-    char *last = NULL;
+    plist seen = {0};
+    hqueue hq;
+    int hq_stopped = 0;
+    memset(&hq, 0, sizeof hq);
     int rc = 0;
     if (!c.in || !c.out || !c.z || !a) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
     if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
     archive_read_support_format_tar(a);
+    if ((rc = hq_start(&hq, h, th, err))) goto done;
     if (archive_read_open(a, &c, NULL, r_read, NULL) != ARCHIVE_OK) {
         rc = c.failed ? c.err->code : mf_err_set(err, MF_ECORRUPT, "not a tar archive: %s", archive_error_string(a));
         goto done;
@@ -481,11 +686,19 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
                           : mf_err_set(err, MF_ECORRUPT, "archive is corrupt: %s", archive_error_string(a));
             break;
         }
-        if ((rc = unpack_entry(a, &c, ae, dest, h, th, last, err))) break;
-        free(last);
-        if (!(last = strdup(archive_entry_pathname(ae)))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        if ((rc = unpack_entry(a, &c, ae, dest, &hq, &seen, err))) break;
+        if (plist_push(&seen, archive_entry_pathname(ae))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
     }
     if (!rc) rc = r_drain(&c);
+    {
+        mf_err herr;
+        int hrc = hq_stop(&hq, &herr);
+        hq_stopped = 1;
+        if (!rc && hrc) {
+            *err = herr;
+            rc = hrc;
+        }
+    }
     if (!rc) {
         mf_digest d;
         mf_treehash_final(th, &d);
@@ -497,8 +710,9 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
         }
     }
 done:
+    if (!hq_stopped) hq_stop(&hq, NULL);
     if (a) archive_read_free(a);
-    free(last);
+    plist_free(&seen);
     mf_sha256_free(c.fh);
     mf_sha256_free(h);
     mf_treehash_free(th);

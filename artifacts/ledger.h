@@ -17,9 +17,10 @@
  *     output: "sha256:..." | {"digest": "sha256:...", "size": N}, log: "sha256:..."
  *
  * An index <store>/ledger.idx maps output digests to the run and stage that
- * produced them (first producer wins), appended on every commit and rebuilt
- * from the ledger when missing or when a digest is not found, so lineage is a
- * walk, not a search.
+ * produced them (first producer wins), appended on every commit. Its first
+ * line records the branch tips it was built from; it is rebuilt from the
+ * ledger when missing, or when a digest is not found and the branches have
+ * moved since, so lineage is a walk, not a search.
  *
  * Names: RUN is a commit id prefix (>= 4 hex), "GRAPH@N", or "GRAPH" (its
  * latest run). STAGE is "NAME" (latest run on any branch that has it),
@@ -54,6 +55,11 @@ int mf_ledger_branch_name(const char *graph, char *out, size_t n);
 int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph_text, size_t graph_len,
                          const mf_json *run, const mf_json *stages, char out_id[41], int *out_number, mf_err *err);
 
+/* The N that the next run of graph_name will most likely get (GRAPH@N), e.g.
+ * to label action-cache entries before the run is committed. Informative:
+ * a concurrent engine may take it first; the commit reports the real one. */
+int mf_ledger_next_number(mf_ledger *l, const char *graph_name, int *n, mf_err *err);
+
 typedef struct mf_ledger_run {
     char id[41];       /* commit id */
     char *graph;       /* branch / graph name */
@@ -86,6 +92,12 @@ int mf_ledger_tag(mf_ledger *l, const char *name, const mf_json *what, mf_err *e
 /* Every digest ("sha256:<hex>" anywhere in run.json, manifests or tag blobs)
  * reachable from any ref: the roots gc keeps. Sorted, unique. */
 int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err);
+
+/* Read back every git object of the ledger (libgit2 re-hashes each one while
+ * reading); report each unreadable or corrupt one through cb with its id.
+ * *bad counts them. */
+typedef void (*mf_ledger_report_fn)(void *ctx, const char *object_id, const mf_err *problem);
+int mf_ledger_verify(mf_ledger *l, mf_ledger_report_fn cb, void *ctx, size_t *bad, mf_err *err);
 
 /* Rebuild ledger.idx from the ledger. */
 int mf_ledger_reindex(mf_ledger *l, mf_err *err);

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,9 @@ int mf_store_lock(mf_store *s, int flags, mf_err *err)
             ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
             pid[n > 0 ? n : 0] = 0;
             pid[strcspn(pid, "\n")] = 0;
+            /* the pid is written by exclusive holders only; name it only if that process is alive */
+            long p = atol(pid);
+            if (p <= 0 || kill((pid_t)p, 0) != 0) pid[0] = 0;
             return mf_err_set(err, MF_EBUSY, "store %s is in use by another medflow process%s%s%s", s->dir,
                               *pid ? " (pid " : "", pid, *pid ? ")" : "");
         }
@@ -371,10 +375,11 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
             }
             /* another process materialised it first: use theirs */
         } else {
+            /* No fsync: trees/ is a cache of verified objects (which are
+             * durable). The rename makes it atomic against a killed process;
+             * after a power loss, `medflow verify` names a torn tree. */
             free(tmp);
             tmp = NULL;
-            rc = mf_fsync_dir(s->trees, err);
-            if (rc) goto done;
         }
     }
     mf_digest *refs = NULL;
@@ -402,6 +407,28 @@ int mf_store_materialize(mf_store *s, const mf_digest *d, char **path, mf_err *e
     if (rc) return rc;
     rc = materialize_rec(s, d, path, 0, err);
     shared_end(s);
+    return rc;
+}
+
+int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path, mf_err *err)
+{
+    if (path) *path = NULL;
+    char ds[72];
+    if (!mf_store_has(s, d))
+        return mf_err_set(err, MF_ENOTFOUND, "cannot adopt %s as %s: the object is not in the store", dir, mf_digest_str(d, ds));
+    char *dst = tree_path(s, d);
+    if (!dst) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = shared_begin(s, err);
+    if (rc) { free(dst); return rc; }
+    if (!mf_is_dir(dst)) {
+        rc = make_readonly(dir, err);
+        if (!rc && rename(dir, dst) < 0 && errno != EEXIST && errno != ENOTEMPTY)
+            rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
+    }
+    if (!rc && mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
+    shared_end(s);
+    if (!rc && path) *path = dst;
+    else free(dst);
     return rc;
 }
 

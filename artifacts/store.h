@@ -24,6 +24,9 @@
  * (which takes it exclusive) waits. flock is released by the kernel when a
  * process dies, so a crashed medflow never wedges the store.
  *
+ * An mf_store handle belongs to one thread at a time; processes share a store
+ * freely (that is what the locks are for).
+ *
  * Big artifacts: an artifact may contain `refs.json` at its root,
  *     {"refs": {"base_model": "sha256:<64 hex>", ...}}
  * naming other artifacts it depends on without copying them. Put checks they
@@ -63,6 +66,12 @@ int mf_store_tmpdir(mf_store *s, const char *label, char **out, mf_err *err);
  * (may be NULL) the archive size. Putting an existing digest is a cheap no-op
  * apart from reading the files. */
 int mf_store_put_dir(mf_store *s, const char *dir, mf_digest *digest, uint64_t *bytes, mf_err *err);
+/* After mf_store_put_dir(s, dir, &d, ...) of a finished output directory in
+ * tmp/: make dir the materialised tree of d (read-only, renamed to
+ * trees/<hex>), so dependents need no extraction; if that tree already
+ * exists, dir is removed. The caller must not touch dir afterwards. *path
+ * (may be NULL) gets the tree path. dir must be on the store's filesystem. */
+int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path, mf_err *err);
 /* Store a single file as a one-entry artifact named `name` (e.g. a stage log). */
 int mf_store_put_file(mf_store *s, const char *path, const char *name, mf_digest *digest, mf_err *err);
 

@@ -203,22 +203,30 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
     const mf_json *in = mf_json_get(m, "inputs");
     size_t plen = prefix->len;
     if (depth) mf_buf_puts(prefix, last ? "    " : "│   ");
+    /* A slot holds one input, or a list of them (report's evals, mix's data). */
+    size_t total = 0, seen = 0;
+    for (size_t i = 0; in && i < in->n; i++) total += in->items[i]->type == MF_JSON_ARRAY ? in->items[i]->n : 1;
     for (size_t i = 0; in && i < in->n; i++) {
-        int is_last = i + 1 == in->n;
-        const char *ds = mf_ledger_digest_of(in->items[i]);
-        mf_digest d;
-        mf_err err;
-        mf_ledger_run *pr = NULL;
-        char *ps = NULL;
-        if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
-            lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
-        } else {
-            const char *src = in->items[i]->type == MF_JSON_OBJECT ? mf_json_get_str(in->items[i], "source", NULL) : NULL;
-            printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
-                   src ? " " : "", src ? src : "", ds ? ds : "(no digest)");
+        int list = in->items[i]->type == MF_JSON_ARRAY;
+        size_t n_here = list ? in->items[i]->n : 1;
+        for (size_t j = 0; j < n_here; j++) {
+            const mf_json *item = list ? in->items[i]->items[j] : in->items[i];
+            int is_last = ++seen == total;
+            const char *ds = mf_ledger_digest_of(item);
+            mf_digest d;
+            mf_err err;
+            mf_ledger_run *pr = NULL;
+            char *ps = NULL;
+            if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
+                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
+            } else {
+                const char *src = item->type == MF_JSON_OBJECT ? mf_json_get_str(item, "source", NULL) : NULL;
+                printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
+                       src ? " " : "", src ? src : "", ds ? ds : "(no digest)");
+            }
+            free(ps);
+            mf_ledger_run_free(pr);
         }
-        free(ps);
-        mf_ledger_run_free(pr);
     }
     prefix->len = plen;
     if (prefix->data) prefix->data[plen] = 0;
@@ -231,9 +239,16 @@ int mf_cmd_lineage(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err) || mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
+    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
+        mf_digest d;
+        mf_err e2;
+        int is_digest = err.code == MF_ENOTFOUND && mf_digest_parse(&d, argv[1], &e2) == 0;
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        if (!is_digest) return mf_cli_report(&err);
+        char ds[72];
+        printf("%s: a source (no recorded stage produced it)\n", mf_digest_str(&d, ds));
+        return 0;
     }
     mf_buf prefix = MF_BUF_INIT;
     lineage_rec(l, r, stage, NULL, &prefix, 1, 0);
@@ -338,6 +353,12 @@ static void verify_report(void *ctx, const char *what, const mf_digest *d, const
     printf("corrupt %s %s: %s\n", what, mf_digest_str(d, ds), e->msg);
 }
 
+static void ledger_report(void *ctx, const char *id, const mf_err *e)
+{
+    (void)ctx;
+    printf("corrupt ledger object %s: %s\n", id, e->msg);
+}
+
 int mf_cmd_verify(int argc, char **argv)
 {
     (void)argv;
@@ -357,9 +378,25 @@ int mf_cmd_verify(int argc, char **argv)
         bytes += objs[i].bytes;
         trees += objs[i].materialized;
     }
+    /* the ledger too, when there is one */
+    char *g = mf_path_join(store_dir(), "ledger.git");
+    int have_ledger = g && mf_is_dir(g);
+    free(g);
+    size_t lbad = 0;
+    if (have_ledger) {
+        mf_ledger *l = NULL;
+        if (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_verify(l, ledger_report, NULL, &lbad, &err)) {
+            mf_ledger_free(l);
+            free(objs);
+            mf_store_free(s);
+            return mf_cli_report(&err);
+        }
+        mf_ledger_free(l);
+        bad += lbad;
+    }
     char hb[32];
-    printf("verified %zu objects (%s) and %zu materialised trees: %s\n", n, human(bytes, hb, sizeof hb), trees,
-           bad ? "PROBLEMS FOUND" : "all good");
+    printf("verified %zu objects (%s), %zu materialised trees%s: %s\n", n, human(bytes, hb, sizeof hb), trees,
+           have_ledger ? " and the ledger" : "", bad ? "PROBLEMS FOUND" : "all good");
     if (bad) printf("%zu problem%s\n", bad, bad == 1 ? "" : "s");
     free(objs);
     mf_store_free(s);
@@ -384,6 +421,12 @@ int mf_cmd_gc(int argc, char **argv)
     char *g = mf_path_join(store_dir(), "ledger.git");
     int have_ledger = g && mf_is_dir(g);
     free(g);
+    if (!have_ledger) {
+        mf_store_free(s);
+        mf_err_set(&err, MF_ENOTFOUND,
+                   "no ledger in %s: no run is recorded, so gc would delete every object; refusing", store_dir());
+        return mf_cli_report(&err);
+    }
     if (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err))) {
         mf_ledger_free(l);
         mf_store_free(s);
@@ -470,4 +513,51 @@ int mf_cmd_hash(int argc, char **argv)
     }
     mf_store_free(s);
     return rc ? mf_cli_report(&err) : 0;
+}
+
+/* ---------------- hidden helpers (benchmarks, debugging) ---------------- */
+
+/* medflow store-put [--level N] [--threads N] DIR: archive DIR into the store, print its digest. */
+int mf_cmd_store_put(int argc, char **argv)
+{
+    int level = 0, threads = 1;
+    const char *dir = NULL;
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "--level") && k + 1 < argc) level = atoi(argv[++k]);
+        else if (!strcmp(argv[k], "--threads") && k + 1 < argc) threads = atoi(argv[++k]);
+        else if (!dir) dir = argv[k];
+        else return mf_cli_usage_error("store-put", "expected one DIR");
+    }
+    if (!dir) return mf_cli_usage_error("store-put", "expected one DIR");
+    mf_err err;
+    mf_store *s = NULL;
+    mf_digest d;
+    uint64_t bytes = 0;
+    if (mf_store_open(&s, store_dir(), &err)) return mf_cli_report(&err);
+    if (level) mf_store_set_compression(s, level, threads);
+    else mf_store_set_compression(s, 1, threads);
+    int rc = mf_store_put_dir(s, dir, &d, &bytes, &err);
+    mf_store_free(s);
+    if (rc) return mf_cli_report(&err);
+    char ds[72], hb[32];
+    printf("%s\n", mf_digest_str(&d, ds));
+    if (mf_cli.verbose) fprintf(stderr, "archive: %s\n", human(bytes, hb, sizeof hb));
+    return 0;
+}
+
+/* medflow store-materialize DIGEST: materialise (verified) and print the tree's path. */
+int mf_cmd_store_materialize(int argc, char **argv)
+{
+    if (argc != 2) return mf_cli_usage_error("store-materialize", "expected one DIGEST");
+    mf_err err;
+    mf_store *s = NULL;
+    mf_digest d;
+    char *path = NULL;
+    if (mf_digest_parse(&d, argv[1], &err) || open_store_existing(&s, &err)) return mf_cli_report(&err);
+    int rc = mf_store_materialize(s, &d, &path, &err);
+    mf_store_free(s);
+    if (rc) return mf_cli_report(&err);
+    printf("%s\n", path);
+    free(path);
+    return 0;
 }

@@ -7,21 +7,28 @@
 
 #include <stddef.h>
 
-int mf_cmd_validate(int argc, char **argv);
+extern const char mf_usage_generate[];
+extern const char mf_usage_score[];
 int mf_cmd_dag(int argc, char **argv);
-int mf_cmd_kinds(int argc, char **argv);
-int mf_cmd_status(int argc, char **argv);
-int mf_cmd_run(int argc, char **argv);
-int mf_cmd_stage_exec(int argc, char **argv);
-int mf_cmd_log(int argc, char **argv);
-int mf_cmd_show(int argc, char **argv);
-int mf_cmd_lineage(int argc, char **argv);
 int mf_cmd_diff(int argc, char **argv);
-int mf_cmd_verify(int argc, char **argv);
 int mf_cmd_gc(int argc, char **argv);
-int mf_cmd_tag(int argc, char **argv);
+int mf_cmd_generate(int argc, char **argv);
 int mf_cmd_hash(int argc, char **argv);
+int mf_cmd_kinds(int argc, char **argv);
+int mf_cmd_lineage(int argc, char **argv);
+int mf_cmd_log(int argc, char **argv);
+int mf_cmd_report(int argc, char **argv);
+int mf_cmd_run(int argc, char **argv);
+int mf_cmd_score(int argc, char **argv);
+int mf_cmd_show(int argc, char **argv);
+int mf_cmd_stage_exec(int argc, char **argv);
+int mf_cmd_status(int argc, char **argv);
+int mf_cmd_store_materialize(int argc, char **argv);
+int mf_cmd_store_put(int argc, char **argv);
+int mf_cmd_tag(int argc, char **argv);
 int mf_cmd_tokenize_text(int argc, char **argv);
+int mf_cmd_validate(int argc, char **argv);
+int mf_cmd_verify(int argc, char **argv);
 
 static int cmd_version(int argc, char **argv)
 {
@@ -101,16 +108,28 @@ const mf_cmd mf_commands[] = {
     {"tag", mf_cmd_tag, "name a stage's output or a digest in the ledger",
      "Usage: medflow tag NAME STAGE|DIGEST\n\nCreate refs/tags/NAME in the ledger for the artifact, so gc keeps it and\n"
      "`git tag` lists it.\n", 0},
+    {"report", mf_cmd_report, "print a graph's newest report (tables like the papers')",
+     "Usage: medflow report GRAPH|RUN [-o DIR] [--store DIR]\n\n"
+     "Find the newest run of the graph whose `report` stage succeeded, materialise its output from the\n"
+     "store (verified), and print report.md: one table per eval task, models as rows. With -o, copy\n"
+     "report.md and report.html (self-contained, with SVG loss curves and the DAG) into DIR.\n"
+     "GRAPH is a graph file (its `store:` is used unless --store is given); RUN is GRAPH or GRAPH@N.\n", 0},
+    {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
+    {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},
     {"hash", mf_cmd_hash, "print the digest of files, directories or globs",
      "Usage: medflow hash [--rehash] [--no-cache] PATH...\n\nPrint the tree digest medflow gives each PATH as a source. Unchanged\n"
      "files come from the store's stat cache; --rehash reads everything,\n"
      "--no-cache ignores the cache. -v (global) prints what was read.\n", 0},
-    {"version", cmd_version, "print the version",
-     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
     {"tokenize-text", mf_cmd_tokenize_text, "encode a text file with a tokenizer.json",
      "Usage: medflow tokenize-text [--no-special] [--field F] [--decode] [--count [--repeat N]] TOKENIZER FILE\n\n"
      "Encode FILE with TOKENIZER (a tokenizer.json or a model directory). FILE.jsonl: the text in field F\n"
      "(default 'text') of each line; any other file: each line, newline included. Prints one line of ids\n"
      "per text; --decode prints the decoded text instead; --count prints totals, an id hash and MB/s\n"
      "(encode time only, --repeat N passes). --no-special skips the post-processor (BOS/EOS).\n", 1},
+    {"version", cmd_version, "print the version",
+     "Usage: medflow version\n\nPrint medflow's version and the git revision it was built from.\n", 0},
+    {"store-materialize", mf_cmd_store_materialize, "materialise a stored digest (internal)",
+     "Usage: medflow store-materialize DIGEST\n\nMaterialise DIGEST (verified) under trees/ and print its path.\n", 1},
+    {"store-put", mf_cmd_store_put, "archive a directory into the store (internal)",
+     "Usage: medflow store-put [--level N] [--threads N] DIR\n\nArchive DIR into the store and print its digest (benchmarks, debugging).\n", 1},
     {NULL, NULL, NULL, NULL, 0}};

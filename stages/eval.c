@@ -406,14 +406,19 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
     int skip = !strcmp(mf_stage_param_str(ctx, "on_bad_record", "fail"), "skip");
     char ds[256];
     dataset_name(data, ds, sizeof ds);
+    /* Row label: the `label` param, else the foreach value (`exam.sft` -> "sft"), else the stage name. */
+    const char *label = mf_stage_param_str(ctx, "label", "");
+    if (!*label) {
+        const char *dot = strchr(ctx->stage, '.');
+        label = dot && dot[1] ? dot + 1 : ctx->stage;
+    }
     mf_eval_opts o = {(mf_eval_task)task,
                       !strcmp(mf_stage_param_str(ctx, "mcq_mode", "loglik"), "generate"),
                       mf_stage_param_bool(ctx, "length_normalize", 0),
                       (int)mf_stage_param_int(ctx, "k_shot", 0),
                       mf_stage_param_int(ctx, "max_samples", 0),
                       mf_stage_param_num(ctx, "tie_margin", 0.1),
-                      *mf_stage_param_str(ctx, "label", "") ? mf_stage_param_str(ctx, "label", "")
-                                                            : ctx->stage,
+                      label,
                       "model_b",
                       ds};
     mf_eval_set *set = NULL, *shots = NULL;

@@ -5,6 +5,7 @@
 #include "stages/stage.h"
 #include "stages/report.h"
 #include "stages/kinds.h"
+#include "stages/training.h"
 
 #include <string.h>
 
@@ -12,6 +13,7 @@ int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
 
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"report", mf_report_run},
+    {"eval", mf_stage_eval_run},
     {"kg2qa", mf_stage_kg2qa_run},
     {"format", mf_stage_format_run},
     {"dedup", mf_stage_dedup_run},
@@ -19,6 +21,14 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"mix", mf_stage_mix_run},
     {"tokenize", mf_stage_tokenize_run},
     {"tokenizer", mf_stage_tokenizer_run},
+    {"init", mf_stage_init_run},
+    {"dcpt", mf_stage_dcpt_run},
+    {"sft", mf_stage_sft_run},
+    {"rm", mf_stage_rm_run},
+    {"dpo", mf_stage_dpo_run},
+    {"ppo", mf_stage_ppo_run},
+    {"merge", mf_stage_merge_run},
+    {"export", mf_stage_export_run},
     {NULL, NULL}};
 
 /* Test-only kinds (tests/engine/testkinds.c) register their run functions here. */

@@ -15,6 +15,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx);
 int mf_stage_split_run(mf_stage_ctx *ctx);
 int mf_stage_mix_run(mf_stage_ctx *ctx);
 int mf_stage_tokenize_run(mf_stage_ctx *ctx);
+int mf_stage_eval_run(mf_stage_ctx *ctx); /* kind_eval.c */
 
 /* split: the record's position in [0, 1) from SHA-256 of its canonical content. */
 double mf_split_unit(const void *content, size_t n);

@@ -74,8 +74,12 @@ static merge_t heap_pop(merge_t *h, size_t *n)
 static int cache_get(mf_tok *tok, const char *w, size_t n, mf_tok_ids *out, int *hit)
 {
     *hit = 0;
-    if (n >= CACHE_MAX_WORD || !tok->cache) return 0;
+    if (n >= CACHE_MAX_WORD) return 0;
     if (pthread_mutex_trylock(&tok->cache_lock)) return 0;
+    if (!tok->cache) {
+        pthread_mutex_unlock(&tok->cache_lock);
+        return 0;
+    }
     uint32_t h = mf_tok_hash(w, n);
     size_t j = h & (tok->cache_cap - 1);
     int rc = 0;
@@ -95,8 +99,7 @@ static int cache_get(mf_tok *tok, const char *w, size_t n, mf_tok_ids *out, int 
 static void cache_clear(mf_tok *tok)
 {
     for (size_t i = 0; i < tok->cache_cap; i++) {
-        free(tok->cache[i].key);
-        free(tok->cache[i].ids);
+        free(tok->cache[i].ids); /* key lives in the same block */
         tok->cache[i].key = NULL;
         tok->cache[i].ids = NULL;
     }
@@ -105,17 +108,24 @@ static void cache_clear(mf_tok *tok)
 
 static void cache_put(mf_tok *tok, const char *w, size_t n, const int32_t *ids, size_t nids)
 {
-    if (n >= CACHE_MAX_WORD || !tok->cache) return;
+    if (n >= CACHE_MAX_WORD) return;
     if (pthread_mutex_trylock(&tok->cache_lock)) return;
+    if (!tok->cache) { /* allocated on first use: loading stays cheap */
+        tok->cache = calloc(CACHE_CAP, sizeof *tok->cache);
+        if (!tok->cache) {
+            pthread_mutex_unlock(&tok->cache_lock);
+            return;
+        }
+        tok->cache_cap = CACHE_CAP;
+    }
     if (tok->cache_n * 2 >= tok->cache_cap) cache_clear(tok);
-    char *k = malloc(n + 1);
-    int32_t *v = malloc((nids ? nids : 1) * sizeof *v);
-    if (!k || !v) {
-        free(k);
-        free(v);
+    /* one block: ids first (aligned), then the key bytes */
+    int32_t *v = malloc(nids * sizeof *v + n + 1);
+    if (!v) {
         pthread_mutex_unlock(&tok->cache_lock);
         return; /* the cache is an optimisation: skipping it is fine */
     }
+    char *k = (char *)(v + nids);
     memcpy(k, w, n);
     memcpy(v, ids, nids * sizeof *v);
     uint32_t h = mf_tok_hash(w, n);
@@ -123,7 +133,6 @@ static void cache_put(mf_tok *tok, const char *w, size_t n, const int32_t *ids, 
     while (tok->cache[j].key) {
         mf_tok_cent *e = &tok->cache[j];
         if (e->h == h && e->klen == n && !memcmp(e->key, w, n)) { /* raced: already there */
-            free(k);
             free(v);
             pthread_mutex_unlock(&tok->cache_lock);
             return;
@@ -241,10 +250,12 @@ static int merge_small(mf_tok *tok, word_t *w, mf_tok_ids *out)
         nid[i] = m ? m->id : -1;
     }
     while (n > 1) {
+        /* min, then its first position: two branch-free passes the compiler vectorises */
+        int32_t mn = INT32_MAX;
+        for (size_t i = 0; i + 1 < n; i++) mn = rank[i] < mn ? rank[i] : mn;
+        if (mn == INT32_MAX) break;
         size_t best = 0;
-        for (size_t i = 1; i + 1 < n; i++)
-            if (rank[i] < rank[best]) best = i;
-        if (rank[best] == INT32_MAX) break;
+        while (rank[best] != mn) best++;
         c[best] = nid[best];
         /* drop symbol best+1 and pair best+1 */
         for (size_t i = best + 1; i + 1 < n; i++) c[i] = c[i + 1];

@@ -108,7 +108,6 @@ static long find_added(const mf_tok *tok, const mf_tok_amatch *m, const char *s,
             const char *c = m->normalized ? a->ncontent : a->content;
             size_t l = m->normalized ? a->nlen : a->len;
             if (l <= n - i && !memcmp(s + i, c, l)) {
-                if (a->single_word && (word_char_before(s, i) || word_char_after(s + i + l, n - i - l))) continue;
                 *mstart = i;
                 *mend = i + l;
                 return (long)m->idx[q];
@@ -120,26 +119,59 @@ static long find_added(const mf_tok *tok, const mf_tok_amatch *m, const char *s,
 
 /* ---- normalizer ---- */
 
+/* NFC of the UTF-8 in *out, through the scratch buffer *a (buffers swap). */
+static int nfc_buf(mf_buf *out, mf_buf *a)
+{
+    uint32_t *cps = malloc((out->len + 1) * sizeof *cps), *res = NULL;
+    size_t n = 0, rn = 0;
+    if (!cps) return MF_ENOMEM;
+    for (size_t i = 0; i < out->len;) {
+        uint32_t cp;
+        int l = mf_tok_utf8_dec((const unsigned char *)out->data + i, out->len - i, &cp);
+        if (!l) { /* validated earlier; keep the byte as U+FFFD rather than loop */
+            cp = 0xFFFD;
+            l = 1;
+        }
+        cps[n++] = cp;
+        i += (size_t)l;
+    }
+    int rc = mf_tok_nfc(cps, n, &res, &rn) ? MF_ENOMEM : 0;
+    free(cps);
+    if (rc) return rc;
+    a->len = 0;
+    for (size_t i = 0; i < rn; i++) {
+        char u[4];
+        mf_buf_append(a, u, (size_t)mf_tok_utf8_enc(res[i], u));
+    }
+    free(res);
+    if (!mf_buf_ok(a)) return MF_ENOMEM;
+    mf_buf t = *out;
+    *out = *a;
+    *a = t;
+    return 0;
+}
+
 int mf_tok_normalize(const mf_tok *tok, const char *s, size_t n, mf_buf *out, mf_err *err)
 {
     mf_buf a = MF_BUF_INIT;
+    int rc;
     out->len = 0;
     if (mf_buf_append(out, s, n)) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     for (size_t k = 0; k < tok->n_norms; k++) {
         const mf_tok_norm *nm = &tok->norms[k];
         if (nm->type == TOK_NORM_NFC) {
-            for (size_t i = 0; i < out->len;) {
+            int safe = 1;
+            for (size_t i = 0; i < out->len && safe;) {
                 uint32_t cp;
                 int l = mf_tok_utf8_dec((const unsigned char *)out->data + i, out->len - i, &cp);
                 if (!l) break;
-                if (!mf_tok_nfc_safe(cp)) {
-                    mf_buf_free(&a);
-                    return mf_err_set(err, MF_EUNSUPPORTED,
-                                      "tokenizer: the NFC normalizer would change U+%04X (byte %zu): medflow only "
-                                      "handles text that is already NFC-stable; normalise the text first",
-                                      (unsigned)cp, i);
-                }
+                safe = mf_tok_nfc_safe(cp);
                 i += (size_t)l;
+            }
+            if (safe) continue; /* already NFC: the common case costs one scan */
+            if ((rc = nfc_buf(out, &a))) {
+                mf_buf_free(&a);
+                return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
             }
             continue;
         }
@@ -251,11 +283,16 @@ static int encode_normalized(mf_tok *tok, const char *s, size_t n, int first, mf
     return pre_step(tok, 0, s, n, out, err);
 }
 
+typedef struct {
+    int first;
+    int literal; /* MF_TOK_LITERAL: special tokens are not matched */
+} norm_gap_ctx;
+
 /* Split added tokens out of s with matcher m; gaps go to gap(). */
 typedef int (*gap_fn)(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx);
 
 static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_t n, mf_tok_ids *out, mf_err *err,
-                       gap_fn gap, void *ctx)
+                       gap_fn gap, norm_gap_ctx *ctx)
 {
     size_t start_offset = 0, from = 0;
     int rc;
@@ -266,6 +303,10 @@ static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_
         const mf_tok_added *a = &tok->added[ai];
         size_t start = ms, stop = me;
         from = me;
+        /* HF drops a single_word match inside a word and goes on after it
+         * (\w approximated by letters, numbers and '_') */
+        if (a->single_word && (word_char_before(s, ms) || word_char_after(s + me, n - me))) continue;
+        if (a->special && ctx->literal) continue; /* HF encode_special_tokens */
         if (a->lstrip) {
             size_t k = start, cs;
             while (k > 0 && is_ws_at_end(s, k, &cs)) k = cs;
@@ -289,10 +330,6 @@ static int split_added(mf_tok *tok, const mf_tok_amatch *m, const char *s, size_
     return 0;
 }
 
-typedef struct {
-    int first;
-} norm_gap_ctx;
-
 static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
     norm_gap_ctx *c = ctx;
@@ -301,11 +338,16 @@ static int gap_normalized(mf_tok *tok, const char *s, size_t n, size_t off, mf_t
 
 static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids *out, mf_err *err, void *ctx)
 {
-    (void)ctx;
+    int literal = ((norm_gap_ctx *)ctx)->literal;
+    if (tok->n_norms == 0) { /* no normalizer: no copy */
+        norm_gap_ctx c = {off == 0, literal};
+        if (tok->has_norm_added) return split_added(tok, &tok->am_norm, s, n, out, err, gap_normalized, &c);
+        return encode_normalized(tok, s, n, c.first, out, err);
+    }
     mf_buf nb = MF_BUF_INIT;
     int rc = mf_tok_normalize(tok, s, n, &nb, err);
     if (!rc) {
-        norm_gap_ctx c = {off == 0};
+        norm_gap_ctx c = {off == 0, literal};
         if (tok->has_norm_added) rc = split_added(tok, &tok->am_norm, nb.data, nb.len, out, err, gap_normalized, &c);
         else rc = encode_normalized(tok, nb.data, nb.len, c.first, out, err);
     }
@@ -315,6 +357,12 @@ static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids 
 
 int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, int32_t **ids, size_t *n, mf_err *err)
 {
+    return mf_tok_encode_ex(tok, text, len, add_special ? MF_TOK_ADD_SPECIAL : 0, ids, n, err);
+}
+
+int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32_t **ids, size_t *n, mf_err *err)
+{
+    int add_special = flags & MF_TOK_ADD_SPECIAL;
     *ids = NULL;
     *n = 0;
     size_t bad_at = mf_utf8_invalid_at(text, len);
@@ -325,7 +373,8 @@ int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, in
     int rc = 0;
     if (add_special)
         for (size_t i = 0; i < tok->n_pp_pre && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_pre[i]);
-    if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, NULL);
+    norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
+    if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c);
     if (!rc && add_special)
         for (size_t i = 0; i < tok->n_pp_post && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_post[i]);
     if (rc) {

@@ -60,7 +60,7 @@ typedef struct {
     size_t alen, blen;
 } mf_tok_norm;
 
-enum { TOK_RE_GPT2, TOK_RE_LLAMA3, TOK_RE_QWEN2 };
+enum { TOK_RE_GPT2, TOK_RE_LLAMA3, TOK_RE_QWEN2, TOK_RE_BLOOM };
 enum { TOK_PRE_SPLIT, TOK_PRE_BYTELEVEL, TOK_PRE_METASPACE };
 enum { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER };
 typedef struct {
@@ -100,7 +100,7 @@ typedef struct {
     int normalized; /* matches ncontent instead of content */
 } mf_tok_amatch;
 
-/* A word cache entry: the word's bytes and its ids. */
+/* A word cache entry: the word's bytes and its ids, one allocation (ids, then key). */
 typedef struct {
     char *key;
     uint32_t klen, h;
@@ -109,8 +109,10 @@ typedef struct {
 } mf_tok_cent;
 
 struct mf_tok {
-    /* id -> token string (vocab and added tokens); NULL for holes */
-    char **tokens;
+    /* id -> token string (an added token's content wins over the vocab's
+     * string, as in HF); NULL for holes. Points into vocab_strs or added[]. */
+    const char **tokens;
+    char **vocab_strs; /* owned: the model vocab's strings by id (keys of `vocab`) */
     uint32_t *token_len;
     size_t n_ids;
     mf_tok_smap vocab; /* model vocab only */

@@ -47,17 +47,6 @@ static int one_char(const mf_json *v, uint32_t *cp)
     return (l > 0 && (size_t)l == v->slen) ? 0 : -1;
 }
 
-static int set_token(mf_tok *tok, int32_t id, const char *s, size_t n)
-{
-    if (tok->tokens[id]) {
-        if (tok->token_len[id] == n && !memcmp(tok->tokens[id], s, n)) return 0;
-        free(tok->tokens[id]);
-    }
-    tok->tokens[id] = dupn(s, n);
-    tok->token_len[id] = (uint32_t)n;
-    return tok->tokens[id] ? 0 : MF_ENOMEM;
-}
-
 /* ---- normalizer ---- */
 
 static int load_norm(mf_tok *tok, const mf_json *n, const char *name, mf_err *err, int depth)
@@ -159,7 +148,7 @@ static int load_pre(mf_tok *tok, const mf_json *p, const char *name, mf_err *err
         pr.type = TOK_PRE_SPLIT;
         pr.regex = mf_tok_regex_kind(re->s);
         if (pr.regex < 0)
-            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3 and Qwen2 patterns are)%s", re->s, NULL);
+            return bad(err, name, re, "pre_tokenizer Split: regex '%s' is not one medflow implements (GPT-2, LLaMA-3, Qwen2 and BLOOM patterns are)%s", re->s, NULL);
         if (strcmp(mf_json_get_str(p, "behavior", "Isolated"), "Isolated") || mf_json_bool(mf_json_get(p, "invert"), 0))
             return bad(err, name, p, "pre_tokenizer Split: only behavior 'Isolated' without invert is supported%s%s", NULL, NULL);
     } else if (!strcmp(type, "Metaspace")) {
@@ -368,26 +357,39 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             if (id->i > maxid) maxid = id->i;
         }
     tok->n_ids = (size_t)(maxid + 1);
+    /* ids index arrays: a hostile file with a few tokens at huge ids must not
+     * make us allocate gigabytes. Real files are dense (a few holes at most). */
+    size_t ntokens = vocab->n + (added && added->type == MF_JSON_ARRAY ? added->n : 0);
+    if (tok->n_ids > 2 * ntokens + 65536) {
+        char a[32], b[32];
+        snprintf(a, sizeof a, "%lld", (long long)maxid);
+        snprintf(b, sizeof b, "%zu", ntokens);
+        return bad(err, name, model, "token ids are too sparse: the largest id is %s for only %s tokens", a, b);
+    }
     tok->tokens = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->tokens);
+    tok->vocab_strs = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->vocab_strs);
     tok->token_len = calloc(tok->n_ids ? tok->n_ids : 1, sizeof *tok->token_len);
     tok->is_special = calloc(tok->n_ids ? tok->n_ids : 1, 1);
     tok->is_added = calloc(tok->n_ids ? tok->n_ids : 1, 1);
-    if (!tok->tokens || !tok->token_len || !tok->is_special || !tok->is_added)
+    if (!tok->tokens || !tok->vocab_strs || !tok->token_len || !tok->is_special || !tok->is_added)
         return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory for %zu ids", tok->n_ids);
     for (size_t i = 0; i < vocab->n; i++) {
         int32_t id = (int32_t)vocab->items[i]->i;
         size_t kl = strlen(vocab->keys[i]); /* keys are NUL-free: the parser rejects \u0000 in keys? be safe */
-        if (tok->tokens[id]) {
+        if (tok->vocab_strs[id]) {
             char ks[64];
             snprintf(ks, sizeof ks, "%.40s", vocab->keys[i]);
             return bad(err, name, vocab->items[i], "model.vocab['%s']: id already used by another token%s", ks, NULL);
         }
-        if (set_token(tok, id, vocab->keys[i], kl)) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        if (!(tok->vocab_strs[id] = dupn(vocab->keys[i], kl))) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        tok->tokens[id] = tok->vocab_strs[id];
+        tok->token_len[id] = (uint32_t)kl;
     }
     for (size_t id = 0; id < tok->n_ids; id++)
-        if (tok->tokens[id] && mf_tok_smap_put(&tok->vocab, tok->tokens[id], tok->token_len[id], (int32_t)id))
+        if (tok->vocab_strs[id] && mf_tok_smap_put(&tok->vocab, tok->vocab_strs[id], tok->token_len[id], (int32_t)id))
             return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
 
+    const mf_json *cpfx = mf_json_get(model, "continuing_subword_prefix");
     for (size_t i = 0; i < merges->n; i++) {
         const char *a, *b;
         size_t al, bl;
@@ -397,15 +399,22 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             return bad(err, name, merges->items[i], "model.merges[%s]: expected \"left right\" or [left, right]%s", idx, NULL);
         }
         int32_t ia = mf_tok_smap_get(&tok->vocab, a, al), ib = mf_tok_smap_get(&tok->vocab, b, bl);
+        /* HF: the merged token is a + b without b's continuing_subword_prefix */
+        size_t skip = cpfx && cpfx->type == MF_JSON_STRING ? cpfx->slen : 0;
+        if (skip > bl) {
+            char idx[32];
+            snprintf(idx, sizeof idx, "%zu", i);
+            return bad(err, name, merges->items[i], "model.merges[%s]: right token is shorter than continuing_subword_prefix%s", idx, NULL);
+        }
         char *ab = malloc(al + bl + 1);
         if (!ab) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
         memcpy(ab, a, al);
-        memcpy(ab + al, b, bl);
-        int32_t iab = mf_tok_smap_get(&tok->vocab, ab, al + bl);
+        memcpy(ab + al, b + skip, bl - skip);
+        int32_t iab = mf_tok_smap_get(&tok->vocab, ab, al + bl - skip);
         if (ia < 0 || ib < 0 || iab < 0) {
             char idx[32], what[200];
             const char *bt = ia < 0 ? a : ib < 0 ? b : ab;
-            size_t bn = ia < 0 ? al : ib < 0 ? bl : al + bl;
+            size_t bn = ia < 0 ? al : ib < 0 ? bl : al + bl - skip;
             snprintf(idx, sizeof idx, "%zu", i);
             snprintf(what, sizeof what, "'%.*s'", (int)(bn < 60 ? bn : 60), bt);
             free(ab);
@@ -458,13 +467,14 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
             a->lstrip = mf_json_bool(mf_json_get(t, "lstrip"), 0);
             a->rstrip = mf_json_bool(mf_json_get(t, "rstrip"), 0);
             a->single_word = mf_json_bool(mf_json_get(t, "single_word"), 0);
-            if (set_token(tok, a->id, a->content, a->len)) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            tok->tokens[a->id] = a->content; /* HF: the added token's content wins for this id */
+            tok->token_len[a->id] = (uint32_t)a->len;
             tok->is_special[a->id] = (unsigned char)a->special;
             tok->is_added[a->id] = 1;
         }
         for (size_t i = 0; i < tok->n_added; i++) {
             mf_tok_added *a = &tok->added[i];
-            if (mf_tok_smap_put(&tok->added_map, tok->tokens[a->id], a->len, a->id))
+            if (mf_tok_smap_put(&tok->added_map, a->content, a->len, a->id))
                 return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
         }
     }
@@ -544,10 +554,7 @@ static int finish(mf_tok *tok, const mf_json *root, const char *name, mf_err *er
     mf_buf_free(&nb);
     if (mf_tok_amatch_build(tok, &tok->am_raw, 0) || mf_tok_amatch_build(tok, &tok->am_norm, 1))
         return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    tok->cache_cap = 16384;
-    tok->cache = calloc(tok->cache_cap, sizeof *tok->cache);
-    if (!tok->cache) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    return 0;
+    return 0; /* the word cache is allocated on first use (tok_bpe.c) */
 }
 
 static mf_tok *tok_new(void)
@@ -621,7 +628,8 @@ int mf_tok_load(mf_tok **out, const char *path, mf_err *err)
 void mf_tok_free(mf_tok *tok)
 {
     if (!tok) return;
-    for (size_t i = 0; i < tok->n_ids; i++) free(tok->tokens ? tok->tokens[i] : NULL);
+    for (size_t i = 0; i < tok->n_ids; i++) free(tok->vocab_strs ? tok->vocab_strs[i] : NULL);
+    free(tok->vocab_strs);
     free(tok->tokens);
     free(tok->token_len);
     free(tok->is_special);
@@ -653,8 +661,7 @@ void mf_tok_free(mf_tok *tok)
     free(tok->pp_post);
     if (tok->cache) {
         for (size_t i = 0; i < tok->cache_cap; i++) {
-            free(tok->cache[i].key);
-            free(tok->cache[i].ids);
+            free(tok->cache[i].ids); /* the key shares this block */
         }
         free(tok->cache);
     }

@@ -11,6 +11,7 @@
  *  LLaMA-3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
  *           ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  *  Qwen2:   the same with \p{N} (one digit at a time).
+ *  BLOOM:    ?[^(\s|[.,!?…。，、।۔،])]+   (text between the matches is kept as pieces too)
  *
  * Behaviour "Isolated": matches and the (never occurring) gaps both become
  * pieces. Every code point is covered by some alternative, so the pieces tile
@@ -30,8 +31,11 @@ static const char *RE_QWEN2 =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+static const char *RE_BLOOM = " ?[^(\\s|[.,!?\xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8C\xE3\x80\x81\xE0\xA5\xA4\xDB\x94\xD8\x8C])]+";
+
 int mf_tok_regex_kind(const char *pattern)
 {
+    if (!strcmp(pattern, RE_BLOOM)) return TOK_RE_BLOOM;
     if (!strcmp(pattern, RE_GPT2)) return TOK_RE_GPT2;
     if (!strcmp(pattern, RE_LLAMA3)) return TOK_RE_LLAMA3;
     if (!strcmp(pattern, RE_QWEN2)) return TOK_RE_QWEN2;
@@ -202,9 +206,56 @@ static size_t match_llama(const text_t *t, size_t i, int max_digits)
     return ws_tail(t, i, j);
 }
 
+/* BLOOM: a char of [^(\s|[.,!?…。，、।۔،])] — the class also excludes '(', '|' and ')' */
+static int bloom_x(uint32_t cp)
+{
+    switch (cp) {
+    case '(': case '|': case ')': case '.': case ',': case '!': case '?':
+    case 0x2026: case 0x3002: case 0xFF0C: case 0x3001: case 0x0964: case 0x06D4: case 0x060C:
+        return 0;
+    default:
+        return cls_of(cp) != MF_UC_S;
+    }
+}
+
+static size_t bloom_run(const text_t *t, size_t i)
+{
+    while (i < t->n) {
+        uint32_t cp;
+        size_t l = cp_at(t, i, &cp);
+        if (!bloom_x(cp)) break;
+        i += l;
+    }
+    return i;
+}
+
+static int split_bloom(const text_t *t, mf_tok_emit_fn emit, void *ctx)
+{
+    size_t i = 0, gap = 0;
+    while (i < t->n) {
+        uint32_t c, c2;
+        size_t l = cp_at(t, i, &c), end = 0;
+        if (c == ' ' && i + 1 < t->n) {
+            cp_at(t, i + 1, &c2);
+            if (bloom_x(c2)) end = bloom_run(t, i + 1);
+        }
+        if (!end && bloom_x(c)) end = bloom_run(t, i);
+        if (!end) {
+            i += l;
+            continue;
+        }
+        int rc;
+        if (gap < i && (rc = emit(ctx, gap, i - gap))) return rc;
+        if ((rc = emit(ctx, i, end - i))) return rc;
+        i = gap = end;
+    }
+    return gap < t->n ? emit(ctx, gap, t->n - gap) : 0;
+}
+
 int mf_tok_regex_split(int regex, const char *text, size_t n, mf_tok_emit_fn emit, void *ctx)
 {
     text_t t = {(const unsigned char *)text, n};
+    if (regex == TOK_RE_BLOOM) return split_bloom(&t, emit, ctx);
     size_t i = 0;
     while (i < n) {
         size_t j;

@@ -23,6 +23,28 @@ typedef struct mf_tok_urange {
 extern const mf_tok_urange mf_tok_uranges[];
 extern const size_t mf_tok_n_uranges;
 
+/* NFC data (generated): combining classes, full canonical decompositions,
+ * primary composites. */
+typedef struct {
+    uint32_t cp;
+    uint16_t off;
+    uint8_t len;
+} mf_tok_decomp_t;
+typedef struct {
+    uint32_t first, second, composite;
+} mf_tok_comp_t;
+extern const mf_tok_urange mf_tok_ccc[];
+extern const size_t mf_tok_n_ccc;
+extern const mf_tok_decomp_t mf_tok_decomp[];
+extern const size_t mf_tok_n_decomp;
+extern const uint32_t mf_tok_decomp_pool[];
+extern const mf_tok_comp_t mf_tok_comp[];
+extern const size_t mf_tok_n_comp;
+
+/* NFC of a code point sequence: in[0..n) -> *out (malloc'd), *out_n.
+ * Returns 0 or -1 on allocation failure. */
+int mf_tok_nfc(const uint32_t *in, size_t n, uint32_t **out, size_t *out_n);
+
 /* Code points that NFC normalisation may change (sorted ranges). */
 extern const mf_tok_urange mf_tok_nfc_unsafe[];
 extern const size_t mf_tok_n_nfc_unsafe;

@@ -4,8 +4,8 @@
  * Two families of HF `tokenizers` BPE models are supported, matching the Rust
  * library's ids and decoded strings exactly (conformance fixtures in
  * tests/stages/fixtures/tokenizer/):
- *   - byte-level (GPT-2, LLaMA-3, Qwen2): ByteLevel pre-tokenizer, or
- *     Split(Regex) + ByteLevel; the GPT-2 / LLaMA-3 / Qwen2 regexes are
+ *   - byte-level (GPT-2, LLaMA-3, Qwen2, BLOOM): ByteLevel pre-tokenizer, or
+ *     Split(Regex) + ByteLevel; the GPT-2 / LLaMA-3 / Qwen2 / BLOOM regexes are
  *     implemented by hand (stages/tok_pretok.c); ByteLevel decoder.
  *   - SentencePiece-style (LLaMA-2): Prepend/Replace normalizers or the
  *     Metaspace pre-tokenizer, byte fallback tokens <0xNN>, unk;
@@ -44,6 +44,16 @@ void mf_tok_free(mf_tok *tok);
  * non-NULL even when *n == 0). */
 int mf_tok_encode(mf_tok *tok, const char *text, size_t len, int add_special, int32_t **ids,
                   size_t *n, mf_err *err);
+
+/* Flags for mf_tok_encode_ex. */
+enum {
+    MF_TOK_ADD_SPECIAL = 1, /* apply the post-processor (what add_special=1 does) */
+    MF_TOK_LITERAL = 2      /* do not match added/special tokens in the text: "<|im_end|>"
+                             * typed by a user is encoded as plain text (HF's
+                             * split_special_tokens=True); use for untrusted content */
+};
+int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32_t **ids, size_t *n,
+                     mf_err *err);
 
 /* Decode ids to UTF-8 text (*out malloc'd, NUL-terminated, *len without the NUL).
  * skip_special drops tokens marked `special: true`. Unknown ids are an error. */

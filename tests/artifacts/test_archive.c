@@ -228,6 +228,14 @@ TEST(test_archive_refuses_duplicates_disorder_and_foreign_framing)
     expect_refused("dup", dup, 2, "out of order or duplicated");
     hentry order[] = {{"b", AE_IFREG, "1", NULL, 0}, {"a", AE_IFREG, "2", NULL, 0}};
     expect_refused("order", order, 2, "out of order");
+    hentry inside[] = {{"a", AE_IFREG, "1", NULL, 0}, {"a-x", AE_IFREG, "2", NULL, 0}, {"a/b", AE_IFREG, "3", NULL, 0}};
+    expect_refused("inside-a-file", inside, 3, "a file is in the way");
+    /* also when only verifying (no destination) */
+    const char *tmp0 = mf_test_tmpdir();
+    write_hostile(tu_path(tmp0, "inside2.tar.zst"), inside, 3, 0);
+    mf_err e0;
+    CHECK_INT(unpack_file(tu_path(tmp0, "inside2.tar.zst"), NULL, &e0), MF_ECORRUPT);
+    CHECK_CONTAINS(e0.msg, "a file is in the way");
     const char *tmp = mf_test_tmpdir();
     hentry ok[] = {{"a", AE_IFREG, "1", NULL, 0}};
     write_hostile(tu_path(tmp, "nock.tar.zst"), ok, 1, 1);
@@ -278,4 +286,43 @@ TEST(test_store_materialize_refuses_archive_not_matching_its_digest)
     CHECK_INT(bad, 1);
     free(obj);
     mf_store_free(s);
+}
+
+TEST(test_archive_bytes_do_not_depend_on_compression_threads)
+{
+    const char *tmp = mf_test_tmpdir();
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/text", tmp);
+    /* ~6 MB of compressible text: several zstd jobs */
+    size_t n = 6u << 20;
+    char *data = malloc(n);
+    REQUIRE(data);
+    unsigned x = 1;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        data[i] = "abcdefgh \n"[(x >> 16) % 10];
+    }
+    tu_write(tu_path(dir, "corpus.txt"), data, n, 0644);
+    free(data);
+    char *out[3];
+    size_t len[3];
+    int threads[3] = {1, 2, 4};
+    for (int k = 0; k < 3; k++) {
+        mf_tree t = {0};
+        mf_err err;
+        REQUIRE(mf_tree_scan(&t, dir, "", 0, &err) == 0 && mf_tree_sort(&t, &err) == 0);
+        char file[4096];
+        snprintf(file, sizeof file, "%s/t%d.tar.zst", tmp, k);
+        int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        mf_digest d;
+        uint64_t b;
+        REQUIRE(fd >= 0 && mf_archive_pack(&t, fd, 1, threads[k], &d, &b, &err) == 0);
+        close(fd);
+        mf_tree_free(&t);
+        REQUIRE(mf_read_file(file, &out[k], &len[k], &err) == 0);
+    }
+    CHECK(len[0] < (6u << 20) / 2); /* it did compress */
+    CHECK(len[0] == len[1] && !memcmp(out[0], out[1], len[0]));
+    CHECK(len[0] == len[2] && !memcmp(out[0], out[2], len[0]));
+    for (int k = 0; k < 3; k++) free(out[k]);
 }

@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "artifacts/ledger.h"
@@ -202,6 +203,10 @@ TEST(test_ledger_commands_log_show_lineage_diff)
     CHECK_CONTAINS(out, "\"lr\":2e-05");
     free(out);
     CHECK(mf_is_file(tu_path(w.store, "ledger.idx")));
+    snprintf(cmd, sizeof cmd, "lineage %s", w.base);
+    CHECK_INT(med(&out, &w, cmd), 0);
+    CHECK_CONTAINS(out, "a source");
+    free(out);
 
     CHECK_INT(med(&out, &w, "diff qilin-tiny@1 qilin-tiny@2"), 0);
     CHECK_CONTAINS(out, "dcpt                 unchanged");
@@ -316,4 +321,143 @@ TEST(test_hash_command_matches_library_and_uses_the_cache)
     CHECK_INT(mf_test_sh(&out, NULL, "%s --store '%s' -v hash '%s' 2>&1", mf_test_bin(), store, dir), 0);
     CHECK_CONTAINS(out, "0 read");
     free(out);
+}
+
+TEST(test_ledger_index_heals_when_stale_or_missing)
+{
+    world w;
+    build_world(&w);
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, w.store, &err) == 0);
+    /* an index from another ledger state, with no entries */
+    tu_write(tu_path(w.store, "ledger.idx"), "tips 00\n", 8, 0644);
+    mf_digest d;
+    REQUIRE(mf_digest_parse(&d, w.sft_out1, &err) == 0);
+    mf_ledger_run *r = NULL;
+    char *stage = NULL;
+    CHECK_OK(mf_ledger_producer(l, &d, &r, &stage, &err));
+    CHECK_STR(stage, "sft");
+    CHECK(r && r->number == 1);
+    char *idx = mf_test_read(tu_path(w.store, "ledger.idx"));
+    CHECK(idx && !strncmp(idx, "tips ", 5) && strlen(idx) > 80);
+    free(idx);
+    free(stage);
+    mf_ledger_run_free(r);
+    /* a digest nobody produced is a clean MF_ENOTFOUND */
+    REQUIRE(mf_digest_parse(&d, w.base, &err) == 0);
+    CHECK_INT(mf_ledger_producer(l, &d, &r, &stage, &err), MF_ENOTFOUND);
+    CHECK_CONTAINS(err.msg, "no stage in the ledger produced");
+    mf_ledger_free(l);
+}
+
+static void commit_n(const char *store, int k, int n)
+{
+    mf_ledger *l = NULL;
+    mf_err err;
+    if (mf_ledger_open(&l, store, &err)) _exit(1);
+    for (int i = 0; i < n; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "{\"s\": {\"kind\": \"eval\", \"output\": \"sha256:%064d\"}}", k * 1000 + i);
+        mf_json *stages = NULL, *run = NULL;
+        if (mf_json_parse(&stages, buf, strlen(buf), "t", &err) || mf_json_parse(&run, "{\"outcome\": \"ok\"}", 17, "t", &err))
+            _exit(2);
+        if (mf_ledger_commit_run(l, "busy", "", 0, run, stages, NULL, NULL, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            _exit(3);
+        }
+        mf_json_free(stages);
+        mf_json_free(run);
+    }
+    mf_ledger_free(l);
+    _exit(0);
+}
+
+TEST(test_ledger_concurrent_commits_and_stale_git_lock)
+{
+    char store[4096];
+    snprintf(store, sizeof store, "%s/store", mf_test_tmpdir());
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, store, &err) == 0);
+    mf_ledger_free(l);
+    /* a ref lock left behind by a killed process, an hour old */
+    tu_write(tu_path(store, "ledger.git/refs/heads/busy.lock"), "", 0, 0644);
+    REQUIRE(mf_test_sh(NULL, NULL, "touch -d '1 hour ago' '%s/ledger.git/refs/heads/busy.lock'", store) == 0);
+    pid_t p[2];
+    for (int k = 0; k < 2; k++)
+        if ((p[k] = fork()) == 0) commit_n(store, k + 1, 10);
+    for (int k = 0; k < 2; k++) {
+        int st;
+        waitpid(p[k], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "git --git-dir='%s/ledger.git' log --format=%%s busy | sort -t@ -k2 -n | tr '\\n' ' '", store), 0);
+    CHECK_STR(out, "busy@1: ok busy@2: ok busy@3: ok busy@4: ok busy@5: ok busy@6: ok busy@7: ok busy@8: ok busy@9: ok "
+                   "busy@10: ok busy@11: ok busy@12: ok busy@13: ok busy@14: ok busy@15: ok busy@16: ok busy@17: ok "
+                   "busy@18: ok busy@19: ok busy@20: ok ");
+    free(out);
+}
+
+TEST(test_gc_refuses_a_store_without_ledger)
+{
+    char store[4096];
+    snprintf(store, sizeof store, "%s/store", mf_test_tmpdir());
+    mf_store *s = NULL;
+    mf_err err;
+    REQUIRE(mf_store_open(&s, store, &err) == 0);
+    mf_store_free(s);
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "%s --store '%s' gc 2>&1", mf_test_bin(), store), 1);
+    CHECK_CONTAINS(out, "refusing");
+    free(out);
+}
+
+TEST(test_ledger_tolerates_commits_made_by_hand)
+{
+    world w;
+    build_world(&w);
+    /* a user commits a README onto the graph's branch with plain git */
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "cd '%s' && git clone -q ledger.git wc 2>/dev/null && cd wc && git checkout -q qilin-tiny && "
+                       "echo notes > NOTES && git add NOTES && git -c user.name=u -c user.email=u@x commit -qm notes && "
+                       "git push -q origin qilin-tiny", w.store) == 0);
+    char *out = NULL;
+    CHECK_INT(med(&out, &w, "log"), 0);
+    CHECK_CONTAINS(out, "qilin-tiny@2");
+    free(out);
+    mf_ledger *l = NULL;
+    mf_err err;
+    REQUIRE(mf_ledger_open(&l, w.store, &err) == 0);
+    mf_json *stages = mf_json_new_object(), *run = mf_json_new_object();
+    int n = 0;
+    CHECK_OK(mf_ledger_next_number(l, "qilin-tiny", &n, &err));
+    CHECK_INT(n, 3);
+    CHECK_OK(mf_ledger_next_number(l, "never-run", &n, &err));
+    CHECK_INT(n, 1);
+    CHECK_OK(mf_ledger_commit_run(l, "qilin-tiny", "", 0, run, stages, NULL, &n, &err));
+    CHECK_INT(n, 3);
+    mf_json_free(stages);
+    mf_json_free(run);
+    mf_ledger_free(l);
+}
+
+TEST(test_verify_command_names_a_corrupt_ledger_object)
+{
+    world w;
+    build_world(&w);
+    char *oid = NULL;
+    REQUIRE(mf_test_sh(&oid, NULL, "git --git-dir='%s/ledger.git' rev-parse qilin-tiny:stages/sft/manifest.json", w.store) == 0);
+    REQUIRE(oid && strlen(oid) >= 40);
+    oid[40] = 0;
+    REQUIRE(mf_test_sh(NULL, NULL, "f='%s/ledger.git/objects/%.2s/%s'; chmod u+w \"$f\"; "
+                       "printf '\\377' | dd of=\"$f\" bs=1 seek=12 conv=notrunc 2>/dev/null", w.store, oid, oid + 2) == 0);
+    char *out = NULL;
+    CHECK_INT(med(&out, &w, "verify"), 1);
+    char want[100];
+    snprintf(want, sizeof want, "corrupt ledger object %s", oid);
+    CHECK_CONTAINS(out, want);
+    free(out);
+    free(oid);
 }

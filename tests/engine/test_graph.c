@@ -240,3 +240,15 @@ TEST(test_docs_kinds_md_is_generated_from_the_registry)
     free(out);
     free(doc);
 }
+
+TEST(test_docs_cli_reference_is_generated_from_help)
+{
+    char *out = NULL;
+    CHECK_INT(mf_test_sh(&out, NULL, "cd %s && d=$(mktemp -d) && mkdir -p $d/docs && cd $d && bash %s/docs/gen-cli-reference.sh %s && cat docs/cli-reference.md",
+                         mf_test_tmpdir(), mf_test_root(), mf_test_bin()), 0);
+    char *doc = mf_test_read("docs/cli-reference.md");
+    REQUIRE(doc != NULL);
+    if (strcmp(out, doc)) mf_test_fail(__FILE__, __LINE__, "docs/cli-reference.md is stale: run make docs");
+    free(out);
+    free(doc);
+}

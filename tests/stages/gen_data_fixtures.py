@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fixtures for tests/stages/test_tokenize.c (run from the repo root; needs /work/shared/data).
+"""Fixtures for tests/stages/test_tokenize.c (run from the repo root; reads ../shared/data or $MF_SHARED_DATA).
 
   tokenizer.json   a byte-level BPE (HF tokenizers) trained on 2000 doctor answers, vocab 1000,
                    special tokens <|endoftext|> <|im_start|> <|im_end|>

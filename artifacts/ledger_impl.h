@@ -1,0 +1,31 @@
+/*
+ * artifacts/ledger_impl.h — internals shared by ledger.c (writing, reading,
+ * naming runs) and lineage.c (the output-digest index, producers, stage
+ * names, reachability). Not a public header: only artifacts/ledger*.c and
+ * artifacts/lineage.c include it.
+ */
+#ifndef MF_LEDGER_IMPL_H
+#define MF_LEDGER_IMPL_H
+
+#include <git2.h>
+
+#include "artifacts/ledger.h"
+
+struct mf_ledger {
+    git_repository *repo;
+    char *dir;      /* <store>/ledger.git */
+    char *idx;      /* <store>/ledger.idx */
+    int reindexed;  /* ledger.idx rebuilt by this handle already */
+};
+
+/* "ledger: what: <libgit2 message>" as MF_EIO. */
+int mf_ledger_i_git_fail(mf_err *err, const char *what);
+/* Load one commit as a run; MF_ENOTFOUND if it is not a medflow run. */
+int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err);
+/* Local branch names (malloc'd array of malloc'd strings). */
+int mf_ledger_i_branches(mf_ledger *l, char ***out, size_t *n, mf_err *err);
+void mf_ledger_i_free_strs(char **v, size_t n);
+/* Append the outputs of a just-committed run to ledger.idx (best effort). */
+int mf_ledger_i_append_index(mf_ledger *l, const char *commit, const mf_json *stages);
+
+#endif

@@ -1,0 +1,304 @@
+/*
+ * engine/cmd_model.c — `medflow score` and `medflow generate`: run a model
+ * directly, outside a graph.
+ *
+ * MODEL is an HF-format directory (config.json, model.safetensors[, shards],
+ * tokenizer.json). resolve_model() is the one place that turns the argument
+ * into a directory; artifact names and digests from the store plug in there.
+ * `--adapter DIR` adds a PEFT LoRA adapter on top.
+ */
+#include "engine/cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+#include "common/json.h"
+#include "kernels/model.h"
+#include "stages/model_io.h"
+#include "stages/tokenizer.h"
+
+const char mf_usage_score[] =
+    "Usage: medflow score MODEL --text FILE [--adapter DIR] [--json]\n"
+    "\n"
+    "Tokenize FILE with MODEL's tokenizer and print the log-probability the model\n"
+    "gives each token after the first, and their total.\n"
+    "\n"
+    "  MODEL          an HF model directory (config.json, model.safetensors, tokenizer.json)\n"
+    "  --text FILE    UTF-8 text to score ('-' reads stdin)\n"
+    "  --adapter DIR  a PEFT LoRA adapter directory to apply\n"
+    "  --json         one JSON object: tokens [{id, token, text, logprob}], total_logprob,\n"
+    "                 n_scored, mean_logprob, perplexity\n"
+    "\n"
+    "Exit status: 0 ok, 1 failed, 2 bad arguments or unusable model/text.\n";
+
+/* MODEL argument -> directory (malloc'd).
+ * HOOK: artifact names / digests ("sha256:...", a graph output name) will be
+ * resolved through the store here and materialised to a read-only tree; until
+ * the store lands only directories are accepted. */
+static int resolve_model(char **dir, const char *arg, mf_err *err)
+{
+    *dir = NULL;
+    if (mf_is_dir(arg)) {
+        *dir = strdup(arg);
+        return *dir ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
+    }
+    return mf_err_set(err, MF_EINVAL,
+                      "model '%s': not a directory (artifact names and digests are not resolved yet; give an HF model directory)",
+                      arg);
+}
+
+typedef struct loaded {
+    mf_model *m;
+    mf_tok *tok;
+    mf_model_io_meta meta;
+    char *dir;
+} loaded;
+
+static void loaded_free(loaded *l)
+{
+    mf_model_free(l->m);
+    mf_tok_free(l->tok);
+    mf_model_io_meta_free(&l->meta);
+    free(l->dir);
+}
+
+static int load_all(loaded *l, const char *arg, const char *adapter, mf_err *err)
+{
+    memset(l, 0, sizeof *l);
+    int rc = resolve_model(&l->dir, arg, err);
+    if (!rc) rc = mf_model_io_load(&l->m, &l->meta, l->dir, err);
+    if (!rc && !l->meta.tokenizer_json)
+        rc = mf_err_set(err, MF_EINVAL, "model %s has no tokenizer.json", l->dir);
+    if (!rc) rc = mf_tok_load(&l->tok, l->dir, err);
+    if (!rc && mf_tok_vocab_size(l->tok) > (size_t)mf_model_get_config(l->m)->vocab_size)
+        rc = mf_err_set(err, MF_EINVAL, "tokenizer of %s has %zu ids but the model's vocab_size is %d", l->dir,
+                        mf_tok_vocab_size(l->tok), mf_model_get_config(l->m)->vocab_size);
+    if (!rc && adapter) rc = mf_model_io_load_adapter(l->m, NULL, adapter, err);
+    return rc;
+}
+
+static int read_text(const char *path, char **out, size_t *len, mf_err *err)
+{
+    if (strcmp(path, "-")) return mf_read_file(path, out, len, err);
+    mf_buf b = MF_BUF_INIT;
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, stdin)) > 0) mf_buf_append(&b, chunk, n);
+    if (!mf_buf_ok(&b)) { mf_buf_free(&b); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+    *len = b.len;
+    mf_buf_cstr(&b);
+    *out = mf_buf_steal(&b);
+    return 0;
+}
+
+int mf_cmd_score(int argc, char **argv)
+{
+    if (mf_cli_wants_help("score", argc, argv)) return MF_EXIT_OK;
+    const char *model = NULL, *text = NULL, *adapter = NULL;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
+        else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-' && argv[i][1]) return mf_cli_usage_error("score", "unknown or incomplete option '%s'", argv[i]);
+        else if (!model) model = argv[i];
+        else return mf_cli_usage_error("score", "unexpected argument '%s'", argv[i]);
+    }
+    if (!model) return mf_cli_usage_error("score", "missing MODEL");
+    if (!text) return mf_cli_usage_error("score", "missing --text FILE");
+
+    mf_err err;
+    mf_err_clear(&err);
+    loaded l;
+    char *data = NULL;
+    size_t len = 0, n = 0;
+    int32_t *ids = NULL;
+    int rc = load_all(&l, model, adapter, &err);
+    if (!rc) rc = read_text(text, &data, &len, &err);
+    if (!rc) rc = mf_tok_encode(l.tok, data, len, 1, &ids, &n, &err);
+    const mf_model_config *cfg = l.m ? mf_model_get_config(l.m) : NULL;
+    if (!rc && n < 2) rc = mf_err_set(&err, MF_EINVAL, "%s: %zu token(s); need at least 2 to score", text, n);
+    if (!rc && n > (size_t)cfg->max_position_embeddings)
+        rc = mf_err_set(&err, MF_EINVAL, "%s: %zu tokens, more than the model's max_position_embeddings (%d)", text, n,
+                        cfg->max_position_embeddings);
+    mf_k_outputs o;
+    if (!rc) {
+        mf_k_batch b = {.B = 1, .T = (int)n, .input_ids = ids, .labels = ids};
+        rc = mf_model_forward(l.m, &b, MF_FWD_LOGITS, &o, &err);
+    }
+    if (!rc) {
+        double total = 0;
+        for (size_t t = 0; t + 1 < n; t++) total += o.logp[t];
+        size_t ns = n - 1;
+        mf_buf out = MF_BUF_INIT;
+        if (json) mf_buf_puts(&out, "{\"tokens\":[");
+        for (size_t t = 0; t < n && !rc; t++) {
+            char *piece = NULL;
+            size_t plen = 0;
+            rc = mf_tok_decode(l.tok, &ids[t], 1, 0, &piece, &plen, &err);
+            if (rc) break;
+            const char *tokstr = mf_tok_id_to_token(l.tok, ids[t]);
+            if (!tokstr) tokstr = "";
+            if (json) {
+                mf_buf_printf(&out, "%s{\"id\":%d,\"token\":", t ? "," : "", ids[t]);
+                mf_json_write_str(&out, tokstr, strlen(tokstr));
+                mf_buf_puts(&out, ",\"text\":");
+                mf_json_write_str(&out, piece, plen);
+                mf_buf_puts(&out, ",\"logprob\":");
+                if (t) mf_json_write_double(&out, o.logp[t - 1]);
+                else mf_buf_puts(&out, "null");
+                mf_buf_putc(&out, '}');
+            } else {
+                if (!t) mf_buf_puts(&out, "pos\tid\tlogprob\ttoken\n");
+                mf_buf_printf(&out, "%zu\t%d\t", t, ids[t]);
+                if (t) mf_buf_printf(&out, "%.6f", o.logp[t - 1]);
+                else mf_buf_puts(&out, "-");
+                mf_buf_putc(&out, '\t');
+                mf_json_write_str(&out, piece, plen); /* quoted: control bytes and spaces stay visible */
+                mf_buf_putc(&out, '\n');
+            }
+            free(piece);
+        }
+        if (!rc) {
+            double mean = total / (double)ns;
+            if (json) {
+                mf_buf_puts(&out, "],\"total_logprob\":");
+                mf_json_write_double(&out, total);
+                mf_buf_printf(&out, ",\"n_scored\":%zu,\"mean_logprob\":", ns);
+                mf_json_write_double(&out, mean);
+                mf_buf_puts(&out, ",\"perplexity\":");
+                mf_json_write_double(&out, exp(-mean));
+                mf_buf_puts(&out, "}\n");
+            } else {
+                mf_buf_printf(&out, "total_logprob %.6f over %zu tokens (mean %.6f, perplexity %.4f)\n", total, ns, mean,
+                              exp(-mean));
+            }
+            if (!mf_buf_ok(&out)) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+            else fwrite(out.data, 1, out.len, stdout);
+        }
+        mf_buf_free(&out);
+    }
+    free(ids);
+    free(data);
+    loaded_free(&l);
+    return rc ? mf_cli_report(&err) : MF_EXIT_OK;
+}
+
+const char mf_usage_generate[] =
+    "Usage: medflow generate MODEL --prompt TEXT [--max-new N] [--temperature T] [--top-p P]\n"
+    "                        [--top-k K] [--seed S] [--adapter DIR] [--json]\n"
+    "\n"
+    "Continue TEXT with MODEL and print the generated text (the prompt is not repeated).\n"
+    "Generation stops after N new tokens (default 64) or at the tokenizer's end-of-sequence token.\n"
+    "\n"
+    "  MODEL            an HF model directory (config.json, model.safetensors, tokenizer.json)\n"
+    "  --temperature T  0 (default) is greedy; > 0 samples from softmax(logits / T)\n"
+    "  --top-p P        nucleus sampling: keep the smallest set of tokens with mass >= P (default 1: off)\n"
+    "  --top-k K        keep the K most likely tokens (default 0: off)\n"
+    "  --seed S         sampling seed (default 0); the same seed gives the same text\n"
+    "  --adapter DIR    a PEFT LoRA adapter directory to apply\n"
+    "  --json           {\"prompt_ids\", \"ids\", \"logprobs\", \"text\"} instead of plain text\n"
+    "\n"
+    "Exit status: 0 ok, 1 failed, 2 bad arguments or unusable model/prompt.\n";
+
+static int parse_num(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi))
+        return mf_cli_usage_error(cmd, "%s: expected a number in [%g, %g], got '%s'", opt, lo, hi, s);
+    *out = v;
+    return 0;
+}
+
+int mf_cmd_generate(int argc, char **argv)
+{
+    if (mf_cli_wants_help("generate", argc, argv)) return MF_EXIT_OK;
+    const char *model = NULL, *prompt = NULL, *adapter = NULL;
+    double max_new = 64, temp = 0, top_p = 1, top_k = 0, seed = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--prompt") && has) prompt = argv[++i];
+        else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
+        else if (!strcmp(a, "--max-new") && has) { if (parse_num("generate", a, argv[++i], 1, 1 << 20, &max_new)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--temperature") && has) { if (parse_num("generate", a, argv[++i], 0, 100, &temp)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--top-p") && has) { if (parse_num("generate", a, argv[++i], 1e-6, 1, &top_p)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--top-k") && has) { if (parse_num("generate", a, argv[++i], 0, 1 << 30, &top_k)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--seed") && has) { if (parse_num("generate", a, argv[++i], 0, 9007199254740992.0, &seed)) return MF_EXIT_USAGE; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (a[0] == '-' && a[1]) return mf_cli_usage_error("generate", "unknown or incomplete option '%s'", a);
+        else if (!model) model = a;
+        else return mf_cli_usage_error("generate", "unexpected argument '%s'", a);
+    }
+    if (!model) return mf_cli_usage_error("generate", "missing MODEL");
+    if (!prompt) return mf_cli_usage_error("generate", "missing --prompt TEXT");
+    if (max_new != (int)max_new || top_k != (int)top_k || seed != (double)(uint64_t)seed)
+        return mf_cli_usage_error("generate", "--max-new, --top-k and --seed take whole numbers");
+
+    mf_err err;
+    mf_err_clear(&err);
+    loaded l;
+    int32_t *ids = NULL, *out_ids = NULL;
+    float *out_lp = NULL;
+    size_t n = 0;
+    int N = (int)max_new, out_len = 0;
+    int rc = load_all(&l, model, adapter, &err);
+    if (!rc) rc = mf_tok_encode(l.tok, prompt, strlen(prompt), 1, &ids, &n, &err);
+    if (!rc && n == 0) rc = mf_err_set(&err, MF_EINVAL, "--prompt encodes to no tokens");
+    const mf_model_config *cfg = l.m ? mf_model_get_config(l.m) : NULL;
+    if (!rc && n + (size_t)N > (size_t)cfg->max_position_embeddings)
+        rc = mf_err_set(&err, MF_EINVAL, "prompt (%zu tokens) + --max-new %d exceeds the model's max_position_embeddings (%d)",
+                        n, N, cfg->max_position_embeddings);
+    if (!rc) {
+        out_ids = malloc((size_t)N * sizeof *out_ids);
+        out_lp = malloc((size_t)N * sizeof *out_lp);
+        if (!out_ids || !out_lp) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+    }
+    if (!rc) {
+        int32_t eos = mf_tok_eos_id(l.tok);
+        if (eos < 0) eos = cfg->eos_token_id;
+        mf_k_gen_config g = {.max_new_tokens = N, .temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                             .stop_ids = eos >= 0 ? &eos : NULL, .n_stop = eos >= 0, .pad_id = eos >= 0 ? eos : 0,
+                             .seed = (uint64_t)seed, .use_cache = 1};
+        const int32_t *pp = ids;
+        int pl = (int)n;
+        rc = mf_model_generate(l.m, 1, &pp, &pl, &g, out_ids, out_lp, &out_len, &err);
+    }
+    char *text = NULL;
+    size_t tlen = 0;
+    if (!rc) rc = mf_tok_decode(l.tok, out_ids, (size_t)out_len, 1, &text, &tlen, &err);
+    if (!rc) {
+        mf_buf o = MF_BUF_INIT;
+        if (json) {
+            mf_buf_puts(&o, "{\"prompt_ids\":[");
+            for (size_t i = 0; i < n; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", ids[i]);
+            mf_buf_puts(&o, "],\"ids\":[");
+            for (int i = 0; i < out_len; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", out_ids[i]);
+            mf_buf_puts(&o, "],\"logprobs\":[");
+            for (int i = 0; i < out_len; i++) {
+                if (i) mf_buf_putc(&o, ',');
+                mf_json_write_double(&o, out_lp[i]);
+            }
+            mf_buf_puts(&o, "],\"text\":");
+            mf_json_write_str(&o, text, tlen);
+            mf_buf_puts(&o, "}\n");
+        } else {
+            mf_buf_append(&o, text, tlen);
+            mf_buf_putc(&o, '\n');
+        }
+        if (!mf_buf_ok(&o)) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+        else fwrite(o.data, 1, o.len, stdout);
+        mf_buf_free(&o);
+    }
+    free(text);
+    free(ids);
+    free(out_ids);
+    free(out_lp);
+    loaded_free(&l);
+    return rc ? mf_cli_report(&err) : MF_EXIT_OK;
+}

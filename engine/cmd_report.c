@@ -1,0 +1,138 @@
+/*
+ * engine/cmd_report.c — `medflow report GRAPH|RUN [-o DIR]`, and the results
+ * table `medflow run` prints at its end.
+ *
+ * The report is the output of a graph's `report` stage (stages/report.c):
+ * the newest run of the graph whose report stage succeeded is found in the
+ * ledger, its artifact is materialised (verified) from the store, and
+ * report.md is printed; -o copies report.md and report.html to DIR.
+ */
+#include "engine/cli.h"
+#include "engine/graph.h"
+#include "engine/report_cli.h"
+#include "artifacts/ledger.h"
+#include "artifacts/store.h"
+#include "common/fsutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Newest run of `graph` (branch name) with a successful report stage: its output digest. */
+static int find_report(mf_ledger *l, const char *graph, char *digest, size_t n, char *stage_out, size_t sn,
+                       char *run_out, size_t rn, mf_err *err)
+{
+    mf_ledger_run **runs = NULL;
+    size_t nruns = 0;
+    char branch[256];
+    mf_ledger_branch_name(graph, branch, sizeof branch);
+    int rc = mf_ledger_list(l, branch, &runs, &nruns, err);
+    if (rc) return rc;
+    rc = MF_ENOTFOUND;
+    for (size_t r = 0; r < nruns && rc == MF_ENOTFOUND; r++) {
+        const mf_json *st = runs[r]->stages;
+        for (size_t k = 0; st && k < st->n; k++) {
+            const mf_json *m = st->items[k];
+            if (strcmp(mf_json_get_str(m, "kind", ""), "report")) continue;
+            const char *status = mf_json_get_str(m, "status", "");
+            const char *d = mf_ledger_digest_of(mf_json_get(m, "output"));
+            if (!d || (strcmp(status, "success") && strcmp(status, "cached"))) continue;
+            snprintf(digest, n, "%s", d);
+            snprintf(stage_out, sn, "%s", st->keys[k]);
+            snprintf(run_out, rn, "%s@%d", runs[r]->graph, runs[r]->number);
+            rc = 0;
+            break;
+        }
+    }
+    mf_ledger_list_free(runs, nruns);
+    if (rc == MF_ENOTFOUND) mf_err_set(err, MF_ENOTFOUND, "no successful report stage recorded for graph '%s'", graph);
+    return rc;
+}
+
+static int copy_file(const char *from, const char *to, mf_err *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = mf_read_file(from, &data, &len, err);
+    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+    free(data);
+    return rc;
+}
+
+int mf_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err)
+{
+    mf_ledger *l = NULL;
+    mf_store *s = NULL;
+    char digest[128], stage[256], run[300];
+    char *ledger_dir = mf_path_join(store_dir, "ledger.git");
+    int rc = ledger_dir && mf_is_dir(ledger_dir) ? 0 : mf_err_set(err, MF_ENOTFOUND, "no ledger in %s", store_dir);
+    free(ledger_dir);
+    if (!rc) rc = mf_ledger_open(&l, store_dir, err);
+    if (!rc) rc = find_report(l, graph, digest, sizeof digest, stage, sizeof stage, run, sizeof run, err);
+    if (!rc) rc = mf_store_open(&s, store_dir, err);
+    mf_digest d;
+    char *path = NULL;
+    if (!rc) rc = mf_digest_parse(&d, digest, err);
+    if (!rc) rc = mf_store_materialize(s, &d, &path, err);
+    char *md = NULL, *html = NULL;
+    if (!rc) {
+        md = mf_path_join(path, "report.md");
+        html = mf_path_join(path, "report.html");
+        if (!md || !html) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    }
+    if (!rc && out_dir) {
+        rc = mf_mkdir_p(out_dir, 0755, err);
+        char *to_md = mf_path_join(out_dir, "report.md"), *to_html = mf_path_join(out_dir, "report.html");
+        if (!rc) rc = copy_file(md, to_md, err);
+        if (!rc) rc = copy_file(html, to_html, err);
+        free(to_md);
+        free(to_html);
+    }
+    if (!rc) {
+        char *text = NULL;
+        size_t len = 0;
+        rc = mf_read_file(md, &text, &len, err);
+        if (!rc) {
+            fprintf(out, "\nresults (stage '%s' of %s):\n\n%s", stage, run, text);
+            if (len && text[len - 1] != '\n') fputc('\n', out);
+            fprintf(out, "\nfull report: %s\n", out_dir ? out_dir : html);
+        }
+        free(text);
+    }
+    free(md);
+    free(html);
+    free(path);
+    mf_store_free(s);
+    mf_ledger_free(l);
+    return rc;
+}
+
+int mf_cmd_report(int argc, char **argv)
+{
+    const char *what = NULL, *out_dir = NULL, *store = mf_cli.store;
+    for (int k = 1; k < argc; k++) {
+        if (!strcmp(argv[k], "-o") && k + 1 < argc) out_dir = argv[++k];
+        else if (!strcmp(argv[k], "--store") && k + 1 < argc) store = argv[++k];
+        else if (argv[k][0] == '-') return mf_cli_usage_error("report", "unknown option '%s'", argv[k]);
+        else if (!what) what = argv[k];
+        else return mf_cli_usage_error("report", "one GRAPH or RUN at a time");
+    }
+    if (!what) return mf_cli_usage_error("report", "missing GRAPH or RUN");
+    mf_err err;
+    mf_err_clear(&err);
+    char graph[256];
+    char *store_owned = NULL;
+    if (mf_is_file(what)) { /* a graph file: its name, and its store: */
+        mf_graph *g = NULL;
+        if (mf_graph_load(&g, what, &err)) return mf_cli_report(&err);
+        snprintf(graph, sizeof graph, "%s", g->name);
+        if (!store && g->store) store = store_owned = strdup(g->store);
+        mf_graph_free(g);
+    } else { /* a run spec: GRAPH, GRAPH@N or a commit prefix names the graph */
+        snprintf(graph, sizeof graph, "%s", what);
+        char *at = strchr(graph, '@');
+        if (at) *at = 0;
+    }
+    int rc = mf_report_show(store && *store ? store : "./.medflow", graph, out_dir, stdout, &err);
+    free(store_owned);
+    return rc ? mf_cli_report(&err) : 0;
+}

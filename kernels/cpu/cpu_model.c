@@ -1,0 +1,572 @@
+/*
+ * kernels/cpu/cpu_model.c — the CPU backend: LLaMA-family training forward
+ * and backward (every parameter, LoRA, P-Tuning v2 prefixes, LM and score
+ * heads) on one (batch, seq) workspace allocated in prepare().
+ *
+ * Per layer (x = residual stream, HF LlamaDecoderLayer):
+ *   h = RMSNorm(x) ; q,k,v = h Wq^T(+b), h Wk^T(+b), h Wv^T(+b)  (+ s * drop(h) A^T B^T with LoRA)
+ *   q,k = RoPE(q,k) ; a = softmax(q [prefix_k; k]^T / sqrt(d) + mask) [prefix_v; v]
+ *   x = x + a Wo^T ; h = RMSNorm(x) ; x = x + (silu(h Wg^T) * h Wu^T) Wd^T
+ * then RMSNorm and the LM head (logits, log-probs of the shifted labels) and/or
+ * the score head (one value per position). Backward walks the same steps in
+ * reverse down to the lowest layer that has something trainable at or below it.
+ */
+#include "kernels/cpu/cpu_state.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/rng.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+void openblas_set_num_threads(int);
+
+#define P_(m, i) (&(m)->params[(i)])
+
+/* ---------------------------------------------------------------- workspace */
+
+static float *take(float **cur, size_t n, size_t *total)
+{
+    float *p = *cur;
+    n = (n + 15) & ~(size_t)15; /* 64-byte aligned slices */
+    *total += n;
+    if (p) *cur = p + n;
+    return p;
+}
+
+/* Lay out every buffer; with base == NULL only counts. Returns floats used. */
+static size_t layout(mf_model *m, cpu_state *cs, float *base)
+{
+    const mf_model_config *c = &m->cfg;
+    cpu_layout *ly = &cs->lay;
+    size_t B = ly->B, T = ly->T, N = B * T, P = ly->P, S = P + T;
+    size_t H = c->hidden_size, Im = c->intermediate_size, Dq = m->q_dim, Dkv = m->kv_dim;
+    size_t nh = c->num_attention_heads, L = c->num_hidden_layers, r = ly->lora_r;
+    size_t maxin = H > Im ? H : Im;
+    if (Dq > maxin) maxin = Dq;
+    size_t total = 0;
+    float *cur = base;
+#define T_(n) take(&cur, (n), &total)
+    for (size_t l = 0; l < L; l++) {
+        cpu_layer_act *a = &cs->la[l];
+        a->x_in = T_(N * H);
+        if (ly->recompute && l > 0) {
+            cpu_layer_act keep = cs->la[0];
+            float *x_in = a->x_in;
+            *a = keep;
+            a->x_in = x_in;
+            continue;
+        }
+        a->ln1 = T_(N * H); a->rstd1 = T_(N);
+        a->q = T_(N * Dq); a->kf = T_(B * S * Dkv); a->vf = T_(B * S * Dkv);
+        a->att = T_(B * nh * T * S); a->ao = T_(N * Dq);
+        a->x_mid = T_(N * H); a->ln2 = T_(N * H); a->rstd2 = T_(N);
+        a->gate = T_(N * Im); a->up = T_(N * Im); a->act = T_(N * Im);
+        for (int j = 0; j < N_MODS; j++) a->u[j] = r ? T_(N * r) : NULL;
+    }
+    cs->x_out = T_(N * H); cs->lnf = T_(N * H); cs->rstdf = T_(N);
+    cs->logits = T_(N * (size_t)c->vocab_size);
+    cs->logp = T_(N); cs->valid = T_(N); cs->values = T_(N); cs->reward = T_(B);
+    cs->kbuf = T_(N * Dkv); cs->vbuf = T_(N * Dkv); cs->xd = T_(N * maxin);
+    cs->dres = T_(N * H); cs->dln = T_(N * H); cs->dlnf = T_(N * H);
+    cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
+    cs->dact = T_(N * Im); cs->dg = T_(N * Im); cs->du = T_(N * Im);
+    cs->dlora = T_(N * (r ? r : 1));
+    cs->att_ws = T_((size_t)cs->threads * T * S);
+    size_t D = 2 * L * Dkv, Hp = ly->prefix_hidden;
+    cs->pkv = P ? T_(P * D) : NULL; cs->dpkv = P ? T_(P * D) : NULL;
+    cs->pfx_pre = Hp ? T_(P * Hp) : NULL; cs->pfx_h = Hp ? T_(P * Hp) : NULL;
+    cs->dpfx_h = Hp ? T_(P * Hp) : NULL;
+#undef T_
+    return total;
+}
+
+static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
+{
+    cpu_state *cs = m->be_state;
+    cpu_layout want = {B, T, m->has_prefix ? m->prefix.pre_seq_len : 0, m->recompute,
+                       m->has_lora ? m->lora.rank : 0,
+                       m->has_prefix && m->prefix.prefix_projection ? m->prefix.prefix_hidden_size : 0};
+    if (cs->arena && !memcmp(&want, &cs->lay, sizeof(want))) return 0;
+    cs->fwd_ok = 0;
+    cs->lay = want;
+    /* Re-carve in place when the new shape fits (variable-length batches stop
+     * allocating once the largest shape has been seen); grow otherwise. Every
+     * buffer is written before it is read, so no clearing is needed. */
+    size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 4 * nt + (size_t)B;
+    if (n > cs->arena_cap) {
+        free(cs->arena);
+        cs->arena = calloc(n, sizeof(float));
+        cs->arena_cap = cs->arena ? n : 0;
+    }
+    if (ni > cs->iarena_cap) {
+        free(cs->iarena);
+        cs->iarena = calloc(ni, sizeof(int32_t));
+        cs->iarena_cap = cs->iarena ? ni : 0;
+    }
+    if (!cs->arena || !cs->iarena) {
+        memset(&cs->lay, 0, sizeof(cs->lay));
+        return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for activations of batch %d x %d (%zu MB)",
+                          B, T, n * 4 >> 20);
+    }
+    layout(m, cs, cs->arena);
+    /* the batch's integer inputs: ids, mask, target, pos [N] and last [B] */
+    cs->ids = cs->iarena;
+    cs->mask = cs->ids + nt;
+    cs->target = cs->mask + nt;
+    cs->pos = cs->target + nt;
+    cs->last = cs->pos + nt;
+    cs->N = B * T;
+    cs->S = want.P + T;
+    return mf_k_cpu_rope_ensure(m, want.P + T, err);
+}
+
+int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err)
+{
+    cpu_state *cs = m->be_state;
+    if (len <= cs->rope_len) return 0;
+    int half = m->cfg.head_dim / 2;
+    float *c = realloc(cs->cosv, (size_t)len * half * sizeof(float));
+    if (!c) return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for RoPE tables");
+    cs->cosv = c;
+    float *s = realloc(cs->sinv, (size_t)len * half * sizeof(float));
+    if (!s) return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for RoPE tables");
+    cs->sinv = s;
+    mf_k_cpu_rope_table(cs->cosv, cs->sinv, len, m->cfg.head_dim, m->cfg.rope_theta);
+    cs->rope_len = len;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- LoRA linears */
+
+/* Dropout on the LoRA input: element i of (layer, module) in the current
+ * training forward is kept with prob 1-p, from a counter hash, so backward
+ * and recomputation regenerate the same mask without storing it. */
+static uint64_t drop_key(mf_model *m, int l, int j)
+{
+    return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
+}
+
+static void dropout_apply(float *y, const float *x, size_t n, uint64_t key, float p)
+{
+    uint32_t thr = (uint32_t)(p * 16777216.0f);
+    float sc = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = (uint32_t)(mf_k_hash64(key + i) >> 40) >= thr ? x[i] * sc : 0.0f;
+}
+
+static int use_dropout(mf_model *m, int train)
+{
+    return train && m->has_lora && m->lora.dropout > 0;
+}
+
+/* y = x W^T (+ b) (+ s * drop(x) A^T B^T) for module j of layer l. */
+void mf_k_cpu_lin_fwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, const float *x, float *y,
+                    int N, int train)
+{
+    mf_layer_idx *li = &m->L[l];
+    mf_k_param *W = P_(m, li->w[j]);
+    int in = (int)W->shape[1], out = (int)W->shape[0];
+    const float *b = (j < 3 && li->bias[j] >= 0) ? P_(m, li->bias[j])->data : NULL;
+    mf_k_cpu_linear(y, x, W->data, b, N, in, out, 1.0f, 0.0f);
+    if (li->lora_a[j] < 0) return;
+    int r = m->lora.rank;
+    const float *xd = x;
+    if (use_dropout(m, train)) {
+        dropout_apply(cs->xd, x, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+        xd = cs->xd;
+    }
+    mf_k_cpu_linear(a->u[j], xd, P_(m, li->lora_a[j])->data, NULL, N, in, r, 1.0f, 0.0f);
+    mf_k_cpu_linear(y, a->u[j], P_(m, li->lora_b[j])->data, NULL, N, r, out, m->lora_scale, 1.0f);
+}
+
+static float *grad_of(mf_model *m, int idx)
+{
+    if (idx < 0) return NULL;
+    mf_k_param *p = P_(m, idx);
+    return p->trainable ? p->grad : NULL;
+}
+
+/* Backward of lin_fwd: dx += dy W (+ LoRA path), weight grads if trainable. */
+static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, const float *x,
+                    const float *dy, float *dx, int N)
+{
+    mf_layer_idx *li = &m->L[l];
+    mf_k_param *W = P_(m, li->w[j]);
+    int in = (int)W->shape[1], out = (int)W->shape[0];
+    float *db = j < 3 ? grad_of(m, li->bias[j]) : NULL;
+    mf_k_cpu_linear_bwd(dx, grad_of(m, li->w[j]), db, dy, x, W->data, N, in, out, 1.0f);
+    if (li->lora_a[j] < 0) return;
+    int r = m->lora.rank;
+    float s = m->lora_scale;
+    mf_k_param *A = P_(m, li->lora_a[j]), *Bm = P_(m, li->lora_b[j]);
+    /* du = s dy B ; dB += s dy^T u ; dA += du^T drop(x) ; dx += drop'(du A) */
+    mf_k_cpu_sgemm(0, 0, N, r, out, s, dy, out, Bm->data, r, 0.0f, cs->dlora, r);
+    mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_b[j]), NULL, dy, a->u[j], Bm->data, N, r, out, s);
+    const float *xd = x;
+    int drop = use_dropout(m, 1);
+    if (drop) {
+        dropout_apply(cs->xd, x, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+        xd = cs->xd;
+    }
+    mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_a[j]), NULL, cs->dlora, xd, A->data, N, in, r, 1.0f);
+    if (!dx) return;
+    if (!drop) {
+        mf_k_cpu_linear_bwd(dx, NULL, NULL, cs->dlora, NULL, A->data, N, in, r, 1.0f);
+        return;
+    }
+    /* the dropout mask is a function of (key, index): apply it to du A */
+    mf_k_cpu_sgemm(0, 0, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f, cs->xd, in);
+    dropout_apply(cs->xd, cs->xd, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+    size_t n = (size_t)N * in;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dx[i] += cs->xd[i];
+}
+
+/* ---------------------------------------------------------------- prefix */
+
+void mf_k_cpu_prefix_forward(mf_model *m, float *pkv, float *pre, float *h)
+{
+    int P = m->prefix.pre_seq_len;
+    int64_t D = 2LL * m->cfg.num_hidden_layers * m->kv_dim;
+    mf_k_param *E = P_(m, m->pfx_emb);
+    if (!m->prefix.prefix_projection) {
+        memcpy(pkv, E->data, (size_t)P * D * sizeof(float));
+        return;
+    }
+    int H = m->cfg.hidden_size, Hp = m->prefix.prefix_hidden_size;
+    mf_k_cpu_linear(pre, E->data, P_(m, m->pfx_w0)->data, P_(m, m->pfx_b0)->data, P, H, Hp, 1.0f, 0.0f);
+    for (size_t i = 0; i < (size_t)P * Hp; i++) h[i] = tanhf(pre[i]);
+    mf_k_cpu_linear(pkv, h, P_(m, m->pfx_w2)->data, P_(m, m->pfx_b2)->data, P, Hp, (int)D, 1.0f, 0.0f);
+}
+
+static void prefix_backward(mf_model *m, cpu_state *cs)
+{
+    int P = m->prefix.pre_seq_len;
+    int64_t D = 2LL * m->cfg.num_hidden_layers * m->kv_dim;
+    if (!m->prefix.prefix_projection) {
+        float *g = grad_of(m, m->pfx_emb);
+        if (g)
+            for (size_t i = 0; i < (size_t)P * D; i++) g[i] += cs->dpkv[i];
+        return;
+    }
+    int H = m->cfg.hidden_size, Hp = m->prefix.prefix_hidden_size;
+    memset(cs->dpfx_h, 0, (size_t)P * Hp * sizeof(float));
+    mf_k_cpu_linear_bwd(cs->dpfx_h, grad_of(m, m->pfx_w2), grad_of(m, m->pfx_b2), cs->dpkv, cs->pfx_h,
+                        P_(m, m->pfx_w2)->data, P, Hp, (int)D, 1.0f);
+    for (size_t i = 0; i < (size_t)P * Hp; i++) cs->dpfx_h[i] *= 1.0f - cs->pfx_h[i] * cs->pfx_h[i];
+    mf_k_cpu_linear_bwd(grad_of(m, m->pfx_emb), grad_of(m, m->pfx_w0), grad_of(m, m->pfx_b0), cs->dpfx_h,
+                        P_(m, m->pfx_emb)->data, P_(m, m->pfx_w0)->data, P, H, Hp, 1.0f);
+}
+
+/* ---------------------------------------------------------------- layer */
+
+static void layer_forward(mf_model *m, cpu_state *cs, int l, float *x_next, int train)
+{
+    const mf_model_config *c = &m->cfg;
+    cpu_layer_act *a = &cs->la[l];
+    mf_layer_idx *li = &m->L[l];
+    int B = cs->lay.B, T = cs->lay.T, P = cs->lay.P, S = cs->S, N = cs->N;
+    int H = c->hidden_size, Im = c->intermediate_size, Dkv = m->kv_dim;
+    int nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
+
+    mf_k_cpu_rmsnorm(a->ln1, a->rstd1, a->x_in, P_(m, li->ln1)->data, N, H, (float)c->rms_norm_eps);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_Q, a->ln1, a->q, N, train);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, N, train);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_V, a->ln1, cs->vbuf, N, train);
+    mf_k_cpu_rope(a->q, cs->pos, N, nh, hd, cs->cosv, cs->sinv, 0);
+    mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, cs->cosv, cs->sinv, 0);
+    size_t D = 2 * (size_t)c->num_hidden_layers * Dkv, row = (size_t)Dkv * sizeof(float);
+    for (int b = 0; b < B; b++) {
+        for (int p = 0; p < P; p++) {
+            memcpy(a->kf + ((size_t)b * S + p) * Dkv, cs->pkv + p * D + (size_t)(2 * l) * Dkv, row);
+            memcpy(a->vf + ((size_t)b * S + p) * Dkv, cs->pkv + p * D + (size_t)(2 * l + 1) * Dkv, row);
+        }
+        memcpy(a->kf + ((size_t)b * S + P) * Dkv, cs->kbuf + (size_t)b * T * Dkv, T * row);
+        memcpy(a->vf + ((size_t)b * S + P) * Dkv, cs->vbuf + (size_t)b * T * Dkv, T * row);
+    }
+    mf_k_cpu_attention(a->ao, a->att, a->q, a->kf, a->vf, cs->has_mask ? cs->mask : NULL, B, T, P, nh, nkv, hd);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_O, a->ao, a->x_mid, N, train);
+    size_t nH = (size_t)N * H, nI = (size_t)N * Im;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < nH; i++) a->x_mid[i] += a->x_in[i];
+    mf_k_cpu_rmsnorm(a->ln2, a->rstd2, a->x_mid, P_(m, li->ln2)->data, N, H, (float)c->rms_norm_eps);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_GATE, a->ln2, a->gate, N, train);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_UP, a->ln2, a->up, N, train);
+    mf_k_cpu_swiglu(a->act, a->gate, a->up, nI);
+    mf_k_cpu_lin_fwd(m, cs, a, l, MOD_DOWN, a->act, x_next, N, train);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < nH; i++) x_next[i] += a->x_mid[i];
+}
+
+static int trainable_idx(mf_model *m, int idx)
+{
+    return idx >= 0 && m->params[idx].trainable;
+}
+
+/* Does anything of layer l's attention half (ln1, q/k/v/o and their biases
+ * and LoRA) train? */
+static int attn_trains(mf_model *m, int l)
+{
+    mf_layer_idx *li = &m->L[l];
+    if (trainable_idx(m, li->ln1)) return 1;
+    for (int j = MOD_Q; j <= MOD_O; j++)
+        if (trainable_idx(m, li->w[j]) || trainable_idx(m, li->lora_a[j]) || trainable_idx(m, li->lora_b[j]) ||
+            (j < 3 && trainable_idx(m, li->bias[j])))
+            return 1;
+    return 0;
+}
+
+/* cs->dres holds dL/d(layer output); on return dL/d(layer input) when
+ * `below` (something under this layer trains), else whatever is cheapest:
+ * the parts of the backward nobody needs are skipped. */
+static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
+{
+    const mf_model_config *c = &m->cfg;
+    cpu_layer_act *a = &cs->la[l];
+    mf_layer_idx *li = &m->L[l];
+    int B = cs->lay.B, T = cs->lay.T, P = cs->lay.P, S = cs->S, N = cs->N;
+    int H = c->hidden_size, Im = c->intermediate_size, Dq = m->q_dim, Dkv = m->kv_dim;
+    int nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
+    size_t nI = (size_t)N * Im;
+
+    /* MLP */
+    memset(cs->dact, 0, nI * sizeof(float));
+    lin_bwd(m, cs, a, l, MOD_DOWN, a->act, cs->dres, cs->dact, N);
+    mf_k_cpu_swiglu_bwd(cs->dg, cs->du, cs->dact, a->gate, a->up, nI);
+    memset(cs->dln, 0, (size_t)N * H * sizeof(float));
+    lin_bwd(m, cs, a, l, MOD_GATE, a->ln2, cs->dg, cs->dln, N);
+    lin_bwd(m, cs, a, l, MOD_UP, a->ln2, cs->du, cs->dln, N);
+    int attn = below || P || attn_trains(m, l);
+    mf_k_cpu_rmsnorm_bwd(attn ? cs->dres : NULL, grad_of(m, li->ln2), cs->dln, a->x_mid, a->rstd2,
+                         P_(m, li->ln2)->data, N, H);
+    if (!attn) return;
+
+    /* attention */
+    memset(cs->dao, 0, (size_t)N * Dq * sizeof(float));
+    lin_bwd(m, cs, a, l, MOD_O, a->ao, cs->dres, cs->dao, N);
+    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->threads, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
+    size_t D = 2 * (size_t)c->num_hidden_layers * Dkv, row = (size_t)Dkv * sizeof(float);
+    for (int b = 0; b < B; b++) {
+        for (int p = 0; p < P; p++) {
+            float *dk = cs->dpkv + p * D + (size_t)(2 * l) * Dkv, *dv = dk + Dkv;
+            const float *sk = cs->dkf + ((size_t)b * S + p) * Dkv, *sv = cs->dvf + ((size_t)b * S + p) * Dkv;
+            for (int i = 0; i < Dkv; i++) {
+                dk[i] += sk[i];
+                dv[i] += sv[i];
+            }
+        }
+        memcpy(cs->kbuf + (size_t)b * T * Dkv, cs->dkf + ((size_t)b * S + P) * Dkv, T * row);
+        memcpy(cs->vbuf + (size_t)b * T * Dkv, cs->dvf + ((size_t)b * S + P) * Dkv, T * row);
+    }
+    mf_k_cpu_rope(cs->dq, cs->pos, N, nh, hd, cs->cosv, cs->sinv, 1);
+    mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, cs->cosv, cs->sinv, 1);
+    /* dL/d(ln1 output) only matters for ln1's weight or for layers below */
+    float *dln = below || trainable_idx(m, li->ln1) ? cs->dln : NULL;
+    if (dln) memset(dln, 0, (size_t)N * H * sizeof(float));
+    lin_bwd(m, cs, a, l, MOD_Q, a->ln1, cs->dq, dln, N);
+    lin_bwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, dln, N);
+    lin_bwd(m, cs, a, l, MOD_V, a->ln1, cs->vbuf, dln, N);
+    if (dln)
+        mf_k_cpu_rmsnorm_bwd(below ? cs->dres : NULL, grad_of(m, li->ln1), dln, a->x_in, a->rstd1,
+                             P_(m, li->ln1)->data, N, H);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs *out, mf_err *err)
+{
+    cpu_state *cs = m->be_state;
+    const mf_model_config *c = &m->cfg;
+    int B = b->B, T = b->T, N = B * T, H = c->hidden_size, V = c->vocab_size, P = cs->lay.P;
+    int train = (flags & MF_FWD_TRAIN) != 0;
+    cs->flags = flags;
+    cs->has_mask = b->attention_mask != NULL;
+    for (int bi = 0; bi < B; bi++) {
+        cs->last[bi] = T - 1;
+        if (b->attention_mask) {
+            cs->last[bi] = 0;
+            for (int t = 0; t < T; t++)
+                if (b->attention_mask[(size_t)bi * T + t]) cs->last[bi] = t;
+        }
+        for (int t = 0; t < T; t++) {
+            size_t n = (size_t)bi * T + t;
+            cs->ids[n] = b->input_ids[n];
+            cs->mask[n] = b->attention_mask ? (b->attention_mask[n] != 0) : 1;
+            cs->pos[n] = P + t; /* positions continue after the prefix, as with HF past_key_values */
+            int32_t y = (b->labels && t + 1 < T) ? b->labels[n + 1] : MF_K_IGNORE_INDEX;
+            cs->target[n] = y < 0 ? -1 : y;
+            cs->valid[n] = y < 0 ? 0.0f : 1.0f;
+        }
+    }
+    if (P) mf_k_cpu_prefix_forward(m, cs->pkv, cs->pfx_pre, cs->pfx_h);
+    /* embeddings */
+    const float *E = P_(m, m->embed)->data;
+    float *x0 = cs->la[0].x_in;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) memcpy(x0 + (size_t)n * H, E + (size_t)cs->ids[n] * H, (size_t)H * sizeof(float));
+    int L = c->num_hidden_layers;
+    for (int l = 0; l < L; l++) layer_forward(m, cs, l, l + 1 < L ? cs->la[l + 1].x_in : cs->x_out, train);
+    mf_k_cpu_rmsnorm(cs->lnf, cs->rstdf, cs->x_out, P_(m, m->norm)->data, N, H, (float)c->rms_norm_eps);
+
+    memset(out, 0, sizeof(*out));
+    out->B = B;
+    out->T = T;
+    out->V = V;
+    out->last = cs->last;
+    if (flags & MF_FWD_LOGITS) {
+        const float *Wlm = P_(m, m->lm_head >= 0 ? m->lm_head : m->embed)->data;
+        mf_k_cpu_linear(cs->logits, cs->lnf, Wlm, NULL, N, H, V, 1.0f, 0.0f);
+        double sum = mf_k_cpu_logp(cs->logp, cs->logits, cs->target, N, V);
+        int nv = 0;
+        for (int n = 0; n < N; n++) nv += cs->target[n] >= 0;
+        out->logits = cs->logits;
+        out->logp = cs->logp;
+        out->valid = cs->valid;
+        out->n_valid = nv;
+        out->loss = nv ? -sum / nv : 0.0;
+    }
+    if (flags & MF_FWD_VALUES) {
+        mf_k_cpu_linear(cs->values, cs->lnf, P_(m, m->score)->data, NULL, N, H, 1, 1.0f, 0.0f);
+        for (int bi = 0; bi < B; bi++) cs->reward[bi] = cs->values[(size_t)bi * T + cs->last[bi]];
+        out->values = cs->values;
+        out->reward = cs->reward;
+    }
+    cs->fwd_ok = train;
+    (void)err;
+    return 0;
+}
+
+/* Lowest layer whose backward is needed: everything at or below it that is
+ * trainable gets a gradient. L when only head/final-norm params train. */
+static int lowest_needed_layer(mf_model *m)
+{
+    int L = m->cfg.num_hidden_layers, lo = L;
+    for (size_t i = 0; i < m->n_params; i++) {
+        mf_k_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
+        if (p->layer >= 0 && p->layer < lo) lo = p->layer;
+    }
+    return lo;
+}
+
+static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_err *err)
+{
+    cpu_state *cs = m->be_state;
+    if (!cs->fwd_ok)
+        return mf_err_set(err, MF_EINVAL, "backward: no training forward to differentiate (call mf_model_forward "
+                                          "with MF_FWD_TRAIN first; backward consumes it)");
+    cs->fwd_ok = 0;
+    const mf_model_config *c = &m->cfg;
+    int N = cs->N, H = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
+    size_t nH = (size_t)N * H;
+    memset(cs->dlnf, 0, nH * sizeof(float));
+    if ((cs->flags & MF_FWD_LOGITS) && dlogp) {
+        int wi = m->lm_head >= 0 ? m->lm_head : m->embed;
+        mf_k_cpu_logp_bwd(cs->logits, dlogp, cs->target, N, V); /* logits now hold dlogits */
+        mf_k_cpu_linear_bwd(cs->dlnf, grad_of(m, wi), NULL, cs->logits, cs->lnf, P_(m, wi)->data, N, H, V, 1.0f);
+    }
+    if ((cs->flags & MF_FWD_VALUES) && dvalues) {
+        /* values[n] = lnf[n] . w  =>  dw += sum_n dv[n] lnf[n], dlnf[n] += dv[n] w */
+        mf_k_cpu_linear_bwd(cs->dlnf, grad_of(m, m->score), NULL, dvalues, cs->lnf, P_(m, m->score)->data, N, H, 1,
+                            1.0f);
+    }
+    memset(cs->dres, 0, nH * sizeof(float));
+    mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, m->norm), cs->dlnf, cs->x_out, cs->rstdf, P_(m, m->norm)->data, N, H);
+    int lo = lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
+    if (cs->lay.P) {
+        size_t D = 2 * (size_t)L * m->kv_dim;
+        memset(cs->dpkv, 0, (size_t)cs->lay.P * D * sizeof(float));
+    }
+    for (int l = L - 1; l >= lo; l--) {
+        if (cs->lay.recompute) /* re-run the layer; its output equals what is already stored */
+            layer_forward(m, cs, l, l + 1 < L ? cs->la[l + 1].x_in : cs->x_out, 1);
+        layer_backward(m, cs, l, l > lo || embed_trains);
+    }
+    if (cs->lay.P) prefix_backward(m, cs);
+    float *dE = grad_of(m, m->embed);
+    if (dE && lo == 0) {
+        /* parallel over features: each dE element has one writer, fixed order */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < H; i++)
+            for (int n = 0; n < N; n++) dE[(size_t)cs->ids[n] * H + i] += cs->dres[(size_t)n * H + i];
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- backend */
+
+int mf_k_cpu_cache_reset(mf_model *m, int B, int max_len, mf_err *err);
+int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int last_only,
+                    float *logits, mf_err *err);
+
+static int cpu_attach(mf_model *m, mf_err *err)
+{
+    cpu_state *cs = calloc(1, sizeof(*cs));
+    if (!cs) return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory");
+    cs->la = calloc((size_t)m->cfg.num_hidden_layers, sizeof(*cs->la));
+    if (!cs->la) {
+        free(cs);
+        return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory");
+    }
+    /* One thread pool: OpenMP splits GEMMs into single-threaded OpenBLAS calls
+     * (mf_k_cpu_sgemm). A pthreads OpenBLAS pool beside the OpenMP team made
+     * each spin-wait while the other worked. */
+    cs->threads = omp_get_max_threads();
+    openblas_set_num_threads(1);
+    m->be_state = cs;
+    return 0;
+}
+
+static void cpu_detach(mf_model *m)
+{
+    cpu_state *cs = m->be_state;
+    if (!cs) return;
+    free(cs->arena);
+    free(cs->iarena);
+    free(cs->la);
+    free(cs->cosv);
+    free(cs->sinv);
+    free(cs->kc);
+    free(cs->vc);
+    free(cs->dec_arena);
+    free(cs);
+    m->be_state = NULL;
+}
+
+static int cpu_sync(mf_model *m, mf_err *err)
+{
+    /* Host data is the CPU backend's data; adapters may have changed the layout. */
+    cpu_state *cs = m->be_state;
+    cs->fwd_ok = 0;
+    (void)err;
+    return 0;
+}
+
+static int cpu_fetch(mf_model *m, mf_err *err)
+{
+    (void)m;
+    (void)err;
+    return 0;
+}
+
+static const mf_k_backend cpu_backend = {
+    .name = "cpu",
+    .attach = cpu_attach,
+    .detach = cpu_detach,
+    .sync = cpu_sync,
+    .fetch = cpu_fetch,
+    .prepare = cpu_prepare,
+    .forward = cpu_forward,
+    .backward = cpu_backward,
+    .cache_reset = mf_k_cpu_cache_reset,
+    .decode = mf_k_cpu_decode,
+};
+
+const mf_k_backend *mf_k_backend_cpu(void)
+{
+    return &cpu_backend;
+}

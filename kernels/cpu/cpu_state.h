@@ -1,0 +1,67 @@
+/*
+ * kernels/cpu/cpu_state.h — the CPU backend's per-model state: activations
+ * and workspaces for one (batch, seq) shape carved from one arena, the RoPE
+ * tables, and the KV cache. Shared by cpu_model.c (training forward/backward)
+ * and cpu_decode.c (KV-cached inference).
+ */
+#ifndef MF_KERNELS_CPU_STATE_H
+#define MF_KERNELS_CPU_STATE_H
+
+#include "kernels/model_internal.h"
+
+/* Saved activations of one layer. With recomputation every layer shares one
+ * set except x_in, and backward re-runs the layer forward first. */
+typedef struct cpu_layer_act {
+    float *x_in;          /* [N,H] residual stream entering the layer */
+    float *ln1, *rstd1;   /* [N,H], [N] */
+    float *q;             /* [N,Dq] after RoPE */
+    float *kf, *vf;       /* [B,S,Dkv]: prefix rows then RoPE'd keys / values */
+    float *att;           /* [B,nh,T,S] softmax probabilities */
+    float *ao;            /* [N,Dq] attention output (o_proj input) */
+    float *x_mid;         /* [N,H] residual after attention */
+    float *ln2, *rstd2;
+    float *gate, *up, *act; /* [N,I] */
+    float *u[N_MODS];     /* [N,r] LoRA A-projection outputs */
+} cpu_layer_act;
+
+typedef struct cpu_layout {
+    int B, T, P, recompute, lora_r, prefix_hidden;
+} cpu_layout;
+
+typedef struct cpu_state {
+    cpu_layout lay;
+    int N, S;
+    float *arena;
+    size_t arena_cap, iarena_cap; /* floats / ints allocated */
+    cpu_layer_act *la;
+    /* inputs of the last forward */
+    int32_t *iarena;
+    int32_t *ids, *mask, *target, *last, *pos;
+    int has_mask, flags, fwd_ok;
+    /* head */
+    float *x_out, *lnf, *rstdf, *logits, *logp, *valid, *values, *reward;
+    /* workspaces */
+    float *kbuf, *vbuf, *xd;                 /* [N,Dkv] x2, [N,maxin] */
+    float *dres, *dln, *dao, *dq, *dkf, *dvf; /* backward */
+    float *dact, *dg, *du, *dlora, *dlnf;
+    float *att_ws;                           /* attention backward: threads * T * S */
+    float *pkv, *pfx_pre, *pfx_h, *dpkv, *dpfx_h; /* prefix: [P,D], [P,Hp] x2, [P,D], [P,Hp] */
+    float *cosv, *sinv;
+    int rope_len;
+    /* KV cache: [L][rows][P + cap][Dkv] */
+    float *kc, *vc;
+    int c_rows, c_cap;
+    float *dec_arena;
+    size_t dec_n;
+    int threads;
+} cpu_state;
+
+/* y = x W^T (+b) (+ LoRA) for module j of layer l; a->u[j] receives the LoRA
+ * A-projection; train turns LoRA dropout on. */
+void mf_k_cpu_lin_fwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, const float *x, float *y,
+                      int N, int train);
+int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err);
+/* Prefix key/value rows [P, 2*L*Dkv] (runs the reparameterisation MLP). */
+void mf_k_cpu_prefix_forward(mf_model *m, float *pkv, float *pre, float *h);
+
+#endif

@@ -1,0 +1,306 @@
+/* kernels/cpu/ops.c — CPU primitives, forward and backward (see ops.h). */
+#include "kernels/cpu/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+/*
+ * C[M,N] = alpha op(A) op(B) + beta C, row-major, split across the OpenMP
+ * team: each thread runs a single-threaded OpenBLAS sgemm on its block of
+ * rows of C (or of columns, when C has fewer rows than threads). One thread
+ * pool for the whole backend: no OpenBLAS threads spinning against OpenMP
+ * threads (which cost half the CPU time on 2 shared cores), and a fixed
+ * partition, so results are reproducible for a given thread count.
+ */
+void mf_k_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans;
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || (double)M * N * K < 1e5 || omp_in_parallel()) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N || M >= 4 * nt;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        int D = by_rows ? M : N, lo = (int)((long)D * id / n), hi = (int)((long)D * (id + 1) / n);
+        if (hi > lo) {
+            if (by_rows) {
+                const float *a = transA ? A + lo : A + (size_t)lo * lda;
+                cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc,
+                            ldc);
+            } else {
+                const float *b = transB ? B + (size_t)lo * ldb : B + lo;
+                cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+            }
+        }
+    }
+}
+
+void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
+                     float alpha, float beta)
+{
+    mf_k_cpu_sgemm(0, 1, N, out, in, alpha, x, in, W, in, beta, y, out);
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < out; o++) y[(size_t)n * out + o] += alpha * b[o];
+    }
+}
+
+void mf_k_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int N, int in, int out, float alpha)
+{
+    if (dx) mf_k_cpu_sgemm(0, 0, N, in, out, alpha, dy, out, W, in, 1.0f, dx, in);
+    if (dW) mf_k_cpu_sgemm(1, 0, out, in, N, alpha, dy, out, x, in, 1.0f, dW, in);
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < out; o++) {
+            float s = 0;
+            for (int n = 0; n < N; n++) s += dy[(size_t)n * out + o];
+            db[o] += alpha * s;
+        }
+    }
+}
+
+void mf_k_cpu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int N, int H, float eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * H;
+        float *yr = y + (size_t)n * H;
+        float ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < H; i++) ss += xr[i] * xr[i];
+        float r = 1.0f / sqrtf(ss / (float)H + eps);
+        rstd[n] = r;
+        for (int i = 0; i < H; i++) yr[i] = w[i] * (xr[i] * r);
+    }
+}
+
+void mf_k_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *rstd,
+                          const float *w, int N, int H)
+{
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * H, *dyr = dy + (size_t)n * H;
+            float *dxr = dx + (size_t)n * H;
+            float r = rstd[n], dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (int i = 0; i < H; i++) dot += dyr[i] * w[i] * xr[i] * r;
+            dot /= (float)H;
+            for (int i = 0; i < H; i++) dxr[i] += r * (dyr[i] * w[i] - xr[i] * r * dot);
+        }
+    }
+    if (dw) {
+        /* Parallel over features so each dw[i] has one writer (deterministic). */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < H; i++) {
+            float s = 0;
+            for (int n = 0; n < N; n++) s += dy[(size_t)n * H + i] * x[(size_t)n * H + i] * rstd[n];
+            dw[i] += s;
+        }
+    }
+}
+
+void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int hd, double theta)
+{
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)hd));
+        for (int p = 0; p < len; p++) {
+            float ang = (float)p * inv;
+            cosv[(size_t)p * half + i] = (float)cos((double)ang);
+            sinv[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
+void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, const float *cosv,
+                   const float *sinv, int inverse)
+{
+    int half = hd / 2;
+    float sg = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *c = cosv + (size_t)pos[n] * half, *s = sinv + (size_t)pos[n] * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = x + (size_t)n * nh * hd + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half], si = sg * s[i];
+                v[i] = a * c[i] - b * si;
+                v[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+static inline float silu(float g)
+{
+    return g / (1.0f + expf(-g));
+}
+
+void mf_k_cpu_swiglu(float *act, const float *g, const float *u, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) act[i] = silu(g[i]) * u[i];
+}
+
+void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float d = dact[i];
+        du[i] = d * g[i] * sig;
+        dg[i] = d * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+    }
+}
+
+/* Query rows per causal block: keys beyond the block's last row are never
+ * computed (saves ~half of the attention FLOPs at T = 256). */
+#define ATT_BLK 64
+
+/* Row t of a (b, h) score block may see key s when s is a prefix row or a
+ * real (mask 1) position <= t. */
+static inline int key_visible(const int32_t *mrow, int P, int t, int s)
+{
+    return s < P || (s - P <= t && (!mrow || mrow[s - P]));
+}
+
+void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
+                        const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd)
+{
+    int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* per (batch, head): scores = scale Q K^T (GEMM), masked softmax, out = P V (GEMM);
+     * each task is a single-threaded BLAS call inside the OpenMP team */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int g = h / grp;
+            const int32_t *mrow = mask ? mask + (size_t)b * T : NULL;
+            const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *pb = att + ((size_t)b * nh + h) * T * S;
+            /* causal: rows [t0, t1) see at most keys [0, P + t1): skip the rest */
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
+                            kb, kd, 0.0f, pb + (size_t)t0 * S, S);
+            }
+            for (int t = 0; t < T; t++) {
+                float *p = pb + (size_t)t * S, mx = -INFINITY;
+                for (int s = 0; s < S; s++) {
+                    if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
+                    else if (p[s] > mx) mx = p[s];
+                }
+                if (mx == -INFINITY) { /* sees nothing: output 0 */
+                    memset(p, 0, (size_t)S * sizeof(float));
+                    continue;
+                }
+                float sum = 0;
+                for (int s = 0; s < S; s++) {
+                    float e = p[s] == -INFINITY ? 0.0f : expf(p[s] - mx);
+                    p[s] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int s = 0; s < S; s++) p[s] *= inv;
+            }
+            for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, sv, 1.0f, pb + (size_t)t0 * S, S,
+                            vb, kd, 0.0f, out + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
+            }
+        }
+}
+
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                            const float *att, const float *q, const float *kf, const float *vf, int B, int T,
+                            int P, int nh, int nkv, int hd)
+{
+    int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    memset(dkf, 0, (size_t)B * S * kd * sizeof(float));
+    memset(dvf, 0, (size_t)B * S * kd * sizeof(float));
+    /* One task per (batch, kv head): dK/dV of a kv head have one writer. Per head:
+     *   dP = dO V^T ; dS = P * (dP - rowsum(P * dP)) * scale
+     *   dQ = dS K ; dK += dS^T Q ; dV += P^T dO            (all GEMMs)
+     * The team is capped at ws_threads: one scratch block per thread. */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(ws_threads)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < nkv; g++) {
+            float *ds = scratch + (size_t)omp_get_thread_num() * T * S;
+            const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
+            const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
+            float *dkb = dkf + (size_t)b * S * kd + (size_t)g * hd, *dvb = dvf + (size_t)b * S * kd + (size_t)g * hd;
+            for (int h = g * grp; h < (g + 1) * grp; h++) {
+                const float *pb = att + ((size_t)b * nh + h) * T * S;
+                const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
+                const float *dob = dout + (size_t)b * T * qd + (size_t)h * hd;
+                for (int t0 = 0; t0 < T; t0 += ATT_BLK) { /* causal blocks, as in the forward */
+                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1, nt = t1 - t0;
+                    const float *pbk = pb + (size_t)t0 * S, *qbk = qb + (size_t)t0 * qd, *dobk = dob + (size_t)t0 * qd;
+                    float *dsk = ds + (size_t)t0 * S;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, sv, hd, 1.0f, dobk, qd, vb, kd, 0.0f, dsk, S);
+                    for (int t = 0; t < nt; t++) {
+                        const float *p = pbk + (size_t)t * S;
+                        float *d = dsk + (size_t)t * S, sum = 0;
+                        for (int s = 0; s < sv; s++) sum += p[s] * d[s];
+                        for (int s = 0; s < sv; s++) d[s] = p[s] * (d[s] - sum) * scale;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, hd, sv, 1.0f, dsk, S, kb, kd, 0.0f,
+                                dq + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, dsk, S, qbk, qd, 1.0f, dkb, kd);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, sv, hd, nt, 1.0f, pbk, S, dobk, qd, 1.0f, dvb, kd);
+                }
+            }
+        }
+}
+
+double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        if (target[n] < 0) {
+            logp[n] = 0;
+            continue;
+        }
+        const float *r = logits + (size_t)n * V;
+        float mx = r[0];
+        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+        double s = 0;
+        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
+        logp[n] = (float)((double)(r[target[n]] - mx) - log(fmax(s, 1.0))); /* s >= exp(0) = 1 */
+    }
+    double total = 0; /* serial: the same sum in the same order every run */
+    for (int n = 0; n < N; n++) total += logp[n];
+    return total;
+}
+
+void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *r = logits + (size_t)n * V;
+        float g = dlogp ? dlogp[n] : 0.0f;
+        if (target[n] < 0 || g == 0.0f) {
+            memset(r, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float mx = r[0];
+        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+        double s = 0;
+        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j < V; j++) r[j] = -g * expf(r[j] - mx) * inv;
+        r[target[n]] += g;
+    }
+}

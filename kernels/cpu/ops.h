@@ -1,0 +1,70 @@
+/*
+ * kernels/cpu/ops.h — the CPU primitives of the transformer, forward and
+ * backward, fp32 row-major. Each reads like its formula; the model code in
+ * cpu_model.c strings them together. Backward functions ACCUMULATE into
+ * their gradient outputs (+=) unless said otherwise; a NULL gradient output
+ * is skipped (frozen weight, or nothing below needs it).
+ *
+ * Threading: one OpenMP team does everything; GEMMs are split into per-thread
+ * blocks, each a single-threaded OpenBLAS call (openblas_set_num_threads(1) at
+ * attach). Loops use static schedules, so results are bit-reproducible for a
+ * fixed thread count. No function here allocates.
+ */
+#ifndef MF_KERNELS_CPU_OPS_H
+#define MF_KERNELS_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* C[M,N] = alpha op(A) op(B) + beta C (row-major), partitioned over the OpenMP team. */
+void mf_k_cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
+
+/* y[N,out] = x[N,in] W[out,in]^T (+ b[out]); beta = 0 overwrites y, 1 adds. */
+void mf_k_cpu_linear(float *y, const float *x, const float *W, const float *b, int N, int in, int out,
+                     float alpha, float beta);
+/* dx[N,in] += alpha dy W; dW[out,in] += alpha dy^T x; db[out] += alpha sum_n dy. */
+void mf_k_cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                         const float *W, int N, int in, int out, float alpha);
+
+/* RMSNorm (HF LlamaRMSNorm): y = w * x / sqrt(mean(x^2) + eps); rstd[N] saved. */
+void mf_k_cpu_rmsnorm(float *y, float *rstd, const float *x, const float *w, int N, int H, float eps);
+/* dx += rstd * (dy*w - xhat * mean(dy*w*xhat)), xhat = x*rstd; dw += sum_n dy*xhat. */
+void mf_k_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *rstd,
+                          const float *w, int N, int H);
+
+/* cos/sin tables [len, hd/2] as HF computes them in fp32:
+ * inv_freq[i] = 1 / theta^(2i/hd), angle = pos * inv_freq[i]. */
+void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int hd, double theta);
+/* In place on x[N, nh*hd]; row n is at position pos[n]. HF rotate_half layout:
+ * (a, b) = (x[i], x[i+hd/2]) -> (a c - b s, b c + a s). inverse = 1 applies
+ * the transpose rotation (the backward of the forward). */
+void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, const float *cosv,
+                   const float *sinv, int inverse);
+
+/* SwiGLU: act = silu(g) * u. */
+void mf_k_cpu_swiglu(float *act, const float *g, const float *u, size_t n);
+/* dg = dact * u * silu'(g), du = dact * silu(g)  (overwrite). */
+void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n);
+
+/* Attention over keys with a prefix. Shapes:
+ *   q [B*T, nh*hd] (token-major), kf/vf [B, S, nkv*hd] with S = P + T (P prefix rows first),
+ *   mask [B, T] (1 real, 0 pad; NULL = all real), att [B, nh, T, S] (probabilities, saved),
+ *   out [B*T, nh*hd].
+ * Query t may see every prefix row and key positions s <= t whose mask is 1.
+ * A row that sees nothing (a pad query in front of all real tokens) outputs 0. */
+void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
+                        const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd);
+/* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd];
+ * scratch: ws_threads * T * S floats (at most ws_threads threads run). */
+void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                            const float *att, const float *q, const float *kf, const float *vf, int B, int T,
+                            int P, int nh, int nkv, int hd);
+
+/* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0).
+ * Returns sum of logp over rows with target >= 0. */
+double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V);
+/* In place: logits[n] <- dlogp[n] * (onehot(target[n]) - softmax(logits[n])). */
+void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V);
+
+#endif

@@ -1,0 +1,541 @@
+/*
+ * kernels/model.c — the model object: config checks, the named parameter
+ * table, adapters (LoRA, P-Tuning v2 prefixes, score head), freezing, and the
+ * dispatch of training/inference calls to the backend.
+ *
+ * Parameters are HF-named fp32 host tensors (see model.h for the table).
+ * Adding adapters appends to the table; pointers returned by mf_model_param
+ * stay valid until the next add/merge.
+ */
+#include "kernels/model_internal.h"
+#include "kernels/rng.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const mf_mod_names[N_MODS] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                          "gate_proj", "up_proj", "down_proj"};
+
+int mf_model_config_check(mf_model_config *c, mf_err *err)
+{
+    if (c->arch != MF_ARCH_LLAMA && c->arch != MF_ARCH_QWEN2 && c->arch != MF_ARCH_BAICHUAN)
+        return mf_err_set(err, MF_EINVAL, "model config: unknown arch %d", (int)c->arch);
+    if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 ||
+        c->num_hidden_layers <= 0 || c->num_attention_heads <= 0)
+        return mf_err_set(err, MF_EINVAL,
+                          "model config: vocab_size, hidden_size, intermediate_size, "
+                          "num_hidden_layers, num_attention_heads must be > 0 (got %d, %d, %d, %d, %d)",
+                          c->vocab_size, c->hidden_size, c->intermediate_size,
+                          c->num_hidden_layers, c->num_attention_heads);
+    if (c->num_key_value_heads <= 0) c->num_key_value_heads = c->num_attention_heads;
+    if (c->num_attention_heads % c->num_key_value_heads)
+        return mf_err_set(err, MF_EINVAL,
+                          "model config: num_attention_heads (%d) must be a multiple of "
+                          "num_key_value_heads (%d)", c->num_attention_heads, c->num_key_value_heads);
+    if (c->head_dim <= 0) {
+        if (c->hidden_size % c->num_attention_heads)
+            return mf_err_set(err, MF_EINVAL,
+                              "model config: hidden_size %d is not divisible by num_attention_heads %d "
+                              "and head_dim is not given", c->hidden_size, c->num_attention_heads);
+        c->head_dim = c->hidden_size / c->num_attention_heads;
+    }
+    if (c->head_dim % 2)
+        return mf_err_set(err, MF_EINVAL, "model config: head_dim must be even for RoPE, got %d",
+                          c->head_dim);
+    if (c->rope_theta <= 0) c->rope_theta = 10000.0;
+    if (c->rms_norm_eps <= 0) c->rms_norm_eps = 1e-6;
+    if (c->max_position_embeddings <= 0) c->max_position_embeddings = 2048;
+    if (c->arch == MF_ARCH_QWEN2 && c->attention_bias == 0) c->attention_bias = 1;
+    return 0;
+}
+
+static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer, int ndim,
+                     int64_t d0, int64_t d1, mf_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+
+static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer, int ndim,
+                     int64_t d0, int64_t d1, mf_err *err, const char *fmt, ...)
+{
+    if (m->n_params == m->cap_params) {
+        size_t cap = m->cap_params ? 2 * m->cap_params : 64;
+        mf_k_param *np = realloc(m->params, cap * sizeof(*np));
+        if (!np) return mf_err_set(err, MF_ENOMEM, "model: out of memory for the parameter table");
+        m->params = np;
+        m->cap_params = cap;
+    }
+    mf_k_param *p = &m->params[m->n_params];
+    memset(p, 0, sizeof(*p));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->name, sizeof(p->name), fmt, ap);
+    va_end(ap);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim == 2 ? d1 : 1;
+    p->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+    p->kind = kind;
+    p->layer = layer;
+    p->data = calloc(p->numel, sizeof(float));
+    if (!p->data)
+        return mf_err_set(err, MF_ENOMEM, "model: out of memory for %s (%zu floats)", p->name, p->numel);
+    *idx_out = (int)m->n_params++;
+    return 0;
+}
+
+static int param_set_trainable(mf_k_param *p, int on, mf_err *err)
+{
+    if (on && !p->grad) {
+        p->grad = calloc(p->numel, sizeof(float));
+        if (!p->grad) return mf_err_set(err, MF_ENOMEM, "model: out of memory for the gradient of %s", p->name);
+    } else if (!on && p->grad) {
+        free(p->grad);
+        p->grad = NULL;
+    }
+    p->trainable = on;
+    return 0;
+}
+
+int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
+{
+    *out = NULL;
+    mf_model_config cfg = *cfg_in;
+    int rc = mf_model_config_check(&cfg, err);
+    if (rc) return rc;
+    mf_model *m = calloc(1, sizeof(*m));
+    if (!m) return mf_err_set(err, MF_ENOMEM, "model: out of memory");
+    m->cfg = cfg;
+    m->q_dim = cfg.num_attention_heads * cfg.head_dim;
+    m->kv_dim = cfg.num_key_value_heads * cfg.head_dim;
+    m->lm_head = m->score = -1;
+    m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
+    int nl = cfg.num_hidden_layers, H = cfg.hidden_size, I = cfg.intermediate_size;
+    m->L = calloc((size_t)nl, sizeof(*m->L));
+    if (!m->L) {
+        free(m);
+        return mf_err_set(err, MF_ENOMEM, "model: out of memory");
+    }
+    rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "model.embed_tokens.weight");
+    for (int l = 0; l < nl && !rc; l++) {
+        mf_layer_idx *li = &m->L[l];
+        for (int j = 0; j < N_MODS; j++) li->lora_a[j] = li->lora_b[j] = -1;
+        for (int j = 0; j < 3; j++) li->bias[j] = -1;
+        const char *pre = "model.layers";
+        rc = add_param(m, &li->ln1, MF_PARAM_BASE, l, 1, H, 0, err, "%s.%d.input_layernorm.weight", pre, l);
+        int outs[N_MODS] = {m->q_dim, m->kv_dim, m->kv_dim, H, I, I, H};
+        int ins[N_MODS] = {H, H, H, m->q_dim, H, H, I};
+        for (int j = 0; j < 4 && !rc; j++) {
+            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
+                           "%s.%d.self_attn.%s.weight", pre, l, mf_mod_names[j]);
+            if (!rc && j < 3 && cfg.attention_bias)
+                rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err,
+                               "%s.%d.self_attn.%s.bias", pre, l, mf_mod_names[j]);
+        }
+        if (!rc)
+            rc = add_param(m, &li->ln2, MF_PARAM_BASE, l, 1, H, 0, err,
+                           "%s.%d.post_attention_layernorm.weight", pre, l);
+        for (int j = 4; j < N_MODS && !rc; j++)
+            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
+                           "%s.%d.mlp.%s.weight", pre, l, mf_mod_names[j]);
+    }
+    if (!rc) rc = add_param(m, &m->norm, MF_PARAM_BASE, -1, 1, H, 0, err, "model.norm.weight");
+    if (!rc && !cfg.tie_word_embeddings)
+        rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "lm_head.weight");
+    /* RMSNorm weights start at one (HF init), so a fresh model is usable. */
+    for (size_t i = 0; i < m->n_params && !rc; i++)
+        if (strstr(m->params[i].name, "norm.weight"))
+            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+    m->be = mf_k_backend_cpu();
+    if (!rc) rc = m->be->attach(m, err);
+    if (rc) {
+        mf_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void mf_model_free(mf_model *m)
+{
+    if (!m) return;
+    if (m->be && m->be_state) m->be->detach(m);
+    for (size_t i = 0; i < m->n_params; i++) {
+        free(m->params[i].data);
+        free(m->params[i].grad);
+    }
+    free(m->params);
+    free(m->dlogp_ws);
+    free(m->L);
+    free(m);
+}
+
+const mf_model_config *mf_model_get_config(const mf_model *m)
+{
+    return &m->cfg;
+}
+
+size_t mf_model_num_params(const mf_model *m)
+{
+    return m->n_params;
+}
+
+mf_k_param *mf_model_param(mf_model *m, size_t idx)
+{
+    return idx < m->n_params ? &m->params[idx] : NULL;
+}
+
+mf_k_param *mf_model_find_param(mf_model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return &m->params[i];
+    return NULL;
+}
+
+size_t mf_model_count(const mf_model *m, int trainable_only)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!trainable_only || m->params[i].trainable) n += m->params[i].numel;
+    return n;
+}
+
+int mf_model_sync(mf_model *m, mf_err *err)
+{
+    return m->be->sync(m, err);
+}
+
+int mf_model_fetch(mf_model *m, mf_err *err)
+{
+    return m->be->fetch(m, err);
+}
+
+int mf_model_init_random(mf_model *m, uint64_t seed, float std, mf_err *err)
+{
+    mf_k_rng r;
+    mf_k_rng_seed(&r, seed);
+    for (size_t i = 0; i < m->n_params; i++) {
+        mf_k_param *p = &m->params[i];
+        if (p->kind != MF_PARAM_BASE) continue;
+        if (p->ndim == 2)
+            for (size_t k = 0; k < p->numel; k++) p->data[k] = std * mf_k_rng_normal(&r);
+        else if (strstr(p->name, "norm.weight"))
+            for (size_t k = 0; k < p->numel; k++) p->data[k] = 1.0f;
+        else
+            memset(p->data, 0, p->numel * sizeof(float));
+    }
+    return mf_model_sync(m, err);
+}
+
+/* ---------------------------------------------------------------- modules */
+
+int mf_k_modules_parse(unsigned *out, const char *list, mf_err *err)
+{
+    static const struct { const char *name; unsigned bits; } words[] = {
+        {"q_proj", MF_MOD_Q}, {"k_proj", MF_MOD_K}, {"v_proj", MF_MOD_V}, {"o_proj", MF_MOD_O},
+        {"gate_proj", MF_MOD_GATE}, {"up_proj", MF_MOD_UP}, {"down_proj", MF_MOD_DOWN},
+        {"self_attn", MF_MOD_ATTN}, {"mlp", MF_MOD_MLP}, {"norm", MF_MOD_NORMS},
+        {"all", MF_MOD_ALL}, {"all-linear", MF_MOD_ATTN | MF_MOD_MLP},
+    };
+    unsigned bits = 0;
+    const char *s = list;
+    while (s && *s) {
+        while (*s == ',' || *s == ' ') s++;
+        if (!*s) break;
+        size_t n = strcspn(s, ", ");
+        int found = 0;
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+            if (strlen(words[i].name) == n && !strncmp(words[i].name, s, n)) {
+                bits |= words[i].bits;
+                found = 1;
+            }
+        if (!found)
+            return mf_err_set(err, MF_EINVAL,
+                              "unknown module '%.*s' (expected q_proj, k_proj, v_proj, o_proj, "
+                              "gate_proj, up_proj, down_proj, self_attn, mlp, norm or all)", (int)n, s);
+        s += n;
+    }
+    if (!bits) return mf_err_set(err, MF_EINVAL, "empty module list '%s'", list ? list : "");
+    *out = bits;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- trainability */
+
+void mf_model_set_all_trainable(mf_model *m, int on)
+{
+    for (size_t i = 0; i < m->n_params; i++) (void)param_set_trainable(&m->params[i], on, NULL);
+}
+
+int mf_model_set_trainable(mf_model *m, const char *name, int on, mf_err *err)
+{
+    mf_k_param *p = mf_model_find_param(m, name);
+    if (!p) return mf_err_set(err, MF_ENOTFOUND, "model has no parameter '%s'", name);
+    return param_set_trainable(p, on, err);
+}
+
+int mf_model_freeze(mf_model *m, const mf_k_freeze_config *c, mf_err *err)
+{
+    int nl = m->cfg.num_hidden_layers;
+    if (c->trainable_layers <= 0 || c->trainable_layers > nl)
+        return mf_err_set(err, MF_EINVAL, "freeze: trainable_layers must be in 1..%d, got %d", nl,
+                          c->trainable_layers);
+    unsigned mods = c->modules ? c->modules : MF_MOD_ALL;
+    for (size_t i = 0; i < m->n_params; i++) {
+        mf_k_param *p = &m->params[i];
+        int on = 0;
+        if (p->kind == MF_PARAM_HEAD) on = 1;
+        else if (p->kind == MF_PARAM_BASE && p->layer >= nl - c->trainable_layers) {
+            mf_layer_idx *li = &m->L[p->layer];
+            int idx = (int)i;
+            if (idx == li->ln1 || idx == li->ln2) on = (mods & MF_MOD_NORMS) != 0;
+            for (int j = 0; j < N_MODS; j++)
+                if (idx == li->w[j] || (j < 3 && idx == li->bias[j])) on = (mods >> j) & 1;
+        } else if (p->kind == MF_PARAM_BASE && p->layer < 0)
+            on = c->train_embeddings;
+        int rc = param_set_trainable(p, on, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- adapters */
+
+static void fill_uniform(float *x, size_t n, float bound, mf_k_rng *r)
+{
+    for (size_t k = 0; k < n; k++) x[k] = bound * (2.0f * mf_k_rng_uniform(r) - 1.0f);
+}
+
+int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
+{
+    if (m->has_lora) return mf_err_set(err, MF_EINVAL, "model already has LoRA adapters (merge them first)");
+    if (c->rank <= 0) return mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", c->rank);
+    if (c->dropout < 0 || c->dropout >= 1)
+        return mf_err_set(err, MF_EINVAL, "lora: dropout must be in [0, 1), got %g", c->dropout);
+    unsigned target = c->target ? c->target : (MF_MOD_Q | MF_MOD_V);
+    mf_model_set_all_trainable(m, 0);
+    mf_k_rng r;
+    mf_k_rng_seed(&r, c->seed);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        for (int j = 0; j < N_MODS; j++) {
+            if (!((target >> j) & 1)) continue;
+            mf_layer_idx *li = &m->L[l];
+            int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
+            const char *grp = j < 4 ? "self_attn" : "mlp";
+            int rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err,
+                               "model.layers.%d.%s.%s.lora_A.weight", l, grp, mf_mod_names[j]);
+            if (!rc)
+                rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err,
+                               "model.layers.%d.%s.%s.lora_B.weight", l, grp, mf_mod_names[j]);
+            if (rc) return rc;
+            /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
+            fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
+                         1.0f / sqrtf((float)in), &r);
+            rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err);
+            if (!rc) rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err);
+            if (rc) return rc;
+        }
+    }
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].kind == MF_PARAM_HEAD) (void)param_set_trainable(&m->params[i], 1, NULL);
+    m->has_lora = 1;
+    m->lora = *c;
+    m->lora.target = target;
+    m->lora_scale = c->alpha / (float)c->rank;
+    return mf_model_sync(m, err);
+}
+
+static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
+{
+    /* Compact the table and rebuild every index. */
+    int *map = malloc(m->n_params * sizeof(int));
+    size_t w = 0;
+    for (size_t i = 0; i < m->n_params; i++) {
+        if (m->params[i].kind == kind) {
+            free(m->params[i].data);
+            free(m->params[i].grad);
+            if (map) map[i] = -1;
+            continue;
+        }
+        if (map) map[i] = (int)w;
+        m->params[w++] = m->params[i];
+    }
+    m->n_params = w;
+#define REMAP(x) ((x) = ((x) >= 0 && map) ? map[(x)] : -1)
+    REMAP(m->embed); REMAP(m->norm); REMAP(m->lm_head); REMAP(m->score);
+    REMAP(m->pfx_emb); REMAP(m->pfx_w0); REMAP(m->pfx_b0); REMAP(m->pfx_w2); REMAP(m->pfx_b2);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        REMAP(li->ln1); REMAP(li->ln2);
+        for (int j = 0; j < N_MODS; j++) { REMAP(li->w[j]); REMAP(li->lora_a[j]); REMAP(li->lora_b[j]); }
+        for (int j = 0; j < 3; j++) REMAP(li->bias[j]);
+    }
+#undef REMAP
+    free(map);
+}
+
+int mf_model_merge_lora(mf_model *m, mf_err *err)
+{
+    if (!m->has_lora) return mf_err_set(err, MF_EINVAL, "model has no LoRA adapters to merge");
+    int r = m->lora.rank;
+    float s = m->lora_scale;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        for (int j = 0; j < N_MODS; j++) {
+            if (li->lora_a[j] < 0) continue;
+            mf_k_param *W = &m->params[li->w[j]], *A = &m->params[li->lora_a[j]],
+                       *Bm = &m->params[li->lora_b[j]];
+            int64_t out = W->shape[0], in = W->shape[1];
+            /* W[o,i] += s * sum_k B[o,k] A[k,i] */
+            for (int64_t o = 0; o < out; o++)
+                for (int64_t i = 0; i < in; i++) {
+                    float acc = 0;
+                    for (int k = 0; k < r; k++) acc += Bm->data[o * r + k] * A->data[(int64_t)k * in + i];
+                    W->data[o * in + i] += s * acc;
+                }
+        }
+    }
+    remove_params_of_kind(m, MF_PARAM_LORA);
+    m->has_lora = 0;
+    return mf_model_sync(m, err);
+}
+
+int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
+{
+    if (m->has_prefix) return mf_err_set(err, MF_EINVAL, "model already has a prefix encoder");
+    if (c->pre_seq_len <= 0)
+        return mf_err_set(err, MF_EINVAL, "ptuning: pre_seq_len must be > 0, got %d", c->pre_seq_len);
+    if (c->prefix_projection && c->prefix_hidden_size <= 0)
+        return mf_err_set(err, MF_EINVAL, "ptuning: prefix_hidden_size must be > 0 with prefix_projection");
+    mf_model_set_all_trainable(m, 0);
+    int P = c->pre_seq_len, H = m->cfg.hidden_size;
+    int64_t D = 2LL * m->cfg.num_hidden_layers * m->kv_dim;
+    mf_k_rng r;
+    mf_k_rng_seed(&r, c->seed);
+    int rc;
+    if (!c->prefix_projection) {
+        rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, D, err, "prefix_encoder.embedding.weight");
+        if (rc) return rc;
+    } else {
+        int Hp = c->prefix_hidden_size;
+        rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight");
+        if (!rc) rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight");
+        if (!rc) rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias");
+        if (!rc) rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight");
+        if (!rc) rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias");
+        if (rc) return rc;
+        /* torch.nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. */
+        fill_uniform(m->params[m->pfx_w0].data, m->params[m->pfx_w0].numel, 1.0f / sqrtf((float)H), &r);
+        fill_uniform(m->params[m->pfx_b0].data, m->params[m->pfx_b0].numel, 1.0f / sqrtf((float)H), &r);
+        fill_uniform(m->params[m->pfx_w2].data, m->params[m->pfx_w2].numel, 1.0f / sqrtf((float)Hp), &r);
+        fill_uniform(m->params[m->pfx_b2].data, m->params[m->pfx_b2].numel, 1.0f / sqrtf((float)Hp), &r);
+    }
+    /* torch.nn.Embedding default init: N(0, 1). */
+    mf_k_param *e = &m->params[m->pfx_emb];
+    for (size_t k = 0; k < e->numel; k++) e->data[k] = mf_k_rng_normal(&r);
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].kind == MF_PARAM_PREFIX || m->params[i].kind == MF_PARAM_HEAD) {
+            rc = param_set_trainable(&m->params[i], 1, err);
+            if (rc) return rc;
+        }
+    m->has_prefix = 1;
+    m->prefix = *c;
+    return mf_model_sync(m, err);
+}
+
+int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err)
+{
+    if (m->score >= 0) return 0;
+    int rc = add_param(m, &m->score, MF_PARAM_HEAD, -1, 2, 1, m->cfg.hidden_size, err, "score.weight");
+    if (rc) return rc;
+    mf_k_rng r;
+    mf_k_rng_seed(&r, seed);
+    mf_k_param *p = &m->params[m->score];
+    for (size_t k = 0; k < p->numel; k++) p->data[k] = 0.02f * mf_k_rng_normal(&r);
+    rc = param_set_trainable(p, 1, err);
+    if (rc) return rc;
+    return mf_model_sync(m, err);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static int check_batch(mf_model *m, const mf_k_batch *b, mf_err *err)
+{
+    if (b->B <= 0 || b->T <= 0 || !b->input_ids)
+        return mf_err_set(err, MF_EINVAL, "batch: expected B > 0, T > 0 and input_ids, got B=%d T=%d", b->B, b->T);
+    int P = m->has_prefix ? m->prefix.pre_seq_len : 0;
+    if (b->T + P > m->cfg.max_position_embeddings)
+        return mf_err_set(err, MF_EINVAL, "batch: sequence length %d (+%d prefix) exceeds max_position_embeddings %d",
+                          b->T, P, m->cfg.max_position_embeddings);
+    size_t n = (size_t)b->B * (size_t)b->T;
+    for (size_t i = 0; i < n; i++)
+        if (b->input_ids[i] < 0 || b->input_ids[i] >= m->cfg.vocab_size)
+            return mf_err_set(err, MF_EINVAL, "batch: token id %d at row %zu, position %zu is outside the vocabulary (0..%d)",
+                              b->input_ids[i], i / (size_t)b->T, i % (size_t)b->T, m->cfg.vocab_size - 1);
+    if (b->labels)
+        for (size_t i = 0; i < n; i++)
+            if (b->labels[i] != MF_K_IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= m->cfg.vocab_size))
+                return mf_err_set(err, MF_EINVAL, "batch: label %d at row %zu, position %zu is neither -100 nor a token id",
+                                  b->labels[i], i / (size_t)b->T, i % (size_t)b->T);
+    return 0;
+}
+
+int mf_model_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs *out, mf_err *err)
+{
+    int rc = check_batch(m, b, err);
+    if (rc) return rc;
+    if ((flags & MF_FWD_VALUES) && m->score < 0)
+        return mf_err_set(err, MF_EINVAL, "forward: values requested but the model has no score head");
+    rc = m->be->prepare(m, b->B, b->T, err);
+    if (rc) return rc;
+    if (flags & MF_FWD_TRAIN) m->fwd_counter++;
+    return m->be->forward(m, b, flags, out, err);
+}
+
+int mf_model_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_err *err)
+{
+    return m->be->backward(m, dlogp, dvalues, err);
+}
+
+void mf_model_zero_grad(mf_model *m)
+{
+    for (size_t i = 0; i < m->n_params; i++)
+        if (m->params[i].grad) memset(m->params[i].grad, 0, m->params[i].numel * sizeof(float));
+}
+
+uint64_t mf_model_rng_state(const mf_model *m)
+{
+    return m->fwd_counter;
+}
+
+void mf_model_set_rng_state(mf_model *m, uint64_t counter)
+{
+    m->fwd_counter = counter;
+}
+
+void mf_model_set_recompute(mf_model *m, int on)
+{
+    m->recompute = on;
+}
+
+int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double *loss, mf_err *err)
+{
+    mf_k_outputs o;
+    int rc = mf_model_forward(m, b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, err);
+    if (rc) return rc;
+    if (loss) *loss = o.loss;
+    if (o.n_valid == 0) return mf_model_backward(m, NULL, NULL, err);
+    size_t n = (size_t)b->B * (size_t)b->T;
+    if (n > m->dlogp_cap) { /* once per new shape, like the backend's workspaces */
+        float *nw = realloc(m->dlogp_ws, n * sizeof(float));
+        if (!nw) return mf_err_set(err, MF_ENOMEM, "lm_step: out of memory");
+        m->dlogp_ws = nw;
+        m->dlogp_cap = n;
+    }
+    float *dlogp = m->dlogp_ws;
+    /* loss = -(1/N) sum logp  =>  dL/dlogp = -scale/N on counted tokens */
+    float g = -loss_scale / (float)o.n_valid;
+    for (size_t i = 0; i < n; i++) dlogp[i] = o.valid[i] * g;
+    return mf_model_backward(m, dlogp, NULL, err);
+}

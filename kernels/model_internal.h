@@ -1,0 +1,54 @@
+/*
+ * kernels/model_internal.h — the mf_model struct, shared by model.c, the
+ * optimizer, generation and the backends (not a public header).
+ *
+ * Params live in one table; the per-layer index arrays say which table entry
+ * plays which role (-1 = absent), so kernels never look names up.
+ */
+#ifndef MF_KERNELS_MODEL_INTERNAL_H
+#define MF_KERNELS_MODEL_INTERNAL_H
+
+#include "kernels/backend.h"
+#include "kernels/model.h"
+
+/* Linear modules of a layer, in MF_MOD_* bit order. */
+enum { MOD_Q, MOD_K, MOD_V, MOD_O, MOD_GATE, MOD_UP, MOD_DOWN, N_MODS };
+
+typedef struct mf_layer_idx {
+    int ln1, ln2;
+    int w[N_MODS];      /* base weight of each linear module */
+    int bias[3];        /* q/k/v biases (attention_bias), or -1 */
+    int lora_a[N_MODS]; /* -1 when the module has no LoRA */
+    int lora_b[N_MODS];
+} mf_layer_idx;
+
+struct mf_model {
+    mf_model_config cfg;
+    int q_dim, kv_dim;
+    mf_k_param *params;
+    size_t n_params, cap_params;
+    mf_layer_idx *L;
+    int embed, norm, lm_head, score;
+    int pfx_emb, pfx_w0, pfx_b0, pfx_w2, pfx_b2; /* prefix encoder, -1 when absent */
+    int has_lora;
+    mf_k_lora_config lora;
+    float lora_scale;
+    int has_prefix;
+    mf_k_prefix_config prefix;
+    int recompute;
+    float *dlogp_ws;      /* lm_step's dL/dlogp, grown to the largest B*T seen */
+    size_t dlogp_cap;
+    uint64_t fwd_counter; /* advances per training forward; keys the dropout hash */
+    const mf_k_backend *be;
+    void *be_state;
+};
+
+static inline mf_k_param *mf_p(mf_model *m, int idx)
+{
+    return idx >= 0 ? &m->params[idx] : 0;
+}
+
+/* In-module helpers (model.c). */
+extern const char *const mf_mod_names[N_MODS];
+
+#endif
