@@ -104,9 +104,16 @@ $(BUILD)/%.o: %.cu
 $(BUILD)/tests/runner: $(TEST_OBJS) $(BUILD)/libmedflow.a
 	$(Q)$(CC) -o $@ $(TEST_OBJS) $(BUILD)/libmedflow.a $(LDLIBS_BASE)
 
+# The engine tests run stages of test-only kinds (sleep, fail, write-file, copy-input, ranks)
+# through this second binary: the real engine/main.c linked with tests/engine/testkinds.c,
+# which registers them. ./medflow never contains them.
+TESTKINDS_BIN := $(BUILD)/tests/medflow-testkinds
+$(TESTKINDS_BIN): $(BUILD)/engine/main.o $(BUILD)/tests/engine/testkinds.o $(BUILD)/libmedflow.a
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_BASE)
+
 # TESTS=filter limits the run to tests whose name contains it.
-test: medflow $(BUILD)/tests/runner
-	$(Q)MEDFLOW_BIN=./medflow ./$(BUILD)/tests/runner $(TESTS)
+test: medflow $(BUILD)/tests/runner $(TESTKINDS_BIN)
+	$(Q)MEDFLOW_BIN=./medflow MEDFLOW_TESTKINDS_BIN=./$(TESTKINDS_BIN) ./$(BUILD)/tests/runner $(TESTS)
 
 deps:
 	apt-get update

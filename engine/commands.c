@@ -18,8 +18,11 @@ int mf_cmd_kinds(int argc, char **argv);
 int mf_cmd_lineage(int argc, char **argv);
 int mf_cmd_log(int argc, char **argv);
 int mf_cmd_report(int argc, char **argv);
+int mf_cmd_run(int argc, char **argv);
 int mf_cmd_score(int argc, char **argv);
 int mf_cmd_show(int argc, char **argv);
+int mf_cmd_stage_exec(int argc, char **argv);
+int mf_cmd_status(int argc, char **argv);
 int mf_cmd_store_materialize(int argc, char **argv);
 int mf_cmd_store_put(int argc, char **argv);
 int mf_cmd_tag(int argc, char **argv);
@@ -51,6 +54,37 @@ const mf_cmd mf_commands[] = {
      "Without KIND: every stage kind with its version and a summary. With KIND: its input slots and\n"
      "what they accept, its output, and every param with type, range or choices, default and doc.\n"
      "--markdown: all of it as markdown (this is how docs/kinds.md is generated).\n", 0},
+    {"status", mf_cmd_status, "show which stages are cached or stale, and why",
+     "Usage: medflow status GRAPH [STAGE...] [--json] [--store DIR] [--rehash] [-q]\n\n"
+     "One line per stage (with STAGE...: only those and what they need), in run order:\n"
+     "  cached                     its key is in the action cache\n"
+     "  stale: REASON; REASON      it would run, with every reason: never ran, forced, input slot `data`\n"
+     "                             changed `sha256:ab12…→sha256:cd34…`, param `lr` changed `2e-05→1e-05`,\n"
+     "                             kind version bumped 1→2, seed/precision changed\n"
+     "  waiting: ...               an upstream stage is stale; decided once it has run (an identical\n"
+     "                             output leaves this stage cached)\n"
+     "--json prints [{stage, state, key, output, reasons}]. --rehash re-reads sources instead of trusting\n"
+     "the stat cache. Exit 0 (also when stages are stale), 2 for an invalid graph. See docs/engine.md.\n", 0},
+    {"run", mf_cmd_run, "run the stale stages of a graph",
+     "Usage: medflow run GRAPH [STAGE...] [--force STAGE...] [--dry-run] [--keep-going] [-j N]\n"
+     "                   [--gpus LIST] [--store DIR] [--rehash] [-q] [-v]\n\n"
+     "Bring the graph (or the given STAGEs and what they need) up to date: stale stages run as child\n"
+     "processes (`medflow stage-exec`), packed onto GPUs, cores and memory; outputs go to the store,\n"
+     "every run that starts something is recorded in the ledger with its outcome.\n"
+     "  --force STAGE...  rerun these even when cached (names up to the next option)\n"
+     "  --dry-run         say what would run and why; start nothing\n"
+     "  -k, --keep-going  after a failure, keep running stages that do not depend on it\n"
+     "  -j N              at most N stages at once (default: as resources allow)\n"
+     "  --gpus LIST       use these GPUs (e.g. 0,1,2,3) instead of those found; '' for none\n"
+     "  --store DIR       the store (default: the graph's `store:`, else ./.medflow)\n"
+     "  --rehash          re-read every source instead of trusting the stat cache\n"
+     "  -q / -v           less / more output\n"
+     "Exit status: 0 all up to date, 1 a stage failed, 2 usage or graph error, 130 interrupted.\n"
+     "See docs/engine.md.\n", 0},
+    {"stage-exec", mf_cmd_stage_exec, "run one stage from a spec file (used by the engine)",
+     "Usage: medflow stage-exec SPEC\n\n"
+     "Internal: the engine runs this as a child process for every stage rank. SPEC is the JSON\n"
+     "described in stages/stage.h. Exit 0 ok, 1 the stage failed, 2 the spec is unusable.\n", 1},
     {"log", mf_cmd_log, "list recorded runs, newest first",
      "Usage: medflow log [GRAPH] [-n N]\n\nList the runs recorded in the ledger (all graphs, or GRAPH's), newest\n"
      "first: commit id, GRAPH@N, time, outcome and stage counts. See docs/store.md.\n", 0},

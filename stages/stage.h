@@ -53,6 +53,9 @@ typedef int (*mf_stage_run_fn)(mf_stage_ctx *ctx);
 
 /* The kind's implementation, or NULL if this build has none yet. */
 mf_stage_run_fn mf_stage_impl(const char *kind);
+/* Tests only: the run function of a test-only kind (mf_registry_add_test_kind).
+ * Returns 0 or -1 when full. */
+int mf_stage_add_test_impl(const char *kind, mf_stage_run_fn run);
 
 /* Helpers for run functions. */
 const mf_stage_input *mf_stage_input_get(const mf_stage_ctx *ctx, const char *slot);

@@ -1,0 +1,167 @@
+/* engine/estore.c — mf_plan_io / mf_run_io over artifacts/ (see estore.h). */
+#include "engine/estore.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "artifacts/ledger.h"
+#include "artifacts/store.h"
+#include "common/fsutil.h"
+
+struct mf_estore {
+    mf_store *s;
+    char *root, *tmp, *work, *logs, *state;
+    int rehash;
+};
+
+char *mf_estore_root(const char *cli_store, const mf_graph *g)
+{
+    if (cli_store && *cli_store) return strdup(cli_store);
+    if (g && g->store && *g->store) {
+        if (g->store[0] == '/' || !g->dir) return strdup(g->store);
+        return mf_path_join(g->dir, g->store);
+    }
+    return strdup(".medflow");
+}
+
+int mf_estore_open(mf_estore **out, const char *root, int rehash, mf_err *err)
+{
+    *out = NULL;
+    mf_estore *s = calloc(1, sizeof *s);
+    if (!s) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    s->rehash = rehash;
+    s->root = strdup(root);
+    s->tmp = mf_path_join(root, "tmp");
+    s->work = mf_path_join(root, "work");
+    s->logs = mf_path_join(root, "logs");
+    s->state = mf_path_join(root, "state");
+    if (!s->root || !s->tmp || !s->work || !s->logs || !s->state) {
+        mf_estore_close(s);
+        return mf_err_set(err, MF_ENOMEM, "out of memory");
+    }
+    int rc = mf_store_open(&s->s, root, err);
+    if (rc) {
+        mf_estore_close(s);
+        return mf_err_wrap(err, "opening the store %s", root);
+    }
+    *out = s;
+    return 0;
+}
+
+void mf_estore_close(mf_estore *s)
+{
+    if (!s) return;
+    if (s->s) mf_store_free(s->s);
+    free(s->root);
+    free(s->tmp);
+    free(s->work);
+    free(s->logs);
+    free(s->state);
+    free(s);
+}
+
+char *mf_estore_state_path(const mf_estore *s, const char *graph_name)
+{
+    mf_buf b = MF_BUF_INIT;
+    mf_buf_printf(&b, "%s/", s->state);
+    for (const char *p = graph_name && *graph_name ? graph_name : "graph"; *p; p++)
+        mf_buf_putc(&b, (*p == '/' || *p == '\\' || (unsigned char)*p < 32) ? '_' : *p);
+    mf_buf_puts(&b, ".json");
+    return mf_buf_ok(&b) ? mf_buf_steal(&b) : (mf_buf_free(&b), NULL);
+}
+
+int mf_estore_lock(mf_estore *s, mf_err *err) { return mf_store_lock(s->s, MF_LOCK_NOWAIT, err); }
+
+/* ---- seams ---- */
+
+static int e_source_digest(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest d;
+    int rc = mf_source_digest(s->s, path, s->rehash ? MF_SOURCE_REHASH : 0, &d, NULL, err);
+    if (!rc) mf_digest_str(&d, out);
+    return rc;
+}
+
+static int e_cache_get(void *ctx, const char *key_hex, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest k, d;
+    int rc = mf_digest_parse(&k, key_hex, err);
+    if (rc) return rc;
+    rc = mf_store_key_get(s->s, &k, &d, NULL, err);
+    if (rc == MF_ENOTFOUND) { mf_err_clear(err); return 0; }
+    if (rc) return rc;
+    if (!mf_store_has(s->s, &d)) return 0; /* collected: the entry is worthless */
+    mf_digest_str(&d, out);
+    return 1;
+}
+
+static int e_materialise(void *ctx, const char *digest, char **path, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest d;
+    int rc = mf_digest_parse(&d, digest, err);
+    return rc ? rc : mf_store_materialize(s->s, &d, path, err);
+}
+
+static int e_publish(void *ctx, const char *dir, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest d;
+    int rc = mf_store_put_dir(s->s, dir, &d, NULL, err);
+    if (!rc) mf_digest_str(&d, out);
+    return rc;
+}
+
+static int e_cache_put(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest k, d;
+    int rc = mf_digest_parse(&k, key_hex, err);
+    if (!rc) rc = mf_digest_parse(&d, output, err);
+    return rc ? rc : mf_store_key_put(s->s, &k, &d, run_id, err);
+}
+
+/* The ledger is opened here, only when a run has something to record. */
+static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, const mf_json *manifests, char *ref,
+                           size_t ref_len, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_ledger *l = NULL;
+    int rc = mf_ledger_open(&l, s->root, err);
+    if (rc) return rc;
+    char id[41];
+    int num = 0;
+    rc = mf_ledger_commit_run(l, g->name ? g->name : "graph", g->text ? g->text : "", g->text ? g->text_len : 0, run,
+                              manifests, id, &num, err);
+    if (!rc && ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+    mf_ledger_free(l);
+    return rc;
+}
+
+static int e_put_file(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest d;
+    int rc = mf_store_put_file(s->s, path, "log.txt", &d, err);
+    if (!rc) mf_digest_str(&d, out);
+    return rc;
+}
+
+void mf_estore_io(mf_estore *s, mf_run_io *io)
+{
+    memset(io, 0, sizeof *io);
+    io->plan.ctx = s;
+    io->plan.source_digest = e_source_digest;
+    io->plan.cache_get = e_cache_get;
+    io->tmp_dir = s->tmp;
+    io->work_dir = s->work;
+    io->log_dir = s->logs;
+    io->materialise = e_materialise;
+    io->publish = e_publish;
+    io->cache_put = e_cache_put;
+    io->put_file = e_put_file;
+    io->ledger_commit = e_ledger_commit;
+}

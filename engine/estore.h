@@ -1,0 +1,33 @@
+/*
+ * engine/estore.h — the store as the engine uses it.
+ *
+ * Implements the planner's and the builder's store seams (mf_plan_io,
+ * mf_run_io) over artifacts/store.h and artifacts/ledger.h, and adds the
+ * engine's own files inside the store directory:
+ *     state/<graph>.json   the plan state (last decided key components per stage)
+ *     logs/<run>/          stage logs and run.json of each run
+ *     work/<key>/          per-key work dirs (resumable checkpoints)
+ * Opening is cheap (no lock, no ledger): `status` and a no-op `run` only
+ * stat sources and read action-cache entries. mf_estore_lock is taken by a
+ * run that starts something.
+ */
+#ifndef MF_ESTORE_H
+#define MF_ESTORE_H
+
+#include "common/error.h"
+#include "engine/run.h"
+
+typedef struct mf_estore mf_estore;
+
+/* root: --store, else the graph's `store:` (relative to the graph file), else ./.medflow */
+char *mf_estore_root(const char *cli_store, const mf_graph *g);
+int mf_estore_open(mf_estore **out, const char *root, int rehash, mf_err *err);
+void mf_estore_close(mf_estore *s);
+/* Fill the seams (ctx = s). */
+void mf_estore_io(mf_estore *s, mf_run_io *io);
+/* state/<graph>.json (malloc'd). */
+char *mf_estore_state_path(const mf_estore *s, const char *graph_name);
+/* The writer lock (fails fast with MF_EBUSY when another engine holds it). */
+int mf_estore_lock(mf_estore *s, mf_err *err);
+
+#endif

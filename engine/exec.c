@@ -1,0 +1,199 @@
+/* engine/exec.c — spawning stage processes, signals, logs (see exec.h). */
+#include "engine/exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
+{
+    pid_t p = fork();
+    if (p < 0) return mf_err_errno(err, MF_EIO, "fork");
+    if (p == 0) {
+        /* child: only async-signal-safe calls until exec */
+        setpgid(0, o->pgid);
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* an engine killed by SIGKILL takes its stages along */
+#endif
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0) { dup2(null, 0); if (null > 2) close(null); }
+        if (o->progress_fd >= 0) {
+            if (o->progress_fd == 3) fcntl(3, F_SETFD, 0);
+            else if (dup2(o->progress_fd, 3) < 0) _exit(127);
+        }
+        if (dup2(o->log_fd, 1) < 0 || dup2(o->log_fd, 2) < 0) _exit(127);
+        setenv("CUDA_VISIBLE_DEVICES", o->devices ? o->devices : "", 1);
+        char *argv[] = {(char *)o->exe, (char *)"stage-exec", (char *)o->spec_path, NULL};
+        execv(o->exe, argv);
+        const char msg[] = "medflow: could not execute the stage runner\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        _exit(127);
+    }
+    /* also from the parent, so a signal sent right away finds the group */
+    setpgid(p, o->pgid ? o->pgid : p);
+    *pid = p;
+    return 0;
+}
+
+/* ---- signals ---- */
+
+static int g_pipe[2] = {-1, -1};
+static volatile sig_atomic_t g_sig;
+static struct sigaction g_old_int, g_old_term, g_old_chld;
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    if ((sig == SIGINT || sig == SIGTERM) && !g_sig) g_sig = sig;
+    if (g_pipe[1] >= 0) {
+        char c = 0;
+        ssize_t w = write(g_pipe[1], &c, 1);
+        (void)w;
+    }
+    errno = saved;
+}
+
+int mf_exec_signals_install(int *wake_fd, mf_err *err)
+{
+    if (g_pipe[0] < 0) {
+        if (pipe(g_pipe)) return mf_err_errno(err, MF_EIO, "pipe");
+        for (int k = 0; k < 2; k++) {
+            fcntl(g_pipe[k], F_SETFL, O_NONBLOCK);
+            fcntl(g_pipe[k], F_SETFD, FD_CLOEXEC);
+        }
+    }
+    g_sig = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, &g_old_chld);
+    *wake_fd = g_pipe[0];
+    return 0;
+}
+
+void mf_exec_signals_restore(void)
+{
+    sigaction(SIGINT, &g_old_int, NULL);
+    sigaction(SIGTERM, &g_old_term, NULL);
+    sigaction(SIGCHLD, &g_old_chld, NULL);
+}
+
+int mf_exec_interrupted(void) { return g_sig; }
+
+void mf_exec_signals_drain(void)
+{
+    char buf[64];
+    while (g_pipe[0] >= 0 && read(g_pipe[0], buf, sizeof buf) > 0) {}
+}
+
+/* ---- logs, tokens, self ---- */
+
+int mf_exec_log_tail(const char *path, int n, mf_buf *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return MF_EIO;
+    struct stat sb;
+    if (fstat(fd, &sb)) { close(fd); return MF_EIO; }
+    off_t want = 64 * 1024, off = sb.st_size > want ? sb.st_size - want : 0;
+    size_t len = (size_t)(sb.st_size - off);
+    char *buf = malloc(len + 1);
+    if (!buf) { close(fd); return MF_ENOMEM; }
+    ssize_t got = pread(fd, buf, len, off);
+    close(fd);
+    if (got < 0) { free(buf); return MF_EIO; }
+    size_t end = (size_t)got;
+    while (end && buf[end - 1] == '\n') end--;
+    size_t start = end;
+    for (int lines = 0; start > 0; start--)
+        if (buf[start - 1] == '\n' && ++lines == n) break;
+    mf_buf_append(out, buf + start, end - start);
+    if (end > start) mf_buf_putc(out, '\n');
+    free(buf);
+    return mf_buf_ok(out) ? 0 : MF_ENOMEM;
+}
+
+int mf_exec_rendezvous(char out[257], mf_err *err)
+{
+    unsigned char raw[128];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mf_err_errno(err, MF_EIO, "open /dev/urandom");
+    ssize_t got = read(fd, raw, sizeof raw);
+    close(fd);
+    if (got != (ssize_t)sizeof raw) return mf_err_set(err, MF_EIO, "short read from /dev/urandom");
+    for (size_t k = 0; k < sizeof raw; k++) snprintf(out + 2 * k, 3, "%02x", raw[k]);
+    return 0;
+}
+
+int mf_exec_self(char *buf, size_t n, mf_err *err)
+{
+    ssize_t len = readlink("/proc/self/exe", buf, n - 1);
+    if (len <= 0 || (size_t)len >= n - 1) return mf_err_errno(err, MF_EIO, "readlink /proc/self/exe");
+    buf[len] = 0;
+    return 0;
+}
+
+/* ---- line buffer ---- */
+
+int mf_linebuf_fill(mf_linebuf *lb, int fd)
+{
+    char tmp[4096];
+    for (;;) {
+        ssize_t got = read(fd, tmp, sizeof tmp);
+        if (got > 0) {
+            if (lb->start > 0 && lb->start == lb->b.len) { lb->b.len = 0; lb->start = 0; }
+            if (mf_buf_append(&lb->b, tmp, (size_t)got)) return MF_ENOMEM;
+            if (lb->b.len > (1u << 20)) { lb->b.len = 0; lb->start = 0; } /* a runaway line: drop */
+            continue;
+        }
+        if (got == 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        return MF_EIO;
+    }
+}
+
+char *mf_linebuf_next(mf_linebuf *lb)
+{
+    if (lb->start >= lb->b.len) return NULL;
+    char *s = lb->b.data + lb->start;
+    char *nl = memchr(s, '\n', lb->b.len - lb->start);
+    if (!nl) {
+        if (lb->start > 0) { /* compact */
+            memmove(lb->b.data, s, lb->b.len - lb->start);
+            lb->b.len -= lb->start;
+            lb->start = 0;
+        }
+        return NULL;
+    }
+    *nl = 0;
+    lb->start = (size_t)(nl - lb->b.data) + 1;
+    return s;
+}
+
+void mf_linebuf_free(mf_linebuf *lb)
+{
+    mf_buf_free(&lb->b);
+    lb->start = 0;
+}

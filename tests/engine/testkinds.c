@@ -1,0 +1,220 @@
+/*
+ * tests/engine/testkinds.c — test-only stage kinds for the engine tests.
+ *
+ * sleep, fail, write-file, copy-input, ranks (and no-impl, which has no run
+ * function) exist only in test builds:
+ * this file is linked into the test runner and into
+ * build/<cfg>/tests/medflow-testkinds (engine/main.c + this file +
+ * libmedflow), never into ./medflow — medflow itself never runs arbitrary
+ * commands from a graph. A constructor registers the kinds
+ * (mf_registry_add_test_kind), their run functions (mf_stage_add_test_impl)
+ * and turns test kinds on.
+ *
+ * MEDFLOW_TEST_WRITE_FILE_VERSION=N overrides write-file's kind version, so a
+ * test can simulate a kind-version bump.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "stages/registry.h"
+#include "stages/stage.h"
+
+#define END {NULL, 0, NULL, 0, 0, 0, NULL, NULL}
+
+static const mf_slot_spec s_none[] = {{NULL, 0, 0, 0, NULL}};
+static const mf_slot_spec s_opt_in[] = {{"in", MF_A_ANY, 1, 1, "inputs (ignored except for ordering)"}, {NULL, 0, 0, 0, NULL}};
+static const mf_slot_spec s_in[] = {{"in", MF_A_ANY, 0, 0, "the input to copy"}, {NULL, 0, 0, 0, NULL}};
+
+static const mf_param_spec p_sleep[] = {
+    {"seconds", MF_P_FLOAT, "0.2", 0, 600, 1, NULL, "how long to sleep"},
+    {"text", MF_P_STRING, "slept", 0, 0, 0, NULL, "written to out/done.txt"}, END};
+static const mf_param_spec p_fail[] = {
+    {"message", MF_P_STRING, "this stage always fails", 0, 0, 0, NULL, "printed before failing"},
+    {"seconds", MF_P_FLOAT, "0", 0, 600, 1, NULL, "sleep first"}, END};
+static const mf_param_spec p_write[] = {
+    {"text", MF_P_STRING, "hello", 0, 0, 0, NULL, "content of out/file.txt"},
+    {"note", MF_P_STRING, "", 0, 0, 0, NULL, "changes the key but not the output"},
+    {"seconds", MF_P_FLOAT, "0", 0, 600, 1, NULL, "sleep before writing (interruption tests)"}, END};
+static const mf_param_spec p_copy[] = {
+    {"tag", MF_P_STRING, "", 0, 0, 0, NULL, "also written to out/tag.txt"}, END};
+static const mf_param_spec p_ranks[] = {
+    {"wait", MF_P_FLOAT, "20", 0, 600, 1, NULL, "how long rank 0 waits for the others"}, END};
+
+static const mf_param_spec *const g_sleep[] = {p_sleep, NULL};
+static const mf_param_spec *const g_fail[] = {p_fail, NULL};
+static const mf_param_spec *const g_write[] = {p_write, NULL};
+static const mf_param_spec *const g_copy[] = {p_copy, NULL};
+static const mf_param_spec *const g_ranks[] = {p_ranks, NULL};
+
+static const mf_kind k_sleep = {"sleep", 1, "test: sleep, report progress, write a file", s_opt_in, g_sleep, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_fail = {"fail", 1, "test: print a message and fail", s_opt_in, g_fail, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.txt", s_opt_in, g_write, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+
+static int write_text(mf_stage_ctx *c, const char *name, const char *text)
+{
+    char *p = mf_path_join(c->out_dir, name);
+    if (!p) return MF_ENOMEM;
+    int rc = mf_write_file_atomic(p, text, strlen(text), 0644, c->err);
+    free(p);
+    return rc;
+}
+
+static void nap(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+static int run_sleep(mf_stage_ctx *c)
+{
+    double s = mf_stage_param_num(c, "seconds", 0.2);
+    int steps = 10;
+    for (int k = 1; k <= steps; k++) {
+        nap(s / steps);
+        mf_stage_progress(c, k, steps, 1.0 / k, 1000.0, s * (steps - k) / steps, NULL);
+    }
+    return write_text(c, "done.txt", mf_stage_param_str(c, "text", "slept"));
+}
+
+static int run_fail(mf_stage_ctx *c)
+{
+    nap(mf_stage_param_num(c, "seconds", 0));
+    for (int k = 1; k <= 30; k++) printf("fail: log line %d\n", k);
+    printf("fail: %s\n", mf_stage_param_str(c, "message", "failing"));
+    fflush(stdout);
+    write_text(c, "partial.txt", "never published");
+    return mf_err_set(c->err, MF_EFAILED, "%s", mf_stage_param_str(c, "message", "failing"));
+}
+
+static int run_write(mf_stage_ctx *c)
+{
+    double s = mf_stage_param_num(c, "seconds", 0);
+    if (s > 0) {
+        /* a resumable stage: a marker in work_dir tells the next attempt it was started before */
+        if (c->work_dir) {
+            char *m = mf_path_join(c->work_dir, "attempts");
+            if (m) {
+                char *old = NULL;
+                size_t len = 0;
+                mf_err e;
+                int n = mf_read_file(m, &old, &len, &e) ? 0 : atoi(old);
+                free(old);
+                char buf[32];
+                snprintf(buf, sizeof buf, "%d\n", n + 1);
+                mf_write_file_atomic(m, buf, strlen(buf), 0644, &e);
+                free(m);
+            }
+        }
+        write_text(c, "partial.txt", "in progress");
+        nap(s);
+    }
+    char *partial = mf_path_join(c->out_dir, "partial.txt");
+    if (partial) { unlink(partial); free(partial); }
+    return write_text(c, "file.txt", mf_stage_param_str(c, "text", "hello"));
+}
+
+static int copy_file(const char *from, const char *to, mf_err *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = mf_read_file(from, &data, &len, err);
+    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+    free(data);
+    return rc;
+}
+
+static int copy_tree(const char *from, const char *to, mf_err *err)
+{
+    if (!mf_is_dir(from)) return copy_file(from, to, err);
+    int rc = mf_mkdir_p(to, 0755, err);
+    DIR *d = rc ? NULL : opendir(from);
+    if (!d) return rc ? rc : mf_err_errno(err, MF_EIO, "opendir %s", from);
+    struct dirent *de;
+    while (!rc && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        char *a = mf_path_join(from, de->d_name), *b = mf_path_join(to, de->d_name);
+        rc = a && b ? copy_tree(a, b, err) : MF_ENOMEM;
+        free(a);
+        free(b);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int run_copy(mf_stage_ctx *c)
+{
+    const char *in = mf_stage_input_path(c, "in");
+    if (!in) return mf_err_set(c->err, MF_EINVAL, "copy-input: no input");
+    char *dst = mf_path_join(c->out_dir, "copy");
+    int rc = dst ? copy_tree(in, dst, c->err) : MF_ENOMEM;
+    free(dst);
+    const char *tag = mf_stage_param_str(c, "tag", "");
+    if (!rc && *tag) rc = write_text(c, "tag.txt", tag);
+    return rc;
+}
+
+static int run_ranks(mf_stage_ctx *c)
+{
+    char name[64], line[1024];
+    snprintf(name, sizeof name, "rank-%d.txt", c->rank);
+    snprintf(line, sizeof line, "%s %s\n", c->devices, c->rendezvous);
+    int rc = write_text(c, name, line);
+    if (rc || c->rank != 0) return rc;
+    /* rank 0 gathers every rank's report and checks it */
+    double deadline = mf_monotonic() + mf_stage_param_num(c, "wait", 20);
+    char seen[64][64];
+    for (int r = 0; r < c->world_size && r < 64; r++) {
+        char *path, *text = NULL;
+        snprintf(name, sizeof name, "rank-%d.txt", r);
+        path = mf_path_join(c->out_dir, name);
+        size_t len;
+        mf_err e;
+        while (!path || mf_read_file(path, &text, &len, &e)) {
+            if (mf_monotonic() > deadline) { free(path); return mf_err_set(c->err, MF_EFAILED, "rank %d never reported", r); }
+            nap(0.02);
+        }
+        free(path);
+        char dev[64] = "", rv[600] = "";
+        sscanf(text, "%63s %599s", dev, rv);
+        free(text);
+        if (c->world_size > 1 && (strlen(rv) != 256 || strcmp(rv, c->rendezvous)))
+            return mf_err_set(c->err, MF_EFAILED, "rank %d has rendezvous '%s', rank 0 '%s'", r, rv, c->rendezvous);
+        if (c->world_size > 1 && (!*dev || strchr(dev, ',')))
+            return mf_err_set(c->err, MF_EFAILED, "rank %d has devices '%s', expected exactly one", r, dev);
+        for (int q = 0; q < r; q++)
+            if (!strcmp(seen[q], dev)) return mf_err_set(c->err, MF_EFAILED, "ranks %d and %d share device %s", q, r, dev);
+        snprintf(seen[r], sizeof seen[r], "%s", dev);
+    }
+    snprintf(line, sizeof line, "%d\n", c->world_size);
+    return write_text(c, "ranks-ok.txt", line);
+}
+
+__attribute__((constructor)) static void register_test_kinds(void)
+{
+    const char *v = getenv("MEDFLOW_TEST_WRITE_FILE_VERSION");
+    if (v && atoi(v) > 0) k_write.version = atoi(v);
+    mf_registry_add_test_kind(&k_sleep);
+    mf_registry_add_test_kind(&k_fail);
+    mf_registry_add_test_kind(&k_write);
+    mf_registry_add_test_kind(&k_copy);
+    mf_registry_add_test_kind(&k_ranks);
+    mf_registry_add_test_kind(&k_noimpl); /* registered, deliberately without a run function */
+    mf_stage_add_test_impl("sleep", run_sleep);
+    mf_stage_add_test_impl("fail", run_fail);
+    mf_stage_add_test_impl("write-file", run_write);
+    mf_stage_add_test_impl("copy-input", run_copy);
+    mf_stage_add_test_impl("ranks", run_ranks);
+    mf_registry_enable_test_kinds();
+}
