@@ -7,6 +7,7 @@
  * takes the store lock and hands the plan to the builder (engine/run.c).
  */
 #include "engine/cli.h"
+#include "engine/report_cli.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,23 @@ int mf_cmd_status(int argc, char **argv)
     return code;
 }
 
+/* After a successful run of a graph with a report stage that was part of the
+ * run: its tables (medflow report prints the same on demand). */
+static void print_results(const args *a, const mf_graph *g, const mf_plan *p)
+{
+    int has_report = 0;
+    for (size_t k = 0; k < g->n_stages; k++)
+        if (!strcmp(g->stages[k].kind->name, "report") && p->st[k].needed) has_report = 1;
+    if (!has_report) return;
+    char *root = mf_estore_root(a->store, g);
+    mf_err err;
+    mf_err_clear(&err);
+    fflush(stdout);
+    if (root && mf_report_show(root, g->name, NULL, stdout, &err))
+        fprintf(stderr, "medflow: could not show the report: %s\n", err.msg);
+    free(root);
+}
+
 int mf_cmd_run(int argc, char **argv)
 {
     args a;
@@ -175,6 +193,10 @@ int mf_cmd_run(int argc, char **argv)
                res.n_cutoff);
     }
     if (res.ledger_ref[0] && !a.quiet) printf("recorded in the ledger as %s\n", res.ledger_ref);
+    int show = !res.outcome && !a.quiet;
+    mf_estore_close(st); /* releases the store lock: printing the report materialises from the store */
+    st = NULL;
+    if (show) print_results(&a, g, p);
 out:
     mf_plan_free(p);
     mf_estore_close(st);

@@ -39,6 +39,12 @@ int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
         }
         if (dup2(o->log_fd, 1) < 0 || dup2(o->log_fd, 2) < 0) _exit(127);
         setenv("CUDA_VISIBLE_DEVICES", o->devices ? o->devices : "", 1);
+        /* A stage uses the cores the scheduler gave it, no more: stages running
+         * side by side must not oversubscribe the machine, where spinning
+         * OpenMP threads slow everything down by orders of magnitude. Idle
+         * threads sleep (passive) unless the user chose otherwise. */
+        if (o->cpus > 0) setenv("OMP_NUM_THREADS", o->threads_str, 1);
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
         char *argv[] = {(char *)o->exe, (char *)"stage-exec", (char *)o->spec_path, NULL};
         execv(o->exe, argv);
         const char msg[] = "medflow: could not execute the stage runner\n";

@@ -28,6 +28,8 @@ typedef struct mf_exec_spawn_opts {
     int progress_fd;       /* write end of the progress pipe; becomes fd 3, or -1 */
     pid_t pgid;            /* 0: new process group led by the child */
     const char *devices;   /* CUDA_VISIBLE_DEVICES ("" hides every GPU) */
+    int cpus;              /* cores this process may use: OMP_NUM_THREADS (0: leave unset) */
+    char threads_str[16];  /* cpus as text (formatted before fork) */
 } mf_exec_spawn_opts;
 
 /* fork + exec; *pid gets the child. */

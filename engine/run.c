@@ -309,7 +309,10 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
             fcntl(pp[0], F_SETFD, FD_CLOEXEC);
             fcntl(pp[0], F_SETFL, O_NONBLOCK);
             fcntl(pp[1], F_SETFD, FD_CLOEXEC);
-            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices};
+            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices, 0, ""};
+            so.cpus = j->req.cpus / (j->n_ranks > 0 ? j->n_ranks : 1);
+            if (so.cpus < 1) so.cpus = 1;
+            snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
             rc = mf_exec_spawn(&j->ranks[k].pid, &so, err);
             close(pp[1]);
             if (rc) close(pp[0]);
