@@ -87,8 +87,9 @@ $(BUILD)/libmedflow.a: $(LIB_OBJS) $(CU_OBJS)
 $(BUILD)/medflow: $(BUILD)/engine/main.o $(BUILD)/libmedflow.a
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_BASE)
 
+# copy + rename: a running medflow keeps its binary (no "text file busy")
 medflow: $(BUILD)/medflow
-	$(Q)cp $< $@
+	$(Q)cp $< $@.tmp && mv -f $@.tmp $@
 	@echo "built ./medflow ($(CFG))"
 
 $(BUILD)/%.o: %.c

@@ -97,6 +97,18 @@ int mf_json_key_index(const mf_json *obj, const char *key)
     return -1;
 }
 
+int mf_json_append(mf_json *obj, const char *key, mf_json *val, int line, int col)
+{
+    if (!obj || !val || obj->type != MF_JSON_OBJECT) { mf_json_free(val); return MF_ENOMEM; }
+    char *k = strdup(key);
+    if (!k || grow(obj)) { free(k); mf_json_free(val); return MF_ENOMEM; }
+    obj->keys[obj->n] = k;
+    obj->key_line[obj->n] = line;
+    obj->key_col[obj->n] = col;
+    obj->items[obj->n++] = val;
+    return 0;
+}
+
 static int set_at(mf_json *obj, const char *key, mf_json *val, int line, int col)
 {
     if (!obj || !val || obj->type != MF_JSON_OBJECT) { mf_json_free(val); return MF_ENOMEM; }
@@ -517,7 +529,7 @@ static int parse_value(parser *ps, mf_json **out, int depth)
                         rc = mf_err_at(ps->err, MF_EINVAL, ps->name, kl, kc, "invalid JSON: duplicate key \"%s\"", mf_buf_cstr(&key));
                         break;
                     }
-                    else rc = set_at(v, mf_buf_cstr(&key), item, kl, kc);
+                    else rc = mf_json_append(v, mf_buf_cstr(&key), item, kl, kc);
                 } else {
                     rc = mf_json_push(v, item);
                 }

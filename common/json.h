@@ -68,6 +68,9 @@ mf_json *mf_json_new_object(void);
  * (val is freed on failure). */
 int mf_json_push(mf_json *arr, mf_json *val);
 int mf_json_set(mf_json *obj, const char *key, mf_json *val);
+/* Append a key the caller knows is not in obj yet (no scan: O(1)), with the
+ * position it was written at. Parsers use it after their own duplicate check. */
+int mf_json_append(mf_json *obj, const char *key, mf_json *val, int line, int col);
 /* Remove a key (freeing its value); 1 if it was there. */
 int mf_json_del(mf_json *obj, const char *key);
 

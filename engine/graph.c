@@ -22,12 +22,40 @@
 #define MAX_GRAPH_BYTES (16u << 20)
 #define MAX_FOREACH 100000
 
+/* Name -> expanded-stage index, sorted by (key, idx), so references resolve by
+ * binary search instead of a scan (graphs of 10,000 stages load in linear-log time). */
+typedef struct { const char *key; size_t idx; } name_ent;
+
 typedef struct {
     mf_graph *g;
     const char *file;
     mf_err *err;
     mf_json *defaults; /* borrowed from the document */
+    name_ent *by_name, *by_group; /* over the expanded stages */
+    size_t n_by_name, n_by_group;
 } loader;
+
+static int cmp_name_ent(const void *a, const void *b)
+{
+    const name_ent *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* First entry with key == name (and how many follow), or n == 0. */
+static const name_ent *name_lookup(const name_ent *v, size_t n, const char *name, size_t *count)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(v[mid].key, name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    size_t k = lo;
+    while (k < n && !strcmp(v[k].key, name)) k++;
+    *count = k - lo;
+    return *count ? &v[lo] : NULL;
+}
 
 static int at(loader *L, const mf_json *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int at(loader *L, const mf_json *node, const char *fmt, ...)
@@ -607,12 +635,11 @@ static int resolve_ref(loader *L, mf_stage *st, const mf_slot_spec *slot, const 
 
     long si = mf_graph_source_index(g, name);
     long ti = -1;
-    for (size_t k = 0; k < nraw; k++)
-        if (!strcmp(raws[k].name, name)) { ti = (long)k; break; }
-    size_t group_n = 0;
-    if (si < 0 && ti < 0)
-        for (size_t k = 0; k < nraw; k++)
-            if (raws[k].group && !strcmp(raws[k].group, name)) group_n++;
+    size_t cnt = 0, group_n = 0;
+    const name_ent *hit = name_lookup(L->by_name, L->n_by_name, name, &cnt);
+    if (hit) ti = (long)hit->idx;
+    const name_ent *grp = NULL;
+    if (si < 0 && ti < 0) grp = name_lookup(L->by_group, L->n_by_group, name, &group_n);
     /* A name that is both a source and a stage (DESIGN.md's own example has a
      * source `sft` feeding the stage `sft`) means the stage, except inside that
      * stage itself, where it can only mean the source. */
@@ -635,14 +662,13 @@ static int resolve_ref(loader *L, mf_stage *st, const mf_slot_spec *slot, const 
     mf_ref *refs = realloc(b->refs, (b->n_refs + add) * sizeof *refs);
     if (!refs) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
     b->refs = refs;
-    for (size_t k = 0, j = 0; k < (group_n ? nraw : 1); k++) {
+    for (size_t k = 0; k < (group_n ? group_n : 1); k++) {
         mf_ref r;
         memset(&r, 0, sizeof r);
         r.line = v->line;
         r.col = v->col;
         if (group_n) {
-            if (!raws[k].group || strcmp(raws[k].group, name)) continue;
-            r.index = k;
+            r.index = grp[k].idx; /* sorted by index: file order */
         } else if (si >= 0) {
             r.is_source = 1;
             r.index = (size_t)si;
@@ -653,7 +679,6 @@ static int resolve_ref(loader *L, mf_stage *st, const mf_slot_spec *slot, const 
             return at(L, v, "stage '%s': input '%s' refers to the stage itself", st->name, slot->name);
         if (sub && !(r.subpath = strdup(sub))) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
         b->refs[b->n_refs++] = r;
-        j++;
     }
     return 0;
 }
@@ -1041,6 +1066,15 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
     size_t nraw = 0;
     if ((rc = expand_stages(L, stages, &raws, &nraw))) return rc;
     if ((rc = check_duplicates(L, raws, nraw))) { free_raws(raws, nraw); return rc; }
+    L->by_name = malloc((nraw ? nraw : 1) * sizeof *L->by_name);
+    L->by_group = malloc((nraw ? nraw : 1) * sizeof *L->by_group);
+    if (!L->by_name || !L->by_group) { free_raws(raws, nraw); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
+    for (size_t k = 0; k < nraw; k++) {
+        L->by_name[L->n_by_name++] = (name_ent){raws[k].name, k};
+        if (raws[k].group) L->by_group[L->n_by_group++] = (name_ent){raws[k].group, k};
+    }
+    qsort(L->by_name, L->n_by_name, sizeof *L->by_name, cmp_name_ent);
+    qsort(L->by_group, L->n_by_group, sizeof *L->by_group, cmp_name_ent);
     g->stages = calloc(nraw ? nraw : 1, sizeof *g->stages);
     if (!g->stages) { free_raws(raws, nraw); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
     for (size_t k = 0; k < nraw && !rc; k++) {
@@ -1133,8 +1167,10 @@ int mf_graph_load_mem(mf_graph **out, const char *text, size_t len, const char *
         if (dot && dot != base) *dot = 0;
         for (char *p = base; *p; p++)
             if (!valid_name((char[]){*p, 0})) *p = '_';
-        loader L = {g, name, err, NULL};
+        loader L = {g, name, err, NULL, NULL, NULL, 0, 0};
         rc = load_doc(&L, doc, base[0] ? base : "graph");
+        free(L.by_name);
+        free(L.by_group);
     }
     mf_json_free(doc);
     if (rc) { mf_graph_free(g); return rc; }

@@ -114,6 +114,38 @@ static long expanded_size(yaml_document_t *doc, int id, long *memo, int depth)
     return total;
 }
 
+static const mf_json *g_sort_obj;
+static int cmp_key_idx(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int r = strcmp(g_sort_obj->keys[x], g_sort_obj->keys[y]);
+    return r ? r : (x > y) - (x < y);
+}
+
+/* The earliest second occurrence of any key, reported with the first one's line. */
+static int check_duplicate_keys(conv *c, const mf_json *v)
+{
+    size_t *idx = malloc(v->n * sizeof *idx);
+    if (!idx) return mf_err_set(c->err, MF_ENOMEM, "out of memory");
+    for (size_t k = 0; k < v->n; k++) idx[k] = k;
+    g_sort_obj = v;
+    qsort(idx, v->n, sizeof *idx, cmp_key_idx);
+    /* sorted by (key, index): in each run of equal keys, the first two entries
+     * are the first and second occurrence; report the earliest second one */
+    size_t dup = (size_t)-1, first = 0;
+    for (size_t k = 1; k < v->n; k++) {
+        int run_start = k == 1 || strcmp(v->keys[idx[k - 2]], v->keys[idx[k - 1]]);
+        if (run_start && !strcmp(v->keys[idx[k - 1]], v->keys[idx[k]]) && idx[k] < dup) {
+            dup = idx[k];
+            first = idx[k - 1];
+        }
+    }
+    free(idx);
+    if (dup == (size_t)-1) return 0;
+    return mf_err_at(c->err, MF_EINVAL, c->name, v->key_line[dup], v->key_col[dup],
+                     "duplicate key '%s' (first given at line %d)", v->keys[dup], v->key_line[first]);
+}
+
 static int merge_into(conv *c, mf_json *obj, yaml_node_t *src, const yaml_node_t *at)
 {
     /* `<<: *anchor` or `<<: [*a, *b]`: copy keys not already present. */
@@ -183,19 +215,15 @@ static int convert(conv *c, yaml_node_t *n, mf_json **out, int depth)
             }
             const char *key = (const char *)kn->data.scalar.value;
             if (!strcmp(key, "<<") && kn->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) continue; /* below */
-            if (mf_json_key_index(v, key) >= 0) {
-                int first = mf_json_key_index(v, key);
-                int rc = mf_err_at(c->err, MF_EINVAL, c->name, kl, kc, "duplicate key '%s' (first given at line %d)",
-                                   key, v->key_line[first]);
-                mf_json_free(v);
-                return rc;
-            }
             mf_json *item = NULL;
             int rc = convert(c, vn, &item, depth + 1);
             if (rc) { mf_json_free(v); return rc; }
-            if (mf_json_set(v, key, item)) { mf_json_free(v); return mf_err_set(c->err, MF_ENOMEM, "out of memory"); }
-            v->key_line[v->n - 1] = kl;
-            v->key_col[v->n - 1] = kc;
+            if (mf_json_append(v, key, item, kl, kc)) { mf_json_free(v); return mf_err_set(c->err, MF_ENOMEM, "out of memory"); }
+        }
+        /* duplicate keys, found by sorting (a 10,000-stage graph must not be quadratic) */
+        if (v->n > 1) {
+            int rc = check_duplicate_keys(c, v);
+            if (rc) { mf_json_free(v); return rc; }
         }
         /* `<<` merges last: explicit keys win whatever their order (YAML merge-key semantics) */
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
