@@ -154,9 +154,19 @@ static int from_conversation(mf_eval_item *it, const mf_json *rec, const mf_json
                        NULL);
         if (!strcmp(role_of(from), "assistant")) last = (long)k;
     }
+    /* A prompt-only conversation (ending with the user's turn) takes its
+     * reference from "answer" or "diagnosis": what `format` (purpose: eval) writes. */
+    const char *given = NULL;
+    if (last < 0 && conv->n) {
+        given = str_field(rec, "answer");
+        if (!given || !*given) given = str_field(rec, "diagnosis");
+        if (!given || !*given) given = str_field(mf_json_get(rec, "meta"), "diagnosis");
+        if (given && *given) last = (long)conv->n;
+    }
     if (last < 1)
         return bad(err, where, conv,
-                   "conversation: expected a user turn followed by an assistant turn (the reference)", NULL);
+                   "conversation: expected a user turn followed by an assistant turn (the reference), "
+                   "or a prompt with an \"answer\"", NULL);
     const char *sys = str_field(rec, "system");
     if (sys && *sys && add_msg(it, "system", sys)) return OOM(err);
     for (long k = 0; k < last; k++) {
@@ -168,8 +178,11 @@ static int from_conversation(mf_eval_item *it, const mf_json *rec, const mf_json
     if (!it->n_msgs || strcmp(it->msgs[it->n_msgs - 1].role, "user"))
         return bad(err, where, conv,
                    "conversation: the turn before the reference answer should be the user's", NULL);
-    const mf_json *ref = conv->items[last];
-    const char *text = str_field(ref, "value") ? str_field(ref, "value") : str_field(ref, "content");
+    const char *text = given;
+    if (!text) {
+        const mf_json *ref = conv->items[last];
+        text = str_field(ref, "value") ? str_field(ref, "value") : str_field(ref, "content");
+    }
     if (!(it->reference = strdup(text))) return OOM(err);
     return set_category(it, rec) ? OOM(err) : 0;
 }

@@ -385,3 +385,26 @@ TEST(test_eval_stage_reads_real_cmmlu_subset_and_its_artifact_feeds_the_report)
     mf_report_free(r);
     mf_json_free(mj);
 }
+
+TEST(test_eval_reads_the_prompt_only_records_format_writes_for_eval)
+{
+    /* stages/kind_format.c with purpose: eval: the prompt as a conversation ending with the
+     * user's turn, the reference in "answer" (and the record's department). */
+    const char *line =
+        "{\"answer\":\"龟头炎\",\"conversations\":[{\"from\":\"human\",\"value\":\"根据以下病历信息给出诊断：\\n症状：脓疱\"}],"
+        "\"department\":\"男科\",\"question\":\"根据以下病历信息给出诊断：\\n症状：脓疱\"}";
+    mf_json *rec = NULL;
+    mf_err err;
+    REQUIRE(mf_json_parse(&rec, line, strlen(line), "x.jsonl:1", &err) == 0);
+    for (int task = MF_EVAL_QA; task <= MF_EVAL_DIAGNOSIS; task++) {
+        mf_eval_item it;
+        memset(&it, 0, sizeof it);
+        CHECK_OK(mf_eval_item_from_json(&it, (mf_eval_task)task, rec, "x.jsonl:1", &err));
+        CHECK_STR(it.reference, "龟头炎");
+        CHECK_INT(it.n_msgs, 1);
+        CHECK_STR(it.msgs[0].role, "user");
+        CHECK_STR(it.category, "男科");
+        mf_eval_item_clear(&it);
+    }
+    mf_json_free(rec);
+}
