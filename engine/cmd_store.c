@@ -261,6 +261,22 @@ int mf_cmd_lineage(int argc, char **argv)
 
 /* ---------------- diff ---------------- */
 
+/* An input's identity for diffs: its digest, or the digests of a list slot
+ * ("a,b,c"); a source's path may move without the input changing. */
+static void input_sig(const mf_json *v, char *out, size_t n)
+{
+    char sd[24];
+    out[0] = 0;
+    if (!v) { snprintf(out, n, "(none)"); return; }
+    if (v->type != MF_JSON_ARRAY) { snprintf(out, n, "%s", shortd(mf_ledger_digest_of(v), sd)); return; }
+    size_t used = 0;
+    for (size_t k = 0; k < v->n && used + 1 < n; k++) {
+        int w = snprintf(out + used, n - used, "%s%s", k ? "," : "", shortd(mf_ledger_digest_of(v->items[k]), sd));
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
 static void diff_field_map(mf_buf *why, const char *what, const mf_json *a, const mf_json *b, int digests)
 {
     /* keys of a and b, each once */
@@ -271,10 +287,11 @@ static void diff_field_map(mf_buf *why, const char *what, const mf_json *a, cons
             if (pass && other) continue; /* already compared */
             if (other && mf_json_equal(x->items[i], other)) continue;
             const mf_json *va = pass ? other : x->items[i], *vb = pass ? x->items[i] : other;
-            char sa[64], sb[64];
+            char sa[1024], sb[1024];
             if (digests) {
-                snprintf(sa, sizeof sa, "%s", va ? shortd(mf_ledger_digest_of(va), (char[24]){0}) : "(none)");
-                snprintf(sb, sizeof sb, "%s", vb ? shortd(mf_ledger_digest_of(vb), (char[24]){0}) : "(none)");
+                input_sig(va, sa, sizeof sa);
+                input_sig(vb, sb, sizeof sb);
+                if (!strcmp(sa, sb)) continue; /* same content (a source may have moved) */
             } else {
                 if (va) compact(va, sa, sizeof sa); else snprintf(sa, sizeof sa, "(unset)");
                 if (vb) compact(vb, sb, sizeof sb); else snprintf(sb, sizeof sb, "(unset)");
