@@ -6,6 +6,7 @@
 #   make test            unit + integration tests (ends with "N passed, N failed")
 #   make test SAN=1      the same under ASan + UBSan
 #   make CUDA=1          adds the CUDA backend (needs nvcc; kernels/cuda/*.cu)
+#   make CUDA=1 cuda-test  GPU test programs (tests/cuda/); exit 77 = no GPU here
 #   make fuzz            libFuzzer targets (clang) in build/fuzz/
 #   make bench           benchmarks (tests/bench/), results to BENCHMARKS.md
 #   make docs            regenerate docs/kinds.md and docs/cli-reference.md
@@ -67,7 +68,7 @@ endif
 LIB_DIRS := common artifacts kernels stages engine
 LIB_SRCS := $(filter-out engine/main.c,$(shell find $(LIB_DIRS) -name '*.c' -not -path 'kernels/cuda/*' 2>/dev/null | sort))
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
-TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path 'tests/bench/*' 2>/dev/null | sort)
+TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path 'tests/bench/*' -not -path 'tests/cuda/*' 2>/dev/null | sort)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
@@ -175,3 +176,22 @@ print-bench-kernels-bin:
 	@echo $(BUILD)/bench_kernels
 $(BUILD)/bench_kernels: tests/bench/bench_kernels.c $(BUILD)/libmedflow.a
 	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS) -o $@ $< $(BUILD)/libmedflow.a $(LDLIBS_BASE)
+
+# ---- GPU test programs (tests/cuda/*.c|*.cu, one binary each; CUDA=1 only) ----
+# Each prints "N passed, N failed" and exits 0/1, or exits 77 when no CUDA device
+# is usable (reported as "no GPU", never as a pass).
+CUDA_TEST_SRCS := $(wildcard tests/cuda/*.c tests/cuda/*.cu)
+CUDA_TEST_BINS := $(patsubst tests/cuda/%,$(BUILD)/tests/cuda/%,$(basename $(CUDA_TEST_SRCS)))
+.PHONY: cuda-tests cuda-test
+ifeq ($(CUDA),1)
+$(BUILD)/tests/cuda/%: $(BUILD)/tests/cuda/%.o $(BUILD)/libmedflow.a
+	$(Q)$(CC) -o $@ $< $(BUILD)/libmedflow.a $(LDLIBS_BASE)
+cuda-tests: $(CUDA_TEST_BINS)
+	@echo "GPU test programs: $(CUDA_TEST_BINS)"
+cuda-test: cuda-tests
+	$(Q)rc=0; for t in $(CUDA_TEST_BINS); do echo "== $$t"; ./$$t; s=$$?; \
+		if [ $$s = 77 ]; then echo "   (no GPU: not run)"; elif [ $$s != 0 ]; then rc=1; fi; done; exit $$rc
+else
+cuda-tests cuda-test:
+	@echo "the GPU test programs need the CUDA build: make CUDA=1 $@"; exit 2
+endif
