@@ -115,6 +115,29 @@ int mf_test_sh(char **out, char **err, const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+int mf_test_python_has(const char *modules)
+{
+    char list[512] = "", word[128];
+    size_t k = 0;
+    for (const char *p = modules; *p;) { /* "a b" -> "'a','b'" */
+        int n = 0;
+        while (*p == ' ') p++;
+        while (*p && *p != ' ' && n < (int)sizeof word - 1) word[n++] = *p++;
+        word[n] = 0;
+        if (n) k += (size_t)snprintf(list + k, sizeof list - k, "%s'%s'", k ? "," : "", word);
+    }
+    /* find_spec, not import: importing torch costs seconds */
+    if (mf_test_sh(NULL, NULL, "python3 -c \"import importlib.util as u, sys; "
+                               "sys.exit(0 if all(u.find_spec(m) for m in [%s]) else 1)\" >/dev/null 2>&1", list) == 0)
+        return 1;
+    const char *req = getenv("MEDFLOW_REQUIRE_REFS");
+    if (req && !strcmp(req, "1"))
+        mf_test_fail(__FILE__, __LINE__, "python3 lacks one of: %s (pip install -r tests/requirements.txt)", modules);
+    else
+        fprintf(stderr, "    skipped: python3 lacks one of: %s (pip install -r tests/requirements.txt)\n", modules);
+    return 0;
+}
+
 void mf_test_write(const char *path, const char *text)
 {
     char *dir = mf_path_dirname(path);

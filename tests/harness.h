@@ -86,6 +86,11 @@ const char *mf_test_shared_data(void);
  * capture stdout and stderr (malloc'd, NUL-terminated; may pass NULL to
  * discard) and return the exit status (128+sig when killed). */
 int mf_test_sh(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 1 when python3 finds every module of the space-separated list (the live
+ * reference checks against transformers/peft/tokenizers; tests/requirements.txt).
+ * Otherwise prints "skipped: ..." and returns 0 — unless MEDFLOW_REQUIRE_REFS=1
+ * (CI sets it), where a missing reference is a test failure. */
+int mf_test_python_has(const char *modules);
 /* Write a file (creating directories). */
 void mf_test_write(const char *path, const char *text);
 /* Read a whole file (malloc'd) or NULL. */

@@ -524,11 +524,7 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
  * transformers and peft (found without importing them: that costs seconds). */
 TEST(test_model_io_exports_and_medflow_logits_match_transformers)
 {
-    if (mf_test_sh(NULL, NULL, "python3 -c 'import importlib.util as u, sys; "
-                               "sys.exit(0 if u.find_spec(\"transformers\") and u.find_spec(\"peft\") else 1)' >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "skipped: python3 with transformers+peft not importable\n");
-        return;
-    }
+    if (!mf_test_python_has("torch transformers peft")) return;
     const char *tmp = mf_test_tmpdir();
     static char batch[32768];
     size_t k = (size_t)snprintf(batch, sizeof batch, "[");
