@@ -42,6 +42,7 @@ typedef struct job {
     char *dir, *out_dir, *log_path;
     int log_fd;
     double t_start, t_end, wall_start;
+    double tokens_per_s; /* the last rate rank 0 reported (NAN: none): the run's, not the artifact's */
     mf_progress_row row;
     int killed;
 } job;
@@ -157,6 +158,9 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "wall_s", mf_json_new_float(j->t_end - j->t_start));
         bad |= mf_json_set(m, "devices", mf_json_new_str(j->devices));
         bad |= mf_json_set(m, "ranks", mf_json_new_int(j->n_ranks));
+        /* throughput describes this run on this machine, so it lives here and not in
+         * the artifact (whose bytes must not depend on timing: early cut-off) */
+        if (isfinite(j->tokens_per_s)) bad |= mf_json_set(m, "tokens_per_s", mf_json_new_float(j->tokens_per_s));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
@@ -274,7 +278,7 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     j->log_path = mf_path_join(r->run_log_dir, name);
     j->row.stage = s->name;
     j->row.state = "running";
-    j->row.loss = j->row.tokens_per_s = j->row.eta_s = NAN;
+    j->row.loss = j->row.tokens_per_s = j->row.eta_s = j->tokens_per_s = NAN;
     for (int k = 0; j->ranks && k < j->n_ranks; k++) j->ranks[k].pfd = -1;
     int rc = 0;
     if (!j->ranks || !j->dir || !j->out_dir || !j->log_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
@@ -356,6 +360,7 @@ static void read_progress(runner *r, job *j, rank *rk, int rank_no)
         j->row.total = mf_json_get_int(v, "total", j->row.total);
         j->row.loss = mf_json_get_num(v, "loss", NAN);
         j->row.tokens_per_s = mf_json_get_num(v, "tokens_per_s", NAN);
+        if (isfinite(j->row.tokens_per_s)) j->tokens_per_s = j->row.tokens_per_s;
         j->row.eta_s = mf_json_get_num(v, "eta", NAN);
         const char *msg = mf_json_get_str(v, "message", NULL);
         if (msg) snprintf(j->row.message, sizeof j->row.message, "%s", msg);

@@ -128,6 +128,7 @@ static int lm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale,
     double loss = 0;
     if (!rc) rc = mf_model_lm_step(m, &t->tb.b, scale, &loss, err);
     out->loss = loss;
+    out->v[0] = NAN; /* ppl is a validation metric: absent (not 0) on training lines */
     for (int i = 0; i < n; i++) out->tokens += seqs[i]->len;
     return rc;
 }

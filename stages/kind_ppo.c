@@ -411,9 +411,9 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
         double el = mf_monotonic() - t0, tps = el > 0 ? tokens / el : 0;
         fprintf(mfp,
                 "{\"entropy\":%.9g,\"grad_norm\":%.9g,\"kl\":%.9g,\"loss\":%.9g,\"lr\":%.9g,\"pg_loss\":%.9g,"
-                "\"response_length\":%.9g,\"reward\":%.9g,\"stage\":\"%s\",\"step\":%ld,\"tokens_per_s\":%.9g,\"vf_loss\":%.9g}\n",
+                "\"response_length\":%.9g,\"reward\":%.9g,\"stage\":\"%s\",\"step\":%ld,\"vf_loss\":%.9g}\n",
                 ent_n ? ent / ent_n : 0, gn_last, kl, sum_loss / nmb,
-                tc.opt.lr * mf_k_lr_factor(&tc.opt, mf_k_adamw_steps(opt)), sum_pg / nmb, rlen, score, ctx->stage, it + 1, tps,
+                tc.opt.lr * mf_k_lr_factor(&tc.opt, mf_k_adamw_steps(opt)), sum_pg / nmb, rlen, score, ctx->stage, it + 1,
                 sum_vf / nmb);
         fflush(mfp);
         char msg[160];

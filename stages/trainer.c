@@ -265,7 +265,7 @@ static int metrics_truncate(const char *path, long upto, mf_err *err)
 int mf_tr_metrics_truncate(const char *path, long upto, mf_err *err) { return metrics_truncate(path, upto, err); }
 
 static void metrics_line(FILE *fp, const char *stage, long step, const char *split, const mf_tr_metrics *mt,
-                         const mf_tr_task *task, double lr, double gn, double tps)
+                         const mf_tr_task *task, double lr, double gn)
 {
     if (!fp) return;
     mf_json *o = mf_json_new_object();
@@ -277,7 +277,6 @@ static void metrics_line(FILE *fp, const char *stage, long step, const char *spl
     if (!split) {
         mf_json_set(o, "lr", mf_json_new_float(lr));
         mf_json_set(o, "grad_norm", mf_json_new_float(gn));
-        mf_json_set(o, "tokens_per_s", mf_json_new_float(tps));
     }
     for (int k = 0; k < MF_TR_MAX_METRICS && task->names[k]; k++)
         if (isfinite(mt->v[k])) mf_json_set(o, task->names[k], mf_json_new_float(mt->v[k]));
@@ -382,14 +381,14 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         steps_run++;
         tokens_run += acc.tokens;
         double el = mf_monotonic() - t0, tps = el > 0 ? tokens_run / el : 0;
-        metrics_line(mfp, ctx->stage, s.step, NULL, &acc, task, lr, gn, tps);
+        metrics_line(mfp, ctx->stage, s.step, NULL, &acc, task, lr, gn);
         if (s.step % c.log_every == 0 || s.step == total)
             mf_stage_progress(ctx, s.step, total, acc.loss, tps, el / steps_run * (double)(total - s.step), NULL);
         if (task->eval && ((c.eval_every > 0 && s.step % c.eval_every == 0) || s.step == total)) {
             memset(&ev, 0, sizeof ev);
             if ((rc = task->eval(task->ud, m, &ev, err))) break;
             have_ev = 1;
-            metrics_line(mfp, ctx->stage, s.step, "val", &ev, task, 0, 0, 0);
+            metrics_line(mfp, ctx->stage, s.step, "val", &ev, task, 0, 0);
         }
         if (ctx->work_dir && (s.step % ckpt_every == 0) && s.step < total) {
             if ((rc = save_ckpt(ctx->work_dir, m, opt, &s, &c, err))) break;
