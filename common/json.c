@@ -710,3 +710,15 @@ int mf_json_write(mf_buf *b, const mf_json *v, int flags)
     if (flags & MF_JSON_PRETTY) mf_buf_putc(b, '\n');
     return mf_buf_ok(b) ? 0 : MF_ENOMEM;
 }
+
+int mf_json_save(const char *dir, const char *name, const mf_json *v, mf_err *err)
+{
+    char *p = name ? mf_path_join(dir, name) : NULL;
+    mf_buf b = MF_BUF_INIT;
+    int rc = (!v || (name && !p) || mf_json_write(&b, v, MF_JSON_SORTED | MF_JSON_PRETTY))
+                 ? mf_err_set(err, MF_ENOMEM, "out of memory")
+                 : mf_write_file_atomic(p ? p : dir, b.data, b.len, 0644, err);
+    mf_buf_free(&b);
+    free(p);
+    return rc;
+}

@@ -102,6 +102,9 @@ enum {
  * reads back to the same double and always contain '.', 'e' or are null
  * (NaN/Inf), so a float never reads back as an int. */
 int mf_json_write(mf_buf *b, const mf_json *v, int flags);
+/* Write v, sorted and pretty, to dir/name (name NULL: dir is the path)
+ * atomically (mf_write_file_atomic, mode 0644). */
+int mf_json_save(const char *dir, const char *name, const mf_json *v, mf_err *err);
 /* Escape s (n bytes) as a JSON string literal into b. */
 int mf_json_write_str(mf_buf *b, const char *s, size_t n);
 /* Format a double the canonical way into b. */

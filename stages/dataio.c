@@ -58,14 +58,8 @@ int mf_dout_close(mf_dout *o, mf_err *err)
 int mf_stats_write(const char *out_dir, mf_json *stats, mf_err *err)
 {
     if (!stats) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    mf_buf b = MF_BUF_INIT;
-    mf_json_write(&b, stats, MF_JSON_SORTED | MF_JSON_PRETTY);
+    int rc = mf_json_save(out_dir, "stats.json", stats, err);
     mf_json_free(stats);
-    char *path = mf_path_join(out_dir, "stats.json");
-    int rc = (!mf_buf_ok(&b) || !path) ? mf_err_set(err, MF_ENOMEM, "out of memory")
-                                       : mf_write_file_atomic(path, b.data, b.len, 0644, err);
-    free(path);
-    mf_buf_free(&b);
     return rc;
 }
 

@@ -223,13 +223,8 @@ int mf_stage_tokenize_run(mf_stage_ctx *ctx)
         mf_stats_int(idx, "docs", s.docs);
         mf_stats_str(idx, "packed_attention", block ? "cross-document (blocks are plain windows; no per-document mask)" : "n/a");
         if (idx) mf_json_set(idx, "shards", mf_json_clone(s.shards));
-        mf_buf b = MF_BUF_INIT;
-        mf_json_write(&b, idx, MF_JSON_SORTED | MF_JSON_PRETTY);
+        rc = mf_json_save(ctx->out_dir, "index.json", idx, err);
         mf_json_free(idx);
-        char *p = mf_path_join(ctx->out_dir, "index.json");
-        rc = (!p || !mf_buf_ok(&b)) ? mf_err_set(err, MF_ENOMEM, "out of memory") : mf_write_file_atomic(p, b.data, b.len, 0644, err);
-        free(p);
-        mf_buf_free(&b);
     }
     if (!rc) {
         mf_json *st = mf_json_new_object();

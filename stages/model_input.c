@@ -384,8 +384,6 @@ static int copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
     return rc;
 }
 
-static int write_json_file(const char *dir, const char *name, const mf_json *v, mf_err *err);
-
 int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err)
 {
     int rc = mf_model_fetch(m, err);
@@ -412,22 +410,12 @@ int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o
         mf_json_set(c, "pre_seq_len", mf_json_new_int(o->prefix->pre_seq_len));
         mf_json_set(c, "prefix_projection", mf_json_new_bool(o->prefix->prefix_projection));
         mf_json_set(c, "prefix_hidden_size", mf_json_new_int(o->prefix->prefix_hidden_size));
-        rc = write_json_file(dir, "prefix.json", c, err);
+        rc = mf_json_save(dir, "prefix.json", c, err);
         mf_json_free(c);
     }
     return rc;
 }
 
-static int write_json_file(const char *dir, const char *name, const mf_json *v, mf_err *err)
-{
-    char *p = mf_path_join(dir, name);
-    mf_buf b = MF_BUF_INIT;
-    mf_json_write(&b, v, MF_JSON_SORTED | MF_JSON_PRETTY);
-    int rc = (!p || !mf_buf_ok(&b)) ? nomem(err) : mf_write_file_atomic(p, b.data, b.len, 0644, err);
-    mf_buf_free(&b);
-    free(p);
-    return rc;
-}
 
 /* Is path the store's materialised tree of the digest <hex> (.../trees/<hex>)? */
 static int base_path_in_store(const char *path, const char *hex)
@@ -479,7 +467,7 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
         mf_json_set(c, "num_transformer_submodules", mf_json_new_int(1));
         mf_json_set(c, "base_model_name_or_path",
                     mf_json_new_str(base_digest && *base_digest ? base_digest : base_path ? base_path : ""));
-        rc = write_json_file(dir, "adapter_config.json", c, err);
+        rc = mf_json_save(dir, "adapter_config.json", c, err);
         mf_json_free(c);
     }
     if (rc) return rc;
@@ -497,14 +485,14 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
         mf_json_set(bj, "base_path", mf_json_new_str(abs ? abs : base_path));
         free(abs);
     }
-    rc = write_json_file(dir, "base.json", bj, err);
+    rc = mf_json_save(dir, "base.json", bj, err);
     mf_json_free(bj);
     if (!rc && in_store) {
         mf_json *refs = mf_json_new_object(), *r = mf_json_new_object();
         if (!refs || !r) { mf_json_free(refs); mf_json_free(r); return nomem(err); }
         mf_json_set(r, "base_model", mf_json_new_str(base_digest));
         mf_json_set(refs, "refs", r);
-        rc = write_json_file(dir, "refs.json", refs, err);
+        rc = mf_json_save(dir, "refs.json", refs, err);
         mf_json_free(refs);
     }
     if (!rc) rc = copy_tokenizer(dir, o ? o->tokenizer_dir : NULL, err);

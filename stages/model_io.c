@@ -187,17 +187,6 @@ static int copy_file(const char *from, const char *to, mf_err *err)
     return rc;
 }
 
-static int write_json(const char *dir, const char *name, const mf_json *v, mf_err *err)
-{
-    char *p = mf_path_join(dir, name);
-    mf_buf b = MF_BUF_INIT;
-    mf_json_write(&b, v, MF_JSON_SORTED | MF_JSON_PRETTY);
-    int rc = (!p || !mf_buf_ok(&b)) ? mf_err_set(err, MF_ENOMEM, "out of memory")
-                                     : mf_write_file_atomic(p, b.data, b.len, 0644, err);
-    mf_buf_free(&b);
-    free(p);
-    return rc;
-}
 
 int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err)
@@ -210,7 +199,7 @@ int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_para
     if ((rc = mf_model_io_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
     mf_json *c = NULL;
     if ((rc = mf_model_io_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
-    rc = write_json(dir, "config.json", c, err);
+    rc = mf_json_save(dir, "config.json", c, err);
     mf_json_free(c);
     if (rc) return rc;
     mf_json *g = mf_json_new_object();
@@ -218,7 +207,7 @@ int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_para
     if (cfg->bos_token_id >= 0) mf_json_set(g, "bos_token_id", mf_json_new_int(cfg->bos_token_id));
     if (cfg->eos_token_id >= 0) mf_json_set(g, "eos_token_id", mf_json_new_int(cfg->eos_token_id));
     if (cfg->pad_token_id >= 0) mf_json_set(g, "pad_token_id", mf_json_new_int(cfg->pad_token_id));
-    rc = write_json(dir, "generation_config.json", g, err);
+    rc = mf_json_save(dir, "generation_config.json", g, err);
     mf_json_free(g);
     if (rc || !tokenizer_dir) return rc;
     const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};

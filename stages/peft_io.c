@@ -114,17 +114,6 @@ out:
     return rc;
 }
 
-static int write_json(const char *dir, const char *name, const mf_json *v, mf_err *err)
-{
-    char *p = mf_path_join(dir, name);
-    mf_buf b = MF_BUF_INIT;
-    mf_json_write(&b, v, MF_JSON_SORTED | MF_JSON_PRETTY);
-    int rc = (!p || !mf_buf_ok(&b)) ? mf_err_set(err, MF_ENOMEM, "out of memory")
-                                     : mf_write_file_atomic(p, b.data, b.len, 0644, err);
-    mf_buf_free(&b);
-    free(p);
-    return rc;
-}
 
 int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf_arch arch, mf_err *err)
 {
@@ -170,7 +159,7 @@ int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf
     }
     mf_json_free(tm);
     if (bad) { mf_json_free(c); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
-    rc = write_json(dir, "adapter_config.json", c, err);
+    rc = mf_json_save(dir, "adapter_config.json", c, err);
     mf_json_free(c);
     if (!rc && p->base_digest[0]) rc = mf_model_io_base_ref_write(dir, p->base_digest, err);
     return rc;
@@ -191,7 +180,7 @@ int mf_model_io_base_ref_write(const char *dir, const char *digest, mf_err *err)
     mf_json *o = mf_json_new_object();
     if (!o || mf_json_set(o, "base_digest", mf_json_new_str(digest))) { mf_json_free(o); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     int rc = mf_mkdir_p(dir, 0755, err);
-    if (!rc) rc = write_json(dir, "base.json", o, err);
+    if (!rc) rc = mf_json_save(dir, "base.json", o, err);
     mf_json_free(o);
     return rc;
 }

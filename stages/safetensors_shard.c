@@ -269,12 +269,7 @@ int mf_st_write_sharded(const char *dir, const char *base, const mf_st_out *tens
             goto out;
         }
     if (mf_json_set(idx, "weight_map", wm)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    mf_buf b = MF_BUF_INIT;
-    mf_json_write(&b, idx, MF_JSON_SORTED | MF_JSON_PRETTY);
-    if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    else rc = mf_write_file_atomic(idx_path, b.data, b.len, 0644, err);
-    mf_buf_free(&b);
-    if (rc) goto out;
+    if ((rc = mf_json_save(idx_path, NULL, idx, err))) goto out;
     if (mf_is_file(one_path) && unlink(one_path) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", one_path); goto out; }
     rc = remove_stale(dir, base, shard_names, ns, err);
 out:
