@@ -86,6 +86,19 @@ void mf_data_tick(const mf_stage_ctx *ctx, const mf_rd *rd, const char *what)
     if (n % 10000 == 0) mf_stage_progress(ctx, n, 0, NAN, NAN, NAN, what);
 }
 
+int mf_data_next(const mf_stage_ctx *ctx, mf_rd *rd, const char *what, const char **line, size_t *len, mf_json **rec,
+                 mf_err *err)
+{
+    for (;;) {
+        *rec = NULL;
+        int rc = mf_rd_next_line(rd, line, len, err);
+        if (rc <= 0) return rc;
+        mf_data_tick(ctx, rd, what);
+        rc = mf_rd_parse_current(rd, rec, err);
+        if (rc) return rc; /* 1: a record; < 0: an error (0: a bad line skipped) */
+    }
+}
+
 /* ---- RNG ---- */
 
 uint64_t mf_mix64(uint64_t z)

@@ -43,6 +43,11 @@ void mf_stats_str(mf_json *o, const char *key, const char *v);
 
 /* Report progress every 10,000 lines read (a no-op otherwise). */
 void mf_data_tick(const mf_stage_ctx *ctx, const mf_rd *rd, const char *what);
+/* The next good record of rd: its raw line and parsed object (the caller frees
+ * *rec), with a progress tick named `what`; bad lines are rejected or skipped by
+ * rd's policy. 1 = a record, 0 = end of input, < 0 = error. */
+int mf_data_next(const mf_stage_ctx *ctx, mf_rd *rd, const char *what, const char **line, size_t *len, mf_json **rec,
+                 mf_err *err);
 
 /* Open every path bound to `slot`, with the stage's on_bad_record policy. */
 int mf_data_open(const mf_stage_ctx *ctx, const char *slot, mf_rd **out);

@@ -191,12 +191,8 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_rd_next_line(rd, &line, &len, err);
+        rc = mf_data_next(ctx, rd, "dedup", &line, &len, &rec, err);
         if (rc <= 0) break;
-        mf_data_tick(ctx, rd, "dedup");
-        rc = mf_rd_parse_current(rd, &rec, err);
-        if (rc < 0) break;
-        if (rc == 0) continue;
         rc = 0;
         idx++;
         const mf_json *v = *field ? mf_json_get_path(rec, field) : rec;

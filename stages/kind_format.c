@@ -94,12 +94,8 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_rd_next_line(rd, &line, &len, err);
+        rc = mf_data_next(ctx, rd, "format", &line, &len, &rec, err);
         if (rc <= 0) break;
-        mf_data_tick(ctx, rd, "format");
-        rc = mf_rd_parse_current(rd, &rec, err);
-        if (rc < 0) break;
-        if (rc == 0) continue;
         rc = 0;
         mf_shape sh = shape == MF_SHAPE_AUTO ? mf_shape_detect(rec) : (mf_shape)shape;
         if (sh == MF_SHAPE_TRIPLE || sh == MF_SHAPE_MCQ) {

@@ -84,12 +84,8 @@ int mf_stage_split_run(mf_stage_ctx *ctx)
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_rd_next_line(rd, &line, &len, err);
+        rc = mf_data_next(ctx, rd, "split", &line, &len, &rec, err);
         if (rc <= 0) break;
-        mf_data_tick(ctx, rd, "split");
-        rc = mf_rd_parse_current(rd, &rec, err);
-        if (rc < 0) break;
-        if (rc == 0) continue; /* bad line skipped */
         rc = 0;
         const mf_json *v = rec;
         if (*field && !(v = mf_json_get_path(rec, field))) {
