@@ -36,7 +36,8 @@
  *   - in an accumulation each lane owns head dims lane, lane + 32, ...
  *     The warp's probability rows go through a per-warp shared buffer.
  * Rows of shared tiles are padded to HD + 4 floats so the 16-byte loads of a
- * lane-indexed operand hit distinct banks. hd in {32, 64, 80, 96, 128}.
+ * lane-indexed operand hit distinct banks. hd in {8, 16, 32, 64, 80, 96, 128}
+ * (8 and 16: the tiny conformance models; lanes >= hd idle in accumulations).
  */
 #include "kernels/cuda/ops_common.cuh"
 
@@ -473,6 +474,8 @@ static cudaError_t attn_fwd_dispatch(void *out, float *lse, const void *q, const
                                      cudaStream_t st)
 {
     switch (hd) {
+    case 8: return attn_fwd_launch<T, 8>(out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, st);
+    case 16: return attn_fwd_launch<T, 16>(out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, st);
     case 32: return attn_fwd_launch<T, 32>(out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, st);
     case 64: return attn_fwd_launch<T, 64>(out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, st);
     case 80: return attn_fwd_launch<T, 80>(out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, st);
@@ -492,6 +495,8 @@ static cudaError_t attn_bwd_dispatch(void *dq, void *dkf, void *dvf, const void 
     case HD:                                                                                                \
         return attn_bwd_launch<T, HD>(dq, dkf, dvf, dout, out, lse, q, kf, vf, mask, B, Tn, P, nh, nkv, Dsum, st)
     switch (hd) {
+        BWD_CASE(8);
+        BWD_CASE(16);
         BWD_CASE(32);
         BWD_CASE(64);
         BWD_CASE(80);
