@@ -104,11 +104,31 @@ __device__ __forceinline__ void warp_acc_rows(float (&acc)[R][(HD + 31) / 32], c
 }
 
 /* dst[r, c] = src[(row0 + r) * stride + c] as fp32 for r < nrows, c < HD;
- * rows at or past `valid` are zero. The whole block takes part. */
+ * rows at or past `valid` are zero. The whole block takes part.
+ * With src 16-byte aligned (and HD, stride multiples of the vector width VW,
+ * true for every supported hd) each thread moves VW values per 16-byte load;
+ * otherwise one value at a time. The branch is uniform over the block. */
 template <typename T, int HD>
 __device__ __forceinline__ void load_tile(float *dst, int ldd, const T *src, size_t stride, int row0, int nrows,
                                           int valid)
 {
+    constexpr int VW = 16 / sizeof(T), NV = HD / VW;
+    if (HD % VW == 0 && stride % VW == 0 && ((uintptr_t)src & 15) == 0) {
+        for (int idx = threadIdx.x; idx < nrows * NV; idx += blockDim.x) {
+            int r = idx / NV, c = (idx % NV) * VW;
+            float v[VW];
+            if (row0 + r < valid) {
+                load_vec<VW>(src + (size_t)(row0 + r) * stride + c, v);
+            } else {
+#pragma unroll
+                for (int k = 0; k < VW; k++) v[k] = 0.0f;
+            }
+#pragma unroll
+            for (int k = 0; k < VW; k += 4) /* ldd, c multiples of 4: 16-byte aligned */
+                *(float4 *)(dst + r * ldd + c + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+        }
+        return;
+    }
     for (int idx = threadIdx.x; idx < nrows * HD; idx += blockDim.x) {
         int r = idx / HD, c = idx % HD;
         dst[r * ldd + c] = row0 + r < valid ? ld(src + (size_t)(row0 + r) * stride + c) : 0.0f;

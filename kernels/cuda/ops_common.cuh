@@ -44,6 +44,51 @@ template <> __device__ __forceinline__ float round_to<bf16>(float v)
     return __bfloat162float(__float2bfloat16_rn(v));
 }
 
+/* VW consecutive values as fp32: VW = 1, or one 16-byte load (4 fp32 / 8 bf16;
+ * p must be 16-byte aligned). store_vec: the reverse, rounding to T. */
+template <int VW> __device__ __forceinline__ void load_vec(const float *p, float (&v)[VW]);
+template <> __device__ __forceinline__ void load_vec<1>(const float *p, float (&v)[1])
+{
+    v[0] = *p;
+}
+template <> __device__ __forceinline__ void load_vec<4>(const float *p, float (&v)[4])
+{
+    float4 q = *(const float4 *)p;
+    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+template <int VW> __device__ __forceinline__ void load_vec(const bf16 *p, float (&v)[VW]);
+template <> __device__ __forceinline__ void load_vec<1>(const bf16 *p, float (&v)[1])
+{
+    v[0] = __bfloat162float(*p);
+}
+template <> __device__ __forceinline__ void load_vec<8>(const bf16 *p, float (&v)[8])
+{
+    uint4 q = *(const uint4 *)p;
+    const bf16 *h = (const bf16 *)&q;
+    for (int k = 0; k < 8; k++) v[k] = __bfloat162float(h[k]);
+}
+template <int VW> __device__ __forceinline__ void store_vec(float *p, const float (&v)[VW]);
+template <> __device__ __forceinline__ void store_vec<1>(float *p, const float (&v)[1])
+{
+    *p = v[0];
+}
+template <> __device__ __forceinline__ void store_vec<4>(float *p, const float (&v)[4])
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+}
+template <int VW> __device__ __forceinline__ void store_vec(bf16 *p, const float (&v)[VW]);
+template <> __device__ __forceinline__ void store_vec<1>(bf16 *p, const float (&v)[1])
+{
+    *p = __float2bfloat16_rn(v[0]);
+}
+template <> __device__ __forceinline__ void store_vec<8>(bf16 *p, const float (&v)[8])
+{
+    uint4 q;
+    bf16 *h = (bf16 *)&q;
+    for (int k = 0; k < 8; k++) h[k] = __float2bfloat16_rn(v[k]);
+    *(uint4 *)p = q;
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -10,57 +10,14 @@
  * with their gradient.
  *
  * Rows whose start is 16-byte aligned and whose length is a multiple of the
- * vector width are read with 16-byte loads (4 fp32 or 8 bf16 values).
+ * vector width are read with 16-byte loads (4 fp32 or 8 bf16 values; load_vec
+ * in ops_common.cuh).
  */
 #include "kernels/cuda/ops_common.cuh"
 
 #include <stdint.h>
 
 #define LOSS_THREADS 512
-
-/* VW consecutive values of a row as fp32 (VW = 1, or one 16-byte load). */
-template <int VW> __device__ __forceinline__ void load_vec(const float *p, float (&v)[VW]);
-template <> __device__ __forceinline__ void load_vec<1>(const float *p, float (&v)[1])
-{
-    v[0] = *p;
-}
-template <> __device__ __forceinline__ void load_vec<4>(const float *p, float (&v)[4])
-{
-    float4 q = *(const float4 *)p;
-    v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-}
-template <int VW> __device__ __forceinline__ void load_vec(const bf16 *p, float (&v)[VW]);
-template <> __device__ __forceinline__ void load_vec<1>(const bf16 *p, float (&v)[1])
-{
-    v[0] = __bfloat162float(*p);
-}
-template <> __device__ __forceinline__ void load_vec<8>(const bf16 *p, float (&v)[8])
-{
-    uint4 q = *(const uint4 *)p;
-    const bf16 *h = (const bf16 *)&q;
-    for (int k = 0; k < 8; k++) v[k] = __bfloat162float(h[k]);
-}
-template <int VW> __device__ __forceinline__ void store_vec(float *p, const float (&v)[VW]);
-template <> __device__ __forceinline__ void store_vec<1>(float *p, const float (&v)[1])
-{
-    *p = v[0];
-}
-template <> __device__ __forceinline__ void store_vec<4>(float *p, const float (&v)[4])
-{
-    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
-}
-template <int VW> __device__ __forceinline__ void store_vec(bf16 *p, const float (&v)[VW]);
-template <> __device__ __forceinline__ void store_vec<1>(bf16 *p, const float (&v)[1])
-{
-    *p = __float2bfloat16_rn(v[0]);
-}
-template <> __device__ __forceinline__ void store_vec<8>(bf16 *p, const float (&v)[8])
-{
-    uint4 q;
-    bf16 *h = (bf16 *)&q;
-    for (int k = 0; k < 8; k++) h[k] = __float2bfloat16_rn(v[k]);
-    *(uint4 *)p = q;
-}
 
 /* Online logsumexp state: sum of exp(x - m) over the values seen, m their max. */
 struct lse_acc {
