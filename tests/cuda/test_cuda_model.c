@@ -106,8 +106,9 @@ const char *mf_test_tmpdir(void)
 int main(int argc, char **argv)
 {
     int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
-        printf("no usable CUDA device: tests not run\n");
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        printf("no CUDA device: %s\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
         return 77;
     }
     int passed = 0, failed = 0;
