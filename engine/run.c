@@ -44,6 +44,7 @@ typedef struct job {
     double t_start, t_end, wall_start;
     mf_progress_row row;
     int killed;
+    char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
 } job;
 
 typedef struct runner {
@@ -157,6 +158,10 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "wall_s", mf_json_new_float(j->t_end - j->t_start));
         bad |= mf_json_set(m, "devices", mf_json_new_str(j->devices));
         bad |= mf_json_set(m, "ranks", mf_json_new_int(j->n_ranks));
+        /* provenance only: the backend is not part of the key (both compute the same function) */
+        bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
+        if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
+        if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
@@ -166,8 +171,8 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
 
 /* ---- launching ---- */
 
-static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous, char **spec_path,
-                      mf_err *err)
+static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous,
+                      const char *out_dir, char **spec_path, mf_err *err)
 {
     size_t i = j->stage;
     const mf_stage *s = &r->g->stages[i];
@@ -212,7 +217,8 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "inputs", ins);
     mf_json_set(spec, "input_digests", digs);
     ins = digs = NULL;
-    mf_json_set(spec, "out_dir", mf_json_new_str(j->out_dir));
+    mf_json_set(spec, "out_dir", mf_json_new_str(out_dir));
+    mf_json_set(spec, "job_dir", mf_json_new_str(j->dir));
     mf_json_set(spec, "work_dir", mf_json_new_str(work));
     free(work);
     mf_json_set(spec, "rank", mf_json_new_int(rank_no));
@@ -222,6 +228,7 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "precision", mf_json_new_str(s->precision ? s->precision : "fp32"));
     mf_json_set(spec, "progress_fd", mf_json_new_int(3));
     mf_json_set(spec, "rendezvous", mf_json_new_str(rendezvous));
+    mf_json_set(spec, "backend", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, spec, MF_JSON_SORTED | MF_JSON_PRETTY);
     char name[64];
@@ -302,7 +309,19 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
             snprintf(devone, sizeof devone, "%d", j->devs[k]);
             devices = devone;
         }
-        rc = write_spec(r, j, k, devices, token, &spec, err);
+        /* Only rank 0's out_dir is published; the other ranks of a data-parallel
+         * stage run the same kind code and write into a private out_dir of
+         * their own under the job dir, removed with it. */
+        char *out_dir = k == 0 ? strdup(j->out_dir) : NULL;
+        if (k > 0) {
+            char sub[64];
+            snprintf(sub, sizeof sub, "rank%d.out", k);
+            out_dir = mf_path_join(j->dir, sub);
+            if (out_dir) rc = mf_mkdir_p(out_dir, 0755, err);
+        }
+        if (!out_dir) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        if (!rc) rc = write_spec(r, j, k, devices, token, out_dir, &spec, err);
+        free(out_dir);
         int pp[2] = {-1, -1};
         if (!rc && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
         if (!rc) {
@@ -352,6 +371,13 @@ static void read_progress(runner *r, job *j, rank *rk, int rank_no)
         mf_json *v = NULL;
         mf_err e;
         if (mf_json_parse(&v, line, strlen(line), "progress", &e)) continue;
+        const char *be = mf_json_get_str(v, "backend", NULL);
+        if (be) { /* stage-exec reports the backend it ran on, once, at the end */
+            snprintf(j->backend, sizeof j->backend, "%s", be);
+            snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
+            mf_json_free(v);
+            continue;
+        }
         j->row.step = mf_json_get_int(v, "step", j->row.step);
         j->row.total = mf_json_get_int(v, "total", j->row.total);
         j->row.loss = mf_json_get_num(v, "loss", NAN);

@@ -8,6 +8,7 @@
  * stay valid until the next add/merge.
  */
 #include "kernels/model_internal.h"
+#include "kernels/backend_select.h"
 #include "kernels/rng.h"
 
 #include <math.h>
@@ -147,7 +148,8 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
     for (size_t i = 0; i < m->n_params && !rc; i++)
         if (strstr(m->params[i].name, "norm.weight"))
             for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
-    m->be = mf_k_backend_cpu();
+    /* the process default (kernels/backend_select.h): --backend, MEDFLOW_BACKEND, auto */
+    if (!rc) rc = mf_k_backend_resolve(&m->be, err);
     if (!rc) rc = m->be->attach(m, err);
     if (rc) {
         mf_model_free(m);

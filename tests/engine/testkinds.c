@@ -168,9 +168,13 @@ static int run_copy(mf_stage_ctx *c)
 static int run_ranks(mf_stage_ctx *c)
 {
     char name[64], line[1024];
+    /* ranks report in the job dir they share (ranks > 0 have private out_dirs) */
+    if (!c->job_dir) return mf_err_set(c->err, MF_EINVAL, "the spec has no job_dir");
     snprintf(name, sizeof name, "rank-%d.txt", c->rank);
-    snprintf(line, sizeof line, "%s %s\n", c->devices, c->rendezvous);
-    int rc = write_text(c, name, line);
+    snprintf(line, sizeof line, "%s %s %s\n", c->devices[0] ? c->devices : "-", c->rendezvous[0] ? c->rendezvous : "-", c->out_dir);
+    char *mine = mf_path_join(c->job_dir, name);
+    int rc = mine ? mf_write_file_atomic(mine, line, strlen(line), 0644, c->err) : MF_ENOMEM;
+    free(mine);
     if (rc || c->rank != 0) return rc;
     /* rank 0 gathers every rank's report and checks it */
     double deadline = mf_monotonic() + mf_stage_param_num(c, "wait", 20);
@@ -178,7 +182,7 @@ static int run_ranks(mf_stage_ctx *c)
     for (int r = 0; r < c->world_size && r < 64; r++) {
         char *path, *text = NULL;
         snprintf(name, sizeof name, "rank-%d.txt", r);
-        path = mf_path_join(c->out_dir, name);
+        path = mf_path_join(c->job_dir, name);
         size_t len;
         mf_err e;
         while (!path || mf_read_file(path, &text, &len, &e)) {
@@ -186,9 +190,11 @@ static int run_ranks(mf_stage_ctx *c)
             nap(0.02);
         }
         free(path);
-        char dev[64] = "", rv[600] = "";
-        sscanf(text, "%63s %599s", dev, rv);
+        char dev[64] = "", rv[600] = "", od[1024] = "";
+        sscanf(text, "%63s %599s %1023s", dev, rv, od);
         free(text);
+        if (r > 0 && !strcmp(od, c->out_dir))
+            return mf_err_set(c->err, MF_EFAILED, "rank %d shares rank 0's out_dir %s", r, od);
         if (c->world_size > 1 && (strlen(rv) != 256 || strcmp(rv, c->rendezvous)))
             return mf_err_set(c->err, MF_EFAILED, "rank %d has rendezvous '%s', rank 0 '%s'", r, rv, c->rendezvous);
         if (c->world_size > 1 && (!*dev || strchr(dev, ',')))
