@@ -565,6 +565,26 @@ static void reap(runner *r)
     }
 }
 
+/* A rank that failed takes its job down: its peers would otherwise wait for it
+ * forever inside a collective (NCCL has no timeout). Nothing of the job is
+ * published, so SIGKILL loses nothing (checkpoints are written atomically). */
+static void stop_failed_jobs(runner *r)
+{
+    for (size_t k = 0; k < r->n_jobs; k++) {
+        job *j = &r->jobs[k];
+        if (j->killed || j->n_ranks < 2 || !j->pgid) continue;
+        int failed = -1, running = 0;
+        for (int q = 0; q < j->n_ranks; q++) {
+            if (!j->ranks[q].exited) running = 1;
+            else if (failed < 0 && (!WIFEXITED(j->ranks[q].status) || WEXITSTATUS(j->ranks[q].status) != 0)) failed = q;
+        }
+        if (failed < 0 || !running) continue;
+        j->killed = 1;
+        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: rank %d failed; stopping the other ranks of the stage\n", failed);
+        kill(-j->pgid, SIGKILL);
+    }
+}
+
 static void signal_jobs(runner *r, int sig)
 {
     for (size_t k = 0; k < r->n_jobs; k++)
@@ -682,6 +702,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             if (ch < 0) { rc = ch; r->stop = 1; signal_jobs(r, SIGTERM); r->kill_at = mf_monotonic() + 10; forwarded = 1; }
         }
         reap(r);
+        stop_failed_jobs(r);
         for (size_t k = 0; k < r->n_jobs;) {
             job *j = &r->jobs[k];
             int all = 1;

@@ -38,6 +38,12 @@ typedef struct mf_k_backend {
      * last_only of the last token only ([1, V]: prefilling a prompt). */
     int (*decode)(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos,
                   int last_only, float *logits, mf_err *err);
+    /* Optional, NULL = the host p->grad is what the optimizer reads. The
+     * device fp32 gradient of param idx (numel floats, NULL when it has none)
+     * that the next optimizer step reads: data parallelism all-reduces these
+     * in place between the last backward of a step and the optimizer step
+     * (kernels/comm.h; the device is synchronised first). */
+    float *(*device_grad)(mf_model *m, size_t idx);
 } mf_k_backend;
 
 /* The CPU backend (C + OpenMP + OpenBLAS, fp32). Always built. */
