@@ -121,6 +121,7 @@ int mf_cmd_stage_exec(int argc, char **argv)
                     c.kind->version, c.rank, c.world_size, c.devices);
             fflush(stderr);
             if (backend) mf_k_backend_set_default(bc, "--backend of the run");
+            mf_k_backend_set_precision(c.precision); /* the stage's precision for models on the GPU */
             int rc = run(&c);
             report_backend(&c);
             if (!rc) code = 0;

@@ -5,6 +5,7 @@
  * needs CUDA headers.
  */
 #include "kernels/backend_select.h"
+#include "kernels/model_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <cuda_runtime_api.h>
 /* The CUDA model backend (kernels/cuda/cuda_model*.cu). */
 const mf_k_backend *mf_k_backend_cuda(void);
+int mf_k_cuda_set_precision(mf_model *m, const char *precision, mf_err *err);
 #endif
 
 static struct {
@@ -21,6 +23,7 @@ static struct {
     mf_k_backend_choice choice;
     const char *origin;
     const char *used;        /* resolved backend name, NULL before the first resolve */
+    char precision[16];      /* "" = the backend's default */
     char device[256];
 } g_sel;
 
@@ -129,6 +132,21 @@ int mf_k_backend_resolve(const mf_k_backend **out, mf_err *err)
         g_sel.used = "cpu";
         g_sel.device[0] = 0;
     }
+    return 0;
+}
+
+void mf_k_backend_set_precision(const char *precision)
+{
+    snprintf(g_sel.precision, sizeof g_sel.precision, "%s", precision ? precision : "");
+}
+
+int mf_k_backend_configure(mf_model *m, mf_err *err)
+{
+#ifdef MF_HAVE_CUDA
+    if (m->be == mf_k_backend_cuda() && g_sel.precision[0]) return mf_k_cuda_set_precision(m, g_sel.precision, err);
+#else
+    (void)m, (void)err;
+#endif
     return 0;
 }
 

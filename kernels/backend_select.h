@@ -47,6 +47,14 @@ int mf_k_backend_get_default(mf_k_backend_choice *out, const char **origin, mf_e
 /* The backend for the next model (resolving the default as described above). */
 int mf_k_backend_resolve(const mf_k_backend **out, mf_err *err);
 
+/* The activation precision of models on the CUDA backend: a stage's
+ * "precision" ("fp32" | "bf16"; "fp16" is refused by the CUDA backend), set
+ * by stage-exec; NULL = the backend's default (bf16). The CPU backend always
+ * computes in fp32 and ignores it. */
+void mf_k_backend_set_precision(const char *precision);
+/* Apply the process defaults to a freshly created model (mf_model_new calls it). */
+int mf_k_backend_configure(mf_model *m, mf_err *err);
+
 /* The backend the last successful mf_k_backend_resolve chose ("cpu" / "cuda")
  * and its device ("" for cpu, e.g. "NVIDIA H100 80GB HBM3" for cuda); NULL
  * when no model was created yet. */

@@ -151,6 +151,7 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
     /* the process default (kernels/backend_select.h): --backend, MEDFLOW_BACKEND, auto */
     if (!rc) rc = mf_k_backend_resolve(&m->be, err);
     if (!rc) rc = m->be->attach(m, err);
+    if (!rc) rc = mf_k_backend_configure(m, err);
     if (rc) {
         mf_model_free(m);
         return rc;

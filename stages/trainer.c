@@ -418,6 +418,11 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         if (!mpath) rc = nomem(err);
     }
     if (!rc && lead && !(mfp = fopen(mpath, s.step ? "ab" : "wb"))) rc = mf_err_errno(err, MF_EIO, "open %s", mpath);
+    if (!rc && world > 1 && mf_tr_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
+        rc = mf_err_set(err, MF_EUNSUPPORTED,
+                        "stage '%s': zero: %lld (sharded optimizer state / gradients) is not implemented yet; use zero: 0 "
+                        "(plain data parallelism: every rank holds the full optimizer state)",
+                        ctx->stage, mf_tr_int(ctx, "zero"));
     if (!rc && world > 1) {
         rc = dp_open(ctx, &comm, err);
         if (!rc) rc = mf_model_dp_broadcast_params(m, comm, err);
