@@ -38,15 +38,53 @@ typedef struct mf_k_backend {
      * last_only of the last token only ([1, V]: prefilling a prompt). */
     int (*decode)(mf_model *m, int n, const int32_t *tok, const int *row, const int *pos,
                   int last_only, float *logits, mf_err *err);
-    /* Optional, NULL = the host p->grad is what the optimizer reads. The
-     * device fp32 gradient of param idx (numel floats, NULL when it has none)
-     * that the next optimizer step reads: data parallelism all-reduces these
-     * in place between the last backward of a step and the optimizer step
-     * (kernels/comm.h; the device is synchronised first). */
-    float *(*device_grad)(mf_model *m, size_t idx);
+
+    /* ---- optional hooks: NULL when the backend keeps everything on the host
+     * copies (the CPU backend leaves all of them NULL). ---- */
+    /* Clear the device gradients (mf_model_zero_grad calls it after clearing
+     * the host ones). */
+    void (*zero_grad)(mf_model *m);
+    /* Device AdamW (kernels/optim.c uses it when opt_new is set; otherwise
+     * AdamW runs on the host copies and syncs). The state covers the n
+     * trainable params idx[0..n) in that order and is owned by the optimizer
+     * (opt_free needs no model). opt_grad_sqnorm: sum of squared gradients;
+     * opt_step: one torch AdamW step at learning rate lr (schedule applied),
+     * bias corrections for step t >= 1, gradients multiplied by clip first;
+     * opt_moments: copy tensor k's moments (numel fp32 each) to host buffers
+     * (put = 0) or from them (put = 1). After opt_step the device holds the
+     * newest weights: mf_model_fetch brings them to p->data. */
+    int (*opt_new)(mf_model *m, void **state, size_t n, const int *idx, mf_err *err);
+    void (*opt_free)(void *state);
+    int (*opt_grad_sqnorm)(mf_model *m, void *state, double *out, mf_err *err);
+    int (*opt_step)(mf_model *m, void *state, const mf_k_adamw_config *c, double lr, long t, float clip,
+                    mf_err *err);
+    int (*opt_moments)(mf_model *m, void *state, size_t k, void *mom, void *vel, int put, mf_err *err);
+    /* The device fp32 gradient of param idx (numel floats; NULL when it is not
+     * trainable) that the next optimizer step reads — for data-parallel
+     * all-reduce of device gradients. */
+    float *(*device_grad)(mf_model *m, size_t param_idx);
 } mf_k_backend;
 
 /* The CPU backend (C + OpenMP + OpenBLAS, fp32). Always built. */
 const mf_k_backend *mf_k_backend_cpu(void);
+
+#ifdef MF_HAVE_CUDA
+/* The CUDA backend (kernels/cuda/, make CUDA=1): cuBLASLt GEMMs, fused
+ * kernels, fp32 master weights + grads for trainable params, activation-dtype
+ * copies of everything the kernels read, device AdamW. Attaching fails with
+ * MF_EUNSUPPORTED when no CUDA device is usable. See kernels/README.md. */
+const mf_k_backend *mf_k_backend_cuda(void);
+/* Activation dtype of a model on the CUDA backend: "bf16" (the default:
+ * training) or "fp32" (conformance: fp32 GEMMs without TF32, within 1e-4 of
+ * the CPU backend); NULL or "" = "bf16"; "fp16" is refused (MF_EUNSUPPORTED).
+ * Same values as a stage's "precision". Re-uploads the device weights from the
+ * host copies (after fetching device-trained ones). MF_EINVAL when m is not on
+ * the CUDA backend. */
+int mf_k_cuda_set_precision(mf_model *m, const char *precision, mf_err *err);
+/* Deterministic mode: bit-identical reruns on one GPU (no float atomics in
+ * embedding / attention backward, GEMMs without split-K reductions). Off by
+ * default. No-op (0) for models on other backends. */
+void mf_k_cuda_set_deterministic(mf_model *m, int on);
+#endif
 
 #endif

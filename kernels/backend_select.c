@@ -12,10 +12,7 @@
 #include <string.h>
 
 #ifdef MF_HAVE_CUDA
-#include <cuda_runtime_api.h>
-/* The CUDA model backend (kernels/cuda/cuda_model*.cu). */
-const mf_k_backend *mf_k_backend_cuda(void);
-int mf_k_cuda_set_precision(mf_model *m, const char *precision, mf_err *err);
+#include <cuda_runtime_api.h> /* mf_k_backend_cuda, mf_k_cuda_set_precision: kernels/backend.h */
 #endif
 
 static struct {

@@ -99,9 +99,27 @@ static int param_set_trainable(mf_k_param *p, int on, mf_err *err)
     return 0;
 }
 
+/* On the process default backend (kernels/backend_select.h: --backend,
+ * MEDFLOW_BACKEND, auto), configured with the process defaults (the stage's
+ * precision on the GPU). */
 int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
 {
     *out = NULL;
+    const mf_k_backend *be = NULL;
+    int rc = mf_k_backend_resolve(&be, err);
+    if (!rc) rc = mf_model_new_on(out, cfg_in, be, err);
+    if (!rc) rc = mf_k_backend_configure(*out, err);
+    if (rc && *out) {
+        mf_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
+{
+    *out = NULL;
+    if (!be) return mf_err_set(err, MF_EINVAL, "model: no backend given");
     mf_model_config cfg = *cfg_in;
     int rc = mf_model_config_check(&cfg, err);
     if (rc) return rc;
@@ -148,10 +166,8 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
     for (size_t i = 0; i < m->n_params && !rc; i++)
         if (strstr(m->params[i].name, "norm.weight"))
             for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
-    /* the process default (kernels/backend_select.h): --backend, MEDFLOW_BACKEND, auto */
-    if (!rc) rc = mf_k_backend_resolve(&m->be, err);
+    m->be = be;
     if (!rc) rc = m->be->attach(m, err);
-    if (!rc) rc = mf_k_backend_configure(m, err);
     if (rc) {
         mf_model_free(m);
         return rc;
@@ -381,6 +397,9 @@ static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
 int mf_model_merge_lora(mf_model *m, mf_err *err)
 {
     if (!m->has_lora) return mf_err_set(err, MF_EINVAL, "model has no LoRA adapters to merge");
+    /* the merge reads host data: bring device-trained adapters over first (no-op on the CPU) */
+    int rc = mf_model_fetch(m, err);
+    if (rc) return rc;
     int r = m->lora.rank;
     float s = m->lora_scale;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
@@ -505,6 +524,7 @@ void mf_model_zero_grad(mf_model *m)
 {
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].grad) memset(m->params[i].grad, 0, m->params[i].numel * sizeof(float));
+    if (m->be->zero_grad) m->be->zero_grad(m); /* device gradients (NULL on the CPU) */
 }
 
 uint64_t mf_model_rng_state(const mf_model *m)
@@ -525,7 +545,7 @@ void mf_model_set_recompute(mf_model *m, int on)
 int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double *loss, mf_err *err)
 {
     mf_k_outputs o;
-    int rc = mf_model_forward(m, b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, err);
+    int rc = mf_model_forward(m, b, MF_FWD_LOGITS | MF_FWD_TRAIN | MF_FWD_NO_LOGITS, &o, err);
     if (rc) return rc;
     if (loss) *loss = o.loss;
     if (o.n_valid == 0) return mf_model_backward(m, NULL, NULL, err);

@@ -119,6 +119,9 @@ typedef struct mf_model mf_model;
 /* A model with every base parameter allocated and zeroed (call
  * mf_model_init_random or copy weights in). The config is copied and checked. */
 int mf_model_new(mf_model **out, const mf_model_config *cfg, mf_err *err);
+/* The same on a given backend (kernels/backend.h: mf_k_backend_cpu(), mf_k_backend_cuda()). */
+typedef struct mf_k_backend mf_k_backend;
+int mf_model_new_on(mf_model **out, const mf_model_config *cfg, const mf_k_backend *be, mf_err *err);
 void mf_model_free(mf_model *m);
 const mf_model_config *mf_model_get_config(const mf_model *m);
 
@@ -205,7 +208,10 @@ enum { MF_K_IGNORE_INDEX = -100 };
 enum {
     MF_FWD_LOGITS = 1 << 0, /* LM head: logits [B,T,V] and, with labels, token log-probs */
     MF_FWD_VALUES = 1 << 1, /* score head on every position: values [B,T] */
-    MF_FWD_TRAIN = 1 << 2   /* keep activations for mf_model_backward; dropout on */
+    MF_FWD_TRAIN = 1 << 2,  /* keep activations for mf_model_backward; dropout on */
+    MF_FWD_NO_LOGITS = 1 << 3 /* with MF_FWD_LOGITS: the caller reads logp/valid/loss only; a device
+                                 backend then skips copying [B,T,V] logits to the host (out->logits
+                                 may be NULL). The CPU backend ignores it. */
 };
 
 /* Results of the last forward, owned by the model: valid until the next

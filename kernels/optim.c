@@ -10,7 +10,10 @@
  * 1), optimizer step with lr * schedule(step), then the schedule advances.
  * Only params trainable when the optimizer is created get state; frozen
  * weights are never touched. The update runs on host fp32 (the CPU backend's
- * weights); a device backend syncs after it.
+ * weights) and syncs; a backend with the optional opt_* hooks (CUDA) keeps the
+ * moments on its device and runs the same step there (the clip coefficient,
+ * learning rate and step count are still decided here, so both paths take the
+ * same decisions).
  */
 #include "kernels/model_internal.h"
 
@@ -27,7 +30,9 @@ struct mf_k_adamw {
     long step;
     size_t n;
     int *idx;
-    float **mom, **vel;
+    float **mom, **vel;   /* host moments (NULL entries on the device path) */
+    const mf_k_backend *be;
+    void *dev;            /* device optimizer state (be->opt_new), NULL on the host path */
 };
 
 double mf_k_lr_factor(const mf_k_adamw_config *c, long step)
@@ -49,6 +54,7 @@ double mf_k_lr_factor(const mf_k_adamw_config *c, long step)
 void mf_k_adamw_free(mf_k_adamw *o)
 {
     if (!o) return;
+    if (o->dev) o->be->opt_free(o->dev);
     for (size_t i = 0; i < o->n; i++) {
         if (o->mom) free(o->mom[i]);
         if (o->vel) free(o->vel[i]);
@@ -80,8 +86,14 @@ int mf_k_adamw_new(mf_k_adamw **out, mf_model *m, const mf_k_adamw_config *cfg, 
         mf_k_adamw_free(o);
         return mf_err_set(err, MF_ENOMEM, "adamw: out of memory");
     }
+    o->be = m->be;
+    int on_device = m->be->opt_new != NULL;
     for (size_t i = 0; i < m->n_params; i++) {
         if (!m->params[i].trainable) continue;
+        if (on_device) { /* moments live on the device */
+            o->idx[o->n++] = (int)i;
+            continue;
+        }
         o->idx[o->n] = (int)i;
         o->mom[o->n] = calloc(m->params[i].numel, sizeof(float));
         o->vel[o->n] = calloc(m->params[i].numel, sizeof(float));
@@ -89,6 +101,14 @@ int mf_k_adamw_new(mf_k_adamw **out, mf_model *m, const mf_k_adamw_config *cfg, 
         if (!o->mom[o->n - 1] || !o->vel[o->n - 1]) {
             mf_k_adamw_free(o);
             return mf_err_set(err, MF_ENOMEM, "adamw: out of memory for the state of %s", m->params[i].name);
+        }
+    }
+    if (on_device) {
+        int rc = m->be->opt_new(m, &o->dev, o->n, o->idx, err);
+        if (rc) {
+            o->dev = NULL;
+            mf_k_adamw_free(o);
+            return rc;
         }
     }
     *out = o;
@@ -111,8 +131,36 @@ static mf_k_param *param_at(mf_k_adamw *o, size_t k, mf_err *err)
     return &m->params[i];
 }
 
+/* The device path of mf_k_adamw_step: same norm, clip and schedule decisions,
+ * the update itself runs on the backend's device. */
+static int step_on_device(mf_k_adamw *o, double *grad_norm, mf_err *err)
+{
+    const mf_k_adamw_config *c = &o->c;
+    mf_model *m = o->m;
+    for (size_t k = 0; k < o->n; k++)
+        if (!param_at(o, k, err)) return MF_EINVAL;
+    double ss = 0;
+    int rc = o->be->opt_grad_sqnorm(m, o->dev, &ss, err);
+    if (rc) return rc;
+    double norm = sqrt(ss);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return mf_err_set(err, MF_EINVAL, "adamw: gradient norm is %g at step %ld (diverged)", norm, o->step);
+    float clip = 1.0f;
+    if (c->max_grad_norm > 0) {
+        double coef = c->max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0) clip = (float)coef;
+    }
+    double lr = c->lr * mf_k_lr_factor(c, o->step);
+    rc = o->be->opt_step(m, o->dev, c, lr, o->step + 1, clip, err);
+    if (rc) return rc;
+    o->step++;
+    return 0;
+}
+
 int mf_k_adamw_step(mf_k_adamw *o, double *grad_norm, mf_err *err)
 {
+    if (o->dev) return step_on_device(o, grad_norm, err);
     const mf_k_adamw_config *c = &o->c;
     /* global L2 norm over every gradient, in double, fixed order */
     double ss = 0;
@@ -185,8 +233,26 @@ int mf_k_adamw_save(const mf_k_adamw *o, const char *path, mf_err *err)
         const mf_k_param *p = &o->m->params[o->idx[k]];
         uint32_t nl = (uint32_t)strlen(p->name);
         uint64_t ne = p->numel;
+        const float *mom = o->mom[k], *vel = o->vel[k];
+        float *tmp = NULL;
+        if (o->dev) { /* download the device moments */
+            tmp = malloc((size_t)ne * 8 + 8);
+            if (!tmp) {
+                bad = 1;
+                break;
+            }
+            int rc = o->be->opt_moments(o->m, o->dev, k, tmp, tmp + ne, 0, err);
+            if (rc) {
+                free(tmp);
+                free(buf);
+                return rc;
+            }
+            mom = tmp;
+            vel = tmp + ne;
+        }
         bad = put(&buf, &len, &cap, &nl, 4) || put(&buf, &len, &cap, p->name, nl) || put(&buf, &len, &cap, &ne, 8) ||
-              put(&buf, &len, &cap, o->mom[k], ne * 4) || put(&buf, &len, &cap, o->vel[k], ne * 4);
+              put(&buf, &len, &cap, mom, ne * 4) || put(&buf, &len, &cap, vel, ne * 4);
+        free(tmp);
     }
     if (bad) {
         free(buf);
@@ -249,8 +315,16 @@ int mf_k_adamw_load(mf_k_adamw *o, const char *path, mf_err *err)
                               (unsigned long long)ne, p->numel);
         }
         NEED(ne * 8, "moments");
-        memcpy(o->mom[k], buf + at, ne * 4);
-        memcpy(o->vel[k], buf + at + ne * 4, ne * 4);
+        if (o->dev) {
+            int rc2 = o->be->opt_moments(o->m, o->dev, k, buf + at, buf + at + ne * 4, 1, err);
+            if (rc2) {
+                free(buf);
+                return rc2;
+            }
+        } else {
+            memcpy(o->mom[k], buf + at, ne * 4);
+            memcpy(o->vel[k], buf + at + ne * 4, ne * 4);
+        }
         at += ne * 8;
     }
 #undef NEED

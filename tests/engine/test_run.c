@@ -418,8 +418,8 @@ TEST(test_run_backend_goes_through_the_spec_and_into_the_manifest_not_the_key)
     CHECK_INT(mf(&out, "run g.yaml --backend auto"), 0);
     CHECK_CONTAINS(out, "nothing to do");
     free(out);
-    /* forced: auto resolves to cpu on a machine without a usable GPU */
-    CHECK_INT(mf(&out, "run g.yaml --force m"), 0);
+    /* forced, no --backend and no MEDFLOW_BACKEND: auto, which is cpu without a usable GPU */
+    CHECK_INT(mf(&out, "run g.yaml --force m --backend auto"), 0);
     free(out);
     run = last_run();
     REQUIRE(run != NULL);
