@@ -75,7 +75,9 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 # keep fuzz objects between builds (they are intermediates of pattern rules)
 .SECONDARY:
 
-.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help
+# medflow is phony: with `.SECONDARY:` above, make would otherwise keep a CPU ./medflow after
+# `make CUDA=1` (the missing build/gcc-cuda/medflow counts as an intermediate it need not make).
+.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help medflow
 all: medflow
 
 help:
