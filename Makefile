@@ -200,3 +200,17 @@ else
 cuda-tests cuda-test:
 	@echo "the GPU test programs need the CUDA build: make CUDA=1 $@"; exit 2
 endif
+
+# ---- CUDA kernel benchmark (tests/bench/bench_cuda_kernels.cu; tests/bench/bench_cuda_kernels.sh runs it
+#      beside PyTorch). Not a tests/cuda program: cuda-test runs every one of those. ----
+.PHONY: bench-cuda-kernels print-bench-cuda-kernels-bin
+print-bench-cuda-kernels-bin:
+	@echo $(BUILD)/bench_cuda_kernels
+ifeq ($(CUDA),1)
+bench-cuda-kernels: $(BUILD)/bench_cuda_kernels
+$(BUILD)/bench_cuda_kernels: $(BUILD)/tests/bench/bench_cuda_kernels.o $(BUILD)/libmedflow.a
+	$(Q)$(CC) -o $@ $^ $(LDLIBS_BASE)
+else
+bench-cuda-kernels:
+	@echo "the CUDA kernel benchmark needs the CUDA build: make CUDA=1 $@"; exit 2
+endif

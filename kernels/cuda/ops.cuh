@@ -111,14 +111,15 @@ cudaError_t mf_cu_kv_split(void *dk, void *dv, float *dpk, float *dpv, const voi
  *   out [B*T, nh*hd], lse [B, nh, T] fp32 log-sum-exp of the scaled scores
  *   (-inf for a query that sees no key; its output is 0).
  * Query t sees every prefix row and positions s <= t whose mask is 1.
- * hd in {32, 64, 80, 96, 128} at least; others return cudaErrorInvalidValue. */
+ * hd in {8, 16, 32, 64, 80, 96, 128}; others return cudaErrorInvalidValue. */
 cudaError_t mf_cu_attention(void *out, float *lse, const void *q, const void *kf, const void *vf,
                             const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd, mf_cu_dtype dt,
                             cudaStream_t st);
 /* Backward: dq [B*T, nh*hd] (overwrite), dkf/dvf [B, S, nkv*hd] (overwrite),
  * from dout, the forward's out and lse. scratch: mf_cu_attention_bwd_scratch
- * bytes (row sums D = rowsum(dout * out) and, in deterministic mode, per-query-
- * block partials of dK/dV reduced in fixed order). */
+ * bytes (the row sums D = rowsum(dout * out), [B, nh, T] fp32). The
+ * implementation has no atomics (dK/dV: one block per key block; dQ: a second
+ * pass), so it is deterministic whatever `deterministic` says. */
 size_t mf_cu_attention_bwd_scratch(int B, int T, int P, int nh, int nkv, int hd, int deterministic);
 cudaError_t mf_cu_attention_bwd(void *dq, void *dkf, void *dvf, const void *dout, const void *out, const float *lse,
                                 const void *q, const void *kf, const void *vf, const int32_t *mask, int B, int T,
@@ -156,7 +157,7 @@ typedef struct mf_cu_tensor {
 } mf_cu_tensor;
 
 /* sum over tensors of sum(grad^2), fp32 partials summed in a fixed order into
- * *out (device float). scratch: mf_cu_sqnorm_scratch(n_tensors) floats. */
+ * *out (device float, overwritten). scratch: mf_cu_sqnorm_scratch(n_tensors) floats. */
 size_t mf_cu_sqnorm_scratch(int n_tensors);
 cudaError_t mf_cu_grad_sqnorm(float *out, const mf_cu_tensor *host_list, int n_tensors, float *scratch,
                               cudaStream_t st);
