@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/bench/bench_cuda_train.sh — GPU training: medflow's CUDA backend vs Hugging Face (transformers +
-# PEFT, bf16 autocast over fp32 master weights, SDPA attention), same LLaMA-architecture models (random
+# PEFT, bf16 autocast, SDPA attention; HF_DTYPE below), same LLaMA-architecture models (random
 # init), same batch, seq 1024: tokens/s, MFU, peak GPU memory, ratio.
 #
 #   bash tests/bench/bench_cuda_train.sh                 # sizes 0.5b 7b x modes lora full, appends to BENCHMARKS.md
@@ -22,14 +22,16 @@
 # no weight gradients for the frozen base) + 12*L*T*d (attention scores and values, forward+backward),
 # N = parameters without the input embedding. Peak: H100/H200 SXM 989 TFLOP/s, H100 PCIe 756; or PEAK_TFLOPS.
 #
+# HF precision (HF_DTYPE, see bench_cuda_train_hf.py): auto = full in AMP (fp32 master weights + bf16
+# autocast, medflow's split), LoRA the usual PEFT way (bf16 frozen base, fp32 adapters, autocast).
 # Knobs: SIZES MODES T STEPS WARM B_05 B_7 (micro-batch per size, same on both sides) GPU (index)
-#        HF_DTYPE=amp|bf16 APPEND=0|1 WORK=dir (kept when set) NO_BUILD=1 SKIP_HF=1 BACKEND=cuda|cpu
+#        HF_DTYPE=auto|amp|lora-bf16|bf16 APPEND=0|1 WORK=dir (kept when set) NO_BUILD=1 SKIP_HF=1 BACKEND=cuda|cpu
 #        (cpu + SIZES=tiny is a plumbing check that runs anywhere).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 SIZES=${SIZES:-"0.5b 7b"}; MODES=${MODES:-"lora full"}; T=${T:-1024}; STEPS=${STEPS:-12}; WARM=${WARM:-2}
-B_05=${B_05:-8}; B_7=${B_7:-2}; B_TINY=${B_TINY:-2}; GPU=${GPU:-0}; HF_DTYPE=${HF_DTYPE:-amp}
+B_05=${B_05:-8}; B_7=${B_7:-2}; B_TINY=${B_TINY:-2}; GPU=${GPU:-0}; HF_DTYPE=${HF_DTYPE:-auto}
 APPEND=${APPEND:-1}; BACKEND=${BACKEND:-cuda}; SKIP_HF=${SKIP_HF:-0}
 KEEP=${WORK:+1}; WORK=${WORK:-$(mktemp -d /tmp/mf-bench-cuda.XXXXXX)}
 mkdir -p "$WORK"

@@ -5,10 +5,14 @@ Same model (LLaMA architecture, random init), same work per optimizer step:
 B sequences of T tokens, forward + backward + clip(1.0) + AdamW, either
   full  every weight trains, or
   lora  PEFT LoRA r=8, alpha=32, dropout 0 on q_proj,k_proj,v_proj,o_proj (base frozen).
-Precision: --dtype amp (default) keeps fp32 master weights and runs the
-forward/backward under torch.autocast(bfloat16) — HF Trainer's bf16=True, and
-the same split as medflow's CUDA backend (fp32 master weights, bf16
-activations); --dtype bf16 loads the model in bfloat16 (half the memory).
+Precision (--dtype): auto (default) = amp for full, lora-bf16 for lora;
+  amp        fp32 weights, forward/backward under torch.autocast(bfloat16) — HF
+             Trainer's bf16=True, and the split of medflow's CUDA backend (fp32
+             master weights, bf16 activations);
+  lora-bf16  the usual PEFT setup (LLaMA-Factory): frozen base in bfloat16,
+             LoRA weights in fp32, autocast bf16 — like medflow, whose frozen
+             weights exist on the GPU only as bf16 copies;
+  bf16       everything in bfloat16, no autocast (least memory).
 Attention: SDPA (flash kernels on H100).
 
 Prints one JSON line: tokens_per_s over the measured steps (after --warm
@@ -41,15 +45,19 @@ def main():
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warm", type=int, default=2)
-    ap.add_argument("--dtype", choices=["amp", "bf16"], default="amp")
+    ap.add_argument("--dtype", choices=["auto", "amp", "lora-bf16", "bf16"], default="auto")
     ap.add_argument("--lr", type=float, default=1e-4)
     a = ap.parse_args()
 
+    if a.dtype == "auto":
+        a.dtype = "amp" if a.mode == "full" else "lora-bf16"
+    if a.dtype == "lora-bf16" and a.mode != "lora":
+        ap.error("--dtype lora-bf16 is for --mode lora")
     torch.manual_seed(0)
     dev = torch.device("cuda")
     cfg = LlamaConfig(max_position_embeddings=max(2048, a.seq), rms_norm_eps=1e-6, rope_theta=10000.0,
                       tie_word_embeddings=False, attn_implementation="sdpa", **SIZES[a.size])
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    dtype = torch.float32 if a.dtype == "amp" else torch.bfloat16
     with torch.device(dev):
         model = LlamaForCausalLM(cfg).to(dtype)
     n_params = sum(p.numel() for p in model.parameters())
@@ -58,6 +66,10 @@ def main():
         import peft
         model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
                                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        if a.dtype == "lora-bf16":  # adapters (and their optimizer state) in fp32 over the bf16 base
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
@@ -65,7 +77,7 @@ def main():
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device=dev)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.dtype == "amp"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.dtype != "bf16"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -90,7 +102,7 @@ def main():
         peft_v = "absent"
     print(json.dumps({
         "impl": "hf", "size": a.size, "mode": a.mode, "dtype": a.dtype, "batch": a.batch, "seq": a.seq,
-        "steps": a.steps, "tokens_per_s": a.batch * a.seq * a.steps / dt, "loss": float(loss),
+        "steps": a.steps, "tokens_per_s": a.batch * a.seq * a.steps / dt, "loss": float(loss.detach()),
         "peak_alloc_gib": torch.cuda.max_memory_allocated() / 2**30,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
         "n_params": n_params, "n_embed": n_embed, "n_trainable": n_train,
