@@ -75,7 +75,9 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 # keep fuzz objects between builds (they are intermediates of pattern rules)
 .SECONDARY:
 
-.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help
+# medflow is phony: with `.SECONDARY:` above, make would otherwise keep a CPU ./medflow after
+# `make CUDA=1` (the missing build/gcc-cuda/medflow counts as an intermediate it need not make).
+.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help medflow
 all: medflow
 
 help:
@@ -113,9 +115,12 @@ TESTKINDS_BIN := $(BUILD)/tests/medflow-testkinds
 $(TESTKINDS_BIN): $(BUILD)/engine/main.o $(BUILD)/tests/engine/testkinds.o $(BUILD)/libmedflow.a
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_BASE)
 
-# TESTS=filter limits the run to tests whose name contains it.
+# TESTS=filter limits the run to tests whose name contains it. The suite checks the CPU backend
+# (its fixtures' tolerances are the CPU's), also in a CUDA build on a GPU machine: models default
+# to MEDFLOW_BACKEND=cpu unless the caller sets it (the GPU checks are `make CUDA=1 cuda-test`).
 test: medflow $(BUILD)/tests/runner $(TESTKINDS_BIN)
-	$(Q)MEDFLOW_BIN=./medflow MEDFLOW_TESTKINDS_BIN=./$(TESTKINDS_BIN) ./$(BUILD)/tests/runner $(TESTS)
+	$(Q)MEDFLOW_BACKEND=$${MEDFLOW_BACKEND:-cpu} MEDFLOW_BIN=./medflow MEDFLOW_TESTKINDS_BIN=./$(TESTKINDS_BIN) \
+		./$(BUILD)/tests/runner $(TESTS)
 
 deps:
 	apt-get update

@@ -16,12 +16,13 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
+#include "kernels/backend_select.h"
 #include "kernels/model.h"
 #include "stages/model_io.h"
 #include "stages/tokenizer.h"
 
 const char mf_usage_score[] =
-    "Usage: medflow score MODEL --text FILE [--adapter DIR] [--json]\n"
+    "Usage: medflow score MODEL --text FILE [--adapter DIR] [--backend B] [--json]\n"
     "\n"
     "Tokenize FILE with MODEL's tokenizer and print the log-probability the model\n"
     "gives each token after the first, and their total.\n"
@@ -29,6 +30,8 @@ const char mf_usage_score[] =
     "  MODEL          an HF model directory (config.json, model.safetensors, tokenizer.json)\n"
     "  --text FILE    UTF-8 text to score ('-' reads stdin)\n"
     "  --adapter DIR  a PEFT LoRA adapter directory to apply\n"
+    "  --backend B    auto (default: cuda when built with CUDA and a GPU is usable, else cpu),\n"
+    "                 cpu or cuda (an error when unavailable); default from MEDFLOW_BACKEND\n"
     "  --json         one JSON object: tokens [{id, token, text, logprob}], total_logprob,\n"
     "                 n_scored, mean_logprob, perplexity\n"
     "\n"
@@ -80,6 +83,16 @@ static int load_all(loaded *l, const char *arg, const char *adapter, mf_err *err
     return rc;
 }
 
+/* --backend B: the process default for the model about to be loaded. */
+static int set_backend(const char *cmd, const char *name)
+{
+    mf_k_backend_choice c;
+    mf_err e;
+    if (mf_k_backend_parse(&c, name, "--backend", &e)) return mf_cli_usage_error(cmd, "%s", e.msg);
+    mf_k_backend_set_default(c, "--backend");
+    return 0;
+}
+
 static int read_text(const char *path, char **out, size_t *len, mf_err *err)
 {
     if (strcmp(path, "-")) return mf_read_file(path, out, len, err);
@@ -102,6 +115,7 @@ int mf_cmd_score(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--text") && i + 1 < argc) text = argv[++i];
         else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) { if (set_backend("score", argv[++i])) return MF_EXIT_USAGE; }
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1]) return mf_cli_usage_error("score", "unknown or incomplete option '%s'", argv[i]);
         else if (!model) model = argv[i];
@@ -189,7 +203,7 @@ int mf_cmd_score(int argc, char **argv)
 
 const char mf_usage_generate[] =
     "Usage: medflow generate MODEL --prompt TEXT [--max-new N] [--temperature T] [--top-p P]\n"
-    "                        [--top-k K] [--seed S] [--adapter DIR] [--json]\n"
+    "                        [--top-k K] [--seed S] [--adapter DIR] [--backend B] [--json]\n"
     "\n"
     "Continue TEXT with MODEL and print the generated text (the prompt is not repeated).\n"
     "Generation stops after N new tokens (default 64) or at the tokenizer's end-of-sequence token.\n"
@@ -200,6 +214,8 @@ const char mf_usage_generate[] =
     "  --top-k K        keep the K most likely tokens (default 0: off)\n"
     "  --seed S         sampling seed (default 0); the same seed gives the same text\n"
     "  --adapter DIR    a PEFT LoRA adapter directory to apply\n"
+    "  --backend B      auto (default: cuda when built with CUDA and a GPU is usable, else cpu),\n"
+    "                   cpu or cuda (an error when unavailable); default from MEDFLOW_BACKEND\n"
     "  --json           {\"prompt_ids\", \"ids\", \"logprobs\", \"text\"} instead of plain text\n"
     "\n"
     "Exit status: 0 ok, 1 failed, 2 bad arguments or unusable model/prompt.\n";
@@ -225,6 +241,7 @@ int mf_cmd_generate(int argc, char **argv)
         int has = i + 1 < argc;
         if (!strcmp(a, "--prompt") && has) prompt = argv[++i];
         else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
+        else if (!strcmp(a, "--backend") && has) { if (set_backend("generate", argv[++i])) return MF_EXIT_USAGE; }
         else if (!strcmp(a, "--max-new") && has) { if (parse_num("generate", a, argv[++i], 1, 1 << 20, &max_new)) return MF_EXIT_USAGE; }
         else if (!strcmp(a, "--temperature") && has) { if (parse_num("generate", a, argv[++i], 0, 100, &temp)) return MF_EXIT_USAGE; }
         else if (!strcmp(a, "--top-p") && has) { if (parse_num("generate", a, argv[++i], 1e-6, 1, &top_p)) return MF_EXIT_USAGE; }

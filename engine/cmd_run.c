@@ -16,9 +16,10 @@
 #include "engine/estore.h"
 #include "engine/plan.h"
 #include "engine/run.h"
+#include "kernels/backend_select.h"
 
 typedef struct args {
-    const char *graph, *store, *gpus;
+    const char *graph, *store, *gpus, *backend;
     char **targets, **force;
     size_t n_targets, n_force;
     int json, dry_run, keep_going, jobs, quiet, verbose, rehash;
@@ -60,10 +61,25 @@ static int parse(const char *cmd, int argc, char **argv, args *a, int is_run)
             a->jobs = (int)v;
         } else if (is_run && !strcmp(s, "--gpus") && k + 1 < argc) a->gpus = argv[++k];
         else if (is_run && !strncmp(s, "--gpus=", 7)) a->gpus = s + 7;
+        else if (is_run && !strcmp(s, "--backend") && k + 1 < argc) a->backend = argv[++k];
+        else if (is_run && !strncmp(s, "--backend=", 10)) a->backend = s + 10;
         else return mf_cli_usage_error(cmd, "unknown option '%s'", s);
     }
     if (!a->graph) return mf_cli_usage_error(cmd, "missing GRAPH");
     if (is_run && in_force && !a->n_force) return mf_cli_usage_error(cmd, "--force needs at least one STAGE");
+    if (is_run) { /* --backend, else MEDFLOW_BACKEND, else auto: checked now, used by every stage */
+        mf_k_backend_choice c;
+        const char *env = getenv("MEDFLOW_BACKEND");
+        mf_err e;
+        if (!a->backend && env && *env) {
+            if (mf_k_backend_parse(&c, env, "MEDFLOW_BACKEND", &e)) return mf_cli_usage_error(cmd, "%s", e.msg);
+            a->backend = env;
+        }
+        if (a->backend && mf_k_backend_parse(&c, a->backend, "--backend", &e)) return mf_cli_usage_error(cmd, "%s", e.msg);
+        char why[512];
+        if (a->backend && c == MF_BACKEND_CUDA && !mf_k_cuda_usable(NULL, 0, why, sizeof why))
+            return mf_cli_usage_error(cmd, "backend cuda (from %s): %s", env && a->backend == env ? "MEDFLOW_BACKEND" : "--backend", why);
+    }
     return 0;
 }
 
@@ -175,7 +191,7 @@ int mf_cmd_run(int argc, char **argv)
     if (!a.quiet)
         printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
     mf_run_opts ro = {a.jobs, a.gpus, a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
-                      isatty(1), a.quiet, a.verbose};
+                      isatty(1), a.quiet, a.verbose, a.backend ? a.backend : "auto"};
     const char *grace = getenv("MEDFLOW_KILL_GRACE");
     ro.grace_s = grace ? atof(grace) : 10.0;
     mf_run_result res;

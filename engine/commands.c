@@ -67,7 +67,7 @@ const mf_cmd mf_commands[] = {
      "the stat cache. Exit 0 (also when stages are stale), 2 for an invalid graph. See docs/engine.md.\n", 0},
     {"run", mf_cmd_run, "run the stale stages of a graph",
      "Usage: medflow run GRAPH [STAGE...] [--force STAGE...] [--dry-run] [--keep-going] [-j N]\n"
-     "                   [--gpus LIST] [--store DIR] [--rehash] [-q] [-v]\n\n"
+     "                   [--gpus LIST] [--backend auto|cpu|cuda] [--store DIR] [--rehash] [-q] [-v]\n\n"
      "Bring the graph (or the given STAGEs and what they need) up to date: stale stages run as child\n"
      "processes (`medflow stage-exec`), packed onto GPUs, cores and memory; outputs go to the store,\n"
      "every run that starts something is recorded in the ledger with its outcome.\n"
@@ -76,6 +76,10 @@ const mf_cmd mf_commands[] = {
      "  -k, --keep-going  after a failure, keep running stages that do not depend on it\n"
      "  -j N              at most N stages at once (default: as resources allow)\n"
      "  --gpus LIST       use these GPUs (e.g. 0,1,2,3) instead of those found; '' for none\n"
+     "  --backend B       compute backend of the stages' models: auto (default: cuda when built with\n"
+     "                    CUDA and the stage has a GPU, else cpu), cpu, or cuda (an error when\n"
+     "                    unavailable); default from MEDFLOW_BACKEND. Not part of stage keys;\n"
+     "                    the manifest records the backend and device each stage ran on\n"
      "  --store DIR       the store (default: the graph's `store:`, else ./.medflow)\n"
      "  --rehash          re-read every source instead of trusting the stat cache\n"
      "  -q / -v           less / more output\n"

@@ -45,6 +45,7 @@ typedef struct job {
     double tokens_per_s; /* the last rate rank 0 reported (NAN: none): the run's, not the artifact's */
     mf_progress_row row;
     int killed;
+    char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
 } job;
 
 typedef struct runner {
@@ -161,6 +162,10 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         /* throughput describes this run on this machine, so it lives here and not in
          * the artifact (whose bytes must not depend on timing: early cut-off) */
         if (isfinite(j->tokens_per_s)) bad |= mf_json_set(m, "tokens_per_s", mf_json_new_float(j->tokens_per_s));
+        /* provenance only: the backend is not part of the key (both compute the same function) */
+        bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
+        if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
+        if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
@@ -170,8 +175,8 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
 
 /* ---- launching ---- */
 
-static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous, char **spec_path,
-                      mf_err *err)
+static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous,
+                      const char *out_dir, char **spec_path, mf_err *err)
 {
     size_t i = j->stage;
     const mf_stage *s = &r->g->stages[i];
@@ -216,7 +221,8 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "inputs", ins);
     mf_json_set(spec, "input_digests", digs);
     ins = digs = NULL;
-    mf_json_set(spec, "out_dir", mf_json_new_str(j->out_dir));
+    mf_json_set(spec, "out_dir", mf_json_new_str(out_dir));
+    mf_json_set(spec, "job_dir", mf_json_new_str(j->dir));
     mf_json_set(spec, "work_dir", mf_json_new_str(work));
     free(work);
     mf_json_set(spec, "rank", mf_json_new_int(rank_no));
@@ -226,6 +232,7 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "precision", mf_json_new_str(s->precision ? s->precision : "fp32"));
     mf_json_set(spec, "progress_fd", mf_json_new_int(3));
     mf_json_set(spec, "rendezvous", mf_json_new_str(rendezvous));
+    mf_json_set(spec, "backend", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, spec, MF_JSON_SORTED | MF_JSON_PRETTY);
     char name[64];
@@ -306,7 +313,19 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
             snprintf(devone, sizeof devone, "%d", j->devs[k]);
             devices = devone;
         }
-        rc = write_spec(r, j, k, devices, token, &spec, err);
+        /* Only rank 0's out_dir is published; the other ranks of a data-parallel
+         * stage run the same kind code and write into a private out_dir of
+         * their own under the job dir, removed with it. */
+        char *out_dir = k == 0 ? strdup(j->out_dir) : NULL;
+        if (k > 0) {
+            char sub[64];
+            snprintf(sub, sizeof sub, "rank%d.out", k);
+            out_dir = mf_path_join(j->dir, sub);
+            if (out_dir) rc = mf_mkdir_p(out_dir, 0755, err);
+        }
+        if (!out_dir) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        if (!rc) rc = write_spec(r, j, k, devices, token, out_dir, &spec, err);
+        free(out_dir);
         int pp[2] = {-1, -1};
         if (!rc && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
         if (!rc) {
@@ -356,6 +375,13 @@ static void read_progress(runner *r, job *j, rank *rk, int rank_no)
         mf_json *v = NULL;
         mf_err e;
         if (mf_json_parse(&v, line, strlen(line), "progress", &e)) continue;
+        const char *be = mf_json_get_str(v, "backend", NULL);
+        if (be) { /* stage-exec reports the backend it ran on, once, at the end */
+            snprintf(j->backend, sizeof j->backend, "%s", be);
+            snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
+            mf_json_free(v);
+            continue;
+        }
         j->row.step = mf_json_get_int(v, "step", j->row.step);
         j->row.total = mf_json_get_int(v, "total", j->row.total);
         j->row.loss = mf_json_get_num(v, "loss", NAN);
@@ -544,6 +570,26 @@ static void reap(runner *r)
     }
 }
 
+/* A rank that failed takes its job down: its peers would otherwise wait for it
+ * forever inside a collective (NCCL has no timeout). Nothing of the job is
+ * published, so SIGKILL loses nothing (checkpoints are written atomically). */
+static void stop_failed_jobs(runner *r)
+{
+    for (size_t k = 0; k < r->n_jobs; k++) {
+        job *j = &r->jobs[k];
+        if (j->killed || j->n_ranks < 2 || !j->pgid) continue;
+        int failed = -1, running = 0;
+        for (int q = 0; q < j->n_ranks; q++) {
+            if (!j->ranks[q].exited) running = 1;
+            else if (failed < 0 && (!WIFEXITED(j->ranks[q].status) || WEXITSTATUS(j->ranks[q].status) != 0)) failed = q;
+        }
+        if (failed < 0 || !running) continue;
+        j->killed = 1;
+        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: rank %d failed; stopping the other ranks of the stage\n", failed);
+        kill(-j->pgid, SIGKILL);
+    }
+}
+
 static void signal_jobs(runner *r, int sig)
 {
     for (size_t k = 0; k < r->n_jobs; k++)
@@ -661,6 +707,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             if (ch < 0) { rc = ch; r->stop = 1; signal_jobs(r, SIGTERM); r->kill_at = mf_monotonic() + 10; forwarded = 1; }
         }
         reap(r);
+        stop_failed_jobs(r);
         for (size_t k = 0; k < r->n_jobs;) {
             job *j = &r->jobs[k];
             int all = 1;

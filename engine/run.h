@@ -48,6 +48,7 @@ typedef struct mf_run_opts {
     double grace_s;         /* SIGTERM -> SIGKILL grace (default 10) */
     FILE *out;              /* progress and summary (stdout) */
     int tty, quiet, verbose;
+    const char *backend;    /* --backend auto|cpu|cuda for every stage (spec "backend"); NULL = auto */
 } mf_run_opts;
 
 typedef struct mf_run_result {

@@ -12,8 +12,10 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/json.h"
+#include "kernels/backend_select.h"
 #include "stages/stage.h"
 
 static int build_inputs(mf_stage_ctx *c, const mf_json *ins, const mf_json *digs, mf_err *err)
@@ -50,6 +52,28 @@ static void free_inputs(mf_stage_ctx *c)
     free(c->inputs);
 }
 
+/* The backend the stage's models ran on (none when it built no model): to the
+ * log, and to the engine on progress_fd for the manifest. */
+static void report_backend(const mf_stage_ctx *c)
+{
+    const char *dev = NULL, *be = mf_k_backend_used(&dev);
+    if (!be) return;
+    fprintf(stderr, "medflow stage-exec: backend %s%s%s%s\n", be, dev && *dev ? " (" : "", dev ? dev : "",
+            dev && *dev ? ")" : "");
+    if (c->progress_fd < 0) return;
+    mf_buf b = MF_BUF_INIT;
+    mf_buf_puts(&b, "{\"backend\":");
+    mf_json_write_str(&b, be, strlen(be));
+    mf_buf_puts(&b, ",\"device\":");
+    mf_json_write_str(&b, dev ? dev : "", dev ? strlen(dev) : 0);
+    mf_buf_puts(&b, "}\n");
+    if (mf_buf_ok(&b)) {
+        ssize_t w = write(c->progress_fd, b.data, b.len); /* short line: one write on a pipe is atomic */
+        (void)w;
+    }
+    mf_buf_free(&b);
+}
+
 int mf_cmd_stage_exec(int argc, char **argv)
 {
     if (argc != 2) return mf_cli_usage_error("stage-exec", "expected one SPEC file");
@@ -71,6 +95,9 @@ int mf_cmd_stage_exec(int argc, char **argv)
     c.world_size = (int)mf_json_get_int(spec, "world_size", 1);
     c.devices = mf_json_get_str(spec, "devices", "");
     c.rendezvous = mf_json_get_str(spec, "rendezvous", "");
+    c.job_dir = mf_json_get_str(spec, "job_dir", NULL);
+    const char *backend = mf_json_get_str(spec, "backend", NULL);
+    mf_k_backend_choice bc = MF_BACKEND_AUTO;
     c.seed = (unsigned long long)mf_json_get_int(spec, "seed", 0);
     c.precision = mf_json_get_str(spec, "precision", "fp32");
     c.progress_fd = (int)mf_json_get_int(spec, "progress_fd", -1);
@@ -81,6 +108,7 @@ int mf_cmd_stage_exec(int argc, char **argv)
     else if (!c.out_dir) mf_err_set(&err, MF_EINVAL, "%s: the spec has no \"out_dir\"", argv[1]);
     else if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size)
         mf_err_set(&err, MF_EINVAL, "%s: rank %d is not within world_size %d", argv[1], c.rank, c.world_size);
+    else if (backend && mf_k_backend_parse(&bc, backend, "spec \"backend\"", &err)) code = MF_EXIT_USAGE;
     else if (!build_inputs(&c, mf_json_get(spec, "inputs"), mf_json_get(spec, "input_digests"), &err)) {
         mf_stage_run_fn run = mf_stage_impl(kind);
         if (!run) {
@@ -92,7 +120,10 @@ int mf_cmd_stage_exec(int argc, char **argv)
             fprintf(stderr, "medflow stage-exec: stage '%s' kind %s v%d rank %d/%d devices '%s'\n", c.stage, kind,
                     c.kind->version, c.rank, c.world_size, c.devices);
             fflush(stderr);
+            if (backend) mf_k_backend_set_default(bc, "--backend of the run");
+            mf_k_backend_set_precision(c.precision); /* the stage's precision for models on the GPU */
             int rc = run(&c);
+            report_backend(&c);
             if (!rc) code = 0;
             else {
                 if (!err.code) mf_err_set(&err, rc, "stage '%s' failed", c.stage);

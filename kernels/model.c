@@ -8,6 +8,7 @@
  * stay valid until the next add/merge.
  */
 #include "kernels/model_internal.h"
+#include "kernels/backend_select.h"
 #include "kernels/rng.h"
 
 #include <math.h>
@@ -98,9 +99,21 @@ static int param_set_trainable(mf_k_param *p, int on, mf_err *err)
     return 0;
 }
 
+/* On the process default backend (kernels/backend_select.h: --backend,
+ * MEDFLOW_BACKEND, auto), configured with the process defaults (the stage's
+ * precision on the GPU). */
 int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
 {
-    return mf_model_new_on(out, cfg_in, mf_k_backend_cpu(), err);
+    *out = NULL;
+    const mf_k_backend *be = NULL;
+    int rc = mf_k_backend_resolve(&be, err);
+    if (!rc) rc = mf_model_new_on(out, cfg_in, be, err);
+    if (!rc) rc = mf_k_backend_configure(*out, err);
+    if (rc && *out) {
+        mf_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)

@@ -205,7 +205,7 @@ static int run_lm(mf_stage_ctx *ctx, mf_td_mode mode)
         mf_tr_task task = {&t, t.train.n, lm_step, t.val.n ? lm_eval : NULL, {"ppl", NULL}};
         rc = mf_tr_run(ctx, &tc, tm.in.model, &task, NULL, err);
     }
-    if (!rc) rc = mf_tm_save(&tm, ctx, err);
+    if (!rc && ctx->rank == 0) rc = mf_tm_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
     mf_td_batch_free(&t.tb);
     free(t.seqs);
     mf_td_set_free(&t.train);

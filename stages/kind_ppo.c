@@ -207,6 +207,10 @@ static int gen_rollouts(ppo *P, const mf_stage_ctx *ctx, const size_t *pidx, int
 int mf_stage_ppo_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;
+    if (ctx->world_size > 1) /* its own loop (rollouts) has no data-parallel path yet */
+        return mf_err_set(err, MF_EUNSUPPORTED,
+                          "stage '%s': ppo does not run data-parallel yet (%d ranks); give it resources: {gpus: 1}",
+                          ctx->stage, ctx->world_size);
     ppo P;
     memset(&P, 0, sizeof P);
     mf_tr_config tc;

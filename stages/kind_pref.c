@@ -293,7 +293,7 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
         }
         rc = mf_tr_run(ctx, &tc, tm.in.model, &task, NULL, err);
     }
-    if (!rc) rc = mf_tm_save(&tm, ctx, err);
+    if (!rc && ctx->rank == 0) rc = mf_tm_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
     mf_td_batch_free(&t.tb);
     free(t.seqs);
     free(t.grad);

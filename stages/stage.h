@@ -14,8 +14,18 @@
  *    "inputs": {"model": ["/store/trees/<digest>"], "data": ["/path/to/src.jsonl"]},
  *    "input_digests": {"model": ["sha256:..."], ...},
  *    "out_dir": "/store/tmp/<run>-sft/out", "work_dir": "/store/work/<key>",
+ *    "job_dir": "/store/tmp/<run>-sft",
  *    "rank": 0, "world_size": 1, "devices": "0,1", "seed": 42, "precision": "fp32",
- *    "progress_fd": 3, "rendezvous": "..."}
+ *    "progress_fd": 3, "rendezvous": "...", "backend": "auto"}
+ *
+ * Ranks: a `gpus: N` stage runs N ranks. Only rank 0's out_dir is published;
+ * ranks > 0 get a private out_dir (job_dir/rank<k>.out) so kind code needs no
+ * rank checks to stay out of the artifact. job_dir is shared by the ranks of
+ * one job (fresh per attempt): the NCCL bootstrap exchanges its id there
+ * (kernels/comm.h), in a file named by the rendezvous token. "backend" is the
+ * run's --backend (kernels/backend_select.h); stage-exec reports the backend
+ * it actually used on progress_fd ({"backend":"cuda","device":"..."}) and the
+ * engine records it in the stage's manifest (not in its key).
  */
 #ifndef MF_STAGE_H
 #define MF_STAGE_H
@@ -42,7 +52,8 @@ typedef struct mf_stage_ctx {
     const char *work_dir;    /* persists across attempts with the same key (checkpoints); may be NULL */
     int rank, world_size;
     const char *devices;     /* CUDA_VISIBLE_DEVICES value, "" for CPU */
-    const char *rendezvous;  /* NCCL unique id (hex) or "" */
+    const char *rendezvous;  /* random token shared by the ranks of a job (hex), or "" */
+    const char *job_dir;     /* directory shared by the ranks of this job, or NULL (see above) */
     unsigned long long seed;
     const char *precision;
     int progress_fd;         /* -1 when nobody listens */

@@ -13,6 +13,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
+#include "kernels/comm.h"
 #include "stages/dataio.h"
 #include "stages/registry.h"
 #include "stages/safetensors.h"
@@ -291,6 +292,76 @@ static void metrics_line(FILE *fp, const char *stage, long step, const char *spl
     mf_json_free(o);
 }
 
+/* ---------------------------------------------------------------- data parallel
+ *
+ * A stage with world_size N > 1 runs N ranks of this loop, one GPU each.
+ * Global micro-batch i (the data cursor) goes to rank i % N, so one
+ * optimizer step still consumes grad_accum micro-batches of batch_size
+ * examples: the global batch, the data order, the schedule and the
+ * checkpoints are those of a single process. Each micro-batch's loss is
+ * scaled by 1/grad_accum as always, and the ranks' gradients are SUMMED
+ * (mf_model_dp_allreduce_grads) before the identical optimizer step on every
+ * rank. Step metrics are summed the same way, so metrics.jsonl reads like a
+ * single-process run. grad_accum should be a multiple of N (else some ranks
+ * idle part of the step). Only rank 0 writes metrics, checkpoints and
+ * progress, and evaluates; every rank loads the checkpoint on resume. At the
+ * end the ranks compare a checksum of their trainable params and fail if they
+ * diverged.
+ */
+
+static int dp_open(const mf_stage_ctx *ctx, mf_k_comm **comm, mf_err *err)
+{
+    *comm = NULL;
+    if (!ctx->job_dir || strlen(ctx->rendezvous) < 32)
+        return mf_err_set(err, MF_EINVAL,
+                          "stage '%s': %d ranks need the engine's job_dir and rendezvous token in the spec",
+                          ctx->stage, ctx->world_size);
+    char name[64];
+    snprintf(name, sizeof name, "nccl-%.32s.id", ctx->rendezvous);
+    char *path = mf_path_join(ctx->job_dir, name);
+    if (!path) return nomem(err);
+    const char *t = getenv("MEDFLOW_RENDEZVOUS_TIMEOUT");
+    double timeout = t && atof(t) > 0 ? atof(t) : 600;
+    int rc = mf_k_comm_new(comm, ctx->rank, ctx->world_size, path, timeout, err);
+    free(path);
+    return rc;
+}
+
+/* The step's metrics summed over the ranks (each holds its micro-batches' share). */
+static int dp_sum_metrics(mf_k_comm *comm, mf_tr_metrics *acc, mf_err *err)
+{
+    double v[2 + MF_TR_MAX_METRICS];
+    v[0] = acc->loss;
+    v[1] = acc->tokens;
+    for (int k = 0; k < MF_TR_MAX_METRICS; k++) v[2 + k] = acc->v[k];
+    int rc = mf_k_comm_allreduce_f64(comm, v, 2 + MF_TR_MAX_METRICS, MF_COMM_SUM, err);
+    acc->loss = v[0];
+    acc->tokens = v[1];
+    for (int k = 0; k < MF_TR_MAX_METRICS; k++) acc->v[k] = v[2 + k];
+    return rc;
+}
+
+/* Every rank must end with the same params. With identical reduced gradients
+ * and a deterministic optimizer they are bit-identical; the tolerance (1e-6
+ * relative) only forgives last-bit differences of a non-deterministic device
+ * reduction (e.g. an atomics-based gradient norm). */
+static int dp_check_parity(const mf_stage_ctx *ctx, mf_k_comm *comm, mf_model *m, mf_err *err)
+{
+    double cs[2];
+    mf_model_param_checksum(m, cs);
+    double mx[4] = {cs[0], cs[1], -cs[0], -cs[1]}; /* max of -x = -min of x */
+    int rc = mf_k_comm_allreduce_f64(comm, mx, 4, MF_COMM_MAX, err);
+    if (rc) return rc;
+    double d_sum = mx[0] + mx[2], d_sq = mx[1] + mx[3];
+    double scale_sq = mx[1] > 0 ? mx[1] : 0, n = (double)mf_model_count(m, 1);
+    if (!(d_sq <= 1e-6 * scale_sq + 1e-30) || !(d_sum <= 1e-6 * sqrt(scale_sq * n) + 1e-30))
+        return mf_err_set(err, MF_EFAILED,
+                          "stage '%s': the %d ranks diverged: trainable-parameter checksums differ (sum %.17g..%.17g, "
+                          "sum of squares %.17g..%.17g)",
+                          ctx->stage, ctx->world_size, -mx[2], mx[0], -mx[3], mx[1]);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 static void epoch_perm(size_t *perm, size_t n, uint64_t seed, unsigned long long epoch)
@@ -318,6 +389,9 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
     long ckpt_every = c.checkpoint_every > 0 ? c.checkpoint_every : (total >= 10 ? total / 10 : total);
     if (mf_model_count(m, 1) == 0) return mf_err_set(err, MF_EINVAL, "stage '%s': no trainable parameters", ctx->stage);
 
+    /* data parallel (see above): world ranks, rank 0 the lead */
+    int world = ctx->world_size > 1 ? ctx->world_size : 1, rank = world > 1 ? ctx->rank : 0, lead = rank == 0;
+    mf_k_comm *comm = NULL;
     mf_k_adamw *opt = NULL;
     size_t *perm = malloc(n * sizeof *perm), *idx = malloc((size_t)c.batch_size * sizeof *idx);
     char *mpath = NULL;
@@ -335,14 +409,29 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
                 mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
             }
         }
-        mpath = rc ? NULL : mf_path_join(ctx->work_dir, "metrics.jsonl");
-        if (!rc && !mpath) rc = nomem(err);
-        if (!rc) rc = s.step ? metrics_truncate(mpath, s.step, err) : (mf_write_file_atomic(mpath, "", 0, 0644, err));
-    } else if (!rc) {
+        mpath = rc || !lead ? NULL : mf_path_join(ctx->work_dir, "metrics.jsonl");
+        if (!rc && lead && !mpath) rc = nomem(err);
+        if (!rc && lead) rc = s.step ? metrics_truncate(mpath, s.step, err) : (mf_write_file_atomic(mpath, "", 0, 0644, err));
+    } else if (!rc && lead) {
         mpath = mf_path_join(ctx->out_dir, "metrics.jsonl");
         if (!mpath) rc = nomem(err);
     }
-    if (!rc && !(mfp = fopen(mpath, s.step ? "ab" : "wb"))) rc = mf_err_errno(err, MF_EIO, "open %s", mpath);
+    if (!rc && lead && !(mfp = fopen(mpath, s.step ? "ab" : "wb"))) rc = mf_err_errno(err, MF_EIO, "open %s", mpath);
+    if (!rc && world > 1 && mf_tr_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
+        rc = mf_err_set(err, MF_EUNSUPPORTED,
+                        "stage '%s': zero: %lld (sharded optimizer state / gradients) is not implemented yet; use zero: 0 "
+                        "(plain data parallelism: every rank holds the full optimizer state)",
+                        ctx->stage, mf_tr_int(ctx, "zero"));
+    if (!rc && world > 1) {
+        rc = dp_open(ctx, &comm, err);
+        if (!rc) rc = mf_model_dp_broadcast_params(m, comm, err);
+        if (!rc && lead && c.grad_accum % world) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "grad_accum %d is not a multiple of the %d ranks: some ranks idle part of each step",
+                     c.grad_accum, world);
+            mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
+        }
+    }
 
     unsigned long long cur_epoch = (unsigned long long)-1;
     double t0 = mf_monotonic(), tokens_run = 0;
@@ -359,6 +448,7 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
                 epoch_perm(perm, n, c.seed, e);
                 cur_epoch = e;
             }
+            if (s.cursor % (unsigned long long)world != (unsigned long long)rank) continue; /* another rank's */
             int bn = 0;
             for (size_t k = pos * (size_t)c.batch_size; k < n && bn < c.batch_size; k++) idx[bn++] = perm[k];
             mf_tr_metrics mt;
@@ -369,6 +459,7 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
             for (int k = 0; k < MF_TR_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
         }
         if (rc) break;
+        if (comm && ((rc = mf_model_dp_allreduce_grads(m, comm, err)) || (rc = dp_sum_metrics(comm, &acc, err)))) break;
         if (!isfinite(acc.loss)) {
             rc = mf_err_set(err, MF_EFAILED, "stage '%s': loss is %g at step %ld (diverged; lower lr?)", ctx->stage,
                             acc.loss, s.step + 1);
@@ -382,15 +473,15 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         tokens_run += acc.tokens;
         double el = mf_monotonic() - t0, tps = el > 0 ? tokens_run / el : 0;
         metrics_line(mfp, ctx->stage, s.step, NULL, &acc, task, lr, gn);
-        if (s.step % c.log_every == 0 || s.step == total)
+        if (lead && (s.step % c.log_every == 0 || s.step == total))
             mf_stage_progress(ctx, s.step, total, acc.loss, tps, el / steps_run * (double)(total - s.step), NULL);
-        if (task->eval && ((c.eval_every > 0 && s.step % c.eval_every == 0) || s.step == total)) {
+        if (lead && task->eval && ((c.eval_every > 0 && s.step % c.eval_every == 0) || s.step == total)) {
             memset(&ev, 0, sizeof ev);
             if ((rc = task->eval(task->ud, m, &ev, err))) break;
             have_ev = 1;
             metrics_line(mfp, ctx->stage, s.step, "val", &ev, task, 0, 0);
         }
-        if (ctx->work_dir && (s.step % ckpt_every == 0) && s.step < total) {
+        if (lead && ctx->work_dir && (s.step % ckpt_every == 0) && s.step < total) {
             if ((rc = save_ckpt(ctx->work_dir, m, opt, &s, &c, err))) break;
             if (mf_tr_test_stop_after && s.step >= mf_tr_test_stop_after) {
                 rc = mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld (test hook)", s.step);
@@ -399,14 +490,17 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         }
     }
     if (mfp) fclose(mfp);
-    if (!rc && task->eval && !have_ev) { /* resumed at the very end: evaluate once more */
+    if (!rc && lead && task->eval && !have_ev) { /* resumed at the very end: evaluate once more */
         memset(&ev, 0, sizeof ev);
         rc = task->eval(task->ud, m, &ev, err);
         have_ev = !rc;
     }
     if (!rc && have_ev && final_eval) *final_eval = ev;
     if (!rc) rc = mf_model_fetch(m, err);
-    if (!rc && ctx->work_dir) { /* copy the metrics into the artifact */
+    if (!rc && comm) rc = dp_check_parity(ctx, comm, m, err);
+    if (rc) mf_k_comm_abort(comm); /* never wait on peers after a failure */
+    else mf_k_comm_free(comm);
+    if (!rc && lead && ctx->work_dir) { /* copy the metrics into the artifact */
         char *data = NULL, *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
         size_t len = 0;
         rc = dst ? mf_read_file(mpath, &data, &len, err) : nomem(err);

@@ -390,3 +390,157 @@ TEST(test_stage_exec_kind_without_implementation_fails_clearly)
     CHECK_CONTAINS(out, "unknown stage kind 'nosuch'");
     free(out);
 }
+
+/* --backend travels to the stage through its spec; the stage reports the backend it built its model on
+ * and the manifest records both (the key does not change: a second run with another --backend is cached). */
+TEST(test_run_backend_goes_through_the_spec_and_into_the_manifest_not_the_key)
+{
+    write_graph("g.yaml", "name: be\nstages:\n  m: {kind: tiny-model}\n");
+    char *out = NULL;
+    CHECK_INT(mf(&out, "run g.yaml --backend cpu"), 0);
+    free(out);
+    mf_json *run = last_run();
+    REQUIRE(run != NULL);
+    const mf_json *man = mf_json_get(mf_json_get(run, "manifests"), "m");
+    CHECK_STR(mf_json_get_str(man, "backend_requested", ""), "cpu");
+    CHECK_STR(mf_json_get_str(man, "backend", ""), "cpu");
+    CHECK(mf_json_get(man, "device") == NULL); /* no device name on the CPU */
+    char key[128];
+    snprintf(key, sizeof key, "%s", mf_json_get_str(man, "key", ""));
+    const char *log = mf_json_get_str(man, "log_path", "");
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", mf_test_tmpdir(), log);
+    char *text = mf_test_read(p);
+    CHECK_CONTAINS(text, "medflow stage-exec: backend cpu");
+    free(text);
+    mf_json_free(run);
+    /* another backend is not another key: nothing to do */
+    CHECK_INT(mf(&out, "run g.yaml --backend auto"), 0);
+    CHECK_CONTAINS(out, "nothing to do");
+    free(out);
+    /* forced, no --backend and no MEDFLOW_BACKEND: auto, which is cpu without a usable GPU */
+    CHECK_INT(mf(&out, "run g.yaml --force m --backend auto"), 0);
+    free(out);
+    run = last_run();
+    REQUIRE(run != NULL);
+    man = mf_json_get(mf_json_get(run, "manifests"), "m");
+    CHECK_STR(mf_json_get_str(man, "backend_requested", ""), "auto");
+    CHECK_STR(mf_json_get_str(man, "key", ""), key);
+#ifndef MF_HAVE_CUDA
+    CHECK_STR(mf_json_get_str(man, "backend", ""), "cpu");
+#endif
+    mf_json_free(run);
+}
+
+TEST(test_run_backend_errors_are_clear)
+{
+    write_graph("g.yaml", "name: be\nstages:\n  m: {kind: tiny-model}\n");
+    char *out = NULL;
+    CHECK_INT(mf(&out, "run g.yaml --backend gpu"), 2);
+    CHECK_CONTAINS(out, "--backend: expected auto, cpu or cuda, found 'gpu'");
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml --backend=cuda"), 2);
+#ifndef MF_HAVE_CUDA
+    CHECK_CONTAINS(out, "this medflow was built without CUDA; rebuild with make CUDA=1");
+#else
+    CHECK_CONTAINS(out, "backend cuda (from --backend)");
+#endif
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml"), 0); /* the errors started nothing: now it runs */
+    CHECK_CONTAINS(out, "1 to run");
+    free(out);
+}
+
+TEST(test_run_medflow_backend_env_is_checked_and_recorded)
+{
+    write_graph("g.yaml", "name: be\nstages:\n  m: {kind: tiny-model}\n");
+    char *o = NULL, *e = NULL;
+    int st = mf_test_sh(&o, &e, "cd '%s' && MEDFLOW_BACKEND=tpu '%s' run g.yaml", mf_test_tmpdir(), bin());
+    CHECK_INT(st, 2);
+    CHECK_CONTAINS(e, "MEDFLOW_BACKEND: expected auto, cpu or cuda, found 'tpu'");
+    free(o);
+    free(e);
+    st = mf_test_sh(&o, &e, "cd '%s' && MEDFLOW_BACKEND=cpu '%s' run g.yaml", mf_test_tmpdir(), bin());
+    CHECK_INT(st, 0);
+    free(o);
+    free(e);
+    mf_json *run = last_run();
+    REQUIRE(run != NULL);
+    CHECK_STR(mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), "m"), "backend_requested", ""), "cpu");
+    mf_json_free(run);
+}
+
+/* A spec asking for cuda in a build (or on a machine) without it: the stage fails saying why. */
+TEST(test_stage_exec_backend_cuda_without_cuda_fails_clearly)
+{
+    char spec[PATH_MAX], out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/out", mf_test_tmpdir());
+    snprintf(spec, sizeof spec, "%s/spec.json", mf_test_tmpdir());
+    char text[2 * PATH_MAX];
+    snprintf(text, sizeof text,
+             "{\"stage\": \"m\", \"kind\": \"tiny-model\", \"params\": {}, \"inputs\": {}, \"out_dir\": \"%s\", "
+             "\"backend\": \"cuda\"}",
+             out);
+    mf_test_write(spec, text);
+    mf_test_sh(NULL, NULL, "mkdir -p '%s'", out);
+    char *o = NULL, *e = NULL;
+    int st = mf_test_sh(&o, &e, "CUDA_VISIBLE_DEVICES= '%s' stage-exec '%s'", bin(), spec);
+    CHECK_INT(st, 1);
+#ifndef MF_HAVE_CUDA
+    CHECK_CONTAINS(e, "backend cuda (from --backend of the run): this medflow was built without CUDA; rebuild with make CUDA=1");
+#else
+    CHECK_CONTAINS(e, "backend cuda (from --backend of the run): no usable CUDA device");
+#endif
+    free(o);
+    free(e);
+    /* a bad backend name in the spec is a bad spec */
+    snprintf(text, sizeof text,
+             "{\"stage\": \"m\", \"kind\": \"tiny-model\", \"params\": {}, \"inputs\": {}, \"out_dir\": \"%s\", "
+             "\"backend\": \"gpu\"}",
+             out);
+    mf_test_write(spec, text);
+    st = mf_test_sh(&o, &e, "'%s' stage-exec '%s'", bin(), spec);
+    CHECK_INT(st, 2);
+    CHECK_CONTAINS(e, "spec \"backend\": expected auto, cpu or cuda, found 'gpu'");
+    free(o);
+    free(e);
+}
+
+/* A `gpus: 2` training stage runs 2 data-parallel ranks. This build has no NCCL (or this machine no GPU):
+ * both ranks fail with the reason, and a failed rank takes the other down instead of leaving it waiting. */
+TEST(test_run_data_parallel_training_without_nccl_fails_clearly)
+{
+    const char *d = mf_test_tmpdir();
+    REQUIRE(mf_test_sh(NULL, NULL, "cp '%s/tests/stages/fixtures/data/tokenizer.json' '%s/tokenizer.json' && "
+                                   "head -20 '%s/examples/data/pretrain.jsonl' > '%s/text.jsonl'",
+                       mf_test_root(), d, mf_test_root(), d) == 0);
+    write_graph("g.yaml",
+                "name: dp\n"
+                "sources:\n"
+                "  tok: {path: tokenizer.json}\n"
+                "  text: {path: text.jsonl, format: text}\n"
+                "stages:\n"
+                "  base:\n"
+                "    kind: init\n"
+                "    inputs: {tokenizer: tok}\n"
+                "    params: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2,\n"
+                "             max_position_embeddings: 64}\n"
+                "  pt:\n"
+                "    kind: dcpt\n"
+                "    inputs: {model: base, data: text}\n"
+                "    params: {block_size: 16, max_steps: 2, batch_size: 2, grad_accum: 2}\n"
+                "    resources: {gpus: 2}\n");
+    char *out = NULL;
+    CHECK_INT(mf(&out, "run g.yaml --gpus 0,1"), 1);
+    CHECK_CONTAINS(out, "pt: started (2 ranks, gpus 0,1)");
+#ifndef MF_HAVE_CUDA
+    CHECK_CONTAINS(out, "data-parallel training (2 ranks) needs NCCL: this medflow was built without CUDA; rebuild with make CUDA=1");
+#endif
+    free(out);
+    mf_json *run = last_run();
+    REQUIRE(run != NULL);
+    const mf_json *man = mf_json_get(mf_json_get(run, "manifests"), "pt");
+    CHECK_STR(mf_json_get_str(man, "status", ""), "failed");
+    CHECK_INT(mf_json_get_int(man, "ranks", 0), 2);
+    mf_json_free(run);
+}

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "common/fsutil.h"
+#include "kernels/backend_select.h"
+#include "kernels/model.h"
 #include "stages/registry.h"
 #include "stages/stage.h"
 
@@ -54,12 +56,15 @@ static const mf_param_spec *const g_fail[] = {p_fail, NULL};
 static const mf_param_spec *const g_write[] = {p_write, NULL};
 static const mf_param_spec *const g_copy[] = {p_copy, NULL};
 static const mf_param_spec *const g_ranks[] = {p_ranks, NULL};
+static const mf_param_spec p_none[] = {END};
+static const mf_param_spec *const g_none_params[] = {p_none, NULL};
 
 static const mf_kind k_sleep = {"sleep", 1, "test: sleep, report progress, write a file", s_opt_in, g_sleep, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_fail = {"fail", 1, "test: print a message and fail", s_opt_in, g_fail, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.txt", s_opt_in, g_write, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_tinymodel = {"tiny-model", 1, "test: builds a tiny model on the default backend, writes which", s_none, g_none_params, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 
 static int write_text(mf_stage_ctx *c, const char *name, const char *text)
@@ -168,9 +173,13 @@ static int run_copy(mf_stage_ctx *c)
 static int run_ranks(mf_stage_ctx *c)
 {
     char name[64], line[1024];
+    /* ranks report in the job dir they share (ranks > 0 have private out_dirs) */
+    if (!c->job_dir) return mf_err_set(c->err, MF_EINVAL, "the spec has no job_dir");
     snprintf(name, sizeof name, "rank-%d.txt", c->rank);
-    snprintf(line, sizeof line, "%s %s\n", c->devices, c->rendezvous);
-    int rc = write_text(c, name, line);
+    snprintf(line, sizeof line, "%s %s %s\n", c->devices[0] ? c->devices : "-", c->rendezvous[0] ? c->rendezvous : "-", c->out_dir);
+    char *mine = mf_path_join(c->job_dir, name);
+    int rc = mine ? mf_write_file_atomic(mine, line, strlen(line), 0644, c->err) : MF_ENOMEM;
+    free(mine);
     if (rc || c->rank != 0) return rc;
     /* rank 0 gathers every rank's report and checks it */
     double deadline = mf_monotonic() + mf_stage_param_num(c, "wait", 20);
@@ -178,7 +187,7 @@ static int run_ranks(mf_stage_ctx *c)
     for (int r = 0; r < c->world_size && r < 64; r++) {
         char *path, *text = NULL;
         snprintf(name, sizeof name, "rank-%d.txt", r);
-        path = mf_path_join(c->out_dir, name);
+        path = mf_path_join(c->job_dir, name);
         size_t len;
         mf_err e;
         while (!path || mf_read_file(path, &text, &len, &e)) {
@@ -186,9 +195,11 @@ static int run_ranks(mf_stage_ctx *c)
             nap(0.02);
         }
         free(path);
-        char dev[64] = "", rv[600] = "";
-        sscanf(text, "%63s %599s", dev, rv);
+        char dev[64] = "", rv[600] = "", od[1024] = "";
+        sscanf(text, "%63s %599s %1023s", dev, rv, od);
         free(text);
+        if (r > 0 && !strcmp(od, c->out_dir))
+            return mf_err_set(c->err, MF_EFAILED, "rank %d shares rank 0's out_dir %s", r, od);
         if (c->world_size > 1 && (strlen(rv) != 256 || strcmp(rv, c->rendezvous)))
             return mf_err_set(c->err, MF_EFAILED, "rank %d has rendezvous '%s', rank 0 '%s'", r, rv, c->rendezvous);
         if (c->world_size > 1 && (!*dev || strchr(dev, ',')))
@@ -201,6 +212,20 @@ static int run_ranks(mf_stage_ctx *c)
     return write_text(c, "ranks-ok.txt", line);
 }
 
+/* A model on whatever backend the spec's "backend" selected; out/backend.txt says which. */
+static int run_tinymodel(mf_stage_ctx *c)
+{
+    mf_model_config cfg = {.arch = MF_ARCH_LLAMA, .vocab_size = 16, .hidden_size = 8, .intermediate_size = 16,
+                           .num_hidden_layers = 1, .num_attention_heads = 2, .num_key_value_heads = 2,
+                           .max_position_embeddings = 16, .pad_token_id = -1, .bos_token_id = -1, .eos_token_id = -1};
+    mf_model *m = NULL;
+    int rc = mf_model_new(&m, &cfg, c->err);
+    mf_model_free(m);
+    if (rc) return rc;
+    const char *be = mf_k_backend_used(NULL);
+    return write_text(c, "backend.txt", be ? be : "none");
+}
+
 __attribute__((constructor)) static void register_test_kinds(void)
 {
     const char *v = getenv("MEDFLOW_TEST_WRITE_FILE_VERSION");
@@ -210,11 +235,13 @@ __attribute__((constructor)) static void register_test_kinds(void)
     mf_registry_add_test_kind(&k_write);
     mf_registry_add_test_kind(&k_copy);
     mf_registry_add_test_kind(&k_ranks);
+    mf_registry_add_test_kind(&k_tinymodel);
     mf_registry_add_test_kind(&k_noimpl); /* registered, deliberately without a run function */
     mf_stage_add_test_impl("sleep", run_sleep);
     mf_stage_add_test_impl("fail", run_fail);
     mf_stage_add_test_impl("write-file", run_write);
     mf_stage_add_test_impl("copy-input", run_copy);
     mf_stage_add_test_impl("ranks", run_ranks);
+    mf_stage_add_test_impl("tiny-model", run_tinymodel);
     mf_registry_enable_test_kinds();
 }
