@@ -91,12 +91,7 @@ template <typename T>
 static cudaError_t rmsnorm_bwd_launch(void *dx, int accumulate, float *dw, float *part, const void *dy, const void *x,
                                       const float *rstd, const void *w, int N, int H, cudaStream_t st)
 {
-    if (dx) {
-        rmsnorm_bwd_dx_kernel<T><<<(unsigned)N, NORM_THREADS, 0, st>>>((T *)dx, accumulate, (const T *)dy,
-                                                                       (const T *)x, rstd, (const T *)w, H);
-        cudaError_t e = launch_status();
-        if (e != cudaSuccess) return e;
-    }
+    /* dw first: it reads dy, which the dx kernel may overwrite (dx may alias dy) */
     if (dw) {
         int groups = (N + NORM_DW_ROWS - 1) / NORM_DW_ROWS;
         unsigned cols = (unsigned)((H + NORM_THREADS - 1) / NORM_THREADS);
@@ -105,6 +100,11 @@ static cudaError_t rmsnorm_bwd_launch(void *dx, int accumulate, float *dw, float
         cudaError_t e = launch_status();
         if (e != cudaSuccess) return e;
         rmsnorm_dw_reduce_kernel<<<cols, NORM_THREADS, 0, st>>>(dw, part, groups, H);
+        if ((e = launch_status()) != cudaSuccess) return e;
+    }
+    if (dx) {
+        rmsnorm_bwd_dx_kernel<T><<<(unsigned)N, NORM_THREADS, 0, st>>>((T *)dx, accumulate, (const T *)dy,
+                                                                       (const T *)x, rstd, (const T *)w, H);
         return launch_status();
     }
     return cudaSuccess;

@@ -403,11 +403,13 @@ static void test_rmsnorm(mf_cu_dtype dt, int N, int H)
     expect_close("rmsnorm_bwd dw (+=)", ctx, g1.data(), rdw.data(), H, 1e-4);
     CU(mf_cu_rmsnorm_bwd(NULL, 0, ddw2, scr, dgy, dxs, drr, dw, N, H, dt, 0));
     expect_same_bits("rmsnorm_bwd dw", ctx, g1.data(), down_f32(ddw2, H).data(), H * 4);
-    /* overwrite mode, dx aliasing dy */
+    /* overwrite mode, dx aliasing dy, with dw: dw must still see the original dy */
     std::vector<float> rdx2(n, 0.0f);
     mf_k_cpu_rmsnorm_bwd(rdx2.data(), NULL, gy.data(), xs.data(), rr.data(), w.data(), N, H);
-    CU(mf_cu_rmsnorm_bwd(dgy, 0, NULL, NULL, dgy, dxs, drr, dw, N, H, dt, 0));
+    float *ddw3 = up_f32(dw0);
+    CU(mf_cu_rmsnorm_bwd(dgy, 0, ddw3, scr, dgy, dxs, drr, dw, N, H, dt, 0));
     expect_close("rmsnorm_bwd dx (=, in place)", ctx, down_act(dgy, n, dt).data(), rdx2.data(), n, tol);
+    expect_same_bits("rmsnorm_bwd dw (dx in place)", ctx, g1.data(), down_f32(ddw3, H).data(), H * 4);
     dfree_all();
 }
 
