@@ -74,6 +74,7 @@ static void dec_free(cu_state *cs)
     cs->dec_arena = NULL;
     cs->dec_cap = 0;
     cs->dec_n = 0;
+    cs->dec_r = 0;
     memset(&cs->dw, 0, sizeof(cs->dw));
 }
 
@@ -82,14 +83,17 @@ void cu_cache_free(cu_state *cs)
     if (cs->kc) (void)cudaFree(cs->kc);
     if (cs->vc) (void)cudaFree(cs->vc);
     cs->kc = cs->vc = NULL;
-    cs->c_rows = cs->c_cap = 0;
+    cs->c_rows = cs->c_cap = cs->c_P = 0;
     dec_free(cs);
 }
 
-/* Workspace for n tokens per decode call. */
+/* Workspace for n tokens per decode call, laid out for the current LoRA rank
+ * (a LoRA added after the last layout needs its u buffers: re-lay out). */
 static int dec_ensure(mf_model *m, cu_state *cs, int n, mf_err *err)
 {
-    if (n <= cs->dec_n) return 0;
+    int r = m->has_lora ? m->lora.rank : 0;
+    if (n <= cs->dec_n && r == cs->dec_r) return 0;
+    if (n < cs->dec_n) n = cs->dec_n;
     dec_free(cs);
     cu_dec_ws w;
     size_t need = dec_layout(m, cs, (size_t)n, NULL, &w);
@@ -98,6 +102,7 @@ static int dec_ensure(mf_model *m, cu_state *cs, int n, mf_err *err)
     dec_layout(m, cs, (size_t)n, cs->dec_arena, &cs->dw);
     MF_CU_TRY(err, cudaMallocHost((void **)&cs->dw.h_tok, 2 * (size_t)n * sizeof(int32_t)));
     cs->dec_n = n;
+    cs->dec_r = r;
     return 0;
 }
 
@@ -120,13 +125,15 @@ int cu_cache_reset(mf_model *m, int rows, int max_len, mf_err *err)
                           max_len, P, c->max_position_embeddings);
     CU_TRY(cu_table_ensure(m, err));
     size_t Dkv = (size_t)m->kv_dim;
-    if (!cs->kc || cs->c_rows != rows || cs->c_cap != max_len) {
+    /* P is part of the size: a prefix added since the last reset needs P more rows per (layer, row) */
+    if (!cs->kc || cs->c_rows != rows || cs->c_cap != max_len || cs->c_P != P) {
         cu_cache_free(cs);
         size_t bytes = (size_t)L * rows * ((size_t)P + max_len) * Dkv * cs->es;
         MF_CU_TRY_MALLOC(err, &cs->kc, bytes, "KV cache (keys)");
         MF_CU_TRY_MALLOC(err, &cs->vc, bytes, "KV cache (values)");
         cs->c_rows = rows;
         cs->c_cap = max_len;
+        cs->c_P = P;
     }
     /* sized for generate(): prompts of up to max_len tokens, steps of `rows` tokens */
     CU_TRY(dec_ensure(m, cs, rows > max_len ? rows : max_len, err));
@@ -170,6 +177,9 @@ int cu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int 
     if (!cs->kc) return mf_err_set(err, MF_EINVAL, "decode: no KV cache (call cache_reset first)");
     if (n <= 0) return mf_err_set(err, MF_EINVAL, "decode: expected n > 0 tokens, got %d", n);
     int P = m->has_prefix ? m->prefix.pre_seq_len : 0;
+    if (P != cs->c_P) /* cache_at would index past the rows the cache was sized for */
+        return mf_err_set(err, MF_EINVAL, "decode: the KV cache was reset for %d prefix rows, the model now has %d "
+                                          "(call cache_reset after adding a prefix)", cs->c_P, P);
     for (int i = 0; i < n; i++) {
         if (row[i] < 0 || row[i] >= cs->c_rows || pos[i] < 0 || pos[i] >= cs->c_cap)
             return mf_err_set(err, MF_EINVAL, "decode: token %d has row %d / position %d outside the cache (%d x %d)",

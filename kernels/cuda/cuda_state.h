@@ -134,9 +134,11 @@ typedef struct cu_state {
     /* KV cache [L][rows][P + cap][Dkv] (act) and decode workspace */
     char *kc, *vc;
     int c_rows, c_cap;
+    int c_P; /* prefix rows the cache was sized for (adapters can change it) */
     char *dec_arena;
     size_t dec_cap;
     int dec_n; /* tokens the decode workspace holds */
+    int dec_r; /* LoRA rank it was laid out for (0: no LoRA buffers) */
     cu_dec_ws dw;
 } cu_state;
 

@@ -408,6 +408,77 @@ TEST(test_cuda_fp32_logits_match_the_cpu_backend)
     }
 }
 
+/* Gradients accumulate (+=) over backward calls until zero_grad, on the
+ * device as on the CPU; frozen params have no device gradient at all. */
+TEST(test_cuda_fp32_grads_accumulate_over_backwards_and_frozen_params_have_none)
+{
+    fx_file *f = fx_load("llama_gqa.safetensors");
+    mf_model *m = model_on(f, cuda(), "fp32");
+    mf_k_freeze_config fc = {.trainable_layers = 1, .modules = MF_MOD_MLP | MF_MOD_NORMS};
+    mf_err err;
+    REQUIRE(mf_model_freeze(m, &fc, &err) == 0);
+    mf_k_batch b = batch_of(f);
+    mf_k_outputs o;
+    lm_forward_backward(m, &b, &o); /* zero_grad, one backward */
+    REQUIRE(mf_model_fetch(m, &err) == 0);
+    size_t np = mf_model_num_params(m);
+    float **g1 = calloc(np, sizeof(float *));
+    REQUIRE(g1);
+    int n_tr = 0;
+    for (size_t i = 0; i < np; i++) {
+        mf_k_param *p = mf_model_param(m, i);
+        float *dg = cuda()->device_grad(m, i);
+        if (!p->trainable) {
+            CHECK(dg == NULL);
+            continue;
+        }
+        CHECK(dg != NULL);
+        n_tr++;
+        g1[i] = malloc(p->numel * 4);
+        REQUIRE(g1[i]);
+        memcpy(g1[i], p->grad, p->numel * 4);
+    }
+    CHECK(n_tr > 0);
+    /* a second forward/backward without zero_grad: every gradient doubles */
+    size_t n = (size_t)b.B * b.T;
+    float *dlogp = malloc(n * sizeof(float));
+    REQUIRE(dlogp);
+    REQUIRE(mf_model_forward(m, &b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, &err) == 0);
+    for (size_t i = 0; i < n; i++) dlogp[i] = -o.valid[i] / (float)o.n_valid;
+    REQUIRE(mf_model_backward(m, dlogp, NULL, &err) == 0);
+    REQUIRE(mf_model_fetch(m, &err) == 0);
+    for (size_t i = 0; i < np; i++) {
+        mf_k_param *p = mf_model_param(m, i);
+        if (!g1[i]) continue;
+        double md = 0, mx = 0;
+        for (size_t k = 0; k < p->numel; k++) {
+            double d = fabs((double)p->grad[k] - 2.0 * g1[i][k]);
+            md = d > md || d != d ? d : md;
+            mx = fabs(2.0 * g1[i][k]) > mx ? fabs(2.0 * g1[i][k]) : mx;
+        }
+        if (!(md <= 1e-5 * mx + 1e-12))
+            mf_test_fail(__FILE__, __LINE__, "%s: second backward did not accumulate (max diff %.3g of %.3g)", p->name,
+                         md, mx);
+        free(g1[i]);
+    }
+    /* zero_grad clears the device side too */
+    mf_model_zero_grad(m);
+    REQUIRE(mf_model_fetch(m, &err) == 0);
+    for (size_t i = 0; i < np; i++) {
+        mf_k_param *p = mf_model_param(m, i);
+        if (!p->trainable) continue;
+        for (size_t k = 0; k < p->numel; k++)
+            if (p->grad[k] != 0.0f) {
+                mf_test_fail(__FILE__, __LINE__, "%s: gradient not cleared by zero_grad", p->name);
+                break;
+            }
+    }
+    free(dlogp);
+    free(g1);
+    mf_model_free(m);
+    fx_free(f);
+}
+
 /* ---------------------------------------------------------------- training parity */
 
 typedef enum { MODE_FULL, MODE_LORA, MODE_PREFIX, MODE_FREEZE, MODE_SCORE } train_mode;
@@ -590,10 +661,9 @@ TEST(test_cuda_fp32_greedy_generation_matches_hf_generate)
     greedy_case("qwen2_tied.safetensors");
 }
 
-/* A model with a prefix (MLP) and LoRA on every linear (non-zero B). */
-static mf_model *adapted_model(fx_file *f, fx_file *pf, const mf_k_backend *be, const char *prec)
+/* Add a prefix (MLP) and LoRA on every linear (non-zero B) to m. */
+static void adapt(mf_model *m, fx_file *pf)
 {
-    mf_model *m = model_on(f, be, prec);
     mf_err err;
     mf_k_prefix_config pc = {.pre_seq_len = 3, .prefix_projection = 1, .prefix_hidden_size = 20};
     REQUIRE(mf_model_add_prefix(m, &pc, &err) == 0);
@@ -606,6 +676,13 @@ static mf_model *adapted_model(fx_file *f, fx_file *pf, const mf_k_backend *be, 
             for (size_t k = 0; k < p->numel; k++) p->data[k] = 0.05f * (float)((int)(k * 37 % 11) - 5);
     }
     REQUIRE(mf_model_sync(m, &err) == 0);
+}
+
+/* A model with a prefix (MLP) and LoRA on every linear (non-zero B). */
+static mf_model *adapted_model(fx_file *f, fx_file *pf, const mf_k_backend *be, const char *prec)
+{
+    mf_model *m = model_on(f, be, prec);
+    adapt(m, pf);
     return m;
 }
 
@@ -640,6 +717,30 @@ TEST(test_cuda_fp32_kv_cache_generation_equals_recomputation_with_lora_and_prefi
                 CHECK_INT(ids[0][b * NEW + i], ids[1][b * NEW + i]);
                 CHECK_NEAR(lp[0][b * NEW + i], lp[1][b * NEW + i], 1e-4, 1e-5);
             }
+        }
+    }
+    mf_model_free(m);
+    fx_free(pf);
+    fx_free(f);
+}
+
+/* A model that generated before its adapters were added: the KV cache (P more
+ * rows per sequence) and the decode workspace (LoRA buffers) must follow. */
+TEST(test_cuda_fp32_kv_cache_follows_adapters_added_after_a_first_generation)
+{
+    fx_file *f = fx_load("llama_gqa.safetensors"), *pf = fx_load("llama_prefix1.safetensors");
+    mf_model *m = model_on(f, cuda(), "fp32");
+    int32_t ids[2][3 * NEW];
+    float lp[2][3 * NEW];
+    int len[2][3];
+    generate3(m, 0.0f, 1, ids[0], lp[0], len[0]); /* cache and workspace sized without prefix / LoRA */
+    adapt(m, pf);
+    for (int cache = 0; cache <= 1; cache++) generate3(m, 0.0f, cache, ids[cache], lp[cache], len[cache]);
+    for (int b = 0; b < 3; b++) {
+        CHECK_INT(len[0][b], len[1][b]);
+        for (int i = 0; i < NEW; i++) {
+            CHECK_INT(ids[0][b * NEW + i], ids[1][b * NEW + i]);
+            CHECK_NEAR(lp[0][b * NEW + i], lp[1][b * NEW + i], 1e-4, 1e-5);
         }
     }
     mf_model_free(m);
