@@ -96,7 +96,7 @@ static mf_json *metrics_json(const mf_eval_opts *o, const agg *a, int nv_shown)
     bad = bad || mf_json_set(root, "model", mf_json_new_str(o->label && *o->label ? o->label : "model"));
     if (o->task == MF_EVAL_PAIRWISE)
         bad = bad || mf_json_set(root, "model_b",
-                                 mf_json_new_str(o->label_b && *o->label_b ? o->label_b : "model_b"));
+                                 mf_json_new_str(o->label_b ? o->label_b : "model_b")); /* "": the label names the row */
     if (o->dataset && *o->dataset) bad = bad || mf_json_set(root, "dataset", mf_json_new_str(o->dataset));
     bad = bad || mf_json_set(root, "n", mf_json_new_int((int64_t)a->n));
     mf_json *m = bad ? NULL : means(a->names, nv_shown, a->sum, a->n, 0);
@@ -408,6 +408,9 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
     dataset_name(data, ds, sizeof ds);
     /* Row label: the `label` param, else the foreach value (`exam.sft` -> "sft"), else the stage name. */
     const char *label = mf_stage_param_str(ctx, "label", "");
+    /* pairwise: a given label names the whole row ("ppo vs sft"); without one the row is
+     * "<model> vs model_b" */
+    const char *label_b = *label && task == MF_EVAL_PAIRWISE ? "" : "model_b";
     if (!*label) {
         const char *dot = strchr(ctx->stage, '.');
         label = dot && dot[1] ? dot + 1 : ctx->stage;
@@ -419,7 +422,7 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
                       mf_stage_param_int(ctx, "max_samples", 0),
                       mf_stage_param_num(ctx, "tie_margin", 0.1),
                       label,
-                      "model_b",
+                      label_b,
                       ds};
     mf_eval_set *set = NULL, *shots = NULL;
     int rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err);

@@ -158,7 +158,7 @@ static const mf_param_spec p_eval[] = {
     P_INT("k_shot", "0", 0, 64, "mcq: examples from the same category put before the question"),
     P_INT("max_samples", "0", 0, BIG, "evaluate at most N items; 0 = all"),
     P_FLT("tie_margin", "0.1", 0, 1e6, "pairwise: reward difference below which answers tie"),
-    P_STR("label", "", "row name in reports (default: the foreach value of the stage name, e.g. exam.sft -> sft)"),
+    P_STR("label", "", "row name in reports (default: the foreach value of the stage name, e.g. exam.sft -> sft); for pairwise the whole row, e.g. \"ppo vs sft\""),
     END};
 
 static const mf_param_spec p_report[] = {

@@ -299,6 +299,8 @@ TEST(test_eval_pairwise_counts_win_tie_lose_by_reward_margin)
     mf_json *mj = read_json(out, "metrics.json");
     REQUIRE(mj);
     CHECK_STR(mf_json_get_str(mj, "model_b", ""), "sft");
+    char row[64];
+    CHECK_STR(mf_report_row_label(mj, row, sizeof row), "dpo vs sft");
     CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.win"), -1), 1.0, 0, 0);
     CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.reward_a"), -1), 7.0, 0, 0);
     mf_json_free(mj);
@@ -310,6 +312,15 @@ TEST(test_eval_pairwise_counts_win_tie_lose_by_reward_margin)
     CHECK_OK(mf_eval_run(&o, s, NULL, &b, &a, &judge, out, NULL, &err));
     mj = read_json(out, "metrics.json");
     CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.lose"), -1), 1.0, 0, 0);
+    mf_json_free(mj);
+    /* a label that names the whole row (the stage's `label: "ppo vs sft"`): model_b is empty */
+    mf_eval_opts named = o;
+    named.label = "ppo vs sft";
+    named.label_b = "";
+    CHECK_OK(mf_eval_run(&named, s, NULL, &a, &b, &judge, out, NULL, &err));
+    mj = read_json(out, "metrics.json");
+    REQUIRE(mj);
+    CHECK_STR(mf_report_row_label(mj, row, sizeof row), "ppo vs sft");
     mf_json_free(mj);
     /* without a judge: a clear error */
     CHECK_INT(mf_eval_run(&o, s, NULL, &a, &b, NULL, out, NULL, &err), MF_EINVAL);
