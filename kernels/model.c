@@ -562,3 +562,15 @@ int mf_model_lm_step(mf_model *m, const mf_k_batch *b, float loss_scale, double 
     for (size_t i = 0; i < n; i++) dlogp[i] = o.valid[i] * g;
     return mf_model_backward(m, dlogp, NULL, err);
 }
+
+int mf_model_lowest_needed_layer(const mf_model *m)
+{
+    int L = m->cfg.num_hidden_layers, lo = L;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const mf_k_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
+        if (p->layer >= 0 && p->layer < lo) lo = p->layer;
+    }
+    return lo;
+}

@@ -49,6 +49,10 @@ static inline mf_k_param *mf_p(mf_model *m, int idx)
 }
 
 /* In-module helpers (model.c). */
+/* Lowest layer whose backward is needed: everything at or below it that is
+ * trainable gets a gradient (0 when the embedding or a prefix trains; L when
+ * only head / final-norm params train). Every backend's backward stops there. */
+int mf_model_lowest_needed_layer(const mf_model *m);
 extern const char *const mf_mod_names[N_MODS];
 
 #endif

@@ -133,6 +133,22 @@ static mf_k_param *param_at(mf_k_adamw *o, size_t k, mf_err *err)
 
 /* The device path of mf_k_adamw_step: same norm, clip and schedule decisions,
  * the update itself runs on the backend's device. */
+/* torch.nn.utils.clip_grad_norm_: the global norm sqrt(ss) (into *grad_norm),
+ * and the factor max_norm / (norm + 1e-6) when that is below 1. */
+static int clip_coef(const mf_k_adamw_config *c, double ss, long step, double *grad_norm, float *clip, mf_err *err)
+{
+    double norm = sqrt(ss);
+    if (grad_norm) *grad_norm = norm;
+    *clip = 1.0f;
+    if (!isfinite(norm))
+        return mf_err_set(err, MF_EINVAL, "adamw: gradient norm is %g at step %ld (diverged)", norm, step);
+    if (c->max_grad_norm > 0) {
+        double coef = c->max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0) *clip = (float)coef;
+    }
+    return 0;
+}
+
 static int step_on_device(mf_k_adamw *o, double *grad_norm, mf_err *err)
 {
     const mf_k_adamw_config *c = &o->c;
@@ -142,15 +158,8 @@ static int step_on_device(mf_k_adamw *o, double *grad_norm, mf_err *err)
     double ss = 0;
     int rc = o->be->opt_grad_sqnorm(m, o->dev, &ss, err);
     if (rc) return rc;
-    double norm = sqrt(ss);
-    if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm))
-        return mf_err_set(err, MF_EINVAL, "adamw: gradient norm is %g at step %ld (diverged)", norm, o->step);
-    float clip = 1.0f;
-    if (c->max_grad_norm > 0) {
-        double coef = c->max_grad_norm / (norm + 1e-6);
-        if (coef < 1.0) clip = (float)coef;
-    }
+    float clip;
+    if ((rc = clip_coef(c, ss, o->step, grad_norm, &clip, err))) return rc;
     double lr = c->lr * mf_k_lr_factor(c, o->step);
     rc = o->be->opt_step(m, o->dev, c, lr, o->step + 1, clip, err);
     if (rc) return rc;
@@ -169,15 +178,9 @@ int mf_k_adamw_step(mf_k_adamw *o, double *grad_norm, mf_err *err)
         if (!p) return MF_EINVAL;
         for (size_t i = 0; i < p->numel; i++) ss += (double)p->grad[i] * p->grad[i];
     }
-    double norm = sqrt(ss);
-    if (grad_norm) *grad_norm = norm;
-    if (!isfinite(norm))
-        return mf_err_set(err, MF_EINVAL, "adamw: gradient norm is %g at step %ld (diverged)", norm, o->step);
-    float clip = 1.0f;
-    if (c->max_grad_norm > 0) {
-        double coef = c->max_grad_norm / (norm + 1e-6);
-        if (coef < 1.0) clip = (float)coef;
-    }
+    float clip;
+    int rc = clip_coef(c, ss, o->step, grad_norm, &clip, err);
+    if (rc) return rc;
     double lr = c->lr * mf_k_lr_factor(c, o->step);
     long t = o->step + 1;
     double bc1 = 1.0 - pow(c->beta1, (double)t), bc2 = 1.0 - pow(c->beta2, (double)t);

@@ -439,20 +439,6 @@ static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs
     return 0;
 }
 
-/* Lowest layer whose backward is needed: everything at or below it that is
- * trainable gets a gradient. L when only head/final-norm params train. */
-static int lowest_needed_layer(mf_model *m)
-{
-    int L = m->cfg.num_hidden_layers, lo = L;
-    for (size_t i = 0; i < m->n_params; i++) {
-        mf_k_param *p = &m->params[i];
-        if (!p->trainable) continue;
-        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
-        if (p->layer >= 0 && p->layer < lo) lo = p->layer;
-    }
-    return lo;
-}
-
 static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_err *err)
 {
     cpu_state *cs = m->be_state;
@@ -476,7 +462,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     }
     memset(cs->dres, 0, nH * sizeof(float));
     mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, m->norm), cs->dlnf, cs->x_out, cs->rstdf, P_(m, m->norm)->data, N, H);
-    int lo = lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
+    int lo = mf_model_lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
     if (cs->lay.P) {
         size_t D = 2 * (size_t)L * m->kv_dim;
         memset(cs->dpkv, 0, (size_t)cs->lay.P * D * sizeof(float));

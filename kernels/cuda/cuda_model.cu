@@ -567,19 +567,6 @@ static int cu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs 
 
 /* ---------------------------------------------------------------- backward */
 
-/* Lowest layer whose backward is needed (as cpu_model.c). */
-static int lowest_needed_layer(mf_model *m)
-{
-    int L = m->cfg.num_hidden_layers, lo = L;
-    for (size_t i = 0; i < m->n_params; i++) {
-        mf_k_param *p = &m->params[i];
-        if (!p->trainable) continue;
-        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
-        if (p->layer >= 0 && p->layer < lo) lo = p->layer;
-    }
-    return lo;
-}
-
 static int cu_backward(mf_model *m, const float *dlogp, const float *dvalues, mf_err *err)
 {
     cu_state *cs = cu_st(m);
@@ -617,7 +604,7 @@ static int cu_backward(mf_model *m, const float *dlogp, const float *dvalues, mf
     if (!have) MF_CU_TRY(err, cudaMemsetAsync(cs->dlnf, 0, (size_t)N * H * cs->es, st));
     MF_CU_TRY(err, mf_cu_rmsnorm_bwd(cs->dres, 0, cu_grad(cs, m->norm), cs->norm_ws, cs->dlnf, cs->x_out, cs->rstdf,
                                      cu_p(cs, m->norm)->act, N, H, dt, st));
-    int lo = lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
+    int lo = mf_model_lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
     if (P) MF_CU_TRY(err, cudaMemsetAsync(cs->dpkl, 0, (size_t)P * 2 * L * m->kv_dim * sizeof(float), st));
     for (int l = L - 1; l >= lo; l--) {
         if (cs->lay.recompute) /* re-run the layer; its output equals what is already stored */
