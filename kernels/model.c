@@ -574,3 +574,42 @@ int mf_model_lowest_needed_layer(const mf_model *m)
     }
     return lo;
 }
+
+int mf_model_trains(const mf_model *m, int idx)
+{
+    return idx >= 0 && m->params[idx].trainable;
+}
+
+int mf_model_attn_trains(const mf_model *m, int l)
+{
+    const mf_layer_idx *li = &m->L[l];
+    if (mf_model_trains(m, li->ln1)) return 1;
+    for (int j = MOD_Q; j <= MOD_O; j++)
+        if (mf_model_trains(m, li->w[j]) || mf_model_trains(m, li->lora_a[j]) || mf_model_trains(m, li->lora_b[j]) ||
+            (j < 3 && mf_model_trains(m, li->bias[j])))
+            return 1;
+    return 0;
+}
+
+int mf_model_lora_dropout_on(const mf_model *m, int train)
+{
+    return train && m->has_lora && m->lora.dropout > 0;
+}
+
+uint64_t mf_model_lora_drop_key(const mf_model *m, int l, int j)
+{
+    return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
+}
+
+int mf_model_decode_check(const mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int rows,
+                          int cap, mf_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (row[i] < 0 || row[i] >= rows || pos[i] < 0 || pos[i] >= cap)
+            return mf_err_set(err, MF_EINVAL, "decode: token %d has row %d / position %d outside the cache (%d x %d)",
+                              i, row[i], pos[i], rows, cap);
+        if (tok[i] < 0 || tok[i] >= m->cfg.vocab_size)
+            return mf_err_set(err, MF_EINVAL, "decode: token id %d outside the vocabulary", tok[i]);
+    }
+    return 0;
+}

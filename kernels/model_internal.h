@@ -53,6 +53,21 @@ static inline mf_k_param *mf_p(mf_model *m, int idx)
  * trainable gets a gradient (0 when the embedding or a prefix trains; L when
  * only head / final-norm params train). Every backend's backward stops there. */
 int mf_model_lowest_needed_layer(const mf_model *m);
+/* Param idx exists and trains. */
+int mf_model_trains(const mf_model *m, int idx);
+/* Does anything of layer l's attention half (ln1, q/k/v/o, their biases and LoRA) train? */
+int mf_model_attn_trains(const mf_model *m, int l);
+/* LoRA dropout: on in training forwards of a model with LoRA dropout > 0. Element i
+ * of (layer l, module j) in the current training forward is kept when
+ * hash64(key + i) >> 40 >= p * 2^24 with key = mf_model_lora_drop_key(m, l, j): a
+ * counter hash, so backward and recomputation regenerate the same mask, and every
+ * backend drops the same elements. */
+int mf_model_lora_dropout_on(const mf_model *m, int train);
+uint64_t mf_model_lora_drop_key(const mf_model *m, int l, int j);
+/* decode's arguments: n tokens with rows / positions inside a cache of rows x cap
+ * and ids inside the vocabulary (MF_EINVAL naming the first bad token). */
+int mf_model_decode_check(const mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int rows,
+                          int cap, mf_err *err);
 extern const char *const mf_mod_names[N_MODS];
 
 #endif

@@ -98,13 +98,8 @@ int mf_k_cpu_decode(mf_model *m, int n, const int32_t *tok, const int *row, cons
     const mf_model_config *c = &m->cfg;
     if (!cs->kc) return mf_err_set(err, MF_EINVAL, "decode: no KV cache (call cache_reset first)");
     int P = m->has_prefix ? m->prefix.pre_seq_len : 0;
-    for (int i = 0; i < n; i++) {
-        if (row[i] < 0 || row[i] >= cs->c_rows || pos[i] < 0 || pos[i] >= cs->c_cap)
-            return mf_err_set(err, MF_EINVAL, "decode: token %d has row %d / position %d outside the cache (%d x %d)",
-                              i, row[i], pos[i], cs->c_rows, cs->c_cap);
-        if (tok[i] < 0 || tok[i] >= c->vocab_size)
-            return mf_err_set(err, MF_EINVAL, "decode: token id %d outside the vocabulary", tok[i]);
-    }
+    int rc = mf_model_decode_check(m, n, tok, row, pos, cs->c_rows, cs->c_cap, err);
+    if (rc) return rc;
     dec_ws w;
     memset(&w, 0, sizeof(w));
     size_t need = dec_layout(m, cs, n, NULL, &w);

@@ -141,25 +141,13 @@ int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err)
 
 /* ---------------------------------------------------------------- LoRA linears */
 
-/* Dropout on the LoRA input: element i of (layer, module) in the current
- * training forward is kept with prob 1-p, from a counter hash, so backward
- * and recomputation regenerate the same mask without storing it. */
-static uint64_t drop_key(mf_model *m, int l, int j)
-{
-    return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
-}
-
+/* Dropout on the LoRA input (the mask: mf_model_lora_drop_key). */
 static void dropout_apply(float *y, const float *x, size_t n, uint64_t key, float p)
 {
     uint32_t thr = (uint32_t)(p * 16777216.0f);
     float sc = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = (uint32_t)(mf_k_hash64(key + i) >> 40) >= thr ? x[i] * sc : 0.0f;
-}
-
-static int use_dropout(mf_model *m, int train)
-{
-    return train && m->has_lora && m->lora.dropout > 0;
 }
 
 /* y = x W^T (+ b) (+ s * drop(x) A^T B^T) for module j of layer l. */
@@ -174,8 +162,8 @@ void mf_k_cpu_lin_fwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j
     if (li->lora_a[j] < 0) return;
     int r = m->lora.rank;
     const float *xd = x;
-    if (use_dropout(m, train)) {
-        dropout_apply(cs->xd, x, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+    if (mf_model_lora_dropout_on(m, train)) {
+        dropout_apply(cs->xd, x, (size_t)N * in, mf_model_lora_drop_key(m, l, j), m->lora.dropout);
         xd = cs->xd;
     }
     mf_k_cpu_linear(a->u[j], xd, P_(m, li->lora_a[j])->data, NULL, N, in, r, 1.0f, 0.0f);
@@ -206,9 +194,9 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
     mf_k_cpu_sgemm(0, 0, N, r, out, s, dy, out, Bm->data, r, 0.0f, cs->dlora, r);
     mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_b[j]), NULL, dy, a->u[j], Bm->data, N, r, out, s);
     const float *xd = x;
-    int drop = use_dropout(m, 1);
+    int drop = mf_model_lora_dropout_on(m, 1);
     if (drop) {
-        dropout_apply(cs->xd, x, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+        dropout_apply(cs->xd, x, (size_t)N * in, mf_model_lora_drop_key(m, l, j), m->lora.dropout);
         xd = cs->xd;
     }
     mf_k_cpu_linear_bwd(NULL, grad_of(m, li->lora_a[j]), NULL, cs->dlora, xd, A->data, N, in, r, 1.0f);
@@ -219,7 +207,7 @@ static void lin_bwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, int j, 
     }
     /* the dropout mask is a function of (key, index): apply it to du A */
     mf_k_cpu_sgemm(0, 0, N, in, r, 1.0f, cs->dlora, r, A->data, in, 0.0f, cs->xd, in);
-    dropout_apply(cs->xd, cs->xd, (size_t)N * in, drop_key(m, l, j), m->lora.dropout);
+    dropout_apply(cs->xd, cs->xd, (size_t)N * in, mf_model_lora_drop_key(m, l, j), m->lora.dropout);
     size_t n = (size_t)N * in;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) dx[i] += cs->xd[i];
@@ -301,24 +289,6 @@ static void layer_forward(mf_model *m, cpu_state *cs, int l, float *x_next, int 
     for (size_t i = 0; i < nH; i++) x_next[i] += a->x_mid[i];
 }
 
-static int trainable_idx(mf_model *m, int idx)
-{
-    return idx >= 0 && m->params[idx].trainable;
-}
-
-/* Does anything of layer l's attention half (ln1, q/k/v/o and their biases
- * and LoRA) train? */
-static int attn_trains(mf_model *m, int l)
-{
-    mf_layer_idx *li = &m->L[l];
-    if (trainable_idx(m, li->ln1)) return 1;
-    for (int j = MOD_Q; j <= MOD_O; j++)
-        if (trainable_idx(m, li->w[j]) || trainable_idx(m, li->lora_a[j]) || trainable_idx(m, li->lora_b[j]) ||
-            (j < 3 && trainable_idx(m, li->bias[j])))
-            return 1;
-    return 0;
-}
-
 /* cs->dres holds dL/d(layer output); on return dL/d(layer input) when
  * `below` (something under this layer trains), else whatever is cheapest:
  * the parts of the backward nobody needs are skipped. */
@@ -339,7 +309,7 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
     memset(cs->dln, 0, (size_t)N * H * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_GATE, a->ln2, cs->dg, cs->dln, N);
     lin_bwd(m, cs, a, l, MOD_UP, a->ln2, cs->du, cs->dln, N);
-    int attn = below || P || attn_trains(m, l);
+    int attn = below || P || mf_model_attn_trains(m, l);
     mf_k_cpu_rmsnorm_bwd(attn ? cs->dres : NULL, grad_of(m, li->ln2), cs->dln, a->x_mid, a->rstd2,
                          P_(m, li->ln2)->data, N, H);
     if (!attn) return;
@@ -364,7 +334,7 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
     mf_k_cpu_rope(cs->dq, cs->pos, N, nh, hd, cs->cosv, cs->sinv, 1);
     mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, cs->cosv, cs->sinv, 1);
     /* dL/d(ln1 output) only matters for ln1's weight or for layers below */
-    float *dln = below || trainable_idx(m, li->ln1) ? cs->dln : NULL;
+    float *dln = below || mf_model_trains(m, li->ln1) ? cs->dln : NULL;
     if (dln) memset(dln, 0, (size_t)N * H * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_Q, a->ln1, cs->dq, dln, N);
     lin_bwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, dln, N);
@@ -462,7 +432,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     }
     memset(cs->dres, 0, nH * sizeof(float));
     mf_k_cpu_rmsnorm_bwd(cs->dres, grad_of(m, m->norm), cs->dlnf, cs->x_out, cs->rstdf, P_(m, m->norm)->data, N, H);
-    int lo = mf_model_lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
+    int lo = mf_model_lowest_needed_layer(m), embed_trains = mf_model_trains(m, m->embed);
     if (cs->lay.P) {
         size_t D = 2 * (size_t)L * m->kv_dim;
         memset(cs->dpkv, 0, (size_t)cs->lay.P * D * sizeof(float));

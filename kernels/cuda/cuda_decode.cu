@@ -180,13 +180,8 @@ int cu_decode(mf_model *m, int n, const int32_t *tok, const int *row, const int 
     if (P != cs->c_P) /* cache_at would index past the rows the cache was sized for */
         return mf_err_set(err, MF_EINVAL, "decode: the KV cache was reset for %d prefix rows, the model now has %d "
                                           "(call cache_reset after adding a prefix)", cs->c_P, P);
-    for (int i = 0; i < n; i++) {
-        if (row[i] < 0 || row[i] >= cs->c_rows || pos[i] < 0 || pos[i] >= cs->c_cap)
-            return mf_err_set(err, MF_EINVAL, "decode: token %d has row %d / position %d outside the cache (%d x %d)",
-                              i, row[i], pos[i], cs->c_rows, cs->c_cap);
-        if (tok[i] < 0 || tok[i] >= c->vocab_size)
-            return mf_err_set(err, MF_EINVAL, "decode: token id %d outside the vocabulary", tok[i]);
-    }
+    int rc = mf_model_decode_check(m, n, tok, row, pos, cs->c_rows, cs->c_cap, err);
+    if (rc) return rc;
     CU_TRY(cu_table_ensure(m, err));
     CU_TRY(dec_ensure(m, cs, n, err)); /* allocates only when n exceeds what cache_reset sized */
     cu_dec_ws *w = &cs->dw;

@@ -227,17 +227,8 @@ int cu_download_act(cu_state *cs, float *host, const void *dev, size_t n, float 
 
 /* ---------------------------------------------------------------- LoRA linears */
 
-/* Must stay equal to cpu_model.c's drop_key: CPU and CUDA runs drop the same
- * elements (mf_cu_dropout uses the CPU's hash and threshold). */
-static uint64_t drop_key(mf_model *m, int l, int j)
-{
-    return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
-}
-
-static int use_dropout(mf_model *m, int train)
-{
-    return train && m->has_lora && m->lora.dropout > 0;
-}
+/* LoRA dropout masks: mf_model_lora_drop_key, the same as the CPU's (mf_cu_dropout
+ * uses the CPU's hash and threshold), so CPU and CUDA runs drop the same elements. */
 
 int cu_lin_fwd(mf_model *m, cu_state *cs, void *const *u, int l, int j, const void *x, void *y, int N, int train,
                mf_err *err)
@@ -250,8 +241,8 @@ int cu_lin_fwd(mf_model *m, cu_state *cs, void *const *u, int l, int j, const vo
     if (li->lora_a[j] < 0) return 0;
     int r = m->lora.rank;
     const void *xd = x;
-    if (use_dropout(m, train)) {
-        MF_CU_TRY(err, mf_cu_dropout(cs->xd, x, (size_t)N * in, drop_key(m, l, j), m->lora.dropout, cs->dt, cs->st));
+    if (mf_model_lora_dropout_on(m, train)) {
+        MF_CU_TRY(err, mf_cu_dropout(cs->xd, x, (size_t)N * in, mf_model_lora_drop_key(m, l, j), m->lora.dropout, cs->dt, cs->st));
         xd = cs->xd;
     }
     CU_TRY(cu_gemm(cs, 0, 1, N, r, in, 1.0f, xd, in, cu_p(cs, li->lora_a[j])->act, in, 0.0f, u[j], cs->dt, r, NULL,
@@ -284,10 +275,10 @@ static int lin_bwd(mf_model *m, cu_state *cs, cu_layer_act *a, int l, int j, con
     CU_TRY(cu_gemm(cs, 0, 0, N, r, out, s, dy, out, Bm, r, 0.0f, cs->dlora, dt, r, NULL, err));
     if (dB) CU_TRY(cu_gemm(cs, 1, 0, out, r, N, s, dy, out, a->u[j], r, 1.0f, dB, MF_CU_F32, r, NULL, err));
     const void *xd = x;
-    int drop = use_dropout(m, 1);
+    int drop = mf_model_lora_dropout_on(m, 1);
     float p = m->lora.dropout;
     if (drop) {
-        MF_CU_TRY(err, mf_cu_dropout(cs->xd, x, (size_t)N * in, drop_key(m, l, j), p, dt, cs->st));
+        MF_CU_TRY(err, mf_cu_dropout(cs->xd, x, (size_t)N * in, mf_model_lora_drop_key(m, l, j), p, dt, cs->st));
         xd = cs->xd;
     }
     if (dA) CU_TRY(cu_gemm(cs, 1, 0, r, in, N, 1.0f, cs->dlora, r, xd, in, 1.0f, dA, MF_CU_F32, in, NULL, err));
@@ -295,7 +286,7 @@ static int lin_bwd(mf_model *m, cu_state *cs, cu_layer_act *a, int l, int j, con
     if (!drop) return cu_gemm(cs, 0, 0, N, in, r, 1.0f, cs->dlora, r, A, in, 1.0f, dx, dt, in, NULL, err);
     /* the dropout mask is a function of (key, index): apply it to du A */
     CU_TRY(cu_gemm(cs, 0, 0, N, in, r, 1.0f, cs->dlora, r, A, in, 0.0f, cs->xd, dt, in, NULL, err));
-    MF_CU_TRY(err, mf_cu_dropout(cs->xd, cs->xd, (size_t)N * in, drop_key(m, l, j), p, dt, cs->st));
+    MF_CU_TRY(err, mf_cu_dropout(cs->xd, cs->xd, (size_t)N * in, mf_model_lora_drop_key(m, l, j), p, dt, cs->st));
     MF_CU_TRY(err, mf_cu_add(dx, cs->xd, (size_t)N * in, dt, cs->st));
     return 0;
 }
@@ -406,22 +397,6 @@ static int layer_forward(mf_model *m, cu_state *cs, int l, void *x_next, int tra
     return 0;
 }
 
-static int trainable_idx(mf_model *m, int idx)
-{
-    return idx >= 0 && m->params[idx].trainable;
-}
-
-/* Does anything of layer l's attention half train? (as cpu_model.c) */
-static int attn_trains(mf_model *m, int l)
-{
-    mf_layer_idx *li = &m->L[l];
-    if (trainable_idx(m, li->ln1)) return 1;
-    for (int j = MOD_Q; j <= MOD_O; j++)
-        if (trainable_idx(m, li->w[j]) || trainable_idx(m, li->lora_a[j]) || trainable_idx(m, li->lora_b[j]) ||
-            (j < 3 && trainable_idx(m, li->bias[j])))
-            return 1;
-    return 0;
-}
 
 /* cs->dres holds dL/d(layer output); on return dL/d(layer input) when
  * `below` (something under this layer trains). Unneeded parts are skipped
@@ -442,7 +417,7 @@ static int layer_backward(mf_model *m, cu_state *cs, int l, int below, mf_err *e
     MF_CU_TRY(err, mf_cu_swiglu_bwd(cs->dg, cs->du, cs->dact, a->gate, a->up, (size_t)N * Im, dt, st));
     CU_TRY(lin_bwd(m, cs, a, l, MOD_GATE, a->ln2, cs->dg, cs->dln, 0, N, err));
     CU_TRY(lin_bwd(m, cs, a, l, MOD_UP, a->ln2, cs->du, cs->dln, 1, N, err));
-    int attn = below || P || attn_trains(m, l);
+    int attn = below || P || mf_model_attn_trains(m, l);
     MF_CU_TRY(err, mf_cu_rmsnorm_bwd(attn ? cs->dres : NULL, 1, cu_grad(cs, li->ln2), cs->norm_ws, cs->dln, a->x_mid,
                                      a->rstd2, cu_p(cs, li->ln2)->act, N, H, dt, st));
     if (!attn) return 0;
@@ -458,7 +433,7 @@ static int layer_backward(mf_model *m, cu_state *cs, int l, int below, mf_err *e
     MF_CU_TRY(err, mf_cu_rope(cs->dq, cs->d_pos, N, nh, hd, cs->cosv, cs->sinv, 1, dt, st));
     MF_CU_TRY(err, mf_cu_rope(cs->kbuf, cs->d_pos, N, nkv, hd, cs->cosv, cs->sinv, 1, dt, st));
     /* dL/d(ln1 output) only matters for ln1's weight or for layers below */
-    void *dln = below || trainable_idx(m, li->ln1) ? cs->dln : NULL;
+    void *dln = below || mf_model_trains(m, li->ln1) ? cs->dln : NULL;
     CU_TRY(lin_bwd(m, cs, a, l, MOD_Q, a->ln1, cs->dq, dln, 0, N, err));
     CU_TRY(lin_bwd(m, cs, a, l, MOD_K, a->ln1, cs->kbuf, dln, 1, N, err));
     CU_TRY(lin_bwd(m, cs, a, l, MOD_V, a->ln1, cs->vbuf, dln, 1, N, err));
@@ -604,7 +579,7 @@ static int cu_backward(mf_model *m, const float *dlogp, const float *dvalues, mf
     if (!have) MF_CU_TRY(err, cudaMemsetAsync(cs->dlnf, 0, (size_t)N * H * cs->es, st));
     MF_CU_TRY(err, mf_cu_rmsnorm_bwd(cs->dres, 0, cu_grad(cs, m->norm), cs->norm_ws, cs->dlnf, cs->x_out, cs->rstdf,
                                      cu_p(cs, m->norm)->act, N, H, dt, st));
-    int lo = mf_model_lowest_needed_layer(m), embed_trains = trainable_idx(m, m->embed);
+    int lo = mf_model_lowest_needed_layer(m), embed_trains = mf_model_trains(m, m->embed);
     if (P) MF_CU_TRY(err, cudaMemsetAsync(cs->dpkl, 0, (size_t)P * 2 * L * m->kv_dim * sizeof(float), st));
     for (int l = L - 1; l >= lo; l--) {
         if (cs->lay.recompute) /* re-run the layer; its output equals what is already stored */
