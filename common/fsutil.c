@@ -192,3 +192,13 @@ double mf_monotonic(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+int mf_copy_file(const char *from, const char *to, mf_err *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = mf_read_file(from, &data, &len, err);
+    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+    free(data);
+    return rc;
+}

@@ -15,6 +15,8 @@
 int mf_read_file(const char *path, char **out, size_t *len, mf_err *err);
 /* Atomically replace path with data. mode e.g. 0644. */
 int mf_write_file_atomic(const char *path, const void *data, size_t len, int mode, mf_err *err);
+/* Copy a regular file to `to` (atomically replaced, mode 0644). */
+int mf_copy_file(const char *from, const char *to, mf_err *err);
 /* mkdir -p; existing directories are fine. */
 int mf_mkdir_p(const char *path, int mode, mf_err *err);
 /* rm -rf (does not follow symlinks; makes read-only dirs writable first). Missing is fine. */

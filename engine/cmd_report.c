@@ -48,16 +48,6 @@ static int find_report(mf_ledger *l, const char *graph, char *digest, size_t n, 
     return rc;
 }
 
-static int copy_file(const char *from, const char *to, mf_err *err)
-{
-    char *data = NULL;
-    size_t len = 0;
-    int rc = mf_read_file(from, &data, &len, err);
-    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
-    free(data);
-    return rc;
-}
-
 int mf_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err)
 {
     mf_ledger *l = NULL;
@@ -82,8 +72,8 @@ int mf_report_show(const char *store_dir, const char *graph, const char *out_dir
     if (!rc && out_dir) {
         rc = mf_mkdir_p(out_dir, 0755, err);
         char *to_md = mf_path_join(out_dir, "report.md"), *to_html = mf_path_join(out_dir, "report.html");
-        if (!rc) rc = copy_file(md, to_md, err);
-        if (!rc) rc = copy_file(html, to_html, err);
+        if (!rc) rc = mf_copy_file(md, to_md, err);
+        if (!rc) rc = mf_copy_file(html, to_html, err);
         free(to_md);
         free(to_html);
     }

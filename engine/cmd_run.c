@@ -67,18 +67,16 @@ static int parse(const char *cmd, int argc, char **argv, args *a, int is_run)
     }
     if (!a->graph) return mf_cli_usage_error(cmd, "missing GRAPH");
     if (is_run && in_force && !a->n_force) return mf_cli_usage_error(cmd, "--force needs at least one STAGE");
-    if (is_run) { /* --backend, else MEDFLOW_BACKEND, else auto: checked now, used by every stage */
+    if (is_run) { /* --backend, else MEDFLOW_BACKEND, else auto: checked now, passed to every stage */
         mf_k_backend_choice c;
-        const char *env = getenv("MEDFLOW_BACKEND");
+        const char *origin = "--backend";
         mf_err e;
-        if (!a->backend && env && *env) {
-            if (mf_k_backend_parse(&c, env, "MEDFLOW_BACKEND", &e)) return mf_cli_usage_error(cmd, "%s", e.msg);
-            a->backend = env;
-        }
-        if (a->backend && mf_k_backend_parse(&c, a->backend, "--backend", &e)) return mf_cli_usage_error(cmd, "%s", e.msg);
+        if (a->backend ? mf_k_backend_parse(&c, a->backend, "--backend", &e) : mf_k_backend_get_default(&c, &origin, &e))
+            return mf_cli_usage_error(cmd, "%s", e.msg);
+        if (!a->backend && strcmp(origin, "auto")) a->backend = mf_k_backend_choice_name(c);
         char why[512];
-        if (a->backend && c == MF_BACKEND_CUDA && !mf_k_cuda_usable(NULL, 0, why, sizeof why))
-            return mf_cli_usage_error(cmd, "backend cuda (from %s): %s", env && a->backend == env ? "MEDFLOW_BACKEND" : "--backend", why);
+        if (c == MF_BACKEND_CUDA && !mf_k_cuda_usable(NULL, 0, why, sizeof why))
+            return mf_cli_usage_error(cmd, "backend cuda (from %s): %s", origin, why);
     }
     return 0;
 }

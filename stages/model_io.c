@@ -177,16 +177,6 @@ out:
     return rc;
 }
 
-static int copy_file(const char *from, const char *to, mf_err *err)
-{
-    char *data = NULL;
-    size_t len = 0;
-    int rc = mf_read_file(from, &data, &len, err);
-    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
-    free(data);
-    return rc;
-}
-
 
 int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err)
@@ -214,7 +204,7 @@ int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_para
     for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
         char *from = mf_path_join(tokenizer_dir, files[i]), *to = mf_path_join(dir, files[i]);
         if (!from || !to) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        else if (mf_is_file(from)) rc = copy_file(from, to, err);
+        else if (mf_is_file(from)) rc = mf_copy_file(from, to, err);
         free(from);
         free(to);
     }

@@ -130,19 +130,9 @@ static int run_write(mf_stage_ctx *c)
     return write_text(c, "file.txt", mf_stage_param_str(c, "text", "hello"));
 }
 
-static int copy_file(const char *from, const char *to, mf_err *err)
-{
-    char *data = NULL;
-    size_t len = 0;
-    int rc = mf_read_file(from, &data, &len, err);
-    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
-    free(data);
-    return rc;
-}
-
 static int copy_tree(const char *from, const char *to, mf_err *err)
 {
-    if (!mf_is_dir(from)) return copy_file(from, to, err);
+    if (!mf_is_dir(from)) return mf_copy_file(from, to, err);
     int rc = mf_mkdir_p(to, 0755, err);
     DIR *d = rc ? NULL : opendir(from);
     if (!d) return rc ? rc : mf_err_errno(err, MF_EIO, "opendir %s", from);
