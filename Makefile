@@ -59,7 +59,7 @@ endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS_BASE += -DMF_HAVE_CUDA -I$(CUDA_HOME)/include
 LDLIBS_BASE += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lnccl -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
-NVCCFLAGS ?= -O3 -std=c++17 -I. -Xcompiler -fPIC,-Wall \
+NVCCFLAGS ?= -O3 -std=c++17 -I. -MMD -MP -Xcompiler -fPIC,-Wall \
 	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 CU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS))
 endif
@@ -172,7 +172,7 @@ lint:
 clean:
 	rm -rf build medflow
 
--include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BUILD)/engine/main.d $(CU_OBJS:.o=.d)
 
 # ---- kernels benchmark (tests/bench/bench_kernels.c; run by tests/bench/bench_kernels.sh) ----
 .PHONY: bench-kernels-bin print-bench-kernels-bin

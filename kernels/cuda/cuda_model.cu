@@ -144,6 +144,21 @@ static void free_workspace(cu_state *cs)
     cs->lay_ok = cs->fwd_ok = 0;
 }
 
+
+/* *p holds at least n elements of elem bytes: device memory, or pinned host
+ * memory (pinned = 1) for async copies; freed and reallocated only to grow. */
+static int ensure_buf(void **p, size_t *cap, size_t n, size_t elem, int pinned, const char *what, mf_err *err)
+{
+    if (n <= *cap) return 0;
+    if (*p) (void)(pinned ? cudaFreeHost(*p) : cudaFree(*p));
+    *p = NULL;
+    *cap = 0;
+    if (pinned) MF_CU_TRY(err, cudaMallocHost(p, n * elem));
+    else MF_CU_TRY_MALLOC(err, p, n * elem, what);
+    *cap = n;
+    return 0;
+}
+
 static int cu_prepare(mf_model *m, int B, int T, mf_err *err)
 {
     cu_state *cs = cu_st(m);
@@ -168,27 +183,10 @@ static int cu_prepare(mf_model *m, int B, int T, mf_err *err)
         MF_CU_TRY_MALLOC(err, &cs->arena, need, what);
         cs->arena_cap = need;
     }
-    if (5 * N > cs->i_cap) {
-        if (cs->i_arena) (void)cudaFree(cs->i_arena);
-        cs->i_arena = NULL;
-        cs->i_cap = 0;
-        MF_CU_TRY_MALLOC(err, &cs->i_arena, 5 * N * sizeof(int32_t), "token ids / mask / targets / positions");
-        cs->i_cap = 5 * N;
-    }
-    if (4 * N + B > cs->h_int_cap) {
-        if (cs->h_int) (void)cudaFreeHost(cs->h_int);
-        cs->h_int = NULL;
-        cs->h_int_cap = 0;
-        MF_CU_TRY(err, cudaMallocHost((void **)&cs->h_int, (4 * N + B) * sizeof(int32_t)));
-        cs->h_int_cap = 4 * N + B;
-    }
-    if (3 * N + B > cs->h_f_cap) {
-        if (cs->h_f) (void)cudaFreeHost(cs->h_f);
-        cs->h_f = NULL;
-        cs->h_f_cap = 0;
-        MF_CU_TRY(err, cudaMallocHost((void **)&cs->h_f, (3 * N + B) * sizeof(float)));
-        cs->h_f_cap = 3 * N + B;
-    }
+    CU_TRY(ensure_buf((void **)&cs->i_arena, &cs->i_cap, 5 * N, sizeof(int32_t), 0,
+                      "token ids / mask / targets / positions", err));
+    CU_TRY(ensure_buf((void **)&cs->h_int, &cs->h_int_cap, 4 * N + B, sizeof(int32_t), 1, "host ids", err));
+    CU_TRY(ensure_buf((void **)&cs->h_f, &cs->h_f_cap, 3 * N + B, sizeof(float), 1, "host outputs", err));
     layout(m, cs, cs->arena);
     cs->d_ids = cs->i_arena;
     cs->d_mask = cs->d_ids + N;
