@@ -65,7 +65,7 @@ CU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS))
 endif
 
 # ---- sources ----
-LIB_DIRS := common artifacts kernels stages engine
+LIB_DIRS := common artifacts kernels tokenizer modelio stages engine
 LIB_SRCS := $(filter-out engine/main.c,$(shell find $(LIB_DIRS) -name '*.c' -not -path 'kernels/cuda/*' 2>/dev/null | sort))
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
 TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path 'tests/bench/*' -not -path 'tests/cuda/*' 2>/dev/null | sort)

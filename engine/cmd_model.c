@@ -18,8 +18,8 @@
 #include "common/json.h"
 #include "kernels/backend_select.h"
 #include "kernels/model.h"
-#include "stages/model_io.h"
-#include "stages/tokenizer.h"
+#include "modelio/modelio.h"
+#include "tokenizer/tokenizer.h"
 
 const char mf_usage_score[] =
     "Usage: medflow score MODEL --text FILE [--adapter DIR] [--backend B] [--json]\n"

@@ -2,7 +2,7 @@
  * engine/cmd_report.c — `medflow report GRAPH|RUN [-o DIR]`, and the results
  * table `medflow run` prints at its end.
  *
- * The report is the output of a graph's `report` stage (stages/report.c):
+ * The report is the output of a graph's `report` stage (stages/eval/report.c):
  * the newest run of the graph whose report stage succeeded is found in the
  * ledger, its artifact is materialised (verified) from the store, and
  * report.md is printed; -o copies report.md and report.html to DIR.

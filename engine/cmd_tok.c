@@ -1,6 +1,6 @@
 /*
  * engine/cmd_tok.c — `medflow tokenize-text`: encode a text file with an HF
- * tokenizer.json (stages/tokenizer.h). For checking a tokenizer by hand and
+ * tokenizer.json (tokenizer/tokenizer.h). For checking a tokenizer by hand and
  * for the tokenizer benchmark (tests/bench/bench_tokenizer.sh).
  */
 #include "engine/cli.h"
@@ -12,7 +12,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
-#include "stages/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct {
     char **s;

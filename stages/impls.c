@@ -3,9 +3,9 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
-#include "stages/report.h"
-#include "stages/kinds.h"
-#include "stages/training.h"
+#include "stages/eval/report.h"
+#include "stages/kinds/kinds.h"
+#include "stages/kinds/training.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/bench/bench_eval.sh — BLEU-1..4 + GLEU + ROUGE-1/2/L of medflow (stages/metrics.c) vs the
+# tests/bench/bench_eval.sh — BLEU-1..4 + GLEU + ROUGE-1/2/L of medflow (stages/eval/metrics.c) vs the
 # reference Python stack (nltk 3.10 sentence_bleu x4 + sentence_gleu, rouge-score 0.1.2) on the
 # same answer pairs and tokens, in the same run. Prints both means (they must agree) and the ratio.
 #   DATA=path/to/dialogues.jsonl N=1000 bash tests/bench/bench_eval.sh

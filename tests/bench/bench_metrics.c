@@ -1,7 +1,7 @@
-/* tests/bench/bench_metrics.c — time stages/metrics.c on answer pairs (driver for bench_eval.sh).
+/* tests/bench/bench_metrics.c — time stages/eval/metrics.c on answer pairs (driver for bench_eval.sh).
  * Usage: bench_metrics FILE.jsonl N   (pairs: answer k vs answer k+1, k < N)
  * Prints the mean of each metric and the seconds spent scoring. */
-#include "stages/metrics.h"
+#include "stages/eval/metrics.h"
 #include "common/fsutil.h"
 #include "common/json.h"
 

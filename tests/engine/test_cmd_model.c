@@ -1,6 +1,6 @@
 /* tests/engine/test_cmd_model.c — `medflow score` / `medflow generate` against
  * transformers' numbers for the same tiny model and tokenizer
- * (tests/stages/fixtures/model_io/tiny_lm_ref.json, gen_model_io_fixtures.py). */
+ * (tests/modelio/fixtures/model_io/tiny_lm_ref.json, gen_model_io_fixtures.py). */
 #include "tests/harness.h"
 #include "common/json.h"
 
@@ -9,7 +9,7 @@
 static mf_json *ref_json(void)
 {
     char p[1024];
-    snprintf(p, sizeof p, "%s/tests/stages/fixtures/model_io/tiny_lm_ref.json", mf_test_root());
+    snprintf(p, sizeof p, "%s/tests/modelio/fixtures/model_io/tiny_lm_ref.json", mf_test_root());
     mf_json *j = NULL;
     mf_err e;
     return mf_json_parse_file(&j, p, &e) ? NULL : j;
@@ -24,7 +24,7 @@ TEST(test_cmd_score_matches_transformers_logprobs)
     snprintf(tp, sizeof tp, "%s/text.txt", mf_test_tmpdir());
     mf_test_write(tp, mf_json_get_str(ref, "text", ""));
     char *out = NULL, *err = NULL;
-    int st = mf_test_sh(&out, &err, "%s score %s/tests/stages/fixtures/model_io/tiny_lm --text %s --json", mf_test_bin(),
+    int st = mf_test_sh(&out, &err, "%s score %s/tests/modelio/fixtures/model_io/tiny_lm --text %s --json", mf_test_bin(),
                         mf_test_root(), tp);
     if (st) fprintf(stderr, "%s\n", err ? err : "");
     REQUIRE(st == 0);
@@ -50,14 +50,14 @@ TEST(test_cmd_score_matches_transformers_logprobs)
 TEST(test_cmd_score_usage_errors_exit_2)
 {
     char *err = NULL;
-    CHECK_INT(mf_test_sh(NULL, &err, "%s score %s/tests/stages/fixtures/model_io/tiny_lm", mf_test_bin(), mf_test_root()), 2);
+    CHECK_INT(mf_test_sh(NULL, &err, "%s score %s/tests/modelio/fixtures/model_io/tiny_lm", mf_test_bin(), mf_test_root()), 2);
     CHECK_CONTAINS(err, "missing --text");
     free(err);
     CHECK_INT(mf_test_sh(NULL, &err, "%s score no-such-model --text /dev/null", mf_test_bin()), 2);
     CHECK_CONTAINS(err, "not a directory");
     free(err);
     /* a model directory without a tokenizer */
-    CHECK_INT(mf_test_sh(NULL, &err, "%s score %s/tests/stages/fixtures/model_io/llama --text /dev/null", mf_test_bin(), mf_test_root()), 2);
+    CHECK_INT(mf_test_sh(NULL, &err, "%s score %s/tests/modelio/fixtures/model_io/llama --text /dev/null", mf_test_bin(), mf_test_root()), 2);
     CHECK_CONTAINS(err, "has no tokenizer.json");
     free(err);
     char *out = NULL;
@@ -71,7 +71,7 @@ TEST(test_cmd_generate_greedy_matches_transformers_and_sampling_is_seeded)
     mf_json *ref = ref_json();
     REQUIRE(ref);
     char *out = NULL, *err = NULL;
-    const char *dir = "tests/stages/fixtures/model_io/tiny_lm";
+    const char *dir = "tests/modelio/fixtures/model_io/tiny_lm";
     int st = mf_test_sh(&out, &err, "cd %s && %s generate %s --prompt 'Diagnosis:' --max-new 8 --json", mf_test_root(),
                         mf_test_bin(), dir);
     if (st) fprintf(stderr, "%s\n", err ? err : "");
@@ -101,13 +101,13 @@ TEST(test_cmd_generate_greedy_matches_transformers_and_sampling_is_seeded)
 TEST(test_cmd_generate_rejects_bad_options)
 {
     char *err = NULL;
-    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/stages/fixtures/model_io/tiny_lm --prompt x --top-p 2", mf_test_bin(), mf_test_root()), 2);
+    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/modelio/fixtures/model_io/tiny_lm --prompt x --top-p 2", mf_test_bin(), mf_test_root()), 2);
     CHECK_CONTAINS(err, "--top-p: expected a number in");
     free(err);
-    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/stages/fixtures/model_io/tiny_lm --prompt x --max-new 1000", mf_test_bin(), mf_test_root()), 2);
+    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/modelio/fixtures/model_io/tiny_lm --prompt x --max-new 1000", mf_test_bin(), mf_test_root()), 2);
     CHECK_CONTAINS(err, "exceeds the model's max_position_embeddings (128)");
     free(err);
-    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/stages/fixtures/model_io/tiny_lm", mf_test_bin(), mf_test_root()), 2);
+    CHECK_INT(mf_test_sh(NULL, &err, "%s generate %s/tests/modelio/fixtures/model_io/tiny_lm", mf_test_bin(), mf_test_root()), 2);
     CHECK_CONTAINS(err, "missing --prompt");
     free(err);
 }

@@ -10,7 +10,7 @@ TEST(test_cmd_tokenize_text_prints_ids_decodes_and_counts)
     snprintf(in, sizeof in, "%s/in.jsonl", mf_test_tmpdir());
     mf_test_write(in, "{\"text\": \"Hello world\"}\n{\"text\": \"高血压\"}\n");
     char *out = NULL, *err = NULL;
-    const char *tok = "tests/stages/fixtures/tokenizer/sp_llama2.json";
+    const char *tok = "tests/tokenizer/fixtures/sp_llama2.json";
     int st = mf_test_sh(&out, &err, "cd '%s' && '%s' tokenize-text %s '%s'", mf_test_root(), mf_test_bin(), tok, in);
     CHECK_INT(st, 0);
     CHECK(out && out[0] == '1' && out[1] == ' '); /* BOS first */

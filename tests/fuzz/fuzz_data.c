@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "stages/readers.h"
-#include "stages/template.h"
-#include "stages/tokshard.h"
+#include "stages/data/readers.h"
+#include "stages/data/template.h"
+#include "stages/data/tokshard.h"
 
 static int byte_encode(void *ud, const char *s, size_t n, int32_t **ids, size_t *n_ids, mf_err *err)
 {

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stages/answer.h"
-#include "stages/eval.h"
-#include "stages/metrics.h"
+#include "stages/eval/answer.h"
+#include "stages/eval/eval.h"
+#include "stages/eval/metrics.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,5 +1,5 @@
 /*
- * tests/fuzz/fuzz_tokenizer.c — libFuzzer target for stages/tokenizer.h.
+ * tests/fuzz/fuzz_tokenizer.c — libFuzzer target for tokenizer/tokenizer.h.
  *
  * Input layout: byte 0 picks the mode.
  *   even: the rest is "JSON \0 TEXT": load JSON as a tokenizer.json (hostile
@@ -7,7 +7,7 @@
  *         (and a few fixed strings) and decode the ids back, with and without
  *         special tokens.
  *   odd:  the rest is TEXT for the conformance tokenizers in
- *         tests/stages/fixtures/tokenizer/ (loaded once): encode, decode, and
+ *         tests/tokenizer/fixtures/ (loaded once): encode, decode, and
  *         decode the raw bytes read as ids (out-of-range ids must be errors).
  * Run: make fuzz && ./build/fuzz/fuzz_tokenizer tests/fuzz/seeds/fuzz_tokenizer
  */
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stages/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static mf_tok *fixed[5];
 
@@ -31,7 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (int i = 0; i < 5; i++) {
         char p[256];
         mf_err err = {0};
-        snprintf(p, sizeof p, "tests/stages/fixtures/tokenizer/%s.json", names[i]);
+        snprintf(p, sizeof p, "tests/tokenizer/fixtures/%s.json", names[i]);
         if (mf_tok_load(&fixed[i], p, &err)) fixed[i] = NULL;
     }
     return 0;

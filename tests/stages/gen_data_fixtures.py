@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fixtures for tests/stages/test_tokenize.c (run from the repo root; reads ../shared/data or $MF_SHARED_DATA).
+"""Fixtures for tests/stages/data/test_tokenize.c (run from the repo root; reads ../shared/data or $MF_SHARED_DATA).
 
   tokenizer.json   a byte-level BPE (HF tokenizers) trained on 2000 doctor answers, vocab 1000,
                    special tokens <|endoftext|> <|im_start|> <|im_end|>
@@ -9,7 +9,7 @@
   expected.json    reference token ids and loss masks, computed with HF tokenizers, for
                    - pretrain: 3 texts -> ids + [eos]
                    - sft: conversations rendered with the chatml template (as documented in
-                     stages/template.h: each prefix / prompt / target piece encoded on its own,
+                     stages/data/template.h: each prefix / prompt / target piece encoded on its own,
                      add_special_tokens=False, target pieces masked 1), and with the llama2
                      template and the tokenizer module's SentencePiece-style LLaMA-2 fixture
 
@@ -84,8 +84,8 @@ def chatml(conv):
 sft = [chatml(json.loads(l)) for l in sft_lines]
 
 # llama2 template with the SentencePiece-style LLaMA-2 test tokenizer of the tokenizer module
-# (tests/stages/fixtures/tokenizer/sp_llama2.json): BOS before every [INST], EOS after every answer.
-sp = Tokenizer.from_file('tests/stages/fixtures/tokenizer/sp_llama2.json')
+# (tests/tokenizer/fixtures/sp_llama2.json): BOS before every [INST], EOS after every answer.
+sp = Tokenizer.from_file('tests/tokenizer/fixtures/sp_llama2.json')
 sp_bos, sp_eos = sp.token_to_id('<s>'), sp.token_to_id('</s>')
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""tests/stages/gen_metric_fixtures.py — reference fixtures for stages/metrics.c.
+"""tests/stages/gen_metric_fixtures.py — reference fixtures for stages/eval/metrics.c.
 
 Rerun:  python3 tests/stages/gen_metric_fixtures.py > tests/stages/fixtures/metrics.json
 

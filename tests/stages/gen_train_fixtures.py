@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for medflow's DPO / RM / PPO loss functions (tests/stages/test_train_pref.c,
+"""Reference values for medflow's DPO / RM / PPO loss functions (tests/stages/train/test_train_pref.c,
 test_train_ppo.c), from TRL's definitions, with torch autograd for the gradients.
 
 TRL's loss code lives inside trainer methods that need a whole model; rather than re-typing it, this

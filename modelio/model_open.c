@@ -1,0 +1,500 @@
+/*
+ * modelio/model_open.c — open "a model input" (full HF dir, or adapter dir +
+ * its base, recursively) into an mf_model, and write models / adapters out.
+ * The rule is documented in model_input.h and stages/README.md. The file
+ * formats themselves belong to modelio/ (modelio); this file only
+ * decides which directory is what and chains them.
+ */
+#include "modelio/model_open.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/fsutil.h"
+#include "common/json.h"
+#include "stages/data/dataio.h"
+#include "modelio/modelio.h"
+#include "modelio/safetensors.h"
+
+#define PEFT_PREFIX "base_model.model."
+#define MAX_DEPTH 8
+
+static int has_file(const char *dir, const char *name)
+{
+    char *p = mf_path_join(dir, name);
+    int r = p && mf_is_file(p);
+    free(p);
+    return r;
+}
+
+static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+
+void mf_model_input_free(mf_model_input *mi)
+{
+    if (!mi) return;
+    mf_model_free(mi->model);
+    if (mi->tok) mf_tok_free(mi->tok);
+    free(mi->path);
+    free(mi->tokenizer_dir);
+    free(mi->base_path);
+    memset(mi, 0, sizeof *mi);
+}
+
+/* Params of the given kinds, in model order (array malloc'd). */
+static int collect(mf_model *m, unsigned kinds_mask, mf_k_param ***out, size_t *n, mf_err *err)
+{
+    size_t np = mf_model_num_params(m), k = 0;
+    mf_k_param **v = calloc(np ? np : 1, sizeof *v);
+    if (!v) return nomem(err);
+    for (size_t i = 0; i < np; i++) {
+        mf_k_param *p = mf_model_param(m, i);
+        if (kinds_mask & (1u << p->kind)) v[k++] = p;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+/* Copy one named tensor of a checkpoint into p (shape must match). */
+static int load_tensor(mf_k_param *p, const mf_st_set *set, const char *name, mf_err *err)
+{
+    const mf_st_tensor *t = mf_st_set_find(set, name);
+    if (!t) return mf_err_set(err, MF_ECORRUPT, "tensor '%s' missing from the checkpoint", name);
+    if (t->numel != p->numel)
+        return mf_err_set(err, MF_ECORRUPT, "tensor '%s': expected %zu values, checkpoint has %llu", name, p->numel,
+                          (unsigned long long)t->numel);
+    return mf_st_tensor_to_f32(t, p->data, p->numel, err);
+}
+
+static int open_full(mf_model_input *out, const char *path, mf_err *err)
+{
+    mf_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    mf_model_io_meta meta;
+    memset(&meta, 0, sizeof meta);
+    int rc = mf_model_io_read_config(&cfg, &meta, path, err);
+    int seqcls = meta.score_head; /* *ForSequenceClassification: score.weight instead of lm_head */
+    mf_model_io_meta_free(&meta);
+    if (rc) return rc;
+    if ((rc = mf_model_new(&out->model, &cfg, err))) return rc;
+    if (seqcls && (rc = mf_model_add_score_head(out->model, 0, err))) return rc;
+    mf_st_set *set = NULL;
+    if ((rc = mf_st_set_open(&set, path, "model", err))) return rc;
+    mf_k_param **pv = NULL;
+    size_t n = 0;
+    rc = collect(out->model, (1u << MF_PARAM_BASE) | (seqcls ? 1u << MF_PARAM_HEAD : 0u), &pv, &n, err);
+    if (!rc && seqcls) { /* HF stores no lm_head for sequence classification: it stays zero */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
+        n = k;
+    }
+    if (!rc) rc = mf_model_io_read_params(pv, n, set, cfg.arch, "", err);
+    free(pv);
+    if (!rc && !seqcls && mf_st_set_find(set, "score.weight")) {
+        rc = mf_model_add_score_head(out->model, 0, err);
+        mf_k_param *s = rc ? NULL : mf_model_find_param(out->model, "score.weight");
+        if (!rc) rc = s ? load_tensor(s, set, "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
+    }
+    char *pj = rc ? NULL : mf_path_join(path, "prefix.json");
+    if (pj && mf_is_file(pj)) { /* a full model with a frozen P-Tuning prefix (see mf_model_save_full) */
+        mf_json *c = NULL;
+        rc = mf_json_parse_file(&c, pj, err);
+        if (!rc) {
+            out->prefix.pre_seq_len = (int)mf_json_get_int(c, "pre_seq_len", 0);
+            out->prefix.prefix_projection = mf_json_bool(mf_json_get(c, "prefix_projection"), 0);
+            out->prefix.prefix_hidden_size = (int)mf_json_get_int(c, "prefix_hidden_size", 0);
+            rc = mf_model_add_prefix(out->model, &out->prefix, err);
+        }
+        for (size_t i = 0; !rc && i < mf_model_num_params(out->model); i++) {
+            mf_k_param *p = mf_model_param(out->model, i);
+            if (p->kind == MF_PARAM_PREFIX) rc = load_tensor(p, set, p->name, err);
+        }
+        if (!rc) {
+            out->has_prefix = 1;
+            mf_model_set_all_trainable(out->model, 0);
+        }
+        mf_json_free(c);
+    }
+    free(pj);
+    mf_st_set_close(set);
+    return rc;
+}
+
+static int is_model_dir(const char *d);
+
+/* The base named by base.json, or NULL: "base_path" (absolute; relative to the
+ * adapter dir, else to the working directory), else the store's materialised
+ * tree of "base_digest" beside the adapter (<dir>/../<hex of the digest>). */
+static char *base_path_of(const char *dir)
+{
+    char *bj = mf_path_join(dir, "base.json");
+    mf_json *o = NULL;
+    char *res = NULL;
+    if (bj && mf_is_file(bj) && !mf_json_parse_file(&o, bj, NULL)) {
+        const char *bp = mf_json_get_str(o, "base_path", NULL);
+        if (bp && *bp) {
+            res = bp[0] == '/' ? strdup(bp) : mf_path_join(dir, bp);
+            if (res && !is_model_dir(res) && bp[0] != '/') {
+                free(res);
+                res = strdup(bp);
+            }
+            if (res && !is_model_dir(res)) {
+                free(res);
+                res = NULL;
+            }
+        }
+        const char *dg = mf_json_get_str(o, "base_digest", NULL);
+        if (!res && dg && !strncmp(dg, "sha256:", 7)) {
+            char *parent = mf_path_dirname(dir);
+            res = parent ? mf_path_join(parent, dg + 7) : NULL;
+            free(parent);
+            if (res && !is_model_dir(res)) {
+                free(res);
+                res = NULL;
+            }
+        }
+    }
+    mf_json_free(o);
+    free(bj);
+    return res;
+}
+
+static int is_model_dir(const char *d) { return has_file(d, "config.json") || has_file(d, "adapter_config.json"); }
+
+static int read_prefix_config(mf_k_prefix_config *pc, const char *dir, mf_err *err)
+{
+    char *p = mf_path_join(dir, "adapter_config.json");
+    mf_json *c = NULL;
+    int rc = p ? mf_json_parse_file(&c, p, err) : nomem(err);
+    if (!rc) {
+        memset(pc, 0, sizeof *pc);
+        pc->pre_seq_len = (int)mf_json_get_int(c, "num_virtual_tokens", 0);
+        pc->prefix_projection = mf_json_bool(mf_json_get(c, "prefix_projection"), 0);
+        pc->prefix_hidden_size = (int)mf_json_get_int(c, "encoder_hidden_size", 0);
+        if (pc->pre_seq_len <= 0)
+            rc = mf_err_set(err, MF_ECORRUPT, "%s: \"num_virtual_tokens\": expected a positive integer", p);
+    }
+    mf_json_free(c);
+    free(p);
+    return rc;
+}
+
+static int open_rec(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+                    int depth, mf_err *err);
+
+static int open_adapter(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+                        int depth, mf_err *err)
+{
+    if (depth >= MAX_DEPTH) return mf_err_set(err, MF_EINVAL, "%s: adapter chain deeper than %d", path, MAX_DEPTH);
+    char *base = base_path_of(path);
+    for (size_t i = 0; !base && i < n_alt; i++)
+        if (alt[i] && strcmp(alt[i], path) && is_model_dir(alt[i])) base = strdup(alt[i]);
+    if (!base)
+        return mf_err_set(err, MF_ENOTFOUND,
+                          "%s: adapter without a reachable base (expected base.json \"base_path\" naming an existing "
+                          "directory, or the base model bound as another input of the same slot or of slot 'base')",
+                          path);
+    /* The base opened whole (its own adapters merged). */
+    mf_model_input b;
+    memset(&b, 0, sizeof b);
+    int rc = open_rec(&b, base, 0, NULL, 0, depth + 1, err);
+    if (rc) {
+        mf_err_wrap(err, "%s: base %s", path, base);
+        free(base);
+        mf_model_input_free(&b);
+        return rc;
+    }
+    out->model = b.model;
+    b.model = NULL;
+    out->has_prefix = b.has_prefix;
+    out->prefix = b.prefix;
+    if (!out->tokenizer_dir && b.tokenizer_dir) out->tokenizer_dir = strdup(b.tokenizer_dir);
+    const mf_model_config *cfg = mf_model_get_config(out->model);
+
+    char *cfgp = mf_path_join(path, "adapter_config.json");
+    mf_json *c = NULL;
+    rc = cfgp ? mf_json_parse_file(&c, cfgp, err) : nomem(err);
+    const char *pt = rc ? "" : mf_json_get_str(c, "peft_type", "");
+    mf_adapter_kind kind = !strcmp(pt, "PREFIX_TUNING") ? MF_ADAPTER_PREFIX : MF_ADAPTER_LORA;
+    mf_st_set *set = NULL;
+    if (!rc) rc = mf_st_set_open(&set, path, "adapter_model", err);
+    if (!rc && kind == MF_ADAPTER_LORA) {
+        mf_model_io_peft pf;
+        rc = mf_model_io_peft_read(&pf, path, cfg->arch, err);
+        if (!rc) {
+            out->lora = pf.lora;
+            rc = mf_model_add_lora(out->model, &pf.lora, err);
+        }
+        mf_k_param **pv = NULL;
+        size_t n = 0;
+        if (!rc) rc = collect(out->model, 1u << MF_PARAM_LORA, &pv, &n, err);
+        if (!rc) rc = mf_model_io_read_params(pv, n, set, cfg->arch, PEFT_PREFIX, err);
+        free(pv);
+    } else if (!rc) {
+        if (out->has_prefix)
+            rc = mf_err_set(err, MF_EUNSUPPORTED, "%s: a prefix adapter on a base that already has one", path);
+        if (!rc) rc = read_prefix_config(&out->prefix, path, err);
+        if (!rc) rc = mf_model_add_prefix(out->model, &out->prefix, err);
+        for (size_t i = 0; !rc && i < mf_model_num_params(out->model); i++) {
+            mf_k_param *p = mf_model_param(out->model, i);
+            if (p->kind != MF_PARAM_PREFIX) continue;
+            char nm[MF_K_MAX_NAME + 32];
+            snprintf(nm, sizeof nm, PEFT_PREFIX "%s", p->name);
+            rc = load_tensor(p, set, nm, err);
+        }
+        out->has_prefix = 1;
+    }
+    if (!rc && set && mf_st_set_find(set, PEFT_PREFIX "score.weight")) {
+        mf_k_param *s = mf_model_find_param(out->model, "score.weight");
+        if (!s) {
+            rc = mf_model_add_score_head(out->model, 0, err);
+            s = rc ? NULL : mf_model_find_param(out->model, "score.weight");
+        }
+        if (!rc) rc = s ? load_tensor(s, set, PEFT_PREFIX "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
+    }
+    if (set) mf_st_set_close(set);
+    mf_json_free(c);
+    free(cfgp);
+    if (!rc) {
+        out->is_adapter = 1;
+        if (kind == MF_ADAPTER_LORA && !keep) {
+            rc = mf_model_merge_lora(out->model, err);
+            out->kept = MF_ADAPTER_NONE;
+        } else {
+            out->kept = kind;
+        }
+        if (keep || kind == MF_ADAPTER_PREFIX) { /* continue (prefixes never merge): the input adapter's base */
+            out->base_path = base;
+            base = NULL;
+            snprintf(out->base_digest, sizeof out->base_digest, "%s", b.digest);
+            if (!out->base_digest[0]) mf_model_io_base_ref_read(out->base_digest, sizeof out->base_digest, path, NULL);
+        }
+    }
+    free(base);
+    mf_model_input_free(&b);
+    return rc;
+}
+
+static int open_rec(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+                    int depth, mf_err *err)
+{
+    if (!(out->path = strdup(path))) return nomem(err);
+    if (has_file(path, "tokenizer.json") && !(out->tokenizer_dir = strdup(path))) return nomem(err);
+    int rc;
+    if (has_file(path, "config.json")) rc = open_full(out, path, err);
+    else if (has_file(path, "adapter_config.json")) rc = open_adapter(out, path, keep, alt, n_alt, depth, err);
+    else rc = mf_err_set(err, MF_EINVAL, "%s: not a model (expected config.json of an HF model or adapter_config.json of an adapter)", path);
+    if (rc) return rc;
+    if (!out->base_path && !(out->base_path = strdup(path))) return nomem(err);
+    return 0;
+}
+
+/* sha256 of the files that define a model directory, when the engine gave no digest. */
+static void content_digest(char *out, size_t n, const char *dir)
+{
+    static const char *files[] = {"config.json", "model.safetensors", "adapter_config.json", "adapter_model.safetensors"};
+    mf_buf all = MF_BUF_INIT;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *p = mf_path_join(dir, files[i]), *data = NULL;
+        size_t len = 0;
+        if (p && mf_is_file(p) && !mf_read_file(p, &data, &len, NULL)) {
+            mf_buf_puts(&all, files[i]);
+            mf_buf_append(&all, data, len);
+        }
+        free(data);
+        free(p);
+    }
+    unsigned char d[32];
+    mf_sha256(all.data ? all.data : "", all.len, d);
+    int k = snprintf(out, n, "sha256:");
+    for (int i = 0; i < 32 && k + 2 < (int)n; i++) k += snprintf(out + k, n - (size_t)k, "%02x", d[i]);
+    mf_buf_free(&all);
+}
+
+int mf_model_open_dir(mf_model_input *out, const char *path, const char *digest, int keep_adapter,
+                      const char *const *alt, size_t n_alt, mf_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!path) return mf_err_set(err, MF_EINVAL, "no model path");
+    int rc = open_rec(out, path, keep_adapter, alt, n_alt, 0, err);
+    if (!rc) {
+        if (digest && *digest) snprintf(out->digest, sizeof out->digest, "%s", digest);
+        else content_digest(out->digest, sizeof out->digest, path);
+        if (!out->base_digest[0]) {
+            if (!strcmp(out->base_path, path)) snprintf(out->base_digest, sizeof out->base_digest, "%s", out->digest);
+            else content_digest(out->base_digest, sizeof out->base_digest, out->base_path);
+        }
+        if (out->tokenizer_dir) rc = mf_tok_load(&out->tok, out->tokenizer_dir, err);
+    }
+    if (!rc) rc = mf_model_sync(out->model, err);
+    if (rc) mf_model_input_free(out);
+    return rc;
+}
+
+int mf_model_open_input(mf_model_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
+                        mf_err *err)
+{
+    const mf_stage_input *in = mf_stage_input_get(ctx, slot);
+    if (!in || !in->n) {
+        memset(out, 0, sizeof *out);
+        return mf_err_set(err, MF_EINVAL, "stage '%s': no input bound to slot '%s'", ctx->stage, slot);
+    }
+    const mf_stage_input *bs = mf_stage_input_get(ctx, "base");
+    size_t n_alt = (in->n - 1) + (bs ? bs->n : 0);
+    const char **alt = calloc(n_alt + 1, sizeof *alt);
+    if (!alt) return nomem(err);
+    size_t k = 0;
+    for (size_t i = 1; i < in->n; i++) alt[k++] = in->paths[i];
+    for (size_t i = 0; bs && i < bs->n; i++) alt[k++] = bs->paths[i];
+    int rc = mf_model_open_dir(out, in->paths[0], in->digests ? in->digests[0] : NULL, keep_adapter, alt, k, err);
+    free(alt);
+    if (rc) mf_err_wrap(err, "stage '%s': input '%s'", ctx->stage, slot);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static mf_st_dtype dtype_of(const char *s)
+{
+    if (s && !strcmp(s, "bfloat16")) return MF_ST_BF16;
+    if (s && !strcmp(s, "float16")) return MF_ST_F16;
+    return MF_ST_F32;
+}
+
+static int copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
+{
+    if (!from_dir) return 0;
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    int rc = 0;
+    for (size_t i = 0; i < 3 && !rc; i++) {
+        char *from = mf_path_join(from_dir, files[i]), *to = mf_path_join(dir, files[i]), *data = NULL;
+        size_t len = 0;
+        if (!from || !to) rc = nomem(err);
+        else if (mf_is_file(from)) {
+            rc = mf_read_file(from, &data, &len, err);
+            if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+        }
+        free(data);
+        free(from);
+        free(to);
+    }
+    return rc;
+}
+
+int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err)
+{
+    int rc = mf_model_fetch(m, err);
+    if (rc) return rc;
+    mf_k_param **pv = NULL;
+    size_t n = 0;
+    unsigned mask = (1u << MF_PARAM_BASE) | (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD) |
+                    (o && o->prefix ? 1u << MF_PARAM_PREFIX : 0u);
+    if ((rc = collect(m, mask, &pv, &n, err))) return rc;
+    /* with a score head: HF *ForSequenceClassification (score.weight, no lm_head), as modelio writes it */
+    int seqcls = (mask & (1u << MF_PARAM_HEAD)) && mf_model_find_param(m, "score.weight") != NULL;
+    if (seqcls) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
+        n = k;
+    }
+    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0, seqcls};
+    rc = mf_model_io_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
+    free(pv);
+    if (!rc && o && o->prefix) {
+        mf_json *c = mf_json_new_object();
+        if (!c) return nomem(err);
+        mf_json_set(c, "pre_seq_len", mf_json_new_int(o->prefix->pre_seq_len));
+        mf_json_set(c, "prefix_projection", mf_json_new_bool(o->prefix->prefix_projection));
+        mf_json_set(c, "prefix_hidden_size", mf_json_new_int(o->prefix->prefix_hidden_size));
+        rc = mf_json_save(dir, "prefix.json", c, err);
+        mf_json_free(c);
+    }
+    return rc;
+}
+
+
+/* Is path the store's materialised tree of the digest <hex> (.../trees/<hex>)? */
+static int base_path_in_store(const char *path, const char *hex)
+{
+    if (!path || !*path) return 0;
+    char *abs = realpath(path, NULL);
+    if (!abs) return 0;
+    size_t n = strlen(abs), h = strlen(hex);
+    int ok = n > h + 7 && !strcmp(abs + n - h, hex) && abs[n - h - 1] == '/' && !strncmp(abs + n - h - 7, "/trees/", 7);
+    free(abs);
+    return ok;
+}
+
+int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
+                          const mf_k_prefix_config *prefix, const char *base_path, const char *base_digest,
+                          const mf_model_save_opts *o, mf_err *err)
+{
+    int rc = mf_model_fetch(m, err);
+    if (!rc) rc = mf_mkdir_p(dir, 0755, err);
+    if (rc) return rc;
+    const mf_model_config *cfg = mf_model_get_config(m);
+    unsigned mask = (o && o->no_head ? 0u : 1u << MF_PARAM_HEAD) | (1u << (kind == MF_ADAPTER_PREFIX ? MF_PARAM_PREFIX : MF_PARAM_LORA));
+    mf_k_param **pv = NULL;
+    size_t n = 0;
+    if ((rc = collect(m, mask, &pv, &n, err))) return rc;
+    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), 0, 0};
+    rc = mf_model_io_write_params(dir, "adapter_model", pv, n, cfg->arch, PEFT_PREFIX, &wo, err);
+    free(pv);
+    if (rc) return rc;
+    if (kind == MF_ADAPTER_LORA) {
+        mf_model_io_peft pf;
+        memset(&pf, 0, sizeof pf);
+        pf.lora = *lora;
+        snprintf(pf.base_model, sizeof pf.base_model, "%s", base_path ? base_path : "");
+        rc = mf_model_io_peft_write_config(dir, &pf, cfg->arch, err);
+    } else {
+        /* PEFT's PrefixTuningConfig field names (P-Tuning v2). */
+        mf_json *c = mf_json_new_object();
+        if (!c) return nomem(err);
+        int hd = cfg->head_dim ? cfg->head_dim : cfg->hidden_size / cfg->num_attention_heads;
+        mf_json_set(c, "peft_type", mf_json_new_str("PREFIX_TUNING"));
+        mf_json_set(c, "task_type", mf_json_new_str("CAUSAL_LM"));
+        mf_json_set(c, "num_virtual_tokens", mf_json_new_int(prefix->pre_seq_len));
+        mf_json_set(c, "prefix_projection", mf_json_new_bool(prefix->prefix_projection));
+        mf_json_set(c, "encoder_hidden_size", mf_json_new_int(prefix->prefix_hidden_size));
+        mf_json_set(c, "num_layers", mf_json_new_int(cfg->num_hidden_layers));
+        mf_json_set(c, "num_attention_heads", mf_json_new_int(cfg->num_key_value_heads));
+        mf_json_set(c, "token_dim", mf_json_new_int((int64_t)cfg->num_key_value_heads * hd));
+        mf_json_set(c, "num_transformer_submodules", mf_json_new_int(1));
+        mf_json_set(c, "base_model_name_or_path",
+                    mf_json_new_str(base_digest && *base_digest ? base_digest : base_path ? base_path : ""));
+        rc = mf_json_save(dir, "adapter_config.json", c, err);
+        mf_json_free(c);
+    }
+    if (rc) return rc;
+    mf_json *bj = mf_json_new_object();
+    if (!bj) return nomem(err);
+    /* A base that is a store artifact (materialised as .../trees/<hex of its
+     * digest>) is named by digest only, so the adapter's bytes, and so its
+     * digest, do not depend on where the store lives; refs.json makes the store
+     * keep the base and materialise it beside the adapter (DESIGN.md section 5).
+     * A base outside the store (a user's source directory) keeps its path. */
+    int in_store = base_digest && !strncmp(base_digest, "sha256:", 7) && base_path_in_store(base_path, base_digest + 7);
+    if (base_digest && *base_digest) mf_json_set(bj, "base_digest", mf_json_new_str(base_digest));
+    if (!in_store && base_path && *base_path) { /* absolute, so it resolves from any working directory */
+        char *abs = realpath(base_path, NULL);
+        mf_json_set(bj, "base_path", mf_json_new_str(abs ? abs : base_path));
+        free(abs);
+    }
+    rc = mf_json_save(dir, "base.json", bj, err);
+    mf_json_free(bj);
+    if (!rc && in_store) {
+        mf_json *refs = mf_json_new_object(), *r = mf_json_new_object();
+        if (!refs || !r) { mf_json_free(refs); mf_json_free(r); return nomem(err); }
+        mf_json_set(r, "base_model", mf_json_new_str(base_digest));
+        mf_json_set(refs, "refs", r);
+        rc = mf_json_save(dir, "refs.json", refs, err);
+        mf_json_free(refs);
+    }
+    if (!rc) rc = copy_tokenizer(dir, o ? o->tokenizer_dir : NULL, err);
+    return rc;
+}

@@ -1,0 +1,212 @@
+/*
+ * modelio/params.c — named fp32 params <-> safetensors checkpoints, and
+ * writing whole HF directories. Name mapping lives here: the optional PEFT
+ * prefix, and Baichuan's fused W_pack (q;k;v stacked on rows) split on read
+ * and fused on write. For LoRA on W_pack, PEFT keeps one lora_A [r, h] and
+ * one lora_B [3h, r]: q/k/v share A and take their row block of B (exact);
+ * on write the three A's must be identical to fuse back. See modelio/modelio.h.
+ */
+#include "modelio/modelio.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fsutil.h"
+
+/* "model.layers.{l}.self_attn.{q|k|v}_proj.{suffix}" -> which (0,1,2), layer, suffix ptr; -1 if not. */
+static int qkv_part(const char *name, int *layer, const char **suffix)
+{
+    int l, off = 0;
+    if (sscanf(name, "model.layers.%d.self_attn.%n", &l, &off) != 1 || !off) return -1;
+    const char *p = name + off;
+    if ((p[0] != 'q' && p[0] != 'k' && p[0] != 'v') || strncmp(p + 1, "_proj.", 6)) return -1;
+    *layer = l;
+    *suffix = p + 7;
+    return p[0] == 'q' ? 0 : p[0] == 'k' ? 1 : 2;
+}
+
+static void shape_str(char *b, size_t n, int ndim, const int64_t *shape)
+{
+    size_t k = (size_t)snprintf(b, n, "[");
+    for (int i = 0; i < ndim && k < n; i++) k += (size_t)snprintf(b + k, n - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k < n) snprintf(b + k, n - k, "]");
+}
+
+static int check_shape(const mf_st_tensor *t, const char *name, int ndim, const int64_t *shape, mf_err *err)
+{
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (ok) return 0;
+    char a[128], b[128];
+    shape_str(a, sizeof a, ndim, shape);
+    shape_str(b, sizeof b, t->ndim, t->shape);
+    return mf_err_set(err, MF_EINVAL, "tensor '%s': expected shape %s, checkpoint has %s", name, a, b);
+}
+
+int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set *ckpt, mf_arch arch,
+                            const char *prefix, mf_err *err)
+{
+    if (!prefix) prefix = "";
+    char name[MF_K_MAX_NAME + 64];
+    for (size_t i = 0; i < n; i++) {
+        mf_k_param *p = params[i];
+        int layer = 0;
+        const char *suffix = NULL;
+        int part = arch == MF_ARCH_BAICHUAN ? qkv_part(p->name, &layer, &suffix) : -1;
+        if (part >= 0 && strcmp(suffix, "weight") && strcmp(suffix, "lora_A.weight") && strcmp(suffix, "lora_B.weight"))
+            return mf_err_set(err, MF_EUNSUPPORTED, "tensor '%s': Baichuan's W_pack has no %s", p->name, suffix);
+        if (part < 0) {
+            snprintf(name, sizeof name, "%s%s", prefix, p->name);
+            const mf_st_tensor *t = mf_st_set_find(ckpt, name);
+            char a[128];
+            shape_str(a, sizeof a, p->ndim, p->shape);
+            if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s)", name, a);
+            int rc = check_shape(t, name, p->ndim, p->shape, err);
+            if (!rc) rc = mf_st_tensor_to_f32(t, p->data, p->numel, err);
+            if (rc) return rc;
+            continue;
+        }
+        /* Baichuan: a row block of W_pack (weight, lora_B) or the shared lora_A */
+        snprintf(name, sizeof name, "%smodel.layers.%d.self_attn.W_pack.%s", prefix, layer, suffix);
+        const mf_st_tensor *t = mf_st_set_find(ckpt, name);
+        int is_a = !strcmp(suffix, "lora_A.weight");
+        int64_t want[2] = {is_a ? p->shape[0] : 3 * p->shape[0], p->shape[1]};
+        char a[128];
+        shape_str(a, sizeof a, 2, want);
+        if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s, split into q/k/v)", name, a);
+        int rc = check_shape(t, name, 2, want, err);
+        if (rc) return rc;
+        mf_st_tensor view = *t;
+        if (!is_a) {
+            size_t es = mf_st_dtype_size(t->dtype), row = (size_t)p->shape[1] * es;
+            view.data = (const char *)t->data + (size_t)part * (size_t)p->shape[0] * row;
+            view.shape[0] = p->shape[0];
+            view.numel = p->numel;
+            view.nbytes = p->numel * es;
+        }
+        if ((rc = mf_st_tensor_to_f32(&view, p->data, p->numel, err))) return rc;
+    }
+    return 0;
+}
+
+int mf_model_io_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
+                             mf_arch arch, const char *prefix, const mf_model_io_write_opts *opts, mf_err *err)
+{
+    if (!prefix) prefix = "";
+    mf_st_dtype dt = opts ? opts->dtype : MF_ST_F32;
+    if (dt != MF_ST_F32 && dt != MF_ST_BF16 && dt != MF_ST_F16)
+        return mf_err_set(err, MF_EINVAL, "model weights are stored as F32, BF16 or F16, not %s", mf_st_dtype_name(dt));
+    mf_st_out *outs = calloc(n ? n : 1, sizeof *outs);
+    char **names = calloc(n ? n : 1, sizeof *names);
+    float **fused = calloc(n ? n : 1, sizeof *fused);
+    size_t no = 0, nf = 0;
+    int rc = 0;
+    if (!outs || !names || !fused) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    for (size_t i = 0; i < n && !rc; i++) {
+        mf_k_param *p = params[i];
+        int layer = 0;
+        const char *suffix = NULL;
+        int part = arch == MF_ARCH_BAICHUAN ? qkv_part(p->name, &layer, &suffix) : -1;
+        size_t len = strlen(prefix) + MF_K_MAX_NAME + 32;
+        names[no] = malloc(len);
+        if (!names[no]) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        mf_st_out *o = &outs[no];
+        o->name = names[no];
+        o->dtype = dt;
+        if (part < 0) {
+            snprintf(names[no], len, "%s%s", prefix, p->name);
+            o->ndim = p->ndim;
+            o->shape[0] = p->shape[0];
+            o->shape[1] = p->shape[1];
+            o->f32 = p->data;
+            no++;
+            continue;
+        }
+        if (part != 0) { free(names[no]); names[no] = NULL; continue; } /* fused when q is seen */
+        if (strcmp(suffix, "weight") && strcmp(suffix, "lora_A.weight") && strcmp(suffix, "lora_B.weight")) {
+            rc = mf_err_set(err, MF_EUNSUPPORTED, "tensor '%s': Baichuan's W_pack has no %s", p->name, suffix);
+            break;
+        }
+        mf_k_param *qkv[3] = {p, NULL, NULL};
+        for (int w = 1; w < 3; w++) {
+            char want[MF_K_MAX_NAME + 32];
+            snprintf(want, sizeof want, "model.layers.%d.self_attn.%c_proj.%s", layer, w == 1 ? 'k' : 'v', suffix);
+            for (size_t j = 0; j < n; j++)
+                if (!strcmp(params[j]->name, want)) qkv[w] = params[j];
+            if (!qkv[w] || qkv[w]->numel != p->numel || qkv[w]->shape[0] != p->shape[0]) {
+                rc = mf_err_set(err, MF_EUNSUPPORTED, "Baichuan W_pack needs q, k and v alike: '%s' has no matching '%s'", p->name, want);
+                break;
+            }
+        }
+        if (rc) break;
+        snprintf(names[no], len, "%smodel.layers.%d.self_attn.W_pack.%s", prefix, layer, suffix);
+        o->ndim = 2;
+        o->shape[1] = p->shape[1];
+        if (!strcmp(suffix, "lora_A.weight")) {
+            if (memcmp(qkv[0]->data, qkv[1]->data, p->numel * sizeof(float)) ||
+                memcmp(qkv[0]->data, qkv[2]->data, p->numel * sizeof(float))) {
+                rc = mf_err_set(err, MF_EUNSUPPORTED,
+                                "layer %d: q/k/v LoRA A matrices differ, so they cannot be written as one PEFT W_pack adapter", layer);
+                break;
+            }
+            o->shape[0] = p->shape[0];
+            o->f32 = p->data;
+        } else {
+            float *f = malloc(3 * p->numel * sizeof *f);
+            if (!f) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            for (int w = 0; w < 3; w++) memcpy(f + (size_t)w * p->numel, qkv[w]->data, p->numel * sizeof *f);
+            fused[nf++] = f;
+            o->shape[0] = 3 * p->shape[0];
+            o->f32 = f;
+        }
+        no++;
+    }
+    if (!rc) {
+        mf_json *meta = mf_json_new_object();
+        if (!meta || mf_json_set(meta, "format", mf_json_new_str("pt"))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        else rc = mf_st_write_sharded(dir, base, outs, no, opts ? opts->max_shard_bytes : 0, meta, NULL, err);
+        mf_json_free(meta);
+    }
+out:
+    for (size_t i = 0; names && i < n; i++) free(names[i]);
+    for (size_t i = 0; i < nf; i++) free(fused[i]);
+    free(names);
+    free(fused);
+    free(outs);
+    return rc;
+}
+
+
+int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
+                          const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err)
+{
+    mf_model_io_write_opts o = {MF_ST_F32, 5000000000ull, 0};
+    if (opts) o = *opts;
+    const char *dtype = o.dtype == MF_ST_BF16 ? "bfloat16" : o.dtype == MF_ST_F16 ? "float16" : "float32";
+    int rc = mf_mkdir_p(dir, 0755, err);
+    if (rc) return rc;
+    if ((rc = mf_model_io_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
+    mf_json *c = NULL;
+    if ((rc = mf_model_io_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
+    rc = mf_json_save(dir, "config.json", c, err);
+    mf_json_free(c);
+    if (rc) return rc;
+    mf_json *g = mf_json_new_object();
+    if (!g) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    if (cfg->bos_token_id >= 0) mf_json_set(g, "bos_token_id", mf_json_new_int(cfg->bos_token_id));
+    if (cfg->eos_token_id >= 0) mf_json_set(g, "eos_token_id", mf_json_new_int(cfg->eos_token_id));
+    if (cfg->pad_token_id >= 0) mf_json_set(g, "pad_token_id", mf_json_new_int(cfg->pad_token_id));
+    rc = mf_json_save(dir, "generation_config.json", g, err);
+    mf_json_free(g);
+    if (rc || !tokenizer_dir) return rc;
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
+        char *from = mf_path_join(tokenizer_dir, files[i]), *to = mf_path_join(dir, files[i]);
+        if (!from || !to) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        else if (mf_is_file(from)) rc = mf_copy_file(from, to, err);
+        free(from);
+        free(to);
+    }
+    return rc;
+}

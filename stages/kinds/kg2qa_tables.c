@@ -1,0 +1,46 @@
+/*
+ * stages/kinds/kg2qa_tables.c — the shipped kg2qa template tables, compiled in.
+ * The same text as stages/kinds/kg2qa_templates.json (a test checks they agree);
+ * edit the JSON and regenerate with tests/stages/gen_kg2qa_tables.py.
+ */
+#include "stages/kinds/kinds.h"
+
+const char mf_kg2qa_default_templates[] =
+    "{\n"
+    "  \"version\": 1,\n"
+    "  \"joiner\": \"、\",\n"
+    "  \"relations\": {\n"
+    "    \"症状\": {\n"
+    "      \"questions\": [\"{subject}有哪些症状？\", \"{subject}的常见临床表现是什么？\", \"得了{subject}会出现什么症状？\", \"{subject}患者一般会有哪些表现？\"],\n"
+    "      \"answers\": [\"{subject}的常见症状包括：{objects}。\", \"{subject}患者常表现为{objects}。\"]\n"
+    "    },\n"
+    "    \"检查\": {\n"
+    "      \"questions\": [\"{subject}需要做哪些检查？\", \"诊断{subject}应该做什么检查？\", \"怀疑{subject}时可以做哪些检查项目？\"],\n"
+    "      \"answers\": [\"{subject}常用的检查项目有：{objects}。\", \"诊断{subject}可以做以下检查：{objects}。\"]\n"
+    "    },\n"
+    "    \"推荐药物\": {\n"
+    "      \"questions\": [\"{subject}可以用什么药？\", \"治疗{subject}的常用药物有哪些？\", \"{subject}吃什么药比较好？\"],\n"
+    "      \"answers\": [\"{subject}的常用药物有：{objects}。请在医生指导下用药。\", \"治疗{subject}可选用{objects}等药物，具体用法请遵医嘱。\"]\n"
+    "    },\n"
+    "    \"治疗方法\": {\n"
+    "      \"questions\": [\"{subject}怎么治疗？\", \"{subject}的治疗方法有哪些？\", \"得了{subject}该如何治疗？\"],\n"
+    "      \"answers\": [\"{subject}的治疗方法包括：{objects}。\", \"{subject}一般可以采用{objects}进行治疗。\"]\n"
+    "    },\n"
+    "    \"所属科室\": {\n"
+    "      \"questions\": [\"{subject}应该挂哪个科？\", \"{subject}属于哪个科室？\", \"看{subject}要去什么科室就诊？\"],\n"
+    "      \"answers\": [\"{subject}一般就诊于{objects}。\", \"{subject}属于{objects}。\"]\n"
+    "    },\n"
+    "    \"并发症\": {\n"
+    "      \"questions\": [\"{subject}有哪些并发症？\", \"{subject}可能会引起哪些并发症？\", \"{subject}会并发什么疾病？\"],\n"
+    "      \"answers\": [\"{subject}的常见并发症有：{objects}。\", \"{subject}可能并发{objects}。\"]\n"
+    "    },\n"
+    "    \"发病部位\": {\n"
+    "      \"questions\": [\"{subject}发生在哪个部位？\", \"{subject}的发病部位是哪里？\", \"{subject}主要累及哪些部位？\"],\n"
+    "      \"answers\": [\"{subject}的发病部位是{objects}。\", \"{subject}主要累及{objects}。\"]\n"
+    "    }\n"
+    "  },\n"
+    "  \"default\": {\n"
+    "    \"questions\": [\"{subject}的{relation}是什么？\"],\n"
+    "    \"answers\": [\"{subject}的{relation}包括：{objects}。\"]\n"
+    "  }\n"
+    "}\n";

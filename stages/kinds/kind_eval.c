@@ -1,0 +1,193 @@
+/*
+ * stages/kinds/kind_eval.c — the `eval` kind: opens the model inputs and hands
+ * stages/eval/eval.c a real model behind its mf_eval_model table.
+ *
+ * A prompt (role/content messages) is rendered with the stage's chat template
+ * (param `template`, system prompt from `system`) and encoded with the model's
+ * tokenizer, exactly as training renders it:
+ *   score_continuation  template(prompt, final answer = continuation); the
+ *                       answer's tokens (without a trailing EOS) scored by
+ *                       mf_model_score given the prompt tokens;
+ *   generate            template(prompt) up to the assistant cue, then
+ *                       mf_model_generate (greedy unless do_sample; stops at
+ *                       EOS), decoded without special tokens;
+ *   reward              the reward model's score head at the last token of
+ *                       template(prompt, final answer = response).
+ * Prompts are truncated by max_source_length/max_target_length/cutoff_len
+ * like training data (stages/data/template.h policy).
+ */
+#include "stages/eval/eval.h"
+#include "stages/kinds/kinds.h"
+#include "modelio/model_open.h"
+#include "stages/data/template.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    mf_model_input in;
+    int opened;
+    mf_tpl *tpl;
+    mf_tpl_encoder enc;
+    mf_tpl_limits lim;
+    const char *system;
+    mf_k_gen_config gen;
+    int32_t eos;
+    uint64_t calls;
+} eval_lm;
+
+static int tok_cb(void *ud, const char *text, size_t n, int32_t **ids, size_t *n_ids, mf_err *err)
+{
+    return mf_tok_encode((mf_tok *)ud, text, n, 0, ids, n_ids, err);
+}
+
+static mf_role role_of(const char *r)
+{
+    if (!strcmp(r, "system")) return MF_ROLE_SYSTEM;
+    if (!strcmp(r, "assistant")) return MF_ROLE_GPT;
+    return MF_ROLE_HUMAN;
+}
+
+/* Render + encode a prompt (and an optional final answer) into ids. */
+static int encode(eval_lm *L, const mf_eval_msg *msgs, size_t n, const char *final, mf_tpl_ids *ids, mf_err *err)
+{
+    mf_conv c;
+    mf_conv_init(&c);
+    int rc = 0;
+    const char *system = L->system;
+    for (size_t k = 0; k < n && !rc; k++) {
+        if (!strcmp(msgs[k].role, "system")) { system = msgs[k].content; continue; }
+        rc = mf_conv_add(&c, role_of(msgs[k].role), msgs[k].content, strlen(msgs[k].content));
+    }
+    memset(ids, 0, sizeof *ids);
+    if (!rc) rc = mf_tpl_encode(L->tpl, &c, system, final, &L->lim, &L->enc, ids, err);
+    mf_conv_free(&c);
+    return rc;
+}
+
+static int lm_score(void *self, const mf_eval_msg *prompt, size_t n, const char *cont, double *sum, long *ntok,
+                    mf_err *err)
+{
+    eval_lm *L = self;
+    mf_tpl_ids ids;
+    int rc = encode(L, prompt, n, cont, &ids, err);
+    if (rc) return rc;
+    size_t plen = ids.prompt_len, end = ids.n;
+    if (end > plen && L->eos >= 0 && ids.ids[end - 1] == L->eos) end--; /* score the answer, not the EOS */
+    if (end <= plen || plen == 0) {
+        *sum = -INFINITY;
+        *ntok = 0;
+    } else {
+        double mean;
+        rc = mf_model_score(L->in.model, ids.ids, (int)plen, ids.ids + plen, (int)(end - plen), sum, &mean, err);
+        *ntok = (long)(end - plen);
+    }
+    mf_tpl_ids_free(&ids);
+    return rc;
+}
+
+static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **out, mf_err *err)
+{
+    eval_lm *L = self;
+    mf_tpl_ids ids;
+    int rc = encode(L, prompt, n, NULL, &ids, err);
+    if (rc) return rc;
+    int max_new = L->gen.max_new_tokens;
+    int32_t *oids = calloc((size_t)max_new, sizeof *oids);
+    float *olp = calloc((size_t)max_new, sizeof *olp);
+    int olen = 0;
+    if (!oids || !olp) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    const int32_t *p = ids.ids;
+    int plen = (int)ids.n;
+    mf_k_gen_config g = L->gen;
+    g.seed = L->gen.seed + L->calls++; /* one draw per prompt, reproducible */
+    if (!rc) rc = mf_model_generate(L->in.model, 1, &p, &plen, &g, oids, olp, &olen, err);
+    if (!rc) {
+        if (olen > 0 && L->eos >= 0 && oids[olen - 1] == L->eos) olen--;
+        size_t len;
+        rc = mf_tok_decode(L->in.tok, oids, (size_t)olen, 1, out, &len, err);
+    }
+    free(oids);
+    free(olp);
+    mf_tpl_ids_free(&ids);
+    return rc;
+}
+
+static int lm_reward(void *self, const mf_eval_msg *prompt, size_t n, const char *response, double *out, mf_err *err)
+{
+    eval_lm *L = self;
+    mf_tpl_ids ids;
+    int rc = encode(L, prompt, n, response, &ids, err);
+    if (rc) return rc;
+    mf_k_batch b = {1, (int)ids.n, ids.ids, NULL, NULL};
+    mf_k_outputs o;
+    rc = mf_model_forward(L->in.model, &b, MF_FWD_VALUES, &o, err);
+    if (!rc) *out = o.reward[0];
+    mf_tpl_ids_free(&ids);
+    return rc;
+}
+
+static void lm_close(eval_lm *L)
+{
+    if (L->opened) mf_model_input_free(&L->in);
+    mf_tpl_free(L->tpl);
+    memset(L, 0, sizeof *L);
+}
+
+static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_head, mf_eval_model *table)
+{
+    mf_err *err = ctx->err;
+    memset(L, 0, sizeof *L);
+    int rc = mf_model_open_input(&L->in, ctx, slot, 0, err);
+    if (rc) return rc;
+    L->opened = 1;
+    if (!L->in.tok)
+        return mf_err_set(err, MF_EINVAL, "stage '%s': input '%s' (%s) has no tokenizer.json", ctx->stage, slot, L->in.path);
+    if (need_head && !mf_model_find_param(L->in.model, "score.weight"))
+        return mf_err_set(err, MF_EINVAL, "stage '%s': input '%s' has no score head (expected the output of an rm stage)",
+                          ctx->stage, slot);
+    if ((rc = mf_tpl_new(&L->tpl, mf_stage_param_str(ctx, "template", "default"), err))) return rc;
+    L->eos = mf_tok_eos_id(L->in.tok);
+    L->enc = (mf_tpl_encoder){L->in.tok, tok_cb, mf_tok_bos_id(L->in.tok), L->eos};
+    L->lim.max_source = mf_stage_param_int(ctx, "max_source_length", 512);
+    L->lim.max_target = mf_stage_param_int(ctx, "max_target_length", 512);
+    L->lim.cutoff = mf_stage_param_int(ctx, "cutoff_len", 0);
+    L->system = mf_stage_param_str(ctx, "system", "");
+    int sample = mf_stage_param_bool(ctx, "do_sample", 0);
+    L->gen.max_new_tokens = (int)mf_stage_param_int(ctx, "max_new_tokens", 128);
+    L->gen.temperature = sample ? (float)mf_stage_param_num(ctx, "temperature", 1.0) : 0.0f;
+    L->gen.top_k = sample ? (int)mf_stage_param_int(ctx, "top_k", 0) : 0;
+    L->gen.top_p = sample ? (float)mf_stage_param_num(ctx, "top_p", 1.0) : 1.0f;
+    if (L->gen.top_p <= 0) L->gen.top_p = 1.0f;
+    L->gen.stop_ids = L->eos >= 0 ? &L->eos : NULL;
+    L->gen.n_stop = L->eos >= 0;
+    int32_t pad = mf_tok_pad_id(L->in.tok);
+    L->gen.pad_id = pad >= 0 ? pad : (L->eos >= 0 ? L->eos : 0);
+    L->gen.seed = ctx->seed;
+    L->gen.use_cache = 1;
+    *table = (mf_eval_model){L, lm_score, lm_generate, lm_reward};
+    return 0;
+}
+
+int mf_stage_eval_run(mf_stage_ctx *ctx)
+{
+    const char *task = mf_stage_param_str(ctx, "task", "mcq");
+    int pairwise = !strcmp(task, "pairwise");
+    eval_lm a, b, j;
+    memset(&b, 0, sizeof b);
+    memset(&j, 0, sizeof j);
+    mf_eval_model ta, tb, tj;
+    int rc = lm_open(&a, ctx, "model", 0, &ta);
+    if (!rc && pairwise) {
+        if (!mf_stage_input_path(ctx, "model_b") || !mf_stage_input_path(ctx, "reward"))
+            rc = mf_err_set(ctx->err, MF_EINVAL, "stage '%s': task pairwise needs inputs 'model_b' and 'reward'", ctx->stage);
+        if (!rc) rc = lm_open(&b, ctx, "model_b", 0, &tb);
+        if (!rc) rc = lm_open(&j, ctx, "reward", 1, &tj);
+    }
+    if (!rc) rc = mf_eval_run_stage(ctx, &ta, pairwise ? &tb : NULL, pairwise ? &tj : NULL);
+    lm_close(&a);
+    lm_close(&b);
+    lm_close(&j);
+    return rc;
+}

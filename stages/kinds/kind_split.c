@@ -1,0 +1,135 @@
+/*
+ * stages/kinds/kind_split.c — the `split` kind: deterministic split by content hash.
+ *
+ * Each record goes to a part chosen by u = first 8 bytes of SHA-256(content)
+ * read big-endian / 2^64, against the cumulative normalised ratios of the
+ * parts taken in sorted name order. content = the canonical JSON (compact,
+ * keys sorted) of the `field` value, or of the whole record when field is
+ * empty — so the same record always lands in the same part, whatever its key
+ * order or spacing, and identical records never straddle two parts. The
+ * seed is not used: a split must stay put when the seed changes. Lines are
+ * written through unchanged to out_dir/<part>.jsonl.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "stages/data/dataio.h"
+#include "stages/kinds/kinds.h"
+
+typedef struct {
+    const char *name;
+    double ratio;
+    mf_dout out;
+} part_t;
+
+static int cmp_part(const void *a, const void *b) { return strcmp(((const part_t *)a)->name, ((const part_t *)b)->name); }
+
+double mf_split_unit(const void *content, size_t n)
+{
+    unsigned char d[32];
+    mf_sha256(content, n, d);
+    uint64_t x = 0;
+    for (int k = 0; k < 8; k++) x = (x << 8) | d[k];
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+int mf_stage_split_run(mf_stage_ctx *ctx)
+{
+    mf_err *err = ctx->err;
+    const mf_json *pm = mf_stage_param(ctx, "parts");
+    static const char *def_names[] = {"test", "train"};
+    static const double def_ratio[] = {0.1, 0.9};
+    size_t np = pm && pm->type == MF_JSON_OBJECT ? pm->n : 2;
+    if (np == 0) return mf_err_set(err, MF_EINVAL, "split: 'parts' is empty (expected e.g. {train: 0.9, test: 0.1})");
+    part_t *parts = calloc(np, sizeof *parts);
+    if (!parts) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    double total = 0;
+    int rc = 0;
+    for (size_t k = 0; k < np; k++) {
+        if (pm && pm->type == MF_JSON_OBJECT) {
+            parts[k].name = pm->keys[k];
+            if (!mf_json_is_num(pm->items[k]) || mf_json_num(pm->items[k], -1) < 0) {
+                rc = mf_err_set(err, MF_EINVAL, "split: part '%s': expected a ratio >= 0", pm->keys[k]);
+                break;
+            }
+            parts[k].ratio = mf_json_num(pm->items[k], 0);
+        } else {
+            parts[k].name = def_names[k];
+            parts[k].ratio = def_ratio[k];
+        }
+        const char *nm = parts[k].name;
+        if (!*nm || strchr(nm, '/') || nm[0] == '.' || !strcmp(nm, "stats")) {
+            rc = mf_err_set(err, MF_EINVAL, "split: part name '%s' is not a valid file name", nm);
+            break;
+        }
+        total += parts[k].ratio;
+    }
+    if (!rc && !(total > 0)) rc = mf_err_set(err, MF_EINVAL, "split: the ratios of 'parts' sum to 0");
+    if (rc) {
+        free(parts);
+        return rc;
+    }
+    qsort(parts, np, sizeof *parts, cmp_part);
+
+    const char *field = mf_stage_param_str(ctx, "field", "");
+    mf_rd *rd = NULL;
+    mf_buf canon = MF_BUF_INIT;
+    char fname[512];
+    for (size_t k = 0; k < np && !rc; k++) {
+        snprintf(fname, sizeof fname, "%s.jsonl", parts[k].name);
+        rc = mf_dout_open(&parts[k].out, ctx->out_dir, fname, err);
+    }
+    if (!rc) rc = mf_data_open(ctx, "data", &rd);
+    while (!rc) {
+        const char *line;
+        size_t len;
+        mf_json *rec = NULL;
+        rc = mf_data_next(ctx, rd, "split", &line, &len, &rec, err);
+        if (rc <= 0) break;
+        rc = 0;
+        const mf_json *v = rec;
+        if (*field && !(v = mf_json_get_path(rec, field))) {
+            mf_json_free(rec);
+            rc = mf_rd_reject(rd, err, "missing field '%s' (the split's hash field)", field);
+            continue;
+        }
+        mf_buf_reset(&canon);
+        mf_json_write(&canon, v, MF_JSON_SORTED);
+        mf_json_free(rec);
+        if (!mf_buf_ok(&canon)) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            break;
+        }
+        double u = mf_split_unit(canon.data, canon.len) * total, acc = 0;
+        size_t pick = np - 1;
+        for (size_t k = 0; k < np; k++) {
+            acc += parts[k].ratio;
+            if (u < acc && parts[k].ratio > 0) { pick = k; break; }
+        }
+        rc = mf_dout_line(&parts[pick].out, line, len, err);
+    }
+    mf_buf_free(&canon);
+    mf_json *stats = mf_json_new_object(), *pj = mf_json_new_object();
+    long long out_rows = 0;
+    for (size_t k = 0; k < np; k++) {
+        int rc2 = mf_dout_close(&parts[k].out, rc ? NULL : err);
+        if (!rc) rc = rc2;
+        mf_stats_int(pj, parts[k].name, parts[k].out.rows);
+        out_rows += parts[k].out.rows;
+    }
+    if (!rc) {
+        mf_stats_str(stats, "kind", "split");
+        mf_stats_int(stats, "rows_in", mf_rd_get_stats(rd)->lines);
+        mf_stats_int(stats, "rows_out", out_rows);
+        mf_stats_int(stats, "dropped_bad", mf_rd_get_stats(rd)->bad);
+        if (stats) mf_json_set(stats, "parts", pj), pj = NULL;
+        if (stats) mf_json_set(stats, "input", mf_rd_stats_json(rd));
+        rc = mf_stats_write(ctx->out_dir, stats, err);
+        stats = NULL;
+    }
+    mf_json_free(pj);
+    mf_json_free(stats);
+    mf_rd_close(rd);
+    free(parts);
+    return rc;
+}

@@ -1,0 +1,46 @@
+/*
+ * stages/kinds/training.h — run functions of the training stage kinds (registered
+ * in stages/impls.c) and the few helpers their tests reach directly.
+ */
+#ifndef MF_TRAINING_H
+#define MF_TRAINING_H
+
+#include <stdint.h>
+
+#include "kernels/model.h"
+#include "stages/stage.h"
+#include "stages/train/train_data.h"
+
+int mf_stage_init_run(mf_stage_ctx *ctx);
+int mf_stage_dcpt_run(mf_stage_ctx *ctx);
+int mf_stage_sft_run(mf_stage_ctx *ctx);
+int mf_stage_rm_run(mf_stage_ctx *ctx);
+int mf_stage_dpo_run(mf_stage_ctx *ctx);
+int mf_stage_ppo_run(mf_stage_ctx *ctx);
+int mf_stage_merge_run(mf_stage_ctx *ctx);
+int mf_stage_export_run(mf_stage_ctx *ctx);
+
+/* Token-weighted mean next-token loss of a set (labels as in the set). */
+int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err);
+
+/* PPO: GAE over one response (rewards, values: n each) -> advantages, returns. */
+void mf_ppo_gae(int n, const float *rewards, const float *values, double gamma, double lam, float *adv, float *ret);
+/* PPO: TRL's masked_whiten over rows v[r][0..n[r]) (unbiased variance, eps 1e-8);
+ * shift_mean 0 adds the mean back (rewards), 1 leaves it at 0 (advantages). */
+void mf_ppo_whiten(float **v, const int *n, int rows, int shift_mean);
+/* PPO: one response token's clipped policy + value loss (TRL PPOTrainer) and
+ * its gradients dL/dlogp, dL/dvalue; *pg, *vf the two parts (unweighted). */
+double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, double old_v, double ret, double clip,
+                         double clip_v, double vf_coef, double *dlogp, double *dv, double *pg, double *vf);
+
+/* ---- loss functions (TRL's definitions; checked against TRL fixtures) ---- */
+
+/* DPO sigmoid loss of one pair from summed log-probs:
+ *   d = beta * ((pc - rc) - (pr - rr))
+ *   L = -(1 - ls) * log σ(d) - ls * log σ(-d)
+ * *dpc = dL/dpc, *dpr = dL/dpr. Returns L. */
+double mf_dpo_loss(double beta, double ls, double pc, double pr, double rc, double rr, double *dpc, double *dpr);
+/* RM pairwise loss -log σ(r_c - r_r); *dc = dL/dr_c, *dr = dL/dr_r. */
+double mf_rm_loss(double rc, double rr, double *dc, double *dr);
+
+#endif

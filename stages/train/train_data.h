@@ -1,0 +1,76 @@
+/*
+ * stages/train/train_data.h — training examples of the training kinds, tokenized in
+ * memory from a stage's `data` (and optional `val`) inputs.
+ *
+ *   text   (dcpt)  documents (JSON `field`) + EOS, concatenated and cut into
+ *                  blocks of block_size tokens; the last partial block is kept
+ *                  when it has >= 2 tokens. Labels = ids (every token counts).
+ *   sft            conversations through the chat template (stages/data/template.h):
+ *                  labels = ids on response tokens, -100 elsewhere (multi-turn:
+ *                  every kept assistant turn counts). Examples with no response
+ *                  token left after truncation are dropped (counted).
+ *   pref (rm, dpo) two sequences per record: prompt + chosen and prompt +
+ *                  rejected (seq 2i and 2i+1); labels on the answer only.
+ *   prompt (ppo)   the prompt up to the assistant cue (labels unused).
+ * Validation: the `val` slot when bound, else records whose content hash
+ * (stages/kinds/kind_split.c's unit) falls below val_ratio.
+ */
+#ifndef MF_TRAIN_DATA_H
+#define MF_TRAIN_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "kernels/model.h"
+#include "stages/stage.h"
+#include "tokenizer/tokenizer.h"
+
+typedef enum { MF_TD_TEXT = 0, MF_TD_SFT, MF_TD_PREF, MF_TD_PROMPT } mf_td_mode;
+
+typedef struct mf_td_seq {
+    int32_t *ids;
+    int32_t *labels; /* -100 = no loss */
+    int len;
+    int prompt_len;  /* tokens before the (final) answer */
+} mf_td_seq;
+
+typedef struct mf_td_set {
+    mf_td_seq *v;
+    size_t n, cap;
+    long long dropped; /* records that produced no example */
+} mf_td_set;
+
+void mf_td_set_free(mf_td_set *s);
+/* Cut sequences longer than max_len (the model's positions): on the right, or
+ * keeping the last tokens when from_left (prompts keep their assistant cue).
+ * Returns how many were cut. */
+size_t mf_td_clip(mf_td_set *s, int max_len, int from_left);
+
+typedef struct mf_td_opts {
+    mf_td_mode mode;
+    int block_size;          /* text */
+    const char *field;       /* text: JSON field */
+    const char *template_name, *system;
+    long long max_source, max_target, cutoff;
+    double val_ratio;
+} mf_td_opts;
+
+/* Options from the stage's params (block_size, field, template, system, lengths, val_ratio). */
+void mf_td_opts_from_ctx(mf_td_opts *o, const mf_stage_ctx *ctx, mf_td_mode mode);
+
+int mf_td_load(mf_td_set *train, mf_td_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_td_opts *o,
+               mf_err *err);
+
+/* A padded batch (right padding with pad, attention 0, labels -100). Buffers
+ * grow as needed; free with mf_td_batch_free. */
+typedef struct mf_td_batch {
+    mf_k_batch b;
+    int32_t *ids, *mask, *labels;
+    size_t cap;
+} mf_td_batch;
+
+int mf_td_batch_make(mf_td_batch *tb, const mf_td_seq *const *seqs, int n, int32_t pad, mf_err *err);
+void mf_td_batch_free(mf_td_batch *tb);
+
+#endif

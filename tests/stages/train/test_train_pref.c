@@ -1,0 +1,144 @@
+/*
+ * tests/stages/train/test_train_pref.c — rm and dpo: the loss functions against
+ * TRL-derived fixtures (tests/stages/gen_train_fixtures.py), and both kinds
+ * end to end on a tiny model with preference pairs from /work/shared/data.
+ */
+#include "tests/harness.h"
+#include "tests/stages/ttest.h"
+
+#include "modelio/model_open.h"
+#include "stages/kinds/training.h"
+
+static const char *pref_data(const char *dir, int n)
+{
+    char src[1024];
+    snprintf(src, sizeof src, "%s/preference/mismatched_answer_pairs.jsonl", MF_SHARED_DATA);
+    return dtest_head(src, (size_t)n, dir, "pref.jsonl");
+}
+
+static mf_json *fixture(void)
+{
+    mf_json *j = NULL;
+    mf_json_parse_file(&j, tt_path(mf_test_root(), "tests/stages/fixtures/train/losses.json"), NULL);
+    return j;
+}
+
+/* Tolerance 1e-12 relative: both sides are float64 evaluations of the same closed form. */
+TEST(test_train_dpo_loss_and_grads_match_trl)
+{
+    mf_json *j = fixture();
+    REQUIRE(j != NULL);
+    const mf_json *a = mf_json_get(j, "dpo");
+    REQUIRE(a && a->n >= 12);
+    for (size_t i = 0; i < a->n; i++) {
+        const mf_json *c = a->items[i];
+        double dpc, dpr;
+        double L = mf_dpo_loss(mf_json_get_num(c, "beta", 0), mf_json_get_num(c, "label_smoothing", 0),
+                               mf_json_get_num(c, "pc", 0), mf_json_get_num(c, "pr", 0), mf_json_get_num(c, "rc", 0),
+                               mf_json_get_num(c, "rr", 0), &dpc, &dpr);
+        CHECK_NEAR(L, mf_json_get_num(c, "loss", 0), 1e-12, 1e-14);
+        CHECK_NEAR(dpc, mf_json_get_num(c, "dpc", 0), 1e-12, 1e-14);
+        CHECK_NEAR(dpr, mf_json_get_num(c, "dpr", 0), 1e-12, 1e-14);
+    }
+    mf_json_free(j);
+}
+
+TEST(test_train_rm_loss_and_grads_match_trl)
+{
+    mf_json *j = fixture();
+    REQUIRE(j != NULL);
+    const mf_json *a = mf_json_get(j, "rm");
+    REQUIRE(a && a->n >= 6);
+    for (size_t i = 0; i < a->n; i++) {
+        const mf_json *c = a->items[i];
+        double dc, dr, L = mf_rm_loss(mf_json_get_num(c, "rc", 0), mf_json_get_num(c, "rr", 0), &dc, &dr);
+        CHECK_NEAR(L, mf_json_get_num(c, "loss", 0), 1e-12, 1e-14);
+        CHECK_NEAR(dc, mf_json_get_num(c, "dc", 0), 1e-12, 1e-14);
+        CHECK_NEAR(dr, mf_json_get_num(c, "dr", 0), 1e-12, 1e-14);
+    }
+    mf_json_free(j);
+}
+
+/* rm (full): the pairwise loss falls by >= 30% over 10 steps on one fixed batch of 6 pairs; the output has a score head. */
+TEST(test_train_rm_loss_falls_and_head_saved)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    const char *data = pref_data(d, 6);
+    int rc = tt_run(msg, sizeof msg, "rm",
+                    "{\"finetune\": \"full\", \"cutoff_len\": 48, \"template\": \"chatml\", \"max_steps\": 10, "
+                    "\"batch_size\": 8, \"lr\": 0.005, \"lr_scheduler\": \"constant\"}",
+                    tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", data, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[16], acc[16];
+    int n = tt_metric(tt_path(d, "out"), "loss", 0, loss, 16);
+    CHECK_INT(n, 10);
+    CHECK(loss[n - 1] < 0.7 * loss[0]);
+    CHECK_INT(tt_metric(tt_path(d, "out"), "accuracy", 0, acc, 16), 10);
+    CHECK_NEAR(acc[n - 1], 1.0, 0, 1e-9);
+    mf_model_input mi;
+    mf_err err;
+    mf_err_clear(&err);
+    REQUIRE(mf_model_open_dir(&mi, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
+    CHECK(mf_model_find_param(mi.model, "score.weight") != NULL);
+    mf_model_input_free(&mi);
+    char *cfg = dtest_out(tt_path(d, "out"), "config.json"); /* saved as HF sequence classification */
+    CHECK_CONTAINS(cfg ? cfg : "", "ForSequenceClassification");
+    free(cfg);
+}
+
+/* dpo on an sft-LoRA model (adapter input): at step 1 the policy equals the reference, so the loss is
+ * exactly ln 2 — which holds only when the reference is base + adapter, not the bare base. The margin
+ * then rises above 0 and the loss falls below ln 2; the reference cache is written to work_dir. */
+static void dpo_on_adapter(const char *chain)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096], params[1024];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    char src[1024];
+    snprintf(src, sizeof src, "%s/sft/internal_medicine_sharegpt.jsonl", MF_SHARED_DATA);
+    const char *sft = dtest_head(src, 6, d, "sft.jsonl");
+    int rc = tt_run(msg, sizeof msg, "sft",
+                    "{\"finetune\": \"lora\", \"cutoff_len\": 48, \"max_steps\": 4, \"batch_size\": 6, \"lr\": 0.05, "
+                    "\"lora\": {\"rank\": 4, \"alpha\": 8}}",
+                    tt_path(d, "sft"), NULL, "model", tt_path(d, "base"), "data", sft, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    const char *data = pref_data(d, 4);
+    snprintf(params, sizeof params,
+             "{\"finetune\": \"lora\", \"adapter_chain\": \"%s\", \"cutoff_len\": 48, \"max_steps\": 8, "
+             "\"batch_size\": 4, \"lr\": 0.02, \"lr_scheduler\": \"constant\", \"beta\": 0.5, "
+             "\"lora\": {\"rank\": 4, \"alpha\": 16, \"target\": [\"all\"]}}",
+             chain);
+    rc = tt_run(msg, sizeof msg, "dpo", params, tt_path(d, "dpo"), tt_path(d, "work"), "model", tt_path(d, "sft"),
+                "data", data, NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[16], margin[16], acc[16];
+    int n = tt_metric(tt_path(d, "dpo"), "loss", 0, loss, 16);
+    CHECK_INT(n, 8);
+    CHECK_NEAR(loss[0], 0.6931471805599453, 1e-6, 1e-6);
+    CHECK(loss[n - 1] < loss[0]);
+    CHECK_INT(tt_metric(tt_path(d, "dpo"), "rewards_margins", 0, margin, 16), 8);
+    CHECK_NEAR(margin[0], 0, 0, 1e-5);
+    CHECK(margin[n - 1] > 0.05);
+    CHECK_INT(tt_metric(tt_path(d, "dpo"), "rewards_accuracy", 0, acc, 16), 8);
+    CHECK(acc[n - 1] >= 0.75);
+    CHECK(mf_is_file(tt_path(d, "work/ref_logps.bin")));
+    /* the output is an adapter usable as a model input */
+    mf_model_input mi;
+    mf_err err;
+    mf_err_clear(&err);
+    rc = mf_model_open_dir(&mi, tt_path(d, "dpo"), NULL, 0, NULL, 0, &err);
+    if (rc) {
+        mf_err_str(&err, msg, sizeof msg);
+        printf("    %s\n", msg);
+    }
+    CHECK_INT(rc, 0);
+    mf_model_input_free(&mi);
+}
+
+TEST(test_train_dpo_merge_chain_reference_is_whole_input_model) { dpo_on_adapter("merge"); }
+TEST(test_train_dpo_continue_chain_reference_is_whole_input_model) { dpo_on_adapter("continue"); }
