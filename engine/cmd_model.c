@@ -56,7 +56,7 @@ static int resolve_model(char **dir, const char *arg, mf_err *err)
 typedef struct loaded {
     mf_model *m;
     mf_tok *tok;
-    mf_model_io_meta meta;
+    mf_modelio_meta meta;
     char *dir;
 } loaded;
 
@@ -64,7 +64,7 @@ static void loaded_free(loaded *l)
 {
     mf_model_free(l->m);
     mf_tok_free(l->tok);
-    mf_model_io_meta_free(&l->meta);
+    mf_modelio_meta_free(&l->meta);
     free(l->dir);
 }
 
@@ -72,14 +72,14 @@ static int load_all(loaded *l, const char *arg, const char *adapter, mf_err *err
 {
     memset(l, 0, sizeof *l);
     int rc = resolve_model(&l->dir, arg, err);
-    if (!rc) rc = mf_model_io_load(&l->m, &l->meta, l->dir, err);
+    if (!rc) rc = mf_modelio_load(&l->m, &l->meta, l->dir, err);
     if (!rc && !l->meta.tokenizer_json)
         rc = mf_err_set(err, MF_EINVAL, "model %s has no tokenizer.json", l->dir);
     if (!rc) rc = mf_tok_load(&l->tok, l->dir, err);
     if (!rc && mf_tok_vocab_size(l->tok) > (size_t)mf_model_get_config(l->m)->vocab_size)
         rc = mf_err_set(err, MF_EINVAL, "tokenizer of %s has %zu ids but the model's vocab_size is %d", l->dir,
                         mf_tok_vocab_size(l->tok), mf_model_get_config(l->m)->vocab_size);
-    if (!rc && adapter) rc = mf_model_io_load_adapter(l->m, NULL, adapter, err);
+    if (!rc && adapter) rc = mf_modelio_load_adapter(l->m, NULL, adapter, err);
     return rc;
 }
 

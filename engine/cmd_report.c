@@ -48,7 +48,7 @@ static int find_report(mf_ledger *l, const char *graph, char *digest, size_t n, 
     return rc;
 }
 
-int mf_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err)
+int mf_cmd_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err)
 {
     mf_ledger *l = NULL;
     mf_store *s = NULL;
@@ -122,7 +122,7 @@ int mf_cmd_report(int argc, char **argv)
         char *at = strchr(graph, '@');
         if (at) *at = 0;
     }
-    int rc = mf_report_show(store && *store ? store : "./.medflow", graph, out_dir, stdout, &err);
+    int rc = mf_cmd_report_show(store && *store ? store : "./.medflow", graph, out_dir, stdout, &err);
     free(store_owned);
     return rc ? mf_cli_report(&err) : 0;
 }

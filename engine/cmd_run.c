@@ -149,7 +149,7 @@ static void print_results(const args *a, const mf_graph *g, const mf_plan *p)
     mf_err err;
     mf_err_clear(&err);
     fflush(stdout);
-    if (root && mf_report_show(root, g->name, NULL, stdout, &err))
+    if (root && mf_cmd_report_show(root, g->name, NULL, stdout, &err))
         fprintf(stderr, "medflow: could not show the report: %s\n", err.msg);
     free(root);
 }

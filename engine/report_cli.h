@@ -9,6 +9,6 @@
 #include "common/error.h"
 
 /* MF_ENOTFOUND when the graph has no successful report stage in the ledger. */
-int mf_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err);
+int mf_cmd_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err);
 
 #endif

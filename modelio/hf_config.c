@@ -17,7 +17,7 @@
 
 #include "common/fsutil.h"
 
-void mf_model_io_meta_free(mf_model_io_meta *m)
+void mf_modelio_meta_free(mf_modelio_meta *m)
 {
     if (!m) return;
     free(m->dir);
@@ -102,7 +102,7 @@ static int get_token(int *out, const mf_json *c, const char *key, const char *pa
     return 0;
 }
 
-int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const mf_json *c, const char *path,
+int mf_modelio_config_parse(mf_model_config *cfg, mf_modelio_meta *meta, const mf_json *c, const char *path,
                              mf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -244,7 +244,7 @@ static char *file_if_present(const char *dir, const char *name)
     return p;
 }
 
-int mf_model_io_read_config(mf_model_config *cfg, mf_model_io_meta *meta, const char *dir, mf_err *err)
+int mf_modelio_read_config(mf_model_config *cfg, mf_modelio_meta *meta, const char *dir, mf_err *err)
 {
     char *path = mf_path_join(dir, "config.json");
     if (!path) return mf_err_set(err, MF_ENOMEM, "out of memory");
@@ -253,7 +253,7 @@ int mf_model_io_read_config(mf_model_config *cfg, mf_model_io_meta *meta, const 
     if (!mf_is_dir(dir)) rc = mf_err_set(err, MF_ENOTFOUND, "%s: not a model directory", dir);
     else if (!mf_is_file(path)) rc = mf_err_set(err, MF_ENOTFOUND, "%s: no config.json (not an HF model directory)", dir);
     else rc = mf_json_parse_file(&c, path, err);
-    if (!rc) rc = mf_model_io_config_parse(cfg, meta, c, path, err);
+    if (!rc) rc = mf_modelio_config_parse(cfg, meta, c, path, err);
     mf_json_free(c);
     free(path);
     if (rc || !meta) return rc;
@@ -261,7 +261,7 @@ int mf_model_io_read_config(mf_model_config *cfg, mf_model_io_meta *meta, const 
     meta->tokenizer_json = file_if_present(dir, "tokenizer.json");
     meta->tokenizer_config = file_if_present(dir, "tokenizer_config.json");
     meta->generation_config = file_if_present(dir, "generation_config.json");
-    if (!meta->dir) { mf_model_io_meta_free(meta); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
+    if (!meta->dir) { mf_modelio_meta_free(meta); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     return 0;
 }
 
@@ -275,7 +275,7 @@ static int set(mf_json *o, const char *k, mf_json *v, int *bad)
 
 static mf_json *token(int id) { return id >= 0 ? mf_json_new_int(id) : mf_json_new_null(); }
 
-int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err)
+int mf_modelio_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err)
 {
     *out = NULL;
     int k = -1;
@@ -358,7 +358,7 @@ static int add(mf_k_param *ps, size_t *n, int layer, const char *name, int64_t d
     return 0;
 }
 
-int mf_model_io_expected_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, mf_err *err)
+int mf_modelio_expected_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, mf_err *err)
 {
     *out = NULL;
     *n = 0;
@@ -394,7 +394,7 @@ int mf_model_io_expected_params(mf_k_param **out, size_t *n, const mf_model_conf
     return 0;
 }
 
-int mf_model_io_lora_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lc,
+int mf_modelio_lora_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lc,
                             mf_err *err)
 {
     *out = NULL;

@@ -26,70 +26,70 @@ static int params_of(mf_model *m, mf_k_param_kind kind, mf_k_param ***out, size_
     return 0;
 }
 
-int mf_model_io_load(mf_model **out, mf_model_io_meta *meta, const char *dir, mf_err *err)
+int mf_modelio_load(mf_model **out, mf_modelio_meta *meta, const char *dir, mf_err *err)
 {
     *out = NULL;
     mf_model_config cfg;
-    mf_model_io_meta tmp;
+    mf_modelio_meta tmp;
     memset(&tmp, 0, sizeof tmp);
-    mf_model_io_meta *mt = meta ? meta : &tmp;
-    int rc = mf_model_io_read_config(&cfg, mt, dir, err);
+    mf_modelio_meta *mt = meta ? meta : &tmp;
+    int rc = mf_modelio_read_config(&cfg, mt, dir, err);
     if (rc) return rc;
     mf_model *m = NULL;
-    mf_st_set *s = NULL;
+    mf_safetensors_set *s = NULL;
     mf_k_param **ps = NULL;
     size_t n = 0;
     if (!(rc = mf_model_new(&m, &cfg, err)) && !(rc = mt->score_head ? mf_model_add_score_head(m, 0, err) : 0) &&
         !(rc = params_of(m, MF_PARAM_BASE, &ps, &n, err)) &&
-        !(rc = mf_st_set_open(&s, dir, "model", err)) &&
-        !(rc = mf_model_io_read_params(ps, n, s, cfg.arch, "", err)))
+        !(rc = mf_safetensors_set_open(&s, dir, "model", err)) &&
+        !(rc = mf_modelio_read_params(ps, n, s, cfg.arch, "", err)))
         rc = mf_model_sync(m, err);
     if (rc) mf_err_wrap(err, "loading model %s", dir);
-    mf_st_set_close(s);
+    mf_safetensors_set_close(s);
     free(ps);
-    if (rc || !meta) mf_model_io_meta_free(mt);
+    if (rc || !meta) mf_modelio_meta_free(mt);
     if (rc) { mf_model_free(m); return rc; }
     *out = m;
     return 0;
 }
 
-int mf_model_io_save(mf_model *m, const char *dir, const mf_model_io_write_opts *opts, const char *tokenizer_dir,
+int mf_modelio_save(mf_model *m, const char *dir, const mf_modelio_write_opts *opts, const char *tokenizer_dir,
                      mf_err *err)
 {
     mf_k_param **ps = NULL;
     size_t n = 0;
-    mf_model_io_write_opts o = {MF_ST_F32, 5000000000ull, 0};
+    mf_modelio_write_opts o = {MF_SAFETENSORS_F32, 5000000000ull, 0};
     if (opts) o = *opts;
     o.score_head = mf_model_find_param(m, "score.weight") != NULL;
     int rc = mf_model_fetch(m, err);
     if (!rc) rc = params_of(m, MF_PARAM_BASE, &ps, &n, err);
-    if (!rc) rc = mf_model_io_write_dir(dir, mf_model_get_config(m), ps, n, &o, tokenizer_dir, err);
+    if (!rc) rc = mf_modelio_write_dir(dir, mf_model_get_config(m), ps, n, &o, tokenizer_dir, err);
     free(ps);
     return rc;
 }
 
-int mf_model_io_load_adapter(mf_model *m, mf_model_io_peft *peft, const char *dir, mf_err *err)
+int mf_modelio_load_adapter(mf_model *m, mf_modelio_peft *peft, const char *dir, mf_err *err)
 {
-    mf_model_io_peft tmp;
+    mf_modelio_peft tmp;
     memset(&tmp, 0, sizeof tmp);
-    mf_model_io_peft *p = peft ? peft : &tmp;
+    mf_modelio_peft *p = peft ? peft : &tmp;
     const mf_model_config *cfg = mf_model_get_config(m);
-    int rc = mf_model_io_peft_read(p, dir, cfg->arch, err);
+    int rc = mf_modelio_peft_read(p, dir, cfg->arch, err);
     if (rc) return rc;
-    mf_st_set *s = NULL;
+    mf_safetensors_set *s = NULL;
     mf_k_param **ps = NULL;
     size_t n = 0;
     if (!(rc = mf_model_add_lora(m, &p->lora, err)) && !(rc = params_of(m, MF_PARAM_LORA, &ps, &n, err)) &&
-        !(rc = mf_st_set_open(&s, dir, "adapter_model", err)) &&
-        !(rc = mf_model_io_read_params(ps, n, s, cfg->arch, "base_model.model.", err)))
+        !(rc = mf_safetensors_set_open(&s, dir, "adapter_model", err)) &&
+        !(rc = mf_modelio_read_params(ps, n, s, cfg->arch, "base_model.model.", err)))
         rc = mf_model_sync(m, err);
     if (rc) mf_err_wrap(err, "loading adapter %s", dir);
-    mf_st_set_close(s);
+    mf_safetensors_set_close(s);
     free(ps);
     return rc;
 }
 
-int mf_model_io_save_adapter(mf_model *m, const char *dir, const mf_model_io_peft *p, const mf_model_io_write_opts *opts,
+int mf_modelio_save_adapter(mf_model *m, const char *dir, const mf_modelio_peft *p, const mf_modelio_write_opts *opts,
                              mf_err *err)
 {
     mf_k_param **ps = NULL;
@@ -97,8 +97,8 @@ int mf_model_io_save_adapter(mf_model *m, const char *dir, const mf_model_io_pef
     int rc = mf_model_fetch(m, err);
     if (!rc) rc = params_of(m, MF_PARAM_LORA, &ps, &n, err);
     if (!rc && !n) rc = mf_err_set(err, MF_EINVAL, "model has no LoRA adapter to save");
-    if (!rc) rc = mf_model_io_peft_write_config(dir, p, mf_model_get_config(m)->arch, err);
-    if (!rc) rc = mf_model_io_write_params(dir, "adapter_model", ps, n, mf_model_get_config(m)->arch, "base_model.model.",
+    if (!rc) rc = mf_modelio_peft_write_config(dir, p, mf_model_get_config(m)->arch, err);
+    if (!rc) rc = mf_modelio_write_params(dir, "adapter_model", ps, n, mf_model_get_config(m)->arch, "base_model.model.",
                                            opts, err);
     free(ps);
     return rc;

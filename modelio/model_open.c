@@ -31,7 +31,7 @@ static int has_file(const char *dir, const char *name)
 
 static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
 
-void mf_model_input_free(mf_model_input *mi)
+void mf_modelio_input_free(mf_modelio_input *mi)
 {
     if (!mi) return;
     mf_model_free(mi->model);
@@ -58,30 +58,30 @@ static int collect(mf_model *m, unsigned kinds_mask, mf_k_param ***out, size_t *
 }
 
 /* Copy one named tensor of a checkpoint into p (shape must match). */
-static int load_tensor(mf_k_param *p, const mf_st_set *set, const char *name, mf_err *err)
+static int load_tensor(mf_k_param *p, const mf_safetensors_set *set, const char *name, mf_err *err)
 {
-    const mf_st_tensor *t = mf_st_set_find(set, name);
+    const mf_safetensors_tensor *t = mf_safetensors_set_find(set, name);
     if (!t) return mf_err_set(err, MF_ECORRUPT, "tensor '%s' missing from the checkpoint", name);
     if (t->numel != p->numel)
         return mf_err_set(err, MF_ECORRUPT, "tensor '%s': expected %zu values, checkpoint has %llu", name, p->numel,
                           (unsigned long long)t->numel);
-    return mf_st_tensor_to_f32(t, p->data, p->numel, err);
+    return mf_safetensors_tensor_to_f32(t, p->data, p->numel, err);
 }
 
-static int open_full(mf_model_input *out, const char *path, mf_err *err)
+static int open_full(mf_modelio_input *out, const char *path, mf_err *err)
 {
     mf_model_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    mf_model_io_meta meta;
+    mf_modelio_meta meta;
     memset(&meta, 0, sizeof meta);
-    int rc = mf_model_io_read_config(&cfg, &meta, path, err);
+    int rc = mf_modelio_read_config(&cfg, &meta, path, err);
     int seqcls = meta.score_head; /* *ForSequenceClassification: score.weight instead of lm_head */
-    mf_model_io_meta_free(&meta);
+    mf_modelio_meta_free(&meta);
     if (rc) return rc;
     if ((rc = mf_model_new(&out->model, &cfg, err))) return rc;
     if (seqcls && (rc = mf_model_add_score_head(out->model, 0, err))) return rc;
-    mf_st_set *set = NULL;
-    if ((rc = mf_st_set_open(&set, path, "model", err))) return rc;
+    mf_safetensors_set *set = NULL;
+    if ((rc = mf_safetensors_set_open(&set, path, "model", err))) return rc;
     mf_k_param **pv = NULL;
     size_t n = 0;
     rc = collect(out->model, (1u << MF_PARAM_BASE) | (seqcls ? 1u << MF_PARAM_HEAD : 0u), &pv, &n, err);
@@ -91,15 +91,15 @@ static int open_full(mf_model_input *out, const char *path, mf_err *err)
             if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
         n = k;
     }
-    if (!rc) rc = mf_model_io_read_params(pv, n, set, cfg.arch, "", err);
+    if (!rc) rc = mf_modelio_read_params(pv, n, set, cfg.arch, "", err);
     free(pv);
-    if (!rc && !seqcls && mf_st_set_find(set, "score.weight")) {
+    if (!rc && !seqcls && mf_safetensors_set_find(set, "score.weight")) {
         rc = mf_model_add_score_head(out->model, 0, err);
         mf_k_param *s = rc ? NULL : mf_model_find_param(out->model, "score.weight");
         if (!rc) rc = s ? load_tensor(s, set, "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
     }
     char *pj = rc ? NULL : mf_path_join(path, "prefix.json");
-    if (pj && mf_is_file(pj)) { /* a full model with a frozen P-Tuning prefix (see mf_model_save_full) */
+    if (pj && mf_is_file(pj)) { /* a full model with a frozen P-Tuning prefix (see mf_modelio_output_full) */
         mf_json *c = NULL;
         rc = mf_json_parse_file(&c, pj, err);
         if (!rc) {
@@ -119,7 +119,7 @@ static int open_full(mf_model_input *out, const char *path, mf_err *err)
         mf_json_free(c);
     }
     free(pj);
-    mf_st_set_close(set);
+    mf_safetensors_set_close(set);
     return rc;
 }
 
@@ -182,10 +182,10 @@ static int read_prefix_config(mf_k_prefix_config *pc, const char *dir, mf_err *e
     return rc;
 }
 
-static int open_rec(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+static int open_rec(mf_modelio_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
                     int depth, mf_err *err);
 
-static int open_adapter(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+static int open_adapter(mf_modelio_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
                         int depth, mf_err *err)
 {
     if (depth >= MAX_DEPTH) return mf_err_set(err, MF_EINVAL, "%s: adapter chain deeper than %d", path, MAX_DEPTH);
@@ -198,13 +198,13 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
                           "directory, or the base model bound as another input of the same slot or of slot 'base')",
                           path);
     /* The base opened whole (its own adapters merged). */
-    mf_model_input b;
+    mf_modelio_input b;
     memset(&b, 0, sizeof b);
     int rc = open_rec(&b, base, 0, NULL, 0, depth + 1, err);
     if (rc) {
         mf_err_wrap(err, "%s: base %s", path, base);
         free(base);
-        mf_model_input_free(&b);
+        mf_modelio_input_free(&b);
         return rc;
     }
     out->model = b.model;
@@ -219,11 +219,11 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
     rc = cfgp ? mf_json_parse_file(&c, cfgp, err) : nomem(err);
     const char *pt = rc ? "" : mf_json_get_str(c, "peft_type", "");
     mf_adapter_kind kind = !strcmp(pt, "PREFIX_TUNING") ? MF_ADAPTER_PREFIX : MF_ADAPTER_LORA;
-    mf_st_set *set = NULL;
-    if (!rc) rc = mf_st_set_open(&set, path, "adapter_model", err);
+    mf_safetensors_set *set = NULL;
+    if (!rc) rc = mf_safetensors_set_open(&set, path, "adapter_model", err);
     if (!rc && kind == MF_ADAPTER_LORA) {
-        mf_model_io_peft pf;
-        rc = mf_model_io_peft_read(&pf, path, cfg->arch, err);
+        mf_modelio_peft pf;
+        rc = mf_modelio_peft_read(&pf, path, cfg->arch, err);
         if (!rc) {
             out->lora = pf.lora;
             rc = mf_model_add_lora(out->model, &pf.lora, err);
@@ -231,7 +231,7 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
         mf_k_param **pv = NULL;
         size_t n = 0;
         if (!rc) rc = collect(out->model, 1u << MF_PARAM_LORA, &pv, &n, err);
-        if (!rc) rc = mf_model_io_read_params(pv, n, set, cfg->arch, PEFT_PREFIX, err);
+        if (!rc) rc = mf_modelio_read_params(pv, n, set, cfg->arch, PEFT_PREFIX, err);
         free(pv);
     } else if (!rc) {
         if (out->has_prefix)
@@ -247,7 +247,7 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
         }
         out->has_prefix = 1;
     }
-    if (!rc && set && mf_st_set_find(set, PEFT_PREFIX "score.weight")) {
+    if (!rc && set && mf_safetensors_set_find(set, PEFT_PREFIX "score.weight")) {
         mf_k_param *s = mf_model_find_param(out->model, "score.weight");
         if (!s) {
             rc = mf_model_add_score_head(out->model, 0, err);
@@ -255,7 +255,7 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
         }
         if (!rc) rc = s ? load_tensor(s, set, PEFT_PREFIX "score.weight", err) : mf_err_set(err, MF_EINTERNAL, "no score head");
     }
-    if (set) mf_st_set_close(set);
+    if (set) mf_safetensors_set_close(set);
     mf_json_free(c);
     free(cfgp);
     if (!rc) {
@@ -270,15 +270,15 @@ static int open_adapter(mf_model_input *out, const char *path, int keep, const c
             out->base_path = base;
             base = NULL;
             snprintf(out->base_digest, sizeof out->base_digest, "%s", b.digest);
-            if (!out->base_digest[0]) mf_model_io_base_ref_read(out->base_digest, sizeof out->base_digest, path, NULL);
+            if (!out->base_digest[0]) mf_modelio_base_ref_read(out->base_digest, sizeof out->base_digest, path, NULL);
         }
     }
     free(base);
-    mf_model_input_free(&b);
+    mf_modelio_input_free(&b);
     return rc;
 }
 
-static int open_rec(mf_model_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
+static int open_rec(mf_modelio_input *out, const char *path, int keep, const char *const *alt, size_t n_alt,
                     int depth, mf_err *err)
 {
     if (!(out->path = strdup(path))) return nomem(err);
@@ -314,7 +314,7 @@ static void content_digest(char *out, size_t n, const char *dir)
     mf_buf_free(&all);
 }
 
-int mf_model_open_dir(mf_model_input *out, const char *path, const char *digest, int keep_adapter,
+int mf_modelio_open(mf_modelio_input *out, const char *path, const char *digest, int keep_adapter,
                       const char *const *alt, size_t n_alt, mf_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -330,11 +330,11 @@ int mf_model_open_dir(mf_model_input *out, const char *path, const char *digest,
         if (out->tokenizer_dir) rc = mf_tok_load(&out->tok, out->tokenizer_dir, err);
     }
     if (!rc) rc = mf_model_sync(out->model, err);
-    if (rc) mf_model_input_free(out);
+    if (rc) mf_modelio_input_free(out);
     return rc;
 }
 
-int mf_model_open_input(mf_model_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
+int mf_stage_open_model(mf_modelio_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
                         mf_err *err)
 {
     const mf_stage_input *in = mf_stage_input_get(ctx, slot);
@@ -349,7 +349,7 @@ int mf_model_open_input(mf_model_input *out, const mf_stage_ctx *ctx, const char
     size_t k = 0;
     for (size_t i = 1; i < in->n; i++) alt[k++] = in->paths[i];
     for (size_t i = 0; bs && i < bs->n; i++) alt[k++] = bs->paths[i];
-    int rc = mf_model_open_dir(out, in->paths[0], in->digests ? in->digests[0] : NULL, keep_adapter, alt, k, err);
+    int rc = mf_modelio_open(out, in->paths[0], in->digests ? in->digests[0] : NULL, keep_adapter, alt, k, err);
     free(alt);
     if (rc) mf_err_wrap(err, "stage '%s': input '%s'", ctx->stage, slot);
     return rc;
@@ -357,11 +357,11 @@ int mf_model_open_input(mf_model_input *out, const mf_stage_ctx *ctx, const char
 
 /* ---------------------------------------------------------------- writing */
 
-static mf_st_dtype dtype_of(const char *s)
+static mf_safetensors_dtype dtype_of(const char *s)
 {
-    if (s && !strcmp(s, "bfloat16")) return MF_ST_BF16;
-    if (s && !strcmp(s, "float16")) return MF_ST_F16;
-    return MF_ST_F32;
+    if (s && !strcmp(s, "bfloat16")) return MF_SAFETENSORS_BF16;
+    if (s && !strcmp(s, "float16")) return MF_SAFETENSORS_F16;
+    return MF_SAFETENSORS_F32;
 }
 
 static int copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
@@ -384,7 +384,7 @@ static int copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
     return rc;
 }
 
-int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err)
+int mf_modelio_output_full(const char *dir, mf_model *m, const mf_modelio_output_opts *o, mf_err *err)
 {
     int rc = mf_model_fetch(m, err);
     if (rc) return rc;
@@ -401,8 +401,8 @@ int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o
             if (strcmp(pv[i]->name, "lm_head.weight")) pv[k++] = pv[i];
         n = k;
     }
-    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0, seqcls};
-    rc = mf_model_io_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
+    mf_modelio_write_opts wo = {dtype_of(o ? o->dtype : NULL), o ? o->max_shard_bytes : 0, seqcls};
+    rc = mf_modelio_write_dir(dir, mf_model_get_config(m), pv, n, &wo, o ? o->tokenizer_dir : NULL, err);
     free(pv);
     if (!rc && o && o->prefix) {
         mf_json *c = mf_json_new_object();
@@ -429,9 +429,9 @@ static int base_path_in_store(const char *path, const char *hex)
     return ok;
 }
 
-int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
+int mf_modelio_output_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
                           const mf_k_prefix_config *prefix, const char *base_path, const char *base_digest,
-                          const mf_model_save_opts *o, mf_err *err)
+                          const mf_modelio_output_opts *o, mf_err *err)
 {
     int rc = mf_model_fetch(m, err);
     if (!rc) rc = mf_mkdir_p(dir, 0755, err);
@@ -441,16 +441,16 @@ int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, co
     mf_k_param **pv = NULL;
     size_t n = 0;
     if ((rc = collect(m, mask, &pv, &n, err))) return rc;
-    mf_model_io_write_opts wo = {dtype_of(o ? o->dtype : NULL), 0, 0};
-    rc = mf_model_io_write_params(dir, "adapter_model", pv, n, cfg->arch, PEFT_PREFIX, &wo, err);
+    mf_modelio_write_opts wo = {dtype_of(o ? o->dtype : NULL), 0, 0};
+    rc = mf_modelio_write_params(dir, "adapter_model", pv, n, cfg->arch, PEFT_PREFIX, &wo, err);
     free(pv);
     if (rc) return rc;
     if (kind == MF_ADAPTER_LORA) {
-        mf_model_io_peft pf;
+        mf_modelio_peft pf;
         memset(&pf, 0, sizeof pf);
         pf.lora = *lora;
         snprintf(pf.base_model, sizeof pf.base_model, "%s", base_path ? base_path : "");
-        rc = mf_model_io_peft_write_config(dir, &pf, cfg->arch, err);
+        rc = mf_modelio_peft_write_config(dir, &pf, cfg->arch, err);
     } else {
         /* PEFT's PrefixTuningConfig field names (P-Tuning v2). */
         mf_json *c = mf_json_new_object();

@@ -22,8 +22,8 @@
  *     adapter is stored beside it as "base_model.model.score.weight".
  *   - the tokenizer is tokenizer.json of the input directory, else of its base.
  */
-#ifndef MF_MODEL_INPUT_H
-#define MF_MODEL_INPUT_H
+#ifndef MF_MODELIO_MODEL_OPEN_H
+#define MF_MODELIO_MODEL_OPEN_H
 
 #include "common/error.h"
 #include "kernels/model.h"
@@ -32,7 +32,7 @@
 
 typedef enum { MF_ADAPTER_NONE = 0, MF_ADAPTER_LORA = 1, MF_ADAPTER_PREFIX = 2 } mf_adapter_kind;
 
-typedef struct mf_model_input {
+typedef struct mf_modelio_input {
     mf_model *model;
     mf_tok *tok;              /* NULL when no tokenizer.json was found */
     char *path;               /* the directory opened */
@@ -47,39 +47,39 @@ typedef struct mf_model_input {
      * continue -> the input adapter's own base; otherwise this input itself. */
     char *base_path;          /* directory of the full model at the bottom when kept, else path */
     char base_digest[96];
-} mf_model_input;
+} mf_modelio_input;
 
 /* keep_adapter: 1 = an input LoRA / prefix stays as separate trainable params
  * (adapter_chain: continue); 0 = LoRA merged into the weights (merge, stack).
  * digest may be NULL; alt/n_alt: candidate base directories (siblings). */
-int mf_model_open_dir(mf_model_input *out, const char *path, const char *digest, int keep_adapter,
+int mf_modelio_open(mf_modelio_input *out, const char *path, const char *digest, int keep_adapter,
                       const char *const *alt, size_t n_alt, mf_err *err);
 /* The first path of `slot` (with the other paths of the slot and a "base" slot as
  * base candidates). */
-int mf_model_open_input(mf_model_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
+int mf_stage_open_model(mf_modelio_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
                         mf_err *err);
-void mf_model_input_free(mf_model_input *mi);
+void mf_modelio_input_free(mf_modelio_input *mi);
 
 /* Writing. dtype: "float32" | "bfloat16" | "float16" (NULL = float32);
  * max_shard_bytes 0 = one file. */
-typedef struct mf_model_save_opts {
+typedef struct mf_modelio_output_opts {
     const char *dtype;
     unsigned long long max_shard_bytes;
     const char *tokenizer_dir; /* tokenizer.json (+ tokenizer_config.json) copied from here; may be NULL */
     int no_head;               /* leave a score head out (PPO's value head) */
     const mf_k_prefix_config *prefix; /* the model's frozen P-Tuning prefix, kept in a full save */
-} mf_model_save_opts;
+} mf_modelio_output_opts;
 
 /* HF directory: config.json, model.safetensors (base params + score head), tokenizer.
  * A model carrying a P-Tuning prefix (o->prefix) also stores the prefix tensors
  * (prefix_encoder.*) and prefix.json {pre_seq_len, prefix_projection,
  * prefix_hidden_size}; medflow reopens it whole, transformers ignores the prefix. */
-int mf_model_save_full(const char *dir, mf_model *m, const mf_model_save_opts *o, mf_err *err);
+int mf_modelio_output_full(const char *dir, mf_model *m, const mf_modelio_output_opts *o, mf_err *err);
 /* Adapter directory: adapter_config.json, adapter_model.safetensors (LoRA or
  * prefix params, plus a score head when present), base.json {"base_digest",
  * "base_path"}, tokenizer. */
-int mf_model_save_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
+int mf_modelio_output_adapter(const char *dir, mf_model *m, mf_adapter_kind kind, const mf_k_lora_config *lora,
                           const mf_k_prefix_config *prefix, const char *base_path, const char *base_digest,
-                          const mf_model_save_opts *o, mf_err *err);
+                          const mf_modelio_output_opts *o, mf_err *err);
 
 #endif

@@ -22,8 +22,8 @@
  * PEFT names: a LoRA param "model.layers.0.self_attn.q_proj.lora_A.weight" is
  * stored as "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".
  */
-#ifndef MF_MODEL_IO_H
-#define MF_MODEL_IO_H
+#ifndef MF_MODELIO_H
+#define MF_MODELIO_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +34,7 @@
 #include "modelio/safetensors.h"
 
 /* What config.json said beyond mf_model_config, and where the files are. */
-typedef struct mf_model_io_meta {
+typedef struct mf_modelio_meta {
     char architecture[64]; /* "LlamaForCausalLM" */
     char model_type[32];   /* "llama" */
     char dtype[16];        /* "float32" / "bfloat16" / "float16" ("" when absent) */
@@ -44,28 +44,28 @@ typedef struct mf_model_io_meta {
     char *generation_config;/* path or NULL */
     double initializer_range;
     int score_head;        /* *ForSequenceClassification (one label): score.weight, no lm_head */
-} mf_model_io_meta;
+} mf_modelio_meta;
 
-void mf_model_io_meta_free(mf_model_io_meta *m);
+void mf_modelio_meta_free(mf_modelio_meta *m);
 
 /* ---- 1. config.json ---- */
 
 /* Parse a config.json tree (path for error positions). meta may be NULL. */
-int mf_model_io_config_parse(mf_model_config *cfg, mf_model_io_meta *meta, const mf_json *config,
+int mf_modelio_config_parse(mf_model_config *cfg, mf_modelio_meta *meta, const mf_json *config,
                              const char *path, mf_err *err);
 /* Read dir/config.json and record tokenizer/generation files present in dir. */
-int mf_model_io_read_config(mf_model_config *cfg, mf_model_io_meta *meta, const char *dir, mf_err *err);
+int mf_modelio_read_config(mf_model_config *cfg, mf_modelio_meta *meta, const char *dir, mf_err *err);
 /* config.json as transformers writes it for cfg. dtype: "float32"/"bfloat16"/"float16".
  * score_head: write *ForSequenceClassification with one label (reward models). */
-int mf_model_io_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err);
+int mf_modelio_config_json(mf_json **out, const mf_model_config *cfg, const char *dtype, int score_head, mf_err *err);
 
 /* The base params a model with cfg has, in kernels' order (names + shapes;
  * data/grad NULL). Used to check a checkpoint before allocating a model. */
-int mf_model_io_expected_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, mf_err *err);
+int mf_modelio_expected_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, mf_err *err);
 
 /* The LoRA params (lora_A [r, in], lora_B [out, r]) for lc->target in every
  * layer, in layer-then-module order (data NULL). */
-int mf_model_io_lora_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lc,
+int mf_modelio_lora_params(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lc,
                             mf_err *err);
 
 /* ---- 2. weights ---- */
@@ -73,62 +73,62 @@ int mf_model_io_lora_params(mf_k_param **out, size_t *n, const mf_model_config *
 /* Fill params[i]->data (numel floats each) from an open checkpoint. prefix is
  * prepended to every name ("" for models, "base_model.model." for PEFT).
  * Baichuan q/k/v_proj weights come from W_pack. */
-int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set *ckpt, mf_arch arch,
+int mf_modelio_read_params(mf_k_param *const *params, size_t n, const mf_safetensors_set *ckpt, mf_arch arch,
                             const char *prefix, mf_err *err);
 
-typedef struct mf_model_io_write_opts {
-    mf_st_dtype dtype;         /* storage dtype: MF_ST_F32 (default), MF_ST_BF16, MF_ST_F16 */
+typedef struct mf_modelio_write_opts {
+    mf_safetensors_dtype dtype;         /* storage dtype: MF_SAFETENSORS_F32 (default), MF_SAFETENSORS_BF16, MF_SAFETENSORS_F16 */
     uint64_t max_shard_bytes;  /* 0: one file; else shard like transformers (default 5 GB in save) */
-    int score_head;            /* write_dir: a *ForSequenceClassification config (set by mf_model_io_save) */
-} mf_model_io_write_opts;
+    int score_head;            /* write_dir: a *ForSequenceClassification config (set by mf_modelio_save) */
+} mf_modelio_write_opts;
 
 /* Write params to dir/BASE.safetensors (or shards). Baichuan q/k/v fused into W_pack. */
-int mf_model_io_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
-                             mf_arch arch, const char *prefix, const mf_model_io_write_opts *opts,
+int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
+                             mf_arch arch, const char *prefix, const mf_modelio_write_opts *opts,
                              mf_err *err);
 
 /* Write an HF directory: config.json, weights, generation_config.json, and
  * tokenizer.json / tokenizer_config.json copied from tokenizer_dir (may be NULL). */
-int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
-                          const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err);
+int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
+                          const mf_modelio_write_opts *opts, const char *tokenizer_dir, mf_err *err);
 
 /* ---- PEFT adapters ---- */
 
-typedef struct mf_model_io_peft {
+typedef struct mf_modelio_peft {
     mf_k_lora_config lora;          /* rank, alpha, dropout, target */
     char base_model[512];           /* base_model_name_or_path ("" when null) */
     char base_digest[80];           /* from base.json ("" when absent) */
-} mf_model_io_peft;
+} mf_modelio_peft;
 
 /* adapter_config.json (+ base.json when present). Unsupported PEFT options
  * (use_rslora, use_dora, bias, fan_in_fan_out, rank/alpha patterns,
  * modules_to_save, layers_to_transform, non-LORA types) are MF_EUNSUPPORTED. */
-int mf_model_io_peft_read(mf_model_io_peft *out, const char *dir, mf_arch arch, mf_err *err);
+int mf_modelio_peft_read(mf_modelio_peft *out, const char *dir, mf_arch arch, mf_err *err);
 /* Writes adapter_config.json, and base.json when base_digest is set. */
-int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf_arch arch, mf_err *err);
+int mf_modelio_peft_write_config(const char *dir, const mf_modelio_peft *p, mf_arch arch, mf_err *err);
 /* base.json alone. digest "sha256:<64 hex>". */
-int mf_model_io_base_ref_write(const char *dir, const char *digest, mf_err *err);
-int mf_model_io_base_ref_read(char *digest, size_t n, const char *dir, mf_err *err);
+int mf_modelio_base_ref_write(const char *dir, const char *digest, mf_err *err);
+int mf_modelio_base_ref_read(char *digest, size_t n, const char *dir, mf_err *err);
 
 /* ---- 3. whole models (modelio/model_load.c) ---- */
 
 /* A new model with the weights of an HF directory (synced to the backend).
  * A *ForSequenceClassification directory gives a model with a score head
  * (mf_model_add_score_head) whose lm_head stays zero (HF stores none).
- * meta (may be NULL) gets the tokenizer paths etc.; free with mf_model_io_meta_free. */
-int mf_model_io_load(mf_model **out, mf_model_io_meta *meta, const char *dir, mf_err *err);
+ * meta (may be NULL) gets the tokenizer paths etc.; free with mf_modelio_meta_free. */
+int mf_modelio_load(mf_model **out, mf_modelio_meta *meta, const char *dir, mf_err *err);
 /* Save the base weights as an HF directory (LoRA params are not included:
- * merge them first or save them with mf_model_io_save_adapter). A model with
+ * merge them first or save them with mf_modelio_save_adapter). A model with
  * a score head is saved as *ForSequenceClassification (score.weight, no lm_head). */
-int mf_model_io_save(mf_model *m, const char *dir, const mf_model_io_write_opts *opts, const char *tokenizer_dir,
+int mf_modelio_save(mf_model *m, const char *dir, const mf_modelio_write_opts *opts, const char *tokenizer_dir,
                      mf_err *err);
 /* Add the adapter in dir (PEFT) to m: mf_model_add_lora with its config, then its weights. */
-int mf_model_io_load_adapter(mf_model *m, mf_model_io_peft *peft, const char *dir, mf_err *err);
+int mf_modelio_load_adapter(mf_model *m, mf_modelio_peft *peft, const char *dir, mf_err *err);
 /* Write m's LoRA params as a PEFT directory (+ base.json when p->base_digest is set). */
-int mf_model_io_save_adapter(mf_model *m, const char *dir, const mf_model_io_peft *p, const mf_model_io_write_opts *opts,
+int mf_modelio_save_adapter(mf_model *m, const char *dir, const mf_modelio_peft *p, const mf_modelio_write_opts *opts,
                              mf_err *err);
 
 /* "q_proj" -> MF_MOD_Q ... ("W_pack" -> Q|K|V for Baichuan); 0 when unknown. */
-unsigned mf_model_io_module_bit(const char *name, mf_arch arch);
+unsigned mf_modelio_module_bit(const char *name, mf_arch arch);
 
 #endif

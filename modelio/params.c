@@ -33,7 +33,7 @@ static void shape_str(char *b, size_t n, int ndim, const int64_t *shape)
     if (k < n) snprintf(b + k, n - k, "]");
 }
 
-static int check_shape(const mf_st_tensor *t, const char *name, int ndim, const int64_t *shape, mf_err *err)
+static int check_shape(const mf_safetensors_tensor *t, const char *name, int ndim, const int64_t *shape, mf_err *err)
 {
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
@@ -44,7 +44,7 @@ static int check_shape(const mf_st_tensor *t, const char *name, int ndim, const 
     return mf_err_set(err, MF_EINVAL, "tensor '%s': expected shape %s, checkpoint has %s", name, a, b);
 }
 
-int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set *ckpt, mf_arch arch,
+int mf_modelio_read_params(mf_k_param *const *params, size_t n, const mf_safetensors_set *ckpt, mf_arch arch,
                             const char *prefix, mf_err *err)
 {
     if (!prefix) prefix = "";
@@ -58,18 +58,18 @@ int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set
             return mf_err_set(err, MF_EUNSUPPORTED, "tensor '%s': Baichuan's W_pack has no %s", p->name, suffix);
         if (part < 0) {
             snprintf(name, sizeof name, "%s%s", prefix, p->name);
-            const mf_st_tensor *t = mf_st_set_find(ckpt, name);
+            const mf_safetensors_tensor *t = mf_safetensors_set_find(ckpt, name);
             char a[128];
             shape_str(a, sizeof a, p->ndim, p->shape);
             if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s)", name, a);
             int rc = check_shape(t, name, p->ndim, p->shape, err);
-            if (!rc) rc = mf_st_tensor_to_f32(t, p->data, p->numel, err);
+            if (!rc) rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err);
             if (rc) return rc;
             continue;
         }
         /* Baichuan: a row block of W_pack (weight, lora_B) or the shared lora_A */
         snprintf(name, sizeof name, "%smodel.layers.%d.self_attn.W_pack.%s", prefix, layer, suffix);
-        const mf_st_tensor *t = mf_st_set_find(ckpt, name);
+        const mf_safetensors_tensor *t = mf_safetensors_set_find(ckpt, name);
         int is_a = !strcmp(suffix, "lora_A.weight");
         int64_t want[2] = {is_a ? p->shape[0] : 3 * p->shape[0], p->shape[1]};
         char a[128];
@@ -77,27 +77,27 @@ int mf_model_io_read_params(mf_k_param *const *params, size_t n, const mf_st_set
         if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s, split into q/k/v)", name, a);
         int rc = check_shape(t, name, 2, want, err);
         if (rc) return rc;
-        mf_st_tensor view = *t;
+        mf_safetensors_tensor view = *t;
         if (!is_a) {
-            size_t es = mf_st_dtype_size(t->dtype), row = (size_t)p->shape[1] * es;
+            size_t es = mf_safetensors_dtype_size(t->dtype), row = (size_t)p->shape[1] * es;
             view.data = (const char *)t->data + (size_t)part * (size_t)p->shape[0] * row;
             view.shape[0] = p->shape[0];
             view.numel = p->numel;
             view.nbytes = p->numel * es;
         }
-        if ((rc = mf_st_tensor_to_f32(&view, p->data, p->numel, err))) return rc;
+        if ((rc = mf_safetensors_tensor_to_f32(&view, p->data, p->numel, err))) return rc;
     }
     return 0;
 }
 
-int mf_model_io_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
-                             mf_arch arch, const char *prefix, const mf_model_io_write_opts *opts, mf_err *err)
+int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
+                             mf_arch arch, const char *prefix, const mf_modelio_write_opts *opts, mf_err *err)
 {
     if (!prefix) prefix = "";
-    mf_st_dtype dt = opts ? opts->dtype : MF_ST_F32;
-    if (dt != MF_ST_F32 && dt != MF_ST_BF16 && dt != MF_ST_F16)
-        return mf_err_set(err, MF_EINVAL, "model weights are stored as F32, BF16 or F16, not %s", mf_st_dtype_name(dt));
-    mf_st_out *outs = calloc(n ? n : 1, sizeof *outs);
+    mf_safetensors_dtype dt = opts ? opts->dtype : MF_SAFETENSORS_F32;
+    if (dt != MF_SAFETENSORS_F32 && dt != MF_SAFETENSORS_BF16 && dt != MF_SAFETENSORS_F16)
+        return mf_err_set(err, MF_EINVAL, "model weights are stored as F32, BF16 or F16, not %s", mf_safetensors_dtype_name(dt));
+    mf_safetensors_out *outs = calloc(n ? n : 1, sizeof *outs);
     char **names = calloc(n ? n : 1, sizeof *names);
     float **fused = calloc(n ? n : 1, sizeof *fused);
     size_t no = 0, nf = 0;
@@ -111,7 +111,7 @@ int mf_model_io_write_params(const char *dir, const char *base, mf_k_param *cons
         size_t len = strlen(prefix) + MF_K_MAX_NAME + 32;
         names[no] = malloc(len);
         if (!names[no]) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-        mf_st_out *o = &outs[no];
+        mf_safetensors_out *o = &outs[no];
         o->name = names[no];
         o->dtype = dt;
         if (part < 0) {
@@ -165,7 +165,7 @@ int mf_model_io_write_params(const char *dir, const char *base, mf_k_param *cons
     if (!rc) {
         mf_json *meta = mf_json_new_object();
         if (!meta || mf_json_set(meta, "format", mf_json_new_str("pt"))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        else rc = mf_st_write_sharded(dir, base, outs, no, opts ? opts->max_shard_bytes : 0, meta, NULL, err);
+        else rc = mf_safetensors_write_sharded(dir, base, outs, no, opts ? opts->max_shard_bytes : 0, meta, NULL, err);
         mf_json_free(meta);
     }
 out:
@@ -178,17 +178,17 @@ out:
 }
 
 
-int mf_model_io_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
-                          const mf_model_io_write_opts *opts, const char *tokenizer_dir, mf_err *err)
+int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
+                          const mf_modelio_write_opts *opts, const char *tokenizer_dir, mf_err *err)
 {
-    mf_model_io_write_opts o = {MF_ST_F32, 5000000000ull, 0};
+    mf_modelio_write_opts o = {MF_SAFETENSORS_F32, 5000000000ull, 0};
     if (opts) o = *opts;
-    const char *dtype = o.dtype == MF_ST_BF16 ? "bfloat16" : o.dtype == MF_ST_F16 ? "float16" : "float32";
+    const char *dtype = o.dtype == MF_SAFETENSORS_BF16 ? "bfloat16" : o.dtype == MF_SAFETENSORS_F16 ? "float16" : "float32";
     int rc = mf_mkdir_p(dir, 0755, err);
     if (rc) return rc;
-    if ((rc = mf_model_io_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
+    if ((rc = mf_modelio_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
     mf_json *c = NULL;
-    if ((rc = mf_model_io_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
+    if ((rc = mf_modelio_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
     rc = mf_json_save(dir, "config.json", c, err);
     mf_json_free(c);
     if (rc) return rc;

@@ -23,7 +23,7 @@ static const struct { const char *name; unsigned bit; } modules[] = {
 };
 enum { N_MODULES = sizeof modules / sizeof modules[0] };
 
-unsigned mf_model_io_module_bit(const char *name, mf_arch arch)
+unsigned mf_modelio_module_bit(const char *name, mf_arch arch)
 {
     if (arch == MF_ARCH_BAICHUAN) {
         if (!strcmp(name, "W_pack")) return MF_MOD_Q | MF_MOD_K | MF_MOD_V;
@@ -49,7 +49,7 @@ static int nonempty(const mf_json *v)
     return 1;
 }
 
-int mf_model_io_peft_read(mf_model_io_peft *out, const char *dir, mf_arch arch, mf_err *err)
+int mf_modelio_peft_read(mf_modelio_peft *out, const char *dir, mf_arch arch, mf_err *err)
 {
     memset(out, 0, sizeof *out);
     char *path = mf_path_join(dir, "adapter_config.json");
@@ -90,7 +90,7 @@ int mf_model_io_peft_read(mf_model_io_peft *out, const char *dir, mf_arch arch, 
     } else if (tm && tm->type == MF_JSON_ARRAY && tm->n) {
         for (size_t i = 0; i < tm->n; i++) {
             const mf_json *m = tm->items[i];
-            unsigned bit = m->type == MF_JSON_STRING ? mf_model_io_module_bit(m->s, arch) : 0;
+            unsigned bit = m->type == MF_JSON_STRING ? mf_modelio_module_bit(m->s, arch) : 0;
             if (!bit) {
                 rc = at(err, MF_EUNSUPPORTED, path, m, "\"target_modules\": unknown module '%s' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; W_pack for Baichuan)",
                         m->type == MF_JSON_STRING ? m->s : "?");
@@ -106,7 +106,7 @@ int mf_model_io_peft_read(mf_model_io_peft *out, const char *dir, mf_arch arch, 
     snprintf(out->base_model, sizeof out->base_model, "%s", base);
     char *bj = mf_path_join(dir, "base.json");
     if (!bj) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    if (mf_is_file(bj)) rc = mf_model_io_base_ref_read(out->base_digest, sizeof out->base_digest, dir, err);
+    if (mf_is_file(bj)) rc = mf_modelio_base_ref_read(out->base_digest, sizeof out->base_digest, dir, err);
     free(bj);
 out:
     mf_json_free(c);
@@ -115,7 +115,7 @@ out:
 }
 
 
-int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf_arch arch, mf_err *err)
+int mf_modelio_peft_write_config(const char *dir, const mf_modelio_peft *p, mf_arch arch, mf_err *err)
 {
     unsigned t = p->lora.target;
     if (!t || (t & ~(unsigned)(MF_MOD_ATTN | MF_MOD_MLP)))
@@ -131,7 +131,7 @@ int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf
     /* sorted names, like PEFT's set serialisation after sorting */
     const char *order[] = {"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"};
     for (int i = 0; !bad && i < 7; i++) {
-        unsigned bit = mf_model_io_module_bit(order[i], MF_ARCH_LLAMA);
+        unsigned bit = mf_modelio_module_bit(order[i], MF_ARCH_LLAMA);
         if (arch == MF_ARCH_BAICHUAN && (bit & qkv)) continue;
         if (t & bit) bad |= mf_json_push(tm, mf_json_new_str(order[i])) != 0;
     }
@@ -161,7 +161,7 @@ int mf_model_io_peft_write_config(const char *dir, const mf_model_io_peft *p, mf
     if (bad) { mf_json_free(c); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     rc = mf_json_save(dir, "adapter_config.json", c, err);
     mf_json_free(c);
-    if (!rc && p->base_digest[0]) rc = mf_model_io_base_ref_write(dir, p->base_digest, err);
+    if (!rc && p->base_digest[0]) rc = mf_modelio_base_ref_write(dir, p->base_digest, err);
     return rc;
 }
 
@@ -173,7 +173,7 @@ static int valid_digest(const char *d)
     return 1;
 }
 
-int mf_model_io_base_ref_write(const char *dir, const char *digest, mf_err *err)
+int mf_modelio_base_ref_write(const char *dir, const char *digest, mf_err *err)
 {
     if (!digest || !valid_digest(digest))
         return mf_err_set(err, MF_EINVAL, "base digest '%s': expected sha256:<64 lowercase hex>", digest ? digest : "(null)");
@@ -185,7 +185,7 @@ int mf_model_io_base_ref_write(const char *dir, const char *digest, mf_err *err)
     return rc;
 }
 
-int mf_model_io_base_ref_read(char *digest, size_t n, const char *dir, mf_err *err)
+int mf_modelio_base_ref_read(char *digest, size_t n, const char *dir, mf_err *err)
 {
     char *p = mf_path_join(dir, "base.json");
     if (!p) return mf_err_set(err, MF_ENOMEM, "out of memory");

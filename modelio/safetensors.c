@@ -18,43 +18,43 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 
-struct mf_st_file {
+struct mf_safetensors_file {
     const uint8_t *base; /* whole file / buffer */
     size_t len;
     int mapped;
     char *name;
     mf_json *header;
     const mf_json *meta;
-    mf_st_tensor *t; /* sorted by name */
+    mf_safetensors_tensor *t; /* sorted by name */
     size_t n;
 };
 
 /* ---- dtypes ---- */
 
 static const struct { const char *name; size_t size; } dtypes[] = {
-    [MF_ST_F32] = {"F32", 4}, [MF_ST_F16] = {"F16", 2}, [MF_ST_BF16] = {"BF16", 2},
-    [MF_ST_I64] = {"I64", 8}, [MF_ST_I32] = {"I32", 4},
+    [MF_SAFETENSORS_F32] = {"F32", 4}, [MF_SAFETENSORS_F16] = {"F16", 2}, [MF_SAFETENSORS_BF16] = {"BF16", 2},
+    [MF_SAFETENSORS_I64] = {"I64", 8}, [MF_SAFETENSORS_I32] = {"I32", 4},
 };
 
-const char *mf_st_dtype_name(mf_st_dtype dt) { return dtypes[dt].name; }
-size_t mf_st_dtype_size(mf_st_dtype dt) { return dtypes[dt].size; }
+const char *mf_safetensors_dtype_name(mf_safetensors_dtype dt) { return dtypes[dt].name; }
+size_t mf_safetensors_dtype_size(mf_safetensors_dtype dt) { return dtypes[dt].size; }
 
-int mf_st_dtype_parse(mf_st_dtype *out, const char *name)
+int mf_safetensors_dtype_parse(mf_safetensors_dtype *out, const char *name)
 {
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (!strcmp(dtypes[i].name, name)) { *out = (mf_st_dtype)i; return 0; }
+        if (!strcmp(dtypes[i].name, name)) { *out = (mf_safetensors_dtype)i; return 0; }
     return MF_EINVAL;
 }
 
 /* python safetensors orders tensors by dtype (larger alignment first), then name. */
-static int dtype_rank(mf_st_dtype dt)
+static int dtype_rank(mf_safetensors_dtype dt)
 {
     switch (dt) {
-    case MF_ST_I64: return 0;
-    case MF_ST_F32: return 1;
-    case MF_ST_I32: return 2;
-    case MF_ST_BF16: return 3;
-    case MF_ST_F16: return 4;
+    case MF_SAFETENSORS_I64: return 0;
+    case MF_SAFETENSORS_F32: return 1;
+    case MF_SAFETENSORS_I32: return 2;
+    case MF_SAFETENSORS_BF16: return 3;
+    case MF_SAFETENSORS_F16: return 4;
     }
     return 5;
 }
@@ -64,7 +64,7 @@ static int dtype_rank(mf_st_dtype dt)
 static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
-uint16_t mf_st_f32_to_bf16(float f)
+uint16_t mf_safetensors_f32_to_bf16(float f)
 {
     uint32_t u = f2u(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0; /* NaN, as torch */
@@ -72,10 +72,10 @@ uint16_t mf_st_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-float mf_st_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
+float mf_safetensors_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
 
 /* IEEE half conversions after Maratyszcza's FP16 library (what torch uses). */
-uint16_t mf_st_f32_to_f16(float f)
+uint16_t mf_safetensors_f32_to_f16(float f)
 {
     const float scale_to_inf = 0x1.0p+112f, scale_to_zero = 0x1.0p-110f;
     float base = (__builtin_fabsf(f) * scale_to_inf) * scale_to_zero;
@@ -89,7 +89,7 @@ uint16_t mf_st_f32_to_f16(float f)
     return (uint16_t)((sign >> 16) | (shl1_w > 0xff000000u ? 0x7e00u : nonsign));
 }
 
-float mf_st_f16_to_f32(uint16_t h)
+float mf_safetensors_f16_to_f32(uint16_t h)
 {
     uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
     float normalized = u2f((two_w >> 4) + (0xe0u << 23)) * 0x1.0p-112f;
@@ -98,7 +98,7 @@ float mf_st_f16_to_f32(uint16_t h)
     return u2f(r);
 }
 
-int mf_st_tensor_to_f32(const mf_st_tensor *t, float *dst, size_t n, mf_err *err)
+int mf_safetensors_tensor_to_f32(const mf_safetensors_tensor *t, float *dst, size_t n, mf_err *err)
 {
     if (n != t->numel)
         return mf_err_set(err, MF_EINVAL, "tensor '%s': asked for %zu values, it has %llu", t->name, n,
@@ -107,32 +107,32 @@ int mf_st_tensor_to_f32(const mf_st_tensor *t, float *dst, size_t n, mf_err *err
     long long nn = (long long)n;
     /* big checkpoints: convert in parallel (pages of the mapping fault in on several cores) */
     switch (t->dtype) {
-    case MF_ST_F32: memcpy(dst, p, n * 4); break;
-    case MF_ST_BF16:
+    case MF_SAFETENSORS_F32: memcpy(dst, p, n * 4); break;
+    case MF_SAFETENSORS_BF16:
 #pragma omp parallel for schedule(static) if (nn > 65536)
-        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_bf16_to_f32(h); }
+        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_safetensors_bf16_to_f32(h); }
         break;
-    case MF_ST_F16:
+    case MF_SAFETENSORS_F16:
 #pragma omp parallel for schedule(static) if (nn > 65536)
-        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_st_f16_to_f32(h); }
+        for (long long i = 0; i < nn; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = mf_safetensors_f16_to_f32(h); }
         break;
-    case MF_ST_I64:
+    case MF_SAFETENSORS_I64:
         for (size_t i = 0; i < n; i++) { int64_t v; memcpy(&v, p + 8 * i, 8); dst[i] = (float)v; }
         break;
-    case MF_ST_I32:
+    case MF_SAFETENSORS_I32:
         for (size_t i = 0; i < n; i++) { int32_t v; memcpy(&v, p + 4 * i, 4); dst[i] = (float)v; }
         break;
     }
     return 0;
 }
 
-int mf_st_tensor_f32_dup(float **out, const mf_st_tensor *t, mf_err *err)
+int mf_safetensors_tensor_f32_dup(float **out, const mf_safetensors_tensor *t, mf_err *err)
 {
     *out = NULL;
     float *d = malloc(t->numel ? t->numel * sizeof *d : 1);
     if (!d) return mf_err_set(err, MF_ENOMEM, "out of memory for tensor '%s' (%llu values)", t->name,
                               (unsigned long long)t->numel);
-    int rc = mf_st_tensor_to_f32(t, d, t->numel, err);
+    int rc = mf_safetensors_tensor_to_f32(t, d, t->numel, err);
     if (rc) { free(d); return rc; }
     *out = d;
     return 0;
@@ -153,7 +153,7 @@ static int bad(mf_err *err, const char *name, const char *fmt, ...)
 
 static int cmp_tensor_name(const void *a, const void *b)
 {
-    return strcmp(((const mf_st_tensor *)a)->name, ((const mf_st_tensor *)b)->name);
+    return strcmp(((const mf_safetensors_tensor *)a)->name, ((const mf_safetensors_tensor *)b)->name);
 }
 
 typedef struct { uint64_t begin, end; size_t i; } span;
@@ -165,7 +165,7 @@ static int cmp_span(const void *a, const void *b)
     return 0;
 }
 
-static int parse_entry(mf_st_tensor *t, const char *key, const mf_json *v, uint64_t data_len,
+static int parse_entry(mf_safetensors_tensor *t, const char *key, const mf_json *v, uint64_t data_len,
                        const char *name, mf_err *err)
 {
     t->name = key;
@@ -174,11 +174,11 @@ static int parse_entry(mf_st_tensor *t, const char *key, const mf_json *v, uint6
     const mf_json *dt = mf_json_get(v, "dtype"), *shape = mf_json_get(v, "shape"),
                   *off = mf_json_get(v, "data_offsets");
     if (!dt || dt->type != MF_JSON_STRING) return bad(err, name, "tensor '%s': missing string \"dtype\"", key);
-    if (mf_st_dtype_parse(&t->dtype, dt->s))
+    if (mf_safetensors_dtype_parse(&t->dtype, dt->s))
         return bad(err, name, "tensor '%s': unsupported dtype '%s' (expected F32, BF16, F16, I64 or I32)", key, dt->s);
     if (!shape || shape->type != MF_JSON_ARRAY) return bad(err, name, "tensor '%s': missing array \"shape\"", key);
-    if (shape->n > MF_ST_MAX_DIMS)
-        return bad(err, name, "tensor '%s': %zu dimensions, at most %d supported", key, shape->n, MF_ST_MAX_DIMS);
+    if (shape->n > MF_SAFETENSORS_MAX_DIMS)
+        return bad(err, name, "tensor '%s': %zu dimensions, at most %d supported", key, shape->n, MF_SAFETENSORS_MAX_DIMS);
     t->ndim = (int)shape->n;
     uint64_t numel = 1;
     for (size_t i = 0; i < shape->n; i++) {
@@ -202,23 +202,23 @@ static int parse_entry(mf_st_tensor *t, const char *key, const mf_json *v, uint6
         return bad(err, name, "tensor '%s': data_offsets [%llu, %llu] beyond the data section (%llu bytes)", key,
                    (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)data_len);
     uint64_t want;
-    if (__builtin_mul_overflow(numel, (uint64_t)mf_st_dtype_size(t->dtype), &want) || want != t->end - t->begin)
+    if (__builtin_mul_overflow(numel, (uint64_t)mf_safetensors_dtype_size(t->dtype), &want) || want != t->end - t->begin)
         return bad(err, name, "tensor '%s': shape and dtype %s need %llu bytes, data_offsets give %llu", key,
-                   dt->s, (unsigned long long)(numel * mf_st_dtype_size(t->dtype)),
+                   dt->s, (unsigned long long)(numel * mf_safetensors_dtype_size(t->dtype)),
                    (unsigned long long)(t->end - t->begin));
     t->nbytes = (size_t)want;
     return 0;
 }
 
-static int parse_into(mf_st_file *f, mf_err *err)
+static int parse_into(mf_safetensors_file *f, mf_err *err)
 {
     const char *name = f->name;
     if (f->len < 8) return bad(err, name, "file is %zu bytes, shorter than the 8-byte header length", f->len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->base[i];
-    if (hlen > MF_ST_MAX_HEADER)
+    if (hlen > MF_SAFETENSORS_MAX_HEADER)
         return bad(err, name, "header length %llu exceeds the limit of %llu bytes", (unsigned long long)hlen,
-                   MF_ST_MAX_HEADER);
+                   MF_SAFETENSORS_MAX_HEADER);
     if (hlen > f->len - 8)
         return bad(err, name, "header length %llu is beyond the end of the file (%zu bytes after the length)",
                    (unsigned long long)hlen, f->len - 8);
@@ -246,7 +246,7 @@ static int parse_into(mf_st_file *f, mf_err *err)
             f->meta = m;
             continue;
         }
-        mf_st_tensor *t = &f->t[f->n];
+        mf_safetensors_tensor *t = &f->t[f->n];
         int rc = parse_entry(t, h->keys[i], h->items[i], data_len, name, err);
         if (rc) return rc;
         t->data = data + t->begin;
@@ -261,7 +261,7 @@ static int parse_into(mf_st_file *f, mf_err *err)
     const char *prev = NULL;
     int rc = 0;
     for (size_t k = 0; k < f->n && !rc; k++) {
-        const mf_st_tensor *t = &f->t[ord[k].i];
+        const mf_safetensors_tensor *t = &f->t[ord[k].i];
         if (t->begin < at)
             rc = bad(err, name, "tensor '%s' (bytes %llu..%llu) overlaps tensor '%s' (ending at %llu)", t->name,
                      (unsigned long long)t->begin, (unsigned long long)t->end, prev, (unsigned long long)at);
@@ -284,28 +284,28 @@ static int parse_into(mf_st_file *f, mf_err *err)
     return 0;
 }
 
-static mf_st_file *file_new(const char *name, mf_err *err)
+static mf_safetensors_file *file_new(const char *name, mf_err *err)
 {
-    mf_st_file *f = calloc(1, sizeof *f);
+    mf_safetensors_file *f = calloc(1, sizeof *f);
     if (f) f->name = strdup(name ? name : "(buffer)");
     if (!f || !f->name) { free(f); mf_err_set(err, MF_ENOMEM, "out of memory"); return NULL; }
     return f;
 }
 
-int mf_st_parse(mf_st_file **out, const void *buf, size_t len, const char *name, mf_err *err)
+int mf_safetensors_parse(mf_safetensors_file **out, const void *buf, size_t len, const char *name, mf_err *err)
 {
     *out = NULL;
-    mf_st_file *f = file_new(name, err);
+    mf_safetensors_file *f = file_new(name, err);
     if (!f) return MF_ENOMEM;
     f->base = buf;
     f->len = len;
     int rc = parse_into(f, err);
-    if (rc) { mf_st_close(f); return rc; }
+    if (rc) { mf_safetensors_close(f); return rc; }
     *out = f;
     return 0;
 }
 
-int mf_st_open(mf_st_file **out, const char *path, mf_err *err)
+int mf_safetensors_open(mf_safetensors_file **out, const char *path, mf_err *err)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -314,14 +314,14 @@ int mf_st_open(mf_st_file **out, const char *path, mf_err *err)
     struct stat st;
     if (fstat(fd, &st) < 0) { int rc = mf_err_errno(err, MF_EIO, "cannot stat %s", path); close(fd); return rc; }
     if (!S_ISREG(st.st_mode)) { close(fd); return mf_err_set(err, MF_EINVAL, "%s: not a regular file", path); }
-    mf_st_file *f = file_new(path, err);
+    mf_safetensors_file *f = file_new(path, err);
     if (!f) { close(fd); return MF_ENOMEM; }
     f->len = (size_t)st.st_size;
     if (f->len > 0) {
         void *m = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (m == MAP_FAILED) {
             int rc = mf_err_errno(err, MF_EIO, "cannot map %s", path);
-            close(fd); mf_st_close(f);
+            close(fd); mf_safetensors_close(f);
             return rc;
         }
         f->base = m;
@@ -329,12 +329,12 @@ int mf_st_open(mf_st_file **out, const char *path, mf_err *err)
     }
     close(fd);
     int rc = parse_into(f, err);
-    if (rc) { mf_st_close(f); return rc; }
+    if (rc) { mf_safetensors_close(f); return rc; }
     *out = f;
     return 0;
 }
 
-void mf_st_close(mf_st_file *f)
+void mf_safetensors_close(mf_safetensors_file *f)
 {
     if (!f) return;
     if (f->mapped) munmap((void *)f->base, f->len);
@@ -344,11 +344,11 @@ void mf_st_close(mf_st_file *f)
     free(f);
 }
 
-size_t mf_st_count(const mf_st_file *f) { return f->n; }
-const mf_st_tensor *mf_st_at(const mf_st_file *f, size_t i) { return i < f->n ? &f->t[i] : NULL; }
-const mf_json *mf_st_metadata(const mf_st_file *f) { return f->meta; }
+size_t mf_safetensors_count(const mf_safetensors_file *f) { return f->n; }
+const mf_safetensors_tensor *mf_safetensors_at(const mf_safetensors_file *f, size_t i) { return i < f->n ? &f->t[i] : NULL; }
+const mf_json *mf_safetensors_metadata(const mf_safetensors_file *f) { return f->meta; }
 
-const mf_st_tensor *mf_st_find(const mf_st_file *f, const char *name)
+const mf_safetensors_tensor *mf_safetensors_find(const mf_safetensors_file *f, const char *name)
 {
     size_t lo = 0, hi = f->n;
     while (lo < hi) {
@@ -374,16 +374,16 @@ static int cmp_worder_name(const void *a, const void *b)
     return strcmp(((const worder *)a)->name, ((const worder *)b)->name);
 }
 
-static int out_nbytes(const mf_st_out *t, uint64_t *nb, mf_err *err)
+static int out_nbytes(const mf_safetensors_out *t, uint64_t *nb, mf_err *err)
 {
-    if (t->ndim < 0 || t->ndim > MF_ST_MAX_DIMS)
-        return mf_err_set(err, MF_EINVAL, "tensor '%s': %d dimensions, at most %d supported", t->name, t->ndim, MF_ST_MAX_DIMS);
+    if (t->ndim < 0 || t->ndim > MF_SAFETENSORS_MAX_DIMS)
+        return mf_err_set(err, MF_EINVAL, "tensor '%s': %d dimensions, at most %d supported", t->name, t->ndim, MF_SAFETENSORS_MAX_DIMS);
     uint64_t n = 1;
     for (int i = 0; i < t->ndim; i++) {
         if (t->shape[i] < 0 || __builtin_mul_overflow(n, (uint64_t)t->shape[i], &n))
             return mf_err_set(err, MF_EINVAL, "tensor '%s': invalid shape", t->name);
     }
-    if (__builtin_mul_overflow(n, (uint64_t)mf_st_dtype_size(t->dtype), nb))
+    if (__builtin_mul_overflow(n, (uint64_t)mf_safetensors_dtype_size(t->dtype), nb))
         return mf_err_set(err, MF_EINVAL, "tensor '%s': too large", t->name);
     return 0;
 }
@@ -403,9 +403,9 @@ static int write_all(int fd, const void *p, size_t n, const char *path, mf_err *
     return 0;
 }
 
-static int write_tensor_data(int fd, const mf_st_out *t, uint64_t nbytes, const char *path, mf_err *err)
+static int write_tensor_data(int fd, const mf_safetensors_out *t, uint64_t nbytes, const char *path, mf_err *err)
 {
-    if (t->raw || (t->dtype == MF_ST_F32 && t->f32))
+    if (t->raw || (t->dtype == MF_SAFETENSORS_F32 && t->f32))
         return write_all(fd, t->raw ? t->raw : (const void *)t->f32, (size_t)nbytes, path, err);
     /* f32 -> bf16/f16 in chunks */
     enum { CH = 16384 };
@@ -416,14 +416,14 @@ static int write_tensor_data(int fd, const mf_st_out *t, uint64_t nbytes, const 
     for (size_t at = 0; at < n && !rc; at += CH) {
         size_t m = n - at < CH ? n - at : CH;
         for (size_t i = 0; i < m; i++)
-            tmp[i] = t->dtype == MF_ST_BF16 ? mf_st_f32_to_bf16(t->f32[at + i]) : mf_st_f32_to_f16(t->f32[at + i]);
+            tmp[i] = t->dtype == MF_SAFETENSORS_BF16 ? mf_safetensors_f32_to_bf16(t->f32[at + i]) : mf_safetensors_f32_to_f16(t->f32[at + i]);
         rc = write_all(fd, tmp, m * 2, path, err);
     }
     free(tmp);
     return rc;
 }
 
-int mf_st_write(const char *path, const mf_st_out *tensors, size_t n, const mf_json *metadata, mf_err *err)
+int mf_safetensors_write(const char *path, const mf_safetensors_out *tensors, size_t n, const mf_json *metadata, mf_err *err)
 {
     if (metadata && metadata->type != MF_JSON_OBJECT)
         return mf_err_set(err, MF_EINVAL, "%s: safetensors metadata must be an object of strings", path);
@@ -437,14 +437,14 @@ int mf_st_write(const char *path, const mf_st_out *tensors, size_t n, const mf_j
     int fd = -1, rc = 0;
     if (!ord || !nb) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     for (size_t i = 0; i < n; i++) {
-        const mf_st_out *t = &tensors[i];
+        const mf_safetensors_out *t = &tensors[i];
         if (!t->name || !strcmp(t->name, "__metadata__")) {
             rc = mf_err_set(err, MF_EINVAL, "%s: invalid tensor name", path);
             goto out;
         }
-        if (!t->raw && !(t->f32 && (t->dtype == MF_ST_F32 || t->dtype == MF_ST_BF16 || t->dtype == MF_ST_F16))) {
+        if (!t->raw && !(t->f32 && (t->dtype == MF_SAFETENSORS_F32 || t->dtype == MF_SAFETENSORS_BF16 || t->dtype == MF_SAFETENSORS_F16))) {
             rc = mf_err_set(err, MF_EINVAL, "tensor '%s': no data for dtype %s (give f32 for float dtypes, raw otherwise)",
-                            t->name, mf_st_dtype_name(t->dtype));
+                            t->name, mf_safetensors_dtype_name(t->dtype));
             goto out;
         }
         if ((rc = out_nbytes(t, &nb[i], err))) goto out;
@@ -468,11 +468,11 @@ int mf_st_write(const char *path, const mf_st_out *tensors, size_t n, const mf_j
     }
     uint64_t at = 0;
     for (size_t k = 0; k < n; k++) {
-        const mf_st_out *t = &tensors[ord[k].i];
+        const mf_safetensors_out *t = &tensors[ord[k].i];
         if (!first) mf_buf_putc(&h, ',');
         first = 0;
         mf_json_write_str(&h, t->name, strlen(t->name));
-        mf_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", mf_st_dtype_name(t->dtype));
+        mf_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", mf_safetensors_dtype_name(t->dtype));
         for (int d = 0; d < t->ndim; d++) mf_buf_printf(&h, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         mf_buf_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at,
                       (unsigned long long)(at + nb[ord[k].i]));

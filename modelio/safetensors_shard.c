@@ -18,32 +18,32 @@
 
 #include "common/fsutil.h"
 
-struct mf_st_set {
-    mf_st_file **files;
+struct mf_safetensors_set {
+    mf_safetensors_file **files;
     int nfiles;
-    const mf_st_tensor **t; /* sorted by name */
+    const mf_safetensors_tensor **t; /* sorted by name */
     size_t n;
 };
 
 static int cmp_tptr(const void *a, const void *b)
 {
-    return strcmp((*(const mf_st_tensor *const *)a)->name, (*(const mf_st_tensor *const *)b)->name);
+    return strcmp((*(const mf_safetensors_tensor *const *)a)->name, (*(const mf_safetensors_tensor *const *)b)->name);
 }
 
-void mf_st_set_close(mf_st_set *s)
+void mf_safetensors_set_close(mf_safetensors_set *s)
 {
     if (!s) return;
-    for (int i = 0; i < s->nfiles; i++) mf_st_close(s->files[i]);
+    for (int i = 0; i < s->nfiles; i++) mf_safetensors_close(s->files[i]);
     free(s->files);
     free(s->t);
     free(s);
 }
 
-size_t mf_st_set_count(const mf_st_set *s) { return s->n; }
-int mf_st_set_nfiles(const mf_st_set *s) { return s->nfiles; }
-const mf_st_tensor *mf_st_set_at(const mf_st_set *s, size_t i) { return i < s->n ? s->t[i] : NULL; }
+size_t mf_safetensors_set_count(const mf_safetensors_set *s) { return s->n; }
+int mf_safetensors_set_nfiles(const mf_safetensors_set *s) { return s->nfiles; }
+const mf_safetensors_tensor *mf_safetensors_set_at(const mf_safetensors_set *s, size_t i) { return i < s->n ? s->t[i] : NULL; }
 
-const mf_st_tensor *mf_st_set_find(const mf_st_set *s, const char *name)
+const mf_safetensors_tensor *mf_safetensors_set_find(const mf_safetensors_set *s, const char *name)
 {
     size_t lo = 0, hi = s->n;
     while (lo < hi) {
@@ -61,21 +61,21 @@ static int ends_with(const char *s, const char *suf)
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-static int open_single(mf_st_set *s, const char *path, mf_err *err)
+static int open_single(mf_safetensors_set *s, const char *path, mf_err *err)
 {
     s->files = calloc(1, sizeof *s->files);
     if (!s->files) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    int rc = mf_st_open(&s->files[0], path, err);
+    int rc = mf_safetensors_open(&s->files[0], path, err);
     if (rc) return rc;
     s->nfiles = 1;
-    s->n = mf_st_count(s->files[0]);
+    s->n = mf_safetensors_count(s->files[0]);
     s->t = malloc((s->n ? s->n : 1) * sizeof *s->t);
     if (!s->t) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    for (size_t i = 0; i < s->n; i++) s->t[i] = mf_st_at(s->files[0], i);
+    for (size_t i = 0; i < s->n; i++) s->t[i] = mf_safetensors_at(s->files[0], i);
     return 0;
 }
 
-static int open_index(mf_st_set *s, const char *index_path, mf_err *err)
+static int open_index(mf_safetensors_set *s, const char *index_path, mf_err *err)
 {
     mf_json *idx = NULL;
     char *dir = mf_path_dirname(index_path);
@@ -107,13 +107,13 @@ static int open_index(mf_st_set *s, const char *index_path, mf_err *err)
         if (f == s->nfiles) {
             char *p = mf_path_join(dir, v->s);
             if (!p) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-            rc = mf_st_open(&s->files[f], p, err);
+            rc = mf_safetensors_open(&s->files[f], p, err);
             free(p);
             if (rc) { mf_err_wrap(err, "shard of %s", index_path); goto out; }
             names[f] = v->s;
             s->nfiles++;
         }
-        const mf_st_tensor *t = mf_st_find(s->files[f], wm->keys[i]);
+        const mf_safetensors_tensor *t = mf_safetensors_find(s->files[f], wm->keys[i]);
         if (!t) {
             rc = mf_err_at(err, MF_ECORRUPT, index_path, v->line, v->col,
                            "tensor '%s' is mapped to %s, which does not contain it", wm->keys[i], v->s);
@@ -129,10 +129,10 @@ out:
     return rc;
 }
 
-int mf_st_set_open(mf_st_set **out, const char *path, const char *base, mf_err *err)
+int mf_safetensors_set_open(mf_safetensors_set **out, const char *path, const char *base, mf_err *err)
 {
     *out = NULL;
-    mf_st_set *s = calloc(1, sizeof *s);
+    mf_safetensors_set *s = calloc(1, sizeof *s);
     if (!s) return mf_err_set(err, MF_ENOMEM, "out of memory");
     int rc;
     if (mf_is_dir(path)) {
@@ -153,7 +153,7 @@ int mf_st_set_open(mf_st_set **out, const char *path, const char *base, mf_err *
     } else {
         rc = open_single(s, path, err);
     }
-    if (rc) { mf_st_set_close(s); return rc; }
+    if (rc) { mf_safetensors_set_close(s); return rc; }
     *out = s;
     return 0;
 }
@@ -198,16 +198,16 @@ static int remove_stale(const char *dir, const char *base, char **keep, int n, m
 
 static int cmp_out_name(const void *a, const void *b)
 {
-    return strcmp(((const mf_st_out *)a)->name, ((const mf_st_out *)b)->name);
+    return strcmp(((const mf_safetensors_out *)a)->name, ((const mf_safetensors_out *)b)->name);
 }
 
-int mf_st_write_sharded(const char *dir, const char *base, const mf_st_out *tensors, size_t n,
+int mf_safetensors_write_sharded(const char *dir, const char *base, const mf_safetensors_out *tensors, size_t n,
                         uint64_t max_shard_bytes, const mf_json *metadata, int *n_shards, mf_err *err)
 {
     if (!base) base = "model";
     char name[512];
     uint64_t total = 0;
-    mf_st_out *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    mf_safetensors_out *sorted = malloc((n ? n : 1) * sizeof *sorted);
     int *shard_of = malloc((n ? n : 1) * sizeof *shard_of);
     char **shard_names = NULL;
     char *idx_path = NULL, *one_path = NULL;
@@ -219,8 +219,8 @@ int mf_st_write_sharded(const char *dir, const char *base, const mf_st_out *tens
     /* assign shards in name order: a new shard when the next tensor would overflow the current one */
     uint64_t cur = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t nb = mf_st_dtype_size(sorted[i].dtype);
-        for (int d = 0; d < sorted[i].ndim && d < MF_ST_MAX_DIMS; d++) nb *= (uint64_t)(sorted[i].shape[d] > 0 ? sorted[i].shape[d] : 0);
+        uint64_t nb = mf_safetensors_dtype_size(sorted[i].dtype);
+        for (int d = 0; d < sorted[i].ndim && d < MF_SAFETENSORS_MAX_DIMS; d++) nb *= (uint64_t)(sorted[i].shape[d] > 0 ? sorted[i].shape[d] : 0);
         if (ns == 0 || (max_shard_bytes && cur > 0 && cur + nb > max_shard_bytes)) { ns++; cur = 0; }
         shard_of[i] = ns - 1;
         cur += nb;
@@ -234,7 +234,7 @@ int mf_st_write_sharded(const char *dir, const char *base, const mf_st_out *tens
     if (!idx_path || !one_path) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
     if (ns == 1) {
-        if ((rc = mf_st_write(one_path, sorted, n, metadata, err))) goto out;
+        if ((rc = mf_safetensors_write(one_path, sorted, n, metadata, err))) goto out;
         if (mf_is_file(idx_path) && unlink(idx_path) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", idx_path); goto out; }
         rc = remove_stale(dir, base, NULL, 0, err);
         goto out;
@@ -249,7 +249,7 @@ int mf_st_write_sharded(const char *dir, const char *base, const mf_st_out *tens
         shard_names[s] = strdup(name);
         char *p = mf_path_join(dir, name);
         if (!shard_names[s] || !p) { free(p); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-        rc = mf_st_write(p, sorted + start, end - start, metadata, err);
+        rc = mf_safetensors_write(p, sorted + start, end - start, metadata, err);
         free(p);
         if (rc) goto out;
         start = end;

@@ -265,7 +265,7 @@ static int from_preference(const mf_json *r, mf_conv *c, char *why, size_t n)
     return 0;
 }
 
-int mf_rd_mcq(const mf_json *r, mf_mcq *q, char *why, size_t n)
+int mf_reader_mcq(const mf_json *r, mf_mcq *q, char *why, size_t n)
 {
     memset(q, 0, sizeof *q);
     const mf_json *qs = req_str(r, KEYS("question"), why, n);
@@ -309,7 +309,7 @@ int mf_rd_mcq(const mf_json *r, mf_mcq *q, char *why, size_t n)
 static int from_mcq(const mf_json *r, mf_conv *c, char *why, size_t n)
 {
     mf_mcq q;
-    int rc = mf_rd_mcq(r, &q, why, n);
+    int rc = mf_reader_mcq(r, &q, why, n);
     if (rc) return rc;
     mf_buf b = MF_BUF_INIT;
     mf_buf_puts(&b, q.question);
@@ -324,7 +324,7 @@ static int from_mcq(const mf_json *r, mf_conv *c, char *why, size_t n)
     return rc;
 }
 
-int mf_rd_triple(const mf_json *r, mf_triple *t, char *why, size_t n)
+int mf_reader_triple(const mf_json *r, mf_triple *t, char *why, size_t n)
 {
     memset(t, 0, sizeof *t);
     const mf_json *s = req_str(r, KEYS("subject"), why, n);
@@ -402,7 +402,7 @@ static int from_records(const mf_json *r, const char *instruction, mf_conv *c, c
     return rc;
 }
 
-int mf_rd_to_conv(const mf_json *rec, mf_shape shape, const char *instruction, mf_conv *c, char *why, size_t why_n)
+int mf_reader_to_conv(const mf_json *rec, mf_shape shape, const char *instruction, mf_conv *c, char *why, size_t why_n)
 {
     mf_conv_init(c);
     if (why && why_n) why[0] = 0;

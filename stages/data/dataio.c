@@ -10,7 +10,7 @@
 
 #include "common/fsutil.h"
 
-int mf_dout_open(mf_dout *o, const char *dir, const char *name, mf_err *err)
+int mf_data_out_open(mf_dout *o, const char *dir, const char *name, mf_err *err)
 {
     memset(o, 0, sizeof *o);
     int rc = mf_mkdir_p(dir, 0755, err);
@@ -25,7 +25,7 @@ int mf_dout_open(mf_dout *o, const char *dir, const char *name, mf_err *err)
     return 0;
 }
 
-int mf_dout_line(mf_dout *o, const char *line, size_t n, mf_err *err)
+int mf_data_out_line(mf_dout *o, const char *line, size_t n, mf_err *err)
 {
     if (fwrite(line, 1, n, o->fp) != n || fputc('\n', o->fp) == EOF)
         return mf_err_errno(err, MF_EIO, "cannot write '%s'", o->path);
@@ -33,16 +33,16 @@ int mf_dout_line(mf_dout *o, const char *line, size_t n, mf_err *err)
     return 0;
 }
 
-int mf_dout_json(mf_dout *o, const mf_json *v, mf_err *err)
+int mf_data_out_json(mf_dout *o, const mf_json *v, mf_err *err)
 {
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, v, MF_JSON_SORTED);
-    int rc = mf_buf_ok(&b) ? mf_dout_line(o, mf_buf_cstr(&b), b.len, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = mf_buf_ok(&b) ? mf_data_out_line(o, mf_buf_cstr(&b), b.len, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_buf_free(&b);
     return rc;
 }
 
-int mf_dout_close(mf_dout *o, mf_err *err)
+int mf_data_out_close(mf_dout *o, mf_err *err)
 {
     int rc = 0;
     if (o->fp) {
@@ -76,13 +76,13 @@ int mf_data_open(const mf_stage_ctx *ctx, const char *slot, mf_rd **out)
 {
     const mf_stage_input *in = mf_stage_input_get(ctx, slot);
     if (!in || !in->n) return mf_err_set(ctx->err, MF_EINVAL, "stage '%s': input '%s' is missing", ctx->stage ? ctx->stage : "?", slot);
-    int skip = mf_rd_policy_skip(mf_stage_param_str(ctx, "on_bad_record", "fail"));
-    return mf_rd_open_many(out, in->paths, in->n, skip, ctx->err);
+    int skip = mf_reader_policy_skip(mf_stage_param_str(ctx, "on_bad_record", "fail"));
+    return mf_reader_open_many(out, in->paths, in->n, skip, ctx->err);
 }
 
 void mf_data_tick(const mf_stage_ctx *ctx, const mf_rd *rd, const char *what)
 {
-    long long n = mf_rd_get_stats(rd)->lines;
+    long long n = mf_reader_get_stats(rd)->lines;
     if (n % 10000 == 0) mf_stage_progress(ctx, n, 0, NAN, NAN, NAN, what);
 }
 
@@ -91,10 +91,10 @@ int mf_data_next(const mf_stage_ctx *ctx, mf_rd *rd, const char *what, const cha
 {
     for (;;) {
         *rec = NULL;
-        int rc = mf_rd_next_line(rd, line, len, err);
+        int rc = mf_reader_next_line(rd, line, len, err);
         if (rc <= 0) return rc;
         mf_data_tick(ctx, rd, what);
-        rc = mf_rd_parse_current(rd, rec, err);
+        rc = mf_reader_parse_current(rd, rec, err);
         if (rc) return rc; /* 1: a record; < 0: an error (0: a bad line skipped) */
     }
 }

@@ -27,13 +27,13 @@ typedef struct mf_dout {
 } mf_dout;
 
 /* Create dir/name for writing (dir is created if missing). */
-int mf_dout_open(mf_dout *o, const char *dir, const char *name, mf_err *err);
+int mf_data_out_open(mf_dout *o, const char *dir, const char *name, mf_err *err);
 /* Write one line (a '\n' is added). */
-int mf_dout_line(mf_dout *o, const char *line, size_t n, mf_err *err);
+int mf_data_out_line(mf_dout *o, const char *line, size_t n, mf_err *err);
 /* Write v as a compact, key-sorted JSON line. */
-int mf_dout_json(mf_dout *o, const mf_json *v, mf_err *err);
+int mf_data_out_json(mf_dout *o, const mf_json *v, mf_err *err);
 /* Flush, fsync and close; safe on a never-opened or already-closed mf_dout. */
-int mf_dout_close(mf_dout *o, mf_err *err);
+int mf_data_out_close(mf_dout *o, mf_err *err);
 
 /* Write out_dir/stats.json (canonical, pretty). Takes ownership of stats. */
 int mf_stats_write(const char *out_dir, mf_json *stats, mf_err *err);

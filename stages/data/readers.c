@@ -23,10 +23,10 @@ struct mf_rd {
     size_t line_len;
     long long lineno;
     int skip_bad;
-    mf_rd_stats st;
+    mf_reader_stats st;
 };
 
-int mf_rd_policy_skip(const char *s) { return s && !strcmp(s, "skip"); }
+int mf_reader_policy_skip(const char *s) { return s && !strcmp(s, "skip"); }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -79,20 +79,20 @@ static int add_path(mf_rd *r, const char *path, mf_err *err)
     return rc;
 }
 
-int mf_rd_open_many(mf_rd **out, const char *const *paths, size_t n, int skip_bad, mf_err *err)
+int mf_reader_open_many(mf_rd **out, const char *const *paths, size_t n, int skip_bad, mf_err *err)
 {
     *out = NULL;
     mf_rd *r = calloc(1, sizeof *r);
     if (!r) return mf_err_set(err, MF_ENOMEM, "out of memory");
     r->skip_bad = skip_bad;
     if (n == 0) {
-        mf_rd_close(r);
+        mf_reader_close(r);
         return mf_err_set(err, MF_EINVAL, "no input path given");
     }
     for (size_t k = 0; k < n; k++) {
         int rc = add_path(r, paths[k], err);
         if (rc) {
-            mf_rd_close(r);
+            mf_reader_close(r);
             return rc;
         }
     }
@@ -100,12 +100,12 @@ int mf_rd_open_many(mf_rd **out, const char *const *paths, size_t n, int skip_ba
     return 0;
 }
 
-int mf_rd_open(mf_rd **out, const char *path, int skip_bad, mf_err *err)
+int mf_reader_open(mf_rd **out, const char *path, int skip_bad, mf_err *err)
 {
-    return mf_rd_open_many(out, &path, 1, skip_bad, err);
+    return mf_reader_open_many(out, &path, 1, skip_bad, err);
 }
 
-void mf_rd_close(mf_rd *r)
+void mf_reader_close(mf_rd *r)
 {
     if (!r) return;
     if (r->fp) fclose(r->fp);
@@ -116,19 +116,19 @@ void mf_rd_close(mf_rd *r)
     free(r);
 }
 
-const char *mf_rd_file(const mf_rd *r)
+const char *mf_reader_file(const mf_rd *r)
 {
     if (!r->n_files) return "";
     size_t k = r->cur < r->n_files ? r->cur : r->n_files - 1;
     return r->files[k];
 }
-long long mf_rd_lineno(const mf_rd *r) { return r->lineno; }
-const mf_rd_stats *mf_rd_get_stats(const mf_rd *r) { return &r->st; }
+long long mf_reader_lineno(const mf_rd *r) { return r->lineno; }
+const mf_reader_stats *mf_reader_get_stats(const mf_rd *r) { return &r->st; }
 
 static void keep_reason(mf_rd *r, const mf_err *e)
 {
     r->st.bad++;
-    if (r->st.n_reasons >= MF_RD_MAX_REASONS) return;
+    if (r->st.n_reasons >= MF_READER_MAX_REASONS) return;
     char buf[2600];
     mf_err_str(e, buf, sizeof buf);
     char *s = strdup(buf);
@@ -146,7 +146,7 @@ static int bad_line(mf_rd *r, mf_err *err, mf_err *e)
     return 0;
 }
 
-int mf_rd_reject(mf_rd *r, mf_err *err, const char *fmt, ...)
+int mf_reader_reject(mf_rd *r, mf_err *err, const char *fmt, ...)
 {
     mf_err e;
     mf_err_clear(&e);
@@ -155,7 +155,7 @@ int mf_rd_reject(mf_rd *r, mf_err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    mf_err_at(&e, MF_EINVAL, mf_rd_file(r), (int)r->lineno, 0, "%s", msg);
+    mf_err_at(&e, MF_EINVAL, mf_reader_file(r), (int)r->lineno, 0, "%s", msg);
     return bad_line(r, err, &e);
 }
 
@@ -193,7 +193,7 @@ static int read_line(mf_rd *r, mf_err *err)
     }
 }
 
-int mf_rd_next_line(mf_rd *r, const char **line, size_t *len, mf_err *err)
+int mf_reader_next_line(mf_rd *r, const char **line, size_t *len, mf_err *err)
 {
     for (;;) {
         int rc = read_line(r, err);
@@ -201,7 +201,7 @@ int mf_rd_next_line(mf_rd *r, const char **line, size_t *len, mf_err *err)
         size_t at = mf_utf8_invalid_at(r->line, r->line_len);
         if (at != (size_t)-1) {
             mf_err e;
-            mf_err_at(&e, MF_EINVAL, mf_rd_file(r), (int)r->lineno, (int)at + 1,
+            mf_err_at(&e, MF_EINVAL, mf_reader_file(r), (int)r->lineno, (int)at + 1,
                       "invalid UTF-8 at byte %zu of the line", at + 1);
             if ((rc = bad_line(r, err, &e))) return rc;
             continue;
@@ -212,12 +212,12 @@ int mf_rd_next_line(mf_rd *r, const char **line, size_t *len, mf_err *err)
     }
 }
 
-int mf_rd_parse_current(mf_rd *r, mf_json **rec, mf_err *err)
+int mf_reader_parse_current(mf_rd *r, mf_json **rec, mf_err *err)
 {
     mf_err e;
     mf_err_clear(&e);
     *rec = NULL;
-    if (ends_with(mf_rd_file(r), ".txt")) { /* plain text: one document per line */
+    if (ends_with(mf_reader_file(r), ".txt")) { /* plain text: one document per line */
         mf_json *o = mf_json_new_object();
         if (!o || mf_json_set(o, "text", mf_json_new_strn(r->line, r->line_len))) {
             mf_json_free(o);
@@ -226,7 +226,7 @@ int mf_rd_parse_current(mf_rd *r, mf_json **rec, mf_err *err)
         *rec = o;
         return 1;
     }
-    int rc = mf_json_parse(rec, r->line, r->line_len, mf_rd_file(r), &e);
+    int rc = mf_json_parse(rec, r->line, r->line_len, mf_reader_file(r), &e);
     if (rc == MF_ENOMEM) return mf_err_set(err, rc, "out of memory");
     if (rc) {
         e.line = (int)r->lineno; /* the parser counts lines within this one line */
@@ -237,25 +237,25 @@ int mf_rd_parse_current(mf_rd *r, mf_json **rec, mf_err *err)
         const char *tn = mf_json_type_name((*rec)->type);
         mf_json_free(*rec);
         *rec = NULL;
-        rc = mf_rd_reject(r, err, "expected a JSON object per line, found %s", tn);
+        rc = mf_reader_reject(r, err, "expected a JSON object per line, found %s", tn);
         return rc ? rc : 0;
     }
     return 1;
 }
 
-int mf_rd_next(mf_rd *r, mf_json **rec, mf_err *err)
+int mf_reader_next(mf_rd *r, mf_json **rec, mf_err *err)
 {
     for (;;) {
         const char *line;
         size_t len;
-        int rc = mf_rd_next_line(r, &line, &len, err);
+        int rc = mf_reader_next_line(r, &line, &len, err);
         if (rc <= 0) return rc;
-        rc = mf_rd_parse_current(r, rec, err);
+        rc = mf_reader_parse_current(r, rec, err);
         if (rc) return rc;
     }
 }
 
-mf_json *mf_rd_stats_json(const mf_rd *r)
+mf_json *mf_reader_stats_json(const mf_rd *r)
 {
     mf_json *o = mf_json_new_object();
     mf_json *a = mf_json_new_array();

@@ -49,14 +49,14 @@ static int ph_index(const char *p, size_t n)
     return -1;
 }
 
-void mf_tpl_free(mf_tpl *t)
+void mf_template_free(mf_tpl *t)
 {
     if (!t) return;
     for (int k = 0; k < F_N; k++) free(t->f[k]);
     free(t);
 }
 
-const char *mf_tpl_name(const mf_tpl *t) { return t->name; }
+const char *mf_template_name(const mf_tpl *t) { return t->name; }
 
 static int check_field(const mf_tpl *t, int f, mf_err *err)
 {
@@ -123,7 +123,7 @@ static int parse_spec(mf_tpl *t, const char *spec, mf_err *err)
     return 0;
 }
 
-int mf_tpl_new(mf_tpl **out, const char *s, mf_err *err)
+int mf_template_new(mf_tpl **out, const char *s, mf_err *err)
 {
     *out = NULL;
     if (!s || !*s) s = "default";
@@ -137,7 +137,7 @@ int mf_tpl_new(mf_tpl **out, const char *s, mf_err *err)
         for (size_t k = 0; builtins[k].name; k++)
             if (!strcmp(builtins[k].name, s)) spec = builtins[k].spec;
         if (!spec) {
-            mf_tpl_free(t);
+            mf_template_free(t);
             return mf_err_set(err, MF_EINVAL, "unknown template '%s' (expected default, chatml, llama2, baichuan, chatglm, "
                                               "or a template string holding {query}: see docs/data.md)", s);
         }
@@ -145,7 +145,7 @@ int mf_tpl_new(mf_tpl **out, const char *s, mf_err *err)
     }
     int rc = parse_spec(t, spec, err);
     if (rc) {
-        mf_tpl_free(t);
+        mf_template_free(t);
         return rc;
     }
     *out = t;
@@ -154,12 +154,12 @@ int mf_tpl_new(mf_tpl **out, const char *s, mf_err *err)
 
 /* ---- rendering ---- */
 
-static int push_seg(mf_tpl_segs *s, mf_seg_kind kind, mf_seg_part part, int round, const char *text, size_t n)
+static int push_seg(mf_template_segs *s, mf_seg_kind kind, mf_seg_part part, int round, const char *text, size_t n)
 {
     if (kind == MF_SEG_TEXT && n == 0) return 0;
     /* merge with the previous text segment of the same part and round */
     if (kind == MF_SEG_TEXT && s->n) {
-        mf_tpl_seg *l = &s->v[s->n - 1];
+        mf_template_seg *l = &s->v[s->n - 1];
         if (l->kind == MF_SEG_TEXT && l->part == part && l->round == round) {
             size_t ol = strlen(l->text);
             char *nt = realloc(l->text, ol + n + 1);
@@ -172,12 +172,12 @@ static int push_seg(mf_tpl_segs *s, mf_seg_kind kind, mf_seg_part part, int roun
     }
     if (s->n == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 16;
-        mf_tpl_seg *nv = realloc(s->v, nc * sizeof *nv);
+        mf_template_seg *nv = realloc(s->v, nc * sizeof *nv);
         if (!nv) return MF_ENOMEM;
         s->v = nv;
         s->cap = nc;
     }
-    mf_tpl_seg *g = &s->v[s->n];
+    mf_template_seg *g = &s->v[s->n];
     g->kind = kind;
     g->part = part;
     g->round = round;
@@ -199,7 +199,7 @@ typedef struct {
 } vars;
 
 /* Emit fmt as segments of `part`. */
-static int emit(mf_tpl_segs *s, const char *fmt, const vars *v, mf_seg_part part, int round)
+static int emit(mf_template_segs *s, const char *fmt, const vars *v, mf_seg_part part, int round)
 {
     int rc = 0;
     for (const char *p = fmt; *p && !rc;) {
@@ -260,7 +260,7 @@ static char *expand_system(const char *fmt, const char *sys)
     return s;
 }
 
-void mf_tpl_segs_free(mf_tpl_segs *s)
+void mf_template_segs_free(mf_template_segs *s)
 {
     if (!s) return;
     for (size_t k = 0; k < s->n; k++) free(s->v[k].text);
@@ -268,7 +268,7 @@ void mf_tpl_segs_free(mf_tpl_segs *s)
     memset(s, 0, sizeof *s);
 }
 
-int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response, mf_tpl_segs *out, mf_err *err)
+int mf_template_render(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response, mf_template_segs *out, mf_err *err)
 {
     memset(out, 0, sizeof *out);
     size_t k = 0;
@@ -306,7 +306,7 @@ int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const c
         }
         if (round > 0) rc = emit(out, t->f[F_SEP], &v, MF_PART_PROMPT, round);
         /* {system} in the user field: the rendered system block, first round only */
-        mf_tpl_segs tmp = {0};
+        mf_template_segs tmp = {0};
         char *sysv = NULL;
         if (!rc && sys_in_user && round == 0 && sysblock) {
             rc = emit(&tmp, sysblock, &v, MF_PART_PROMPT, round);
@@ -316,7 +316,7 @@ int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const c
             sysv = mf_buf_ok(&b) ? mf_buf_steal(&b) : NULL;
             mf_buf_free(&b);
             if (!sysv && !rc) rc = MF_ENOMEM;
-            mf_tpl_segs_free(&tmp);
+            mf_template_segs_free(&tmp);
         }
         vars uv = {sysv ? sysv : "", q, "", round};
         if (!rc) rc = emit(out, t->f[F_USER], &uv, MF_PART_PROMPT, round);
@@ -337,12 +337,12 @@ int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const c
     free(sysblock);
     if (!rc && round == 0) rc = mf_err_set(err, MF_EINVAL, "template: the conversation has no human turn");
     if (rc == MF_ENOMEM) mf_err_set(err, rc, "out of memory");
-    if (rc) mf_tpl_segs_free(out);
+    if (rc) mf_template_segs_free(out);
     else out->n_rounds = round;
     return rc;
 }
 
-char *mf_tpl_segs_text(const mf_tpl_segs *s, const char *bos, const char *eos)
+char *mf_template_segs_text(const mf_template_segs *s, const char *bos, const char *eos)
 {
     mf_buf b = MF_BUF_INIT;
     for (size_t k = 0; k < s->n; k++)
@@ -385,7 +385,7 @@ static void iv_free(ivec *a)
     free(a->m);
 }
 
-void mf_tpl_ids_free(mf_tpl_ids *x)
+void mf_template_ids_free(mf_template_ids *x)
 {
     if (!x) return;
     free(x->ids);
@@ -393,23 +393,23 @@ void mf_tpl_ids_free(mf_tpl_ids *x)
     memset(x, 0, sizeof *x);
 }
 
-int mf_tpl_encode(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
-                  const mf_tpl_limits *lim, const mf_tpl_encoder *enc, mf_tpl_ids *out, mf_err *err)
+int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
+                  const mf_template_limits *lim, const mf_template_encoder *enc, mf_template_ids *out, mf_err *err)
 {
     memset(out, 0, sizeof *out);
-    mf_tpl_segs s;
-    int rc = mf_tpl_render(t, c, system, final_response, &s, err);
+    mf_template_segs s;
+    int rc = mf_template_render(t, c, system, final_response, &s, err);
     if (rc) return rc;
     int R = s.n_rounds;
     /* pieces: [0] prefix, then per round 2r+1 source, 2r+2 target */
     size_t np = 1 + 2 * (size_t)R;
     ivec *pc = calloc(np, sizeof *pc);
     if (!pc) {
-        mf_tpl_segs_free(&s);
+        mf_template_segs_free(&s);
         return mf_err_set(err, MF_ENOMEM, "out of memory");
     }
     for (size_t k = 0; k < s.n && !rc; k++) {
-        const mf_tpl_seg *g = &s.v[k];
+        const mf_template_seg *g = &s.v[k];
         size_t slot = g->round < 0 ? 0 : 1 + 2 * (size_t)g->round + (g->part == MF_PART_TARGET);
         if (g->kind == MF_SEG_TEXT) {
             int32_t *ids = NULL;
@@ -476,7 +476,7 @@ int mf_tpl_encode(const mf_tpl *t, const mf_conv *c, const char *system, const c
     }
     for (size_t k = 0; k < np; k++) iv_free(&pc[k]);
     free(pc);
-    mf_tpl_segs_free(&s);
+    mf_template_segs_free(&s);
     if (rc) {
         iv_free(&res);
         return rc;

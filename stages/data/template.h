@@ -21,7 +21,7 @@
  * prompt is the conversation's own system turn, else the `system` argument,
  * else the template's default_system; empty means no system block.
  *
- * Truncation (mf_tpl_encode; a documented policy, tested):
+ * Truncation (mf_template_encode; a documented policy, tested):
  *   1. Budgets. cutoff > 0: the final answer keeps T = min(t, C - min(s, C/2))
  *      tokens, where s = prefix + final prompt, t = final answer, C = cutoff —
  *      the whole answer is kept whenever the prompt still gets min(s, C/2);
@@ -47,60 +47,60 @@
 typedef struct mf_tpl mf_tpl;
 
 /* A built-in name or a custom spec (a string containing "{query}"). */
-int mf_tpl_new(mf_tpl **out, const char *name_or_spec, mf_err *err);
-void mf_tpl_free(mf_tpl *t);
-const char *mf_tpl_name(const mf_tpl *t); /* built-in name or "custom" */
+int mf_template_new(mf_tpl **out, const char *name_or_spec, mf_err *err);
+void mf_template_free(mf_tpl *t);
+const char *mf_template_name(const mf_tpl *t); /* built-in name or "custom" */
 
 typedef enum { MF_SEG_TEXT = 0, MF_SEG_BOS, MF_SEG_EOS } mf_seg_kind;
 typedef enum { MF_PART_PREFIX = 0, MF_PART_PROMPT, MF_PART_TARGET } mf_seg_part;
 
-typedef struct mf_tpl_seg {
+typedef struct mf_template_seg {
     mf_seg_kind kind;
     mf_seg_part part;
     int round;  /* 0-based; -1 for the prefix */
     int loss;   /* 1 for target segments */
     char *text; /* TEXT only */
-} mf_tpl_seg;
+} mf_template_seg;
 
-typedef struct mf_tpl_segs {
-    mf_tpl_seg *v;
+typedef struct mf_template_segs {
+    mf_template_seg *v;
     size_t n, cap;
     int n_rounds;
     int generation; /* the final round has no answer */
-} mf_tpl_segs;
+} mf_template_segs;
 
 /* Render c. final_response, when not NULL, answers the conversation's final
  * human turn (preference chosen/rejected). Errors (MF_EINVAL) for a
  * conversation that does not alternate human/gpt. */
-int mf_tpl_render(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
-                  mf_tpl_segs *out, mf_err *err);
-void mf_tpl_segs_free(mf_tpl_segs *s);
+int mf_template_render(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
+                  mf_template_segs *out, mf_err *err);
+void mf_template_segs_free(mf_template_segs *s);
 /* The rendered text with BOS/EOS written as bos/eos (for display and tests). */
-char *mf_tpl_segs_text(const mf_tpl_segs *s, const char *bos, const char *eos);
+char *mf_template_segs_text(const mf_template_segs *s, const char *bos, const char *eos);
 
 /* Tokenization callback: encode n bytes of text (no special-token post-processing). */
-typedef struct mf_tpl_encoder {
+typedef struct mf_template_encoder {
     void *ud;
     int (*encode)(void *ud, const char *text, size_t n, int32_t **ids, size_t *n_ids, mf_err *err);
     int32_t bos, eos; /* -1: the tokenizer has none ({bos}/{eos} emit nothing) */
-} mf_tpl_encoder;
+} mf_template_encoder;
 
-typedef struct mf_tpl_limits {
+typedef struct mf_template_limits {
     long long max_source, max_target; /* used when cutoff == 0 */
     long long cutoff;                 /* > 0: total budget */
-} mf_tpl_limits;
+} mf_template_limits;
 
-typedef struct mf_tpl_ids {
+typedef struct mf_template_ids {
     int32_t *ids;
     uint8_t *mask;
     size_t n, cap;
     size_t prompt_len;  /* index of the final answer's first token (== n for generation) */
     int truncated;      /* 1 when anything was cut or dropped */
     int dropped_rounds; /* history rounds left out */
-} mf_tpl_ids;
+} mf_template_ids;
 
-int mf_tpl_encode(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
-                  const mf_tpl_limits *lim, const mf_tpl_encoder *enc, mf_tpl_ids *out, mf_err *err);
-void mf_tpl_ids_free(mf_tpl_ids *x);
+int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
+                  const mf_template_limits *lim, const mf_template_encoder *enc, mf_template_ids *out, mf_err *err);
+void mf_template_ids_free(mf_template_ids *x);
 
 #endif

@@ -20,16 +20,16 @@
 
 static const char *const fmt_names[] = {NULL, "pretrain", "sft", "preference", "prompts"};
 
-const char *mf_ts_format_name(int f) { return f >= 1 && f <= 4 ? fmt_names[f] : "?"; }
+const char *mf_tokshard_format_name(int f) { return f >= 1 && f <= 4 ? fmt_names[f] : "?"; }
 
-int mf_ts_format_parse(const char *name)
+int mf_tokshard_format_parse(const char *name)
 {
     for (int f = 1; f <= 4; f++)
         if (name && !strcmp(name, fmt_names[f])) return f;
     return 0;
 }
 
-int mf_ts_writer_init(mf_ts_writer *w, int format, uint32_t block_size, uint32_t vocab_size)
+int mf_tokshard_writer_init(mf_tokshard_writer *w, int format, uint32_t block_size, uint32_t vocab_size)
 {
     memset(w, 0, sizeof *w);
     w->format = format;
@@ -39,14 +39,14 @@ int mf_ts_writer_init(mf_ts_writer *w, int format, uint32_t block_size, uint32_t
     w->offsets = malloc((w->doc_cap + 1) * sizeof *w->offsets);
     w->plen = malloc(w->doc_cap * sizeof *w->plen);
     if (!w->offsets || !w->plen) {
-        mf_ts_writer_free(w);
+        mf_tokshard_writer_free(w);
         return MF_ENOMEM;
     }
     w->offsets[0] = 0;
     return 0;
 }
 
-int mf_ts_writer_add(mf_ts_writer *w, const int32_t *ids, const uint8_t *mask, size_t n, size_t prompt_len)
+int mf_tokshard_writer_add(mf_tokshard_writer *w, const int32_t *ids, const uint8_t *mask, size_t n, size_t prompt_len)
 {
     if (w->n + n > w->cap) {
         size_t nc = w->cap ? w->cap : 4096;
@@ -71,7 +71,7 @@ int mf_ts_writer_add(mf_ts_writer *w, const int32_t *ids, const uint8_t *mask, s
     }
     if (n) memcpy(w->ids + w->n, ids, n * sizeof *ids);
     if (mask) memcpy(w->mask + w->n, mask, n);
-    else memset(w->mask + w->n, w->format == MF_TS_PRETRAIN ? 1 : 0, n);
+    else memset(w->mask + w->n, w->format == MF_TOKSHARD_PRETRAIN ? 1 : 0, n);
     w->n += n;
     w->plen[w->n_docs] = prompt_len;
     w->offsets[++w->n_docs] = w->n;
@@ -99,11 +99,11 @@ static uint64_t get64(const unsigned char *p)
     return v;
 }
 
-int mf_ts_writer_write(const mf_ts_writer *w, const char *path, mf_err *err)
+int mf_tokshard_writer_write(const mf_tokshard_writer *w, const char *path, mf_err *err)
 {
-    unsigned char h[MF_TS_HEADER] = {0};
-    memcpy(h, MF_TS_MAGIC, 8);
-    put32(h + 8, MF_TS_VERSION);
+    unsigned char h[MF_TOKSHARD_HEADER] = {0};
+    memcpy(h, MF_TOKSHARD_MAGIC, 8);
+    put32(h + 8, MF_TOKSHARD_VERSION);
     put32(h + 12, (uint32_t)w->format);
     put64(h + 16, w->n);
     put64(h + 24, w->n_docs);
@@ -125,7 +125,7 @@ int mf_ts_writer_write(const mf_ts_writer *w, const char *path, mf_err *err)
     return rc;
 }
 
-void mf_ts_writer_free(mf_ts_writer *w)
+void mf_tokshard_writer_free(mf_tokshard_writer *w)
 {
     free(w->ids);
     free(w->mask);
@@ -134,7 +134,7 @@ void mf_ts_writer_free(mf_ts_writer *w)
     memset(w, 0, sizeof *w);
 }
 
-int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
+int mf_tokshard_open(mf_ts *ts, const char *path, mf_err *err)
 {
     memset(ts, 0, sizeof *ts);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -145,7 +145,7 @@ int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
         return mf_err_errno(err, MF_EIO, "cannot stat '%s'", path);
     }
     size_t len = (size_t)sb.st_size;
-    if (len < MF_TS_HEADER) {
+    if (len < MF_TOKSHARD_HEADER) {
         close(fd);
         return mf_err_set(err, MF_ECORRUPT, "%s: not a token shard (%zu bytes, shorter than the 64-byte header)", path, len);
     }
@@ -154,8 +154,8 @@ int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
     if (map == MAP_FAILED) return mf_err_errno(err, MF_EIO, "cannot map '%s'", path);
     const unsigned char *h = map;
     int rc = 0;
-    if (memcmp(h, MF_TS_MAGIC, 8)) rc = mf_err_set(err, MF_ECORRUPT, "%s: bad magic (expected \"MFTOKSHD\")", path);
-    else if (get32(h + 8) != MF_TS_VERSION) rc = mf_err_set(err, MF_ECORRUPT, "%s: shard version %u, this build reads version %d", path, get32(h + 8), MF_TS_VERSION);
+    if (memcmp(h, MF_TOKSHARD_MAGIC, 8)) rc = mf_err_set(err, MF_ECORRUPT, "%s: bad magic (expected \"MFTOKSHD\")", path);
+    else if (get32(h + 8) != MF_TOKSHARD_VERSION) rc = mf_err_set(err, MF_ECORRUPT, "%s: shard version %u, this build reads version %d", path, get32(h + 8), MF_TOKSHARD_VERSION);
     uint64_t nt = get64(h + 16), nd = get64(h + 24);
     ts->format = (int)get32(h + 12);
     ts->block_size = get32(h + 32);
@@ -163,11 +163,11 @@ int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
     ts->n_blocks = get64(h + 40);
     if (!rc && (ts->format < 1 || ts->format > 4)) rc = mf_err_set(err, MF_ECORRUPT, "%s: unknown format %d", path, ts->format);
     /* sizes: overflow-safe against the file length */
-    uint64_t body = (uint64_t)len - MF_TS_HEADER;
+    uint64_t body = (uint64_t)len - MF_TOKSHARD_HEADER;
     if (!rc && (nt > body / 5 || nd > body / 16)) rc = mf_err_set(err, MF_ECORRUPT, "%s: counts (%llu tokens, %llu docs) exceed the file size", path, (unsigned long long)nt, (unsigned long long)nd);
     uint64_t off_at = 0;
     if (!rc) {
-        off_at = MF_TS_HEADER + nt * 5;
+        off_at = MF_TOKSHARD_HEADER + nt * 5;
         off_at = (off_at + 7) / 8 * 8;
         uint64_t need = off_at + (nd + 1) * 8 + nd * 8;
         if (need != len) rc = mf_err_set(err, MF_ECORRUPT, "%s: expected %llu bytes for %llu tokens and %llu docs, found %zu", path,
@@ -175,8 +175,8 @@ int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
     }
     if (!rc && ts->block_size && ts->n_blocks != nt / ts->block_size) rc = mf_err_set(err, MF_ECORRUPT, "%s: n_blocks does not match n_tokens / block_size", path);
     if (!rc) {
-        ts->ids = (const int32_t *)(h + MF_TS_HEADER);
-        ts->mask = h + MF_TS_HEADER + nt * 4;
+        ts->ids = (const int32_t *)(h + MF_TOKSHARD_HEADER);
+        ts->mask = h + MF_TOKSHARD_HEADER + nt * 4;
         ts->doc_offsets = (const uint64_t *)(h + off_at);
         ts->prompt_len = ts->doc_offsets + nd + 1;
         if (ts->doc_offsets[0] != 0 || ts->doc_offsets[nd] != nt) rc = mf_err_set(err, MF_ECORRUPT, "%s: document offsets do not span the tokens", path);
@@ -200,7 +200,7 @@ int mf_ts_open(mf_ts *ts, const char *path, mf_err *err)
     return 0;
 }
 
-void mf_ts_close(mf_ts *ts)
+void mf_tokshard_close(mf_ts *ts)
 {
     if (ts->map) munmap(ts->map, ts->map_len);
     memset(ts, 0, sizeof *ts);
@@ -208,14 +208,14 @@ void mf_ts_close(mf_ts *ts)
 
 static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-void mf_tsdir_close(mf_tsdir *d)
+void mf_tokshard_dir_close(mf_tsdir *d)
 {
-    for (size_t k = 0; k < d->n; k++) mf_ts_close(&d->shards[k]);
+    for (size_t k = 0; k < d->n; k++) mf_tokshard_close(&d->shards[k]);
     free(d->shards);
     memset(d, 0, sizeof *d);
 }
 
-int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err)
+int mf_tokshard_dir_open(mf_tsdir *d, const char *dir, mf_err *err)
 {
     memset(d, 0, sizeof *d);
     char **names = NULL;
@@ -246,7 +246,7 @@ int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err)
     }
     if (!rc && !(d->shards = calloc(n, sizeof *d->shards))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     for (size_t k = 0; k < n && !rc; k++) {
-        rc = mf_ts_open(&d->shards[k], names[k], err);
+        rc = mf_tokshard_open(&d->shards[k], names[k], err);
         if (rc) break;
         d->n++;
         const mf_ts *t = &d->shards[k];
@@ -263,6 +263,6 @@ int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err)
     }
     for (size_t k = 0; k < n; k++) free(names[k]);
     free(names);
-    if (rc) mf_tsdir_close(d);
+    if (rc) mf_tokshard_dir_close(d);
     return rc;
 }

@@ -38,16 +38,16 @@
 
 #include "common/error.h"
 
-enum { MF_TS_PRETRAIN = 1, MF_TS_SFT = 2, MF_TS_PREFERENCE = 3, MF_TS_PROMPTS = 4 };
-#define MF_TS_MAGIC "MFTOKSHD"
-#define MF_TS_VERSION 1
-#define MF_TS_HEADER 64
+enum { MF_TOKSHARD_PRETRAIN = 1, MF_TOKSHARD_SFT = 2, MF_TOKSHARD_PREFERENCE = 3, MF_TOKSHARD_PROMPTS = 4 };
+#define MF_TOKSHARD_MAGIC "MFTOKSHD"
+#define MF_TOKSHARD_VERSION 1
+#define MF_TOKSHARD_HEADER 64
 
-const char *mf_ts_format_name(int format);
-int mf_ts_format_parse(const char *name); /* 0 if unknown */
+const char *mf_tokshard_format_name(int format);
+int mf_tokshard_format_parse(const char *name); /* 0 if unknown */
 
 /* ---- writer: accumulate documents, then write the shard file ---- */
-typedef struct mf_ts_writer {
+typedef struct mf_tokshard_writer {
     int format;
     uint32_t block_size, vocab_size;
     int32_t *ids;
@@ -55,14 +55,14 @@ typedef struct mf_ts_writer {
     size_t n, cap;
     uint64_t *offsets, *plen; /* offsets[0] = 0 */
     size_t n_docs, doc_cap;
-} mf_ts_writer;
+} mf_tokshard_writer;
 
-int mf_ts_writer_init(mf_ts_writer *w, int format, uint32_t block_size, uint32_t vocab_size);
+int mf_tokshard_writer_init(mf_tokshard_writer *w, int format, uint32_t block_size, uint32_t vocab_size);
 /* Append a document (mask may be NULL: all ones when fill_mask, else zeros). */
-int mf_ts_writer_add(mf_ts_writer *w, const int32_t *ids, const uint8_t *mask, size_t n, size_t prompt_len);
+int mf_tokshard_writer_add(mf_tokshard_writer *w, const int32_t *ids, const uint8_t *mask, size_t n, size_t prompt_len);
 /* Write the shard atomically to path. */
-int mf_ts_writer_write(const mf_ts_writer *w, const char *path, mf_err *err);
-void mf_ts_writer_free(mf_ts_writer *w);
+int mf_tokshard_writer_write(const mf_tokshard_writer *w, const char *path, mf_err *err);
+void mf_tokshard_writer_free(mf_tokshard_writer *w);
 
 /* ---- reader: mmap a shard, validated ---- */
 typedef struct mf_ts {
@@ -79,8 +79,8 @@ typedef struct mf_ts {
 
 /* Map and check a shard: magic, version, sizes against the file length,
  * offsets monotone and within n_tokens, ids within [0, vocab_size). */
-int mf_ts_open(mf_ts *ts, const char *path, mf_err *err);
-void mf_ts_close(mf_ts *ts);
+int mf_tokshard_open(mf_ts *ts, const char *path, mf_err *err);
+void mf_tokshard_close(mf_ts *ts);
 
 /* ---- a tokenize output directory: every shard-*.bin in name order ---- */
 typedef struct mf_tsdir {
@@ -93,7 +93,7 @@ typedef struct mf_tsdir {
 
 /* Open all shards of dir (a file path opens that one shard); they must agree on
  * format, block size and vocabulary size. */
-int mf_tsdir_open(mf_tsdir *d, const char *dir, mf_err *err);
-void mf_tsdir_close(mf_tsdir *d);
+int mf_tokshard_dir_open(mf_tsdir *d, const char *dir, mf_err *err);
+void mf_tokshard_dir_close(mf_tsdir *d);
 
 #endif

@@ -185,7 +185,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
         pb[k] = mf_rng_below(&rng, MERSENNE61);
     }
     if (!rc) rc = mf_data_open(ctx, "data", &rd);
-    if (!rc) rc = mf_dout_open(&out, ctx->out_dir, "data.jsonl", err);
+    if (!rc) rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
     long long idx = 0;
     while (!rc) {
         const char *line;
@@ -198,7 +198,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
         const mf_json *v = *field ? mf_json_get_path(rec, field) : rec;
         if (!v) {
             mf_json_free(rec);
-            rc = mf_rd_reject(rd, err, "missing field '%s' (the dedup field)", field);
+            rc = mf_reader_reject(rd, err, "missing field '%s' (the dedup field)", field);
             continue;
         }
         mf_buf_reset(&text);
@@ -282,23 +282,23 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
             n_kept++;
             if (rc) break;
         }
-        rc = mf_dout_line(&out, line, len, err);
+        rc = mf_data_out_line(&out, line, len, err);
     }
     if (rc == MF_ENOMEM && !err->code) mf_err_set(err, MF_ENOMEM, "out of memory");
-    int rc2 = mf_dout_close(&out, rc ? NULL : err);
+    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
     if (!rc) rc = rc2;
     if (!rc) {
         mf_json *stats = mf_json_new_object();
         mf_stats_str(stats, "kind", "dedup");
-        mf_stats_int(stats, "rows_in", mf_rd_get_stats(rd)->lines);
+        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
         mf_stats_int(stats, "rows_out", out.rows);
-        mf_stats_int(stats, "dropped_bad", mf_rd_get_stats(rd)->bad);
+        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
         mf_stats_int(stats, "dropped_exact", n_exact);
         mf_stats_int(stats, "dropped_near", n_near);
         mf_stats_int(stats, "lsh_bands", bands);
         mf_stats_int(stats, "lsh_rows", rows);
         if (stats) mf_json_set(stats, "near_examples", examples), examples = NULL;
-        if (stats) mf_json_set(stats, "input", mf_rd_stats_json(rd));
+        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
         rc = mf_stats_write(ctx->out_dir, stats, err);
     }
     mf_json_free(examples);
@@ -310,6 +310,6 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
     free(pa);
     free(pb);
     free(sig);
-    mf_rd_close(rd);
+    mf_reader_close(rd);
     return rc;
 }

@@ -26,11 +26,11 @@
 #include <string.h>
 
 typedef struct {
-    mf_model_input in;
+    mf_modelio_input in;
     int opened;
     mf_tpl *tpl;
-    mf_tpl_encoder enc;
-    mf_tpl_limits lim;
+    mf_template_encoder enc;
+    mf_template_limits lim;
     const char *system;
     mf_k_gen_config gen;
     int32_t eos;
@@ -50,7 +50,7 @@ static mf_role role_of(const char *r)
 }
 
 /* Render + encode a prompt (and an optional final answer) into ids. */
-static int encode(eval_lm *L, const mf_eval_msg *msgs, size_t n, const char *final, mf_tpl_ids *ids, mf_err *err)
+static int encode(eval_lm *L, const mf_eval_msg *msgs, size_t n, const char *final, mf_template_ids *ids, mf_err *err)
 {
     mf_conv c;
     mf_conv_init(&c);
@@ -61,7 +61,7 @@ static int encode(eval_lm *L, const mf_eval_msg *msgs, size_t n, const char *fin
         rc = mf_conv_add(&c, role_of(msgs[k].role), msgs[k].content, strlen(msgs[k].content));
     }
     memset(ids, 0, sizeof *ids);
-    if (!rc) rc = mf_tpl_encode(L->tpl, &c, system, final, &L->lim, &L->enc, ids, err);
+    if (!rc) rc = mf_template_encode(L->tpl, &c, system, final, &L->lim, &L->enc, ids, err);
     mf_conv_free(&c);
     return rc;
 }
@@ -70,7 +70,7 @@ static int lm_score(void *self, const mf_eval_msg *prompt, size_t n, const char 
                     mf_err *err)
 {
     eval_lm *L = self;
-    mf_tpl_ids ids;
+    mf_template_ids ids;
     int rc = encode(L, prompt, n, cont, &ids, err);
     if (rc) return rc;
     size_t plen = ids.prompt_len, end = ids.n;
@@ -83,14 +83,14 @@ static int lm_score(void *self, const mf_eval_msg *prompt, size_t n, const char 
         rc = mf_model_score(L->in.model, ids.ids, (int)plen, ids.ids + plen, (int)(end - plen), sum, &mean, err);
         *ntok = (long)(end - plen);
     }
-    mf_tpl_ids_free(&ids);
+    mf_template_ids_free(&ids);
     return rc;
 }
 
 static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **out, mf_err *err)
 {
     eval_lm *L = self;
-    mf_tpl_ids ids;
+    mf_template_ids ids;
     int rc = encode(L, prompt, n, NULL, &ids, err);
     if (rc) return rc;
     int max_new = L->gen.max_new_tokens;
@@ -110,28 +110,28 @@ static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **o
     }
     free(oids);
     free(olp);
-    mf_tpl_ids_free(&ids);
+    mf_template_ids_free(&ids);
     return rc;
 }
 
 static int lm_reward(void *self, const mf_eval_msg *prompt, size_t n, const char *response, double *out, mf_err *err)
 {
     eval_lm *L = self;
-    mf_tpl_ids ids;
+    mf_template_ids ids;
     int rc = encode(L, prompt, n, response, &ids, err);
     if (rc) return rc;
     mf_k_batch b = {1, (int)ids.n, ids.ids, NULL, NULL};
     mf_k_outputs o;
     rc = mf_model_forward(L->in.model, &b, MF_FWD_VALUES, &o, err);
     if (!rc) *out = o.reward[0];
-    mf_tpl_ids_free(&ids);
+    mf_template_ids_free(&ids);
     return rc;
 }
 
 static void lm_close(eval_lm *L)
 {
-    if (L->opened) mf_model_input_free(&L->in);
-    mf_tpl_free(L->tpl);
+    if (L->opened) mf_modelio_input_free(&L->in);
+    mf_template_free(L->tpl);
     memset(L, 0, sizeof *L);
 }
 
@@ -139,7 +139,7 @@ static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_hea
 {
     mf_err *err = ctx->err;
     memset(L, 0, sizeof *L);
-    int rc = mf_model_open_input(&L->in, ctx, slot, 0, err);
+    int rc = mf_stage_open_model(&L->in, ctx, slot, 0, err);
     if (rc) return rc;
     L->opened = 1;
     if (!L->in.tok)
@@ -147,9 +147,9 @@ static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_hea
     if (need_head && !mf_model_find_param(L->in.model, "score.weight"))
         return mf_err_set(err, MF_EINVAL, "stage '%s': input '%s' has no score head (expected the output of an rm stage)",
                           ctx->stage, slot);
-    if ((rc = mf_tpl_new(&L->tpl, mf_stage_param_str(ctx, "template", "default"), err))) return rc;
+    if ((rc = mf_template_new(&L->tpl, mf_stage_param_str(ctx, "template", "default"), err))) return rc;
     L->eos = mf_tok_eos_id(L->in.tok);
-    L->enc = (mf_tpl_encoder){L->in.tok, tok_cb, mf_tok_bos_id(L->in.tok), L->eos};
+    L->enc = (mf_template_encoder){L->in.tok, tok_cb, mf_tok_bos_id(L->in.tok), L->eos};
     L->lim.max_source = mf_stage_param_int(ctx, "max_source_length", 512);
     L->lim.max_target = mf_stage_param_int(ctx, "max_target_length", 512);
     L->lim.cutoff = mf_stage_param_int(ctx, "cutoff_len", 0);

@@ -19,39 +19,39 @@
 
 static int write_full(mf_stage_ctx *ctx, const char *dtype, unsigned long long shard)
 {
-    mf_model_input mi;
-    int rc = mf_model_open_input(&mi, ctx, "model", 0, ctx->err);
+    mf_modelio_input mi;
+    int rc = mf_stage_open_model(&mi, ctx, "model", 0, ctx->err);
     if (rc) return rc;
     if (mi.has_prefix)
         rc = mf_err_set(ctx->err, MF_EUNSUPPORTED,
                         "stage '%s': the input carries a P-Tuning prefix, which cannot be merged into the weights "
                         "(export it with format: peft)",
                         ctx->stage);
-    mf_model_save_opts o = {dtype, shard, mi.tokenizer_dir, 0, NULL};
-    if (!rc) rc = mf_model_save_full(ctx->out_dir, mi.model, &o, ctx->err);
+    mf_modelio_output_opts o = {dtype, shard, mi.tokenizer_dir, 0, NULL};
+    if (!rc) rc = mf_modelio_output_full(ctx->out_dir, mi.model, &o, ctx->err);
     if (!rc) mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, mi.is_adapter ? "adapter merged into its base" : "model written");
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
     return rc;
 }
 
-int mf_stage_merge_run(mf_stage_ctx *ctx) { return write_full(ctx, mf_tr_str(ctx, "dtype"), 0); }
+int mf_stage_merge_run(mf_stage_ctx *ctx) { return write_full(ctx, mf_trainer_str(ctx, "dtype"), 0); }
 
 int mf_stage_export_run(mf_stage_ctx *ctx)
 {
-    const char *fmt = mf_tr_str(ctx, "format"), *dtype = mf_tr_str(ctx, "dtype");
-    unsigned long long shard = (unsigned long long)mf_tr_int(ctx, "max_shard_mb") * 1024ull * 1024ull;
+    const char *fmt = mf_trainer_str(ctx, "format"), *dtype = mf_trainer_str(ctx, "dtype");
+    unsigned long long shard = (unsigned long long)mf_trainer_int(ctx, "max_shard_mb") * 1024ull * 1024ull;
     if (strcmp(fmt, "peft")) return write_full(ctx, dtype, shard);
-    mf_model_input mi;
-    int rc = mf_model_open_input(&mi, ctx, "model", 1, ctx->err);
+    mf_modelio_input mi;
+    int rc = mf_stage_open_model(&mi, ctx, "model", 1, ctx->err);
     if (rc) return rc;
     if (mi.kept == MF_ADAPTER_NONE)
         rc = mf_err_set(ctx->err, MF_EINVAL, "stage '%s': format peft needs an adapter as input; '%s' is a full model",
                         ctx->stage, mi.path);
-    mf_model_save_opts o = {dtype, 0, mi.tokenizer_dir, 0, NULL};
+    mf_modelio_output_opts o = {dtype, 0, mi.tokenizer_dir, 0, NULL};
     if (!rc)
-        rc = mf_model_save_adapter(ctx->out_dir, mi.model, mi.kept, &mi.lora, &mi.prefix, mi.base_path, mi.base_digest,
+        rc = mf_modelio_output_adapter(ctx->out_dir, mi.model, mi.kept, &mi.lora, &mi.prefix, mi.base_path, mi.base_digest,
                                    &o, ctx->err);
     if (!rc) mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, "adapter written");
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
     return rc;
 }

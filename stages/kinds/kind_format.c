@@ -89,7 +89,7 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
     mf_dout out = {0};
     long long by_shape[16] = {0};
     int rc = mf_data_open(ctx, "data", &rd);
-    if (!rc) rc = mf_dout_open(&out, ctx->out_dir, "data.jsonl", err);
+    if (!rc) rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
     while (!rc) {
         const char *line;
         size_t len;
@@ -100,21 +100,21 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
         mf_shape sh = shape == MF_SHAPE_AUTO ? mf_shape_detect(rec) : (mf_shape)shape;
         if (sh == MF_SHAPE_TRIPLE || sh == MF_SHAPE_MCQ) {
             mf_json_free(rec);
-            rc = mf_rd_reject(rd, err, "a %s record does not belong in a format stage (use %s)", mf_shape_name(sh),
+            rc = mf_reader_reject(rd, err, "a %s record does not belong in a format stage (use %s)", mf_shape_name(sh),
                               sh == MF_SHAPE_TRIPLE ? "kg2qa" : "an eval stage with task: mcq");
             continue;
         }
         mf_conv c;
         char why[512];
-        int r2 = mf_rd_to_conv(rec, sh, instruction, &c, why, sizeof why);
+        int r2 = mf_reader_to_conv(rec, sh, instruction, &c, why, sizeof why);
         mf_json_free(rec);
         if (r2 == MF_ENOMEM) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-        if (r2) { rc = mf_rd_reject(rd, err, "%s", why); continue; }
+        if (r2) { rc = mf_reader_reject(rd, err, "%s", why); continue; }
         if ((unsigned)sh < 16) by_shape[sh]++;
         if (!eval) {
             mf_buf b = MF_BUF_INIT;
             rc = mf_conv_write_line(&b, &c);
-            if (!rc) rc = mf_dout_line(&out, b.data, b.len - 1, err);
+            if (!rc) rc = mf_data_out_line(&out, b.data, b.len - 1, err);
             else mf_err_set(err, rc, "out of memory");
             mf_buf_free(&b);
         } else {
@@ -123,13 +123,13 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
             mf_json *row = NULL;
             r2 = eval_row(&c, &rng, &row, why, sizeof why);
             if (r2 == MF_ENOMEM) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            else if (r2) rc = mf_rd_reject(rd, err, "%s", why);
-            else rc = mf_dout_json(&out, row, err);
+            else if (r2) rc = mf_reader_reject(rd, err, "%s", why);
+            else rc = mf_data_out_json(&out, row, err);
             mf_json_free(row);
         }
         mf_conv_free(&c);
     }
-    int rc2 = mf_dout_close(&out, rc ? NULL : err);
+    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
     if (!rc) rc = rc2;
     if (!rc) {
         mf_json *stats = mf_json_new_object(), *shapes = mf_json_new_object();
@@ -137,14 +137,14 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
             if (by_shape[s]) mf_stats_int(shapes, mf_shape_name((mf_shape)s), by_shape[s]);
         mf_stats_str(stats, "kind", "format");
         mf_stats_str(stats, "purpose", eval ? "eval" : "train");
-        mf_stats_int(stats, "rows_in", mf_rd_get_stats(rd)->lines);
+        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
         mf_stats_int(stats, "rows_out", out.rows);
-        mf_stats_int(stats, "dropped_bad", mf_rd_get_stats(rd)->bad);
+        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
         if (stats) mf_json_set(stats, "shapes", shapes), shapes = NULL;
-        if (stats) mf_json_set(stats, "input", mf_rd_stats_json(rd));
+        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
         mf_json_free(shapes);
         rc = mf_stats_write(ctx->out_dir, stats, err);
     }
-    mf_rd_close(rd);
+    mf_reader_close(rd);
     return rc;
 }

@@ -249,16 +249,16 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
     rc = mf_data_open(ctx, "data", &rd);
     while (!rc) {
         mf_json *rec = NULL;
-        rc = mf_rd_next(rd, &rec, err);
+        rc = mf_reader_next(rd, &rec, err);
         if (rc <= 0) break;
         rc = 0;
         mf_data_tick(ctx, rd, "reading triples");
         mf_triple t;
         char why[512];
-        if (mf_rd_triple(rec, &t, why, sizeof why)) {
-            rc = mf_rd_reject(rd, err, "%s", why);
+        if (mf_reader_triple(rec, &t, why, sizeof why)) {
+            rc = mf_reader_reject(rd, err, "%s", why);
         } else if (!mf_json_get(rel, t.relation) && !def) {
-            rc = mf_rd_reject(rd, err, "relation '%s' has no template table and the tables have no \"default\"", t.relation);
+            rc = mf_reader_reject(rd, err, "relation '%s' has no template table and the tables have no \"default\"", t.relation);
             if (!rc) no_table++;
         } else {
             triples++;
@@ -269,7 +269,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
     mf_dout out = {0};
     mf_buf objs = MF_BUF_INIT, q = MF_BUF_INIT, a = MF_BUF_INIT;
     mf_json *per_rel = mf_json_new_object();
-    if (!rc) rc = mf_dout_open(&out, ctx->out_dir, "data.jsonl", err);
+    if (!rc) rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
     for (size_t gi = 0; gi < G.n && !rc; gi++) {
         const group *g = &G.g[gi];
         const mf_json *e = mf_json_get(rel, g->relation);
@@ -317,7 +317,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
                 mf_json_set(c.meta, "objects", mf_json_new_int((int64_t)(c1 - c0)));
                 mf_buf line = MF_BUF_INIT;
                 rc = mf_conv_write_line(&line, &c);
-                if (!rc) rc = mf_dout_line(&out, line.data, line.len - 1, err);
+                if (!rc) rc = mf_data_out_line(&out, line.data, line.len - 1, err);
                 else mf_err_set(err, rc, "out of memory");
                 mf_buf_free(&line);
                 mf_conv_free(&c);
@@ -326,20 +326,20 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
             free(order);
         }
     }
-    int rc2 = mf_dout_close(&out, rc ? NULL : err);
+    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
     if (!rc) rc = rc2;
     if (!rc) {
         mf_json *stats = mf_json_new_object();
         mf_stats_str(stats, "kind", "kg2qa");
-        mf_stats_int(stats, "rows_in", mf_rd_get_stats(rd)->lines);
+        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
         mf_stats_int(stats, "triples", triples);
         mf_stats_int(stats, "groups", (long long)G.n);
         mf_stats_int(stats, "rows_out", out.rows);
-        mf_stats_int(stats, "dropped_bad", mf_rd_get_stats(rd)->bad);
+        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
         mf_stats_int(stats, "dropped_no_template", no_table);
         mf_stats_str(stats, "templates", mf_stage_input_path(ctx, "templates") ? "input" : "shipped");
         if (stats) mf_json_set(stats, "qa_by_relation", per_rel), per_rel = NULL;
-        if (stats) mf_json_set(stats, "input", mf_rd_stats_json(rd));
+        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
         rc = mf_stats_write(ctx->out_dir, stats, err);
     }
     mf_json_free(per_rel);
@@ -347,7 +347,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
     mf_buf_free(&q);
     mf_buf_free(&a);
     groups_free(&G);
-    mf_rd_close(rd);
+    mf_reader_close(rd);
     mf_json_free(tables);
     return rc;
 }

@@ -29,26 +29,26 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
     const char *cpath = mf_stage_input_path(ctx, "config");
     if (cpath) {
         char *dir = mf_is_dir(cpath) ? strdup(cpath) : mf_path_dirname(cpath);
-        mf_model_io_meta meta;
+        mf_modelio_meta meta;
         memset(&meta, 0, sizeof meta);
-        rc = dir ? mf_model_io_read_config(&cfg, &meta, dir, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
-        mf_model_io_meta_free(&meta);
+        rc = dir ? mf_modelio_read_config(&cfg, &meta, dir, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
+        mf_modelio_meta_free(&meta);
         free(dir);
         if (rc) return rc;
     } else {
-        const char *a = mf_tr_str(ctx, "architecture");
+        const char *a = mf_trainer_str(ctx, "architecture");
         cfg.arch = !strcmp(a, "qwen2") ? MF_ARCH_QWEN2 : !strcmp(a, "baichuan") ? MF_ARCH_BAICHUAN : MF_ARCH_LLAMA;
         cfg.attention_bias = cfg.arch == MF_ARCH_QWEN2;
-        cfg.hidden_size = (int)mf_tr_int(ctx, "hidden_size");
-        cfg.intermediate_size = (int)mf_tr_int(ctx, "intermediate_size");
-        cfg.num_hidden_layers = (int)mf_tr_int(ctx, "num_hidden_layers");
-        cfg.num_attention_heads = (int)mf_tr_int(ctx, "num_attention_heads");
-        cfg.num_key_value_heads = (int)mf_tr_int(ctx, "num_key_value_heads");
-        cfg.vocab_size = (int)mf_tr_int(ctx, "vocab_size");
-        cfg.max_position_embeddings = (int)mf_tr_int(ctx, "max_position_embeddings");
-        cfg.rope_theta = mf_tr_num(ctx, "rope_theta");
-        cfg.rms_norm_eps = mf_tr_num(ctx, "rms_norm_eps");
-        cfg.tie_word_embeddings = mf_tr_bool(ctx, "tie_word_embeddings");
+        cfg.hidden_size = (int)mf_trainer_int(ctx, "hidden_size");
+        cfg.intermediate_size = (int)mf_trainer_int(ctx, "intermediate_size");
+        cfg.num_hidden_layers = (int)mf_trainer_int(ctx, "num_hidden_layers");
+        cfg.num_attention_heads = (int)mf_trainer_int(ctx, "num_attention_heads");
+        cfg.num_key_value_heads = (int)mf_trainer_int(ctx, "num_key_value_heads");
+        cfg.vocab_size = (int)mf_trainer_int(ctx, "vocab_size");
+        cfg.max_position_embeddings = (int)mf_trainer_int(ctx, "max_position_embeddings");
+        cfg.rope_theta = mf_trainer_num(ctx, "rope_theta");
+        cfg.rms_norm_eps = mf_trainer_num(ctx, "rms_norm_eps");
+        cfg.tie_word_embeddings = mf_trainer_bool(ctx, "tie_word_embeddings");
         cfg.pad_token_id = cfg.bos_token_id = cfg.eos_token_id = -1;
     }
     /* the tokenizer: a tokenizer.json file or a directory holding one */
@@ -75,9 +75,9 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
     }
     mf_model *m = NULL;
     rc = mf_model_new(&m, &cfg, err);
-    if (!rc) rc = mf_model_init_random(m, ctx->seed, (float)mf_tr_num(ctx, "initializer_range"), err);
-    mf_model_save_opts o = {NULL, 0, NULL, 0, NULL};
-    if (!rc) rc = mf_model_save_full(ctx->out_dir, m, &o, err);
+    if (!rc) rc = mf_model_init_random(m, ctx->seed, (float)mf_trainer_num(ctx, "initializer_range"), err);
+    mf_modelio_output_opts o = {NULL, 0, NULL, 0, NULL};
+    if (!rc) rc = mf_modelio_output_full(ctx->out_dir, m, &o, err);
     if (!rc && tdir && !mf_is_dir(tpath)) { /* a bare tokenizer.json file: copy it under its canonical name */
         char *data = NULL, *to = mf_path_join(ctx->out_dir, "tokenizer.json");
         size_t len = 0;
@@ -112,19 +112,19 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
 /* ---------------------------------------------------------------- LM task */
 
 typedef struct lm_task {
-    mf_td_set train, val;
-    mf_td_batch tb;
-    const mf_td_seq **seqs; /* batch_size slots */
+    mf_train_data_set train, val;
+    mf_train_data_batch tb;
+    const mf_train_data_seq **seqs; /* batch_size slots */
     int32_t pad;
     int batch_size;
 } lm_task;
 
-static int lm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_tr_metrics *out, mf_err *err)
+static int lm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_trainer_metrics *out, mf_err *err)
 {
     lm_task *t = ud;
-    const mf_td_seq **seqs = t->seqs;
+    const mf_train_data_seq **seqs = t->seqs;
     for (int i = 0; i < n; i++) seqs[i] = &t->train.v[idx[i]];
-    int rc = mf_td_batch_make(&t->tb, seqs, n, t->pad, err);
+    int rc = mf_train_data_batch_make(&t->tb, seqs, n, t->pad, err);
     double loss = 0;
     if (!rc) rc = mf_model_lm_step(m, &t->tb.b, scale, &loss, err);
     out->loss = loss;
@@ -134,19 +134,19 @@ static int lm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale,
 }
 
 /* Token-weighted mean loss over a set, and its perplexity. */
-int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err)
+int mf_lm_eval_set(mf_model *m, const mf_train_data_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err)
 {
-    mf_td_batch tb;
+    mf_train_data_batch tb;
     memset(&tb, 0, sizeof tb);
     double sum = 0, cnt = 0;
     int rc = 0;
-    const mf_td_seq **seqs = malloc((size_t)bs * sizeof *seqs);
+    const mf_train_data_seq **seqs = malloc((size_t)bs * sizeof *seqs);
     if (!seqs) return mf_err_set(err, MF_ENOMEM, "out of memory");
     for (size_t i = 0; i < set->n && !rc; i += (size_t)bs) {
         int n = 0;
         for (size_t k = i; k < set->n && n < bs; k++) seqs[n++] = &set->v[k];
         mf_k_outputs o;
-        rc = mf_td_batch_make(&tb, seqs, n, pad, err);
+        rc = mf_train_data_batch_make(&tb, seqs, n, pad, err);
         if (!rc) rc = mf_model_forward(m, &tb.b, MF_FWD_LOGITS, &o, err);
         if (!rc) {
             sum += o.loss * o.n_valid;
@@ -154,13 +154,13 @@ int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, doubl
         }
     }
     free(seqs);
-    mf_td_batch_free(&tb);
+    mf_train_data_batch_free(&tb);
     *loss = cnt > 0 ? sum / cnt : NAN;
     if (tokens) *tokens = cnt;
     return rc;
 }
 
-static int lm_eval(void *ud, mf_model *m, mf_tr_metrics *out, mf_err *err)
+static int lm_eval(void *ud, mf_model *m, mf_trainer_metrics *out, mf_err *err)
 {
     lm_task *t = ud;
     int rc = mf_lm_eval_set(m, &t->val, t->batch_size, t->pad, &out->loss, &out->tokens, err);
@@ -168,29 +168,29 @@ static int lm_eval(void *ud, mf_model *m, mf_tr_metrics *out, mf_err *err)
     return rc;
 }
 
-static int run_lm(mf_stage_ctx *ctx, mf_td_mode mode)
+static int run_lm(mf_stage_ctx *ctx, mf_train_data_mode mode)
 {
     mf_err *err = ctx->err;
-    mf_tr_config tc;
-    int rc = mf_tr_config_from_ctx(&tc, ctx, err);
+    mf_trainer_config tc;
+    int rc = mf_trainer_config_from_ctx(&tc, ctx, err);
     if (rc) return rc;
     mf_train_model tm;
     lm_task t;
     memset(&t, 0, sizeof t);
-    rc = mf_tm_open(&tm, ctx, err);
-    mf_td_opts o;
-    mf_td_opts_from_ctx(&o, ctx, mode);
-    if (!rc) rc = mf_td_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
+    rc = mf_train_model_open(&tm, ctx, err);
+    mf_train_data_opts o;
+    mf_train_data_opts_from_ctx(&o, ctx, mode);
+    if (!rc) rc = mf_train_data_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
     if (!rc) {
-        int ml = mf_tm_max_len(&tm, ctx);
-        size_t cut = mf_td_clip(&t.train, ml, 0) + mf_td_clip(&t.val, ml, 0);
+        int ml = mf_train_model_max_len(&tm, ctx);
+        size_t cut = mf_train_data_clip(&t.train, ml, 0) + mf_train_data_clip(&t.val, ml, 0);
         if (cut) {
             char msg[160];
             snprintf(msg, sizeof msg, "%zu sequences cut to the model's %d positions", cut, ml);
             mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, msg);
         }
     }
-    if (!rc) rc = mf_tm_apply_finetune(&tm, ctx, err);
+    if (!rc) rc = mf_train_model_apply_finetune(&tm, ctx, err);
     if (!rc) {
         t.pad = mf_tok_pad_id(tm.in.tok);
         if (t.pad < 0) t.pad = mf_tok_eos_id(tm.in.tok);
@@ -201,18 +201,18 @@ static int run_lm(mf_stage_ctx *ctx, mf_td_mode mode)
         char msg[200];
         snprintf(msg, sizeof msg, "%zu training / %zu validation examples (%lld dropped), %zu trainable parameters",
                  t.train.n, t.val.n, t.train.dropped + t.val.dropped, mf_model_count(tm.in.model, 1));
-        mf_stage_progress(ctx, 0, mf_tr_total_steps(&tc, t.train.n), NAN, NAN, NAN, msg);
-        mf_tr_task task = {&t, t.train.n, lm_step, t.val.n ? lm_eval : NULL, {"ppl", NULL}};
-        rc = mf_tr_run(ctx, &tc, tm.in.model, &task, NULL, err);
+        mf_stage_progress(ctx, 0, mf_trainer_total_steps(&tc, t.train.n), NAN, NAN, NAN, msg);
+        mf_trainer_task task = {&t, t.train.n, lm_step, t.val.n ? lm_eval : NULL, {"ppl", NULL}};
+        rc = mf_trainer_run(ctx, &tc, tm.in.model, &task, NULL, err);
     }
-    if (!rc && ctx->rank == 0) rc = mf_tm_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
-    mf_td_batch_free(&t.tb);
+    if (!rc && ctx->rank == 0) rc = mf_train_model_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
+    mf_train_data_batch_free(&t.tb);
     free(t.seqs);
-    mf_td_set_free(&t.train);
-    mf_td_set_free(&t.val);
-    mf_tm_free(&tm);
+    mf_train_data_set_free(&t.train);
+    mf_train_data_set_free(&t.val);
+    mf_train_model_free(&tm);
     return rc;
 }
 
-int mf_stage_dcpt_run(mf_stage_ctx *ctx) { return run_lm(ctx, MF_TD_TEXT); }
-int mf_stage_sft_run(mf_stage_ctx *ctx) { return run_lm(ctx, MF_TD_SFT); }
+int mf_stage_dcpt_run(mf_stage_ctx *ctx) { return run_lm(ctx, MF_TRAIN_DATA_TEXT); }
+int mf_stage_sft_run(mf_stage_ctx *ctx) { return run_lm(ctx, MF_TRAIN_DATA_SFT); }

@@ -31,15 +31,15 @@ static void rowset_free(rowset *s)
 
 static int read_input(const mf_stage_ctx *ctx, const char *path, rowset *s, mf_rd **rdp)
 {
-    int skip = mf_rd_policy_skip(mf_stage_param_str(ctx, "on_bad_record", "fail"));
-    int rc = mf_rd_open(rdp, path, skip, ctx->err);
+    int skip = mf_reader_policy_skip(mf_stage_param_str(ctx, "on_bad_record", "fail"));
+    int rc = mf_reader_open(rdp, path, skip, ctx->err);
     while (!rc) {
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_rd_next_line(*rdp, &line, &len, ctx->err);
+        rc = mf_reader_next_line(*rdp, &line, &len, ctx->err);
         if (rc <= 0) break;
-        rc = mf_rd_parse_current(*rdp, &rec, ctx->err);
+        rc = mf_reader_parse_current(*rdp, &rec, ctx->err);
         mf_json_free(rec);
         if (rc < 0) break;
         if (rc == 0) continue;
@@ -151,13 +151,13 @@ int mf_stage_mix_run(mf_stage_ctx *ctx)
     if (!rc) {
         for (size_t k = 0; k < nsel; k++) order[k] = k;
         mf_rng_shuffle(&rng, order, nsel);
-        rc = mf_dout_open(&out, ctx->out_dir, "data.jsonl", err);
+        rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
     }
     for (size_t k = 0; k < nsel && !rc; k++) {
         const char *row = sets[sel[2 * order[k]]].rows[sel[2 * order[k] + 1]];
-        rc = mf_dout_line(&out, row, strlen(row), err);
+        rc = mf_data_out_line(&out, row, strlen(row), err);
     }
-    int rc2 = mf_dout_close(&out, rc ? NULL : err);
+    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
     if (!rc) rc = rc2;
     if (!rc) {
         stats = mf_json_new_object();
@@ -168,9 +168,9 @@ int mf_stage_mix_run(mf_stage_ctx *ctx)
             mf_stats_str(o, "path", in->paths[i]);
             mf_stats_int(o, "rows", (long long)sets[i].n);
             mf_stats_int(o, "taken", take[i]);
-            mf_stats_int(o, "bad", mf_rd_get_stats(rds[i])->bad);
+            mf_stats_int(o, "bad", mf_reader_get_stats(rds[i])->bad);
             if (o) mf_json_set(o, "weight", mf_json_new_float(w[i] / wsum));
-            bad += mf_rd_get_stats(rds[i])->bad;
+            bad += mf_reader_get_stats(rds[i])->bad;
             if (per) mf_json_push(per, o);
             else mf_json_free(o);
         }
@@ -187,7 +187,7 @@ int mf_stage_mix_run(mf_stage_ctx *ctx)
     free(sel);
     for (size_t i = 0; i < ni; i++) {
         if (sets) rowset_free(&sets[i]);
-        if (rds) mf_rd_close(rds[i]);
+        if (rds) mf_reader_close(rds[i]);
     }
     free(sets);
     free(rds);

@@ -107,11 +107,11 @@ void mf_ppo_whiten(float **v, const int *n, int rows, int shift_mean)
 
 typedef struct ppo {
     mf_train_model tm;    /* policy (+ value head) */
-    mf_model_input ref, rwd;
-    mf_td_set prompts;
-    mf_td_batch tb;
-    const mf_td_seq **seqs;
-    mf_td_seq *tmp;       /* views of rollouts as sequences */
+    mf_modelio_input ref, rwd;
+    mf_train_data_set prompts;
+    mf_train_data_batch tb;
+    const mf_train_data_seq **seqs;
+    mf_train_data_seq *tmp;       /* views of rollouts as sequences */
     float *g_logp, *g_val;
     size_t g_cap;
     int32_t pad, eos;
@@ -122,7 +122,7 @@ static int roll_batch(ppo *P, rollout *const *rows, int n, mf_err *err)
 {
     for (int i = 0; i < n; i++) {
         rollout *r = rows[i];
-        mf_td_seq *s = &P->tmp[i];
+        mf_train_data_seq *s = &P->tmp[i];
         s->ids = r->ids;
         s->len = r->plen + r->rlen;
         s->prompt_len = r->plen;
@@ -131,7 +131,7 @@ static int roll_batch(ppo *P, rollout *const *rows, int n, mf_err *err)
         for (int t = 0; t < s->len; t++) s->labels[t] = t >= r->plen ? r->ids[t] : MF_K_IGNORE_INDEX;
         P->seqs[i] = s;
     }
-    int rc = mf_td_batch_make(&P->tb, P->seqs, n, P->pad, err);
+    int rc = mf_train_data_batch_make(&P->tb, P->seqs, n, P->pad, err);
     size_t need = (size_t)P->tb.b.B * (size_t)P->tb.b.T;
     if (!rc && need > P->g_cap) {
         float *a = realloc(P->g_logp, need * sizeof *a);
@@ -163,7 +163,7 @@ static int gen_rollouts(ppo *P, const mf_stage_ctx *ctx, const size_t *pidx, int
                         mf_err *err)
 {
     mf_model *pol = P->tm.in.model;
-    int max_new = (int)mf_tr_int(ctx, "max_new_tokens");
+    int max_new = (int)mf_trainer_int(ctx, "max_new_tokens");
     if (max_new < 1) max_new = 1;
     const int32_t **pr = calloc((size_t)n, sizeof *pr);
     int *plen = calloc((size_t)n, sizeof *plen), *olen = calloc((size_t)n, sizeof *olen);
@@ -174,9 +174,9 @@ static int gen_rollouts(ppo *P, const mf_stage_ctx *ctx, const size_t *pidx, int
         pr[i] = P->prompts.v[pidx[i]].ids;
         plen[i] = P->prompts.v[pidx[i]].len;
     }
-    double temp = mf_tr_num(ctx, "temperature");
-    mf_k_gen_config gc = {max_new, temp > 0 ? (float)temp : 1.0f, (int)mf_tr_int(ctx, "top_k"),
-                          (float)mf_tr_num(ctx, "top_p"), &P->eos, P->eos >= 0, P->pad, seed, 1};
+    double temp = mf_trainer_num(ctx, "temperature");
+    mf_k_gen_config gc = {max_new, temp > 0 ? (float)temp : 1.0f, (int)mf_trainer_int(ctx, "top_k"),
+                          (float)mf_trainer_num(ctx, "top_p"), &P->eos, P->eos >= 0, P->pad, seed, 1};
     if (gc.top_p <= 0) gc.top_p = 1;
     if (!rc) rc = mf_model_generate(pol, n, pr, plen, &gc, oids, olp, olen, err);
     for (int i = 0; !rc && i < n; i++) {
@@ -213,37 +213,37 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
                           ctx->stage, ctx->world_size);
     ppo P;
     memset(&P, 0, sizeof P);
-    mf_tr_config tc;
-    int rc = mf_tr_config_from_ctx(&tc, ctx, err);
+    mf_trainer_config tc;
+    int rc = mf_trainer_config_from_ctx(&tc, ctx, err);
     if (rc) return rc;
-    const double kl_coef = mf_tr_num(ctx, "kl_coef"), gamma = mf_tr_num(ctx, "gamma"), lam = mf_tr_num(ctx, "gae_lambda");
-    const double clip = mf_tr_num(ctx, "clip_range"), clip_v = mf_tr_num(ctx, "clip_range_value"), vf_coef = mf_tr_num(ctx, "vf_coef");
-    const int ppo_epochs = (int)mf_tr_int(ctx, "ppo_epochs"), whiten_r = mf_tr_bool(ctx, "whiten_rewards");
-    int mbs = (int)mf_tr_int(ctx, "mini_batch_size"), rbs = (int)mf_tr_int(ctx, "rollout_batch_size");
+    const double kl_coef = mf_trainer_num(ctx, "kl_coef"), gamma = mf_trainer_num(ctx, "gamma"), lam = mf_trainer_num(ctx, "gae_lambda");
+    const double clip = mf_trainer_num(ctx, "clip_range"), clip_v = mf_trainer_num(ctx, "clip_range_value"), vf_coef = mf_trainer_num(ctx, "vf_coef");
+    const int ppo_epochs = (int)mf_trainer_int(ctx, "ppo_epochs"), whiten_r = mf_trainer_bool(ctx, "whiten_rewards");
+    int mbs = (int)mf_trainer_int(ctx, "mini_batch_size"), rbs = (int)mf_trainer_int(ctx, "rollout_batch_size");
     if (mbs < 1) mbs = 1;
     if (rbs < 1) rbs = 1;
 
-    rc = mf_tm_open(&P.tm, ctx, err);
+    rc = mf_train_model_open(&P.tm, ctx, err);
     /* the frozen reference: the whole input model, opened on its own */
-    if (!rc) rc = mf_model_open_input(&P.ref, ctx, "model", 0, err);
-    if (!rc) rc = mf_model_open_input(&P.rwd, ctx, "reward", 0, err);
+    if (!rc) rc = mf_stage_open_model(&P.ref, ctx, "model", 0, err);
+    if (!rc) rc = mf_stage_open_model(&P.rwd, ctx, "reward", 0, err);
     if (!rc && !mf_model_find_param(P.rwd.model, "score.weight"))
         rc = mf_err_set(err, MF_EINVAL, "stage '%s': input 'reward' has no score head (expected the output of an rm stage)", ctx->stage);
     if (!rc && mf_model_get_config(P.rwd.model)->vocab_size != mf_model_get_config(P.tm.in.model)->vocab_size)
         rc = mf_err_set(err, MF_EINVAL, "stage '%s': the reward model's vocabulary (%d) differs from the policy's (%d)",
                         ctx->stage, mf_model_get_config(P.rwd.model)->vocab_size, mf_model_get_config(P.tm.in.model)->vocab_size);
-    mf_td_opts o;
-    mf_td_opts_from_ctx(&o, ctx, MF_TD_PROMPT);
+    mf_train_data_opts o;
+    mf_train_data_opts_from_ctx(&o, ctx, MF_TRAIN_DATA_PROMPT);
     o.val_ratio = 0;
-    if (!rc) rc = mf_td_load(&P.prompts, NULL, ctx, P.tm.in.tok, &o, err);
+    if (!rc) rc = mf_train_data_load(&P.prompts, NULL, ctx, P.tm.in.tok, &o, err);
     if (!rc) {
-        int room = mf_tm_max_len(&P.tm, ctx) - (int)mf_tr_int(ctx, "max_new_tokens");
+        int room = mf_train_model_max_len(&P.tm, ctx) - (int)mf_trainer_int(ctx, "max_new_tokens");
         if (room < 1)
             rc = mf_err_set(err, MF_EINVAL, "stage '%s': max_new_tokens leaves no room for a prompt in the model's positions", ctx->stage);
-        else mf_td_clip(&P.prompts, room, 1);
+        else mf_train_data_clip(&P.prompts, room, 1);
     }
     if (!rc && P.prompts.n == 0) rc = mf_err_set(err, MF_EINVAL, "stage '%s': no prompts in 'data'", ctx->stage);
-    if (!rc) rc = mf_tm_apply_finetune(&P.tm, ctx, err);
+    if (!rc) rc = mf_train_model_apply_finetune(&P.tm, ctx, err);
     mf_model *pol = P.tm.in.model;
     if (!rc && !mf_model_find_param(pol, "score.weight")) rc = mf_model_add_score_head(pol, ctx->seed ^ 0x5eed, err);
     if (!rc) rc = mf_model_set_trainable(pol, "score.weight", 1, err);
@@ -270,13 +270,13 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     if (!rc && (!R || !rows || !perm || !pidx || !order || !lens || !vv || !P.seqs || !P.tmp))
         rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     /* resume */
-    mf_tr_config cc = tc; /* what a checkpoint must agree with */
+    mf_trainer_config cc = tc; /* what a checkpoint must agree with */
     cc.batch_size = rbs;
     cc.grad_accum = mbs;
-    mf_tr_state st = {0, 0};
+    mf_trainer_state st = {0, 0};
     if (!rc && ctx->work_dir) {
         rc = mf_mkdir_p(ctx->work_dir, 0755, err);
-        int got = rc ? 0 : mf_tr_ckpt_load(ctx->work_dir, pol, opt, &st, &cc, err);
+        int got = rc ? 0 : mf_trainer_ckpt_load(ctx->work_dir, pol, opt, &st, &cc, err);
         if (got < 0) rc = got;
         else if (got) {
             char msg[128];
@@ -286,7 +286,7 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     }
     long ckpt_every = tc.checkpoint_every > 0 ? tc.checkpoint_every : (iters >= 10 ? iters / 10 : iters);
     char *mpath = rc ? NULL : mf_path_join(ctx->work_dir ? ctx->work_dir : ctx->out_dir, "metrics.jsonl");
-    if (mpath && st.step && (rc = mf_tr_metrics_truncate(mpath, st.step, err))) {
+    if (mpath && st.step && (rc = mf_trainer_metrics_truncate(mpath, st.step, err))) {
         free(mpath);
         mpath = NULL;
     }
@@ -425,9 +425,9 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
         mf_stage_progress(ctx, it + 1, iters, sum_loss / nmb, tps,
                           el / (double)(it + 1 - it0) * (double)(iters - it - 1), msg);
         if (ctx->work_dir && (it + 1) % ckpt_every == 0 && it + 1 < iters) {
-            mf_tr_state ns = {it + 1, cursor};
-            if ((rc = mf_tr_ckpt_save(ctx->work_dir, pol, opt, &ns, &cc, err))) break;
-            if (mf_tr_test_stop_after && it + 1 >= mf_tr_test_stop_after) {
+            mf_trainer_state ns = {it + 1, cursor};
+            if ((rc = mf_trainer_ckpt_save(ctx->work_dir, pol, opt, &ns, &cc, err))) break;
+            if (mf_trainer_test_stop_after && it + 1 >= mf_trainer_test_stop_after) {
                 rc = mf_err_set(err, MF_EINTERRUPTED, "stopped after iteration %ld (test hook)", it + 1);
                 break;
             }
@@ -445,7 +445,7 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     /* the value head stays out of the saved policy */
     if (!rc) rc = mf_model_set_trainable(pol, "score.weight", 0, err);
     if (!rc) P.tm.no_head = 1;
-    if (!rc) rc = mf_tm_save(&P.tm, ctx, err);
+    if (!rc) rc = mf_train_model_save(&P.tm, ctx, err);
     for (int i = 0; R && i < rbs; i++) rollout_free(&R[i]);
     for (int i = 0; P.tmp && i < rbs; i++) free(P.tmp[i].labels);
     free(R);
@@ -460,11 +460,11 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     free(P.g_logp);
     free(P.g_val);
     free(mpath);
-    mf_td_batch_free(&P.tb);
-    mf_td_set_free(&P.prompts);
+    mf_train_data_batch_free(&P.tb);
+    mf_train_data_set_free(&P.prompts);
     mf_k_adamw_free(opt);
-    mf_model_input_free(&P.ref);
-    mf_model_input_free(&P.rwd);
-    mf_tm_free(&P.tm);
+    mf_modelio_input_free(&P.ref);
+    mf_modelio_input_free(&P.rwd);
+    mf_train_model_free(&P.tm);
     return rc;
 }

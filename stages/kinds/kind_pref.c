@@ -45,9 +45,9 @@ double mf_rm_loss(double rc, double rr, double *dc, double *dr)
 }
 
 typedef struct pref_task {
-    mf_td_set train, val;
-    mf_td_batch tb;
-    const mf_td_seq **seqs; /* 2 * batch_size */
+    mf_train_data_set train, val;
+    mf_train_data_batch tb;
+    const mf_train_data_seq **seqs; /* 2 * batch_size */
     float *grad;            /* dlogp / dvalues [2B*T] */
     size_t grad_cap;
     double *ref_train, *ref_val; /* dpo: reference summed log-probs per sequence */
@@ -57,14 +57,14 @@ typedef struct pref_task {
 } pref_task;
 
 /* Batch of pairs idx (from set): rows 0..n-1 chosen, n..2n-1 rejected. */
-static int pair_batch(pref_task *t, const mf_td_set *set, const size_t *idx, size_t first, int n, mf_err *err)
+static int pair_batch(pref_task *t, const mf_train_data_set *set, const size_t *idx, size_t first, int n, mf_err *err)
 {
     for (int i = 0; i < n; i++) {
         size_t p = idx ? idx[i] : first + (size_t)i;
         t->seqs[i] = &set->v[2 * p];
         t->seqs[n + i] = &set->v[2 * p + 1];
     }
-    int rc = mf_td_batch_make(&t->tb, t->seqs, 2 * n, t->pad, err);
+    int rc = mf_train_data_batch_make(&t->tb, t->seqs, 2 * n, t->pad, err);
     size_t need = (size_t)t->tb.b.B * (size_t)t->tb.b.T;
     if (!rc && need > t->grad_cap) {
         float *g = realloc(t->grad, need * sizeof *g);
@@ -85,8 +85,8 @@ static double seq_logp(const mf_k_outputs *o, int b)
 
 /* ---------------------------------------------------------------- rm */
 
-static int rm_pairs(pref_task *t, mf_model *m, const mf_td_set *set, const size_t *idx, size_t first, int n,
-                    float scale, int train, mf_tr_metrics *out, mf_err *err)
+static int rm_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
+                    float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
     int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
@@ -107,39 +107,39 @@ static int rm_pairs(pref_task *t, mf_model *m, const mf_td_set *set, const size_
     return train ? mf_model_backward(m, NULL, t->grad, err) : 0;
 }
 
-static int rm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_tr_metrics *out, mf_err *err)
+static int rm_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_trainer_metrics *out, mf_err *err)
 {
     pref_task *t = ud;
     return rm_pairs(t, m, &t->train, idx, 0, n, scale, 1, out, err);
 }
 
 /* Mean over the validation pairs, batch by batch (weights = pairs per batch). */
-static int eval_pairs(pref_task *t, mf_model *m, mf_tr_metrics *out, mf_err *err,
-                      int (*fn)(pref_task *, mf_model *, const mf_td_set *, const size_t *, size_t, int, float, int,
-                                mf_tr_metrics *, mf_err *))
+static int eval_pairs(pref_task *t, mf_model *m, mf_trainer_metrics *out, mf_err *err,
+                      int (*fn)(pref_task *, mf_model *, const mf_train_data_set *, const size_t *, size_t, int, float, int,
+                                mf_trainer_metrics *, mf_err *))
 {
     size_t np = t->val.n / 2;
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < np; i += (size_t)t->batch_size) {
         int n = (int)(np - i < (size_t)t->batch_size ? np - i : (size_t)t->batch_size);
-        mf_tr_metrics mt;
+        mf_trainer_metrics mt;
         memset(&mt, 0, sizeof mt);
         int rc = fn(t, m, &t->val, NULL, i, n, 0, 0, &mt, err);
         if (rc) return rc;
         double w = (double)n / (double)np;
         out->loss += mt.loss * w;
         out->tokens += mt.tokens;
-        for (int k = 0; k < MF_TR_MAX_METRICS; k++) out->v[k] += mt.v[k] * w;
+        for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) out->v[k] += mt.v[k] * w;
     }
     return 0;
 }
 
-static int rm_eval(void *ud, mf_model *m, mf_tr_metrics *out, mf_err *err) { return eval_pairs(ud, m, out, err, rm_pairs); }
+static int rm_eval(void *ud, mf_model *m, mf_trainer_metrics *out, mf_err *err) { return eval_pairs(ud, m, out, err, rm_pairs); }
 
 /* ---------------------------------------------------------------- dpo */
 
-static int dpo_pairs(pref_task *t, mf_model *m, const mf_td_set *set, const size_t *idx, size_t first, int n,
-                     float scale, int train, mf_tr_metrics *out, mf_err *err)
+static int dpo_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
+                     float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
     int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
@@ -165,22 +165,22 @@ static int dpo_pairs(pref_task *t, mf_model *m, const mf_td_set *set, const size
     return train ? mf_model_backward(m, t->grad, NULL, err) : 0;
 }
 
-static int dpo_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_tr_metrics *out, mf_err *err)
+static int dpo_step(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_trainer_metrics *out, mf_err *err)
 {
     pref_task *t = ud;
     return dpo_pairs(t, m, &t->train, idx, 0, n, scale, 1, out, err);
 }
 
-static int dpo_eval(void *ud, mf_model *m, mf_tr_metrics *out, mf_err *err) { return eval_pairs(ud, m, out, err, dpo_pairs); }
+static int dpo_eval(void *ud, mf_model *m, mf_trainer_metrics *out, mf_err *err) { return eval_pairs(ud, m, out, err, dpo_pairs); }
 
 /* Summed answer log-probs of every sequence of set under m (no dropout). */
-static int ref_logps(pref_task *t, mf_model *m, const mf_td_set *set, double *dst, mf_err *err)
+static int ref_logps(pref_task *t, mf_model *m, const mf_train_data_set *set, double *dst, mf_err *err)
 {
     for (size_t i = 0; i < set->n;) {
         int n = 0;
         for (size_t k = i; k < set->n && n < 2 * t->batch_size; k++) t->seqs[n++] = &set->v[k];
         mf_k_outputs o;
-        int rc = mf_td_batch_make(&t->tb, t->seqs, n, t->pad, err);
+        int rc = mf_train_data_batch_make(&t->tb, t->seqs, n, t->pad, err);
         if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS, &o, err);
         if (rc) return rc;
         for (int b = 0; b < n; b++) dst[i + (size_t)b] = seq_logp(&o, b);
@@ -243,22 +243,22 @@ static int dpo_reference(pref_task *t, const mf_stage_ctx *ctx, mf_model *m, mf_
 static int run_pref(mf_stage_ctx *ctx, int dpo)
 {
     mf_err *err = ctx->err;
-    mf_tr_config tc;
-    int rc = mf_tr_config_from_ctx(&tc, ctx, err);
+    mf_trainer_config tc;
+    int rc = mf_trainer_config_from_ctx(&tc, ctx, err);
     if (rc) return rc;
     mf_train_model tm;
     pref_task t;
     memset(&t, 0, sizeof t);
-    t.beta = mf_tr_num(ctx, "beta");
-    t.ls = mf_tr_num(ctx, "label_smoothing");
+    t.beta = mf_trainer_num(ctx, "beta");
+    t.ls = mf_trainer_num(ctx, "label_smoothing");
     t.batch_size = tc.batch_size;
-    rc = mf_tm_open(&tm, ctx, err);
-    mf_td_opts o;
-    mf_td_opts_from_ctx(&o, ctx, MF_TD_PREF);
-    if (!rc) rc = mf_td_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
+    rc = mf_train_model_open(&tm, ctx, err);
+    mf_train_data_opts o;
+    mf_train_data_opts_from_ctx(&o, ctx, MF_TRAIN_DATA_PREF);
+    if (!rc) rc = mf_train_data_load(&t.train, &t.val, ctx, tm.in.tok, &o, err);
     if (!rc) {
-        int ml = mf_tm_max_len(&tm, ctx);
-        if (mf_td_clip(&t.train, ml, 0) + mf_td_clip(&t.val, ml, 0))
+        int ml = mf_train_model_max_len(&tm, ctx);
+        if (mf_train_data_clip(&t.train, ml, 0) + mf_train_data_clip(&t.val, ml, 0))
             mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, "some pairs were cut to the model's positions");
     }
     if (!rc && !(t.seqs = malloc(2 * (size_t)tc.batch_size * sizeof *t.seqs))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
@@ -268,7 +268,7 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
     }
     /* DPO's reference: the whole input model, before the new adapter exists */
     if (!rc && dpo) rc = dpo_reference(&t, ctx, tm.in.model, err);
-    if (!rc) rc = mf_tm_apply_finetune(&tm, ctx, err);
+    if (!rc) rc = mf_train_model_apply_finetune(&tm, ctx, err);
     if (!rc && !dpo) { /* the reward head always trains */
         if (!mf_model_find_param(tm.in.model, "score.weight")) rc = mf_model_add_score_head(tm.in.model, ctx->seed, err);
         if (!rc) rc = mf_model_set_trainable(tm.in.model, "score.weight", 1, err);
@@ -277,8 +277,8 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
         char msg[200];
         snprintf(msg, sizeof msg, "%zu training / %zu validation pairs (%lld dropped), %zu trainable parameters",
                  t.train.n / 2, t.val.n / 2, t.train.dropped + t.val.dropped, mf_model_count(tm.in.model, 1));
-        mf_stage_progress(ctx, 0, mf_tr_total_steps(&tc, t.train.n / 2), NAN, NAN, NAN, msg);
-        mf_tr_task task = {&t, t.train.n / 2, dpo ? dpo_step : rm_step, NULL, {NULL}};
+        mf_stage_progress(ctx, 0, mf_trainer_total_steps(&tc, t.train.n / 2), NAN, NAN, NAN, msg);
+        mf_trainer_task task = {&t, t.train.n / 2, dpo ? dpo_step : rm_step, NULL, {NULL}};
         if (dpo) {
             task.names[0] = "rewards_chosen";
             task.names[1] = "rewards_rejected";
@@ -291,16 +291,16 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
             task.names[2] = "reward_rejected";
             task.eval = t.val.n ? rm_eval : NULL;
         }
-        rc = mf_tr_run(ctx, &tc, tm.in.model, &task, NULL, err);
+        rc = mf_trainer_run(ctx, &tc, tm.in.model, &task, NULL, err);
     }
-    if (!rc && ctx->rank == 0) rc = mf_tm_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
-    mf_td_batch_free(&t.tb);
+    if (!rc && ctx->rank == 0) rc = mf_train_model_save(&tm, ctx, err); /* data parallel: the ranks hold the same model */
+    mf_train_data_batch_free(&t.tb);
     free(t.seqs);
     free(t.grad);
     free(t.ref_train);
-    mf_td_set_free(&t.train);
-    mf_td_set_free(&t.val);
-    mf_tm_free(&tm);
+    mf_train_data_set_free(&t.train);
+    mf_train_data_set_free(&t.val);
+    mf_train_model_free(&tm);
     return rc;
 }
 

@@ -77,7 +77,7 @@ int mf_stage_split_run(mf_stage_ctx *ctx)
     char fname[512];
     for (size_t k = 0; k < np && !rc; k++) {
         snprintf(fname, sizeof fname, "%s.jsonl", parts[k].name);
-        rc = mf_dout_open(&parts[k].out, ctx->out_dir, fname, err);
+        rc = mf_data_out_open(&parts[k].out, ctx->out_dir, fname, err);
     }
     if (!rc) rc = mf_data_open(ctx, "data", &rd);
     while (!rc) {
@@ -90,7 +90,7 @@ int mf_stage_split_run(mf_stage_ctx *ctx)
         const mf_json *v = rec;
         if (*field && !(v = mf_json_get_path(rec, field))) {
             mf_json_free(rec);
-            rc = mf_rd_reject(rd, err, "missing field '%s' (the split's hash field)", field);
+            rc = mf_reader_reject(rd, err, "missing field '%s' (the split's hash field)", field);
             continue;
         }
         mf_buf_reset(&canon);
@@ -106,30 +106,30 @@ int mf_stage_split_run(mf_stage_ctx *ctx)
             acc += parts[k].ratio;
             if (u < acc && parts[k].ratio > 0) { pick = k; break; }
         }
-        rc = mf_dout_line(&parts[pick].out, line, len, err);
+        rc = mf_data_out_line(&parts[pick].out, line, len, err);
     }
     mf_buf_free(&canon);
     mf_json *stats = mf_json_new_object(), *pj = mf_json_new_object();
     long long out_rows = 0;
     for (size_t k = 0; k < np; k++) {
-        int rc2 = mf_dout_close(&parts[k].out, rc ? NULL : err);
+        int rc2 = mf_data_out_close(&parts[k].out, rc ? NULL : err);
         if (!rc) rc = rc2;
         mf_stats_int(pj, parts[k].name, parts[k].out.rows);
         out_rows += parts[k].out.rows;
     }
     if (!rc) {
         mf_stats_str(stats, "kind", "split");
-        mf_stats_int(stats, "rows_in", mf_rd_get_stats(rd)->lines);
+        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
         mf_stats_int(stats, "rows_out", out_rows);
-        mf_stats_int(stats, "dropped_bad", mf_rd_get_stats(rd)->bad);
+        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
         if (stats) mf_json_set(stats, "parts", pj), pj = NULL;
-        if (stats) mf_json_set(stats, "input", mf_rd_stats_json(rd));
+        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
         rc = mf_stats_write(ctx->out_dir, stats, err);
         stats = NULL;
     }
     mf_json_free(pj);
     mf_json_free(stats);
-    mf_rd_close(rd);
+    mf_reader_close(rd);
     free(parts);
     return rc;
 }

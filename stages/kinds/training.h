@@ -21,7 +21,7 @@ int mf_stage_merge_run(mf_stage_ctx *ctx);
 int mf_stage_export_run(mf_stage_ctx *ctx);
 
 /* Token-weighted mean next-token loss of a set (labels as in the set). */
-int mf_lm_eval_set(mf_model *m, const mf_td_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err);
+int mf_lm_eval_set(mf_model *m, const mf_train_data_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err);
 
 /* PPO: GAE over one response (rewards, values: n each) -> advantages, returns. */
 void mf_ppo_gae(int n, const float *rewards, const float *values, double gamma, double lam, float *adv, float *ret);

@@ -19,7 +19,7 @@
 
 static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
 
-void mf_td_set_free(mf_td_set *s)
+void mf_train_data_set_free(mf_train_data_set *s)
 {
     if (!s) return;
     for (size_t i = 0; i < s->n; i++) {
@@ -30,12 +30,12 @@ void mf_td_set_free(mf_td_set *s)
     memset(s, 0, sizeof *s);
 }
 
-size_t mf_td_clip(mf_td_set *s, int max_len, int from_left)
+size_t mf_train_data_clip(mf_train_data_set *s, int max_len, int from_left)
 {
     size_t cut = 0;
     if (max_len < 2) max_len = 2;
     for (size_t i = 0; s && i < s->n; i++) {
-        mf_td_seq *q = &s->v[i];
+        mf_train_data_seq *q = &s->v[i];
         if (q->len <= max_len) continue;
         if (from_left) {
             int drop = q->len - max_len;
@@ -50,16 +50,16 @@ size_t mf_td_clip(mf_td_set *s, int max_len, int from_left)
     return cut;
 }
 
-static int push_seq(mf_td_set *s, const int32_t *ids, const int32_t *labels, int len, int prompt_len, mf_err *err)
+static int push_seq(mf_train_data_set *s, const int32_t *ids, const int32_t *labels, int len, int prompt_len, mf_err *err)
 {
     if (s->n == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 64;
-        mf_td_seq *v = realloc(s->v, nc * sizeof *v);
+        mf_train_data_seq *v = realloc(s->v, nc * sizeof *v);
         if (!v) return nomem(err);
         s->v = v;
         s->cap = nc;
     }
-    mf_td_seq *q = &s->v[s->n];
+    mf_train_data_seq *q = &s->v[s->n];
     q->ids = malloc((size_t)(len ? len : 1) * sizeof *q->ids);
     q->labels = malloc((size_t)(len ? len : 1) * sizeof *q->labels);
     if (!q->ids || !q->labels) {
@@ -75,18 +75,18 @@ static int push_seq(mf_td_set *s, const int32_t *ids, const int32_t *labels, int
     return 0;
 }
 
-void mf_td_opts_from_ctx(mf_td_opts *o, const mf_stage_ctx *ctx, mf_td_mode mode)
+void mf_train_data_opts_from_ctx(mf_train_data_opts *o, const mf_stage_ctx *ctx, mf_train_data_mode mode)
 {
     memset(o, 0, sizeof *o);
     o->mode = mode;
-    o->block_size = (int)mf_tr_int(ctx, "block_size");
-    o->field = mf_tr_str(ctx, "field");
-    o->template_name = mf_tr_str(ctx, "template");
-    o->system = mf_tr_str(ctx, "system");
-    o->max_source = mf_tr_int(ctx, "max_source_length");
-    o->max_target = mf_tr_int(ctx, "max_target_length");
-    o->cutoff = mf_tr_int(ctx, "cutoff_len");
-    o->val_ratio = mf_tr_num(ctx, "val_ratio");
+    o->block_size = (int)mf_trainer_int(ctx, "block_size");
+    o->field = mf_trainer_str(ctx, "field");
+    o->template_name = mf_trainer_str(ctx, "template");
+    o->system = mf_trainer_str(ctx, "system");
+    o->max_source = mf_trainer_int(ctx, "max_source_length");
+    o->max_target = mf_trainer_int(ctx, "max_target_length");
+    o->cutoff = mf_trainer_int(ctx, "cutoff_len");
+    o->val_ratio = mf_trainer_num(ctx, "val_ratio");
     if (!o->field || !*o->field) o->field = "text";
     if (!o->template_name || !*o->template_name) o->template_name = "default";
     if (o->block_size <= 0) o->block_size = 1024;
@@ -131,7 +131,7 @@ static int stream_add(stream *s, const int32_t *ids, size_t n, mf_err *err)
     return 0;
 }
 
-static int pack(mf_td_set *out, const stream *s, int block, mf_err *err)
+static int pack(mf_train_data_set *out, const stream *s, int block, mf_err *err)
 {
     int rc = 0;
     for (size_t off = 0; off < s->n && !rc; off += (size_t)block) {
@@ -143,20 +143,20 @@ static int pack(mf_td_set *out, const stream *s, int block, mf_err *err)
 }
 
 typedef struct loader {
-    const mf_td_opts *o;
+    const mf_train_data_opts *o;
     mf_tok *tok;
     mf_tpl *tpl;
-    mf_tpl_encoder enc;
+    mf_template_encoder enc;
     stream st[2];
 } loader;
 
 /* One record into train (which=0) or val (which=1). 0 ok (or skipped), <0 error. */
-static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_td_set *set, int which, mf_err *err)
+static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_train_data_set *set, int which, mf_err *err)
 {
-    const mf_td_opts *o = L->o;
-    if (o->mode == MF_TD_TEXT) {
+    const mf_train_data_opts *o = L->o;
+    if (o->mode == MF_TRAIN_DATA_TEXT) {
         const mf_json *t = rec->type == MF_JSON_STRING ? rec : mf_json_get(rec, o->field);
-        if (!t || t->type != MF_JSON_STRING) return mf_rd_reject(rd, err, "expected a string field '%s'", o->field);
+        if (!t || t->type != MF_JSON_STRING) return mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
         int32_t *ids = NULL;
         size_t n = 0;
         int rc = mf_tok_encode(L->tok, t->s, t->slen, 0, &ids, &n, err);
@@ -168,20 +168,20 @@ static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_td_set *set, 
     }
     mf_conv c;
     char why[256] = "";
-    int rc = mf_rd_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
-    if (rc == MF_EINVAL) return mf_rd_reject(rd, err, "%s", why);
+    int rc = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
+    if (rc == MF_EINVAL) return mf_reader_reject(rd, err, "%s", why);
     if (rc) return nomem(err);
-    mf_tpl_limits lim = {o->max_source, o->max_target, o->cutoff};
-    if (o->mode == MF_TD_PREF) {
+    mf_template_limits lim = {o->max_source, o->max_target, o->cutoff};
+    if (o->mode == MF_TRAIN_DATA_PREF) {
         if (!c.chosen || !c.rejected) {
             mf_conv_free(&c);
-            return mf_rd_reject(rd, err, "expected a preference record (prompt, chosen, rejected)");
+            return mf_reader_reject(rd, err, "expected a preference record (prompt, chosen, rejected)");
         }
-        mf_tpl_ids a, b;
+        mf_template_ids a, b;
         memset(&a, 0, sizeof a);
         memset(&b, 0, sizeof b);
-        rc = mf_tpl_encode(L->tpl, &c, o->system, c.chosen, &lim, &L->enc, &a, err);
-        if (!rc) rc = mf_tpl_encode(L->tpl, &c, o->system, c.rejected, &lim, &L->enc, &b, err);
+        rc = mf_template_encode(L->tpl, &c, o->system, c.chosen, &lim, &L->enc, &a, err);
+        if (!rc) rc = mf_template_encode(L->tpl, &c, o->system, c.rejected, &lim, &L->enc, &b, err);
         if (!rc) {
             if (a.prompt_len >= a.n || b.prompt_len >= b.n) {
                 set->dropped++;
@@ -197,18 +197,18 @@ static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_td_set *set, 
                 free(lb);
             }
         }
-        mf_tpl_ids_free(&a);
-        mf_tpl_ids_free(&b);
+        mf_template_ids_free(&a);
+        mf_template_ids_free(&b);
     } else {
         /* prompts: a conversation whose last turn is the model's is cut before it */
-        if (o->mode == MF_TD_PROMPT && c.n && c.turns[c.n - 1].role == MF_ROLE_GPT) {
+        if (o->mode == MF_TRAIN_DATA_PROMPT && c.n && c.turns[c.n - 1].role == MF_ROLE_GPT) {
             free(c.turns[c.n - 1].value);
             c.n--;
         }
-        mf_tpl_ids a;
+        mf_template_ids a;
         memset(&a, 0, sizeof a);
-        rc = mf_tpl_encode(L->tpl, &c, o->system, NULL, &lim, &L->enc, &a, err);
-        if (!rc && o->mode == MF_TD_PROMPT) {
+        rc = mf_template_encode(L->tpl, &c, o->system, NULL, &lim, &L->enc, &a, err);
+        if (!rc && o->mode == MF_TRAIN_DATA_PROMPT) {
             if (a.n == 0) set->dropped++;
             else rc = push_seq(set, a.ids, NULL, (int)a.n, (int)a.n, err);
         } else if (!rc) {
@@ -223,7 +223,7 @@ static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_td_set *set, 
             else if (!rc) rc = push_seq(set, a.ids, lab, (int)a.n, (int)a.prompt_len, err);
             free(lab);
         }
-        mf_tpl_ids_free(&a);
+        mf_template_ids_free(&a);
     }
     mf_conv_free(&c);
     return rc;
@@ -240,25 +240,25 @@ static int is_shards(const char *path)
 }
 
 /* Token shards written by the `tokenize` kind (stages/data/tokshard.h). */
-static int read_shards(loader *L, const char *path, mf_td_set *train, mf_td_set *val, int force_val, mf_err *err)
+static int read_shards(loader *L, const char *path, mf_train_data_set *train, mf_train_data_set *val, int force_val, mf_err *err)
 {
     mf_tsdir d;
-    int rc = mf_tsdir_open(&d, path, err);
+    int rc = mf_tokshard_dir_open(&d, path, err);
     if (rc) return rc;
-    const mf_td_opts *o = L->o;
-    int want = o->mode == MF_TD_TEXT ? MF_TS_PRETRAIN : o->mode == MF_TD_SFT ? MF_TS_SFT
-               : o->mode == MF_TD_PREF ? MF_TS_PREFERENCE : MF_TS_PROMPTS;
+    const mf_train_data_opts *o = L->o;
+    int want = o->mode == MF_TRAIN_DATA_TEXT ? MF_TOKSHARD_PRETRAIN : o->mode == MF_TRAIN_DATA_SFT ? MF_TOKSHARD_SFT
+               : o->mode == MF_TRAIN_DATA_PREF ? MF_TOKSHARD_PREFERENCE : MF_TOKSHARD_PROMPTS;
     if (d.format != want) {
         rc = mf_err_set(err, MF_EINVAL, "%s: token shards of format '%s', this stage needs '%s'", path,
-                        mf_ts_format_name(d.format), mf_ts_format_name(want));
-        mf_tsdir_close(&d);
+                        mf_tokshard_format_name(d.format), mf_tokshard_format_name(want));
+        mf_tokshard_dir_close(&d);
         return rc;
     }
     int32_t *lab = NULL;
     size_t lab_cap = 0;
     for (size_t s = 0; !rc && s < d.n; s++) {
         const mf_ts *ts = &d.shards[s];
-        if (want == MF_TS_PRETRAIN) {
+        if (want == MF_TOKSHARD_PRETRAIN) {
             /* packed blocks stay blocks; unpacked streams are packed to block_size here */
             size_t B = ts->block_size ? ts->block_size : (size_t)o->block_size;
             size_t nb = ts->block_size ? ts->n_blocks : 0;
@@ -270,12 +270,12 @@ static int read_shards(loader *L, const char *path, mf_td_set *train, mf_td_set 
             if (!nb) rc = stream_add(&L->st[force_val], ts->ids, ts->n_tokens, err);
             continue;
         }
-        size_t step = want == MF_TS_PREFERENCE ? 2 : 1;
+        size_t step = want == MF_TOKSHARD_PREFERENCE ? 2 : 1;
         for (size_t k = 0; !rc && k + step <= ts->n_docs; k += step) {
             uint64_t a = ts->doc_offsets[k], b = ts->doc_offsets[k + step];
             int v = force_val || (val && o->val_ratio > 0 &&
                                   mf_split_unit(ts->ids + a, (size_t)(b - a) * sizeof(int32_t)) < o->val_ratio);
-            mf_td_set *dst = v ? val : train;
+            mf_train_data_set *dst = v ? val : train;
             for (size_t j = k; !rc && j < k + step; j++) {
                 uint64_t x = ts->doc_offsets[j], y = ts->doc_offsets[j + 1];
                 size_t len = (size_t)(y - x), pl = (size_t)ts->prompt_len[j];
@@ -287,27 +287,27 @@ static int read_shards(loader *L, const char *path, mf_td_set *train, mf_td_set 
                 }
                 size_t nl_ = 0;
                 for (size_t t = 0; t < len; t++) {
-                    int on = want == MF_TS_SFT ? ts->mask[x + t] != 0 : t >= pl;
+                    int on = want == MF_TOKSHARD_SFT ? ts->mask[x + t] != 0 : t >= pl;
                     lab[t] = on ? ts->ids[x + t] : MF_K_IGNORE_INDEX;
                     nl_ += on;
                 }
-                if (want == MF_TS_PROMPTS) rc = len ? push_seq(dst, ts->ids + x, NULL, (int)len, (int)len, err) : 0;
-                else if (!nl_ && want == MF_TS_SFT) dst->dropped++;
+                if (want == MF_TOKSHARD_PROMPTS) rc = len ? push_seq(dst, ts->ids + x, NULL, (int)len, (int)len, err) : 0;
+                else if (!nl_ && want == MF_TOKSHARD_SFT) dst->dropped++;
                 else rc = push_seq(dst, ts->ids + x, lab, (int)len, (int)pl, err);
             }
         }
     }
     free(lab);
-    mf_tsdir_close(&d);
+    mf_tokshard_dir_close(&d);
     return rc;
 }
 
-static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_td_set *train, mf_td_set *val,
+static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_train_data_set *train, mf_train_data_set *val,
                      int force_val, mf_err *err)
 {
     const mf_stage_input *in = mf_stage_input_get(ctx, slot);
     if (!in || !in->n) return mf_err_set(err, MF_EINVAL, "stage '%s': no input bound to slot '%s'", ctx->stage, slot);
-    int skip = mf_rd_policy_skip(mf_tr_str(ctx, "on_bad_record"));
+    int skip = mf_reader_policy_skip(mf_trainer_str(ctx, "on_bad_record"));
     int rc = 0;
     for (size_t i = 0; !rc && i < in->n; i++) {
         if (is_shards(in->paths[i])) {
@@ -315,10 +315,10 @@ static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_td
             continue;
         }
         mf_rd *rd = NULL;
-        if ((rc = mf_rd_open(&rd, in->paths[i], skip, err))) break;
+        if ((rc = mf_reader_open(&rd, in->paths[i], skip, err))) break;
         for (;;) {
             mf_json *rec = NULL;
-            int r = mf_rd_next(rd, &rec, err);
+            int r = mf_reader_next(rd, &rec, err);
             if (r <= 0) {
                 rc = r;
                 break;
@@ -328,12 +328,12 @@ static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_td
             mf_json_free(rec);
             if (rc) break;
         }
-        mf_rd_close(rd);
+        mf_reader_close(rd);
     }
     return rc;
 }
 
-int mf_td_load(mf_td_set *train, mf_td_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_td_opts *o,
+int mf_train_data_load(mf_train_data_set *train, mf_train_data_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_train_data_opts *o,
                mf_err *err)
 {
     memset(train, 0, sizeof *train);
@@ -344,32 +344,32 @@ int mf_td_load(mf_td_set *train, mf_td_set *val, const mf_stage_ctx *ctx, mf_tok
     L.o = o;
     L.tok = tok;
     int rc = 0;
-    if (o->mode != MF_TD_TEXT) {
-        rc = mf_tpl_new(&L.tpl, o->template_name, err);
-        L.enc = (mf_tpl_encoder){tok, tok_cb, mf_tok_bos_id(tok), mf_tok_eos_id(tok)};
+    if (o->mode != MF_TRAIN_DATA_TEXT) {
+        rc = mf_template_new(&L.tpl, o->template_name, err);
+        L.enc = (mf_template_encoder){tok, tok_cb, mf_tok_bos_id(tok), mf_tok_eos_id(tok)};
     }
     const mf_stage_input *vin = mf_stage_input_get(ctx, "val");
     int has_val_slot = vin && vin->n;
-    mf_td_opts oo = *o;
+    mf_train_data_opts oo = *o;
     if (has_val_slot) oo.val_ratio = 0;
     L.o = &oo;
     if (!rc) rc = read_slot(&L, ctx, "data", train, has_val_slot ? NULL : val, 0, err);
     if (!rc && has_val_slot && val) rc = read_slot(&L, ctx, "val", train, val, 1, err);
-    if (!rc && o->mode == MF_TD_TEXT) {
+    if (!rc && o->mode == MF_TRAIN_DATA_TEXT) {
         rc = pack(train, &L.st[0], o->block_size, err);
         if (!rc && val) rc = pack(val, &L.st[1], o->block_size, err);
     }
     free(L.st[0].v);
     free(L.st[1].v);
-    if (L.tpl) mf_tpl_free(L.tpl);
+    if (L.tpl) mf_template_free(L.tpl);
     if (rc) {
-        mf_td_set_free(train);
-        if (val) mf_td_set_free(val);
+        mf_train_data_set_free(train);
+        if (val) mf_train_data_set_free(val);
     }
     return rc;
 }
 
-int mf_td_batch_make(mf_td_batch *tb, const mf_td_seq *const *seqs, int n, int32_t pad, mf_err *err)
+int mf_train_data_batch_make(mf_train_data_batch *tb, const mf_train_data_seq *const *seqs, int n, int32_t pad, mf_err *err)
 {
     int T = 1;
     for (int i = 0; i < n; i++)
@@ -398,7 +398,7 @@ int mf_td_batch_make(mf_td_batch *tb, const mf_td_seq *const *seqs, int n, int32
     return 0;
 }
 
-void mf_td_batch_free(mf_td_batch *tb)
+void mf_train_data_batch_free(mf_train_data_batch *tb)
 {
     free(tb->ids);
     free(tb->mask);

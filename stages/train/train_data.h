@@ -26,51 +26,51 @@
 #include "stages/stage.h"
 #include "tokenizer/tokenizer.h"
 
-typedef enum { MF_TD_TEXT = 0, MF_TD_SFT, MF_TD_PREF, MF_TD_PROMPT } mf_td_mode;
+typedef enum { MF_TRAIN_DATA_TEXT = 0, MF_TRAIN_DATA_SFT, MF_TRAIN_DATA_PREF, MF_TRAIN_DATA_PROMPT } mf_train_data_mode;
 
-typedef struct mf_td_seq {
+typedef struct mf_train_data_seq {
     int32_t *ids;
     int32_t *labels; /* -100 = no loss */
     int len;
     int prompt_len;  /* tokens before the (final) answer */
-} mf_td_seq;
+} mf_train_data_seq;
 
-typedef struct mf_td_set {
-    mf_td_seq *v;
+typedef struct mf_train_data_set {
+    mf_train_data_seq *v;
     size_t n, cap;
     long long dropped; /* records that produced no example */
-} mf_td_set;
+} mf_train_data_set;
 
-void mf_td_set_free(mf_td_set *s);
+void mf_train_data_set_free(mf_train_data_set *s);
 /* Cut sequences longer than max_len (the model's positions): on the right, or
  * keeping the last tokens when from_left (prompts keep their assistant cue).
  * Returns how many were cut. */
-size_t mf_td_clip(mf_td_set *s, int max_len, int from_left);
+size_t mf_train_data_clip(mf_train_data_set *s, int max_len, int from_left);
 
-typedef struct mf_td_opts {
-    mf_td_mode mode;
+typedef struct mf_train_data_opts {
+    mf_train_data_mode mode;
     int block_size;          /* text */
     const char *field;       /* text: JSON field */
     const char *template_name, *system;
     long long max_source, max_target, cutoff;
     double val_ratio;
-} mf_td_opts;
+} mf_train_data_opts;
 
 /* Options from the stage's params (block_size, field, template, system, lengths, val_ratio). */
-void mf_td_opts_from_ctx(mf_td_opts *o, const mf_stage_ctx *ctx, mf_td_mode mode);
+void mf_train_data_opts_from_ctx(mf_train_data_opts *o, const mf_stage_ctx *ctx, mf_train_data_mode mode);
 
-int mf_td_load(mf_td_set *train, mf_td_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_td_opts *o,
+int mf_train_data_load(mf_train_data_set *train, mf_train_data_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_train_data_opts *o,
                mf_err *err);
 
 /* A padded batch (right padding with pad, attention 0, labels -100). Buffers
- * grow as needed; free with mf_td_batch_free. */
-typedef struct mf_td_batch {
+ * grow as needed; free with mf_train_data_batch_free. */
+typedef struct mf_train_data_batch {
     mf_k_batch b;
     int32_t *ids, *mask, *labels;
     size_t cap;
-} mf_td_batch;
+} mf_train_data_batch;
 
-int mf_td_batch_make(mf_td_batch *tb, const mf_td_seq *const *seqs, int n, int32_t pad, mf_err *err);
-void mf_td_batch_free(mf_td_batch *tb);
+int mf_train_data_batch_make(mf_train_data_batch *tb, const mf_train_data_seq *const *seqs, int n, int32_t pad, mf_err *err);
+void mf_train_data_batch_free(mf_train_data_batch *tb);
 
 #endif

@@ -11,7 +11,7 @@
 #include "stages/registry.h"
 #include "stages/train/trainer.h"
 
-char *mf_tr_list(const mf_stage_ctx *ctx, const char *name)
+char *mf_trainer_list(const mf_stage_ctx *ctx, const char *name)
 {
     mf_buf b = MF_BUF_INIT;
     const mf_json *v = mf_stage_param(ctx, name);
@@ -43,16 +43,16 @@ static mf_ft_mode ft_of(const char *s)
     return MF_FT_FULL;
 }
 
-int mf_tm_open(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
+int mf_train_model_open(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
     memset(tm, 0, sizeof *tm);
-    tm->ft = ft_of(mf_tr_str(ctx, "finetune"));
-    const char *chain = mf_tr_str(ctx, "adapter_chain");
+    tm->ft = ft_of(mf_trainer_str(ctx, "finetune"));
+    const char *chain = mf_trainer_str(ctx, "adapter_chain");
     int keep = !strcmp(chain, "continue") && (tm->ft == MF_FT_LORA || tm->ft == MF_FT_PTUNING);
-    return mf_model_open_input(&tm->in, ctx, "model", keep, err);
+    return mf_stage_open_model(&tm->in, ctx, "model", keep, err);
 }
 
-int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
+int mf_train_model_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
     mf_model *m = tm->in.model;
     const mf_model_config *cfg = mf_model_get_config(m);
@@ -77,9 +77,9 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
         break;
     case MF_FT_FREEZE: {
         mf_model_set_all_trainable(m, 0);
-        mf_k_freeze_config fc = {(int)mf_tr_int(ctx, "freeze.trainable_layers"), 0, 0};
+        mf_k_freeze_config fc = {(int)mf_trainer_int(ctx, "freeze.trainable_layers"), 0, 0};
         if (fc.trainable_layers > cfg->num_hidden_layers) fc.trainable_layers = cfg->num_hidden_layers;
-        char *mods = mf_tr_list(ctx, "freeze.modules");
+        char *mods = mf_trainer_list(ctx, "freeze.modules");
         if (!mods) return mf_err_set(err, MF_ENOMEM, "out of memory");
         if (*mods) rc = mf_k_modules_parse(&fc.modules, mods, err);
         free(mods);
@@ -93,12 +93,12 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
             tm->lora = tm->in.lora;
             break;
         }
-        tm->lora.rank = (int)mf_tr_int(ctx, "lora.rank");
-        tm->lora.alpha = (float)mf_tr_num(ctx, "lora.alpha");
-        tm->lora.dropout = (float)mf_tr_num(ctx, "lora.dropout");
+        tm->lora.rank = (int)mf_trainer_int(ctx, "lora.rank");
+        tm->lora.alpha = (float)mf_trainer_num(ctx, "lora.alpha");
+        tm->lora.dropout = (float)mf_trainer_num(ctx, "lora.dropout");
         tm->lora.seed = ctx->seed;
         {
-            char *t = mf_tr_list(ctx, "lora.target");
+            char *t = mf_trainer_list(ctx, "lora.target");
             if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
             rc = mf_k_modules_parse(&tm->lora.target, *t ? t : "q_proj,v_proj", err);
             tm->lora.target &= MF_MOD_ATTN | MF_MOD_MLP; /* "all" = every projection (norms take no LoRA) */
@@ -117,9 +117,9 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
             }
             break;
         }
-        tm->prefix.pre_seq_len = (int)mf_tr_int(ctx, "ptuning.pre_seq_len");
-        tm->prefix.prefix_projection = mf_tr_bool(ctx, "ptuning.prefix_projection");
-        tm->prefix.prefix_hidden_size = (int)mf_tr_int(ctx, "ptuning.prefix_hidden_size");
+        tm->prefix.pre_seq_len = (int)mf_trainer_int(ctx, "ptuning.pre_seq_len");
+        tm->prefix.prefix_projection = mf_trainer_bool(ctx, "ptuning.prefix_projection");
+        tm->prefix.prefix_hidden_size = (int)mf_trainer_int(ctx, "ptuning.prefix_hidden_size");
         tm->prefix.seed = ctx->seed;
         rc = mf_model_add_prefix(m, &tm->prefix, err);
         break;
@@ -128,32 +128,32 @@ int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *er
     return rc;
 }
 
-int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
+int mf_train_model_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
-    mf_model_save_opts o = {NULL, 0, tm->in.tokenizer_dir, tm->no_head, tm->in.has_prefix ? &tm->in.prefix : NULL};
+    mf_modelio_output_opts o = {NULL, 0, tm->in.tokenizer_dir, tm->no_head, tm->in.has_prefix ? &tm->in.prefix : NULL};
     int rc;
     if (tm->out_kind == MF_ADAPTER_NONE) {
-        rc = mf_model_save_full(ctx->out_dir, tm->in.model, &o, err);
+        rc = mf_modelio_output_full(ctx->out_dir, tm->in.model, &o, err);
     } else {
         /* continue: the input adapter's base; merge/stack: the whole input model */
         int cont = tm->in.kept == tm->out_kind;
         const char *bp = cont ? tm->in.base_path : tm->in.path;
         const char *bd = cont ? tm->in.base_digest : tm->in.digest;
-        rc = mf_model_save_adapter(ctx->out_dir, tm->in.model, tm->out_kind, &tm->lora, &tm->prefix, bp, bd, &o, err);
+        rc = mf_modelio_output_adapter(ctx->out_dir, tm->in.model, tm->out_kind, &tm->lora, &tm->prefix, bp, bd, &o, err);
     }
     if (rc) mf_err_wrap(err, "stage '%s': writing the model", ctx->stage);
     return rc;
 }
 
-int mf_tm_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx)
+int mf_train_model_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx)
 {
     int pre = tm->in.has_prefix ? tm->in.prefix.pre_seq_len
-              : tm->ft == MF_FT_PTUNING ? (int)mf_tr_int(ctx, "ptuning.pre_seq_len") : 0;
+              : tm->ft == MF_FT_PTUNING ? (int)mf_trainer_int(ctx, "ptuning.pre_seq_len") : 0;
     return mf_model_get_config(tm->in.model)->max_position_embeddings - pre;
 }
 
-void mf_tm_free(mf_train_model *tm)
+void mf_train_model_free(mf_train_model *tm)
 {
-    mf_model_input_free(&tm->in);
+    mf_modelio_input_free(&tm->in);
     memset(tm, 0, sizeof *tm);
 }

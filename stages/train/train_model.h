@@ -21,7 +21,7 @@
 typedef enum { MF_FT_FULL = 0, MF_FT_LORA, MF_FT_FREEZE, MF_FT_PTUNING } mf_ft_mode;
 
 typedef struct mf_train_model {
-    mf_model_input in;
+    mf_modelio_input in;
     mf_ft_mode ft;
     mf_adapter_kind out_kind; /* NONE: the output is a full model */
     mf_k_lora_config lora;
@@ -30,17 +30,17 @@ typedef struct mf_train_model {
 } mf_train_model;
 
 /* Open ctx's `model` input, keeping an input adapter when the chain is continue. */
-int mf_tm_open(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
+int mf_train_model_open(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
 /* Make the finetune mode's params trainable (adds LoRA / prefix / freezes). */
-int mf_tm_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
+int mf_train_model_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
 /* Write the trained model into ctx->out_dir. */
-int mf_tm_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
-void mf_tm_free(mf_train_model *tm);
+int mf_train_model_save(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err);
+void mf_train_model_free(mf_train_model *tm);
 /* Longest sequence the model takes: max_position_embeddings minus the prefix
  * (the input's, or the one finetune: ptuning will add). */
-int mf_tm_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx);
+int mf_train_model_max_len(const mf_train_model *tm, const mf_stage_ctx *ctx);
 
 /* Comma list of a list param ("[q_proj, v_proj]" default when absent); malloc'd. */
-char *mf_tr_list(const mf_stage_ctx *ctx, const char *name);
+char *mf_trainer_list(const mf_stage_ctx *ctx, const char *name);
 
 #endif

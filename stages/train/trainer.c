@@ -18,7 +18,7 @@
 #include "stages/registry.h"
 #include "modelio/safetensors.h"
 
-long mf_tr_test_stop_after = 0;
+long mf_trainer_test_stop_after = 0;
 
 /* ---------------------------------------------------------------- params */
 
@@ -28,13 +28,13 @@ static const char *reg_default(const mf_stage_ctx *ctx, const char *name)
     return ps ? ps->def : NULL;
 }
 
-double mf_tr_num(const mf_stage_ctx *ctx, const char *name)
+double mf_trainer_num(const mf_stage_ctx *ctx, const char *name)
 {
     const char *d = reg_default(ctx, name);
     return mf_stage_param_num(ctx, name, d ? strtod(d, NULL) : 0);
 }
 
-long long mf_tr_int(const mf_stage_ctx *ctx, const char *name)
+long long mf_trainer_int(const mf_stage_ctx *ctx, const char *name)
 {
     const mf_json *v = mf_stage_param(ctx, name);
     if (v && mf_json_is_num(v)) return (long long)mf_json_num(v, 0);
@@ -42,37 +42,37 @@ long long mf_tr_int(const mf_stage_ctx *ctx, const char *name)
     return d ? strtoll(d, NULL, 10) : 0;
 }
 
-const char *mf_tr_str(const mf_stage_ctx *ctx, const char *name)
+const char *mf_trainer_str(const mf_stage_ctx *ctx, const char *name)
 {
     const char *d = reg_default(ctx, name);
     return mf_stage_param_str(ctx, name, d ? d : "");
 }
 
-int mf_tr_bool(const mf_stage_ctx *ctx, const char *name)
+int mf_trainer_bool(const mf_stage_ctx *ctx, const char *name)
 {
     const char *d = reg_default(ctx, name);
     return mf_stage_param_bool(ctx, name, d && !strcmp(d, "true"));
 }
 
-int mf_tr_config_from_ctx(mf_tr_config *c, const mf_stage_ctx *ctx, mf_err *err)
+int mf_trainer_config_from_ctx(mf_trainer_config *c, const mf_stage_ctx *ctx, mf_err *err)
 {
     memset(c, 0, sizeof *c);
-    c->epochs = mf_tr_num(ctx, "epochs");
-    c->max_steps = (long)mf_tr_int(ctx, "max_steps");
-    c->batch_size = (int)mf_tr_int(ctx, "batch_size");
-    c->grad_accum = (int)mf_tr_int(ctx, "grad_accum");
-    c->warmup_ratio = mf_tr_num(ctx, "warmup_ratio");
-    c->eval_every = (long)mf_tr_int(ctx, "eval_every");
-    c->checkpoint_every = (long)mf_tr_int(ctx, "checkpoint_every");
-    c->log_every = (long)mf_tr_int(ctx, "log_every");
+    c->epochs = mf_trainer_num(ctx, "epochs");
+    c->max_steps = (long)mf_trainer_int(ctx, "max_steps");
+    c->batch_size = (int)mf_trainer_int(ctx, "batch_size");
+    c->grad_accum = (int)mf_trainer_int(ctx, "grad_accum");
+    c->warmup_ratio = mf_trainer_num(ctx, "warmup_ratio");
+    c->eval_every = (long)mf_trainer_int(ctx, "eval_every");
+    c->checkpoint_every = (long)mf_trainer_int(ctx, "checkpoint_every");
+    c->log_every = (long)mf_trainer_int(ctx, "log_every");
     c->seed = ctx->seed;
-    c->opt.lr = (float)mf_tr_num(ctx, "lr");
-    c->opt.beta1 = (float)mf_tr_num(ctx, "adam_beta1");
-    c->opt.beta2 = (float)mf_tr_num(ctx, "adam_beta2");
-    c->opt.eps = (float)mf_tr_num(ctx, "adam_eps");
-    c->opt.weight_decay = (float)mf_tr_num(ctx, "weight_decay");
-    c->opt.max_grad_norm = (float)mf_tr_num(ctx, "max_grad_norm");
-    const char *s = mf_tr_str(ctx, "lr_scheduler");
+    c->opt.lr = (float)mf_trainer_num(ctx, "lr");
+    c->opt.beta1 = (float)mf_trainer_num(ctx, "adam_beta1");
+    c->opt.beta2 = (float)mf_trainer_num(ctx, "adam_beta2");
+    c->opt.eps = (float)mf_trainer_num(ctx, "adam_eps");
+    c->opt.weight_decay = (float)mf_trainer_num(ctx, "weight_decay");
+    c->opt.max_grad_norm = (float)mf_trainer_num(ctx, "max_grad_norm");
+    const char *s = mf_trainer_str(ctx, "lr_scheduler");
     c->opt.sched = !strcmp(s, "linear") ? MF_SCHED_LINEAR : !strcmp(s, "constant") ? MF_SCHED_CONSTANT : MF_SCHED_COSINE;
     if (c->batch_size < 1) c->batch_size = 1;
     if (c->grad_accum < 1) c->grad_accum = 1;
@@ -82,9 +82,9 @@ int mf_tr_config_from_ctx(mf_tr_config *c, const mf_stage_ctx *ctx, mf_err *err)
     return 0;
 }
 
-static size_t micro_per_epoch(const mf_tr_config *c, size_t n) { return (n + (size_t)c->batch_size - 1) / (size_t)c->batch_size; }
+static size_t micro_per_epoch(const mf_trainer_config *c, size_t n) { return (n + (size_t)c->batch_size - 1) / (size_t)c->batch_size; }
 
-long mf_tr_total_steps(const mf_tr_config *c, size_t n_train)
+long mf_trainer_total_steps(const mf_trainer_config *c, size_t n_train)
 {
     if (c->max_steps > 0) return c->max_steps;
     double micro = c->epochs * (double)micro_per_epoch(c, n_train);
@@ -99,44 +99,44 @@ static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory
 static int save_params(const char *path, mf_model *m, mf_err *err)
 {
     size_t np = mf_model_num_params(m), k = 0;
-    mf_st_out *o = calloc(np ? np : 1, sizeof *o);
+    mf_safetensors_out *o = calloc(np ? np : 1, sizeof *o);
     if (!o) return nomem(err);
     for (size_t i = 0; i < np; i++) {
         mf_k_param *p = mf_model_param(m, i);
         if (!p->trainable) continue;
         o[k].name = p->name;
-        o[k].dtype = MF_ST_F32;
+        o[k].dtype = MF_SAFETENSORS_F32;
         o[k].ndim = p->ndim;
         o[k].shape[0] = p->shape[0];
         o[k].shape[1] = p->shape[1];
         o[k].f32 = p->data;
         k++;
     }
-    int rc = mf_st_write(path, o, k, NULL, err);
+    int rc = mf_safetensors_write(path, o, k, NULL, err);
     free(o);
     return rc;
 }
 
 static int load_params(const char *path, mf_model *m, mf_err *err)
 {
-    mf_st_file *f = NULL;
-    int rc = mf_st_open(&f, path, err);
+    mf_safetensors_file *f = NULL;
+    int rc = mf_safetensors_open(&f, path, err);
     for (size_t i = 0; !rc && i < mf_model_num_params(m); i++) {
         mf_k_param *p = mf_model_param(m, i);
         if (!p->trainable) continue;
-        const mf_st_tensor *t = mf_st_find(f, p->name);
+        const mf_safetensors_tensor *t = mf_safetensors_find(f, p->name);
         if (!t || t->numel != p->numel)
             rc = mf_err_set(err, MF_ECORRUPT, "%s: trainable tensor '%s' missing or of another size (a checkpoint of another setup?)",
                             path, p->name);
-        else rc = mf_st_tensor_to_f32(t, p->data, p->numel, err);
+        else rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err);
     }
-    if (f) mf_st_close(f);
+    if (f) mf_safetensors_close(f);
     return rc;
 }
 
-typedef mf_tr_state tr_state;
+typedef mf_trainer_state tr_state;
 
-static int write_state(const char *dir, const tr_state *s, const mf_tr_config *c, mf_err *err)
+static int write_state(const char *dir, const tr_state *s, const mf_trainer_config *c, mf_err *err)
 {
     mf_json *o = mf_json_new_object();
     if (!o) return nomem(err);
@@ -156,7 +156,7 @@ static int write_state(const char *dir, const tr_state *s, const mf_tr_config *c
 }
 
 /* work_dir/ckpt.tmp -> work_dir/ckpt (old one moved aside, then removed). */
-static int save_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, const tr_state *s, const mf_tr_config *c,
+static int save_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, const tr_state *s, const mf_trainer_config *c,
                      mf_err *err)
 {
     char *tmp = mf_path_join(work, "ckpt.tmp"), *dst = mf_path_join(work, "ckpt"), *old = mf_path_join(work, "ckpt.old");
@@ -187,7 +187,7 @@ static int save_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, const tr_st
 }
 
 /* 1 when a checkpoint was loaded, 0 when there is none, <0 on error. */
-static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s, const mf_tr_config *c, mf_err *err)
+static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s, const mf_trainer_config *c, mf_err *err)
 {
     char *dir = mf_path_join(work, "ckpt");
     if (!dir) return nomem(err);
@@ -225,13 +225,13 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
     return rc ? rc : 1;
 }
 
-int mf_tr_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_tr_state *s,
-                    const mf_tr_config *c, mf_err *err)
+int mf_trainer_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_trainer_state *s,
+                    const mf_trainer_config *c, mf_err *err)
 {
     return save_ckpt(work_dir, m, opt, s, c, err);
 }
 
-int mf_tr_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_tr_state *s, const mf_tr_config *c,
+int mf_trainer_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_trainer_state *s, const mf_trainer_config *c,
                     mf_err *err)
 {
     return load_ckpt(work_dir, m, opt, s, c, err);
@@ -263,10 +263,10 @@ static int metrics_truncate(const char *path, long upto, mf_err *err)
     return rc;
 }
 
-int mf_tr_metrics_truncate(const char *path, long upto, mf_err *err) { return metrics_truncate(path, upto, err); }
+int mf_trainer_metrics_truncate(const char *path, long upto, mf_err *err) { return metrics_truncate(path, upto, err); }
 
-static void metrics_line(FILE *fp, const char *stage, long step, const char *split, const mf_tr_metrics *mt,
-                         const mf_tr_task *task, double lr, double gn)
+static void metrics_line(FILE *fp, const char *stage, long step, const char *split, const mf_trainer_metrics *mt,
+                         const mf_trainer_task *task, double lr, double gn)
 {
     if (!fp) return;
     mf_json *o = mf_json_new_object();
@@ -279,7 +279,7 @@ static void metrics_line(FILE *fp, const char *stage, long step, const char *spl
         mf_json_set(o, "lr", mf_json_new_float(lr));
         mf_json_set(o, "grad_norm", mf_json_new_float(gn));
     }
-    for (int k = 0; k < MF_TR_MAX_METRICS && task->names[k]; k++)
+    for (int k = 0; k < MF_TRAINER_MAX_METRICS && task->names[k]; k++)
         if (isfinite(mt->v[k])) mf_json_set(o, task->names[k], mf_json_new_float(mt->v[k]));
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, o, MF_JSON_SORTED);
@@ -328,16 +328,16 @@ static int dp_open(const mf_stage_ctx *ctx, mf_k_comm **comm, mf_err *err)
 }
 
 /* The step's metrics summed over the ranks (each holds its micro-batches' share). */
-static int dp_sum_metrics(mf_k_comm *comm, mf_tr_metrics *acc, mf_err *err)
+static int dp_sum_metrics(mf_k_comm *comm, mf_trainer_metrics *acc, mf_err *err)
 {
-    double v[2 + MF_TR_MAX_METRICS];
+    double v[2 + MF_TRAINER_MAX_METRICS];
     v[0] = acc->loss;
     v[1] = acc->tokens;
-    for (int k = 0; k < MF_TR_MAX_METRICS; k++) v[2 + k] = acc->v[k];
-    int rc = mf_k_comm_allreduce_f64(comm, v, 2 + MF_TR_MAX_METRICS, MF_COMM_SUM, err);
+    for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) v[2 + k] = acc->v[k];
+    int rc = mf_k_comm_allreduce_f64(comm, v, 2 + MF_TRAINER_MAX_METRICS, MF_COMM_SUM, err);
     acc->loss = v[0];
     acc->tokens = v[1];
-    for (int k = 0; k < MF_TR_MAX_METRICS; k++) acc->v[k] = v[2 + k];
+    for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc->v[k] = v[2 + k];
     return rc;
 }
 
@@ -372,18 +372,18 @@ static void epoch_perm(size_t *perm, size_t n, uint64_t seed, unsigned long long
     mf_rng_shuffle(&r, perm, n);
 }
 
-int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, const mf_tr_task *task,
-              mf_tr_metrics *final_eval, mf_err *err)
+int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_model *m, const mf_trainer_task *task,
+              mf_trainer_metrics *final_eval, mf_err *err)
 {
     if (final_eval) {
         memset(final_eval, 0, sizeof *final_eval);
         final_eval->loss = NAN;
-        for (int k = 0; k < MF_TR_MAX_METRICS; k++) final_eval->v[k] = NAN;
+        for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) final_eval->v[k] = NAN;
     }
     if (task->n_train == 0) return mf_err_set(err, MF_EINVAL, "stage '%s': no training examples", ctx->stage);
-    mf_tr_config c = *cin;
+    mf_trainer_config c = *cin;
     size_t n = task->n_train, mpe = micro_per_epoch(&c, n);
-    long total = mf_tr_total_steps(&c, n);
+    long total = mf_trainer_total_steps(&c, n);
     c.opt.total_steps = total;
     c.opt.warmup_steps = (long)ceil(c.warmup_ratio * (double)total);
     long ckpt_every = c.checkpoint_every > 0 ? c.checkpoint_every : (total >= 10 ? total / 10 : total);
@@ -417,11 +417,11 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         if (!mpath) rc = nomem(err);
     }
     if (!rc && lead && !(mfp = fopen(mpath, s.step ? "ab" : "wb"))) rc = mf_err_errno(err, MF_EIO, "open %s", mpath);
-    if (!rc && world > 1 && mf_tr_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
+    if (!rc && world > 1 && mf_trainer_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
         rc = mf_err_set(err, MF_EUNSUPPORTED,
                         "stage '%s': zero: %lld (sharded optimizer state / gradients) is not implemented yet; use zero: 0 "
                         "(plain data parallelism: every rank holds the full optimizer state)",
-                        ctx->stage, mf_tr_int(ctx, "zero"));
+                        ctx->stage, mf_trainer_int(ctx, "zero"));
     if (!rc && world > 1) {
         rc = dp_open(ctx, &comm, err);
         if (!rc) rc = mf_model_dp_broadcast_params(m, comm, err);
@@ -436,11 +436,11 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
     unsigned long long cur_epoch = (unsigned long long)-1;
     double t0 = mf_monotonic(), tokens_run = 0;
     long steps_run = 0;
-    mf_tr_metrics ev;
+    mf_trainer_metrics ev;
     int have_ev = 0;
     while (!rc && s.step < total) {
         mf_model_zero_grad(m);
-        mf_tr_metrics acc;
+        mf_trainer_metrics acc;
         memset(&acc, 0, sizeof acc);
         for (int a = 0; a < c.grad_accum && !rc; a++, s.cursor++) {
             unsigned long long e = s.cursor / mpe, pos = s.cursor % mpe;
@@ -451,12 +451,12 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
             if (s.cursor % (unsigned long long)world != (unsigned long long)rank) continue; /* another rank's */
             int bn = 0;
             for (size_t k = pos * (size_t)c.batch_size; k < n && bn < c.batch_size; k++) idx[bn++] = perm[k];
-            mf_tr_metrics mt;
+            mf_trainer_metrics mt;
             memset(&mt, 0, sizeof mt);
             rc = task->step(task->ud, m, idx, bn, 1.0f / (float)c.grad_accum, &mt, err);
             acc.loss += mt.loss / c.grad_accum;
             acc.tokens += mt.tokens;
-            for (int k = 0; k < MF_TR_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
+            for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
         }
         if (rc) break;
         if (comm && ((rc = mf_model_dp_allreduce_grads(m, comm, err)) || (rc = dp_sum_metrics(comm, &acc, err)))) break;
@@ -483,7 +483,7 @@ int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *cin, mf_model *m, con
         }
         if (lead && ctx->work_dir && (s.step % ckpt_every == 0) && s.step < total) {
             if ((rc = save_ckpt(ctx->work_dir, m, opt, &s, &c, err))) break;
-            if (mf_tr_test_stop_after && s.step >= mf_tr_test_stop_after) {
+            if (mf_trainer_test_stop_after && s.step >= mf_trainer_test_stop_after) {
                 rc = mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld (test hook)", s.step);
                 break;
             }

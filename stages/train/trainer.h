@@ -29,25 +29,25 @@
 #include "kernels/model.h"
 #include "stages/stage.h"
 
-#define MF_TR_MAX_METRICS 8
+#define MF_TRAINER_MAX_METRICS 8
 
 /* What one micro-batch or one evaluation reports. Values are means over the
  * micro-batch; the trainer averages micro-batches of a step. */
-typedef struct mf_tr_metrics {
+typedef struct mf_trainer_metrics {
     double loss;
     double tokens;                   /* tokens processed (throughput) */
-    double v[MF_TR_MAX_METRICS];     /* the kind's own metrics, named in mf_tr_task.names */
-} mf_tr_metrics;
+    double v[MF_TRAINER_MAX_METRICS];     /* the kind's own metrics, named in mf_trainer_task.names */
+} mf_trainer_metrics;
 
-typedef struct mf_tr_task {
+typedef struct mf_trainer_task {
     void *ud;
     size_t n_train;
-    int (*step)(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_tr_metrics *out, mf_err *err);
-    int (*eval)(void *ud, mf_model *m, mf_tr_metrics *out, mf_err *err); /* NULL: no validation */
-    const char *names[MF_TR_MAX_METRICS]; /* metric names; NULL ends */
-} mf_tr_task;
+    int (*step)(void *ud, mf_model *m, const size_t *idx, int n, float scale, mf_trainer_metrics *out, mf_err *err);
+    int (*eval)(void *ud, mf_model *m, mf_trainer_metrics *out, mf_err *err); /* NULL: no validation */
+    const char *names[MF_TRAINER_MAX_METRICS]; /* metric names; NULL ends */
+} mf_trainer_task;
 
-typedef struct mf_tr_config {
+typedef struct mf_trainer_config {
     double epochs;
     long max_steps;
     int batch_size, grad_accum;
@@ -55,41 +55,41 @@ typedef struct mf_tr_config {
     double warmup_ratio;
     long eval_every, checkpoint_every, log_every;
     uint64_t seed;
-} mf_tr_config;
+} mf_trainer_config;
 
 /* Trainer params of the stage (registry group "trainer"; registry defaults when absent). */
-int mf_tr_config_from_ctx(mf_tr_config *c, const mf_stage_ctx *ctx, mf_err *err);
+int mf_trainer_config_from_ctx(mf_trainer_config *c, const mf_stage_ctx *ctx, mf_err *err);
 
 /* Parameter lookups with the registry's default when the param is absent. */
-double mf_tr_num(const mf_stage_ctx *ctx, const char *name);
-long long mf_tr_int(const mf_stage_ctx *ctx, const char *name);
-const char *mf_tr_str(const mf_stage_ctx *ctx, const char *name);
-int mf_tr_bool(const mf_stage_ctx *ctx, const char *name);
+double mf_trainer_num(const mf_stage_ctx *ctx, const char *name);
+long long mf_trainer_int(const mf_stage_ctx *ctx, const char *name);
+const char *mf_trainer_str(const mf_stage_ctx *ctx, const char *name);
+int mf_trainer_bool(const mf_stage_ctx *ctx, const char *name);
 
 /* Total optimizer steps for n_train examples. */
-long mf_tr_total_steps(const mf_tr_config *c, size_t n_train);
+long mf_trainer_total_steps(const mf_trainer_config *c, size_t n_train);
 
 /* Run the loop. The model's trainable params train; out_dir/metrics.jsonl is
  * written. *final_eval (may be NULL) gets the last validation metrics
  * (loss = NAN when there is no validation). */
-int mf_tr_run(const mf_stage_ctx *ctx, const mf_tr_config *c, mf_model *m, const mf_tr_task *task,
-              mf_tr_metrics *final_eval, mf_err *err);
+int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *c, mf_model *m, const mf_trainer_task *task,
+              mf_trainer_metrics *final_eval, mf_err *err);
 
 /* Checkpoints for loops of their own (ppo): work_dir/ckpt as described above.
  * load returns 1 when a checkpoint was restored, 0 when there is none. */
-typedef struct mf_tr_state {
+typedef struct mf_trainer_state {
     long step;
     unsigned long long cursor; /* micro-batches (ppo: prompts) consumed */
-} mf_tr_state;
-int mf_tr_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_tr_state *s,
-                    const mf_tr_config *c, mf_err *err);
-int mf_tr_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_tr_state *s, const mf_tr_config *c,
+} mf_trainer_state;
+int mf_trainer_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_trainer_state *s,
+                    const mf_trainer_config *c, mf_err *err);
+int mf_trainer_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_trainer_state *s, const mf_trainer_config *c,
                     mf_err *err);
 /* Keep the metrics.jsonl lines with "step" <= upto. */
-int mf_tr_metrics_truncate(const char *path, long upto, mf_err *err);
+int mf_trainer_metrics_truncate(const char *path, long upto, mf_err *err);
 
 /* Tests: stop with MF_EINTERRUPTED right after the checkpoint of this step
  * (0 = never) — simulates a killed run. */
-extern long mf_tr_test_stop_after;
+extern long mf_trainer_test_stop_after;
 
 #endif

@@ -11,21 +11,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    mf_st_file *f = NULL;
+    mf_safetensors_file *f = NULL;
     mf_err err;
-    if (mf_st_parse(&f, data, size, "fuzz", &err)) return 0;
+    if (mf_safetensors_parse(&f, data, size, "fuzz", &err)) return 0;
     volatile uint8_t sink = 0;
-    for (size_t i = 0; i < mf_st_count(f); i++) {
-        const mf_st_tensor *t = mf_st_at(f, i);
+    for (size_t i = 0; i < mf_safetensors_count(f); i++) {
+        const mf_safetensors_tensor *t = mf_safetensors_at(f, i);
         const uint8_t *p = t->data;
         for (size_t k = 0; k < t->nbytes; k++) sink ^= p[k];
         if (t->numel <= 4096) {
             float *v = NULL;
-            if (!mf_st_tensor_f32_dup(&v, t, &err)) free(v);
+            if (!mf_safetensors_tensor_f32_dup(&v, t, &err)) free(v);
         }
-        if (mf_st_find(f, t->name) != t) abort();
+        if (mf_safetensors_find(f, t->name) != t) abort();
     }
     (void)sink;
-    mf_st_close(f);
+    mf_safetensors_close(f);
     return 0;
 }

@@ -38,16 +38,16 @@ static void plist_free(plist *l)
 static int load_dir(plist *l, mf_model_config *cfg, const char *dir, mf_err *err)
 {
     memset(l, 0, sizeof *l);
-    mf_model_io_meta meta;
-    int rc = mf_model_io_read_config(cfg, &meta, dir, err);
+    mf_modelio_meta meta;
+    int rc = mf_modelio_read_config(cfg, &meta, dir, err);
     if (rc) return rc;
-    mf_model_io_meta_free(&meta);
-    if ((rc = mf_model_io_expected_params(&l->p, &l->n, cfg, err))) return rc;
+    mf_modelio_meta_free(&meta);
+    if ((rc = mf_modelio_expected_params(&l->p, &l->n, cfg, err))) return rc;
     plist_alloc(l);
-    mf_st_set *s = NULL;
-    if ((rc = mf_st_set_open(&s, dir, "model", err))) return rc;
-    rc = mf_model_io_read_params(l->ptr, l->n, s, cfg->arch, "", err);
-    mf_st_set_close(s);
+    mf_safetensors_set *s = NULL;
+    if ((rc = mf_safetensors_set_open(&s, dir, "model", err))) return rc;
+    rc = mf_modelio_read_params(l->ptr, l->n, s, cfg->arch, "", err);
+    mf_safetensors_set_close(s);
     return rc;
 }
 
@@ -61,9 +61,9 @@ static mf_k_param *find(plist *l, const char *name)
 TEST(test_model_io_reads_llama_config_from_transformers)
 {
     mf_model_config c;
-    mf_model_io_meta meta;
+    mf_modelio_meta meta;
     mf_err err;
-    REQUIRE(mf_model_io_read_config(&c, &meta, fx("llama"), &err) == 0);
+    REQUIRE(mf_modelio_read_config(&c, &meta, fx("llama"), &err) == 0);
     CHECK_INT(c.arch, MF_ARCH_LLAMA);
     CHECK_INT(c.vocab_size, 32);
     CHECK_INT(c.hidden_size, 16);
@@ -82,14 +82,14 @@ TEST(test_model_io_reads_llama_config_from_transformers)
     CHECK_STR(meta.architecture, "LlamaForCausalLM");
     CHECK_STR(meta.dtype, "float32");
     CHECK(meta.tokenizer_json == NULL);
-    mf_model_io_meta_free(&meta);
+    mf_modelio_meta_free(&meta);
 
-    REQUIRE(mf_model_io_read_config(&c, &meta, fx("qwen2"), &err) == 0);
+    REQUIRE(mf_modelio_read_config(&c, &meta, fx("qwen2"), &err) == 0);
     CHECK_INT(c.arch, MF_ARCH_QWEN2);
     CHECK_INT(c.attention_bias, 1);
     CHECK_INT(c.tie_word_embeddings, 1);
     CHECK_NEAR(c.rope_theta, 1e6, 0, 0);
-    mf_model_io_meta_free(&meta);
+    mf_modelio_meta_free(&meta);
 }
 
 TEST(test_model_io_records_tokenizer_files)
@@ -103,12 +103,12 @@ TEST(test_model_io_records_tokenizer_files)
     mf_test_write(p, "{}");
     free(cfg);
     mf_model_config c;
-    mf_model_io_meta meta;
+    mf_modelio_meta meta;
     mf_err err;
-    REQUIRE(mf_model_io_read_config(&c, &meta, d, &err) == 0);
+    REQUIRE(mf_modelio_read_config(&c, &meta, d, &err) == 0);
     CHECK_STR(meta.tokenizer_json, p);
     CHECK(meta.tokenizer_config == NULL);
-    mf_model_io_meta_free(&meta);
+    mf_modelio_meta_free(&meta);
 }
 
 TEST(test_model_io_loads_every_tensor_and_rewrites_identical_bytes)
@@ -125,7 +125,7 @@ TEST(test_model_io_loads_every_tensor_and_rewrites_identical_bytes)
     CHECK_INT(k->shape[0], 8);
     CHECK_INT(k->shape[1], 16);
     const char *out = mf_test_tmpdir();
-    CHECK_OK(mf_model_io_write_dir(out, &c, l.ptr, l.n, NULL, NULL, &err));
+    CHECK_OK(mf_modelio_write_dir(out, &c, l.ptr, l.n, NULL, NULL, &err));
     /* python's safetensors wrote the same tensors with the same metadata: identical files */
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/model.safetensors", out);
@@ -139,7 +139,7 @@ TEST(test_model_io_loads_every_tensor_and_rewrites_identical_bytes)
     free(y);
     /* our config reads back to the same model config */
     mf_model_config c2;
-    CHECK_OK(mf_model_io_read_config(&c2, NULL, out, &err));
+    CHECK_OK(mf_modelio_read_config(&c2, NULL, out, &err));
     CHECK(!memcmp(&c, &c2, sizeof c));
     plist_free(&l);
 }
@@ -163,18 +163,18 @@ TEST(test_model_io_splits_baichuan_w_pack_and_fuses_it_back)
         if (memcmp(o->data, bl.p[i].data, o->numel * sizeof(float))) mf_test_fail(__FILE__, __LINE__, "%s differs", o->name);
     }
     const char *out = mf_test_tmpdir();
-    CHECK_OK(mf_model_io_write_dir(out, &bc, bl.ptr, bl.n, NULL, NULL, &err));
+    CHECK_OK(mf_modelio_write_dir(out, &bc, bl.ptr, bl.n, NULL, NULL, &err));
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/model.safetensors", out);
     snprintf(b, sizeof b, "%s/model.safetensors", fx("baichuan"));
     char *x = mf_test_read(a), *y = mf_test_read(b);
-    mf_st_file *fa = NULL, *fb = NULL;
-    REQUIRE(mf_st_open(&fa, a, &err) == 0 && mf_st_open(&fb, b, &err) == 0);
-    CHECK(mf_st_find(fa, "model.layers.0.self_attn.W_pack.weight") != NULL);
-    CHECK(mf_st_find(fa, "model.layers.0.self_attn.q_proj.weight") == NULL);
-    CHECK_INT(mf_st_count(fa), mf_st_count(fb));
-    for (size_t i = 0; i < mf_st_count(fb); i++) {
-        const mf_st_tensor *t = mf_st_at(fb, i), *u = mf_st_find(fa, t->name);
+    mf_safetensors_file *fa = NULL, *fb = NULL;
+    REQUIRE(mf_safetensors_open(&fa, a, &err) == 0 && mf_safetensors_open(&fb, b, &err) == 0);
+    CHECK(mf_safetensors_find(fa, "model.layers.0.self_attn.W_pack.weight") != NULL);
+    CHECK(mf_safetensors_find(fa, "model.layers.0.self_attn.q_proj.weight") == NULL);
+    CHECK_INT(mf_safetensors_count(fa), mf_safetensors_count(fb));
+    for (size_t i = 0; i < mf_safetensors_count(fb); i++) {
+        const mf_safetensors_tensor *t = mf_safetensors_at(fb, i), *u = mf_safetensors_find(fa, t->name);
         REQUIRE(u);
         CHECK(u->nbytes == t->nbytes && !memcmp(u->data, t->data, t->nbytes));
     }
@@ -183,8 +183,8 @@ TEST(test_model_io_splits_baichuan_w_pack_and_fuses_it_back)
     CHECK_CONTAINS(cfgtxt, "\"BaichuanForCausalLM\"");
     free(cfgtxt);
     free(cj);
-    mf_st_close(fa);
-    mf_st_close(fb);
+    mf_safetensors_close(fa);
+    mf_safetensors_close(fb);
     free(x);
     free(y);
     plist_free(&bl);
@@ -217,7 +217,7 @@ TEST(test_model_io_missing_tensor_and_wrong_shape_are_named)
     size_t k = 0;
     for (size_t i = 0; i < l.n; i++)
         if (strcmp(l.p[i].name, "model.layers.1.mlp.down_proj.weight")) some[k++] = l.ptr[i];
-    CHECK_OK(mf_model_io_write_dir(out, &c, some, k, NULL, NULL, &err));
+    CHECK_OK(mf_modelio_write_dir(out, &c, some, k, NULL, NULL, &err));
     plist m;
     mf_model_config c2;
     CHECK_INT(load_dir(&m, &c2, out, &err), MF_ENOTFOUND);
@@ -230,7 +230,7 @@ TEST(test_model_io_missing_tensor_and_wrong_shape_are_named)
     REQUIRE(pos);
     memcpy(pos, "\"intermediate_size\": 20", 23);
     mf_test_write(cj, txt);
-    CHECK_OK(mf_model_io_write_params(out, "model", l.ptr, l.n, c.arch, "", NULL, &err));
+    CHECK_OK(mf_modelio_write_params(out, "model", l.ptr, l.n, c.arch, "", NULL, &err));
     CHECK_INT(load_dir(&m, &c2, out, &err), MF_EINVAL);
     CHECK_CONTAINS(err.msg, "tensor 'model.layers.0.mlp.gate_proj.weight': expected shape [20, 16], checkpoint has [24, 16]");
     plist_free(&m);
@@ -246,7 +246,7 @@ static int parse_cfg(const char *text, mf_err *err)
     int rc = mf_json_parse(&j, text, strlen(text), "config.json", err);
     if (rc) return rc;
     mf_model_config c;
-    rc = mf_model_io_config_parse(&c, NULL, j, "config.json", err);
+    rc = mf_modelio_config_parse(&c, NULL, j, "config.json", err);
     mf_json_free(j);
     return rc;
 }
@@ -290,16 +290,16 @@ TEST(test_model_io_config_errors_name_the_key)
     const char *t = "{\"model_type\":\"llama\",\"eos_token_id\":[7,8]," BASE_CFG "}";
     REQUIRE(mf_json_parse(&j, t, strlen(t), "c", &e) == 0);
     mf_model_config c;
-    CHECK_OK(mf_model_io_config_parse(&c, NULL, j, "c", &e));
+    CHECK_OK(mf_modelio_config_parse(&c, NULL, j, "c", &e));
     CHECK_INT(c.eos_token_id, 7);
     mf_json_free(j);
 }
 
 TEST(test_model_io_reads_peft_adapter_and_writes_it_back)
 {
-    mf_model_io_peft p;
+    mf_modelio_peft p;
     mf_err err;
-    int rc = mf_model_io_peft_read(&p, fx("lora"), MF_ARCH_LLAMA, &err);
+    int rc = mf_modelio_peft_read(&p, fx("lora"), MF_ARCH_LLAMA, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
     REQUIRE(rc == 0);
     CHECK_INT(p.lora.rank, 4);
@@ -307,15 +307,15 @@ TEST(test_model_io_reads_peft_adapter_and_writes_it_back)
     CHECK_INT(p.lora.target, MF_MOD_Q | MF_MOD_V | MF_MOD_DOWN);
     CHECK_STR(p.base_digest, "");
     mf_model_config c;
-    REQUIRE(mf_model_io_read_config(&c, NULL, fx("llama"), &err) == 0);
+    REQUIRE(mf_modelio_read_config(&c, NULL, fx("llama"), &err) == 0);
     plist l = {0};
-    REQUIRE(mf_model_io_lora_params(&l.p, &l.n, &c, &p.lora, &err) == 0);
+    REQUIRE(mf_modelio_lora_params(&l.p, &l.n, &c, &p.lora, &err) == 0);
     CHECK_INT(l.n, 2 * 3 * 2);
     plist_alloc(&l);
-    mf_st_set *s = NULL;
-    REQUIRE(mf_st_set_open(&s, fx("lora"), "adapter_model", &err) == 0);
-    CHECK_OK(mf_model_io_read_params(l.ptr, l.n, s, c.arch, "base_model.model.", &err));
-    mf_st_set_close(s);
+    mf_safetensors_set *s = NULL;
+    REQUIRE(mf_safetensors_set_open(&s, fx("lora"), "adapter_model", &err) == 0);
+    CHECK_OK(mf_modelio_read_params(l.ptr, l.n, s, c.arch, "base_model.model.", &err));
+    mf_safetensors_set_close(s);
     mf_k_param *b = find(&l, "model.layers.1.mlp.down_proj.lora_B.weight");
     REQUIRE(b);
     CHECK_INT(b->shape[0], 16);
@@ -323,10 +323,10 @@ TEST(test_model_io_reads_peft_adapter_and_writes_it_back)
     CHECK(b->data[0] != 0.0f); /* init_lora_weights=False: B is random */
     const char *out = mf_test_tmpdir();
     snprintf(p.base_digest, sizeof p.base_digest, "sha256:%064d", 0);
-    CHECK_OK(mf_model_io_peft_write_config(out, &p, c.arch, &err));
-    CHECK_OK(mf_model_io_write_params(out, "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
-    mf_model_io_peft q;
-    CHECK_OK(mf_model_io_peft_read(&q, out, MF_ARCH_LLAMA, &err));
+    CHECK_OK(mf_modelio_peft_write_config(out, &p, c.arch, &err));
+    CHECK_OK(mf_modelio_write_params(out, "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
+    mf_modelio_peft q;
+    CHECK_OK(mf_modelio_peft_read(&q, out, MF_ARCH_LLAMA, &err));
     CHECK_INT(q.lora.rank, 4);
     CHECK_INT(q.lora.target, p.lora.target);
     CHECK_STR(q.base_digest, p.base_digest);
@@ -351,24 +351,24 @@ TEST(test_model_io_peft_refuses_unsupported_options_and_bad_base_refs)
     snprintf(p, sizeof p, "%s/adapter_config.json", d);
     mf_test_write(p, "{\"peft_type\":\"LORA\",\"task_type\":\"CAUSAL_LM\",\"r\":8,\"lora_alpha\":16,"
                      "\"target_modules\":[\"q_proj\"],\"use_dora\":true}");
-    mf_model_io_peft q;
+    mf_modelio_peft q;
     mf_err e;
-    CHECK_INT(mf_model_io_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
+    CHECK_INT(mf_modelio_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
     CHECK_CONTAINS(e.msg, "\"use_dora\"");
     mf_test_write(p, "{\"peft_type\":\"PREFIX_TUNING\",\"r\":8}");
-    CHECK_INT(mf_model_io_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
+    CHECK_INT(mf_modelio_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
     CHECK_CONTAINS(e.msg, "PREFIX_TUNING");
     mf_test_write(p, "{\"peft_type\":\"LORA\",\"r\":8,\"target_modules\":[\"c_attn\"]}");
-    CHECK_INT(mf_model_io_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
+    CHECK_INT(mf_modelio_peft_read(&q, d, MF_ARCH_LLAMA, &e), MF_EUNSUPPORTED);
     CHECK_CONTAINS(e.msg, "unknown module 'c_attn'");
     mf_test_write(p, "{\"peft_type\":\"LORA\",\"r\":8,\"target_modules\":[\"W_pack\",\"o_proj\"]}");
-    CHECK_OK(mf_model_io_peft_read(&q, d, MF_ARCH_BAICHUAN, &e));
+    CHECK_OK(mf_modelio_peft_read(&q, d, MF_ARCH_BAICHUAN, &e));
     CHECK_INT(q.lora.target, MF_MOD_Q | MF_MOD_K | MF_MOD_V | MF_MOD_O);
-    CHECK_INT(mf_model_io_base_ref_write(d, "sha256:abc", &e), MF_EINVAL);
+    CHECK_INT(mf_modelio_base_ref_write(d, "sha256:abc", &e), MF_EINVAL);
     snprintf(p, sizeof p, "%s/base.json", d);
     mf_test_write(p, "{\"base_digest\":\"md5:00\"}");
     char dig[80];
-    CHECK_INT(mf_model_io_base_ref_read(dig, sizeof dig, d, &e), MF_ECORRUPT);
+    CHECK_INT(mf_modelio_base_ref_read(dig, sizeof dig, d, &e), MF_ECORRUPT);
     CHECK_CONTAINS(e.msg, "base_digest");
 }
 
@@ -385,32 +385,32 @@ static void add_export_checks(const char *tmp, char *batch, size_t cap, size_t *
     plist l;
     mf_model_config c;
     REQUIRE(load_dir(&l, &c, fx("llama"), &err) == 0);
-    CHECK_OK(mf_model_io_write_dir(d[0], &c, l.ptr, l.n, NULL, NULL, &err));
-    mf_model_io_write_opts bf = {.dtype = MF_ST_BF16};
-    CHECK_OK(mf_model_io_write_dir(d[1], &c, l.ptr, l.n, &bf, NULL, &err));
+    CHECK_OK(mf_modelio_write_dir(d[0], &c, l.ptr, l.n, NULL, NULL, &err));
+    mf_modelio_write_opts bf = {.dtype = MF_SAFETENSORS_BF16};
+    CHECK_OK(mf_modelio_write_dir(d[1], &c, l.ptr, l.n, &bf, NULL, &err));
     plist_free(&l);
     REQUIRE(load_dir(&l, &c, fx("qwen2"), &err) == 0);
-    mf_model_io_write_opts sh = {.dtype = MF_ST_F32, .max_shard_bytes = 2000};
-    CHECK_OK(mf_model_io_write_dir(d[2], &c, l.ptr, l.n, &sh, NULL, &err));
+    mf_modelio_write_opts sh = {.dtype = MF_SAFETENSORS_F32, .max_shard_bytes = 2000};
+    CHECK_OK(mf_modelio_write_dir(d[2], &c, l.ptr, l.n, &sh, NULL, &err));
     char *idx = mf_path_join(d[2], "model.safetensors.index.json");
     CHECK(mf_is_file(idx));
     free(idx);
     plist_free(&l);
     REQUIRE(load_dir(&l, &c, fx("baichuan"), &err) == 0);
-    CHECK_OK(mf_model_io_write_dir(d[3], &c, l.ptr, l.n, NULL, NULL, &err));
+    CHECK_OK(mf_modelio_write_dir(d[3], &c, l.ptr, l.n, NULL, NULL, &err));
     plist_free(&l);
-    mf_model_io_peft p;
-    REQUIRE(mf_model_io_peft_read(&p, fx("lora"), MF_ARCH_LLAMA, &err) == 0);
-    REQUIRE(mf_model_io_read_config(&c, NULL, fx("llama"), &err) == 0);
+    mf_modelio_peft p;
+    REQUIRE(mf_modelio_peft_read(&p, fx("lora"), MF_ARCH_LLAMA, &err) == 0);
+    REQUIRE(mf_modelio_read_config(&c, NULL, fx("llama"), &err) == 0);
     memset(&l, 0, sizeof l);
-    REQUIRE(mf_model_io_lora_params(&l.p, &l.n, &c, &p.lora, &err) == 0);
+    REQUIRE(mf_modelio_lora_params(&l.p, &l.n, &c, &p.lora, &err) == 0);
     plist_alloc(&l);
-    mf_st_set *s = NULL;
-    REQUIRE(mf_st_set_open(&s, fx("lora"), "adapter_model", &err) == 0);
-    CHECK_OK(mf_model_io_read_params(l.ptr, l.n, s, c.arch, "base_model.model.", &err));
-    mf_st_set_close(s);
-    CHECK_OK(mf_model_io_peft_write_config(d[4], &p, c.arch, &err));
-    CHECK_OK(mf_model_io_write_params(d[4], "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
+    mf_safetensors_set *s = NULL;
+    REQUIRE(mf_safetensors_set_open(&s, fx("lora"), "adapter_model", &err) == 0);
+    CHECK_OK(mf_modelio_read_params(l.ptr, l.n, s, c.arch, "base_model.model.", &err));
+    mf_safetensors_set_close(s);
+    CHECK_OK(mf_modelio_peft_write_config(d[4], &p, c.arch, &err));
+    CHECK_OK(mf_modelio_write_params(d[4], "adapter_model", l.ptr, l.n, c.arch, "base_model.model.", NULL, &err));
     plist_free(&l);
 
     /* bf16 weights: logits of magnitude ~4 move by a few 1e-2; 0.1 still catches any wrong tensor */
@@ -461,20 +461,20 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
         snprintf(lj, sizeof lj, "%s/logits%d.json", tmp, i);
         snprintf(ad, sizeof ad, "%s/adapter%d", tmp, i);
         mf_model *m = NULL;
-        int rc = mf_model_io_load(&m, NULL, fx(srcs[i == 3 ? 0 : i]), &err);
+        int rc = mf_modelio_load(&m, NULL, fx(srcs[i == 3 ? 0 : i]), &err);
         if (rc) fprintf(stderr, "%s\n", err.msg);
         REQUIRE(rc == 0);
         if (i < 3) {
             CHECK_OK(dump_logits(m, lj, &err));
-            CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
+            CHECK_OK(mf_modelio_save(m, dir, NULL, NULL, &err));
             k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
         } else {
-            mf_model_io_peft p;
-            rc = mf_model_io_load_adapter(m, &p, fx("lora"), &err);
+            mf_modelio_peft p;
+            rc = mf_modelio_load_adapter(m, &p, fx("lora"), &err);
             if (rc) fprintf(stderr, "%s\n", err.msg);
             REQUIRE(rc == 0);
             CHECK_OK(dump_logits(m, lj, &err));
-            CHECK_OK(mf_model_io_save_adapter(m, ad, &p, NULL, &err));
+            CHECK_OK(mf_modelio_save_adapter(m, ad, &p, NULL, &err));
             k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
                                   fx("llama"), ad, lj);
         }
@@ -486,12 +486,12 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
         char dir[1024], lj[1024];
         snprintf(dir, sizeof dir, "%s/rm", tmp);
         snprintf(lj, sizeof lj, "%s/reward.json", tmp);
-        mf_model_io_meta meta;
-        int rc = mf_model_io_load(&m, &meta, fx("llama_rm"), &err);
+        mf_modelio_meta meta;
+        int rc = mf_modelio_load(&m, &meta, fx("llama_rm"), &err);
         if (rc) fprintf(stderr, "%s\n", err.msg);
         REQUIRE(rc == 0);
         CHECK_INT(meta.score_head, 1);
-        mf_model_io_meta_free(&meta);
+        mf_modelio_meta_free(&meta);
         int32_t ids[9];
         for (int i = 0; i < 9; i++) ids[i] = (7 * i + 3) % 32;
         mf_k_batch b = {.B = 1, .T = 9, .input_ids = ids};
@@ -507,7 +507,7 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
         REQUIRE(f);
         fprintf(f, "{\"input_ids\": [3,10,17,24,31,6,13,20,27], \"logits\": [%.9g]}\n", o.reward[0]);
         fclose(f);
-        CHECK_OK(mf_model_io_save(m, dir, NULL, NULL, &err));
+        CHECK_OK(mf_modelio_save(m, dir, NULL, NULL, &err));
         char *cj = mf_path_join(dir, "config.json"), *txt = mf_test_read(cj);
         CHECK_CONTAINS(txt, "LlamaForSequenceClassification");
         free(txt);

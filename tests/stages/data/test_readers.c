@@ -20,11 +20,11 @@ static int read_all(const char *path, mf_shape shape, int skip, char *msg, size_
     mf_rd *r = NULL;
     mf_err err;
     mf_err_clear(&err);
-    int rc = mf_rd_open(&r, path, skip, &err);
+    int rc = mf_reader_open(&r, path, skip, &err);
     *ok = 0;
     while (!rc) {
         mf_json *rec = NULL;
-        rc = mf_rd_next(r, &rec, &err);
+        rc = mf_reader_next(r, &rec, &err);
         if (rc <= 0) break;
         rc = 0;
         mf_conv c;
@@ -32,11 +32,11 @@ static int read_all(const char *path, mf_shape shape, int skip, char *msg, size_
         if (shape == MF_SHAPE_TRIPLE || shape == MF_SHAPE_MCQ) {
             mf_triple t;
             mf_mcq q;
-            int r2 = shape == MF_SHAPE_TRIPLE ? mf_rd_triple(rec, &t, why, sizeof why) : mf_rd_mcq(rec, &q, why, sizeof why);
-            if (r2) rc = mf_rd_reject(r, &err, "%s", why);
+            int r2 = shape == MF_SHAPE_TRIPLE ? mf_reader_triple(rec, &t, why, sizeof why) : mf_reader_mcq(rec, &q, why, sizeof why);
+            if (r2) rc = mf_reader_reject(r, &err, "%s", why);
             else (*ok)++;
-        } else if (mf_rd_to_conv(rec, shape, NULL, &c, why, sizeof why)) {
-            rc = mf_rd_reject(r, &err, "%s", why);
+        } else if (mf_reader_to_conv(rec, shape, NULL, &c, why, sizeof why)) {
+            rc = mf_reader_reject(r, &err, "%s", why);
         } else {
             (*ok)++;
             mf_conv_free(&c);
@@ -44,8 +44,8 @@ static int read_all(const char *path, mf_shape shape, int skip, char *msg, size_
         mf_json_free(rec);
     }
     mf_err_str(&err, msg, n);
-    *bad = r ? mf_rd_get_stats(r)->bad : -1;
-    mf_rd_close(r);
+    *bad = r ? mf_reader_get_stats(r)->bad : -1;
+    mf_reader_close(r);
     return rc;
 }
 
@@ -90,17 +90,17 @@ TEST(test_readers_invalid_json_reports_line_and_column)
     const char *p = write_tmp("col.jsonl", "{\"a\":1}\n{\"a\":1}\n{\"a\":1,\n");
     mf_rd *r;
     mf_err err;
-    REQUIRE(mf_rd_open(&r, p, 0, &err) == 0);
+    REQUIRE(mf_reader_open(&r, p, 0, &err) == 0);
     mf_json *rec;
-    CHECK_INT(mf_rd_next(r, &rec, &err), 1);
+    CHECK_INT(mf_reader_next(r, &rec, &err), 1);
     mf_json_free(rec);
-    CHECK_INT(mf_rd_next(r, &rec, &err), 1);
+    CHECK_INT(mf_reader_next(r, &rec, &err), 1);
     mf_json_free(rec);
-    CHECK_INT(mf_rd_next(r, &rec, &err), MF_EINVAL);
+    CHECK_INT(mf_reader_next(r, &rec, &err), MF_EINVAL);
     CHECK_INT(err.line, 3);
     CHECK(err.col >= 7);
     CHECK_STR(err.file, p);
-    mf_rd_close(r);
+    mf_reader_close(r);
 }
 
 TEST(test_readers_directory_reads_sorted_jsonl_and_ignores_others)
@@ -116,21 +116,21 @@ TEST(test_readers_directory_reads_sorted_jsonl_and_ignores_others)
     mf_test_write(p, "{not jsonl}");
     mf_rd *r;
     mf_err err;
-    REQUIRE(mf_rd_open(&r, dir, 0, &err) == 0);
+    REQUIRE(mf_reader_open(&r, dir, 0, &err) == 0);
     const char *want[] = {"a1", "a2", "b1"};
     mf_json *rec;
     int k = 0;
-    while (mf_rd_next(r, &rec, &err) == 1) {
+    while (mf_reader_next(r, &rec, &err) == 1) {
         if (k < 3) CHECK_STR(mf_json_get_str(rec, "text", ""), want[k]);
         k++;
         mf_json_free(rec);
     }
     CHECK_INT(k, 3);
-    CHECK_INT(mf_rd_get_stats(r)->files, 2);
-    mf_rd_close(r);
+    CHECK_INT(mf_reader_get_stats(r)->files, 2);
+    mf_reader_close(r);
     snprintf(p, sizeof p, "%s/empty", mf_test_tmpdir());
     mf_mkdir_p(p, 0755, NULL);
-    CHECK_INT(mf_rd_open(&r, p, 0, &err), MF_EINVAL);
+    CHECK_INT(mf_reader_open(&r, p, 0, &err), MF_EINVAL);
     CHECK_CONTAINS(err.msg, "no *.jsonl");
 }
 
@@ -141,7 +141,7 @@ static char *conv_line(const char *json, mf_shape shape)
     if (mf_json_parse(&rec, json, strlen(json), "t", &err)) return NULL;
     mf_conv c;
     char why[256];
-    int rc = mf_rd_to_conv(rec, shape, NULL, &c, why, sizeof why);
+    int rc = mf_reader_to_conv(rec, shape, NULL, &c, why, sizeof why);
     mf_json_free(rec);
     if (rc) return strdup(why);
     mf_buf b = MF_BUF_INIT;
@@ -203,15 +203,15 @@ TEST(test_readers_plain_text_file_gives_one_text_record_per_line)
     const char *p = write_tmp("corpus.txt", "第一行 {not json}\n\n第二行\n");
     mf_rd *r;
     mf_err err;
-    REQUIRE(mf_rd_open(&r, p, 0, &err) == 0);
+    REQUIRE(mf_reader_open(&r, p, 0, &err) == 0);
     mf_json *rec;
-    REQUIRE(mf_rd_next(r, &rec, &err) == 1);
+    REQUIRE(mf_reader_next(r, &rec, &err) == 1);
     CHECK_STR(mf_json_get_str(rec, "text", ""), "第一行 {not json}");
     mf_json_free(rec);
-    REQUIRE(mf_rd_next(r, &rec, &err) == 1);
+    REQUIRE(mf_reader_next(r, &rec, &err) == 1);
     CHECK_STR(mf_json_get_str(rec, "text", ""), "第二行");
-    CHECK_INT(mf_rd_lineno(r), 3);
+    CHECK_INT(mf_reader_lineno(r), 3);
     mf_json_free(rec);
-    CHECK_INT(mf_rd_next(r, &rec, &err), 0);
-    mf_rd_close(r);
+    CHECK_INT(mf_reader_next(r, &rec, &err), 0);
+    mf_reader_close(r);
 }

@@ -15,16 +15,16 @@ static char *render(const char *tpl, const mf_conv *c, const char *final)
 {
     mf_tpl *t;
     mf_err err;
-    if (mf_tpl_new(&t, tpl, &err)) return strdup(err.msg);
-    mf_tpl_segs s;
+    if (mf_template_new(&t, tpl, &err)) return strdup(err.msg);
+    mf_template_segs s;
     char *r;
-    if (mf_tpl_render(t, c, NULL, final, &s, &err)) {
+    if (mf_template_render(t, c, NULL, final, &s, &err)) {
         r = strdup(err.msg);
     } else {
-        r = mf_tpl_segs_text(&s, "<s>", "</s>");
-        mf_tpl_segs_free(&s);
+        r = mf_template_segs_text(&s, "<s>", "</s>");
+        mf_template_segs_free(&s);
     }
-    mf_tpl_free(t);
+    mf_template_free(t);
     return r;
 }
 
@@ -120,10 +120,10 @@ static int char_encode(void *ud, const char *s, size_t n, int32_t **ids, size_t 
     *n_ids = k;
     return 0;
 }
-static const mf_tpl_encoder CHAR_ENC = {NULL, char_encode, 1, 2};
+static const mf_template_encoder CHAR_ENC = {NULL, char_encode, 1, 2};
 
 /* ids back to a string (BOS '^', EOS '$'), with the masked (loss) part in [brackets]. */
-static char *show(const mf_tpl_ids *x)
+static char *show(const mf_template_ids *x)
 {
     mf_buf b = MF_BUF_INIT;
     int in = 0;
@@ -139,14 +139,14 @@ static char *show(const mf_tpl_ids *x)
     return mf_buf_steal(&b);
 }
 
-static char *enc(const char *tpl, const mf_conv *c, const char *final, long long src, long long tgt, long long cutoff, mf_tpl_ids *x)
+static char *enc(const char *tpl, const mf_conv *c, const char *final, long long src, long long tgt, long long cutoff, mf_template_ids *x)
 {
     mf_tpl *t;
     mf_err err;
-    if (mf_tpl_new(&t, tpl, &err)) return strdup(err.msg);
-    mf_tpl_limits lim = {src, tgt, cutoff};
-    int rc = mf_tpl_encode(t, c, NULL, final, &lim, &CHAR_ENC, x, &err);
-    mf_tpl_free(t);
+    if (mf_template_new(&t, tpl, &err)) return strdup(err.msg);
+    mf_template_limits lim = {src, tgt, cutoff};
+    int rc = mf_template_encode(t, c, NULL, final, &lim, &CHAR_ENC, x, &err);
+    mf_template_free(t);
     return rc ? strdup(err.msg) : show(x);
 }
 
@@ -156,13 +156,13 @@ TEST(test_template_mask_covers_every_kept_assistant_answer)
 {
     mf_conv c;
     mkconv(&c, NULL, two_rounds, 4);
-    mf_tpl_ids x;
+    mf_template_ids x;
     char *s = enc(TPL, &c, NULL, 100, 100, 0, &x);
     CHECK_STR(s, "^H:q1>[a1$]H:q2>[a2$]");
     CHECK_INT(x.prompt_len, 14);
     CHECK_INT(x.truncated, 0);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     mf_conv_free(&c);
 }
 
@@ -171,32 +171,32 @@ TEST(test_template_truncation_with_source_and_target_limits)
     const char *const turns[] = {"aaaa", "AAAA", "bbbb", "BBBB", "cccccccc", "CCCCCCCCCC"};
     mf_conv c;
     mkconv(&c, NULL, turns, 6);
-    mf_tpl_ids x;
+    mf_template_ids x;
     /* everything fits: prefix 1 + rounds (7+5) (7+5) + final source 11 = 36, target 11 */
     char *s = enc(TPL, &c, NULL, 38, 11, 0, &x);
     CHECK_STR(s, "^H:aaaa>[AAAA$]H:bbbb>[BBBB$]H:cccccccc>[CCCCCCCCCC$]");
     CHECK_INT(x.truncated, 0);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* source 30: the oldest round (12) no longer fits beside the newer one; whole rounds only */
     s = enc(TPL, &c, NULL, 30, 11, 0, &x);
     CHECK_STR(s, "^H:bbbb>[BBBB$]H:cccccccc>[CCCCCCCCCC$]");
     CHECK_INT(x.dropped_rounds, 1);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* target 4: the final answer is cut on the right and loses its EOS */
     s = enc(TPL, &c, NULL, 13, 4, 0, &x);
     CHECK_STR(s, "^H:cccccccc>[CCCC]");
     CHECK_INT(x.dropped_rounds, 2);
     CHECK_INT(x.prompt_len, 12);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* source 8 < prefix + final prompt (12): keep the prefix, the prompt keeps its last 7 tokens */
     s = enc(TPL, &c, NULL, 8, 20, 0, &x);
     CHECK_STR(s, "^cccccc>[CCCCCCCCCC$]");
     CHECK_INT(x.truncated, 1);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     mf_conv_free(&c);
 }
 
@@ -205,24 +205,24 @@ TEST(test_template_truncation_with_cutoff_keeps_the_whole_answer_when_possible)
     const char *const turns[] = {"aaaa", "AAAA", "cccccccc", "CCCCCCCCCC"};
     mf_conv c;
     mkconv(&c, NULL, turns, 4);
-    mf_tpl_ids x;
+    mf_template_ids x;
     /* C = 24: s = 12, t = 11 -> T = min(11, 24 - min(12, 12)) = 11, S = 13: the history round (12) does not fit */
     char *s = enc(TPL, &c, NULL, 0, 0, 24, &x);
     CHECK_STR(s, "^H:cccccccc>[CCCCCCCCCC$]");
     CHECK_INT(x.n, 23);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* C = 16: T = min(11, 16 - 8) = 8 (answer cut), S = 8: prefix kept, prompt keeps its last 7 */
     s = enc(TPL, &c, NULL, 0, 0, 16, &x);
     CHECK_STR(s, "^cccccc>[CCCCCCCC]");
     CHECK_INT(x.n, 16);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* C = 40: everything (36 tokens) fits */
     s = enc(TPL, &c, NULL, 0, 0, 40, &x);
     CHECK_STR(s, "^H:aaaa>[AAAA$]H:cccccccc>[CCCCCCCCCC$]");
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     /* generation prompt (no answer): the whole budget is source */
     mf_conv g;
     mkconv(&g, NULL, turns, 3);
@@ -230,7 +230,7 @@ TEST(test_template_truncation_with_cutoff_keeps_the_whole_answer_when_possible)
     CHECK_STR(s, "^H:cccccccc>");
     CHECK_INT(x.prompt_len, x.n);
     free(s);
-    mf_tpl_ids_free(&x);
+    mf_template_ids_free(&x);
     mf_conv_free(&g);
     mf_conv_free(&c);
 }

@@ -60,7 +60,7 @@ static int open_shard(mf_ts *ts, const char *out)
     char p[2200];
     snprintf(p, sizeof p, "%s/shard-00000.bin", out);
     mf_err err;
-    int rc = mf_ts_open(ts, p, &err);
+    int rc = mf_tokshard_open(ts, p, &err);
     if (rc) fprintf(stderr, "    open: %s\n", err.msg);
     return rc;
 }
@@ -83,13 +83,13 @@ TEST(test_tokenize_pretrain_matches_hf_tokenizers)
     REQUIRE(run_tok("{}", in, tpath("o")) == 0);
     mf_ts ts;
     REQUIRE(open_shard(&ts, tpath("o")) == 0);
-    CHECK_INT(ts.format, MF_TS_PRETRAIN);
+    CHECK_INT(ts.format, MF_TOKSHARD_PRETRAIN);
     CHECK_INT(ts.block_size, 0);
     const mf_json *want = mf_json_get(e, "pretrain_ids");
     REQUIRE(ts.n_docs == want->n);
     for (size_t k = 0; k < want->n; k++) CHECK(doc_equals(&ts, k, want->items[k]));
     for (uint64_t k = 0; k < ts.n_tokens; k++) CHECK_INT(ts.mask[k], 1);
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     char *idx = dtest_out(tpath("o"), "index.json");
     CHECK_CONTAINS(idx, "\"format\": \"pretrain\"");
     free(idx);
@@ -131,7 +131,7 @@ TEST(test_tokenize_packing_is_a_plain_window_over_the_document_stream)
     char *idx = dtest_out(tpath("p"), "index.json");
     CHECK_CONTAINS(idx, "cross-document");
     free(idx);
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     mf_json_free(e);
 }
 
@@ -143,7 +143,7 @@ TEST(test_tokenize_sft_chatml_ids_and_masks_match_hf_tokenizers)
     REQUIRE(run_tok("{\"template\": \"chatml\", \"max_source_length\": 4096, \"max_target_length\": 4096}", in, tpath("s")) == 0);
     mf_ts ts;
     REQUIRE(open_shard(&ts, tpath("s")) == 0);
-    CHECK_INT(ts.format, MF_TS_SFT);
+    CHECK_INT(ts.format, MF_TOKSHARD_SFT);
     const mf_json *ids = mf_json_get(e, "sft_ids"), *mask = mf_json_get(e, "sft_mask");
     REQUIRE(ts.n_docs == ids->n);
     for (size_t k = 0; k < ids->n; k++) {
@@ -153,12 +153,12 @@ TEST(test_tokenize_sft_chatml_ids_and_masks_match_hf_tokenizers)
         for (size_t j = 0; j < mask->items[k]->n; j++) mask_ok &= ts.mask[a + j] == mask->items[k]->items[j]->i;
         CHECK(mask_ok);
     }
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     /* truncation applies: with cutoff 32 every doc fits in 32 tokens */
     REQUIRE(run_tok("{\"template\": \"chatml\", \"cutoff_len\": 32}", in, tpath("s2")) == 0);
     REQUIRE(open_shard(&ts, tpath("s2")) == 0);
     for (uint64_t k = 0; k < ts.n_docs; k++) CHECK(ts.doc_offsets[k + 1] - ts.doc_offsets[k] <= 32);
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     char *st = dtest_out(tpath("s2"), "stats.json");
     CHECK_CONTAINS(st, "\"truncated\": 3");
     free(st);
@@ -176,7 +176,7 @@ TEST(test_tokenize_preference_pairs_share_the_prompt)
     REQUIRE(run_tok("{\"template\": \"chatml\", \"max_source_length\": 64, \"max_target_length\": 64}", inp, tpath("f")) == 0);
     mf_ts ts;
     REQUIRE(open_shard(&ts, tpath("f")) == 0);
-    CHECK_INT(ts.format, MF_TS_PREFERENCE);
+    CHECK_INT(ts.format, MF_TOKSHARD_PREFERENCE);
     REQUIRE(ts.n_docs == 10);
     for (uint64_t k = 0; k < 10; k += 2) {
         uint64_t pc = ts.prompt_len[k], pr = ts.prompt_len[k + 1];
@@ -185,7 +185,7 @@ TEST(test_tokenize_preference_pairs_share_the_prompt)
         CHECK(!memcmp(ts.ids + ts.doc_offsets[k], ts.ids + ts.doc_offsets[k + 1], pc * sizeof(int32_t)));
         for (uint64_t j = ts.doc_offsets[k]; j < ts.doc_offsets[k + 1]; j++) CHECK_INT(ts.mask[j], j >= ts.doc_offsets[k] + pc);
     }
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
 }
 
 TEST(test_tokenize_prompts_end_with_the_assistant_cue_and_carry_no_loss)
@@ -196,7 +196,7 @@ TEST(test_tokenize_prompts_end_with_the_assistant_cue_and_carry_no_loss)
     REQUIRE(run_tok("{\"format\": \"prompts\", \"template\": \"chatml\"}", in, tpath("q")) == 0);
     mf_ts ts;
     REQUIRE(open_shard(&ts, tpath("q")) == 0);
-    CHECK_INT(ts.format, MF_TS_PROMPTS);
+    CHECK_INT(ts.format, MF_TOKSHARD_PROMPTS);
     CHECK_INT(ts.n_docs, 3);
     for (uint64_t k = 0; k < ts.n_tokens; k++) CHECK_INT(ts.mask[k], 0);
     /* the prompt of the single-turn sft doc is exactly its masked-out head in the sft encoding */
@@ -207,7 +207,7 @@ TEST(test_tokenize_prompts_end_with_the_assistant_cue_and_carry_no_loss)
     int same = 1;
     for (size_t j = 0; j < plen; j++) same &= ts.ids[j] == sid->items[j]->i;
     CHECK(same);
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     mf_json_free(e);
 }
 
@@ -230,23 +230,23 @@ TEST(test_tokenize_bad_record_names_the_line_and_skip_counts_it)
 
 TEST(test_token_shard_reader_rejects_corrupt_files)
 {
-    mf_ts_writer w;
-    REQUIRE(mf_ts_writer_init(&w, MF_TS_SFT, 0, 100) == 0);
+    mf_tokshard_writer w;
+    REQUIRE(mf_tokshard_writer_init(&w, MF_TOKSHARD_SFT, 0, 100) == 0);
     int32_t ids[] = {5, 6, 7, 8};
     uint8_t m[] = {0, 0, 1, 1};
-    REQUIRE(mf_ts_writer_add(&w, ids, m, 4, 2) == 0);
-    REQUIRE(mf_ts_writer_add(&w, ids, m, 3, 2) == 0);
+    REQUIRE(mf_tokshard_writer_add(&w, ids, m, 4, 2) == 0);
+    REQUIRE(mf_tokshard_writer_add(&w, ids, m, 3, 2) == 0);
     mf_err err;
     const char *p = tpath("w.bin");
-    REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
-    mf_ts_writer_free(&w);
+    REQUIRE(mf_tokshard_writer_write(&w, p, &err) == 0);
+    mf_tokshard_writer_free(&w);
     mf_ts ts;
-    REQUIRE(mf_ts_open(&ts, p, &err) == 0);
+    REQUIRE(mf_tokshard_open(&ts, p, &err) == 0);
     CHECK_INT(ts.n_tokens, 7);
     CHECK_INT(ts.n_docs, 2);
     CHECK_INT(ts.doc_offsets[1], 4);
     CHECK_INT(ts.prompt_len[1], 2);
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     char *raw = NULL;
     size_t len = 0;
     REQUIRE(mf_read_file(p, &raw, &len, &err) == 0);
@@ -256,20 +256,20 @@ TEST(test_token_shard_reader_rejects_corrupt_files)
     FILE *f = fopen(tpath("c1.bin"), "wb");
     fwrite(raw, 1, len, f);
     fclose(f);
-    CHECK_INT(mf_ts_open(&ts, tpath("c1.bin"), &err), MF_ECORRUPT);
+    CHECK_INT(mf_tokshard_open(&ts, tpath("c1.bin"), &err), MF_ECORRUPT);
     raw[16] = 7;
     /* an id outside the vocabulary */
     raw[64] = 100;
     f = fopen(tpath("c2.bin"), "wb");
     fwrite(raw, 1, len, f);
     fclose(f);
-    CHECK_INT(mf_ts_open(&ts, tpath("c2.bin"), &err), MF_ECORRUPT);
+    CHECK_INT(mf_tokshard_open(&ts, tpath("c2.bin"), &err), MF_ECORRUPT);
     CHECK_CONTAINS(err.msg, "outside the vocabulary");
     raw[0] = 'X';
     f = fopen(tpath("c3.bin"), "wb");
     fwrite(raw, 1, len, f);
     fclose(f);
-    CHECK_INT(mf_ts_open(&ts, tpath("c3.bin"), &err), MF_ECORRUPT);
+    CHECK_INT(mf_tokshard_open(&ts, tpath("c3.bin"), &err), MF_ECORRUPT);
     CHECK_CONTAINS(err.msg, "bad magic");
     free(raw);
 }
@@ -295,7 +295,7 @@ TEST(test_tokenize_sft_llama2_with_sentencepiece_bos_eos_matches_hf_tokenizers)
         for (size_t j = 0; j < mask->items[k]->n; j++) mask_ok &= ts.mask[ts.doc_offsets[k] + j] == mask->items[k]->items[j]->i;
         CHECK(mask_ok);
     }
-    mf_ts_close(&ts);
+    mf_tokshard_close(&ts);
     mf_json_free(e);
 }
 
@@ -307,30 +307,30 @@ TEST(test_token_shard_directory_opens_all_shards_in_order)
     REQUIRE(mf_mkdir_p(dir, 0755, &err) == 0);
     int32_t ids[] = {1, 2, 3, 4, 5, 6};
     for (int s = 0; s < 2; s++) {
-        mf_ts_writer w;
-        REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 2, 10) == 0);
-        REQUIRE(mf_ts_writer_add(&w, ids, NULL, (size_t)(3 + s), 0) == 0);
+        mf_tokshard_writer w;
+        REQUIRE(mf_tokshard_writer_init(&w, MF_TOKSHARD_PRETRAIN, 2, 10) == 0);
+        REQUIRE(mf_tokshard_writer_add(&w, ids, NULL, (size_t)(3 + s), 0) == 0);
         char p[2200];
         snprintf(p, sizeof p, "%s/shard-%05d.bin", dir, s);
-        REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
-        mf_ts_writer_free(&w);
+        REQUIRE(mf_tokshard_writer_write(&w, p, &err) == 0);
+        mf_tokshard_writer_free(&w);
     }
     mf_tsdir d;
-    REQUIRE(mf_tsdir_open(&d, dir, &err) == 0);
+    REQUIRE(mf_tokshard_dir_open(&d, dir, &err) == 0);
     CHECK_INT(d.n, 2);
     CHECK_INT(d.n_tokens, 7);
     CHECK_INT(d.n_blocks, 1 + 2);
     CHECK_INT(d.shards[1].n_tokens, 4);
     CHECK_INT(d.shards[0].mask[2], 1);
-    mf_tsdir_close(&d);
+    mf_tokshard_dir_close(&d);
     /* a shard with another block size does not belong */
-    mf_ts_writer w;
-    REQUIRE(mf_ts_writer_init(&w, MF_TS_PRETRAIN, 4, 10) == 0);
-    REQUIRE(mf_ts_writer_add(&w, ids, NULL, 4, 0) == 0);
+    mf_tokshard_writer w;
+    REQUIRE(mf_tokshard_writer_init(&w, MF_TOKSHARD_PRETRAIN, 4, 10) == 0);
+    REQUIRE(mf_tokshard_writer_add(&w, ids, NULL, 4, 0) == 0);
     char p[2200];
     snprintf(p, sizeof p, "%s/shard-00002.bin", dir);
-    REQUIRE(mf_ts_writer_write(&w, p, &err) == 0);
-    mf_ts_writer_free(&w);
-    CHECK_INT(mf_tsdir_open(&d, dir, &err), MF_ECORRUPT);
-    CHECK_INT(mf_tsdir_open(&d, mf_test_tmpdir(), &err), MF_ENOTFOUND);
+    REQUIRE(mf_tokshard_writer_write(&w, p, &err) == 0);
+    mf_tokshard_writer_free(&w);
+    CHECK_INT(mf_tokshard_dir_open(&d, dir, &err), MF_ECORRUPT);
+    CHECK_INT(mf_tokshard_dir_open(&d, mf_test_tmpdir(), &err), MF_ENOTFOUND);
 }

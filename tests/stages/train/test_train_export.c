@@ -14,10 +14,10 @@
 /* medflow's logits of the model input in dir on check_export.py's fixed ids, as {"input_ids", "logits"}. */
 static int write_logits(const char *dir, const char *path)
 {
-    mf_model_input mi;
+    mf_modelio_input mi;
     mf_err err;
     mf_err_clear(&err);
-    if (mf_model_open_dir(&mi, dir, NULL, 0, NULL, 0, &err)) return -1;
+    if (mf_modelio_open(&mi, dir, NULL, 0, NULL, 0, &err)) return -1;
     int V = mf_model_get_config(mi.model)->vocab_size;
     int32_t ids[9];
     for (int i = 0; i < 9; i++) ids[i] = (7 * i + 3) % V;
@@ -36,7 +36,7 @@ static int write_logits(const char *dir, const char *path)
     mf_buf_puts(&s, "]}");
     if (!rc) rc = mf_write_file_atomic(path, s.data, s.len, 0644, &err);
     mf_buf_free(&s);
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
     return rc;
 }
 

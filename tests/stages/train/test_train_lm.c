@@ -33,14 +33,14 @@ TEST(test_train_init_writes_hf_dir_with_tokenizer_vocab)
     CHECK(mf_is_file(tt_path(d, "base/config.json")));
     CHECK(mf_is_file(tt_path(d, "base/model.safetensors")));
     CHECK(tt_same_file(tt_path(d, "base/tokenizer.json"), tt_tokenizer()));
-    mf_model_input mi;
+    mf_modelio_input mi;
     mf_err err;
     mf_err_clear(&err);
-    REQUIRE(mf_model_open_dir(&mi, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&mi, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
     CHECK_INT(mf_model_get_config(mi.model)->vocab_size, 1000);
     CHECK_INT(mf_model_get_config(mi.model)->hidden_size, 32);
     CHECK(mi.tok != NULL);
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
 }
 
 /* dcpt full: the training loss falls by at least 30% over 12 steps on 16 documents (repeated epochs). */
@@ -87,11 +87,11 @@ TEST(test_train_sft_lora_loss_falls_base_untouched)
     CHECK(!mf_is_file(tt_path(d, "out/model.safetensors")));
 
     /* the adapter is a model input: base + adapter, its base found through base.json */
-    mf_model_input a, b;
+    mf_modelio_input a, b;
     mf_err err;
     mf_err_clear(&err);
-    REQUIRE(mf_model_open_dir(&a, tt_path(d, "out"), NULL, 1, NULL, 0, &err) == 0);
-    REQUIRE(mf_model_open_dir(&b, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&a, tt_path(d, "out"), NULL, 1, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&b, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
     CHECK_INT(a.is_adapter, 1);
     CHECK_INT(a.kept, MF_ADAPTER_LORA);
     /* base untouched: every base tensor of base+adapter equals the init model's */
@@ -110,8 +110,8 @@ TEST(test_train_sft_lora_loss_falls_base_untouched)
             for (size_t k = 0; k < p->numel; k++) nonzero |= p->data[k] != 0;
     }
     CHECK(nonzero);
-    mf_model_input_free(&a);
-    mf_model_input_free(&b);
+    mf_modelio_input_free(&a);
+    mf_modelio_input_free(&b);
 }
 
 /* freeze: parameters outside the last layer stay bit-identical; the last layer changes. */
@@ -127,11 +127,11 @@ TEST(test_train_sft_freeze_leaves_frozen_tensors_identical)
                     tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", data, NULL);
     if (rc) printf("    %s\n", msg);
     REQUIRE(rc == 0);
-    mf_model_input a, b;
+    mf_modelio_input a, b;
     mf_err err;
     mf_err_clear(&err);
-    REQUIRE(mf_model_open_dir(&a, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
-    REQUIRE(mf_model_open_dir(&b, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&a, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&b, tt_path(d, "base"), NULL, 0, NULL, 0, &err) == 0);
     int frozen_ok = 1, changed = 0;
     for (size_t i = 0; i < mf_model_num_params(b.model); i++) {
         mf_k_param *p = mf_model_param(b.model, i), *q = mf_model_find_param(a.model, p->name);
@@ -142,8 +142,8 @@ TEST(test_train_sft_freeze_leaves_frozen_tensors_identical)
     }
     CHECK(frozen_ok);
     CHECK(changed > 0);
-    mf_model_input_free(&a);
-    mf_model_input_free(&b);
+    mf_modelio_input_free(&a);
+    mf_modelio_input_free(&b);
 }
 
 /* A run stopped after its step-4 checkpoint and resumed ends with the same weights as an uninterrupted run. */
@@ -157,11 +157,11 @@ TEST(test_train_resume_matches_uninterrupted_run)
                     "\"grad_accum\": 2, \"lr\": 0.005, \"warmup_ratio\": 0.25, \"checkpoint_every\": 2}";
     REQUIRE(tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "full"), tt_path(d, "w1"), "model", tt_path(d, "base"), "data",
                    data, NULL) == 0);
-    mf_tr_test_stop_after = 4;
+    mf_trainer_test_stop_after = 4;
     int rc = tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "part"), tt_path(d, "w2"), "model", tt_path(d, "base"),
                     "data", data, NULL);
     CHECK_INT(rc, MF_EINTERRUPTED);
-    mf_tr_test_stop_after = 0;
+    mf_trainer_test_stop_after = 0;
     CHECK(mf_is_file(tt_path(d, "w2/ckpt/state.json")));
     rc = tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "resumed"), tt_path(d, "w2"), "model", tt_path(d, "base"), "data",
                 data, NULL);
@@ -211,11 +211,11 @@ TEST(test_train_ptuning_then_freeze_keeps_prefix)
     if (rc) printf("    %s\n", msg);
     REQUIRE(rc == 0);
     CHECK(mf_is_file(tt_path(d, "fz/prefix.json")));
-    mf_model_input a, b;
+    mf_modelio_input a, b;
     mf_err err;
     mf_err_clear(&err);
-    REQUIRE(mf_model_open_dir(&a, tt_path(d, "pt"), NULL, 0, NULL, 0, &err) == 0);
-    REQUIRE(mf_model_open_dir(&b, tt_path(d, "fz"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&a, tt_path(d, "pt"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&b, tt_path(d, "fz"), NULL, 0, NULL, 0, &err) == 0);
     CHECK_INT(b.has_prefix, 1);
     int nprefix = 0, same = 1;
     for (size_t i = 0; i < mf_model_num_params(a.model); i++) {
@@ -226,8 +226,8 @@ TEST(test_train_ptuning_then_freeze_keeps_prefix)
     }
     CHECK(nprefix > 0);
     CHECK(same);
-    mf_model_input_free(&a);
-    mf_model_input_free(&b);
+    mf_modelio_input_free(&a);
+    mf_modelio_input_free(&b);
 }
 
 /* sft reads the shards of a `tokenize` stage as well as JSONL. */

@@ -59,10 +59,10 @@ static const char *write_lines(const char *dir, const char *name, const char *co
 /* Share of token id `marker` among the answer tokens (EOS excluded) sampled of the model in dir to the prompts' questions. */
 static double marker_share(const char *dir, int32_t marker)
 {
-    mf_model_input mi;
+    mf_modelio_input mi;
     mf_err err;
     mf_err_clear(&err);
-    if (mf_model_open_dir(&mi, dir, NULL, 0, NULL, 0, &err)) return -1;
+    if (mf_modelio_open(&mi, dir, NULL, 0, NULL, 0, &err)) return -1;
     static const char *qs[] = {"Human: 头痛怎么办\nAssistant: ", "Human: 发烧了\nAssistant: ", "Human: 咳嗽\nAssistant: ",
                                "Human: 胃疼\nAssistant: "};
     int32_t *ids[4];
@@ -88,7 +88,7 @@ static double marker_share(const char *dir, int32_t marker)
             }
     }
     for (int i = 0; i < 4; i++) free(ids[i]);
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
     return tot ? hit / tot : -1;
 }
 
@@ -212,10 +212,10 @@ TEST(test_train_ppo_resume_matches_uninterrupted_run)
                 tt_path(d, "rm"), "data", pref, NULL);
     if (rc) printf("    %s\n", msg);
     REQUIRE(rc == 0);
-    mf_tr_test_stop_after = 2;
+    mf_trainer_test_stop_after = 2;
     rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "part"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
                 tt_path(d, "rm"), "data", pref, NULL);
-    mf_tr_test_stop_after = 0;
+    mf_trainer_test_stop_after = 0;
     CHECK_INT(rc, MF_EINTERRUPTED);
     rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "resumed"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
                 tt_path(d, "rm"), "data", pref, NULL);

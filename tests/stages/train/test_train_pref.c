@@ -78,12 +78,12 @@ TEST(test_train_rm_loss_falls_and_head_saved)
     CHECK(loss[n - 1] < 0.7 * loss[0]);
     CHECK_INT(tt_metric(tt_path(d, "out"), "accuracy", 0, acc, 16), 10);
     CHECK_NEAR(acc[n - 1], 1.0, 0, 1e-9);
-    mf_model_input mi;
+    mf_modelio_input mi;
     mf_err err;
     mf_err_clear(&err);
-    REQUIRE(mf_model_open_dir(&mi, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
+    REQUIRE(mf_modelio_open(&mi, tt_path(d, "out"), NULL, 0, NULL, 0, &err) == 0);
     CHECK(mf_model_find_param(mi.model, "score.weight") != NULL);
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
     char *cfg = dtest_out(tt_path(d, "out"), "config.json"); /* saved as HF sequence classification */
     CHECK_CONTAINS(cfg ? cfg : "", "ForSequenceClassification");
     free(cfg);
@@ -128,16 +128,16 @@ static void dpo_on_adapter(const char *chain)
     CHECK(acc[n - 1] >= 0.75);
     CHECK(mf_is_file(tt_path(d, "work/ref_logps.bin")));
     /* the output is an adapter usable as a model input */
-    mf_model_input mi;
+    mf_modelio_input mi;
     mf_err err;
     mf_err_clear(&err);
-    rc = mf_model_open_dir(&mi, tt_path(d, "dpo"), NULL, 0, NULL, 0, &err);
+    rc = mf_modelio_open(&mi, tt_path(d, "dpo"), NULL, 0, NULL, 0, &err);
     if (rc) {
         mf_err_str(&err, msg, sizeof msg);
         printf("    %s\n", msg);
     }
     CHECK_INT(rc, 0);
-    mf_model_input_free(&mi);
+    mf_modelio_input_free(&mi);
 }
 
 TEST(test_train_dpo_merge_chain_reference_is_whole_input_model) { dpo_on_adapter("merge"); }
