@@ -11,6 +11,7 @@
 #   make bench           benchmarks (tests/bench/), results to BENCHMARKS.md
 #   make docs            regenerate docs/kinds.md and docs/cli-reference.md
 #   make fmt / lint      clang-format / cppcheck
+#   make check-layout    every #include allowed by its folder's README (tests/check_layout.py)
 #
 # Objects go to build/<compiler>[-san][-cuda]/ so gcc, clang and sanitizer
 # builds never mix; ./medflow is a copy of the last build's binary.
@@ -77,11 +78,11 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 # medflow is phony: with `.SECONDARY:` above, make would otherwise keep a CPU ./medflow after
 # `make CUDA=1` (the missing build/gcc-cuda/medflow counts as an intermediate it need not make).
-.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help medflow
+.PHONY: all deps docs test fuzz fuzz-run bench fmt lint clean help medflow check-layout
 all: medflow
 
 help:
-	@sed -n '2,16p' Makefile
+	@sed -n '2,17p' Makefile
 
 $(BUILD)/libmedflow.a: $(LIB_OBJS) $(CU_OBJS)
 	$(Q)rm -f $@
@@ -121,6 +122,9 @@ $(TESTKINDS_BIN): $(BUILD)/engine/main.o $(BUILD)/tests/engine/testkinds.o $(BUI
 test: medflow $(BUILD)/tests/runner $(TESTKINDS_BIN)
 	$(Q)MEDFLOW_BACKEND=$${MEDFLOW_BACKEND:-cpu} MEDFLOW_BIN=./medflow MEDFLOW_TESTKINDS_BIN=./$(TESTKINDS_BIN) \
 		./$(BUILD)/tests/runner $(TESTS)
+
+check-layout:
+	$(Q)python3 tests/check_layout.py
 
 deps:
 	apt-get update

@@ -1,25 +1,20 @@
 /* kernels/rng.c — xoshiro256** + splitmix64 (see rng.h). */
 #include "kernels/rng.h"
 
+#include "common/rng.h"
+
 #include <math.h>
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 uint64_t mf_k_hash64(uint64_t x)
 {
-    return splitmix64(&x);
+    return mf_splitmix64_next(&x);
 }
 
 void mf_k_rng_seed(mf_k_rng *r, uint64_t seed)
 {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = mf_splitmix64_next(&x);
 }
 
 static uint64_t rotl(uint64_t x, int k)

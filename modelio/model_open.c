@@ -11,10 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
-#include "stages/data/dataio.h"
 #include "modelio/modelio.h"
 #include "modelio/safetensors.h"
 
@@ -308,7 +309,8 @@ static void content_digest(char *out, size_t n, const char *dir)
         free(p);
     }
     unsigned char d[32];
-    mf_sha256(all.data ? all.data : "", all.len, d);
+    unsigned int dlen = sizeof d;
+    if (!EVP_Digest(all.data ? all.data : "", all.len, d, &dlen, EVP_sha256(), NULL)) memset(d, 0, sizeof d);
     int k = snprintf(out, n, "sha256:");
     for (int i = 0; i < 32 && k + 2 < (int)n; i++) k += snprintf(out + k, n - (size_t)k, "%02x", d[i]);
     mf_buf_free(&all);
@@ -331,27 +333,6 @@ int mf_modelio_open(mf_modelio_input *out, const char *path, const char *digest,
     }
     if (!rc) rc = mf_model_sync(out->model, err);
     if (rc) mf_modelio_input_free(out);
-    return rc;
-}
-
-int mf_stage_open_model(mf_modelio_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
-                        mf_err *err)
-{
-    const mf_stage_input *in = mf_stage_input_get(ctx, slot);
-    if (!in || !in->n) {
-        memset(out, 0, sizeof *out);
-        return mf_err_set(err, MF_EINVAL, "stage '%s': no input bound to slot '%s'", ctx->stage, slot);
-    }
-    const mf_stage_input *bs = mf_stage_input_get(ctx, "base");
-    size_t n_alt = (in->n - 1) + (bs ? bs->n : 0);
-    const char **alt = calloc(n_alt + 1, sizeof *alt);
-    if (!alt) return nomem(err);
-    size_t k = 0;
-    for (size_t i = 1; i < in->n; i++) alt[k++] = in->paths[i];
-    for (size_t i = 0; bs && i < bs->n; i++) alt[k++] = bs->paths[i];
-    int rc = mf_modelio_open(out, in->paths[0], in->digests ? in->digests[0] : NULL, keep_adapter, alt, k, err);
-    free(alt);
-    if (rc) mf_err_wrap(err, "stage '%s': input '%s'", ctx->stage, slot);
     return rc;
 }
 

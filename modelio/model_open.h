@@ -27,7 +27,6 @@
 
 #include "common/error.h"
 #include "kernels/model.h"
-#include "stages/stage.h"
 #include "tokenizer/tokenizer.h"
 
 typedef enum { MF_ADAPTER_NONE = 0, MF_ADAPTER_LORA = 1, MF_ADAPTER_PREFIX = 2 } mf_adapter_kind;
@@ -54,10 +53,6 @@ typedef struct mf_modelio_input {
  * digest may be NULL; alt/n_alt: candidate base directories (siblings). */
 int mf_modelio_open(mf_modelio_input *out, const char *path, const char *digest, int keep_adapter,
                       const char *const *alt, size_t n_alt, mf_err *err);
-/* The first path of `slot` (with the other paths of the slot and a "base" slot as
- * base candidates). */
-int mf_stage_open_model(mf_modelio_input *out, const mf_stage_ctx *ctx, const char *slot, int keep_adapter,
-                        mf_err *err);
 void mf_modelio_input_free(mf_modelio_input *mi);
 
 /* Writing. dtype: "float32" | "bfloat16" | "float16" (NULL = float32);

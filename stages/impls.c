@@ -3,16 +3,12 @@
  * the kind's description (slots, params, version) is in registry.c.
  */
 #include "stages/stage.h"
-#include "stages/eval/report.h"
 #include "stages/kinds/kinds.h"
-#include "stages/kinds/training.h"
 
 #include <string.h>
 
-int mf_stage_tokenizer_run(mf_stage_ctx *ctx);
-
 static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
-    {"report", mf_report_run},
+    {"report", mf_stage_report_run},
     {"eval", mf_stage_eval_run},
     {"kg2qa", mf_stage_kg2qa_run},
     {"format", mf_stage_format_run},

@@ -1,10 +1,7 @@
 /*
  * stages/data/dataio.h — what the data stage kinds share: JSONL output files,
- * stats.json, opening a slot's inputs under the on_bad_record policy, a
- * seeded RNG and small hashes.
- *
- * The RNG is splitmix64 (Steele, Lea, Flood 2014): one 64-bit state, fully
- * specified, so a seed gives the same draws on every platform and build.
+ * stats.json, opening a slot's inputs under the on_bad_record policy, and
+ * SHA-256 of bytes. The seeded RNG (splitmix64) is common/rng.h.
  */
 #ifndef MF_DATAIO_H
 #define MF_DATAIO_H
@@ -16,6 +13,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/json.h"
+#include "common/rng.h"
 #include "stages/data/readers.h"
 #include "stages/stage.h"
 
@@ -52,19 +50,11 @@ int mf_data_next(const mf_stage_ctx *ctx, mf_rd *rd, const char *what, const cha
 /* Open every path bound to `slot`, with the stage's on_bad_record policy. */
 int mf_data_open(const mf_stage_ctx *ctx, const char *slot, mf_rd **out);
 
-/* ---- RNG and hashes ---- */
-typedef struct mf_rng { uint64_t s; } mf_rng;
-void mf_rng_seed(mf_rng *r, uint64_t seed);
-uint64_t mf_rng_next(mf_rng *r);
-/* Uniform in [0, n) without modulo bias; n > 0. */
-uint64_t mf_rng_below(mf_rng *r, uint64_t n);
-double mf_rng_unit(mf_rng *r); /* [0, 1) with 53 random bits */
-/* Fisher-Yates shuffle of n indices. */
-void mf_rng_shuffle(mf_rng *r, size_t *idx, size_t n);
-
-uint64_t mf_hash64(const void *p, size_t n, uint64_t seed); /* FNV-1a 64 then splitmix finaliser */
-uint64_t mf_mix64(uint64_t x);                              /* splitmix64 finaliser */
+/* ---- hashes (the RNG and FNV/mix hashes are in common/rng.h) ---- */
 /* SHA-256 (OpenSSL) of p into out[32]. */
-void mf_sha256(const void *p, size_t n, unsigned char out[32]);
+void mf_sha256_bytes(const void *p, size_t n, unsigned char out[32]);
+/* A record's position in [0, 1) from SHA-256 of its canonical content: what the
+ * split kind and the trainers' validation hold-out cut on (seed-independent). */
+double mf_split_unit(const void *content, size_t n);
 
 #endif

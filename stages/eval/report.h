@@ -60,11 +60,6 @@ int mf_report_html(const mf_report *r, mf_buf *out, mf_err *err);
 /* Write DIR/report.md and DIR/report.html (atomically). */
 int mf_report_write(const mf_report *r, const char *dir, mf_err *err);
 
-/* The `report` stage kind: inputs `evals` (multi) and `training` (optional,
- * multi), param `title`. The DAG comes from the first dag.json found in an
- * input directory, else from a "dag" member of an eval's metrics.json. */
-int mf_report_run(mf_stage_ctx *ctx);
-
 /* ---- shared by report.c and report_html.c (not for other modules) ---- */
 
 typedef struct mf_report_curve {

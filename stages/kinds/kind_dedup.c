@@ -215,7 +215,7 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
         uint64_t ehash = 0;
         if (do_exact) {
             unsigned char d[32];
-            mf_sha256(cp, ncp * sizeof *cp, d);
+            mf_sha256_bytes(cp, ncp * sizeof *cp, d);
             memcpy(&ehash, d, 8);
             if (!ehash) ehash = 1;
             size_t j = exact.cap ? ehash & (exact.cap - 1) : 0;

@@ -18,7 +18,7 @@
  */
 #include "stages/eval/eval.h"
 #include "stages/kinds/kinds.h"
-#include "modelio/model_open.h"
+#include "stages/model_input.h"
 #include "stages/data/template.h"
 
 #include <math.h>

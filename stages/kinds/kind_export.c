@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "modelio/model_open.h"
+#include "stages/model_input.h"
 #include "stages/train/trainer.h"
 #include "stages/kinds/training.h"
 

@@ -24,15 +24,6 @@ typedef struct {
 
 static int cmp_part(const void *a, const void *b) { return strcmp(((const part_t *)a)->name, ((const part_t *)b)->name); }
 
-double mf_split_unit(const void *content, size_t n)
-{
-    unsigned char d[32];
-    mf_sha256(content, n, d);
-    uint64_t x = 0;
-    for (int k = 0; k < 8; k++) x = (x << 8) | d[k];
-    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
-}
-
 int mf_stage_split_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;

@@ -1,6 +1,7 @@
 /*
- * stages/kinds/kinds.h — run functions of the data stage kinds (registered in
- * stages/impls.c) and the few helpers their tests reach directly.
+ * stages/kinds/kinds.h — the run function of every stage kind (registered in
+ * stages/impls.c; described in stages/registry.c) and the few helpers their
+ * tests reach directly. The training kinds' loss functions are in training.h.
  */
 #ifndef MF_KINDS_H
 #define MF_KINDS_H
@@ -15,10 +16,20 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx);
 int mf_stage_split_run(mf_stage_ctx *ctx);
 int mf_stage_mix_run(mf_stage_ctx *ctx);
 int mf_stage_tokenize_run(mf_stage_ctx *ctx);
-int mf_stage_eval_run(mf_stage_ctx *ctx); /* kind_eval.c */
-
-/* split: the record's position in [0, 1) from SHA-256 of its canonical content. */
-double mf_split_unit(const void *content, size_t n);
+int mf_stage_tokenizer_run(mf_stage_ctx *ctx); /* kind_tokenizer.c */
+int mf_stage_init_run(mf_stage_ctx *ctx);      /* kind_lm.c */
+int mf_stage_dcpt_run(mf_stage_ctx *ctx);      /* kind_lm.c */
+int mf_stage_sft_run(mf_stage_ctx *ctx);       /* kind_lm.c */
+int mf_stage_rm_run(mf_stage_ctx *ctx);        /* kind_pref.c */
+int mf_stage_dpo_run(mf_stage_ctx *ctx);       /* kind_pref.c */
+int mf_stage_ppo_run(mf_stage_ctx *ctx);       /* kind_ppo.c */
+int mf_stage_merge_run(mf_stage_ctx *ctx);     /* kind_export.c */
+int mf_stage_export_run(mf_stage_ctx *ctx);    /* kind_export.c */
+int mf_stage_eval_run(mf_stage_ctx *ctx);      /* kind_eval.c */
+/* report: inputs `evals` (multi) and `training` (optional, multi), param `title`.
+ * The DAG comes from the first dag.json found in an input directory, else from
+ * a "dag" member of an eval's metrics.json. */
+int mf_stage_report_run(mf_stage_ctx *ctx);    /* kind_report.c */
 
 /* dedup: LSH bands b and rows r (b*r <= num_perm) minimising false positives +
  * false negatives around the threshold (the datasketch optimal_param rule). */

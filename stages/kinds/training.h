@@ -11,15 +11,6 @@
 #include "stages/stage.h"
 #include "stages/train/train_data.h"
 
-int mf_stage_init_run(mf_stage_ctx *ctx);
-int mf_stage_dcpt_run(mf_stage_ctx *ctx);
-int mf_stage_sft_run(mf_stage_ctx *ctx);
-int mf_stage_rm_run(mf_stage_ctx *ctx);
-int mf_stage_dpo_run(mf_stage_ctx *ctx);
-int mf_stage_ppo_run(mf_stage_ctx *ctx);
-int mf_stage_merge_run(mf_stage_ctx *ctx);
-int mf_stage_export_run(mf_stage_ctx *ctx);
-
 /* Token-weighted mean next-token loss of a set (labels as in the set). */
 int mf_lm_eval_set(mf_model *m, const mf_train_data_set *set, int bs, int32_t pad, double *loss, double *tokens, mf_err *err);
 

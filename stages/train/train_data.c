@@ -10,7 +10,6 @@
 
 #include "common/buf.h"
 #include "stages/data/dataio.h"
-#include "stages/kinds/kinds.h"
 #include "stages/data/readers.h"
 #include "stages/data/template.h"
 #include "stages/data/tokshard.h"

@@ -15,7 +15,7 @@
 #ifndef MF_TRAIN_COMMON_H
 #define MF_TRAIN_COMMON_H
 
-#include "modelio/model_open.h"
+#include "stages/model_input.h"
 #include "stages/stage.h"
 
 typedef enum { MF_FT_FULL = 0, MF_FT_LORA, MF_FT_FREEZE, MF_FT_PTUNING } mf_ft_mode;

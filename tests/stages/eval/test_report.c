@@ -5,6 +5,7 @@
  * review the diff (and the page in a browser). */
 #include "tests/harness.h"
 #include "stages/eval/report.h"
+#include "stages/kinds/kinds.h"
 #include "common/fsutil.h"
 
 #include <stdlib.h>
@@ -190,7 +191,7 @@ TEST(test_report_stage_fails_clearly_on_missing_metrics_json)
     ctx.out_dir = out;
     ctx.progress_fd = -1;
     ctx.err = &err;
-    CHECK(mf_report_run(&ctx) != 0);
+    CHECK(mf_stage_report_run(&ctx) != 0);
     CHECK_CONTAINS(err.msg, "metrics.json");
     mf_json_free(params);
 }
