@@ -44,6 +44,14 @@ CFLAGS_BASE := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFS
 	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
 LDLIBS_BASE := $(PKG_LIBS) -lzstd -fopenmp -lm -lpthread
 
+# ---- MPI (CPU data parallelism; optional: built in when pkg-config finds Open MPI) ----
+# MPI=0 leaves it out; without it a `ranks: N` stage fails with a message saying how to rebuild.
+MPI ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+CFLAGS_BASE += -DMF_HAVE_MPI $(shell pkg-config --cflags ompi-c)
+LDLIBS_BASE += $(shell pkg-config --libs ompi-c)
+endif
+
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -O1
 LDLIBS_BASE += -fsanitize=address,undefined
@@ -131,7 +139,8 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
 		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
-		python3 chromium fonts-wqy-zenhei
+		python3 chromium fonts-wqy-zenhei \
+		libopenmpi-dev openmpi-bin slurm-wlm munge
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_BUILD := build/fuzz

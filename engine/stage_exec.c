@@ -4,8 +4,11 @@
  * Reads the spec the engine wrote (format in stages/stage.h), builds an
  * mf_stage_ctx, and calls the kind's run function (stages/impls.c). Output:
  * stdout/stderr are the stage's log (the engine redirects them); progress
- * goes to progress_fd. Exit 0 on success, 1 when the stage fails, 2 when the
- * spec is unusable.
+ * goes to progress_fd (or the file progress_path). Exit 0 on success, 1 when
+ * the stage fails, 2 when the spec is unusable.
+ *
+ * With "rank_from": "launcher" (stages/stage.h) the rank and world come from
+ * the launcher that started this process (mpirun, srun).
  */
 #include "engine/cli.h"
 
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/json.h"
 #include "kernels/backend_select.h"
 #include "stages/stage.h"
@@ -74,6 +78,59 @@ static void report_backend(const mf_stage_ctx *c)
     mf_buf_free(&b);
 }
 
+/* The first of the launcher's rank variables that is set: Open MPI's mpirun,
+ * PMIx (srun --mpi=pmix), Slurm (srun). */
+static int env_int(const char *const *names, int *v, const char **which)
+{
+    for (; *names; names++) {
+        const char *s = getenv(*names);
+        char *end;
+        if (!s || !*s) continue;
+        long x = strtol(s, &end, 10);
+        if (*end || x < 0 || x > 1 << 20) continue;
+        *v = (int)x;
+        *which = *names;
+        return 1;
+    }
+    return 0;
+}
+
+/* "rank_from": "launcher": rank and world size from the environment; ranks > 0
+ * get their private out_dir under the job dir (*own_out, malloc'd); only rank
+ * 0 reports progress. */
+static int rank_from_launcher(mf_stage_ctx *c, char **own_out, const char *spec, mf_err *err)
+{
+    static const char *const ranks[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", NULL};
+    static const char *const sizes[] = {"OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "SLURM_NPROCS", NULL};
+    int rank = 0, size = 1;
+    const char *rv = NULL, *sv = NULL;
+    if (!env_int(ranks, &rank, &rv))
+        return mf_err_set(err, MF_EINVAL,
+                          "%s: the spec takes the rank from a launcher, but none of OMPI_COMM_WORLD_RANK, PMIX_RANK, "
+                          "SLURM_PROCID is set (start it with mpirun or srun)",
+                          spec);
+    if (env_int(sizes, &size, &sv) && size != c->world_size)
+        return mf_err_set(err, MF_EINVAL, "%s: the launcher started %d ranks (%s), the stage has %d", spec, size, sv,
+                          c->world_size);
+    if (rank >= c->world_size)
+        return mf_err_set(err, MF_EINVAL, "%s: rank %d (%s) is not within world_size %d", spec, rank, rv, c->world_size);
+    c->rank = rank;
+    if (!c->devices[0]) {
+        const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+        c->devices = vis ? vis : "";
+    }
+    if (rank == 0) return 0;
+    if (c->progress_fd >= 0) close(c->progress_fd); /* only rank 0 reports */
+    c->progress_fd = -1;
+    char sub[64];
+    snprintf(sub, sizeof sub, "rank%d.out", rank);
+    if (!c->job_dir) return mf_err_set(err, MF_EINVAL, "%s: a launched rank needs \"job_dir\"", spec);
+    *own_out = mf_path_join(c->job_dir, sub);
+    if (!*own_out) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    c->out_dir = *own_out;
+    return mf_mkdir_p(*own_out, 0755, err);
+}
+
 int mf_cmd_stage_exec(int argc, char **argv)
 {
     if (argc != 2) return mf_cli_usage_error("stage-exec", "expected one SPEC file");
@@ -96,18 +153,26 @@ int mf_cmd_stage_exec(int argc, char **argv)
     c.devices = mf_json_get_str(spec, "devices", "");
     c.rendezvous = mf_json_get_str(spec, "rendezvous", "");
     c.job_dir = mf_json_get_str(spec, "job_dir", NULL);
+    c.comm = mf_json_get_str(spec, "comm", "");
+    const char *rank_from = mf_json_get_str(spec, "rank_from", "engine");
+    const char *progress_path = mf_json_get_str(spec, "progress_path", NULL);
+    char *own_out = NULL;
     const char *backend = mf_json_get_str(spec, "backend", NULL);
     mf_k_backend_choice bc = MF_BACKEND_AUTO;
     c.seed = (unsigned long long)mf_json_get_int(spec, "seed", 0);
     c.precision = mf_json_get_str(spec, "precision", "fp32");
     c.progress_fd = (int)mf_json_get_int(spec, "progress_fd", -1);
     if (c.progress_fd >= 0 && fcntl(c.progress_fd, F_GETFD) < 0) c.progress_fd = -1; /* nobody listens */
+    if (progress_path) c.progress_fd = open(progress_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (!kind) mf_err_set(&err, MF_EINVAL, "%s: the spec has no \"kind\"", argv[1]);
     else if (!c.kind) mf_err_set(&err, MF_EINVAL, "%s: unknown stage kind '%s'", argv[1], kind);
     else if (!c.params || c.params->type != MF_JSON_OBJECT) mf_err_set(&err, MF_EINVAL, "%s: \"params\" must be an object", argv[1]);
     else if (!c.out_dir) mf_err_set(&err, MF_EINVAL, "%s: the spec has no \"out_dir\"", argv[1]);
     else if (c.world_size < 1 || c.rank < 0 || c.rank >= c.world_size)
         mf_err_set(&err, MF_EINVAL, "%s: rank %d is not within world_size %d", argv[1], c.rank, c.world_size);
+    else if (strcmp(rank_from, "engine") && strcmp(rank_from, "launcher"))
+        mf_err_set(&err, MF_EINVAL, "%s: \"rank_from\" is '%s', expected engine or launcher", argv[1], rank_from);
+    else if (!strcmp(rank_from, "launcher") && rank_from_launcher(&c, &own_out, argv[1], &err)) code = MF_EXIT_USAGE;
     else if (backend && mf_k_backend_parse(&bc, backend, "spec \"backend\"", &err)) code = MF_EXIT_USAGE;
     else if (!build_inputs(&c, mf_json_get(spec, "inputs"), mf_json_get(spec, "input_digests"), &err)) {
         mf_stage_run_fn run = mf_stage_impl(kind);
@@ -136,6 +201,8 @@ int mf_cmd_stage_exec(int argc, char **argv)
         fprintf(stderr, "medflow stage-exec: stage '%s': %s\n", c.stage ? c.stage : "?", mf_err_str(&err, buf, sizeof buf));
     }
     free_inputs(&c);
+    if (progress_path && c.progress_fd >= 0) close(c.progress_fd);
+    free(own_out);
     mf_json_free(spec);
     return code;
 }

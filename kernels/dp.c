@@ -1,12 +1,14 @@
 /*
  * kernels/dp.c — data parallelism at the level of the model (see comm.h):
- * which gradient buffers to all-reduce, the start-of-training parameter
- * broadcast, and the parameter checksum the ranks compare at the end.
+ * which gradient buffers to all-reduce, the fixed-order gradient
+ * accumulator of the host path, the start-of-training parameter broadcast,
+ * and the parameter checksum the ranks compare at the end.
  */
 #include "kernels/comm.h"
 #include "kernels/model_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* The trainable params' buffers: device grads, host grads or host data. */
 enum { GRADS_DEVICE, GRADS_HOST, DATA_HOST };
@@ -43,6 +45,64 @@ int mf_model_dp_allreduce_grads(mf_model *m, mf_k_comm *c, mf_err *err)
     free(bufs);
     free(n);
     return rc;
+}
+
+struct mf_k_gradacc {
+    mf_model *m;
+    float **grads, **sums; /* per trainable param: p->grad, and the running sum */
+    size_t *n, nb;
+};
+
+void mf_k_gradacc_free(mf_k_gradacc *a)
+{
+    if (!a) return;
+    for (size_t k = 0; a->sums && k < a->nb; k++) free(a->sums[k]);
+    free(a->sums);
+    free(a->grads);
+    free(a->n);
+    free(a);
+}
+
+int mf_k_gradacc_new(mf_k_gradacc **out, mf_model *m, mf_err *err)
+{
+    *out = NULL;
+    if (m->be->device_grad) return 0;
+    mf_k_gradacc *a = calloc(1, sizeof *a);
+    if (!a) return mf_err_set(err, MF_ENOMEM, "gradient accumulation: out of memory");
+    a->m = m;
+    int rc = collect(m, GRADS_HOST, &a->grads, &a->n, &a->nb, err);
+    if (!rc && !(a->sums = calloc(a->nb ? a->nb : 1, sizeof *a->sums))) rc = MF_ENOMEM;
+    for (size_t k = 0; !rc && k < a->nb; k++)
+        if (!(a->sums[k] = malloc(a->n[k] * sizeof(float)))) rc = MF_ENOMEM;
+    if (rc) {
+        mf_k_gradacc_free(a);
+        return rc == MF_ENOMEM ? mf_err_set(err, rc, "gradient accumulation: out of memory") : rc;
+    }
+    *out = a;
+    return 0;
+}
+
+static void copy_bufs(float *const *dst, float *const *src, const size_t *n, size_t nb)
+{
+    for (size_t k = 0; k < nb; k++) memcpy(dst[k], src[k], n[k] * sizeof(float));
+}
+
+int mf_k_gradacc_add(mf_k_gradacc *a, mf_k_comm *c, int round, int n_active, int last, mf_err *err)
+{
+    int rc = 0;
+    int many = c && mf_k_comm_world(c) > 1;
+    /* round 0 starts the sum from its first gradient (no + 0: that would turn -0 into +0) */
+    if (many) rc = mf_k_comm_fold_f32(c, a->grads, round ? a->sums : NULL, a->n, a->nb, n_active, err);
+    else if (round)
+        for (size_t k = 0; k < a->nb; k++) {
+            float *s = a->sums[k];
+            const float *g = a->grads[k];
+            for (size_t i = 0; i < a->n[k]; i++) s[i] += g[i];
+        }
+    if (rc) return rc;
+    if (round == 0 && !last) copy_bufs(a->sums, a->grads, a->n, a->nb);
+    else if (round > 0 && last) copy_bufs(a->grads, a->sums, a->n, a->nb);
+    return 0;
 }
 
 int mf_model_dp_broadcast_params(mf_model *m, mf_k_comm *c, mf_err *err)

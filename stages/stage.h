@@ -16,7 +16,7 @@
  *    "out_dir": "/store/tmp/<run>-sft/out", "work_dir": "/store/work/<key>",
  *    "job_dir": "/store/tmp/<run>-sft",
  *    "rank": 0, "world_size": 1, "devices": "0,1", "seed": 42, "precision": "fp32",
- *    "progress_fd": 3, "rendezvous": "...", "backend": "auto"}
+ *    "progress_fd": 3, "rendezvous": "...", "backend": "auto", "comm": "nccl"}
  *
  * Ranks: a `gpus: N` stage runs N ranks. Only rank 0's out_dir is published;
  * ranks > 0 get a private out_dir (job_dir/rank<k>.out) so kind code needs no
@@ -26,6 +26,17 @@
  * run's --backend (kernels/backend_select.h); stage-exec reports the backend
  * it actually used on progress_fd ({"backend":"cuda","device":"..."}) and the
  * engine records it in the stage's manifest (not in its key).
+ *
+ * Launched ranks. When the ranks are started by a launcher (`mpirun`, or
+ * `srun` in a Slurm job) rather than by the engine, there is one spec for
+ * all of them with "rank_from": "launcher": each process takes its rank
+ * from the launcher's environment (OMPI_COMM_WORLD_RANK, PMIX_RANK or
+ * SLURM_PROCID; the size must equal world_size), ranks > 0 make their
+ * private out_dir job_dir/rank<k>.out themselves, "devices" is "" to mean
+ * the CUDA_VISIBLE_DEVICES the launcher set, and progress goes to the file
+ * "progress_path" (rank 0 only; the engine follows it) instead of a pipe.
+ * "comm" names the collective library of a world_size > 1 stage: "nccl"
+ * (one GPU per rank) or "mpi" (CPU ranks).
  */
 #ifndef MF_STAGE_H
 #define MF_STAGE_H
@@ -54,6 +65,7 @@ typedef struct mf_stage_ctx {
     const char *devices;     /* CUDA_VISIBLE_DEVICES value, "" for CPU */
     const char *rendezvous;  /* random token shared by the ranks of a job (hex), or "" */
     const char *job_dir;     /* directory shared by the ranks of this job, or NULL (see above) */
+    const char *comm;        /* "nccl" or "mpi" when world_size > 1 (see above), else "" */
     unsigned long long seed;
     const char *precision;
     int progress_fd;         /* -1 when nobody listens */

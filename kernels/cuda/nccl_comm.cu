@@ -1,5 +1,6 @@
 /*
- * kernels/cuda/nccl_comm.cu — the collectives of kernels/comm.h over NCCL.
+ * kernels/cuda/nccl_comm.cu — the collectives of kernels/comm.h over NCCL
+ * (plugged into kernels/comm.c through kernels/comm_impl.h).
  *
  * One communicator per rank process, on the current device (each rank sees
  * one GPU), with a stream of its own. Bootstrap through the id file (comm.c):
@@ -10,12 +11,13 @@
  * device (cudaDeviceSynchronize, so the producer's stream does not matter)
  * and return after their stream is done. Host buffers go through a device
  * staging buffer of MF_K_COMM_BUCKET floats: small buffers are packed
- * together into one collective, large ones are cut into bucket-sized pieces.
+ * together into one collective, large ones are cut into bucket-sized pieces
+ * (mf_k_comm_each_bucket, shared with the MPI path).
  * Device buffers are reduced in place, grouped (ncclGroupStart/End) so that
  * at most a bucket's worth of small buffers goes into one group.
  *
  * After any NCCL or CUDA failure the communicator is marked broken and
- * mf_k_comm_free aborts it (ncclCommAbort) instead of waiting for peers.
+ * closing it aborts it (ncclCommAbort) instead of waiting for peers.
  */
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -24,13 +26,13 @@
 #include <string.h>
 
 extern "C" {
-#include "kernels/comm.h"
+#include "kernels/comm_impl.h"
 }
 
 static_assert(MF_K_COMM_ID_BYTES == NCCL_UNIQUE_ID_BYTES, "MF_K_COMM_ID_BYTES must be sizeof(ncclUniqueId)");
 static_assert(sizeof(ncclUniqueId) == NCCL_UNIQUE_ID_BYTES, "ncclUniqueId size");
 
-struct mf_k_comm {
+struct nccl_comm {
     ncclComm_t comm;
     cudaStream_t st;
     int rank, world;
@@ -42,14 +44,14 @@ struct mf_k_comm {
 
 /* ---- error helpers: every CUDA / NCCL status is checked ---- */
 
-static int cuda_fail(mf_k_comm *c, mf_err *err, cudaError_t e, const char *what)
+static int cuda_fail(nccl_comm *c, mf_err *err, cudaError_t e, const char *what)
 {
     if (c) c->broken = 1;
     return mf_err_set(err, MF_EFAILED, "data parallel (rank %d): %s: %s (%s)", c ? c->rank : -1, what,
                       cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-static int nccl_fail(mf_k_comm *c, mf_err *err, ncclResult_t r, const char *what)
+static int nccl_fail(nccl_comm *c, mf_err *err, ncclResult_t r, const char *what)
 {
     if (c) c->broken = 1;
     const char *last = c && c->comm ? ncclGetLastError(c->comm) : ncclGetLastError(NULL);
@@ -78,27 +80,27 @@ static ncclRedOp_t red_op(int op)
     }
 }
 
-static int check_args(mf_k_comm *c, int where, int op, mf_err *err)
+static int check_broken(nccl_comm *c, mf_err *err)
 {
-    if (!c) return mf_err_set(err, MF_EINTERNAL, "data parallel: no communicator");
     if (c->broken)
         return mf_err_set(err, MF_EFAILED, "data parallel (rank %d): the communicator failed earlier", c->rank);
-    if (where != MF_COMM_HOST && where != MF_COMM_DEVICE)
-        return mf_err_set(err, MF_EINTERNAL, "data parallel: buffer location %d is neither host nor device", where);
-    if (op < MF_COMM_SUM || op > MF_COMM_MAX)
-        return mf_err_set(err, MF_EINTERNAL, "data parallel: unknown reduction %d", op);
     return 0;
 }
 
 /* ---- life cycle ---- */
 
-extern "C" int mf_k_comm_new(mf_k_comm **out, int rank, int world, const char *id_path, double timeout_s, mf_err *err)
+static void nccl_close(void *impl, int abort_);
+extern "C" const mf_k_comm_ops mf_k_nccl_ops;
+
+extern "C" int mf_k_nccl_open(void **out, const mf_k_comm_ops **ops, int rank, int world, const char *id_path,
+                              double timeout_s, mf_err *err)
 {
     *out = NULL;
+    *ops = &mf_k_nccl_ops;
     if (world < 1 || rank < 0 || rank >= world)
         return mf_err_set(err, MF_EINVAL, "data parallel: rank %d is not within world size %d", rank, world);
     if (!id_path || !*id_path) return mf_err_set(err, MF_EINVAL, "data parallel: no rendezvous file given");
-    mf_k_comm *c = (mf_k_comm *)calloc(1, sizeof *c);
+    nccl_comm *c = (nccl_comm *)calloc(1, sizeof *c);
     if (!c) return mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
     c->rank = rank;
     c->world = world;
@@ -125,16 +127,18 @@ extern "C" int mf_k_comm_new(mf_k_comm **out, int rank, int world, const char *i
         }
     }
     if (rc) {
-        mf_k_comm_free(c);
+        nccl_close(c, 1);
         return rc;
     }
     *out = c;
     return 0;
 }
 
-extern "C" void mf_k_comm_free(mf_k_comm *c)
+static void nccl_close(void *impl, int abort_)
 {
+    nccl_comm *c = (nccl_comm *)impl;
     if (!c) return;
+    if (abort_) c->broken = 1;
     if (c->comm) {
         /* a healthy communicator is finalised (flushes pending work, then
          * destroyed); a broken one is aborted so we never wait on a dead peer */
@@ -147,90 +151,54 @@ extern "C" void mf_k_comm_free(mf_k_comm *c)
     free(c);
 }
 
-extern "C" void mf_k_comm_abort(mf_k_comm *c)
-{
-    if (!c) return;
-    c->broken = 1;
-    mf_k_comm_free(c);
-}
-
-extern "C" int mf_k_comm_rank(const mf_k_comm *c) { return c ? c->rank : 0; }
-extern "C" int mf_k_comm_world(const mf_k_comm *c) { return c ? c->world : 1; }
-
 /* ---- host buffers through the staging buffer ---- */
 
-static int ensure_stage(mf_k_comm *c, mf_err *err)
+static int ensure_stage(nccl_comm *c, mf_err *err)
 {
     if (!c->stage) CU(cudaMalloc((void **)&c->stage, MF_K_COMM_BUCKET * sizeof(float)), "cudaMalloc (staging buffer)");
     return 0;
 }
 
-/* A piece of a host buffer packed into the staging buffer at `at`. */
-typedef struct seg {
-    float *host;
-    size_t n, at;
-} seg;
+/* One bucket: upload the pieces (all of them for an all-reduce, the root's
+ * for a broadcast), run the collective over stage[0, used), copy back. */
+typedef struct host_job {
+    nccl_comm *c;
+    float *const *bufs;
+    int op, bcast_root; /* bcast_root < 0: all-reduce with op; else broadcast from that root */
+} host_job;
 
-/* Run the collective over stage[0, used), then copy the pieces back. bcast_root
- * < 0: all-reduce with op; else broadcast from that root. */
-static int flush_stage(mf_k_comm *c, const seg *segs, size_t nseg, size_t used, int op, int bcast_root, mf_err *err)
+static int host_bucket(void *ud, const mf_k_comm_seg *segs, size_t nseg, size_t used, mf_err *err)
 {
-    if (!used) return 0;
-    if (bcast_root < 0) NC(ncclAllReduce(c->stage, c->stage, used, ncclFloat32, red_op(op), c->comm, c->st), "ncclAllReduce");
-    else NC(ncclBroadcast(c->stage, c->stage, used, ncclFloat32, bcast_root, c->comm, c->st), "ncclBroadcast");
+    host_job *h = (host_job *)ud;
+    nccl_comm *c = h->c;
+    int upload = h->bcast_root < 0 || h->bcast_root == c->rank; /* a broadcast receiver has nothing to send */
+    for (size_t k = 0; upload && k < nseg; k++)
+        CU(cudaMemcpyAsync(c->stage + segs[k].at, h->bufs[segs[k].buf] + segs[k].off, segs[k].n * sizeof(float),
+                           cudaMemcpyHostToDevice, c->st),
+           "cudaMemcpy (host -> staging)");
+    if (h->bcast_root < 0)
+        NC(ncclAllReduce(c->stage, c->stage, used, ncclFloat32, red_op(h->op), c->comm, c->st), "ncclAllReduce");
+    else NC(ncclBroadcast(c->stage, c->stage, used, ncclFloat32, h->bcast_root, c->comm, c->st), "ncclBroadcast");
     for (size_t k = 0; k < nseg; k++)
-        CU(cudaMemcpyAsync(segs[k].host, c->stage + segs[k].at, segs[k].n * sizeof(float), cudaMemcpyDeviceToHost, c->st),
+        CU(cudaMemcpyAsync(h->bufs[segs[k].buf] + segs[k].off, c->stage + segs[k].at, segs[k].n * sizeof(float),
+                           cudaMemcpyDeviceToHost, c->st),
            "cudaMemcpy (staging -> host)");
     CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize (host collective)");
     return 0;
 }
 
-static int host_collective(mf_k_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int op, int bcast_root,
+static int host_collective(nccl_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int op, int bcast_root,
                            mf_err *err)
 {
     int rc = ensure_stage(c, err);
     if (rc) return rc;
-    /* at most one segment per buffer plus the pieces of cut buffers in one bucket */
-    size_t cap = 64, nseg = 0, used = 0;
-    seg *segs = (seg *)malloc(cap * sizeof *segs);
-    if (!segs) return mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
-    int upload = bcast_root < 0 || bcast_root == c->rank; /* a broadcast receiver has nothing to send */
-    for (size_t i = 0; i < nbufs && !rc; i++) {
-        for (size_t off = 0; off < n[i] && !rc;) {
-            if (used == MF_K_COMM_BUCKET) {
-                rc = flush_stage(c, segs, nseg, used, op, bcast_root, err);
-                nseg = used = 0;
-                if (rc) break;
-            }
-            size_t take = n[i] - off, room = MF_K_COMM_BUCKET - used;
-            if (take > room) take = room;
-            if (nseg == cap) {
-                seg *t = (seg *)realloc(segs, 2 * cap * sizeof *segs);
-                if (!t) { rc = mf_err_set(err, MF_ENOMEM, "data parallel: out of memory"); break; }
-                segs = t;
-                cap *= 2;
-            }
-            segs[nseg].host = bufs[i] + off;
-            segs[nseg].n = take;
-            segs[nseg].at = used;
-            if (upload) {
-                cudaError_t e = cudaMemcpyAsync(c->stage + used, bufs[i] + off, take * sizeof(float),
-                                                cudaMemcpyHostToDevice, c->st);
-                if (e != cudaSuccess) { rc = cuda_fail(c, err, e, "cudaMemcpy (host -> staging)"); break; }
-            }
-            nseg++;
-            used += take;
-            off += take;
-        }
-    }
-    if (!rc) rc = flush_stage(c, segs, nseg, used, op, bcast_root, err);
-    free(segs);
-    return rc;
+    host_job h = {c, bufs, op, bcast_root};
+    return mf_k_comm_each_bucket(n, nbufs, MF_K_COMM_BUCKET, host_bucket, &h, err);
 }
 
 /* ---- device buffers in place ---- */
 
-static int device_collective(mf_k_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int op, int bcast_root,
+static int device_collective(nccl_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int op, int bcast_root,
                              mf_err *err)
 {
     CU(cudaDeviceSynchronize(), "cudaDeviceSynchronize (before a collective)");
@@ -255,30 +223,30 @@ static int device_collective(mf_k_comm *c, float *const *bufs, const size_t *n, 
     return 0;
 }
 
-extern "C" int mf_k_comm_allreduce_f32(mf_k_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int where,
-                                       int op, mf_err *err)
+static int nccl_allreduce_f32(void *impl, float *const *bufs, const size_t *n, size_t nbufs, int where, int op,
+                              mf_err *err)
 {
-    int rc = check_args(c, where, op, err);
+    nccl_comm *c = (nccl_comm *)impl;
+    int rc = check_broken(c, err);
     if (rc) return rc;
     return where == MF_COMM_DEVICE ? device_collective(c, bufs, n, nbufs, op, -1, err)
                                    : host_collective(c, bufs, n, nbufs, op, -1, err);
 }
 
-extern "C" int mf_k_comm_broadcast_f32(mf_k_comm *c, float *const *bufs, const size_t *n, size_t nbufs, int where,
-                                       int root, mf_err *err)
+static int nccl_broadcast_f32(void *impl, float *const *bufs, const size_t *n, size_t nbufs, int where, int root,
+                              mf_err *err)
 {
-    int rc = check_args(c, where, MF_COMM_SUM, err);
+    nccl_comm *c = (nccl_comm *)impl;
+    int rc = check_broken(c, err);
     if (rc) return rc;
-    if (root < 0 || root >= c->world)
-        return mf_err_set(err, MF_EINTERNAL, "data parallel: broadcast root %d is not within world size %d", root,
-                          c->world);
     return where == MF_COMM_DEVICE ? device_collective(c, bufs, n, nbufs, MF_COMM_SUM, root, err)
                                    : host_collective(c, bufs, n, nbufs, MF_COMM_SUM, root, err);
 }
 
-extern "C" int mf_k_comm_allreduce_f64(mf_k_comm *c, double *v, size_t n, int op, mf_err *err)
+static int nccl_allreduce_f64(void *impl, double *v, size_t n, int op, mf_err *err)
 {
-    int rc = check_args(c, MF_COMM_HOST, op, err);
+    nccl_comm *c = (nccl_comm *)impl;
+    int rc = check_broken(c, err);
     if (rc || !n) return rc;
     if (n > c->d64_n) {
         if (c->d64) CU(cudaFree(c->d64), "cudaFree");
@@ -293,3 +261,5 @@ extern "C" int mf_k_comm_allreduce_f64(mf_k_comm *c, double *v, size_t n, int op
     CU(cudaStreamSynchronize(c->st), "cudaStreamSynchronize (f64 all-reduce)");
     return 0;
 }
+
+extern "C" const mf_k_comm_ops mf_k_nccl_ops = {nccl_close, nccl_allreduce_f32, nccl_broadcast_f32, nccl_allreduce_f64, NULL};

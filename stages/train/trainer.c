@@ -294,24 +294,38 @@ static void metrics_line(FILE *fp, const char *stage, long step, const char *spl
 
 /* ---------------------------------------------------------------- data parallel
  *
- * A stage with world_size N > 1 runs N ranks of this loop, one GPU each.
- * Global micro-batch i (the data cursor) goes to rank i % N, so one
- * optimizer step still consumes grad_accum micro-batches of batch_size
- * examples: the global batch, the data order, the schedule and the
- * checkpoints are those of a single process. Each micro-batch's loss is
+ * A stage with world_size N > 1 runs N ranks of this loop: one GPU each
+ * (NCCL), or CPU processes (MPI; the spec's "comm"). Micro-batch a of a step
+ * (a = 0 .. grad_accum-1, taken from the data cursor as always) goes to rank
+ * a % N, so one optimizer step still consumes grad_accum micro-batches of
+ * batch_size examples: the global batch, the data order, the schedule and
+ * the checkpoints are those of a single process. Each micro-batch's loss is
  * scaled by 1/grad_accum as always, and the ranks' gradients are SUMMED
- * (mf_model_dp_allreduce_grads) before the identical optimizer step on every
- * rank. Step metrics are summed the same way, so metrics.jsonl reads like a
- * single-process run. grad_accum should be a multiple of N (else some ranks
- * idle part of the step). Only rank 0 writes metrics, checkpoints and
- * progress, and evaluates; every rank loads the checkpoint on resume. At the
- * end the ranks compare a checksum of their trainable params and fail if they
- * diverged.
+ * before the identical optimizer step on every rank:
+ *   - device gradients (CUDA): accumulated in place over a rank's
+ *     micro-batches, then one all-reduce per step (mf_model_dp_allreduce_grads);
+ *   - host gradients (CPU): in rounds of N micro-batches, each computed into
+ *     zeroed gradients and folded into the step's sum in micro-batch order
+ *     (mf_k_gradacc_*, kernels/comm.h), also with N = 1 — which is why N CPU
+ *     ranks give weights bit-identical to one process with the same global
+ *     batch and thread count.
+ * The LoRA dropout counter is set from the data cursor before every
+ * micro-batch, so a micro-batch gets the same masks whichever rank runs it
+ * (and after a resume). Step metrics are summed over the ranks, so
+ * metrics.jsonl reads like a single-process run. grad_accum should be a
+ * multiple of N (else some ranks idle part of the step). Only rank 0 writes
+ * metrics, checkpoints and progress, and evaluates; every rank loads the
+ * checkpoint on resume. At the end the ranks compare a checksum of their
+ * trainable params and fail if they diverged.
  */
+
+/* Dropout-counter values reserved per micro-batch (training forwards a task may make for one). */
+#define FWD_PER_MICRO 64u
 
 static int dp_open(const mf_stage_ctx *ctx, mf_k_comm **comm, mf_err *err)
 {
     *comm = NULL;
+    if (ctx->comm && !strcmp(ctx->comm, "mpi")) return mf_k_comm_new_mpi(comm, ctx->rank, ctx->world_size, err);
     if (!ctx->job_dir || strlen(ctx->rendezvous) < 32)
         return mf_err_set(err, MF_EINVAL,
                           "stage '%s': %d ranks need the engine's job_dir and rendezvous token in the spec",
@@ -362,6 +376,16 @@ static int dp_check_parity(const mf_stage_ctx *ctx, mf_k_comm *comm, mf_model *m
     return 0;
 }
 
+/* What the collectives cost, for the log (benchmarks read this line). */
+static void dp_report(const mf_stage_ctx *ctx, mf_k_comm *comm)
+{
+    mf_k_comm_stats st;
+    mf_k_comm_get_stats(comm, &st);
+    fprintf(stderr, "medflow: stage '%s': %d ranks over %s: %ld collectives, %.0f fp32 values, %.3f s in them\n",
+            ctx->stage, ctx->world_size, mf_k_comm_library(comm) == MF_COMM_MPI ? "MPI" : "NCCL", st.calls, st.values,
+            st.seconds);
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 static void epoch_perm(size_t *perm, size_t n, uint64_t seed, unsigned long long epoch)
@@ -392,6 +416,7 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
     /* data parallel (see above): world ranks, rank 0 the lead */
     int world = ctx->world_size > 1 ? ctx->world_size : 1, rank = world > 1 ? ctx->rank : 0, lead = rank == 0;
     mf_k_comm *comm = NULL;
+    mf_k_gradacc *gacc = NULL; /* the host path's fixed-order accumulation (NULL: device gradients) */
     mf_k_adamw *opt = NULL;
     size_t *perm = malloc(n * sizeof *perm), *idx = malloc((size_t)c.batch_size * sizeof *idx);
     char *mpath = NULL;
@@ -432,6 +457,9 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
             mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
         }
     }
+    /* host gradients: fixed-order accumulation, alone or over MPI (NCCL reduces in place instead) */
+    if (!rc && (c.grad_accum > 1 || world > 1) && (!comm || mf_k_comm_library(comm) == MF_COMM_MPI))
+        rc = mf_k_gradacc_new(&gacc, m, err);
 
     unsigned long long cur_epoch = (unsigned long long)-1;
     double t0 = mf_monotonic(), tokens_run = 0;
@@ -448,18 +476,25 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
                 epoch_perm(perm, n, c.seed, e);
                 cur_epoch = e;
             }
-            if (s.cursor % (unsigned long long)world != (unsigned long long)rank) continue; /* another rank's */
-            int bn = 0;
-            for (size_t k = pos * (size_t)c.batch_size; k < n && bn < c.batch_size; k++) idx[bn++] = perm[k];
-            mf_trainer_metrics mt;
-            memset(&mt, 0, sizeof mt);
-            rc = task->step(task->ud, m, idx, bn, 1.0f / (float)c.grad_accum, &mt, err);
-            acc.loss += mt.loss / c.grad_accum;
-            acc.tokens += mt.tokens;
-            for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
+            int round = a / world, last = a == c.grad_accum - 1;
+            if (gacc && round > 0 && a % world == 0) mf_model_zero_grad(m); /* a fresh round */
+            if (a % world == rank) {
+                int bn = 0;
+                for (size_t k = pos * (size_t)c.batch_size; k < n && bn < c.batch_size; k++) idx[bn++] = perm[k];
+                mf_trainer_metrics mt;
+                memset(&mt, 0, sizeof mt);
+                mf_model_set_rng_state(m, s.cursor * FWD_PER_MICRO);
+                rc = task->step(task->ud, m, idx, bn, 1.0f / (float)c.grad_accum, &mt, err);
+                acc.loss += mt.loss / c.grad_accum;
+                acc.tokens += mt.tokens;
+                for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
+            }
+            if (!rc && gacc && (a % world == world - 1 || last))
+                rc = mf_k_gradacc_add(gacc, comm, round, a % world + 1, last, err);
         }
         if (rc) break;
-        if (comm && ((rc = mf_model_dp_allreduce_grads(m, comm, err)) || (rc = dp_sum_metrics(comm, &acc, err)))) break;
+        if (comm && ((!gacc && (rc = mf_model_dp_allreduce_grads(m, comm, err))) || (rc = dp_sum_metrics(comm, &acc, err))))
+            break;
         if (!isfinite(acc.loss)) {
             rc = mf_err_set(err, MF_EFAILED, "stage '%s': loss is %g at step %ld (diverged; lower lr?)", ctx->stage,
                             acc.loss, s.step + 1);
@@ -498,8 +533,10 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
     if (!rc && have_ev && final_eval) *final_eval = ev;
     if (!rc) rc = mf_model_fetch(m, err);
     if (!rc && comm) rc = dp_check_parity(ctx, comm, m, err);
+    if (comm && lead) dp_report(ctx, comm);
     if (rc) mf_k_comm_abort(comm); /* never wait on peers after a failure */
     else mf_k_comm_free(comm);
+    mf_k_gradacc_free(gacc);
     if (!rc && lead && ctx->work_dir) { /* copy the metrics into the artifact */
         char *data = NULL, *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
         size_t len = 0;

@@ -534,7 +534,7 @@ TEST(test_run_data_parallel_training_without_nccl_fails_clearly)
     CHECK_INT(mf(&out, "run g.yaml --gpus 0,1"), 1);
     CHECK_CONTAINS(out, "pt: started (2 ranks, gpus 0,1)");
 #ifndef MF_HAVE_CUDA
-    CHECK_CONTAINS(out, "data-parallel training (2 ranks) needs NCCL: this medflow was built without CUDA; rebuild with make CUDA=1");
+    CHECK_CONTAINS(out, "data-parallel training on GPUs (2 ranks) needs NCCL: this medflow was built without CUDA; rebuild with make CUDA=1");
 #endif
     free(out);
     mf_json *run = last_run();

@@ -68,12 +68,94 @@ TEST(test_comm_without_cuda_says_to_rebuild_with_cuda)
     mf_err e;
     CHECK_INT(mf_k_comm_new(&c, 1, 2, "/nonexistent/id", 1.0, &e), MF_EUNSUPPORTED);
     CHECK(c == NULL);
-    CHECK_STR(e.msg, "data-parallel training (2 ranks) needs NCCL: this medflow was built without CUDA; rebuild with "
-                     "make CUDA=1");
+    CHECK_STR(e.msg, "data-parallel training on GPUs (2 ranks) needs NCCL: this medflow was built without CUDA; "
+                     "rebuild with make CUDA=1 (or train on CPU ranks over MPI: resources {gpus: 0, ranks: 2})");
     double v = 1;
-    CHECK_INT(mf_k_comm_allreduce_f64(NULL, &v, 1, MF_COMM_SUM, &e), MF_EUNSUPPORTED);
-    CHECK_CONTAINS(e.msg, "rebuild with make CUDA=1");
+    CHECK_INT(mf_k_comm_allreduce_f64(NULL, &v, 1, MF_COMM_SUM, &e), MF_EINTERNAL);
+    CHECK_CONTAINS(e.msg, "no communicator");
 #endif
+}
+
+/* An MPI communicator checks the world the launcher made against the stage's
+ * (here: a plain process, MPI's singleton world of 1, asked to be rank 1 of 2). */
+TEST(test_comm_mpi_refuses_a_world_the_launcher_did_not_make)
+{
+    mf_k_comm *c = (mf_k_comm *)1;
+    mf_err e;
+    pid_t p = fork(); /* MPI_Init once per process: keep it out of the runner */
+    REQUIRE(p >= 0);
+    if (p == 0) {
+        int rc = mf_k_comm_new_mpi(&c, 1, 2, &e);
+#ifdef MF_HAVE_MPI
+        _exit(rc == MF_EINVAL && c == NULL && strstr(e.msg, "the launcher made this process rank 0 of 1") ? 0 : 1);
+#else
+        _exit(rc == MF_EUNSUPPORTED && strstr(e.msg, "built without Open MPI") ? 0 : 1);
+#endif
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_INT(mf_k_comm_new_mpi(&c, 2, 2, &e), MF_EINVAL); /* checked before MPI starts */
+    CHECK_CONTAINS(e.msg, "rank 2 is not within world size 2");
+}
+
+typedef struct walk_log {
+    char text[512];
+    size_t len;
+} walk_log;
+
+static int log_bucket(void *ud, const mf_k_comm_seg *segs, size_t nseg, size_t used, mf_err *err)
+{
+    (void)err;
+    walk_log *w = ud;
+    w->len += (size_t)snprintf(w->text + w->len, sizeof w->text - w->len, "[%zu:", used);
+    for (size_t k = 0; k < nseg; k++)
+        w->len += (size_t)snprintf(w->text + w->len, sizeof w->text - w->len, " b%zu+%zu#%zu@%zu", segs[k].buf,
+                                   segs[k].off, segs[k].n, segs[k].at);
+    w->len += (size_t)snprintf(w->text + w->len, sizeof w->text - w->len, "]");
+    return 0;
+}
+
+/* Small buffers share a bucket, a large one is cut; an empty one takes no piece. */
+TEST(test_comm_buckets_pack_small_buffers_and_cut_large_ones)
+{
+    size_t n[] = {3, 0, 10, 2};
+    walk_log w = {"", 0};
+    mf_err e;
+    CHECK_OK(mf_k_comm_each_bucket(n, 4, 8, log_bucket, &w, &e));
+    CHECK_STR(w.text, "[8: b0+0#3@0 b2+0#5@3][7: b2+5#5@0 b3+0#2@5]");
+}
+
+/* One process: the accumulator is the plain left fold of the micro-batch
+ * gradients, ((g0 + g1) + g2), whatever the backend's own accumulation does. */
+TEST(test_gradacc_alone_is_the_left_fold_of_the_rounds)
+{
+    mf_model_config cfg = {.arch = MF_ARCH_LLAMA, .vocab_size = 16, .hidden_size = 8, .intermediate_size = 16,
+                           .num_hidden_layers = 1, .num_attention_heads = 2, .num_key_value_heads = 2,
+                           .max_position_embeddings = 16, .pad_token_id = -1, .bos_token_id = -1, .eos_token_id = -1};
+    mf_model *m = NULL;
+    mf_err e;
+    REQUIRE(mf_model_new(&m, &cfg, &e) == 0);
+    mf_model_set_all_trainable(m, 0);
+    CHECK_OK(mf_model_set_trainable(m, "model.norm.weight", 1, &e));
+    mf_k_param *p = mf_model_find_param(m, "model.norm.weight");
+    REQUIRE(p->grad != NULL);
+    mf_k_gradacc *a = NULL;
+    REQUIRE(mf_k_gradacc_new(&a, m, &e) == 0 && a != NULL);
+    const float g[3] = {1.0f, 1e8f, -1e8f}; /* the order shows: (1 + 1e8) - 1e8 = 0 in fp32, 1 + (1e8 - 1e8) = 1 */
+    for (int r = 0; r < 3; r++) {
+        mf_model_zero_grad(m);
+        for (size_t k = 0; k < p->numel; k++) p->grad[k] = g[r] * (float)(k + 1);
+        CHECK_OK(mf_k_gradacc_add(a, NULL, r, 1, r == 2, &e));
+        if (r < 2) CHECK(p->grad[0] == g[r]); /* untouched between rounds */
+    }
+    CHECK(p->grad[0] == 0.0f);
+    for (size_t k = 0; k < p->numel; k++) {
+        float want = (g[0] * (float)(k + 1) + g[1] * (float)(k + 1)) + g[2] * (float)(k + 1);
+        CHECK(p->grad[k] == want);
+    }
+    mf_k_gradacc_free(a);
+    mf_model_free(m);
 }
 
 /* sum and sum of squares over trainable params only, in double. */
