@@ -19,7 +19,7 @@
 #include "kernels/backend_select.h"
 
 typedef struct args {
-    const char *graph, *store, *gpus, *backend;
+    const char *graph, *store, *gpus, *backend, *executor, *partition, *account;
     char **targets, **force;
     size_t n_targets, n_force;
     int json, dry_run, keep_going, jobs, quiet, verbose, rehash;
@@ -61,11 +61,26 @@ static int parse(const char *cmd, int argc, char **argv, args *a, int is_run)
             a->jobs = (int)v;
         } else if (is_run && !strcmp(s, "--gpus") && k + 1 < argc) a->gpus = argv[++k];
         else if (is_run && !strncmp(s, "--gpus=", 7)) a->gpus = s + 7;
+        else if (is_run && !strcmp(s, "--executor") && k + 1 < argc) a->executor = argv[++k];
+        else if (is_run && !strncmp(s, "--executor=", 11)) a->executor = s + 11;
+        else if (is_run && !strcmp(s, "--partition") && k + 1 < argc) a->partition = argv[++k];
+        else if (is_run && !strncmp(s, "--partition=", 12)) a->partition = s + 12;
+        else if (is_run && !strcmp(s, "--account") && k + 1 < argc) a->account = argv[++k];
+        else if (is_run && !strncmp(s, "--account=", 10)) a->account = s + 10;
         else if (is_run && !strcmp(s, "--backend") && k + 1 < argc) a->backend = argv[++k];
         else if (is_run && !strncmp(s, "--backend=", 10)) a->backend = s + 10;
         else return mf_cli_usage_error(cmd, "unknown option '%s'", s);
     }
     if (!a->graph) return mf_cli_usage_error(cmd, "missing GRAPH");
+    if (is_run && !a->executor) { /* --executor, else MEDFLOW_EXECUTOR, else the graph's executor: (in mf_cmd_run) */
+        const char *env = getenv("MEDFLOW_EXECUTOR");
+        if (env && *env) a->executor = env;
+    }
+    if (a->executor && strcmp(a->executor, "local") && strcmp(a->executor, "slurm"))
+        return mf_cli_usage_error(cmd, "--executor expects local or slurm, not '%s'%s", a->executor,
+                                  getenv("MEDFLOW_EXECUTOR") && a->executor == getenv("MEDFLOW_EXECUTOR")
+                                      ? " (from MEDFLOW_EXECUTOR)"
+                                      : "");
     if (is_run && in_force && !a->n_force) return mf_cli_usage_error(cmd, "--force needs at least one STAGE");
     if (is_run) { /* --backend, else MEDFLOW_BACKEND, else auto: checked now, passed to every stage */
         mf_k_backend_choice c;
@@ -188,8 +203,14 @@ int mf_cmd_run(int argc, char **argv)
     if ((rc = mf_estore_lock(st, &err))) { code = mf_cli_report(&err); goto out; }
     if (!a.quiet)
         printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
+    const char *executor = a.executor ? a.executor : g->executor ? g->executor : "local";
+    if ((a.partition || a.account) && strcmp(executor, "slurm")) {
+        fprintf(stderr, "medflow: --partition and --account are for the Slurm executor (--executor slurm)\n");
+        code = MF_EXIT_USAGE;
+        goto out;
+    }
     mf_run_opts ro = {a.jobs, a.gpus, a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
-                      isatty(1), a.quiet, a.verbose, a.backend ? a.backend : "auto"};
+                      isatty(1), a.quiet, a.verbose, a.backend ? a.backend : "auto", executor, a.partition, a.account};
     const char *grace = getenv("MEDFLOW_KILL_GRACE");
     ro.grace_s = grace ? atof(grace) : 10.0;
     mf_run_result res;

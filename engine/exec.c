@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -46,7 +48,8 @@ int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
         if (o->cpus > 0) setenv("OMP_NUM_THREADS", o->threads_str, 1);
         setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
         char *argv[] = {(char *)o->exe, (char *)"stage-exec", (char *)o->spec_path, NULL};
-        execv(o->exe, argv);
+        if (o->argv) execvp(o->argv[0], o->argv);
+        else execv(o->exe, argv);
         const char msg[] = "medflow: could not execute the stage runner\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
         (void)w;
@@ -160,6 +163,79 @@ int mf_exec_self(char *buf, size_t n, mf_err *err)
     return 0;
 }
 
+int mf_exec_capture(char *const *argv, mf_buf *out, mf_buf *errout, int *status, mf_err *err)
+{
+    int po[2] = {-1, -1}, pe[2] = {-1, -1};
+    if (pipe(po) || pipe(pe)) {
+        int rc = mf_err_errno(err, MF_EIO, "pipe");
+        for (int k = 0; k < 2; k++) {
+            if (po[k] >= 0) close(po[k]);
+            if (pe[k] >= 0) close(pe[k]);
+        }
+        return rc;
+    }
+    pid_t p = fork();
+    if (p < 0) {
+        int rc = mf_err_errno(err, MF_EIO, "fork");
+        close(po[0]), close(po[1]), close(pe[0]), close(pe[1]);
+        return rc;
+    }
+    if (p == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_IGN); /* a Ctrl-C is the engine's to handle (it may run scancel next) */
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int null = open("/dev/null", O_RDONLY);
+        if (null >= 0) { dup2(null, 0); if (null > 2) close(null); }
+        if (dup2(po[1], 1) < 0 || dup2(pe[1], 2) < 0) _exit(127);
+        close(po[0]), close(po[1]), close(pe[0]), close(pe[1]);
+        execvp(argv[0], argv);
+        dprintf(2, "could not execute %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    struct pollfd pf[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    int open_ = 2;
+    while (open_) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (pf[k].fd < 0 || !(pf[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            char buf[4096];
+            ssize_t got = read(pf[k].fd, buf, sizeof buf);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                close(pf[k].fd);
+                pf[k].fd = -1;
+                open_--;
+                continue;
+            }
+            mf_buf *dst = k == 0 ? out : errout;
+            if (dst && dst->len < (16u << 20)) mf_buf_append(dst, buf, (size_t)got);
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (pf[k].fd >= 0) close(pf[k].fd);
+    int st = 0;
+    while (waitpid(p, &st, 0) < 0 && errno == EINTR) {}
+    *status = st;
+    return 0;
+}
+
+const char *mf_exec_describe_status(int status, char *buf, size_t n)
+{
+    if (WIFEXITED(status)) snprintf(buf, n, "exit status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else snprintf(buf, n, "status %d", status);
+    return buf;
+}
+
 /* ---- line buffer ---- */
 
 int mf_linebuf_fill(mf_linebuf *lb, int fd)
@@ -178,6 +254,24 @@ int mf_linebuf_fill(mf_linebuf *lb, int fd)
         if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
         return MF_EIO;
     }
+}
+
+int mf_linebuf_fill_file(mf_linebuf *lb, const char *path, long long *off)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : MF_EIO;
+    char tmp[4096];
+    for (;;) {
+        ssize_t got = pread(fd, tmp, sizeof tmp, (off_t)*off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        *off += got;
+        if (lb->start > 0 && lb->start == lb->b.len) { lb->b.len = 0; lb->start = 0; }
+        if (mf_buf_append(&lb->b, tmp, (size_t)got)) { close(fd); return MF_ENOMEM; }
+        if (lb->b.len > (1u << 20)) { lb->b.len = 0; lb->start = 0; } /* a runaway line: drop */
+    }
+    close(fd);
+    return 0;
 }
 
 char *mf_linebuf_next(mf_linebuf *lb)

@@ -24,6 +24,7 @@
 typedef struct mf_exec_spawn_opts {
     const char *exe;       /* binary to run */
     const char *spec_path; /* argument of stage-exec */
+    char *const *argv;     /* instead: this command line (argv[0] looked up in PATH), or NULL */
     int log_fd;            /* becomes stdout and stderr */
     int progress_fd;       /* write end of the progress pipe; becomes fd 3, or -1 */
     pid_t pgid;            /* 0: new process group led by the child */
@@ -53,6 +54,14 @@ int mf_exec_rendezvous(char out[257], mf_err *err);
 /* Path of the running binary (/proc/self/exe resolved) into buf. */
 int mf_exec_self(char *buf, size_t n, mf_err *err);
 
+/* Run argv (argv[0] looked up in PATH) to completion, stdin from /dev/null;
+ * its stdout and stderr into out and errout (either may be NULL), its wait
+ * status into *status. Waits for that child only. An error only when it
+ * could not be started. */
+int mf_exec_capture(char *const *argv, mf_buf *out, mf_buf *errout, int *status, mf_err *err);
+/* "exit status 1" / "killed by signal 9 (Killed)" */
+const char *mf_exec_describe_status(int status, char *buf, size_t n);
+
 /* Line splitter for a non-blocking pipe: appends what read() returns and
  * hands back complete lines. */
 typedef struct mf_linebuf {
@@ -61,6 +70,9 @@ typedef struct mf_linebuf {
 } mf_linebuf;
 /* Read what is available from fd into lb; 1 while open, 0 at EOF, <0 error. */
 int mf_linebuf_fill(mf_linebuf *lb, int fd);
+/* Read what a file gained since *off (a file another process appends to);
+ * 0 also when it does not exist yet. */
+int mf_linebuf_fill_file(mf_linebuf *lb, const char *path, long long *off);
 /* Next complete line (NUL-terminated, newline removed) or NULL. */
 char *mf_linebuf_next(mf_linebuf *lb);
 void mf_linebuf_free(mf_linebuf *lb);

@@ -132,9 +132,9 @@ static int valid_name(const char *s)
     return 1;
 }
 
-static const char *top_keys[] = {"name", "description", "defaults", "store", "sources", "stages", NULL};
+static const char *top_keys[] = {"name", "description", "defaults", "store", "executor", "sources", "stages", NULL};
 static const char *stage_keys[] = {"kind", "inputs", "params", "resources", "foreach", "description", NULL};
-static const char *resource_keys[] = {"gpus", "cpus", "mem", "nodes", "time", "partition", "account", NULL};
+static const char *resource_keys[] = {"gpus", "cpus", "mem", "nodes", "ranks", "time", "partition", "account", NULL};
 static const char *source_keys[] = {"path", "format", "description", NULL};
 
 static int check_keys(loader *L, const mf_json *obj, const char **allowed, const char *what)
@@ -466,6 +466,7 @@ void mf_graph_free(mf_graph *g)
     free(g->dir);
     free(g->text);
     free(g->store);
+    free(g->executor);
     for (size_t k = 0; k < g->n_sources; k++) {
         free(g->sources[k].name);
         free(g->sources[k].path);
@@ -529,12 +530,13 @@ static int build_resources(loader *L, mf_stage *st, const mf_json *res)
     for (size_t k = 0; k < res->n; k++) {
         const char *key = res->keys[k];
         const mf_json *v = res->items[k];
-        if (!strcmp(key, "gpus") || !strcmp(key, "cpus") || !strcmp(key, "nodes")) {
+        if (!strcmp(key, "gpus") || !strcmp(key, "cpus") || !strcmp(key, "nodes") || !strcmp(key, "ranks")) {
             int lo = strcmp(key, "gpus") ? 1 : 0;
             if (v->type != MF_JSON_INT || v->i < lo || v->i > 4096)
                 return at(L, v, "stage '%s': resources.%s expects an integer >= %d", st->name, key, lo);
             if (!strcmp(key, "gpus")) st->res.gpus = (int)v->i;
             else if (!strcmp(key, "cpus")) st->res.cpus = (int)v->i;
+            else if (!strcmp(key, "ranks")) st->res.ranks = (int)v->i;
             else st->res.nodes = (int)v->i;
         } else if (!strcmp(key, "mem")) {
             int ok;
@@ -548,6 +550,12 @@ static int build_resources(loader *L, mf_stage *st, const mf_json *res)
             if (!*dst) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
         }
     }
+    /* ranks: CPU processes over MPI; a stage on GPUs has one rank per GPU (gpus is per node) */
+    const mf_json *rv = mf_json_get(res, "ranks");
+    if (rv && st->res.gpus > 0 && st->res.ranks != st->res.gpus * st->res.nodes)
+        return at(L, rv, "stage '%s': resources.ranks is %d, but a stage on GPUs runs one rank per GPU (gpus %d x nodes %d "
+                         "= %d); leave ranks out",
+                  st->name, st->res.ranks, st->res.gpus, st->res.nodes, st->res.gpus * st->res.nodes);
     return 0;
 }
 
@@ -1029,6 +1037,16 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
         if (store->type != MF_JSON_STRING) return at(L, store, "store expects a directory path");
         g->store = store->s[0] == '/' ? strdup(store->s) : mf_path_join(g->dir, store->s);
         if (!g->store) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    }
+    const mf_json *ex = mf_json_get(doc, "executor");
+    if (ex) {
+        if (ex->type != MF_JSON_STRING || (strcmp(ex->s, "local") && strcmp(ex->s, "slurm"))) {
+            char h[300], best[64];
+            hint(h, sizeof h, ex->type == MF_JSON_STRING ? enum_suggest("local|slurm", ex->s, best, sizeof best) : NULL);
+            return at(L, ex, "executor expects local or slurm%s", h);
+        }
+        g->executor = strdup(ex->s);
+        if (!g->executor) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
     }
     const mf_json *defaults = mf_json_get(doc, "defaults");
     if (defaults) {

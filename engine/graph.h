@@ -47,9 +47,10 @@ typedef struct mf_binding {
 } mf_binding;
 
 typedef struct mf_resources_ex {
-    int gpus, cpus;
-    long long mem_mb;
+    int gpus, cpus;          /* gpus: per node (Slurm's --gres); cpus: the stage's, shared by its ranks */
+    long long mem_mb;        /* per node */
     int nodes;
+    int ranks;               /* CPU processes joined by MPI (gpus: 0); 0 = not given (one) */
     char *time, *partition, *account; /* Slurm; NULL when not given */
 } mf_resources_ex;
 
@@ -76,6 +77,7 @@ typedef struct mf_graph {
     char *text;             /* the file's bytes, as given (recorded in the ledger) */
     size_t text_len;
     char *store;            /* `store:` or NULL */
+    char *executor;         /* `executor:` (local | slurm) or NULL */
     mf_source *sources;
     size_t n_sources;
     mf_stage *stages;

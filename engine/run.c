@@ -1,9 +1,11 @@
 /*
  * engine/run.c — the builder loop (see run.h).
  *
- * One thread, one poll loop: the self-pipe (signals, SIGCHLD) and every
- * rank's progress pipe. A job is one stage in flight: its ranks (processes
- * in one process group), its tmp dir (spec files, out/), its log file.
+ * One thread, one poll loop: the self-pipe (signals, SIGCHLD) and whatever
+ * the executor waits on (engine/executor.h: progress pipes of local ranks;
+ * nothing for Slurm, which is polled). A job is one stage in flight: its
+ * executor job (ranks or a Slurm job), its tmp dir (spec files, out/), its
+ * log file.
  */
 #include "engine/run.h"
 
@@ -21,30 +23,23 @@
 
 #include "common/fsutil.h"
 #include "engine/exec.h"
+#include "engine/executor.h"
 #include "engine/progress.h"
 #include "engine/sched.h"
 
-typedef struct rank {
-    pid_t pid;
-    int pfd;             /* progress pipe read end, -1 when closed */
-    mf_linebuf lb;
-    int status, exited;
-} rank;
-
 typedef struct job {
     size_t stage;
-    mf_sched_req req;
+    mf_xjob x;           /* what the executor sees */
+    struct runner *r;
     int devs[MF_SCHED_MAX_GPUS];
     char devices[512];
-    rank *ranks;
-    int n_ranks;
-    pid_t pgid;
     char *dir, *out_dir, *log_path;
+    char token[257];     /* the ranks' rendezvous token ("" for one rank) */
     int log_fd;
     double t_start, t_end, wall_start;
     double tokens_per_s; /* the last rate rank 0 reported (NAN: none): the run's, not the artifact's */
     mf_progress_row row;
-    int killed;
+    int has_progress;    /* rank 0 reported progress (else the row shows the executor's state) */
     char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
 } job;
 
@@ -55,8 +50,9 @@ typedef struct runner {
     const mf_run_opts *o;
     mf_run_result *res;
     mf_sched sched;
+    mf_executor *x;
     mf_progress prog;
-    job *jobs;           /* running */
+    job **jobs;          /* running */
     size_t n_jobs;
     int *launched;       /* per stage */
     mf_json *manifests;  /* object: stage -> manifest */
@@ -125,7 +121,6 @@ static mf_json *inputs_json(const runner *r, size_t i)
     }
     return in;
 }
-
 static int record_manifest(runner *r, size_t i, const char *outcome, const job *j, const char *log_digest)
 {
     const mf_stage *s = &r->g->stages[i];
@@ -158,7 +153,9 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "ended_unix", mf_json_new_float(j->wall_start + (j->t_end - j->t_start)));
         bad |= mf_json_set(m, "wall_s", mf_json_new_float(j->t_end - j->t_start));
         bad |= mf_json_set(m, "devices", mf_json_new_str(j->devices));
-        bad |= mf_json_set(m, "ranks", mf_json_new_int(j->n_ranks));
+        bad |= mf_json_set(m, "ranks", mf_json_new_int(j->x.req.ranks));
+        bad |= mf_json_set(m, "executor", mf_json_new_str(r->x->name));
+        if (r->x->describe) bad |= r->x->describe(r->x, &j->x, m) != 0;
         /* throughput describes this run on this machine, so it lives here and not in
          * the artifact (whose bytes must not depend on timing: early cut-off) */
         if (isfinite(j->tokens_per_s)) bad |= mf_json_set(m, "tokens_per_s", mf_json_new_float(j->tokens_per_s));
@@ -172,12 +169,13 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
     if (bad) { mf_json_free(m); return MF_ENOMEM; }
     return mf_json_set(r->manifests, s->name, m);
 }
-
 /* ---- launching ---- */
 
-static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous,
-                      const char *out_dir, char **spec_path, mf_err *err)
+/* The executor's callback: one spec (per rank, or for every rank of a launcher). */
+static int write_spec(void *ud, const mf_xspec *xs, char **spec_path, mf_err *err)
 {
+    job *j = ud;
+    runner *r = j->r;
     size_t i = j->stage;
     const mf_stage *s = &r->g->stages[i];
     const mf_plan_stage *st = &r->p->st[i];
@@ -221,22 +219,26 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "inputs", ins);
     mf_json_set(spec, "input_digests", digs);
     ins = digs = NULL;
-    mf_json_set(spec, "out_dir", mf_json_new_str(out_dir));
+    mf_json_set(spec, "out_dir", mf_json_new_str(xs->out_dir));
     mf_json_set(spec, "job_dir", mf_json_new_str(j->dir));
     mf_json_set(spec, "work_dir", mf_json_new_str(work));
     free(work);
-    mf_json_set(spec, "rank", mf_json_new_int(rank_no));
-    mf_json_set(spec, "world_size", mf_json_new_int(j->n_ranks));
-    mf_json_set(spec, "devices", mf_json_new_str(devices));
+    mf_json_set(spec, "rank", mf_json_new_int(xs->rank < 0 ? 0 : xs->rank));
+    if (xs->rank < 0) mf_json_set(spec, "rank_from", mf_json_new_str("launcher"));
+    mf_json_set(spec, "world_size", mf_json_new_int(j->x.req.ranks));
+    mf_json_set(spec, "devices", mf_json_new_str(xs->devices ? xs->devices : ""));
+    if (j->x.req.comm && j->x.req.comm[0]) mf_json_set(spec, "comm", mf_json_new_str(j->x.req.comm));
     mf_json_set(spec, "seed", mf_json_new_int((int64_t)s->seed));
     mf_json_set(spec, "precision", mf_json_new_str(s->precision ? s->precision : "fp32"));
-    mf_json_set(spec, "progress_fd", mf_json_new_int(3));
-    mf_json_set(spec, "rendezvous", mf_json_new_str(rendezvous));
+    mf_json_set(spec, "progress_fd", mf_json_new_int(xs->progress_path ? -1 : 3));
+    if (xs->progress_path) mf_json_set(spec, "progress_path", mf_json_new_str(xs->progress_path));
+    mf_json_set(spec, "rendezvous", mf_json_new_str(j->token));
     mf_json_set(spec, "backend", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, spec, MF_JSON_SORTED | MF_JSON_PRETTY);
     char name[64];
-    snprintf(name, sizeof name, "spec.%d.json", rank_no);
+    if (xs->rank < 0) snprintf(name, sizeof name, "spec.json");
+    else snprintf(name, sizeof name, "spec.%d.json", xs->rank);
     *spec_path = mf_path_join(j->dir, name);
     if (!mf_buf_ok(&b) || !*spec_path) rc = MF_ENOMEM;
     else rc = mf_write_file_atomic(*spec_path, b.data, b.len, 0644, err);
@@ -249,34 +251,57 @@ done:
     return rc;
 }
 
-static void job_free(job *j)
+/* ---- progress ---- */
+
+/* The executor's callback: one line of rank 0's progress. */
+static void on_progress(void *ud, char *line)
 {
-    for (int k = 0; k < j->n_ranks; k++) {
-        if (j->ranks[k].pfd >= 0) close(j->ranks[k].pfd);
-        mf_linebuf_free(&j->ranks[k].lb);
+    job *j = ud;
+    mf_json *v = NULL;
+    mf_err e;
+    if (mf_json_parse(&v, line, strlen(line), "progress", &e)) return;
+    const char *be = mf_json_get_str(v, "backend", NULL);
+    if (be) { /* stage-exec reports the backend it ran on, once, at the end */
+        snprintf(j->backend, sizeof j->backend, "%s", be);
+        snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
+        mf_json_free(v);
+        return;
     }
-    free(j->ranks);
+    j->has_progress = 1;
+    j->row.step = mf_json_get_int(v, "step", j->row.step);
+    j->row.total = mf_json_get_int(v, "total", j->row.total);
+    j->row.loss = mf_json_get_num(v, "loss", NAN);
+    j->row.tokens_per_s = mf_json_get_num(v, "tokens_per_s", NAN);
+    if (isfinite(j->row.tokens_per_s)) j->tokens_per_s = j->row.tokens_per_s;
+    j->row.eta_s = mf_json_get_num(v, "eta", NAN);
+    const char *msg = mf_json_get_str(v, "message", NULL);
+    if (msg) snprintf(j->row.message, sizeof j->row.message, "%s", msg);
+    mf_json_free(v);
+}
+
+static void job_free(runner *r, job *j, int wait)
+{
+    if (r->x && j->x.priv) r->x->release(r->x, &j->x, wait);
     if (j->log_fd >= 0) close(j->log_fd);
     free(j->dir);
     free(j->out_dir);
     free(j->log_path);
+    free(j);
 }
 
 static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs, mf_err *err)
 {
     const mf_stage *s = &r->g->stages[i];
-    job *jobs = realloc(r->jobs, (r->n_jobs + 1) * sizeof *jobs);
+    job **jobs = realloc(r->jobs, (r->n_jobs + 1) * sizeof *jobs);
     if (!jobs) return mf_err_set(err, MF_ENOMEM, "out of memory");
     r->jobs = jobs;
-    job *j = &jobs[r->n_jobs];
-    memset(j, 0, sizeof *j);
+    job *j = calloc(1, sizeof *j);
+    if (!j) return mf_err_set(err, MF_ENOMEM, "out of memory");
     j->stage = i;
-    j->req = *req;
+    j->r = r;
     j->log_fd = -1;
     memcpy(j->devs, devs, sizeof(int) * (size_t)req->gpus);
     mf_sched_devices_str(devs, req->gpus, j->devices, sizeof j->devices);
-    j->n_ranks = req->ranks;
-    j->ranks = calloc((size_t)j->n_ranks, sizeof *j->ranks);
     char name[PATH_MAX];
     snprintf(name, sizeof name, "%s-%s", r->res->run_id, s->name);
     j->dir = mf_path_join(r->io->tmp_dir, name);
@@ -286,9 +311,11 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     j->row.stage = s->name;
     j->row.state = "running";
     j->row.loss = j->row.tokens_per_s = j->row.eta_s = j->tokens_per_s = NAN;
-    for (int k = 0; j->ranks && k < j->n_ranks; k++) j->ranks[k].pfd = -1;
+    j->x = (mf_xjob){s, *req, j->devs, j->devices, r->exe, j->dir, j->out_dir, j->log_path, -1, write_spec, on_progress, j,
+                     0, 0, "", "", "", NULL};
+    r->jobs[r->n_jobs++] = j; /* from here on the job is tracked, so a failure below is cleaned up */
     int rc = 0;
-    if (!j->ranks || !j->dir || !j->out_dir || !j->log_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    if (!j->dir || !j->out_dir || !j->log_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     char *work = rc ? NULL : mf_path_join(r->io->work_dir, r->p->st[i].key);
     if (!rc && !work) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     if (!rc) rc = mf_rm_rf(j->dir, err);
@@ -298,102 +325,30 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     if (!rc) {
         j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (j->log_fd < 0) rc = mf_err_errno(err, MF_EIO, "open %s", j->log_path);
+        j->x.log_fd = j->log_fd;
     }
-    char token[257] = "";
-    if (!rc && j->n_ranks > 1) rc = mf_exec_rendezvous(token, err);
-    r->n_jobs++; /* from here on the job is tracked, so a failure below is cleaned up */
+    if (!rc && req->ranks > 1) rc = mf_exec_rendezvous(j->token, err);
     j->t_start = j->row.started = mf_monotonic();
     j->wall_start = mf_now();
-    for (int k = 0; k < j->n_ranks && !rc; k++) {
-        char *spec = NULL;
-        /* one device per rank when there are several: rank k gets devs[k] */
-        char devone[32];
-        const char *devices = j->devices;
-        if (j->req.gpus > 0 && j->n_ranks > 1) {
-            snprintf(devone, sizeof devone, "%d", j->devs[k]);
-            devices = devone;
-        }
-        /* Only rank 0's out_dir is published; the other ranks of a data-parallel
-         * stage run the same kind code and write into a private out_dir of
-         * their own under the job dir, removed with it. */
-        char *out_dir = k == 0 ? strdup(j->out_dir) : NULL;
-        if (k > 0) {
-            char sub[64];
-            snprintf(sub, sizeof sub, "rank%d.out", k);
-            out_dir = mf_path_join(j->dir, sub);
-            if (out_dir) rc = mf_mkdir_p(out_dir, 0755, err);
-        }
-        if (!out_dir) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        if (!rc) rc = write_spec(r, j, k, devices, token, out_dir, &spec, err);
-        free(out_dir);
-        int pp[2] = {-1, -1};
-        if (!rc && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
-        if (!rc) {
-            fcntl(pp[0], F_SETFD, FD_CLOEXEC);
-            fcntl(pp[0], F_SETFL, O_NONBLOCK);
-            fcntl(pp[1], F_SETFD, FD_CLOEXEC);
-            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices, 0, ""};
-            so.cpus = j->req.cpus / (j->n_ranks > 0 ? j->n_ranks : 1);
-            if (so.cpus < 1) so.cpus = 1;
-            snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
-            rc = mf_exec_spawn(&j->ranks[k].pid, &so, err);
-            close(pp[1]);
-            if (rc) close(pp[0]);
-            else {
-                j->ranks[k].pfd = pp[0];
-                if (!j->pgid) j->pgid = j->ranks[k].pid;
-            }
-        }
-        free(spec);
-    }
-    if (rc) {
-        /* ranks already started are stopped; the job fails like a crash */
-        if (j->pgid) kill(-j->pgid, SIGKILL);
-        for (int k = 0; k < j->n_ranks; k++)
-            if (!j->ranks[k].pid) { j->ranks[k].exited = 1; j->ranks[k].status = 127 << 8; }
+    if (!rc) rc = r->x->start(r->x, &j->x, err);
+    if (rc) { /* the stage failed to start: it fails like a crash */
         char buf[2048];
         if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: could not start the stage: %s\n", mf_err_str(err, buf, sizeof buf));
+        j->x.done = 1;
+        j->x.ok = 0;
+        snprintf(j->x.why, sizeof j->x.why, "could not start: %s", mf_err_str(err, buf, sizeof buf));
         mf_err_clear(err);
         rc = 0;
     }
     r->launched[i] = 1;
     if (!r->o->quiet) {
-        if (j->req.gpus) mf_progress_event(&r->prog, "%s: started (%d rank%s, gpus %s)", s->name, j->n_ranks, j->n_ranks > 1 ? "s" : "", j->devices);
+        if (j->x.id[0]) mf_progress_event(&r->prog, "%s: submitted as Slurm job %s (%d rank%s)", s->name, j->x.id,
+                                          req->ranks, req->ranks > 1 ? "s" : "");
+        else if (req->gpus) mf_progress_event(&r->prog, "%s: started (%d rank%s, gpus %s)", s->name, req->ranks, req->ranks > 1 ? "s" : "", j->devices);
+        else if (req->ranks > 1) mf_progress_event(&r->prog, "%s: started (%d ranks over MPI)", s->name, req->ranks);
         else mf_progress_event(&r->prog, "%s: started", s->name);
     }
     return rc;
-}
-
-/* ---- progress ---- */
-
-static void read_progress(runner *r, job *j, rank *rk, int rank_no)
-{
-    int open_ = mf_linebuf_fill(&rk->lb, rk->pfd);
-    char *line;
-    while ((line = mf_linebuf_next(&rk->lb))) {
-        if (rank_no != 0) continue;
-        mf_json *v = NULL;
-        mf_err e;
-        if (mf_json_parse(&v, line, strlen(line), "progress", &e)) continue;
-        const char *be = mf_json_get_str(v, "backend", NULL);
-        if (be) { /* stage-exec reports the backend it ran on, once, at the end */
-            snprintf(j->backend, sizeof j->backend, "%s", be);
-            snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
-            mf_json_free(v);
-            continue;
-        }
-        j->row.step = mf_json_get_int(v, "step", j->row.step);
-        j->row.total = mf_json_get_int(v, "total", j->row.total);
-        j->row.loss = mf_json_get_num(v, "loss", NAN);
-        j->row.tokens_per_s = mf_json_get_num(v, "tokens_per_s", NAN);
-        if (isfinite(j->row.tokens_per_s)) j->tokens_per_s = j->row.tokens_per_s;
-        j->row.eta_s = mf_json_get_num(v, "eta", NAN);
-        const char *msg = mf_json_get_str(v, "message", NULL);
-        if (msg) snprintf(j->row.message, sizeof j->row.message, "%s", msg);
-        mf_json_free(v);
-    }
-    if (open_ <= 0) { close(rk->pfd); rk->pfd = -1; }
-    (void)r;
 }
 
 /* ---- finishing ---- */
@@ -419,30 +374,14 @@ static void block_dependents(runner *r, size_t failed)
     }
 }
 
-static const char *describe_status(int status, char *buf, size_t n)
-{
-    if (WIFEXITED(status)) snprintf(buf, n, "exit status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status)) snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    else snprintf(buf, n, "status %d", status);
-    return buf;
-}
-
 static int finish(runner *r, job *j, mf_err *err)
 {
     size_t i = j->stage;
     const mf_stage *s = &r->g->stages[i];
     mf_plan_stage *st = &r->p->st[i];
     j->t_end = mf_monotonic();
-    mf_sched_release(&r->sched, &j->req, j->devs);
-    int ok = 1, bad_status = 0;
-    for (int k = 0; k < j->n_ranks; k++) {
-        if (j->ranks[k].pfd >= 0) read_progress(r, j, &j->ranks[k], k); /* what is left in the pipe */
-        if (j->ranks[k].pfd >= 0) { close(j->ranks[k].pfd); j->ranks[k].pfd = -1; } /* a leftover grandchild may hold it */
-        if (!WIFEXITED(j->ranks[k].status) || WEXITSTATUS(j->ranks[k].status) != 0) {
-            if (ok) bad_status = j->ranks[k].status;
-            ok = 0;
-        }
-    }
+    if (r->x->packs_locally) mf_sched_release(&r->sched, &j->x.req, j->devs);
+    int ok = j->x.ok;
     if (j->log_fd >= 0) { close(j->log_fd); j->log_fd = -1; }
     char logd[MF_DIGEST_MAX] = "";
     int rc = 0;
@@ -479,7 +418,6 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->quiet) mf_progress_event(&r->prog, "%s: interrupted", s->name);
         } else {
             r->res->n_failed++;
-            char why[128];
             mf_buf tail = MF_BUF_INIT;
             mf_buf raw = MF_BUF_INIT;
             mf_exec_log_tail(j->log_path, 15, &raw);
@@ -493,7 +431,7 @@ static int finish(runner *r, job *j, mf_err *err)
             }
             mf_buf_free(&raw);
             mf_progress_event(&r->prog, "%s: FAILED (%s) after %.1fs; last lines of its log:\n%s    full log: %s", s->name,
-                              describe_status(bad_status, why, sizeof why), j->t_end - j->t_start,
+                              j->x.why[0] ? j->x.why : "failed", j->t_end - j->t_start,
                               mf_buf_cstr(&tail), j->log_path);
             mf_buf_free(&tail);
             block_dependents(r, i);
@@ -509,6 +447,21 @@ static int finish(runner *r, job *j, mf_err *err)
         r->last_state_save = now;
     }
     return rc;
+}
+
+/* What stage i asks for: locally, of this machine (engine/sched.h); on a
+ * cluster, the ranks and their library (the cluster does the packing). */
+static int request(runner *r, size_t i, mf_sched_req *req, mf_err *err)
+{
+    const mf_stage *st = &r->g->stages[i];
+    if (r->x->packs_locally) return mf_sched_request(&r->sched, st, req, err);
+    mf_slurm_req sr;
+    int rc = mf_slurm_request(st, NULL, NULL, &sr, err);
+    if (rc) return rc;
+    memset(req, 0, sizeof *req);
+    req->ranks = sr.ranks;
+    req->comm = sr.comm;
+    return 0;
 }
 
 /* ---- the loop ---- */
@@ -545,55 +498,22 @@ static int schedule(runner *r, mf_err *err)
             }
         }
         mf_sched_req req;
-        int rc = mf_sched_request(&r->sched, &r->g->stages[i], &req, err);
-        if (rc) return rc;
         int devs[MF_SCHED_MAX_GPUS];
-        if (!mf_sched_try_acquire(&r->sched, &req, devs)) continue;
+        int rc = request(r, i, &req, err);
+        if (rc) return rc;
+        if (r->x->packs_locally ? !mf_sched_try_acquire(&r->sched, &req, devs)
+                                : (r->o->jobs > 0 && r->n_jobs >= (size_t)r->o->jobs))
+            continue;
         if ((rc = launch(r, i, &req, devs, err))) return rc;
         changed = 1;
     }
     return changed;
 }
 
-static void reap(runner *r)
-{
-    for (;;) {
-        int status;
-        pid_t pid = waitpid(-1, &status, WNOHANG);
-        if (pid <= 0) break;
-        for (size_t k = 0; k < r->n_jobs; k++)
-            for (int q = 0; q < r->jobs[k].n_ranks; q++)
-                if (r->jobs[k].ranks[q].pid == pid) {
-                    r->jobs[k].ranks[q].exited = 1;
-                    r->jobs[k].ranks[q].status = status;
-                }
-    }
-}
-
-/* A rank that failed takes its job down: its peers would otherwise wait for it
- * forever inside a collective (NCCL has no timeout). Nothing of the job is
- * published, so SIGKILL loses nothing (checkpoints are written atomically). */
-static void stop_failed_jobs(runner *r)
-{
-    for (size_t k = 0; k < r->n_jobs; k++) {
-        job *j = &r->jobs[k];
-        if (j->killed || j->n_ranks < 2 || !j->pgid) continue;
-        int failed = -1, running = 0;
-        for (int q = 0; q < j->n_ranks; q++) {
-            if (!j->ranks[q].exited) running = 1;
-            else if (failed < 0 && (!WIFEXITED(j->ranks[q].status) || WEXITSTATUS(j->ranks[q].status) != 0)) failed = q;
-        }
-        if (failed < 0 || !running) continue;
-        j->killed = 1;
-        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: rank %d failed; stopping the other ranks of the stage\n", failed);
-        kill(-j->pgid, SIGKILL);
-    }
-}
-
 static void signal_jobs(runner *r, int sig)
 {
     for (size_t k = 0; k < r->n_jobs; k++)
-        if (r->jobs[k].pgid) kill(-r->jobs[k].pgid, sig);
+        if (!r->jobs[k]->x.done) r->x->signal(r->x, &r->jobs[k]->x, sig);
 }
 
 static int validate_requests(runner *r, mf_err *err)
@@ -601,7 +521,7 @@ static int validate_requests(runner *r, mf_err *err)
     for (size_t i = 0; i < r->g->n_stages; i++) {
         if (!r->p->st[i].needed || r->p->st[i].state == MF_PS_CACHED) continue;
         mf_sched_req req;
-        int rc = mf_sched_request(&r->sched, &r->g->stages[i], &req, err);
+        int rc = request(r, i, &req, err);
         if (rc) return rc;
     }
     return 0;
@@ -653,6 +573,141 @@ static int write_record(runner *r, double t_start_wall, mf_err *err)
     return rc;
 }
 
+static int executor_new(runner *r, mf_err *err)
+{
+    const char *name = r->o->executor && *r->o->executor ? r->o->executor : "local";
+    if (!strcmp(name, "local")) return mf_executor_local_new(&r->x, err);
+    if (strcmp(name, "slurm"))
+        return mf_err_set(err, MF_EINVAL, "unknown executor '%s' (expected local or slurm)", name);
+    const char *poll = getenv("MEDFLOW_SLURM_POLL");
+    mf_slurm_opts so = {r->io->tmp_dir, r->res->run_id, r->g->name, r->o->partition, r->o->account,
+                        poll && atof(poll) > 0 ? atof(poll) : 2.0};
+    return mf_executor_slurm_new(&r->x, &so, err);
+}
+
+static void update_jobs(runner *r)
+{
+    mf_xjob **xs = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *xs);
+    if (!xs) return; /* next time */
+    for (size_t k = 0; k < r->n_jobs; k++) xs[k] = &r->jobs[k]->x;
+    r->x->update(r->x, xs, r->n_jobs);
+    free(xs);
+}
+
+/* Finish the jobs that are done; 1 if any was. */
+static int finish_done(runner *r)
+{
+    int any = 0;
+    for (size_t k = 0; k < r->n_jobs;) {
+        job *j = r->jobs[k];
+        if (!j->x.done) { k++; continue; }
+        mf_err e;
+        finish(r, j, &e);
+        job_free(r, j, 0);
+        r->jobs[k] = r->jobs[--r->n_jobs];
+        any = 1;
+    }
+    return any;
+}
+
+/* Wait for progress, a signal or the executor's next poll; then update the live display. */
+static int wait_and_show(runner *r, int wake, struct pollfd **pfds, size_t *pcap, mf_err *err)
+{
+    size_t need = 1 + 64 * r->n_jobs;
+    if (need > *pcap) {
+        struct pollfd *t = realloc(*pfds, need * sizeof *t);
+        if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
+        *pfds = t;
+        *pcap = need;
+    }
+    size_t n = 0;
+    (*pfds)[n++] = (struct pollfd){wake, POLLIN, 0};
+    for (size_t k = 0; k < r->n_jobs; k++) n += r->x->fds(r->x, &r->jobs[k]->x, *pfds + n, *pcap - n);
+    int pr = poll(*pfds, (nfds_t)n, (int)(r->x->poll_s * 1000));
+    if (pr < 0 && errno != EINTR) return mf_err_errno(err, MF_EIO, "poll");
+    mf_exec_signals_drain();
+    mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
+    if (!rows) return 0;
+    for (size_t k = 0; k < r->n_jobs; k++) {
+        job *j = r->jobs[k];
+        if (!j->has_progress && j->x.state[0]) snprintf(j->row.message, sizeof j->row.message, "%s", j->x.state);
+        rows[k] = j->row;
+    }
+    mf_progress_update(&r->prog, rows, r->n_jobs, 0);
+    for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k]->row.last_line = rows[k].last_line;
+    free(rows);
+    return 0;
+}
+
+/* An engine error: make sure no rank outlives us. */
+static void abandon_jobs(runner *r)
+{
+    signal_jobs(r, SIGKILL);
+    while (r->n_jobs) {
+        job *j = r->jobs[--r->n_jobs];
+        mf_err e;
+        mf_rm_rf(j->dir, &e);
+        job_free(r, j, 1);
+    }
+}
+
+static int run_loop(runner *r, mf_err *err)
+{
+    int wake, rc;
+    if ((rc = mf_exec_signals_install(&wake, err))) return rc;
+    struct pollfd *pfds = NULL;
+    size_t pcap = 0;
+    int forwarded = 0, killed = 0;
+    double grace = r->o->grace_s > 0 ? r->o->grace_s : 10.0;
+    for (;;) {
+        int sig = mf_exec_interrupted();
+        if (sig && !forwarded) {
+            forwarded = 1;
+            r->stop = 1;
+            signal_jobs(r, sig);
+            r->kill_at = mf_monotonic() + grace;
+            mf_progress_event(&r->prog, "interrupted: stopping %zu running stage%s (SIGKILL in %.0fs)", r->n_jobs,
+                              r->n_jobs == 1 ? "" : "s", grace);
+        }
+        if (forwarded && !killed && mf_monotonic() >= r->kill_at) {
+            killed = 1;
+            signal_jobs(r, SIGKILL);
+        }
+        if (killed && mf_monotonic() >= r->kill_at + 30) { /* a cluster that does not answer: stop waiting */
+            for (size_t k = 0; k < r->n_jobs; k++)
+                if (!r->jobs[k]->x.done) {
+                    r->jobs[k]->x.done = 1;
+                    snprintf(r->jobs[k]->x.why, sizeof r->jobs[k]->x.why, "still running 30 s after SIGKILL; given up");
+                }
+        }
+        if (!r->stop) {
+            int ch;
+            while ((ch = schedule(r, err)) > 0) {}
+            if (ch < 0) {
+                rc = ch;
+                r->stop = 1;
+                signal_jobs(r, SIGTERM);
+                r->kill_at = mf_monotonic() + 10;
+                forwarded = 1;
+            }
+        }
+        update_jobs(r);
+        finish_done(r);
+        if (!r->n_jobs) {
+            if (r->stop) break;
+            /* nothing running: done unless something just became ready */
+            int ch = schedule(r, err);
+            if (ch < 0) { rc = ch; break; }
+            if (!r->n_jobs && !ch) break;
+            continue;
+        }
+        if ((rc = wait_and_show(r, wake, &pfds, &pcap, err))) break;
+    }
+    free(pfds);
+    if (rc) abandon_jobs(r);
+    return rc;
+}
+
 int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run_result *res, mf_err *err)
 {
     runner R, *r = &R;
@@ -666,107 +721,25 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     r->t0 = mf_monotonic();
     mf_progress_init(&r->prog, o->out ? o->out : stdout, o->tty, o->quiet, o->verbose);
     int rc = mf_sched_init(&r->sched, o->gpus, o->jobs, err);
-    if (!rc) rc = validate_requests(r, err);
     if (rc) return rc;
-    if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
-    else if ((rc = mf_exec_self(r->exe, sizeof r->exe, err))) return rc;
     if ((rc = make_run_id(res->run_id, sizeof res->run_id, err))) return rc;
+    if ((rc = mf_mkdir_p(io->tmp_dir, 0755, err))) return rc;
+    if ((rc = executor_new(r, err))) return rc;
+    if ((rc = validate_requests(r, err))) goto out;
+    if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
+    else if ((rc = mf_exec_self(r->exe, sizeof r->exe, err))) goto out;
     r->launched = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->launched);
     r->manifests = mf_json_new_object();
     r->run_log_dir = mf_path_join(io->log_dir, res->run_id);
     if (!r->launched || !r->manifests || !r->run_log_dir) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    if ((rc = mf_mkdir_p(r->run_log_dir, 0755, err)) || (rc = mf_mkdir_p(io->tmp_dir, 0755, err))) goto out;
+    if ((rc = mf_mkdir_p(r->run_log_dir, 0755, err))) goto out;
     for (size_t i = 0; i < r->g->n_stages; i++)
         if (p->st[i].needed && p->st[i].state == MF_PS_CACHED) {
             res->n_cached++;
             record_manifest(r, i, "cached", NULL, NULL);
         }
-    int wake;
-    if ((rc = mf_exec_signals_install(&wake, err))) goto out;
     double t_wall = mf_now();
-    struct pollfd *pfds = NULL;
-    size_t pcap = 0;
-    int forwarded = 0, killed = 0;
-    for (;;) {
-        int sig = mf_exec_interrupted();
-        if (sig && !forwarded) {
-            forwarded = 1;
-            r->stop = 1;
-            signal_jobs(r, sig);
-            r->kill_at = mf_monotonic() + (o->grace_s > 0 ? o->grace_s : 10.0);
-            mf_progress_event(&r->prog, "interrupted: stopping %zu running stage%s (SIGKILL in %.0fs)", r->n_jobs,
-                              r->n_jobs == 1 ? "" : "s", o->grace_s > 0 ? o->grace_s : 10.0);
-        }
-        if (forwarded && !killed && mf_monotonic() >= r->kill_at) {
-            killed = 1;
-            signal_jobs(r, SIGKILL);
-        }
-        if (!r->stop) {
-            int ch;
-            while ((ch = schedule(r, err)) > 0) {}
-            if (ch < 0) { rc = ch; r->stop = 1; signal_jobs(r, SIGTERM); r->kill_at = mf_monotonic() + 10; forwarded = 1; }
-        }
-        reap(r);
-        stop_failed_jobs(r);
-        for (size_t k = 0; k < r->n_jobs;) {
-            job *j = &r->jobs[k];
-            int all = 1;
-            for (int q = 0; q < j->n_ranks; q++) all &= j->ranks[q].exited;
-            if (!all) { k++; continue; }
-            mf_err e;
-            finish(r, j, &e);
-            job_free(j);
-            r->jobs[k] = r->jobs[--r->n_jobs];
-        }
-        if (!r->n_jobs) {
-            if (r->stop) break;
-            /* nothing running: done unless something just became ready */
-            int ch = schedule(r, err);
-            if (ch < 0) { rc = ch; break; }
-            if (!r->n_jobs && !ch) break;
-            continue;
-        }
-        size_t need = 1;
-        for (size_t k = 0; k < r->n_jobs; k++) need += (size_t)r->jobs[k].n_ranks;
-        if (need > pcap) {
-            struct pollfd *t = realloc(pfds, need * sizeof *t);
-            if (!t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-            pfds = t;
-            pcap = need;
-        }
-        size_t n = 0;
-        pfds[n++] = (struct pollfd){wake, POLLIN, 0};
-        for (size_t k = 0; k < r->n_jobs; k++)
-            for (int q = 0; q < r->jobs[k].n_ranks; q++)
-                pfds[n++] = (struct pollfd){r->jobs[k].ranks[q].pfd, POLLIN, 0}; /* -1 is ignored by poll */
-        int pr = poll(pfds, (nfds_t)n, 500);
-        if (pr < 0 && errno != EINTR) { rc = mf_err_errno(err, MF_EIO, "poll"); break; }
-        mf_exec_signals_drain();
-        size_t at = 1;
-        for (size_t k = 0; k < r->n_jobs; k++)
-            for (int q = 0; q < r->jobs[k].n_ranks; q++, at++)
-                if (pfds[at].fd >= 0 && (pfds[at].revents & (POLLIN | POLLHUP | POLLERR)))
-                    read_progress(r, &r->jobs[k], &r->jobs[k].ranks[q], q);
-        mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
-        if (rows) {
-            for (size_t k = 0; k < r->n_jobs; k++) rows[k] = r->jobs[k].row;
-            mf_progress_update(&r->prog, rows, r->n_jobs, 0);
-            for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k].row.last_line = rows[k].last_line;
-            free(rows);
-        }
-    }
-    free(pfds);
-    if (rc) { /* an engine error: make sure no child outlives us */
-        signal_jobs(r, SIGKILL);
-        while (r->n_jobs) {
-            job *j = &r->jobs[--r->n_jobs];
-            for (int q = 0; q < j->n_ranks; q++)
-                if (!j->ranks[q].exited && j->ranks[q].pid > 0) waitpid(j->ranks[q].pid, NULL, 0);
-            mf_err e;
-            mf_rm_rf(j->dir, &e);
-            job_free(j);
-        }
-    }
+    rc = run_loop(r, err);
     mf_progress_finish(&r->prog);
     mf_exec_signals_restore();
     res->outcome = mf_exec_interrupted() ? MF_EINTERRUPTED : res->n_failed || rc ? MF_EFAILED : 0;
@@ -782,6 +755,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
         }
     }
 out:
+    if (r->x) r->x->free(r->x);
     free(r->jobs);
     free(r->launched);
     mf_json_free(r->manifests);

@@ -4,7 +4,8 @@
  * mf_run_execute takes a plan (engine/plan.h) and loops: stages whose
  * upstreams are all CACHED or DONE are resolved again (early cut-off: an
  * identical upstream output makes them cached), packed onto the machine
- * (engine/sched.h) and started as `stage-exec` processes (engine/exec.h);
+ * (engine/sched.h) and started as `stage-exec` processes by the executor
+ * (engine/executor.h: local processes, or Slurm jobs submitted when ready);
  * their progress is shown (engine/progress.h); a finished stage's output is
  * published into the store, its action-cache entry and manifest written, and
  * its dependents become ready. Failures stop new starts (unless keep_going);
@@ -49,6 +50,9 @@ typedef struct mf_run_opts {
     FILE *out;              /* progress and summary (stdout) */
     int tty, quiet, verbose;
     const char *backend;    /* --backend auto|cpu|cuda for every stage (spec "backend"); NULL = auto */
+    const char *executor;   /* "local" (NULL) or "slurm" (engine/executor.h) */
+    const char *partition;  /* Slurm: for stages whose resources name none */
+    const char *account;
 } mf_run_opts;
 
 typedef struct mf_run_result {

@@ -69,12 +69,19 @@ int mf_sched_request(const mf_sched *s, const mf_stage *st, mf_sched_req *req, m
     int gpus = st->res.gpus > 0 ? st->res.gpus : d->gpus;
     int cpus = st->res.cpus > 0 ? st->res.cpus : d->cpus;
     long long mem = st->res.mem_mb > 0 ? st->res.mem_mb : d->mem_mb;
+    if (st->res.nodes > 1)
+        return mf_err_at(err, MF_EINVAL, NULL, st->line, st->col,
+                         "stage '%s' asks for %d nodes; this machine is one: run the graph with --executor slurm "
+                         "(docs/cluster.md)",
+                         st->name, st->res.nodes);
     if (gpus > 0 && s->n_gpus == 0) gpus = 0; /* CPU backend, one rank */
     if (gpus > s->n_gpus)
         return mf_err_at(err, MF_EINVAL, NULL, st->line, st->col,
                          "stage '%s' needs %d GPUs but this machine has %d (see --gpus)", st->name, gpus, s->n_gpus);
     req->gpus = gpus;
-    req->ranks = gpus > 0 ? gpus : 1;
+    int cpu_ranks = st->res.gpus == 0 && st->res.ranks > 1 ? st->res.ranks : 1;
+    req->ranks = gpus > 0 ? gpus : cpu_ranks;
+    req->comm = req->ranks < 2 ? "" : gpus > 0 ? "nccl" : "mpi";
     if (cpus < 1) cpus = 1;
     req->cpus = cpus > s->cpus_total ? s->cpus_total : cpus;
     if (mem < 0) mem = 0;

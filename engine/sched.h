@@ -11,7 +11,10 @@
  *     rank; asking for more GPUs than the machine has (when it has some) is
  *     an error before anything runs;
  *   - cpus and mem are clamped to the machine, so a big stage runs alone
- *     rather than never; CPU-only stages run side by side while cores allow.
+ *     rather than never; CPU-only stages run side by side while cores allow;
+ *   - `ranks: N` on the CPU (gpus: 0) runs N processes joined by MPI
+ *     (started with mpirun), sharing the stage's cpus;
+ *   - `nodes: N > 1` needs a cluster: an error here (--executor slurm).
  */
 #ifndef MF_SCHED_H
 #define MF_SCHED_H
@@ -32,7 +35,8 @@ typedef struct mf_sched {
 
 typedef struct mf_sched_req {
     int gpus;          /* devices to assign (0: CPU backend) */
-    int ranks;         /* worker processes: gpus, or 1 */
+    int ranks;         /* worker processes: gpus, or the CPU ranks, or 1 */
+    const char *comm;  /* their collective library: "nccl" (GPU ranks), "mpi" (CPU ranks), "" (one rank) */
     int cpus;
     long long mem_mb;
 } mf_sched_req;
