@@ -167,6 +167,16 @@ char *mf_path_dirname(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+char *mf_path_absolute(const char *path)
+{
+    if (path[0] == '/') return strdup(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return NULL;
+    while (path[0] == '.' && path[1] == '/') path += 2;
+    if (!strcmp(path, ".")) return strdup(cwd);
+    return mf_path_join(cwd, path);
+}
+
 int mf_is_dir(const char *path)
 {
     struct stat st;

@@ -27,6 +27,8 @@ int mf_fsync_dir(const char *dir, mf_err *err);
 char *mf_path_join(const char *a, const char *b);
 /* malloc'd directory part of path ("." when none). */
 char *mf_path_dirname(const char *path);
+/* path made absolute against the working directory (not resolved: links stay); NULL when out of memory. */
+char *mf_path_absolute(const char *path);
 int mf_is_dir(const char *path);
 int mf_is_file(const char *path);
 /* Current time in seconds (CLOCK_REALTIME) and a monotonic clock. */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "engine/estore.h"
 #include "engine/plan.h"
 #include "engine/run.h"
@@ -102,6 +103,24 @@ static void free_args(args *a)
     free(a->force);
 }
 
+/* Jobs on a cluster run elsewhere, in their own directory: every path they
+ * are given (store, sources) must be absolute. */
+static int absolute_paths(mf_graph *g, char **root, mf_err *err)
+{
+    char *abs = mf_path_absolute(*root);
+    if (!abs) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    free(*root);
+    *root = abs;
+    for (size_t k = 0; k < g->n_sources; k++) {
+        if (g->sources[k].abs_path[0] == '/') continue;
+        char *p = mf_path_absolute(g->sources[k].abs_path);
+        if (!p) return mf_err_set(err, MF_ENOMEM, "out of memory");
+        free(g->sources[k].abs_path);
+        g->sources[k].abs_path = p;
+    }
+    return 0;
+}
+
 /* Load + open + plan: shared by run and status. */
 static int prepare(const args *a, mf_graph **g, mf_estore **st, mf_run_io *io, mf_plan **p, mf_err *err)
 {
@@ -109,6 +128,11 @@ static int prepare(const args *a, mf_graph **g, mf_estore **st, mf_run_io *io, m
     if (rc) return rc;
     char *root = mf_estore_root(a->store, *g);
     if (!root) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    const char *executor = a->executor ? a->executor : (*g)->executor;
+    if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(*g, &root, err))) {
+        free(root);
+        return rc;
+    }
     rc = mf_estore_open(st, root, a->rehash, err);
     free(root);
     if (rc) return rc;

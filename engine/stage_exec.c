@@ -13,9 +13,13 @@
 #include "engine/cli.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "common/fsutil.h"
 #include "common/json.h"
@@ -95,6 +99,27 @@ static int env_int(const char *const *names, int *v, const char **which)
     return 0;
 }
 
+/* An NCCL rank uses one GPU. A launcher that shows every GPU of the node to
+ * every task (srun with --gres=gpu:N and no --gpu-bind) leaves the choice to
+ * the task: the local rank's entry of CUDA_VISIBLE_DEVICES. Before any CUDA
+ * call, so the runtime sees only that one. */
+static void pick_local_gpu(void)
+{
+    static const char *const locals[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", NULL};
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES"), *which = NULL;
+    int local = 0;
+    if (!vis || !strchr(vis, ',') || !env_int(locals, &local, &which)) return;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", vis);
+    char *save = NULL;
+    int k = 0;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save), k++)
+        if (k == local) {
+            setenv("CUDA_VISIBLE_DEVICES", t, 1);
+            return;
+        }
+}
+
 /* "rank_from": "launcher": rank and world size from the environment; ranks > 0
  * get their private out_dir under the job dir (*own_out, malloc'd); only rank
  * 0 reports progress. */
@@ -115,7 +140,11 @@ static int rank_from_launcher(mf_stage_ctx *c, char **own_out, const char *spec,
     if (rank >= c->world_size)
         return mf_err_set(err, MF_EINVAL, "%s: rank %d (%s) is not within world_size %d", spec, rank, rv, c->world_size);
     c->rank = rank;
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* a launcher that dies (mpirun killed) takes its ranks along */
+#endif
     if (!c->devices[0]) {
+        if (c->comm && !strcmp(c->comm, "nccl")) pick_local_gpu();
         const char *vis = getenv("CUDA_VISIBLE_DEVICES");
         c->devices = vis ? vis : "";
     }

@@ -341,17 +341,21 @@ static int dp_open(const mf_stage_ctx *ctx, mf_k_comm **comm, mf_err *err)
     return rc;
 }
 
-/* The step's metrics summed over the ranks (each holds its micro-batches' share). */
-static int dp_sum_metrics(mf_k_comm *comm, mf_trainer_metrics *acc, mf_err *err)
+/* The step's metrics: every micro-batch's values (a rank fills its own, the
+ * others stay 0) are summed over the ranks — x + 0 is exact — and then
+ * accumulated in micro-batch order, as one process does: metrics.jsonl is
+ * the same bytes for any number of ranks. */
+#define MB_VALS (2 + MF_TRAINER_MAX_METRICS)
+static int step_metrics(mf_k_comm *comm, double *mb, int grad_accum, mf_trainer_metrics *acc, mf_err *err)
 {
-    double v[2 + MF_TRAINER_MAX_METRICS];
-    v[0] = acc->loss;
-    v[1] = acc->tokens;
-    for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) v[2 + k] = acc->v[k];
-    int rc = mf_k_comm_allreduce_f64(comm, v, 2 + MF_TRAINER_MAX_METRICS, MF_COMM_SUM, err);
-    acc->loss = v[0];
-    acc->tokens = v[1];
-    for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc->v[k] = v[2 + k];
+    int rc = comm ? mf_k_comm_allreduce_f64(comm, mb, (size_t)grad_accum * MB_VALS, MF_COMM_SUM, err) : 0;
+    memset(acc, 0, sizeof *acc);
+    for (int a = 0; a < grad_accum; a++) {
+        const double *v = mb + (size_t)a * MB_VALS;
+        acc->loss += v[0] / grad_accum;
+        acc->tokens += v[1];
+        for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc->v[k] += v[2 + k] / grad_accum;
+    }
     return rc;
 }
 
@@ -466,10 +470,12 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
     long steps_run = 0;
     mf_trainer_metrics ev;
     int have_ev = 0;
+    double *mb = rc ? NULL : calloc((size_t)c.grad_accum * MB_VALS, sizeof *mb); /* per micro-batch metrics */
+    if (!rc && !mb) rc = nomem(err);
     while (!rc && s.step < total) {
         mf_model_zero_grad(m);
         mf_trainer_metrics acc;
-        memset(&acc, 0, sizeof acc);
+        memset(mb, 0, (size_t)c.grad_accum * MB_VALS * sizeof *mb);
         for (int a = 0; a < c.grad_accum && !rc; a++, s.cursor++) {
             unsigned long long e = s.cursor / mpe, pos = s.cursor % mpe;
             if (e != cur_epoch) {
@@ -485,16 +491,17 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
                 memset(&mt, 0, sizeof mt);
                 mf_model_set_rng_state(m, s.cursor * FWD_PER_MICRO);
                 rc = task->step(task->ud, m, idx, bn, 1.0f / (float)c.grad_accum, &mt, err);
-                acc.loss += mt.loss / c.grad_accum;
-                acc.tokens += mt.tokens;
-                for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
+                double *v = mb + (size_t)a * MB_VALS;
+                v[0] = mt.loss;
+                v[1] = mt.tokens;
+                for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) v[2 + k] = mt.v[k];
             }
             if (!rc && gacc && (a % world == world - 1 || last))
                 rc = mf_k_gradacc_add(gacc, comm, round, a % world + 1, last, err);
         }
         if (rc) break;
-        if (comm && ((!gacc && (rc = mf_model_dp_allreduce_grads(m, comm, err))) || (rc = dp_sum_metrics(comm, &acc, err))))
-            break;
+        if (comm && !gacc && (rc = mf_model_dp_allreduce_grads(m, comm, err))) break;
+        if ((rc = step_metrics(comm, mb, c.grad_accum, &acc, err))) break;
         if (!isfinite(acc.loss)) {
             rc = mf_err_set(err, MF_EFAILED, "stage '%s': loss is %g at step %ld (diverged; lower lr?)", ctx->stage,
                             acc.loss, s.step + 1);
@@ -537,6 +544,7 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
     if (rc) mf_k_comm_abort(comm); /* never wait on peers after a failure */
     else mf_k_comm_free(comm);
     mf_k_gradacc_free(gacc);
+    free(mb);
     if (!rc && lead && ctx->work_dir) { /* copy the metrics into the artifact */
         char *data = NULL, *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
         size_t len = 0;

@@ -1,8 +1,8 @@
 /*
  * tests/engine/testkinds.c — test-only stage kinds for the engine tests.
  *
- * sleep, fail, write-file, copy-input, ranks (and no-impl, which has no run
- * function) exist only in test builds:
+ * sleep, fail, write-file, copy-input, ranks, mpi-sum (and no-impl, which
+ * has no run function) exist only in test builds:
  * this file is linked into the test runner and into
  * build/<cfg>/tests/medflow-testkinds (engine/main.c + this file +
  * libmedflow), never into ./medflow — medflow itself never runs arbitrary
@@ -26,6 +26,7 @@
 
 #include "common/fsutil.h"
 #include "kernels/backend_select.h"
+#include "kernels/comm.h"
 #include "kernels/model.h"
 #include "stages/registry.h"
 #include "stages/stage.h"
@@ -51,7 +52,11 @@ static const mf_param_spec p_copy[] = {
 static const mf_param_spec p_ranks[] = {
     {"wait", MF_P_FLOAT, "20", 0, 600, 1, NULL, "how long rank 0 waits for the others"}, END};
 
+static const mf_param_spec p_mpisum[] = {
+    {"values", MF_P_INT, "1000", 1, 1 << 24, 0, NULL, "floats in the first buffer"}, END};
+
 static const mf_param_spec *const g_sleep[] = {p_sleep, NULL};
+static const mf_param_spec *const g_mpisum[] = {p_mpisum, NULL};
 static const mf_param_spec *const g_fail[] = {p_fail, NULL};
 static const mf_param_spec *const g_write[] = {p_write, NULL};
 static const mf_param_spec *const g_copy[] = {p_copy, NULL};
@@ -65,6 +70,7 @@ static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.
 static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_tinymodel = {"tiny-model", 1, "test: builds a tiny model on the default backend, writes which", s_none, g_none_params, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_mpisum = {"mpi-sum", 1, "test: MPI ranks check the fixed-order reductions", s_none, g_mpisum, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL, 1};
 
 static int write_text(mf_stage_ctx *c, const char *name, const char *text)
@@ -202,6 +208,69 @@ static int run_ranks(mf_stage_ctx *c)
     return write_text(c, "ranks-ok.txt", line);
 }
 
+/* Rank r's value at i: chosen so that the order of the additions shows in
+ * fp32 (1 + 1e8 - 1e8 is 0 left to right, 1 in any other order). */
+static float mpisum_value(int r, size_t i)
+{
+    static const float v[] = {1e8f, -1e8f, 3.0f, -7.5f};
+    return v[r % 4] * (float)(1 + i % 5) + (r >= 4 ? 0.25f * (float)r : 0.0f);
+}
+
+static int mpisum_check(mf_stage_ctx *c, const char *what, float *const *got, const size_t *n, int n_active, int acc)
+{
+    for (size_t b = 0; b < 2; b++)
+        for (size_t i = 0; i < n[b]; i++) {
+            float want = acc ? 1.0f * (float)(1 + i % 5) : mpisum_value(0, i + b);
+            for (int r = acc ? 0 : 1; r < n_active; r++) want += mpisum_value(r, i + b);
+            if (memcmp(&want, &got[b][i], sizeof want))
+                return mf_err_set(c->err, MF_EFAILED, "%s: buffer %zu value %zu is %.9g, the rank-order sum is %.9g", what,
+                                  b, i, got[b][i], want);
+        }
+    return 0;
+}
+
+/* The MPI communicator's reductions (kernels/comm_mpi.c) against the rank-order
+ * left fold, bit for bit: an all-reduce, a fold onto an accumulator, a partial
+ * round. Small buckets (MEDFLOW_COMM_BUCKET) exercise packing and cutting. */
+static int run_mpisum(mf_stage_ctx *c)
+{
+    mf_k_comm *comm = NULL;
+    int rc = mf_k_comm_new_mpi(&comm, c->rank, c->world_size, c->err);
+    if (rc) return rc;
+    size_t n[2] = {(size_t)mf_stage_param_int(c, "values", 1000), 3};
+    float *g[2], *a[2];
+    for (int b = 0; b < 2; b++) {
+        g[b] = malloc(n[b] * sizeof(float));
+        a[b] = malloc(n[b] * sizeof(float));
+    }
+    if (!g[0] || !g[1] || !a[0] || !a[1]) rc = MF_ENOMEM;
+    const char *step = "";
+    for (int round = 0; round < 3 && !rc; round++) {
+        int n_active = round == 2 ? 1 : c->world_size, with_acc = round == 1;
+        for (int b = 0; b < 2; b++)
+            for (size_t i = 0; i < n[b]; i++) {
+                g[b][i] = mpisum_value(c->rank, i + (size_t)b);
+                a[b][i] = 1.0f * (float)(1 + i % 5);
+            }
+        step = round == 0 ? "all-reduce" : round == 1 ? "fold onto an accumulator" : "partial round";
+        if (round == 0) rc = mf_k_comm_allreduce_f32(comm, g, n, 2, MF_COMM_HOST, MF_COMM_SUM, c->err);
+        else rc = mf_k_comm_fold_f32(comm, g, with_acc ? a : NULL, n, 2, n_active, c->err);
+        if (!rc) rc = mpisum_check(c, step, with_acc ? a : g, n, n_active, with_acc);
+    }
+    for (int b = 0; b < 2; b++) {
+        free(g[b]);
+        free(a[b]);
+    }
+    if (rc) {
+        mf_k_comm_abort(comm);
+        return rc;
+    }
+    mf_k_comm_free(comm);
+    char line[64];
+    snprintf(line, sizeof line, "%d ranks: sums in rank order\n", c->world_size);
+    return write_text(c, "mpi-sum.txt", line);
+}
+
 /* A model on whatever backend the spec's "backend" selected; out/backend.txt says which. */
 static int run_tinymodel(mf_stage_ctx *c)
 {
@@ -225,6 +294,7 @@ __attribute__((constructor)) static void register_test_kinds(void)
     mf_registry_add_test_kind(&k_write);
     mf_registry_add_test_kind(&k_copy);
     mf_registry_add_test_kind(&k_ranks);
+    mf_registry_add_test_kind(&k_mpisum);
     mf_registry_add_test_kind(&k_tinymodel);
     mf_registry_add_test_kind(&k_noimpl); /* registered, deliberately without a run function */
     mf_stage_add_test_impl("sleep", run_sleep);
@@ -232,6 +302,7 @@ __attribute__((constructor)) static void register_test_kinds(void)
     mf_stage_add_test_impl("write-file", run_write);
     mf_stage_add_test_impl("copy-input", run_copy);
     mf_stage_add_test_impl("ranks", run_ranks);
+    mf_stage_add_test_impl("mpi-sum", run_mpisum);
     mf_stage_add_test_impl("tiny-model", run_tinymodel);
     mf_registry_enable_test_kinds();
 }
