@@ -545,6 +545,7 @@ static int write_record(runner *r, double t_start_wall, mf_err *err)
     mf_json_set(rec, "engine_version", mf_json_new_str(MF_VERSION));
     mf_json_set(rec, "engine_rev", mf_json_new_str(MF_GIT_REV));
     mf_json_set(rec, "outcome", mf_json_new_str(outcome));
+    mf_json_set(rec, "executor", mf_json_new_str(r->x ? r->x->name : "local"));
     mf_json *counts = mf_json_new_object();
     mf_json_set(counts, "ran", mf_json_new_int((int64_t)r->res->n_ran));
     mf_json_set(counts, "failed", mf_json_new_int((int64_t)r->res->n_failed));

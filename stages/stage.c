@@ -2,6 +2,7 @@
 #include "stages/stage.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +36,17 @@ static void put_num(mf_buf *b, const char *key, double v)
     mf_buf_printf(b, ",\"%s\":", key);
     if (isnan(v)) mf_buf_puts(b, "null");
     else mf_json_write_double(b, v);
+}
+
+void mf_stage_log(const mf_stage_ctx *ctx, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "medflow: stage '%s': %s\n", ctx && ctx->stage ? ctx->stage : "?", line);
+    fflush(stderr);
 }
 
 void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total, double loss,

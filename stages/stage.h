@@ -91,6 +91,9 @@ long long mf_stage_param_int(const mf_stage_ctx *ctx, const char *dotted, long l
 const char *mf_stage_param_str(const mf_stage_ctx *ctx, const char *dotted, const char *def);
 int mf_stage_param_bool(const mf_stage_ctx *ctx, const char *dotted, int def);
 
+/* A line for the stage's log (stage-exec's stderr, which the engine stores
+ * with the run): what a reader of the log needs that is not progress. */
+void mf_stage_log(const mf_stage_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Progress line on progress_fd: {"step":..,"total":..,"loss":..,"tokens_per_s":..,"eta":..,"message":".."}.
  * Pass NAN for unknown numbers and NULL for no message. */
 void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total, double loss,

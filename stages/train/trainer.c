@@ -385,9 +385,8 @@ static void dp_report(const mf_stage_ctx *ctx, mf_k_comm *comm)
 {
     mf_k_comm_stats st;
     mf_k_comm_get_stats(comm, &st);
-    fprintf(stderr, "medflow: stage '%s': %d ranks over %s: %ld collectives, %.0f fp32 values, %.3f s in them\n",
-            ctx->stage, ctx->world_size, mf_k_comm_library(comm) == MF_COMM_MPI ? "MPI" : "NCCL", st.calls, st.values,
-            st.seconds);
+    mf_stage_log(ctx, "%d ranks over %s: %ld collectives, %.0f fp32 values, %.3f s in them", ctx->world_size,
+                 mf_k_comm_library(comm) == MF_COMM_MPI ? "MPI" : "NCCL", st.calls, st.values, st.seconds);
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -436,6 +435,7 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
                 char msg[128];
                 snprintf(msg, sizeof msg, "resumed from the checkpoint of step %ld", s.step);
                 mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
+                if (lead) mf_stage_log(ctx, "%s", msg);
             }
         }
         mpath = rc || !lead ? NULL : mf_path_join(ctx->work_dir, "metrics.jsonl");
