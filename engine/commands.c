@@ -67,10 +67,12 @@ const mf_cmd mf_commands[] = {
      "the stat cache. Exit 0 (also when stages are stale), 2 for an invalid graph. See docs/engine.md.\n", 0},
     {"run", mf_cmd_run, "run the stale stages of a graph",
      "Usage: medflow run GRAPH [STAGE...] [--force STAGE...] [--dry-run] [--keep-going] [-j N]\n"
-     "                   [--gpus LIST] [--backend auto|cpu|cuda] [--store DIR] [--rehash] [-q] [-v]\n\n"
+     "                   [--gpus LIST] [--backend auto|cpu|cuda] [--store DIR] [--rehash] [-q] [-v]\n"
+     "                   [--executor local|slurm] [--partition P] [--account A]\n\n"
      "Bring the graph (or the given STAGEs and what they need) up to date: stale stages run as child\n"
-     "processes (`medflow stage-exec`), packed onto GPUs, cores and memory; outputs go to the store,\n"
-     "every run that starts something is recorded in the ledger with its outcome.\n"
+     "processes (`medflow stage-exec`), packed onto GPUs, cores and memory — or, with the Slurm\n"
+     "executor, as one batch job each; outputs go to the store, every run that starts something is\n"
+     "recorded in the ledger with its outcome.\n"
      "  --force STAGE...  rerun these even when cached (names up to the next option)\n"
      "  --dry-run         say what would run and why; start nothing\n"
      "  -k, --keep-going  after a failure, keep running stages that do not depend on it\n"
@@ -80,6 +82,12 @@ const mf_cmd mf_commands[] = {
      "                    CUDA and the stage has a GPU, else cpu), cpu, or cuda (an error when\n"
      "                    unavailable); default from MEDFLOW_BACKEND. Not part of stage keys;\n"
      "                    the manifest records the backend and device each stage ran on\n"
+     "  --executor E      where stages run: local (default: child processes on this machine) or\n"
+     "                    slurm (an sbatch job per stage, submitted when it is ready; the store must\n"
+     "                    be on a filesystem the nodes share); default from MEDFLOW_EXECUTOR, else\n"
+     "                    the graph's `executor:`. See docs/cluster.md\n"
+     "  --partition P     Slurm partition of stages whose resources name none\n"
+     "  --account A       Slurm account of stages whose resources name none\n"
      "  --store DIR       the store (default: the graph's `store:`, else ./.medflow)\n"
      "  --rehash          re-read every source instead of trusting the stat cache\n"
      "  -q / -v           less / more output\n"
@@ -87,8 +95,9 @@ const mf_cmd mf_commands[] = {
      "See docs/engine.md.\n", 0},
     {"stage-exec", mf_cmd_stage_exec, "run one stage from a spec file (used by the engine)",
      "Usage: medflow stage-exec SPEC\n\n"
-     "Internal: the engine runs this as a child process for every stage rank. SPEC is the JSON\n"
-     "described in stages/stage.h. Exit 0 ok, 1 the stage failed, 2 the spec is unusable.\n", 1},
+     "Internal: the engine runs this as a child process for every stage rank (or mpirun / srun\n"
+     "does, for ranks that take their rank from the launcher). SPEC is the JSON described in\n"
+     "stages/stage.h. Exit 0 ok, 1 the stage failed, 2 the spec is unusable.\n", 1},
     {"log", mf_cmd_log, "list recorded runs, newest first",
      "Usage: medflow log [GRAPH] [-n N]\n\nList the runs recorded in the ledger (all graphs, or GRAPH's), newest\n"
      "first: commit id, GRAPH@N, time, outcome and stage counts. See docs/store.md.\n", 0},

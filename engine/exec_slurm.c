@@ -193,30 +193,37 @@ typedef struct sjob {
     int cancel_sent;
 } sjob;
 
+/* Text for a comment line of the script: no line breaks. */
+static void comment_text(mf_buf *b, const char *s)
+{
+    for (; *s; s++) mf_buf_putc(b, *s == '\n' || *s == '\r' ? '?' : *s);
+}
+
 static int write_script(slurm_x *sx, mf_xjob *j, const char *spec, const char *path, mf_err *err)
 {
     sjob *s = j->priv;
     mf_buf b = MF_BUF_INIT;
-    mf_buf_printf(&b, "#!/bin/sh\n# medflow: stage '%s' of graph '%s', run %s (docs/cluster.md)\n# submitted as:", j->stage->name,
-                  sx->graph, sx->run_id);
+    mf_buf_puts(&b, "#!/bin/sh\n# medflow: stage '");
+    comment_text(&b, j->stage->name);
+    mf_buf_puts(&b, "' of graph '");
+    comment_text(&b, sx->graph);
+    mf_buf_printf(&b, "', run %s (docs/cluster.md)\n# submitted as:", sx->run_id);
     for (size_t k = 0; s->sbatch[k]; k++) {
         mf_buf_putc(&b, ' ');
-        sh_quote(&b, s->sbatch[k]);
+        comment_text(&b, s->sbatch[k]);
     }
     mf_buf_puts(&b, "\ncd ");
     sh_quote(&b, j->dir);
     mf_buf_puts(&b, " || exit 97\n# the store must be the one this engine writes: a file only this run knows\nif [ \"$(cat ");
     sh_quote(&b, sx->probe_path);
-    mf_buf_printf(&b, " 2>/dev/null)\" != '%s' ]; then\n"
-                      "  echo \"medflow: node $(hostname) does not see the store ",
-                  sx->token);
-    mf_buf_puts(&b, sx->store);
-    mf_buf_puts(&b, " of this run: put the store on a filesystem every node mounts at the same path\" >&2\n"
+    mf_buf_printf(&b, " 2>/dev/null)\" != '%s' ]; then\n  echo \"medflow: node $(hostname) does not see the store \"", sx->token);
+    sh_quote(&b, sx->store);
+    mf_buf_puts(&b, "\" of this run: put the store on a filesystem every node mounts at the same path\" >&2\n"
                     "  exit 97\nfi\nif [ ! -x ");
     sh_quote(&b, j->exe);
-    mf_buf_puts(&b, " ]; then\n  echo \"medflow: node $(hostname) has no ");
-    mf_buf_puts(&b, j->exe);
-    mf_buf_puts(&b, ": install medflow at the same path on every node\" >&2\n  exit 97\nfi\n"
+    mf_buf_puts(&b, " ]; then\n  echo \"medflow: node $(hostname) has no \"");
+    sh_quote(&b, j->exe);
+    mf_buf_puts(&b, "\": install medflow at the same path on every node\" >&2\n  exit 97\nfi\n"
                     "# a requeued attempt starts from a clean output (checkpoints are in the work dir)\n"
                     "rm -rf out rank*.out result && mkdir out || exit 97\n"
                     "export OMP_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\" OMP_WAIT_POLICY=\"${OMP_WAIT_POLICY:-PASSIVE}\"\n");

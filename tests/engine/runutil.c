@@ -99,3 +99,26 @@ const char *output_of(const mf_json *run, const char *stage)
 {
     return mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), stage), "output", "");
 }
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RU_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(RU_ASAN)
+#define RU_ASAN 1
+#endif
+
+void mpi_sanitizer_env(void)
+{
+#ifdef RU_ASAN
+    char v[PATH_MAX + 128];
+    const char *asan = getenv("ASAN_OPTIONS");
+    snprintf(v, sizeof v, "%s%sfast_unwind_on_malloc=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", v, 1);
+    snprintf(v, sizeof v, "suppressions=%s/tests/lsan-mpi.supp:print_suppressions=0", mf_test_root());
+    setenv("LSAN_OPTIONS", v, 1);
+    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
+    setenv("PMIX_MCA_mca_base_component_disable_dlclose", "1", 1);
+#endif
+}

@@ -19,6 +19,14 @@ mf_json *last_run(void);
 /* Manifest status of a stage in a run record ("(absent)" when it has none). */
 const char *outcome(const mf_json *run, const char *stage);
 
+/* Before running MPI ranks in a sanitizer build (make test SAN=1): Open MPI
+ * keeps its own allocations until exit, some made by its background threads
+ * and plugins, so LeakSanitizer needs full stacks (fast_unwind_on_malloc=0)
+ * and the plugins mapped (disable_dlclose) to match them with
+ * tests/lsan-mpi.supp. Set for this test's processes only; nothing in a
+ * normal build. */
+void mpi_sanitizer_env(void);
+
 /* A tiny pre-training graph in tmpdir/file (tokenizer and text copied there):
  * `base` (init) -> `pt` (dcpt, with the given extra params and resources).
  * For the data-parallel tests: the same graph with other resources has the

@@ -22,7 +22,10 @@ static int have_mpi(void)
     why = "this build has no MPI (pkg-config ompi-c found nothing; make deps installs libopenmpi-dev)";
 #endif
     if (!why && mf_test_sh(NULL, NULL, "command -v ${MEDFLOW_MPIRUN:-mpirun} >/dev/null")) why = "no mpirun on PATH";
-    if (!why) return 1;
+    if (!why) {
+        mpi_sanitizer_env();
+        return 1;
+    }
     const char *req = getenv("MEDFLOW_REQUIRE_SLURM");
     if (req && !strcmp(req, "1")) mf_test_fail(__FILE__, __LINE__, "MPI is required here: %s", why);
     else fprintf(stderr, "    skipped: %s\n", why);

@@ -125,6 +125,31 @@ TEST(test_slurm_ctrl_c_cancels_the_running_job)
     mf_test_slurm_stop(&c);
 }
 
+/* What a job on a node that does not share the store meets: the run's probe
+ * file is not what this engine wrote (here: replaced while the job is held
+ * in the queue). The job stops before running anything and says why. */
+TEST(test_slurm_a_node_that_does_not_see_the_store_fails_clearly)
+{
+    mf_test_slurm c;
+    if (!mf_test_slurm_start(&c)) return;
+    write_graph("g.yaml", "name: sp\nstages:\n  w: {kind: write-file, params: {text: x}}\n");
+    char *out = NULL;
+    int rc = mf_test_sh(&out, NULL,
+                        "cd '%s' && { MEDFLOW_SBATCH_ARGS=--hold " SLURM_RUN " > run.out 2>&1 & P=$!; "
+                        "for i in $(seq 100); do squeue -h -o %%T | grep -q PENDING && break; sleep 0.1; done; "
+                        "for f in .medflow/tmp/probe-*; do echo another-store > $f; done; "
+                        "scontrol release $(squeue -h -o %%i); wait $P; echo rc=$?; cat run.out; }",
+                        mf_test_tmpdir(), bin(), "g.yaml");
+    CHECK_INT(rc, 0);
+    CHECK_CONTAINS(out, "rc=1");
+    CHECK_CONTAINS(out, "w: FAILED (Slurm job ");
+    CHECK_CONTAINS(out, "exit code 97:0");
+    CHECK_CONTAINS(out, "does not see the store ");
+    CHECK_CONTAINS(out, "put the store on a filesystem every node mounts at the same path");
+    free(out);
+    mf_test_slurm_stop(&c);
+}
+
 /* A checkpoint file of the stage's work dir (the trainer's last saved step), 0 if none yet. */
 static int checkpoint_step(const char *store)
 {
@@ -180,6 +205,7 @@ TEST(test_slurm_two_mpi_ranks_in_one_job_train_the_bytes_one_process_trains)
 {
     mf_test_slurm c;
     if (!mf_test_slurm_start(&c)) return;
+    mpi_sanitizer_env();
     const char *params = "max_steps: 4, batch_size: 2, grad_accum: 4, lr: 0.01";
     write_dp_graph("one.yaml", "dp", params, "cpus: 1");
     write_dp_graph("two.yaml", "dp", params, "ranks: 2, cpus: 2");
