@@ -198,7 +198,9 @@ int mf_copy_file(const char *from, const char *to, mf_err *err)
     char *data = NULL;
     size_t len = 0;
     int rc = mf_read_file(from, &data, &len, err);
-    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+    if (rc) goto out;
+    rc = mf_write_file_atomic(to, data, len, 0644, err);
+out:
     free(data);
     return rc;
 }
