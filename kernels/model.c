@@ -106,14 +106,61 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
 {
     *out = NULL;
     const mf_k_backend *be = NULL;
-    int rc = mf_k_backend_resolve(&be, err);
-    if (!rc) rc = mf_model_new_on(out, cfg_in, be, err);
-    if (!rc) rc = mf_k_backend_configure(*out, err);
+    int rc;
+    if ((rc = mf_k_backend_resolve(&be, err)) != 0) goto out;
+    if ((rc = mf_model_new_on(out, cfg_in, be, err)) != 0) goto out;
+    rc = mf_k_backend_configure(*out, err);
+out:
     if (rc && *out) {
         mf_model_free(*out);
         *out = NULL;
     }
     return rc;
+}
+
+/* The base model's parameters, in HF's order; RMSNorm weights start at one (HF init), so a fresh
+ * model is usable. */
+static int add_base_params(mf_model *m, mf_err *err)
+{
+    const mf_model_config *cfg = &m->cfg;
+    int nl = cfg->num_hidden_layers, H = cfg->hidden_size, I = cfg->intermediate_size;
+    int rc;
+    if ((rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, cfg->vocab_size, H, err, "model.embed_tokens.weight")))
+        return rc;
+    for (int l = 0; l < nl; l++) {
+        mf_layer_idx *li = &m->L[l];
+        for (int j = 0; j < N_MODS; j++) li->lora_a[j] = li->lora_b[j] = -1;
+        for (int j = 0; j < 3; j++) li->bias[j] = -1;
+        const char *pre = "model.layers";
+        if ((rc = add_param(m, &li->ln1, MF_PARAM_BASE, l, 1, H, 0, err, "%s.%d.input_layernorm.weight", pre, l)))
+            return rc;
+        int outs[N_MODS] = {m->q_dim, m->kv_dim, m->kv_dim, H, I, I, H};
+        int ins[N_MODS] = {H, H, H, m->q_dim, H, H, I};
+        for (int j = 0; j < 4; j++) {
+            if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
+                                "%s.%d.self_attn.%s.weight", pre, l, mf_mod_names[j])))
+                return rc;
+            if (j < 3 && cfg->attention_bias &&
+                (rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err,
+                                "%s.%d.self_attn.%s.bias", pre, l, mf_mod_names[j])))
+                return rc;
+        }
+        if ((rc = add_param(m, &li->ln2, MF_PARAM_BASE, l, 1, H, 0, err,
+                            "%s.%d.post_attention_layernorm.weight", pre, l)))
+            return rc;
+        for (int j = 4; j < N_MODS; j++)
+            if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
+                                "%s.%d.mlp.%s.weight", pre, l, mf_mod_names[j])))
+                return rc;
+    }
+    if ((rc = add_param(m, &m->norm, MF_PARAM_BASE, -1, 1, H, 0, err, "model.norm.weight"))) return rc;
+    if (!cfg->tie_word_embeddings &&
+        (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, cfg->vocab_size, H, err, "lm_head.weight")))
+        return rc;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (strstr(m->params[i].name, "norm.weight"))
+            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+    return 0;
 }
 
 int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
@@ -130,50 +177,19 @@ int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_ba
     m->kv_dim = cfg.num_key_value_heads * cfg.head_dim;
     m->lm_head = m->score = -1;
     m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
-    int nl = cfg.num_hidden_layers, H = cfg.hidden_size, I = cfg.intermediate_size;
-    m->L = calloc((size_t)nl, sizeof(*m->L));
+    m->L = calloc((size_t)cfg.num_hidden_layers, sizeof(*m->L));
     if (!m->L) {
         free(m);
         return mf_err_set(err, MF_ENOMEM, "model: out of memory");
     }
-    rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "model.embed_tokens.weight");
-    for (int l = 0; l < nl && !rc; l++) {
-        mf_layer_idx *li = &m->L[l];
-        for (int j = 0; j < N_MODS; j++) li->lora_a[j] = li->lora_b[j] = -1;
-        for (int j = 0; j < 3; j++) li->bias[j] = -1;
-        const char *pre = "model.layers";
-        rc = add_param(m, &li->ln1, MF_PARAM_BASE, l, 1, H, 0, err, "%s.%d.input_layernorm.weight", pre, l);
-        int outs[N_MODS] = {m->q_dim, m->kv_dim, m->kv_dim, H, I, I, H};
-        int ins[N_MODS] = {H, H, H, m->q_dim, H, H, I};
-        for (int j = 0; j < 4 && !rc; j++) {
-            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                           "%s.%d.self_attn.%s.weight", pre, l, mf_mod_names[j]);
-            if (!rc && j < 3 && cfg.attention_bias)
-                rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err,
-                               "%s.%d.self_attn.%s.bias", pre, l, mf_mod_names[j]);
-        }
-        if (!rc)
-            rc = add_param(m, &li->ln2, MF_PARAM_BASE, l, 1, H, 0, err,
-                           "%s.%d.post_attention_layernorm.weight", pre, l);
-        for (int j = 4; j < N_MODS && !rc; j++)
-            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                           "%s.%d.mlp.%s.weight", pre, l, mf_mod_names[j]);
-    }
-    if (!rc) rc = add_param(m, &m->norm, MF_PARAM_BASE, -1, 1, H, 0, err, "model.norm.weight");
-    if (!rc && !cfg.tie_word_embeddings)
-        rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "lm_head.weight");
-    /* RMSNorm weights start at one (HF init), so a fresh model is usable. */
-    for (size_t i = 0; i < m->n_params && !rc; i++)
-        if (strstr(m->params[i].name, "norm.weight"))
-            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
     m->be = be;
-    if (!rc) rc = m->be->attach(m, err);
-    if (rc) {
-        mf_model_free(m);
-        return rc;
-    }
+    if ((rc = add_base_params(m, err)) != 0) goto out;
+    if ((rc = m->be->attach(m, err)) != 0) goto out;
     *out = m;
-    return 0;
+    m = NULL;
+out:
+    mf_model_free(m);
+    return rc;
 }
 
 void mf_model_free(mf_model *m)
@@ -342,18 +358,18 @@ int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
             mf_layer_idx *li = &m->L[l];
             int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
             const char *grp = j < 4 ? "self_attn" : "mlp";
-            int rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err,
-                               "model.layers.%d.%s.%s.lora_A.weight", l, grp, mf_mod_names[j]);
-            if (!rc)
-                rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err,
-                               "model.layers.%d.%s.%s.lora_B.weight", l, grp, mf_mod_names[j]);
-            if (rc) return rc;
+            int rc;
+            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err,
+                                "model.layers.%d.%s.%s.lora_A.weight", l, grp, mf_mod_names[j])))
+                return rc;
+            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err,
+                                "model.layers.%d.%s.%s.lora_B.weight", l, grp, mf_mod_names[j])))
+                return rc;
             /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
             fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
                          1.0f / sqrtf((float)in), &r);
-            rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err);
-            if (!rc) rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err);
-            if (rc) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err))) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err))) return rc;
         }
     }
     for (size_t i = 0; i < m->n_params; i++)
@@ -441,12 +457,12 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
         if (rc) return rc;
     } else {
         int Hp = c->prefix_hidden_size;
-        rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight");
-        if (!rc) rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias");
-        if (!rc) rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias");
-        if (rc) return rc;
+        if ((rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight")) ||
+            (rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight")) ||
+            (rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias")) ||
+            (rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight")) ||
+            (rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias")))
+            return rc;
         /* torch.nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. */
         fill_uniform(m->params[m->pfx_w0].data, m->params[m->pfx_w0].numel, 1.0f / sqrtf((float)H), &r);
         fill_uniform(m->params[m->pfx_b0].data, m->params[m->pfx_b0].numel, 1.0f / sqrtf((float)H), &r);
