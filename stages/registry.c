@@ -152,9 +152,11 @@ static const mf_param_spec p_merge[] = {
     END};
 
 static const mf_param_spec p_eval[] = {
-    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise", "what to evaluate"},
+    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise|ppl", "what to evaluate"},
     P_ENUM("mcq_mode", "loglik", "loglik|generate", "mcq: score each option by log-likelihood, or generate and extract the letter"),
-    P_BOOL("length_normalize", "false", "mcq loglik: divide by the option's token count"),
+    P_BOOL("length_normalize", "false", "mcq loglik and diagnosis rank: divide a candidate's log-likelihood by its token count"),
+    P_ENUM("diagnosis_mode", "generate", "generate|rank", "diagnosis: generate and match the name, or rank the candidate diagnoses by log-likelihood (closed set)"),
+    P_INT("n_candidates", "0", 0, 1 << 20, "diagnosis rank: candidates per record, the gold one + N-1 drawn (seeded); 0 = every distinct diagnosis of the set"),
     P_INT("k_shot", "0", 0, 64, "mcq: examples from the same category put before the question"),
     P_INT("max_samples", "0", 0, BIG, "evaluate at most N items; 0 = all"),
     P_FLT("tie_margin", "0.1", 0, 1e6, "pairwise: reward difference below which answers tie"),
@@ -230,7 +232,7 @@ static const mf_slot_spec s_model_only[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model, or base + adapter"}, NOSLOT};
 static const mf_slot_spec s_eval[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model under evaluation"},
-    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA, 0, 0, "evaluation set"},
+    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA | MF_A_TEXT, 0, 0, "evaluation set"},
     {"model_b", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the model compared against"},
     {"reward", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the reward model that judges"},
     {"shots", MF_A_MCQ, 1, 0, "mcq: pool of k-shot examples"}, NOSLOT};
@@ -283,7 +285,7 @@ static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model
     s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL, 0};
 static const mf_kind k_export = {"export", 1, "write an HF model directory or a PEFT adapter directory",
     s_model_only, GROUPS(p_export), MF_A_MODEL | MF_A_ADAPTER, CPU1, NULL, 0};
-static const mf_kind k_eval = {"eval", 1, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates",
+static const mf_kind k_eval = {"eval", 2, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates, held-out perplexity",
     s_eval, GROUPS(p_eval, sequence, generation, bad_records), MF_A_EVAL, {0, 1, 2048}, NULL, 0};
 static const mf_kind k_report = {"report", 1, "tables like the papers' (markdown + HTML with loss curves)",
     s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL, 0};
