@@ -170,6 +170,13 @@ static const mf_param_spec p_report[] = {
 static const mf_param_spec p_kg2qa[] = {
     P_INT("max_objects", "8", 1, 1000, "objects of one subject+relation grouped into one answer at most"),
     P_INT("phrasings", "0", 0, 100, "question phrasings drawn per pair; 0 = one"),
+    P_ENUM("phrasing", "all", "all|train|heldout", "which question phrasings of a relation's table: all, all but the last (train), or only the last (heldout, what kg2mcq exams use)"),
+    END};
+
+static const mf_param_spec p_kg2mcq[] = {
+    P_INT("n_options", "4", 2, 26, "options per question: the true object + n_options-1 distractors of the same relation and object type"),
+    P_INT("per_group", "1", 0, 1000000, "questions per (subject, relation): objects asked about, drawn; 0 = every object"),
+    P_ENUM("phrasing", "heldout", "all|train|heldout", "which question phrasings of a relation's table: heldout (the last one: never in kg2qa phrasing: train output), train, or all"),
     END};
 
 static const mf_param_spec p_format[] = {
@@ -255,8 +262,10 @@ static const mf_slot_spec s_tokenize[] = {
 #define CPU1 {0, 1, 1024}
 #define TRAIN_RES {0, 2, 4096}
 
-static const mf_kind k_kg2qa = {"kg2qa", 1, "knowledge-graph triples -> QA conversations via template tables",
+static const mf_kind k_kg2qa = {"kg2qa", 2, "knowledge-graph triples -> QA conversations via template tables",
     s_kg2qa, GROUPS(p_kg2qa, bad_records), MF_A_CONVERSATIONS, CPU1, NULL, 0};
+static const mf_kind k_kg2mcq = {"kg2mcq", 1, "knowledge-graph triples -> multiple-choice questions with same-type distractors (an exam of the facts)",
+    s_kg2qa, GROUPS(p_kg2mcq, bad_records), MF_A_MCQ, CPU1, NULL, 0};
 static const mf_kind k_format = {"format", 1, "dialogues / alpaca / records -> canonical conversations",
     s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL, 0};
 static const mf_kind k_dedup = {"dedup", 1, "exact and near-duplicate (MinHash + LSH) removal",
@@ -291,7 +300,7 @@ static const mf_kind k_report = {"report", 1, "tables like the papers' (markdown
     s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL, 0};
 
 const mf_kind *const mf_kinds[] = {
-    &k_kg2qa, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
+    &k_kg2qa, &k_kg2mcq, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
     &k_init, &k_dcpt, &k_sft, &k_rm, &k_dpo, &k_ppo, &k_merge, &k_export,
     &k_eval, &k_report, NULL};
 
