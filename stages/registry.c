@@ -118,12 +118,14 @@ static const mf_param_spec p_sft[] = {
 
 static const mf_param_spec p_rm[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train (the reward head always trains)"),
+    P_FLT("min_accuracy", "0.6", 0, 1, "fail unless the validation pairwise accuracy reaches this; 0 = keep any reward model (a warning below 0.6)"),
     END};
 
 static const mf_param_spec p_dpo[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train"),
     P_FLT("beta", "0.1", 0, 1000, "DPO temperature beta"),
     P_FLT("label_smoothing", "0", 0, 0.5, "conservative DPO label smoothing"),
+    P_FLT("rpo_alpha", "0", 0, 1000, "weight of the chosen answers' mean NLL added to the DPO loss (RPO; TRL loss_type [sigmoid, sft]); keeps the chosen answers likely"),
     P_ENUM("loss", "sigmoid", "sigmoid", "DPO loss variant"),
     END};
 
@@ -284,9 +286,9 @@ static const mf_kind k_dcpt = {"dcpt", 1, "domain continued pre-training: next-t
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_sft = {"sft", 1, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_rm = {"rm", 1, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 2, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_dpo = {"dpo", 1, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 2, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_ppo = {"ppo", 1, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
@@ -370,6 +372,8 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"lora_target", "lora.target"},
     {"target_modules", "lora.target"},
     {"pref_beta", "beta"},
+    {"pref_ftx", "rpo_alpha"},
+    {"sft_weight", "rpo_alpha"},
     {"dpo_beta", "beta"},
     {"per_device_train_batch_size", "batch_size"},
     {"train_batch_size", "batch_size"},
