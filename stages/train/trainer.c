@@ -6,6 +6,7 @@
 #include "stages/train/trainer.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,5 +600,32 @@ out:
     mf_k_adamw_free(r.opt);
     free(r.perm);
     free(r.idx);
+    return rc;
+}
+
+int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mf_stage_warn(ctx, "%s", msg);
+    mf_json *o = mf_json_new_object();
+    mf_buf b = MF_BUF_INIT;
+    char *path = mf_path_join(ctx->out_dir, "metrics.jsonl");
+    FILE *fp = NULL;
+    int rc = 0;
+    if (!o || !path || mf_json_set(o, "stage", mf_json_new_str(ctx->stage)) || mf_json_set(o, "step", mf_json_new_int(step)) ||
+        mf_json_set(o, "warning", mf_json_new_str(msg)) || mf_json_write(&b, o, MF_JSON_SORTED) || mf_buf_putc(&b, '\n')) {
+        rc = nomem(ctx->err);
+        goto out;
+    }
+    if (!(fp = fopen(path, "ab")) || fwrite(b.data, 1, b.len, fp) != b.len) rc = mf_err_errno(ctx->err, MF_EIO, "append to %s", path);
+out:
+    if (fp && fclose(fp) && !rc) rc = mf_err_errno(ctx->err, MF_EIO, "close %s", path);
+    free(path);
+    mf_buf_free(&b);
+    mf_json_free(o);
     return rc;
 }
