@@ -84,55 +84,57 @@ static int mpirun_argv(char **argv, size_t cap, char *np, const mf_xjob *j, cons
     return n < cap ? 0 : -1;
 }
 
-static int start_procs(mf_xjob *j, ljob *l, int use_mpirun, mf_err *err)
+/* Process k of the job: rank k, or mpirun for all of them (k = 0). */
+static int start_proc(mf_xjob *j, ljob *l, int k, int use_mpirun, mf_err *err)
 {
-    int rc = 0;
-    for (int k = 0; k < l->n_procs && !rc; k++) {
-        char *spec = NULL, *own_out = NULL;
-        /* one device per rank when there are several: rank k gets devs[k] */
-        char devone[32];
-        const char *devices = j->devices;
-        if (j->req.gpus > 0 && j->req.ranks > 1) {
-            snprintf(devone, sizeof devone, "%d", j->devs[k]);
-            devices = devone;
-        }
-        /* Only rank 0's out_dir is published; the other ranks of a data-parallel
-         * stage run the same kind code and write into a private out_dir of
-         * their own under the job dir, removed with it. */
-        if (k > 0) {
-            char sub[64];
-            snprintf(sub, sizeof sub, "rank%d.out", k);
-            own_out = mf_path_join(j->dir, sub);
-            rc = own_out ? mf_mkdir_p(own_out, 0755, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
-        }
-        mf_xspec xs = {use_mpirun ? -1 : k, devices, k ? own_out : j->out_dir, use_mpirun ? l->progress_path : NULL};
-        if (!rc) rc = j->write_spec(j->ud, &xs, &spec, err);
-        free(own_out);
-        int pp[2] = {-1, -1};
-        if (!rc && !use_mpirun && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
-        if (!rc) {
-            if (pp[0] >= 0) {
-                fcntl(pp[0], F_SETFD, FD_CLOEXEC);
-                fcntl(pp[0], F_SETFL, O_NONBLOCK);
-                fcntl(pp[1], F_SETFD, FD_CLOEXEC);
-            }
-            char np[16], *argv[16];
-            snprintf(np, sizeof np, "%d", j->req.ranks);
-            mf_exec_spawn_opts so = {j->exe, spec, NULL, j->log_fd, pp[1], l->pgid, devices, 0, ""};
-            if (use_mpirun && mpirun_argv(argv, sizeof argv / sizeof *argv, np, j, spec) == 0) so.argv = argv;
-            so.cpus = j->req.cpus / (j->req.ranks > 0 ? j->req.ranks : 1); /* per rank */
-            if (so.cpus < 1) so.cpus = 1;
-            snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
-            rc = mf_exec_spawn(&l->ranks[k].pid, &so, err);
-            if (pp[1] >= 0) close(pp[1]);
-            if (rc && pp[0] >= 0) close(pp[0]);
-            else if (!rc) {
-                l->ranks[k].pfd = pp[0];
-                if (!l->pgid) l->pgid = l->ranks[k].pid;
-            }
-        }
-        free(spec);
+    char *spec = NULL, *own_out = NULL;
+    int pp[2] = {-1, -1}, rc = 0;
+    /* one device per rank when there are several: rank k gets devs[k] */
+    char devone[32];
+    const char *devices = j->devices;
+    if (j->req.gpus > 0 && j->req.ranks > 1) {
+        snprintf(devone, sizeof devone, "%d", j->devs[k]);
+        devices = devone;
     }
+    /* Only rank 0's out_dir is published; the other ranks of a data-parallel
+     * stage run the same kind code and write into a private out_dir of
+     * their own under the job dir, removed with it. */
+    if (k > 0) {
+        char sub[64];
+        snprintf(sub, sizeof sub, "rank%d.out", k);
+        if (!(own_out = mf_path_join(j->dir, sub))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = mf_mkdir_p(own_out, 0755, err))) goto out;
+    }
+    mf_xspec xs = {use_mpirun ? -1 : k, devices, k ? own_out : j->out_dir, use_mpirun ? l->progress_path : NULL};
+    if ((rc = j->write_spec(j->ud, &xs, &spec, err))) goto out;
+    if (!use_mpirun) {
+        if (pipe(pp)) {
+            rc = mf_err_errno(err, MF_EIO, "pipe");
+            goto out;
+        }
+        fcntl(pp[0], F_SETFD, FD_CLOEXEC);
+        fcntl(pp[0], F_SETFL, O_NONBLOCK);
+        fcntl(pp[1], F_SETFD, FD_CLOEXEC);
+    }
+    char np[16], *argv[16];
+    snprintf(np, sizeof np, "%d", j->req.ranks);
+    mf_exec_spawn_opts so = {j->exe, spec, NULL, j->log_fd, pp[1], l->pgid, devices, 0, ""};
+    if (use_mpirun && mpirun_argv(argv, sizeof argv / sizeof *argv, np, j, spec) == 0) so.argv = argv;
+    so.cpus = j->req.cpus / (j->req.ranks > 0 ? j->req.ranks : 1); /* per rank */
+    if (so.cpus < 1) so.cpus = 1;
+    snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
+    if ((rc = mf_exec_spawn(&l->ranks[k].pid, &so, err))) goto out;
+    l->ranks[k].pfd = pp[0];
+    pp[0] = -1;
+    if (!l->pgid) l->pgid = l->ranks[k].pid;
+out:
+    if (pp[0] >= 0) close(pp[0]);
+    if (pp[1] >= 0) close(pp[1]);
+    free(own_out);
+    free(spec);
     return rc;
 }
 
@@ -148,7 +150,8 @@ static int local_start(mf_executor *x, mf_xjob *j, mf_err *err)
     if (use_mpirun) l->progress_path = mf_path_join(j->dir, "progress.jsonl");
     if (!l->ranks || (use_mpirun && !l->progress_path)) return mf_err_set(err, MF_ENOMEM, "out of memory");
     for (int k = 0; k < l->n_procs; k++) l->ranks[k].pfd = -1;
-    int rc = start_procs(j, l, use_mpirun, err);
+    int rc = 0;
+    for (int k = 0; k < l->n_procs && !rc; k++) rc = start_proc(j, l, k, use_mpirun, err);
     if (rc) {
         /* ranks already started are stopped; the job fails like a crash */
         if (l->pgid) kill(-l->pgid, SIGKILL);

@@ -241,43 +241,55 @@ static void trim(char *s)
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = 0;
 }
 
+/* sbatch the job; its id into j->id. */
+static int submit(mf_xjob *j, sjob *s, mf_err *err)
+{
+    mf_buf out = MF_BUF_INIT, eout = MF_BUF_INIT;
+    int status = 0, rc;
+    if ((rc = mf_exec_capture(s->sbatch, &out, &eout, &status, err))) goto out;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !out.len) {
+        char why[64];
+        char *e = (char *)mf_buf_cstr(&eout);
+        trim(e);
+        rc = mf_err_set(err, MF_EFAILED, "sbatch failed (%s): %s", mf_exec_describe_status(status, why, sizeof why),
+                        *e ? e : "no message");
+        goto out;
+    }
+    char *id = (char *)mf_buf_cstr(&out); /* --parsable: "ID" or "ID;cluster" */
+    id[strcspn(id, ";\n")] = 0;
+    snprintf(j->id, sizeof j->id, "%s", id);
+    snprintf(j->state, sizeof j->state, "submitted as job %s", j->id);
+    if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: submitted as Slurm job %s\n", j->id);
+out:
+    mf_buf_free(&out);
+    mf_buf_free(&eout);
+    return rc;
+}
+
 static int slurm_start(mf_executor *x, mf_xjob *j, mf_err *err)
 {
     slurm_x *sx = (slurm_x *)x;
     sjob *s = calloc(1, sizeof *s);
     if (!s) return mf_err_set(err, MF_ENOMEM, "out of memory");
     j->priv = s;
-    int rc = mf_slurm_request(j->stage, sx->partition, sx->account, &s->req, err);
-    if (rc) return rc;
-    char *spec = NULL, *script = mf_path_join(j->dir, "job.sh");
+    char *spec = NULL, *script = NULL;
+    int rc;
+    if ((rc = mf_slurm_request(j->stage, sx->partition, sx->account, &s->req, err))) goto out;
+    script = mf_path_join(j->dir, "job.sh");
     s->progress_path = mf_path_join(j->dir, "progress.jsonl");
     s->result_path = mf_path_join(j->dir, "result");
+    if (!script || !s->progress_path || !s->result_path) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     char name[512];
     snprintf(name, sizeof name, "medflow:%s:%s", sx->graph, j->stage->name);
-    if (!script || !s->progress_path || !s->result_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_xspec xs = {-1, "", j->out_dir, s->progress_path};
-    if (!rc) rc = j->write_spec(j->ud, &xs, &spec, err);
-    if (!rc) rc = mf_slurm_sbatch_argv(&s->sbatch, &s->req, name, j->log_path, j->dir, script, err);
-    if (!rc) rc = write_script(sx, j, spec, script, err);
-    mf_buf out = MF_BUF_INIT, eout = MF_BUF_INIT;
-    int status = 0;
-    if (!rc) rc = mf_exec_capture(s->sbatch, &out, &eout, &status, err);
-    if (!rc && (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !out.len)) {
-        char why[64];
-        char *e = (char *)mf_buf_cstr(&eout);
-        trim(e);
-        rc = mf_err_set(err, MF_EFAILED, "sbatch failed (%s): %s", mf_exec_describe_status(status, why, sizeof why),
-                        *e ? e : "no message");
-    }
-    if (!rc) { /* --parsable: "ID" or "ID;cluster" */
-        char *id = (char *)mf_buf_cstr(&out);
-        id[strcspn(id, ";\n")] = 0;
-        snprintf(j->id, sizeof j->id, "%s", id);
-        snprintf(j->state, sizeof j->state, "submitted as job %s", j->id);
-        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: submitted as Slurm job %s\n", j->id);
-    }
-    mf_buf_free(&out);
-    mf_buf_free(&eout);
+    if ((rc = j->write_spec(j->ud, &xs, &spec, err)) ||
+        (rc = mf_slurm_sbatch_argv(&s->sbatch, &s->req, name, j->log_path, j->dir, script, err)) ||
+        (rc = write_script(sx, j, spec, script, err)) || (rc = submit(j, s, err)))
+        goto out;
+out:
     free(spec);
     free(script);
     return rc;
@@ -549,20 +561,20 @@ int mf_executor_slurm_new(mf_executor **out, const mf_slurm_opts *o, mf_err *err
     sx->run_id = strdup(o->run_id);
     sx->partition = o->partition ? strdup(o->partition) : NULL;
     sx->account = o->account ? strdup(o->account) : NULL;
-    char name[128];
+    char name[128], tok[257];
     snprintf(name, sizeof name, "probe-%s", o->run_id);
     sx->probe_path = mf_path_join(o->tmp_dir, name);
     int rc = 0;
     if (!sx->store || !sx->graph || !sx->run_id || !sx->probe_path || (o->partition && !sx->partition) ||
-        (o->account && !sx->account))
+        (o->account && !sx->account)) {
         rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    char tok[257];
-    if (!rc) rc = mf_exec_rendezvous(tok, err);
-    if (!rc) {
-        snprintf(sx->token, sizeof sx->token, "%.64s", tok);
-        rc = check_store(sx, err);
+        goto out;
     }
-    if (!rc) rc = mf_write_file_atomic(sx->probe_path, sx->token, strlen(sx->token), 0644, err);
+    if ((rc = mf_exec_rendezvous(tok, err))) goto out;
+    snprintf(sx->token, sizeof sx->token, "%.64s", tok);
+    if ((rc = check_store(sx, err))) goto out;
+    rc = mf_write_file_atomic(sx->probe_path, sx->token, strlen(sx->token), 0644, err);
+out:
     if (rc) {
         free(sx->probe_path); /* not written */
         sx->probe_path = NULL;

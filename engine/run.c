@@ -41,6 +41,7 @@ typedef struct job {
     mf_progress_row row;
     int has_progress;    /* rank 0 reported progress (else the row shows the executor's state) */
     char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
+    mf_json *warnings; /* what the stage warned about (mf_stage_warn): shown at once, kept in the manifest */
 } job;
 
 typedef struct runner {
@@ -163,6 +164,7 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
         if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
         if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
+        if (j->warnings && j->warnings->n) bad |= mf_json_set(m, "warnings", mf_json_clone(j->warnings));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
@@ -267,6 +269,17 @@ static void on_progress(void *ud, char *line)
         mf_json_free(v);
         return;
     }
+    const char *warn = mf_json_get_str(v, "warning", NULL);
+    if (warn) { /* never lost in a redrawn table or an overwritten message: an event line, the log, the manifest */
+        mf_progress_event(&j->r->prog, "%s: warning: %s", j->r->g->stages[j->stage].name, warn);
+        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: warning: %s\n", warn);
+        if (!j->warnings) j->warnings = mf_json_new_array();
+        if (j->warnings) mf_json_push(j->warnings, mf_json_new_str(warn));
+        if (!mf_json_get(v, "step")) {
+            mf_json_free(v);
+            return;
+        }
+    }
     j->has_progress = 1;
     j->row.step = mf_json_get_int(v, "step", j->row.step);
     j->row.total = mf_json_get_int(v, "total", j->row.total);
@@ -283,10 +296,33 @@ static void job_free(runner *r, job *j, int wait)
 {
     if (r->x && j->x.priv) r->x->release(r->x, &j->x, wait);
     if (j->log_fd >= 0) close(j->log_fd);
+    mf_json_free(j->warnings);
     free(j->dir);
     free(j->out_dir);
     free(j->log_path);
     free(j);
+}
+
+/* A job's fresh directory, its stage's work dir (kept across attempts), the log, the ranks' token. */
+static int job_prepare(runner *r, job *j, mf_err *err)
+{
+    int rc = 0;
+    char *work = NULL;
+    if (!j->dir || !j->out_dir || !j->log_path || !(work = mf_path_join(r->io->work_dir, r->p->st[j->stage].key))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_rm_rf(j->dir, err)) || (rc = mf_mkdir_p(j->out_dir, 0755, err)) || (rc = mf_mkdir_p(work, 0755, err)))
+        goto out;
+    if ((j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0) {
+        rc = mf_err_errno(err, MF_EIO, "open %s", j->log_path);
+        goto out;
+    }
+    j->x.log_fd = j->log_fd;
+    if (j->x.req.ranks > 1 && (rc = mf_exec_rendezvous(j->token, err))) goto out;
+out:
+    free(work);
+    return rc;
 }
 
 static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs, mf_err *err)
@@ -314,24 +350,10 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     j->x = (mf_xjob){s, *req, j->devs, j->devices, r->exe, j->dir, j->out_dir, j->log_path, -1, write_spec, on_progress, j,
                      0, 0, "", "", "", NULL};
     r->jobs[r->n_jobs++] = j; /* from here on the job is tracked, so a failure below is cleaned up */
-    int rc = 0;
-    if (!j->dir || !j->out_dir || !j->log_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    char *work = rc ? NULL : mf_path_join(r->io->work_dir, r->p->st[i].key);
-    if (!rc && !work) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    if (!rc) rc = mf_rm_rf(j->dir, err);
-    if (!rc) rc = mf_mkdir_p(j->out_dir, 0755, err);
-    if (!rc) rc = mf_mkdir_p(work, 0755, err);
-    free(work);
-    if (!rc) {
-        j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (j->log_fd < 0) rc = mf_err_errno(err, MF_EIO, "open %s", j->log_path);
-        j->x.log_fd = j->log_fd;
-    }
-    if (!rc && req->ranks > 1) rc = mf_exec_rendezvous(j->token, err);
+    int rc = job_prepare(r, j, err);
     j->t_start = j->row.started = mf_monotonic();
     j->wall_start = mf_now();
-    if (!rc) rc = r->x->start(r->x, &j->x, err);
-    if (rc) { /* the stage failed to start: it fails like a crash */
+    if (rc || (rc = r->x->start(r->x, &j->x, err))) { /* the stage failed to start: it fails like a crash */
         char buf[2048];
         if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: could not start the stage: %s\n", mf_err_str(err, buf, sizeof buf));
         j->x.done = 1;

@@ -170,18 +170,20 @@ int mf_k_comm_each_bucket(const size_t *n, size_t nbufs, size_t cap, mf_k_comm_b
     mf_k_comm_seg *segs = malloc(scap * sizeof *segs);
     if (!segs) return mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
     int rc = 0;
-    for (size_t i = 0; i < nbufs && !rc; i++) {
-        for (size_t off = 0; off < n[i] && !rc;) {
-            if (used == cap) {
-                rc = fn(ud, segs, nseg, used, err);
+    for (size_t i = 0; i < nbufs; i++) {
+        for (size_t off = 0; off < n[i];) {
+            if (used == cap) { /* a full bucket */
+                if ((rc = fn(ud, segs, nseg, used, err))) goto out;
                 nseg = used = 0;
-                if (rc) break;
             }
             size_t take = n[i] - off, room = cap - used;
             if (take > room) take = room;
             if (nseg == scap) {
                 mf_k_comm_seg *t = realloc(segs, 2 * scap * sizeof *segs);
-                if (!t) { rc = mf_err_set(err, MF_ENOMEM, "data parallel: out of memory"); break; }
+                if (!t) {
+                    rc = mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
+                    goto out;
+                }
                 segs = t;
                 scap *= 2;
             }
@@ -190,7 +192,8 @@ int mf_k_comm_each_bucket(const size_t *n, size_t nbufs, size_t cap, mf_k_comm_b
             off += take;
         }
     }
-    if (!rc && used) rc = fn(ud, segs, nseg, used, err);
+    if (used) rc = fn(ud, segs, nseg, used, err);
+out:
     free(segs);
     return rc;
 }

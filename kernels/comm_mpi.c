@@ -250,15 +250,15 @@ int mf_k_mpi_open(void **impl, const mf_k_comm_ops **ops, int rank, int world, m
     mpi_comm *c = calloc(1, sizeof *c);
     if (!c) return mf_err_set(err, MF_ENOMEM, "data parallel over MPI: out of memory");
     c->comm = MPI_COMM_NULL;
-    int wr = -1, ws = 0;
+    int wr = -1, ws = 0, rc = 0, r_;
     MPI_Comm_rank(MPI_COMM_WORLD, &wr);
     MPI_Comm_size(MPI_COMM_WORLD, &ws);
     if (ws != world || wr != rank) {
-        mpi_close(c, 1);
-        return mf_err_set(err, MF_EINVAL,
-                          "data parallel over MPI: the launcher made this process rank %d of %d, the stage expects rank "
-                          "%d of %d (was the stage started without mpirun / srun --mpi=pmix, or with another -np?)",
-                          wr, ws, rank, world);
+        rc = mf_err_set(err, MF_EINVAL,
+                        "data parallel over MPI: the launcher made this process rank %d of %d, the stage expects rank "
+                        "%d of %d (was the stage started without mpirun / srun --mpi=pmix, or with another -np?)",
+                        wr, ws, rank, world);
+        goto out;
     }
     c->rank = rank;
     c->world = world;
@@ -270,20 +270,21 @@ int mf_k_mpi_open(void **impl, const mf_k_comm_ops **ops, int rank, int world, m
     c->dsp = calloc((size_t)world, sizeof(int));
     c->rcnt = calloc((size_t)world, sizeof(int));
     c->rdsp = calloc((size_t)world, sizeof(int));
-    int r_ = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
-    if (r_ != MPI_SUCCESS) {
-        int rc = mpi_fail(c, err, r_, "MPI_Comm_dup");
+    if (!c->cnt || !c->dsp || !c->rcnt || !c->rdsp) {
+        rc = mf_err_set(err, MF_ENOMEM, "data parallel over MPI: out of memory");
+        goto out;
+    }
+    if ((r_ = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm)) != MPI_SUCCESS) {
+        rc = mpi_fail(c, err, r_, "MPI_Comm_dup");
         c->comm = MPI_COMM_NULL;
-        mpi_close(c, 1);
-        return rc;
+        goto out;
     }
     MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
-    if (!c->cnt || !c->dsp || !c->rcnt || !c->rdsp) {
-        mpi_close(c, 1);
-        return mf_err_set(err, MF_ENOMEM, "data parallel over MPI: out of memory");
-    }
     *impl = c;
-    return 0;
+    c = NULL;
+out:
+    if (c) mpi_close(c, 1);
+    return rc;
 }
 
 #else /* !MF_HAVE_MPI */

@@ -38,10 +38,12 @@ int mf_model_dp_allreduce_grads(mf_model *m, mf_k_comm *c, mf_err *err)
     int dev = m->be->device_grad != NULL;
     float **bufs = NULL;
     size_t *n = NULL, nb = 0;
-    int rc = collect(m, dev ? GRADS_DEVICE : GRADS_HOST, &bufs, &n, &nb, err);
+    int rc;
+    if ((rc = collect(m, dev ? GRADS_DEVICE : GRADS_HOST, &bufs, &n, &nb, err)) != 0) goto out;
     /* SUM: every micro-batch's loss is already scaled by 1/grad_accum of the
      * global step, so the sum over ranks is the single-process gradient. */
-    if (!rc) rc = mf_k_comm_allreduce_f32(c, bufs, n, nb, dev ? MF_COMM_DEVICE : MF_COMM_HOST, MF_COMM_SUM, err);
+    rc = mf_k_comm_allreduce_f32(c, bufs, n, nb, dev ? MF_COMM_DEVICE : MF_COMM_HOST, MF_COMM_SUM, err);
+out:
     free(bufs);
     free(n);
     return rc;
@@ -70,16 +72,22 @@ int mf_k_gradacc_new(mf_k_gradacc **out, mf_model *m, mf_err *err)
     mf_k_gradacc *a = calloc(1, sizeof *a);
     if (!a) return mf_err_set(err, MF_ENOMEM, "gradient accumulation: out of memory");
     a->m = m;
-    int rc = collect(m, GRADS_HOST, &a->grads, &a->n, &a->nb, err);
-    if (!rc && !(a->sums = calloc(a->nb ? a->nb : 1, sizeof *a->sums))) rc = MF_ENOMEM;
-    for (size_t k = 0; !rc && k < a->nb; k++)
-        if (!(a->sums[k] = malloc(a->n[k] * sizeof(float)))) rc = MF_ENOMEM;
-    if (rc) {
-        mf_k_gradacc_free(a);
-        return rc == MF_ENOMEM ? mf_err_set(err, rc, "gradient accumulation: out of memory") : rc;
+    int rc;
+    if ((rc = collect(m, GRADS_HOST, &a->grads, &a->n, &a->nb, err))) goto out;
+    if (!(a->sums = calloc(a->nb ? a->nb : 1, sizeof *a->sums))) {
+        rc = mf_err_set(err, MF_ENOMEM, "gradient accumulation: out of memory");
+        goto out;
     }
+    for (size_t k = 0; k < a->nb; k++)
+        if (!(a->sums[k] = malloc(a->n[k] * sizeof(float)))) {
+            rc = mf_err_set(err, MF_ENOMEM, "gradient accumulation: out of memory");
+            goto out;
+        }
     *out = a;
-    return 0;
+    a = NULL;
+out:
+    mf_k_gradacc_free(a);
+    return rc;
 }
 
 static void copy_bufs(float *const *dst, float *const *src, const size_t *n, size_t nb)
@@ -109,11 +117,14 @@ int mf_model_dp_broadcast_params(mf_model *m, mf_k_comm *c, mf_err *err)
 {
     float **bufs = NULL;
     size_t *n = NULL, nb = 0;
-    int rc = collect(m, DATA_HOST, &bufs, &n, &nb, err);
-    if (!rc) rc = mf_k_comm_broadcast_f32(c, bufs, n, nb, MF_COMM_HOST, 0, err);
+    int rc;
+    if ((rc = collect(m, DATA_HOST, &bufs, &n, &nb, err)) != 0) goto out;
+    if ((rc = mf_k_comm_broadcast_f32(c, bufs, n, nb, MF_COMM_HOST, 0, err)) != 0) goto out;
+    rc = mf_model_sync(m, err);
+out:
     free(bufs);
     free(n);
-    return rc ? rc : mf_model_sync(m, err);
+    return rc;
 }
 
 void mf_model_param_checksum(mf_model *m, double out[2])

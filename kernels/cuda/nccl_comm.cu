@@ -106,32 +106,33 @@ extern "C" int mf_k_nccl_open(void **out, const mf_k_comm_ops **ops, int rank, i
     c->world = world;
     int rc = 0;
     ncclUniqueId id;
+    ncclResult_t r;
+    cudaError_t e;
     memset(&id, 0, sizeof id);
     if (rank == 0) {
-        ncclResult_t r = ncclGetUniqueId(&id);
-        if (r != ncclSuccess) rc = nccl_fail(c, err, r, "ncclGetUniqueId");
-        /* published before joining: ncclCommInitRank blocks until every rank is in */
-        if (!rc) rc = mf_k_rendezvous_publish(id_path, &id, sizeof id, err);
-    } else {
-        rc = mf_k_rendezvous_wait(id_path, &id, sizeof id, timeout_s, err);
-    }
-    if (!rc) {
-        cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
-        if (e != cudaSuccess) rc = cuda_fail(c, err, e, "cudaStreamCreate");
-    }
-    if (!rc) {
-        ncclResult_t r = ncclCommInitRank(&c->comm, world, id, rank);
-        if (r != ncclSuccess) {
-            c->comm = NULL;
-            rc = nccl_fail(c, err, r, "ncclCommInitRank");
+        if ((r = ncclGetUniqueId(&id)) != ncclSuccess) {
+            rc = nccl_fail(c, err, r, "ncclGetUniqueId");
+            goto out;
         }
+        /* published before joining: ncclCommInitRank blocks until every rank is in */
+        if ((rc = mf_k_rendezvous_publish(id_path, &id, sizeof id, err))) goto out;
+    } else if ((rc = mf_k_rendezvous_wait(id_path, &id, sizeof id, timeout_s, err))) {
+        goto out;
     }
-    if (rc) {
-        nccl_close(c, 1);
-        return rc;
+    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = cuda_fail(c, err, e, "cudaStreamCreate");
+        goto out;
+    }
+    if ((r = ncclCommInitRank(&c->comm, world, id, rank)) != ncclSuccess) {
+        c->comm = NULL;
+        rc = nccl_fail(c, err, r, "ncclCommInitRank");
+        goto out;
     }
     *out = c;
-    return 0;
+    c = NULL;
+out:
+    nccl_close(c, 1);
+    return rc;
 }
 
 static void nccl_close(void *impl, int abort_)

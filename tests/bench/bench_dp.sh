@@ -12,8 +12,6 @@
 # collectives (the stage log's "N ranks over MPI: ... s in them" line), and whether the 2-rank
 # artifact is byte-identical to the 1-thread one (it must be: same global batch, same threads per
 # process).
-# BENCH_CALLGRIND=1 also counts instructions (valgrind --tool=callgrind, fewer steps) of the
-# 1-process and 2-rank runs: total, and inside the MPI library and the reduction (kernels/comm_mpi.c).
 # Usage: bash tests/bench/bench_dp.sh [STEPS]     (env: BENCH_HIDDEN=256 BENCH_LAYERS=4 BENCH_BLOCK=128)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -92,29 +90,3 @@ same = rows[0][6] == rows[2][6]
 print()
 print("2-rank artifact byte-identical to 1 process x 1 thread:", "yes" if same else "NO", f"({rows[2][6][:19]})")
 EOF
-
-if [ "${BENCH_CALLGRIND:-0}" = 1 ]; then
-    command -v valgrind >/dev/null || { echo "BENCH_CALLGRIND=1 needs valgrind"; exit 1; }
-    CG_STEPS=${BENCH_CALLGRIND_STEPS:-4}
-    # the stage runner through valgrind: MEDFLOW_STAGE_EXE is the binary the engine (and mpirun) starts
-    cat > "$WORK/vg.sh" <<EOF
-#!/bin/sh
-exec valgrind --tool=callgrind --callgrind-out-file=$WORK/cg.%p.out "$MF" "\$@"
-EOF
-    chmod +x "$WORK/vg.sh"
-    for cfg in "cg1|cpus: 1" "cg2|ranks: 2, cpus: 2"; do
-        name=${cfg%%|*}
-        graph "$name" "${cfg#*|}" "$CG_STEPS"
-        rm -f "$WORK"/cg.*.out
-        ( cd "$WORK" && "$MF" run "$name.yaml" --store "s-$name" base -q >/dev/null )
-        ( cd "$WORK" && MEDFLOW_STAGE_EXE="$WORK/vg.sh" "$MF" run "$name.yaml" --store "s-$name" -q >/dev/null 2>&1 )
-        total=0; mpi=0
-        for f in "$WORK"/cg.*.out; do
-            t=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-            m=$(callgrind_annotate --inclusive=yes "$f" 2>/dev/null | awk '/(mf_k_mpi|reduce_bucket|mpi_fold|mpi_allreduce|mpi_broadcast|PMPI_|MPI_Init)/ {gsub(",","",$1); if ($1+0 > best) best = $1+0} END {print best+0}')
-            total=$((total + t)); mpi=$((mpi + m))
-        done
-        printf 'callgrind %s (%d steps): %s instructions in all stage processes, %s inside the collectives and MPI init (largest inclusive entry per process)\n' \
-            "${cfg#*|}" "$CG_STEPS" "$total" "$mpi"
-    done
-fi
