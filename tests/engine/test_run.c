@@ -452,26 +452,7 @@ TEST(test_stage_exec_backend_cuda_without_cuda_fails_clearly)
  * both ranks fail with the reason, and a failed rank takes the other down instead of leaving it waiting. */
 TEST(test_run_data_parallel_training_without_nccl_fails_clearly)
 {
-    const char *d = mf_test_tmpdir();
-    REQUIRE(mf_test_sh(NULL, NULL, "cp '%s/tests/stages/fixtures/data/tokenizer.json' '%s/tokenizer.json' && "
-                                   "head -20 '%s/examples/data/pretrain.jsonl' > '%s/text.jsonl'",
-                       mf_test_root(), d, mf_test_root(), d) == 0);
-    write_graph("g.yaml",
-                "name: dp\n"
-                "sources:\n"
-                "  tok: {path: tokenizer.json}\n"
-                "  text: {path: text.jsonl, format: text}\n"
-                "stages:\n"
-                "  base:\n"
-                "    kind: init\n"
-                "    inputs: {tokenizer: tok}\n"
-                "    params: {hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2,\n"
-                "             max_position_embeddings: 64}\n"
-                "  pt:\n"
-                "    kind: dcpt\n"
-                "    inputs: {model: base, data: text}\n"
-                "    params: {block_size: 16, max_steps: 2, batch_size: 2, grad_accum: 2}\n"
-                "    resources: {gpus: 2}\n");
+    write_dp_graph("g.yaml", "dp", "max_steps: 2, batch_size: 2, grad_accum: 2", "gpus: 2");
     char *out = NULL;
     CHECK_INT(mf(&out, "run g.yaml --gpus 0,1"), 1);
     CHECK_CONTAINS(out, "pt: started (2 ranks, gpus 0,1)");

@@ -99,6 +99,19 @@ TEST(test_comm_mpi_refuses_a_world_the_launcher_did_not_make)
     CHECK_CONTAINS(e.msg, "rank 2 is not within world size 2");
 }
 
+/* A one-layer model with nothing trainable yet. */
+static mf_model *frozen_tiny_model(void)
+{
+    mf_model_config cfg = {.arch = MF_ARCH_LLAMA, .vocab_size = 16, .hidden_size = 8, .intermediate_size = 16,
+                           .num_hidden_layers = 1, .num_attention_heads = 2, .num_key_value_heads = 2,
+                           .max_position_embeddings = 16, .pad_token_id = -1, .bos_token_id = -1, .eos_token_id = -1};
+    mf_model *m = NULL;
+    mf_err e;
+    REQUIRE(mf_model_new(&m, &cfg, &e) == 0);
+    mf_model_set_all_trainable(m, 0);
+    return m;
+}
+
 typedef struct walk_log {
     char text[512];
     size_t len;
@@ -130,13 +143,8 @@ TEST(test_comm_buckets_pack_small_buffers_and_cut_large_ones)
  * gradients, ((g0 + g1) + g2), whatever the backend's own accumulation does. */
 TEST(test_gradacc_alone_is_the_left_fold_of_the_rounds)
 {
-    mf_model_config cfg = {.arch = MF_ARCH_LLAMA, .vocab_size = 16, .hidden_size = 8, .intermediate_size = 16,
-                           .num_hidden_layers = 1, .num_attention_heads = 2, .num_key_value_heads = 2,
-                           .max_position_embeddings = 16, .pad_token_id = -1, .bos_token_id = -1, .eos_token_id = -1};
-    mf_model *m = NULL;
+    mf_model *m = frozen_tiny_model();
     mf_err e;
-    REQUIRE(mf_model_new(&m, &cfg, &e) == 0);
-    mf_model_set_all_trainable(m, 0);
     CHECK_OK(mf_model_set_trainable(m, "model.norm.weight", 1, &e));
     mf_k_param *p = mf_model_find_param(m, "model.norm.weight");
     REQUIRE(p->grad != NULL);
@@ -161,13 +169,8 @@ TEST(test_gradacc_alone_is_the_left_fold_of_the_rounds)
 /* sum and sum of squares over trainable params only, in double. */
 TEST(test_param_checksum_covers_trainable_params)
 {
-    mf_model_config cfg = {.arch = MF_ARCH_LLAMA, .vocab_size = 16, .hidden_size = 8, .intermediate_size = 16,
-                           .num_hidden_layers = 1, .num_attention_heads = 2, .num_key_value_heads = 2,
-                           .max_position_embeddings = 16, .pad_token_id = -1, .bos_token_id = -1, .eos_token_id = -1};
-    mf_model *m = NULL;
+    mf_model *m = frozen_tiny_model();
     mf_err e;
-    REQUIRE(mf_model_new(&m, &cfg, &e) == 0);
-    mf_model_set_all_trainable(m, 0);
     double cs[2];
     mf_model_param_checksum(m, cs);
     CHECK(cs[0] == 0 && cs[1] == 0);
