@@ -189,7 +189,8 @@ typedef struct sjob {
     long long progress_off;
     mf_linebuf lb;
     char state[32], reason[96], exit_code[16], nodes[256];
-    int final;           /* Slurm reported a final state */
+    int final;           /* Slurm reported a final state (or forgot the job: the result file decides) */
+    int unknown;         /* polls in a row that found the job nowhere */
     int cancel_sent;
 } sjob;
 
@@ -325,9 +326,12 @@ static void field(const char *line, const char *key, char *out, size_t n)
     }
 }
 
-/* The final word on a job that left the queue or reached a final state. */
+/* The final word on a job that left the queue or reached a final state. A
+ * job nobody knows (slurmctld forgot it, no accounting) is given up as
+ * UNKNOWN after three polls in a row; its result file then decides. */
 static void ask_final(mf_xjob *j, sjob *s)
 {
+    int known = 0;
     char *argv[] = {(char *)"scontrol", (char *)"show", (char *)"job", (char *)"-o", j->id, NULL};
     mf_buf out = MF_BUF_INIT;
     int status = 0;
@@ -338,6 +342,7 @@ static void ask_final(mf_xjob *j, sjob *s)
         field(line, "Reason", s->reason, sizeof s->reason);
         field(line, "ExitCode", s->exit_code, sizeof s->exit_code);
         field(line, "NodeList", s->nodes, sizeof s->nodes);
+        known = 1;
     } else { /* forgotten by slurmctld (MinJobAge): accounting, if the cluster keeps it */
         char jid[80];
         snprintf(jid, sizeof jid, "%s", j->id);
@@ -350,15 +355,19 @@ static void ask_final(mf_xjob *j, sjob *s)
             if (st) snprintf(s->state, sizeof s->state, "%s", st);
             if (ec) snprintf(s->exit_code, sizeof s->exit_code, "%s", ec);
             if (nl) snprintf(s->nodes, sizeof s->nodes, "%s", nl);
+            known = 1;
         }
     }
     mf_buf_free(&out);
-    if (!is_final(s->state)) snprintf(s->state, sizeof s->state, "%s", s->state[0] ? s->state : "UNKNOWN");
-    s->final = 1;
+    if (known && is_final(s->state)) s->final = 1;
+    else if (!known && ++s->unknown >= 3) {
+        snprintf(s->state, sizeof s->state, "UNKNOWN");
+        s->final = 1;
+    }
 }
 
-/* After the job ended: success only when Slurm says COMPLETED, the step's
- * status in the store says 0 and rank 0's output is there. */
+/* After the job ended: success only when Slurm says COMPLETED (or has
+ * forgotten the job) and the step's status in the store says 0. */
 static void conclude(slurm_x *sx, mf_xjob *j, sjob *s)
 {
     char *data = NULL;
@@ -368,7 +377,7 @@ static void conclude(slurm_x *sx, mf_xjob *j, sjob *s)
     int step_rc = have_result ? atoi(data) : -1;
     free(data);
     j->done = 1;
-    j->ok = !strcmp(s->state, "COMPLETED") && have_result && step_rc == 0;
+    j->ok = (!strcmp(s->state, "COMPLETED") || !strcmp(s->state, "UNKNOWN")) && have_result && step_rc == 0;
     if (j->ok) return;
     if (!strcmp(s->state, "COMPLETED") && !have_result)
         snprintf(j->why, sizeof j->why,
@@ -395,12 +404,14 @@ static void poll_queue(slurm_x *sx, mf_xjob *const *jobs, size_t n)
     if (!ids.len) { mf_buf_free(&ids); return; }
     char *argv[] = {(char *)"squeue", (char *)"-h", (char *)"-j", (char *)mf_buf_cstr(&ids), (char *)"-o",
                     (char *)"%i|%T|%r|%N", NULL};
-    mf_buf out = MF_BUF_INIT;
+    mf_buf out = MF_BUF_INIT, eout = MF_BUF_INIT;
     int status = 0;
     mf_err e;
-    int asked = !mf_exec_capture(argv, &out, NULL, &status, &e);
-    /* squeue fails when it knows none of the ids: all of them have left the queue */
-    int listed_ok = asked && WIFEXITED(status);
+    int asked = !mf_exec_capture(argv, &out, &eout, &status, &e);
+    /* squeue fails when it knows none of the ids (all of them have left the queue); any
+     * other failure (the controller busy or restarting) is asked again at the next poll */
+    int listed_ok = asked && WIFEXITED(status) &&
+                    (WEXITSTATUS(status) == 0 || strstr(mf_buf_cstr(&eout), "Invalid job id"));
     for (size_t k = 0; listed_ok && k < n; k++) {
         mf_xjob *j = jobs[k];
         sjob *s = j->priv;
@@ -420,9 +431,11 @@ static void poll_queue(slurm_x *sx, mf_xjob *const *jobs, size_t n)
             if (!strcmp(st, "PENDING")) snprintf(j->state, sizeof j->state, "Slurm job %s PENDING (%s)", j->id, s->reason);
             else snprintf(j->state, sizeof j->state, "Slurm job %s %s on %s", j->id, st, s->nodes);
         }
+        if (seen) s->unknown = 0;
         if (!seen || is_final(s->state)) ask_final(j, s);
     }
     mf_buf_free(&out);
+    mf_buf_free(&eout);
     mf_buf_free(&ids);
     (void)sx;
 }
