@@ -351,7 +351,8 @@ static void ask_final(mf_xjob *j, sjob *s)
         out.len = 0;
         if (!mf_exec_capture(av, &out, NULL, &status, &e) && WIFEXITED(status) && WEXITSTATUS(status) == 0 && out.len) {
             char *l = (char *)mf_buf_cstr(&out);
-            char *st = strtok(l, "|\n"), *ec = strtok(NULL, "|\n"), *nl = strtok(NULL, "|\n");
+            char *save = NULL, *st = strtok_r(l, "|\n", &save), *ec = strtok_r(NULL, "|\n", &save);
+            char *nl = strtok_r(NULL, "|\n", &save);
             if (st) snprintf(s->state, sizeof s->state, "%s", st);
             if (ec) snprintf(s->exit_code, sizeof s->exit_code, "%s", ec);
             if (nl) snprintf(s->nodes, sizeof s->nodes, "%s", nl);
@@ -392,7 +393,7 @@ static void conclude(slurm_x *sx, mf_xjob *j, sjob *s)
     }
 }
 
-static void poll_queue(slurm_x *sx, mf_xjob *const *jobs, size_t n)
+static void poll_queue(mf_xjob *const *jobs, size_t n)
 {
     mf_buf ids = MF_BUF_INIT;
     for (size_t k = 0; k < n; k++) {
@@ -422,7 +423,8 @@ static void poll_queue(slurm_x *sx, mf_xjob *const *jobs, size_t n)
             char row[512];
             snprintf(row, sizeof row, "%.*s", (int)len, line);
             line += len + (line[len] == '\n');
-            char *id = strtok(row, "|"), *st = strtok(NULL, "|"), *why = strtok(NULL, "|"), *nodes = strtok(NULL, "|");
+            char *save = NULL, *id = strtok_r(row, "|", &save), *st = strtok_r(NULL, "|", &save);
+            char *why = strtok_r(NULL, "|", &save), *nodes = strtok_r(NULL, "|", &save);
             if (!id || strcmp(id, j->id) || !st) continue;
             seen = 1;
             snprintf(s->state, sizeof s->state, "%s", st);
@@ -437,7 +439,6 @@ static void poll_queue(slurm_x *sx, mf_xjob *const *jobs, size_t n)
     mf_buf_free(&out);
     mf_buf_free(&eout);
     mf_buf_free(&ids);
-    (void)sx;
 }
 
 static void slurm_update(mf_executor *x, mf_xjob *const *jobs, size_t n)
@@ -454,7 +455,7 @@ static void slurm_update(mf_executor *x, mf_xjob *const *jobs, size_t n)
     double now = mf_monotonic();
     if (now - sx->last_poll >= sx->poll_s) {
         sx->last_poll = now;
-        poll_queue(sx, jobs, n);
+        poll_queue(jobs, n);
     }
     for (size_t k = 0; k < n; k++) {
         sjob *s = jobs[k]->priv;
