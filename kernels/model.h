@@ -238,6 +238,14 @@ typedef struct mf_k_lora_config {
 /* Adds lora_A/lora_B for every targeted module of every layer, makes them the
  * only trainable params (base frozen). */
 int mf_model_add_lora(mf_model *m, const mf_k_lora_config *cfg, mf_err *err);
+/* The parameters a model of cfg has, without creating it: names, shapes, kind
+ * and layer of the base params (lora NULL) or of the LoRA params lora adds
+ * (rank and target; target 0 = the arch's default), in the model's order; data
+ * and grad NULL. *out is malloc'd (free it). For checking a checkpoint before
+ * allocating a model. */
+int mf_model_param_list(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lora,
+                        mf_err *err);
+
 /* W += scaling * B @ A for every adapter, then removes the LoRA params. */
 int mf_model_merge_lora(mf_model *m, mf_err *err);
 
@@ -252,6 +260,9 @@ typedef struct mf_k_prefix_config {
 
 /* P-Tuning v2: per-layer trainable key/value prefixes; base frozen. */
 int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *cfg, mf_err *err);
+
+/* Change the prefix dropout of a model that has a prefix (e.g. one opened to train on). */
+int mf_model_set_prefix_dropout(mf_model *m, float dropout, mf_err *err);
 
 /* score.weight [1, hidden] (normal(0, 0.02) with seed); trainable. */
 int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err);

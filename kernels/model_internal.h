@@ -67,6 +67,7 @@ struct mf_model {
     int has_prefix;
     mf_k_prefix_config prefix;
     int recompute;
+    int dry;              /* a name/shape table only (mf_model_param_list): no data */
     float *dlogp_ws;      /* lm_step's dL/dlogp, grown to the largest B*T seen */
     size_t dlogp_cap;
     uint64_t fwd_counter; /* advances per training forward; keys the dropout hash */
