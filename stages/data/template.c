@@ -437,6 +437,7 @@ int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, co
             T = lim->max_target;
         }
         if (tl > T) out->truncated = 1;
+        out->lost_eos = tl > T && enc->eos >= 0 && tgt->v[tl - 1] == enc->eos;
         long long keepP = p, keepS = sl;
         if (p + sl > S) {
             out->truncated = 1;

@@ -71,14 +71,15 @@ double mf_rm_loss(double rc, double rr, double *dc, double *dr)
     return -log_sigmoid(d);
 }
 
-size_t mf_rm_close_with_eos(mf_train_data_set *s, int32_t eos)
+size_t mf_rm_close_with_eos(mf_train_data_set *s)
 {
     size_t closed = 0;
-    for (size_t i = 0; eos >= 0 && i < s->n; i++) {
+    for (size_t i = 0; s->eos >= 0 && i < s->n; i++) {
         mf_train_data_seq *q = &s->v[i];
-        if (q->len < 1 || q->ids[q->len - 1] == eos) continue;
-        q->ids[q->len - 1] = eos;
-        if (q->labels[q->len - 1] != MF_K_IGNORE_INDEX) q->labels[q->len - 1] = eos;
+        if (!q->lost_eos || q->len < 1) continue;
+        q->ids[q->len - 1] = s->eos;
+        if (q->labels[q->len - 1] != MF_K_IGNORE_INDEX) q->labels[q->len - 1] = s->eos;
+        q->lost_eos = 0;
         closed++;
     }
     return closed;
@@ -390,7 +391,7 @@ static int pref_open(mf_stage_ctx *ctx, int dpo, mf_train_model *tm, pref_task *
         mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, "some pairs were cut to the model's positions");
     int32_t eos = mf_tok_eos_id(tm->in.tok);
     if (!dpo) {
-        size_t closed = mf_rm_close_with_eos(&t->train, eos) + mf_rm_close_with_eos(&t->val, eos);
+        size_t closed = mf_rm_close_with_eos(&t->train) + mf_rm_close_with_eos(&t->val);
         if (closed) {
             char msg[160];
             snprintf(msg, sizeof msg, "%zu answers were cut to the length limits; each now ends with EOS", closed);

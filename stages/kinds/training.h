@@ -40,8 +40,9 @@ double mf_dpo_batch_loss(int n, double beta, double ls, double alpha, const doub
                          const double *rc, const double *rr, const double *nc, double *g_c, double *g_r);
 /* RM pairwise loss -log σ(r_c - r_r); *dc = dL/dr_c, *dr = dL/dr_r. */
 double mf_rm_loss(double rc, double rr, double *dc, double *dr);
-/* rm: end every sequence with EOS — the last token of an answer cut to the length limits becomes EOS
- * (OpenRLHF's reward dataset) — so the reward is always read at an EOS. Returns how many were changed. */
-size_t mf_rm_close_with_eos(mf_train_data_set *s, int32_t eos);
+/* rm: an answer cut to the length limits that lost its closing EOS (lost_eos) gets EOS as its last
+ * token again (OpenRLHF's reward dataset), so the reward is read at an EOS as for every uncut answer.
+ * Returns how many were changed. */
+size_t mf_rm_close_with_eos(mf_train_data_set *s);
 
 #endif
