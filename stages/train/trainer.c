@@ -146,6 +146,11 @@ static int write_state(const char *dir, const tr_state *s, const mf_trainer_conf
     mf_json_set(o, "seed", mf_json_new_int((int64_t)(c->seed & 0x7fffffffffffffffull)));
     mf_json_set(o, "batch_size", mf_json_new_int(c->batch_size));
     mf_json_set(o, "grad_accum", mf_json_new_int(c->grad_accum));
+    if (s->n_aux > 0) {
+        mf_json *aux = mf_json_new_array();
+        for (int k = 0; aux && k < s->n_aux && k < MF_TRAINER_MAX_AUX; k++) mf_json_push(aux, mf_json_new_float(s->aux[k]));
+        mf_json_set(o, "aux", aux);
+    }
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, o, MF_JSON_SORTED | MF_JSON_PRETTY);
     mf_json_free(o);
@@ -209,6 +214,10 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
     if (!rc) {
         s->step = (long)mf_json_get_int(o, "step", -1);
         s->cursor = (unsigned long long)mf_json_get_int(o, "cursor", -1);
+        const mf_json *aux = mf_json_get(o, "aux");
+        s->n_aux = 0;
+        for (size_t k = 0; aux && aux->type == MF_JSON_ARRAY && k < aux->n && k < MF_TRAINER_MAX_AUX; k++)
+            s->aux[s->n_aux++] = mf_json_num(aux->items[k], NAN);
         if (s->step < 0 || mf_json_get_int(o, "batch_size", 0) != c->batch_size ||
             mf_json_get_int(o, "grad_accum", 0) != c->grad_accum ||
             (uint64_t)mf_json_get_int(o, "seed", 0) != (c->seed & 0x7fffffffffffffffull))
@@ -398,7 +407,8 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
     char *mpath = NULL;
     FILE *mfp = NULL;
     int rc = (!perm || !idx) ? nomem(err) : mf_k_adamw_new(&opt, m, &c.opt, err);
-    tr_state s = {0, 0};
+    tr_state s;
+    memset(&s, 0, sizeof s);
     if (!rc && ctx->work_dir) {
         rc = mf_mkdir_p(ctx->work_dir, 0755, err);
         if (!rc) {
