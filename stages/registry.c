@@ -231,7 +231,8 @@ static const mf_slot_spec s_init[] = {
     {"config", MF_A_CONFIG | MF_A_MODEL, 1, 0, "an HF config.json overriding the params"}, NOSLOT};
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
-    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"}, NOSLOT};
+    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"},
+    {"val", MF_A_TEXT | MF_A_TOKENS, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
