@@ -258,16 +258,19 @@ static int open_reward_stats(ppo *P, const mf_stage_ctx *ctx)
     mf_json *st = NULL;
     int rc = 0;
     if (!path) return nomem(ctx->err);
-    if (mf_is_file(path) && !(rc = mf_json_parse_file(&st, path, ctx->err))) {
+    P->rm_mean = P->rm_std = NAN;
+    if (mf_is_file(path)) {
+        if ((rc = mf_json_parse_file(&st, path, ctx->err))) goto out;
         P->rm_mean = mf_json_get_num(st, "mean", NAN);
         P->rm_std = mf_json_get_num(st, "std", NAN);
     }
-    if (!rc && !(isfinite(P->rm_mean) && P->rm_std > 1e-8)) {
+    if (!(isfinite(P->rm_mean) && P->rm_std > 1e-8)) {
         mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN,
                           "the reward model has no reward_stats.json (not an rm stage of this version): "
                           "normalising rewards with running statistics");
         P->c.norm = NORM_RUNNING;
     }
+out:
     mf_json_free(st);
     free(path);
     return rc;
@@ -487,8 +490,9 @@ static int roll_batch(ppo *P, rollout *const *rows, int n, int close, mf_err *er
         P->seqs[i] = s;
     }
     int rc = mf_train_data_batch_make(&P->tb, P->seqs, n, P->pad, err);
+    if (rc) return rc;
     size_t need = (size_t)P->tb.b.B * (size_t)P->tb.b.T;
-    if (!rc && need > P->g_cap) {
+    if (need > P->g_cap) {
         float *a = realloc(P->g_logp, need * sizeof *a);
         if (a) P->g_logp = a;
         float *b = realloc(P->g_val, need * sizeof *b);
@@ -496,7 +500,7 @@ static int roll_batch(ppo *P, rollout *const *rows, int n, int close, mf_err *er
         if (!a || !b) return nomem(err);
         P->g_cap = need;
     }
-    return rc;
+    return 0;
 }
 
 static double token_entropy(const float *logits, int V)
@@ -535,10 +539,11 @@ static int ppo_score(ppo *P, mf_err *err, ppo_stats *s)
 {
     int n = P->c.rbs;
     mf_k_outputs out;
+    int rc;
     for (int i = 0; i < n; i++) P->rows[i] = &P->R[i];
-    int rc = roll_batch(P, P->rows, n, 0, err);
-    if (!rc) rc = mf_model_forward(P->tm.in.model, &P->tb.b, MF_FWD_LOGITS | MF_FWD_VALUES, &out, err);
-    if (rc) return rc;
+    if ((rc = roll_batch(P, P->rows, n, 0, err)) ||
+        (rc = mf_model_forward(P->tm.in.model, &P->tb.b, MF_FWD_LOGITS | MF_FWD_VALUES, &out, err)))
+        return rc;
     int T = P->tb.b.T;
     double ent = 0, ent_n = 0;
     for (int i = 0; i < n; i++)
@@ -615,10 +620,11 @@ static int minibatch(ppo *P, int m, mf_err *err, ppo_stats *s)
 {
     mf_model *pol = P->tm.in.model;
     mf_k_outputs out;
-    int rc = roll_batch(P, P->rows, m, 0, err);
+    int rc;
     mf_model_zero_grad(pol);
-    if (!rc) rc = mf_model_forward(pol, &P->tb.b, MF_FWD_LOGITS | MF_FWD_VALUES | MF_FWD_TRAIN, &out, err);
-    if (rc) return rc;
+    if ((rc = roll_batch(P, P->rows, m, 0, err)) ||
+        (rc = mf_model_forward(pol, &P->tb.b, MF_FWD_LOGITS | MF_FWD_VALUES | MF_FWD_TRAIN, &out, err)))
+        return rc;
     int T = P->tb.b.T;
     size_t cells = (size_t)m * (size_t)T;
     memset(P->g_logp, 0, cells * sizeof(float));
@@ -796,10 +802,10 @@ static int check_collapse(ppo *P, const mf_stage_ctx *ctx, long it, const ppo_st
 
 static int ppo_log(ppo *P, const mf_stage_ctx *ctx, long it, long it0, const ppo_stats *s, double t0, double *tokens)
 {
-    int rc = log_metrics(P, ctx, it, s, P->kl_coef, ctx->err);
-    if (!rc) rc = log_rollouts(P, it, ctx->err);
-    if (!rc) rc = check_collapse(P, ctx, it, s);
-    if (rc) return rc;
+    int rc;
+    if ((rc = log_metrics(P, ctx, it, s, P->kl_coef, ctx->err)) || (rc = log_rollouts(P, it, ctx->err)) ||
+        (rc = check_collapse(P, ctx, it, s)))
+        return rc;
     P->kl_coef = mf_ppo_kl_update(P->kl_coef, s->kl, P->c.kl_target, P->c.kl_horizon, P->c.rbs);
     *tokens += s->tokens;
     double el = mf_monotonic() - t0, tps = el > 0 ? *tokens / el : 0;
@@ -823,9 +829,10 @@ static int ppo_checkpoint(ppo *P, const mf_stage_ctx *ctx, long it)
     ns.aux[4] = P->collapsed;
     ns.n_aux = 5;
     int rc = mf_trainer_ckpt_save(ctx->work_dir, P->tm.in.model, P->opt, &ns, &P->cc, ctx->err);
-    if (!rc && mf_trainer_test_stop_after && it + 1 >= mf_trainer_test_stop_after)
-        rc = mf_err_set(ctx->err, MF_EINTERRUPTED, "stopped after iteration %ld (test hook)", it + 1);
-    return rc;
+    if (rc) return rc;
+    if (mf_trainer_test_stop_after && it + 1 >= mf_trainer_test_stop_after)
+        return mf_err_set(ctx->err, MF_EINTERRUPTED, "stopped after iteration %ld (test hook)", it + 1);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- the end */
@@ -834,8 +841,14 @@ static int copy_file(const char *from, const char *dir, const char *name, mf_err
 {
     char *data = NULL, *dst = mf_path_join(dir, name);
     size_t len = 0;
-    int rc = dst ? mf_read_file(from, &data, &len, err) : nomem(err);
-    if (!rc) rc = mf_write_file_atomic(dst, data ? data : "", len, 0644, err);
+    int rc = 0;
+    if (!dst) {
+        rc = nomem(err);
+        goto out;
+    }
+    if ((rc = mf_read_file(from, &data, &len, err))) goto out;
+    rc = mf_write_file_atomic(dst, data ? data : "", len, 0644, err);
+out:
     free(data);
     free(dst);
     return rc;
@@ -866,18 +879,20 @@ int mf_stage_ppo_run(mf_stage_ctx *ctx)
     mf_trainer_state st;
     memset(&P, 0, sizeof P);
     memset(&st, 0, sizeof st);
-    int rc = ppo_open(&P, ctx, &st);
     double t0 = mf_monotonic(), tokens = 0;
-    for (long it = st.step; !rc && it < P.iters; it++) {
+    int rc = ppo_open(&P, ctx, &st);
+    if (rc) goto out;
+    for (long it = st.step; it < P.iters; it++) {
         ppo_stats s;
         memset(&s, 0, sizeof s);
         pick_prompts(&P, ctx);
         if ((rc = ppo_rollout(&P, ctx, it)) || (rc = ppo_score(&P, ctx->err, &s)) || (rc = ppo_advantages(&P, ctx->err, &s)) ||
             (rc = ppo_update(&P, ctx, it, &s)) || (rc = ppo_log(&P, ctx, it, st.step, &s, t0, &tokens)) ||
             (rc = ppo_checkpoint(&P, ctx, it)))
-            break;
+            goto out;
     }
-    if (!rc) rc = ppo_finish(&P, ctx);
+    rc = ppo_finish(&P, ctx);
+out:
     ppo_free(&P);
     return rc;
 }

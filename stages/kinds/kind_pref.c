@@ -140,10 +140,11 @@ enum { RM_ACC, RM_MARGIN, RM_CHOSEN, RM_REJECTED };
 static int rm_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
                     float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
-    int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
-    if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_VALUES | (train ? MF_FWD_TRAIN : 0), &o, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = pair_batch(t, set, idx, first, n, err)) ||
+        (rc = mf_model_forward(m, &t->tb.b, MF_FWD_VALUES | (train ? MF_FWD_TRAIN : 0), &o, err)))
+        return rc;
     int T = t->tb.b.T;
     for (int i = 0; i < n; i++) {
         double rc_ = o.reward[i], rr = o.reward[n + i], dc, dr;
@@ -260,10 +261,11 @@ enum { DPO_CHOSEN, DPO_REJECTED, DPO_MARGINS, DPO_ACC, DPO_LOGP_C, DPO_LOGP_R };
 static int dpo_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
                      float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
-    int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
-    if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS | (train ? MF_FWD_TRAIN : 0), &o, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = pair_batch(t, set, idx, first, n, err)) ||
+        (rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS | (train ? MF_FWD_TRAIN : 0), &o, err)))
+        return rc;
     const double *ref = set == &t->train ? t->ref_train : t->ref_val;
     /* per pair: summed log-probs (policy, reference), chosen tokens, gradients */
     double *pc = t->pairbuf, *pr = pc + n, *rc_ = pr + n, *rr = rc_ + n, *nc = rr + n, *gc = nc + n, *gr = gc + n;
@@ -306,9 +308,10 @@ static int ref_logps(pref_task *t, mf_model *m, const mf_train_data_set *set, do
         int n = 0;
         for (size_t k = i; k < set->n && n < 2 * t->batch_size; k++) t->seqs[n++] = &set->v[k];
         mf_k_outputs o;
-        int rc = mf_train_data_batch_make(&t->tb, t->seqs, n, t->pad, err);
-        if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS, &o, err);
-        if (rc) return rc;
+        int rc;
+        if ((rc = mf_train_data_batch_make(&t->tb, t->seqs, n, t->pad, err)) ||
+            (rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS, &o, err)))
+            return rc;
         for (int b = 0; b < n; b++) dst[i + (size_t)b] = seq_logp(&o, b);
         i += (size_t)n;
     }
@@ -452,10 +455,11 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
     if (!dpo && ((rc = rm_check(ctx, &t, &ev, steps)) ||
                  (rc = rm_write_stats(&t, ctx, tm.in.model, t.val.n ? &t.val : &t.train, t.val.n ? "val" : "train", err))))
         goto out;
-    if (dpo && t.val.n && ev.v[DPO_ACC] <= 0.5)
-        rc = mf_trainer_warn(ctx, steps, "validation rewards/accuracies %.3f: the policy does not prefer the chosen answers",
-                             ev.v[DPO_ACC]);
-    if (!rc) rc = mf_train_model_save(&tm, ctx, err);
+    if (dpo && t.val.n && ev.v[DPO_ACC] <= 0.5 &&
+        (rc = mf_trainer_warn(ctx, steps, "validation rewards/accuracies %.3f: the policy does not prefer the chosen answers",
+                              ev.v[DPO_ACC])))
+        goto out;
+    rc = mf_train_model_save(&tm, ctx, err);
 out:
     mf_train_data_batch_free(&t.tb);
     free(t.seqs);
