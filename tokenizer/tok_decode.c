@@ -261,6 +261,17 @@ int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, c
     *len = 0;
     strlist l = {0};
     int rc = 0;
+    if (tok->glm) {
+        mf_buf res = MF_BUF_INIT;
+        if ((rc = mf_tok_glm_decode(tok, ids, n, skip_special, &res, err)) != 0) {
+            mf_buf_free(&res);
+            return rc;
+        }
+        *len = res.len;
+        mf_buf_cstr(&res);
+        if (!(*out = mf_buf_steal(&res))) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        return 0;
+    }
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= tok->n_ids || !tok->tokens[id]) {

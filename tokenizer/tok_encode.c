@@ -371,12 +371,17 @@ int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32
                           (unsigned)(unsigned char)text[bad_at]);
     mf_tok_ids out = {0};
     int rc = 0;
+    if (tok->glm) {
+        rc = mf_tok_glm_encode(tok, text, len, flags, &out, err);
+        goto done;
+    }
     if (add_special)
         for (size_t i = 0; i < tok->n_pp_pre && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_pre[i]);
     norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
     if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c);
     if (!rc && add_special)
         for (size_t i = 0; i < tok->n_pp_post && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_post[i]);
+done:
     if (rc) {
         free(out.v);
         if (rc == MF_ENOMEM && err && !err->code) mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
