@@ -429,7 +429,7 @@ static void test_rope(mf_cu_dtype dt, int hd)
     int32_t *dp = up_i32(pos);
     for (int inv = 0; inv < 2; inv++) {
         std::vector<float> r = x;
-        mf_k_cpu_rope(r.data(), pos.data(), N, nh, hd, cs.data(), sn.data(), inv);
+        mf_k_cpu_rope(r.data(), pos.data(), N, nh, hd, hd, 0, cs.data(), sn.data(), inv);
         void *dx = up_act(x, dt);
         CU(mf_cu_rope(dx, dp, N, nh, hd, dc, ds, inv, dt, 0));
         expect_close(inv ? "rope inverse" : "rope", ctx, down_act(dx, n, dt).data(), r.data(), n, tol_for(dt, 1e-5));
@@ -613,7 +613,7 @@ static void test_attention(mf_cu_dtype dt, att_shape s)
 
     /* CPU reference */
     std::vector<float> rout(nq), att((size_t)s.B * s.nh * s.T * S), rlse(nl);
-    mf_k_cpu_attention(rout.data(), att.data(), q.data(), kf.data(), vf.data(), hmask, s.B, s.T, s.P, s.nh, s.nkv,
+    mf_k_cpu_attention(rout.data(), att.data(), q.data(), kf.data(), vf.data(), hmask, NULL, s.B, s.T, s.P, s.nh, s.nkv,
                        s.hd);
     ref_lse(rlse.data(), q.data(), kf.data(), hmask, s);
     std::vector<float> rdq(nq), rdk(nk), rdv(nk), ws((size_t)s.T * S);
