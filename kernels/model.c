@@ -70,9 +70,11 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
 {
     *out = NULL;
     const mf_k_backend *be = NULL;
-    int rc = mf_k_backend_resolve(&be, err);
-    if (!rc) rc = mf_model_new_on(out, cfg_in, be, err);
-    if (!rc) rc = mf_k_backend_configure(*out, err);
+    int rc;
+    if ((rc = mf_k_backend_resolve(&be, err)) != 0) goto out;
+    if ((rc = mf_model_new_on(out, cfg_in, be, err)) != 0) goto out;
+    rc = mf_k_backend_configure(*out, err);
+out:
     if (rc && *out) {
         mf_model_free(*out);
         *out = NULL;
@@ -80,12 +82,13 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
     return rc;
 }
 
-/* A norm: weight (ones) and, for LayerNorm, bias. */
+/* A norm: weight and, for LayerNorm, bias. */
 static int add_norm(mf_model *m, int *w, int *bias, int layer, const char *name, mf_err *err)
 {
-    int H = m->cfg.hidden_size;
-    int rc = add_param(m, w, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.weight", name);
-    if (!rc && m->cfg.norm == MF_NORM_LAYER) rc = add_param(m, bias, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.bias", name);
+    int H = m->cfg.hidden_size, rc;
+    if ((rc = add_param(m, w, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.weight", name)) != 0) goto out;
+    if (m->cfg.norm == MF_NORM_LAYER) rc = add_param(m, bias, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.bias", name);
+out:
     return rc;
 }
 
@@ -99,38 +102,12 @@ static int add_module(mf_model *m, int l, int j, const char *pre, mf_err *err)
     const int64_t ins[N_MODS] = {H, H, H, q, H, H, I, H, H};
     const char *name = mf_arch_desc_of(c->arch)->mods[j];
     mf_layer_idx *li = &m->L[l];
-    int rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err, "%s.%s.weight", pre, name);
-    if (!rc && mf_arch_module_has_bias(c, j))
+    int rc;
+    if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err, "%s.%s.weight", pre, name)) != 0)
+        goto out;
+    if (mf_arch_module_has_bias(c, j))
         rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err, "%s.%s.bias", pre, name);
-    return rc;
-}
-
-/* Every base parameter, in HF order: embedding (+ its norm), per layer the
- * input norm, the attention projections, the post-attention norm, the MLP,
- * then the final norm and the LM head. */
-static int add_base_params(mf_model *m, mf_err *err)
-{
-    const mf_model_config *c = &m->cfg;
-    const mf_arch_desc *d = mf_arch_desc_of(c->arch);
-    static const int attn_order[] = {MOD_QKV, MOD_Q, MOD_K, MOD_V, MOD_O};
-    static const int mlp_order[] = {MOD_GATE_UP, MOD_GATE, MOD_UP, MOD_DOWN};
-    int rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight", d->embed);
-    if (!rc && c->embed_norm) rc = add_norm(m, &m->emb_norm, &m->emb_norm_b, -1, d->emb_norm, err);
-    for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
-        mf_layer_idx *li = &m->L[l];
-        char pre[96], nm[160];
-        snprintf(pre, sizeof pre, "%s%d", d->layers, l);
-        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln1);
-        rc = add_norm(m, &li->ln1, &li->ln1_b, l, nm, err);
-        for (int k = 0; k < 5 && !rc; k++) rc = add_module(m, l, attn_order[k], pre, err);
-        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln2);
-        if (!rc) rc = add_norm(m, &li->ln2, &li->ln2_b, l, nm, err);
-        for (int k = 0; k < 4 && !rc; k++) rc = add_module(m, l, mlp_order[k], pre, err);
-    }
-    if (!rc) rc = add_norm(m, &m->norm, &m->norm_b, -1, d->norm, err);
-    if (!rc && !c->tie_word_embeddings)
-        rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
-                       d->lm_head);
+out:
     return rc;
 }
 
@@ -141,6 +118,51 @@ static int is_norm_weight(const mf_model *m, int idx)
     for (int l = 0; l < m->cfg.num_hidden_layers; l++)
         if (idx == m->L[l].ln1 || idx == m->L[l].ln2) return 1;
     return 0;
+}
+
+/* The base model's parameters in HF's order: embedding (+ its norm), per layer
+ * the input norm, the attention projections, the post-attention norm, the MLP,
+ * then the final norm and the LM head. Norm weights start at one (HF init), so
+ * a fresh model is usable. */
+static int add_base_params(mf_model *m, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    const mf_arch_desc *d = mf_arch_desc_of(c->arch);
+    static const int attn_order[] = {MOD_QKV, MOD_Q, MOD_K, MOD_V, MOD_O};
+    static const int mlp_order[] = {MOD_GATE_UP, MOD_GATE, MOD_UP, MOD_DOWN};
+    int rc;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        li->ln1_b = li->ln2_b = -1;
+        for (int j = 0; j < N_MODS; j++) li->w[j] = li->bias[j] = li->lora_a[j] = li->lora_b[j] = -1;
+    }
+    if ((rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->embed)) != 0)
+        goto out;
+    if (c->embed_norm && (rc = add_norm(m, &m->emb_norm, &m->emb_norm_b, -1, d->emb_norm, err)) != 0) goto out;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        char pre[96], nm[160];
+        snprintf(pre, sizeof pre, "%s%d", d->layers, l);
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln1);
+        if ((rc = add_norm(m, &li->ln1, &li->ln1_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 5; k++)
+            if ((rc = add_module(m, l, attn_order[k], pre, err)) != 0) goto out;
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln2);
+        if ((rc = add_norm(m, &li->ln2, &li->ln2_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 4; k++)
+            if ((rc = add_module(m, l, mlp_order[k], pre, err)) != 0) goto out;
+    }
+    if ((rc = add_norm(m, &m->norm, &m->norm_b, -1, d->norm, err)) != 0) goto out;
+    if (!c->tie_word_embeddings &&
+        (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->lm_head)) != 0)
+        goto out;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (is_norm_weight(m, (int)i))
+            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+out:
+    return rc;
 }
 
 int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
@@ -159,30 +181,19 @@ int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_ba
     m->lm_head = m->score = -1;
     m->norm_b = m->emb_norm = m->emb_norm_b = -1;
     m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
-    int nl = cfg.num_hidden_layers;
-    m->L = calloc((size_t)nl, sizeof(*m->L));
+    m->L = calloc((size_t)cfg.num_hidden_layers, sizeof(*m->L));
     if (!m->L) {
         free(m);
         return mf_err_set(err, MF_ENOMEM, "model: out of memory");
     }
-    for (int l = 0; l < nl; l++) {
-        mf_layer_idx *li = &m->L[l];
-        li->ln1_b = li->ln2_b = -1;
-        for (int j = 0; j < N_MODS; j++) li->w[j] = li->bias[j] = li->lora_a[j] = li->lora_b[j] = -1;
-    }
-    rc = add_base_params(m, err);
-    /* norm weights start at one (HF init), so a fresh model is usable */
-    for (size_t i = 0; i < m->n_params && !rc; i++)
-        if (is_norm_weight(m, (int)i))
-            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
     m->be = be;
-    if (!rc) rc = m->be->attach(m, err);
-    if (rc) {
-        mf_model_free(m);
-        return rc;
-    }
+    if ((rc = add_base_params(m, err)) != 0) goto out;
+    if ((rc = m->be->attach(m, err)) != 0) goto out;
     *out = m;
-    return 0;
+    m = NULL;
+out:
+    mf_model_free(m);
+    return rc;
 }
 
 void mf_model_free(mf_model *m)
@@ -325,18 +336,18 @@ int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
             if (!(target & mf_mod_bit(j))) continue;
             mf_layer_idx *li = &m->L[l];
             int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
-            int rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err, "%s%d.%s.lora_A.weight",
-                               d->layers, l, d->mods[j]);
-            if (!rc)
-                rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err, "%s%d.%s.lora_B.weight",
-                               d->layers, l, d->mods[j]);
-            if (rc) return rc;
+            int rc;
+            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err, "%s%d.%s.lora_A.weight",
+                                d->layers, l, d->mods[j])))
+                return rc;
+            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err, "%s%d.%s.lora_B.weight",
+                                d->layers, l, d->mods[j])))
+                return rc;
             /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
             fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
                          1.0f / sqrtf((float)in), &r);
-            rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err);
-            if (!rc) rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err);
-            if (rc) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err))) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err))) return rc;
         }
     }
     for (size_t i = 0; i < m->n_params; i++)
@@ -429,12 +440,12 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
         if (rc) return rc;
     } else {
         int Hp = c->prefix_hidden_size;
-        rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight");
-        if (!rc) rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias");
-        if (!rc) rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias");
-        if (rc) return rc;
+        if ((rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight")) ||
+            (rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight")) ||
+            (rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias")) ||
+            (rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight")) ||
+            (rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias")))
+            return rc;
         /* torch.nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. */
         fill_uniform(m->params[m->pfx_w0].data, m->params[m->pfx_w0].numel, 1.0f / sqrtf((float)H), &r);
         fill_uniform(m->params[m->pfx_b0].data, m->params[m->pfx_b0].numel, 1.0f / sqrtf((float)H), &r);

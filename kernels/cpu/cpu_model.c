@@ -110,6 +110,7 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
      * allocating once the largest shape has been seen); grow otherwise. Every
      * buffer is written before it is read, so no clearing is needed. */
     size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 5 * nt + 2 * (size_t)B;
+    if (m->cfg.pos == MF_POS_ALIBI) ni += (size_t)B * (want.P + T);
     if (n > cs->arena_cap) {
         free(cs->arena);
         cs->arena = calloc(n, sizeof(float));
@@ -134,6 +135,7 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
     cs->last = cs->pos + nt;
     cs->bpos = cs->last + B;
     cs->ctx = cs->bpos + nt;
+    cs->kpos = m->cfg.pos == MF_POS_ALIBI ? cs->ctx + B : NULL;
     cs->N = B * T;
     cs->S = want.P + T;
     return mf_k_cpu_rope_ensure(m, want.P + T, err);
@@ -447,7 +449,8 @@ static void layer_forward(mf_model *m, cpu_state *cs, int l, float *x_next, int 
     mf_k_cpu_qkv_fwd(m, cs, a, l, a->ln1, a->q, cs->kbuf, cs->vbuf, cs->wide, N, train);
     mf_k_cpu_rope_qk(m, cs, a->q, cs->kbuf, cs->pos, cs->bpos, N, 0);
     gather_kv(m, cs, a, l, train);
-    mf_k_cpu_attention_ex(a->ao, a->att, a->q, a->kf, a->vf, cs->has_mask ? cs->mask : NULL, cs->alibi,
+    mf_k_alibi alibi = {cs->alibi, cs->kpos};
+    mf_k_cpu_attention_ex(a->ao, a->att, a->q, a->kf, a->vf, cs->has_mask ? cs->mask : NULL, cs->alibi ? &alibi : NULL,
                           c->prefix_lm ? cs->ctx : NULL, B, T, P, nh, nkv, hd);
     mf_k_cpu_lin_fwd(m, cs, a, l, MOD_O, a->ao, a->x_mid, N, train);
     /* the residual: x (pre-norm) or GLM's alpha * Norm(x) */
@@ -571,6 +574,10 @@ static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs
             cs->target[n] = y < 0 ? -1 : y;
             cs->valid[n] = y < 0 ? 0.0f : 1.0f;
         }
+    }
+    for (int bi = 0; cs->kpos && bi < B; bi++) { /* ALiBi: keys counted over the real ones, prefix first */
+        int32_t k = 0, *kp = cs->kpos + (size_t)bi * (P + T);
+        for (int s = 0; s < P + T; s++) kp[s] = s < P || cs->mask[(size_t)bi * T + s - P] ? k++ : 0;
     }
     if (P) mf_k_cpu_prefix_forward(m, cs->pkv, cs->pfx_pre, cs->pfx_h);
     /* embeddings (+ their norm) */

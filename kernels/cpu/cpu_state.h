@@ -39,6 +39,7 @@ typedef struct cpu_state {
     int32_t *iarena;
     int32_t *ids, *mask, *target, *last, *pos;
     int32_t *bpos, *ctx;                     /* prefix LM: block positions [N], context lengths [B] */
+    int32_t *kpos;                            /* [B, S] ALiBi key positions (NULL without ALiBi) */
     int has_mask, flags, fwd_ok;
     /* head */
     float *x_out, *lnf, *rstdf, *meanf, *logits, *logp, *valid, *values, *reward;

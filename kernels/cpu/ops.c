@@ -291,14 +291,14 @@ static inline int keys_seen(int P, int t1, int ctx, int T)
 }
 
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
-                        const int32_t *mask, const float *alibi, int B, int T, int P, int nh, int nkv, int hd)
+                        const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd)
 {
     mf_k_cpu_attention_ex(out, att, q, kf, vf, mask, alibi, NULL, B, T, P, nh, nkv, hd);
 }
 
 void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *kf, const float *vf,
-                           const int32_t *mask, const float *alibi, const int32_t *ctx, int B, int T, int P, int nh,
-                           int nkv, int hd)
+                           const int32_t *mask, const mf_k_alibi *alibi, const int32_t *ctx, int B, int T, int P,
+                           int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -320,13 +320,14 @@ void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
                             kb, kd, 0.0f, pb + (size_t)t0 * S, S);
             }
-            float slope = alibi ? alibi[h] : 0.0f;
+            float slope = alibi ? alibi->slope[h] : 0.0f;
+            const int32_t *kpos = alibi ? alibi->pos + (size_t)b * S : NULL;
             for (int t = 0; t < T; t++) {
                 float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
                     if (!key_visible(mrow, P, t, s, cx)) p[s] = -INFINITY;
                     else {
-                        if (alibi) p[s] += slope * (float)s;
+                        if (kpos) p[s] += slope * (float)kpos[s];
                         if (p[s] > mx) mx = p[s];
                     }
                 }

@@ -72,17 +72,20 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
  *   out [B*T, nh*hd].
  * Query t may see every prefix row and key positions s <= t whose mask is 1.
  * A row that sees nothing (a pad query in front of all real tokens) outputs 0.
- * alibi: NULL, or ALiBi slopes [nh]: score(t, s) += alibi[h] * s with s the key's
- * index in [0, S) (prefix rows first; per-row shifts cancel in the softmax, so this
- * is transformers' BLOOM bias for every row that has contiguous real tokens). The
- * backward does not need it (att holds the probabilities). */
+ * alibi: NULL, or ALiBi (see mf_k_alibi). The backward does not need it (att holds
+ * the probabilities). */
+typedef struct mf_k_alibi {
+    const float *slope; /* [nh] */
+    const int32_t *pos; /* [B, S] key positions: score(b, h, t, s) += slope[h] * pos[b*S + s]; transformers'
+                           BLOOM counts real keys only, (cumsum(mask) - 1) * mask over [prefix; tokens] */
+} mf_k_alibi;
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
-                        const int32_t *mask, const float *alibi, int B, int T, int P, int nh, int nkv, int hd);
+                        const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd);
 /* The same with GLM's prefix LM: ctx [B] or NULL; in row b, token keys at positions < ctx[b]
  * (the prompt) are visible to every query, not only to later ones. */
 void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *kf, const float *vf,
-                           const int32_t *mask, const float *alibi, const int32_t *ctx, int B, int T, int P, int nh,
-                           int nkv, int hd);
+                           const int32_t *mask, const mf_k_alibi *alibi, const int32_t *ctx, int B, int T, int P,
+                           int nh, int nkv, int hd);
 /* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd];
  * scratch: ws_threads * T * S floats (at most ws_threads threads run). */
 void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,

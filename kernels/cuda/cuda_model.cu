@@ -630,18 +630,22 @@ static int attach_setup(mf_model *m, cu_state *cs, mf_err *err)
     float *h = (float *)malloc(2 * n * sizeof(float));
     if (!h) return mf_err_set(err, MF_ENOMEM, "cuda backend: out of host memory for RoPE tables");
     mf_k_cpu_rope_table(h, h + n, c->max_position_embeddings, c->head_dim, c->rope_theta);
-    int rc = mf_cu_malloc((void **)&cs->cosv, n * sizeof(float), "RoPE cos table", err, __FILE__, __LINE__);
-    if (!rc) rc = mf_cu_malloc((void **)&cs->sinv, n * sizeof(float), "RoPE sin table", err, __FILE__, __LINE__);
+    int rc;
+    if ((rc = mf_cu_malloc((void **)&cs->cosv, n * sizeof(float), "RoPE cos table", err, __FILE__, __LINE__)))
+        goto out;
+    if ((rc = mf_cu_malloc((void **)&cs->sinv, n * sizeof(float), "RoPE sin table", err, __FILE__, __LINE__)))
+        goto out;
     /* On cs->st, not the legacy default stream: cs->st is non-blocking, so a
      * plain cudaMemcpy (whose pageable H2D DMA may still be in flight when it
      * returns) would not be ordered before the first RoPE kernel. The sync
-     * also keeps h alive until the copies have read it. */
-    if (!rc)
-        rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->cosv, h, n * sizeof(float), cudaMemcpyHostToDevice, cs->st));
-    if (!rc)
-        rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->sinv, h + n, n * sizeof(float), cudaMemcpyHostToDevice, cs->st));
-    if (!rc) rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
-    else (void)cudaStreamSynchronize(cs->st);
+     * also keeps h alive until the copies have read it (also on a failure). */
+    if ((rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->cosv, h, n * sizeof(float), cudaMemcpyHostToDevice, cs->st))))
+        goto out;
+    if ((rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->sinv, h + n, n * sizeof(float), cudaMemcpyHostToDevice, cs->st))))
+        goto out;
+    rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
+out:
+    if (rc) (void)cudaStreamSynchronize(cs->st);
     free(h);
     return rc;
 }

@@ -114,11 +114,11 @@ TEST(test_kernels_fd_partial_interleaved_rope_matches_formula)
 }
 
 /* ---- attention with ALiBi, prefix rows and padding ---- */
-typedef struct { int B, T, P, nh, hd; float *q, *kf, *vf, *out, *att, *c, *slopes; int32_t *mask; } att_ctx;
+typedef struct { int B, T, P, nh, hd; float *q, *kf, *vf, *out, *att, *c; mf_k_alibi alibi; int32_t *mask; } att_ctx;
 static double att_loss(void *p)
 {
     att_ctx *k = p;
-    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, k->slopes, k->B, k->T, k->P, k->nh, k->nh, k->hd);
+    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, &k->alibi, k->B, k->T, k->P, k->nh, k->nh, k->hd);
     return fd_dotc(k->c, k->out, (size_t)k->B * k->T * k->nh * k->hd);
 }
 
@@ -128,15 +128,17 @@ TEST(test_kernels_fd_alibi_attention_matches_plain_reference)
     int S = k.P + k.T, d = k.nh * k.hd;
     size_t nq = (size_t)k.B * k.T * d, nk = (size_t)k.B * S * d;
     float slopes[3] = {0.5f, 0.25f, 0.125f};
-    k.slopes = slopes;
+    int32_t kpos[2 * 8];
     k.mask = malloc((size_t)k.B * k.T * sizeof(int32_t));
     for (int i = 0; i < k.B * k.T; i++) k.mask[i] = i < 2 * k.T - 2; /* row 1: two right pads */
+    for (int i = 0; i < 2 * S; i++) kpos[i] = (i % S) * 2 - (i / S); /* any positions: the bias follows them */
+    k.alibi = (mf_k_alibi){slopes, kpos};
     k.q = fd_randv(nq, 9, 1); k.kf = fd_randv(nk, 10, 1); k.vf = fd_randv(nk, 11, 1); k.c = fd_randv(nq, 12, 1);
     for (int t = k.T - 2; t < k.T; t++)
         for (int i = 0; i < d; i++) k.c[((size_t)k.T + t) * d + i] = 0; /* padded queries feed nothing */
     k.out = calloc(nq, 4); k.att = calloc((size_t)k.B * k.nh * k.T * S, 4);
     att_loss(&k);
-    /* reference: softmax_s(q.k_s / sqrt(d) + slope_h * s) over visible keys, in double */
+    /* reference: softmax_s(q.k_s / sqrt(d) + slope_h * pos_s) over visible keys, in double */
     for (int b = 0; b < k.B; b++)
         for (int h = 0; h < k.nh; h++)
             for (int t = 0; t < k.T; t++) {
@@ -147,7 +149,7 @@ TEST(test_kernels_fd_alibi_attention_matches_plain_reference)
                     double dd = 0;
                     for (int i = 0; i < k.hd; i++)
                         dd += (double)k.q[((size_t)b * k.T + t) * d + h * k.hd + i] * k.kf[((size_t)b * S + s) * d + h * k.hd + i];
-                    sc[s] = ok ? dd / 2.0 + slopes[h] * s : -INFINITY;
+                    sc[s] = ok ? dd / 2.0 + slopes[h] * kpos[b * S + s] : -INFINITY;
                     if (sc[s] > mx) mx = sc[s];
                 }
                 for (int s = 0; s < S; s++) sum += exp(sc[s] - mx);
@@ -204,4 +206,40 @@ TEST(test_kernels_fd_whole_chatglm2_model_with_prefix_dropout)
                              .dropout = 0.3f};
     /* 17 base (7 per layer), 16 LoRA (query_key_value, dense, dense_h_to_4h, dense_4h_to_h), 5 prefix, 1 head */
     CHECK_INT(fd_check_model(&c, &pc, 0.2f), 17 + 16 + 5 + 1);
+}
+
+TEST(test_kernels_prefix_dropout_only_in_training_forwards_and_keyed_by_the_counter)
+{
+    mf_model_config c = {.arch = MF_ARCH_CHATGLM2, .vocab_size = 11, .hidden_size = 16, .intermediate_size = 10,
+                         .num_hidden_layers = 2, .num_attention_heads = 4, .num_key_value_heads = 2,
+                         .attention_bias = 1, .max_position_embeddings = 32};
+    mf_model *m[2];
+    mf_err err;
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(mf_model_new(&m[i], &c, &err) == 0);
+        REQUIRE(mf_model_init_random(m[i], 3, 0.4f, &err) == 0);
+        mf_k_prefix_config pc = {.pre_seq_len = 3, .seed = 4, .dropout = i ? 0.5f : 0.0f};
+        REQUIRE(mf_model_add_prefix(m[i], &pc, &err) == 0);
+    }
+    int32_t ids[6] = {1, 5, 7, 2, 9, 3};
+    mf_k_batch b = {.B = 1, .T = 6, .input_ids = ids};
+    float base[66], eval[66], t1[66], t2[66];
+    mf_k_outputs o;
+    REQUIRE(mf_model_forward(m[0], &b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, &err) == 0);
+    memcpy(base, o.logits, sizeof base);
+    REQUIRE(mf_model_forward(m[1], &b, MF_FWD_LOGITS, &o, &err) == 0);
+    memcpy(eval, o.logits, sizeof eval);
+    CHECK(memcmp(base, eval, sizeof base) == 0); /* no dropout outside training */
+    mf_model_set_rng_state(m[1], 7);
+    REQUIRE(mf_model_forward(m[1], &b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, &err) == 0);
+    memcpy(t1, o.logits, sizeof t1);
+    CHECK(fd_max_rel(t1, eval, 66) > 1e-3); /* half the prefix elements dropped: different logits */
+    mf_model_set_rng_state(m[1], 7);
+    REQUIRE(mf_model_forward(m[1], &b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, &err) == 0);
+    memcpy(t2, o.logits, sizeof t2);
+    CHECK(memcmp(t1, t2, sizeof t1) == 0); /* the same counter, the same mask */
+    REQUIRE(mf_model_forward(m[1], &b, MF_FWD_LOGITS | MF_FWD_TRAIN, &o, &err) == 0);
+    CHECK(fd_max_rel(o.logits, t1, 66) > 1e-4); /* the next step draws a new mask */
+    mf_model_free(m[0]);
+    mf_model_free(m[1]);
 }
