@@ -39,7 +39,7 @@ typedef struct cpu_state {
     int32_t *ids, *mask, *target, *last, *pos;
     int has_mask, flags, fwd_ok;
     /* head */
-    float *x_out, *lnf, *rstdf, *logits, *logp, *valid, *values, *reward;
+    float *x_out, *lnf, *rstdf, *logits, *logp, *lse, *valid, *values, *reward;
     /* workspaces */
     float *kbuf, *vbuf, *xd;                 /* [N,Dkv] x2, [N,maxin] */
     float *dres, *dln, *dao, *dq, *dkf, *dvf; /* backward */
