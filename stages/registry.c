@@ -86,6 +86,7 @@ static const mf_param_spec bad_records[] = {
 static const mf_param_spec p_tokenizer[] = {
     P_INT("vocab_size", "8000", 260, 1 << 22, "target vocabulary size (bytes + merges + special tokens)"),
     P_INT("min_frequency", "2", 1, BIG, "pairs seen fewer times are not merged"),
+    P_INT("max_token_chars", "0", 0, 1 << 20, "no token spans more characters than this (1 = character-level Chinese, rare characters as bytes); 0 = no limit"),
     P_LIST("special_tokens", "[\"<|endoftext|>\", \"<|im_start|>\", \"<|im_end|>\", \"<pad>\"]", "special tokens, given the first ids"),
     P_STR("field", "text", "JSON field holding the text"),
     P_INT("max_chars", "0", 0, BIG, "read at most this many characters of the corpus; 0 = all"),
@@ -212,7 +213,8 @@ static const mf_slot_spec s_init[] = {
     {"config", MF_A_CONFIG | MF_A_MODEL, 1, 0, "an HF config.json overriding the params"}, NOSLOT};
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
-    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"}, NOSLOT};
+    {"data", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 0, 1,
+     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
