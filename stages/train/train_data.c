@@ -149,20 +149,57 @@ typedef struct loader {
     stream st[2];
 } loader;
 
+/* A conversation-shaped record (sharegpt, alpaca, qa, ...) as plain text for
+ * continued pre-training: its turns' texts joined by newlines, no template
+ * (Qilin-Med's ChiMed-CPT mixes QA pairs and dialogues into the text corpus).
+ * MF_EINVAL when the record is no conversation. */
+static int conv_text(const mf_json *rec, mf_buf *out, mf_err *err)
+{
+    mf_conv c;
+    char why[256] = "";
+    int rc = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
+    if (rc == MF_EINVAL) return MF_EINVAL;
+    if (rc) return nomem(err);
+    for (size_t k = 0; k < c.n; k++) {
+        if (k) mf_buf_putc(out, '\n');
+        mf_buf_puts(out, c.turns[k].value);
+    }
+    if (c.chosen) { /* a preference record: the preferred answer is the text's */
+        mf_buf_putc(out, '\n');
+        mf_buf_puts(out, c.chosen);
+    }
+    mf_conv_free(&c);
+    mf_buf_cstr(out); /* "" for an empty conversation */
+    return mf_buf_ok(out) ? 0 : nomem(err);
+}
+
 /* One record into train (which=0) or val (which=1). 0 ok (or skipped), <0 error. */
 static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_train_data_set *set, int which, mf_err *err)
 {
     const mf_train_data_opts *o = L->o;
     if (o->mode == MF_TRAIN_DATA_TEXT) {
         const mf_json *t = rec->type == MF_JSON_STRING ? rec : mf_json_get(rec, o->field);
-        if (!t || t->type != MF_JSON_STRING) return mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
+        mf_buf joined = MF_BUF_INIT;
+        int is_conv = (!t || t->type != MF_JSON_STRING) && rec->type == MF_JSON_OBJECT;
+        if (is_conv) {
+            int rc = conv_text(rec, &joined, err);
+            if (rc == MF_EINVAL) rc = mf_reader_reject(rd, err, "expected a string field '%s' or a conversation", o->field);
+            if (rc) {
+                mf_buf_free(&joined);
+                return rc;
+            }
+        } else if (!t || t->type != MF_JSON_STRING) {
+            return mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
+        }
         int32_t *ids = NULL;
         size_t n = 0;
-        int rc = mf_tok_encode(L->tok, t->s, t->slen, 0, &ids, &n, err);
+        int rc = is_conv ? mf_tok_encode(L->tok, joined.data, joined.len, 0, &ids, &n, err)
+                         : mf_tok_encode(L->tok, t->s, t->slen, 0, &ids, &n, err);
         if (!rc) rc = stream_add(&L->st[which], ids, n, err);
         int32_t eos = mf_tok_eos_id(L->tok);
         if (!rc && eos >= 0) rc = stream_add(&L->st[which], &eos, 1, err);
         free(ids);
+        mf_buf_free(&joined);
         return rc;
     }
     mf_conv c;
