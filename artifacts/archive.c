@@ -144,39 +144,40 @@ static int pack_file(struct archive *a, wctx *c, mf_tree_entry *e, struct archiv
     archive_entry_set_mtime(ae, 0, 0);
     archive_entry_set_uid(ae, 0);
     archive_entry_set_gid(ae, 0);
-    if (archive_write_header(a, ae) != ARCHIVE_OK) {
-        close(fd);
-        return la_fail(a, c, err, "cannot write archive header");
-    }
     uint64_t n = 0;
     int rc = 0;
+    if (archive_write_header(a, ae) != ARCHIVE_OK) {
+        rc = la_fail(a, c, err, "cannot write archive header");
+        goto out;
+    }
     for (;;) {
         ssize_t r = read(fd, buf, CHUNK);
         if (r < 0) {
             if (errno == EINTR) continue;
             rc = mf_err_errno(err, MF_EIO, "cannot read %s", e->abs);
-            break;
+            goto out;
         }
         if (r == 0) break;
         if (n + (uint64_t)r > e->size) {
             rc = mf_err_set(err, MF_EIO, "%s grew while it was archived", e->abs);
-            break;
+            goto out;
         }
         mf_sha256_update(h, buf, (size_t)r);
         n += (uint64_t)r;
         if (archive_write_data(a, buf, (size_t)r) != r) {
             rc = la_fail(a, c, err, "cannot write archive data");
-            break;
+            goto out;
         }
     }
-    close(fd);
-    if (!rc && n != e->size)
+    if (n != e->size) {
         rc = mf_err_set(err, MF_EIO, "%s shrank while it was archived (%llu of %llu bytes)", e->abs,
                         (unsigned long long)n, (unsigned long long)e->size);
-    if (!rc) {
-        mf_sha256_final(h, &e->sha);
-        e->hashed = 1;
+        goto out;
     }
+    mf_sha256_final(h, &e->sha);
+    e->hashed = 1;
+out:
+    close(fd);
     return rc;
 }
 
@@ -193,8 +194,8 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
     struct archive_entry *ae = archive_entry_new();
     mf_sha256 *h = NULL;
     int rc = 0;
-    if (!c.out || !c.z || !buf || !a || !ae) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
+    if (!c.out || !c.z || !buf || !a || !ae) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_sha256_new(&c.fh, err))) goto out;
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(c.z, ZSTD_c_checksumFlag, 1);
     /* Always at least one zstd worker: compression then overlaps with reading
@@ -210,25 +211,31 @@ int mf_archive_pack(mf_tree *t, int fd, int level, int threads, mf_digest *diges
         archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK) {
         rc = la_fail(a, NULL, err, "cannot configure archive");
-        goto done;
+        goto out;
     }
     if (archive_write_open(a, &c, NULL, w_write, w_close) != ARCHIVE_OK) {
         rc = la_fail(a, &c, err, "cannot open archive");
-        goto done;
+        goto out;
     }
-    for (size_t i = 0; i < t->n && !rc; i++) rc = pack_file(a, &c, &t->v[i], ae, buf, h, err);
-    if (archive_write_close(a) != ARCHIVE_OK && !rc) rc = la_fail(a, &c, err, "cannot finish archive");
-    if (!rc) rc = mf_tree_digest(t, digest, err);
-    if (!rc) {
-        unsigned char tr[TRAILER_LEN];
-        mf_digest fd_sha;
-        mf_sha256_final(c.fh, &fd_sha);
-        trailer_make(tr, &fd_sha);
-        if (write_all(fd, (const char *)tr, sizeof tr) < 0) rc = mf_err_errno(err, MF_EIO, "cannot write archive");
-        c.bytes += sizeof tr;
+    /* On a failure, archive_write_free at out closes the archive. */
+    for (size_t i = 0; i < t->n; i++)
+        if ((rc = pack_file(a, &c, &t->v[i], ae, buf, h, err)) != 0) goto out;
+    if (archive_write_close(a) != ARCHIVE_OK) {
+        rc = la_fail(a, &c, err, "cannot finish archive");
+        goto out;
     }
-    if (!rc && bytes) *bytes = c.bytes;
-done:
+    if ((rc = mf_tree_digest(t, digest, err)) != 0) goto out;
+    unsigned char tr[TRAILER_LEN];
+    mf_digest fd_sha;
+    mf_sha256_final(c.fh, &fd_sha);
+    trailer_make(tr, &fd_sha);
+    if (write_all(fd, (const char *)tr, sizeof tr) < 0) {
+        rc = mf_err_errno(err, MF_EIO, "cannot write archive");
+        goto out;
+    }
+    c.bytes += sizeof tr;
+    if (bytes) *bytes = c.bytes;
+out:
     if (a) archive_write_free(a);
     if (ae) archive_entry_free(ae);
     mf_sha256_free(h);
@@ -608,14 +615,15 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
     int fd = -1, rc = 0;
     char *full = NULL;
     if (dest) {
-        if ((rc = mkparents(dest, path, err))) return rc;
-        full = mf_path_join(dest, path);
-        if (!full) return mf_err_set(err, MF_ENOMEM, "out of memory");
+        if ((rc = mkparents(dest, path, err)) != 0) goto out;
+        if (!(full = mf_path_join(dest, path))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
         fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, exec ? 0755 : 0644);
         if (fd < 0) {
             rc = mf_err_errno(err, errno == EEXIST ? MF_ECORRUPT : MF_EIO, "cannot create %s", full);
-            free(full);
-            return rc;
+            goto out;
         }
     }
     uint64_t n = 0;
@@ -629,26 +637,37 @@ static int unpack_entry(struct archive *a, rctx *c, struct archive_entry *ae, co
             rc = c->failed ? c->err->code
                            : mf_err_set(err, MF_ECORRUPT, "archive entry '%s' is corrupt: %s", path,
                                         archive_error_string(a));
-            break;
+            goto out;
         }
         if ((uint64_t)off != n) {
             rc = mf_err_set(err, MF_ECORRUPT, "refusing archive entry '%s': sparse file", path);
-            break;
+            goto out;
         }
         hq_data(hq, buf, len);
         n += len;
         if (fd >= 0 && write_all(fd, buf, len) < 0) {
             rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
-            break;
+            goto out;
         }
     }
-    if (!rc && n != size)
+    if (n != size) {
         rc = mf_err_set(err, MF_ECORRUPT, "archive entry '%s' holds %llu bytes, its header says %llu", path,
                         (unsigned long long)n, (unsigned long long)size);
-    if (fd >= 0 && close(fd) < 0 && !rc) rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
+        goto out;
+    }
+    if (fd >= 0) {
+        int closed = close(fd);
+        fd = -1;
+        if (closed < 0) {
+            rc = mf_err_errno(err, MF_EIO, "cannot write %s", full);
+            goto out;
+        }
+    }
+    rc = hq_end(hq, path, exec, size, err);
+out:
+    if (fd >= 0) close(fd);
     free(full);
-    if (rc) return rc;
-    return hq_end(hq, path, exec, size, err);
+    return rc;
 }
 
 int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_digest *got, mf_err *err)
@@ -669,13 +688,13 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
     int hq_stopped = 0;
     memset(&hq, 0, sizeof hq);
     int rc = 0;
-    if (!c.in || !c.out || !c.z || !a) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err)) || (rc = mf_sha256_new(&c.fh, err))) goto done;
+    if (!c.in || !c.out || !c.z || !a) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if ((rc = mf_sha256_new(&h, err)) || (rc = mf_treehash_new(&th, err)) || (rc = mf_sha256_new(&c.fh, err))) goto out;
     archive_read_support_format_tar(a);
-    if ((rc = hq_start(&hq, h, th, err))) goto done;
+    if ((rc = hq_start(&hq, h, th, err))) goto out;
     if (archive_read_open(a, &c, NULL, r_read, NULL) != ARCHIVE_OK) {
         rc = c.failed ? c.err->code : mf_err_set(err, MF_ECORRUPT, "not a tar archive: %s", archive_error_string(a));
-        goto done;
+        goto out;
     }
     for (;;) {
         struct archive_entry *ae;
@@ -684,32 +703,30 @@ int mf_archive_unpack(int fd, const char *dest, const mf_digest *expect, mf_dige
         if (r != ARCHIVE_OK) {
             rc = c.failed ? c.err->code
                           : mf_err_set(err, MF_ECORRUPT, "archive is corrupt: %s", archive_error_string(a));
-            break;
+            goto out;
         }
-        if ((rc = unpack_entry(a, &c, ae, dest, &hq, &seen, err))) break;
-        if (plist_push(&seen, archive_entry_pathname(ae))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-    }
-    if (!rc) rc = r_drain(&c);
-    {
-        mf_err herr;
-        int hrc = hq_stop(&hq, &herr);
-        hq_stopped = 1;
-        if (!rc && hrc) {
-            *err = herr;
-            rc = hrc;
+        if ((rc = unpack_entry(a, &c, ae, dest, &hq, &seen, err)) != 0) goto out;
+        if (plist_push(&seen, archive_entry_pathname(ae))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
         }
     }
-    if (!rc) {
-        mf_digest d;
-        mf_treehash_final(th, &d);
-        if (got) *got = d;
-        if (expect && !mf_digest_eq(expect, &d)) {
-            char e1[72], e2[72];
-            rc = mf_err_set(err, MF_ECORRUPT, "archive content does not match its digest: expected %s, found %s",
-                            mf_digest_str(expect, e1), mf_digest_str(&d, e2));
-        }
+    if ((rc = r_drain(&c)) != 0) goto out;
+    mf_err herr;
+    hq_stopped = 1;
+    if ((rc = hq_stop(&hq, &herr)) != 0) {
+        *err = herr;
+        goto out;
     }
-done:
+    mf_digest d;
+    mf_treehash_final(th, &d);
+    if (got) *got = d;
+    if (expect && !mf_digest_eq(expect, &d)) {
+        char e1[72], e2[72];
+        rc = mf_err_set(err, MF_ECORRUPT, "archive content does not match its digest: expected %s, found %s",
+                        mf_digest_str(expect, e1), mf_digest_str(&d, e2));
+    }
+out:
     if (!hq_stopped) hq_stop(&hq, NULL);
     if (a) archive_read_free(a);
     plist_free(&seen);

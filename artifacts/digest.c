@@ -143,10 +143,12 @@ int mf_digest_file(mf_digest *out, const char *path, uint64_t *size, mf_err *err
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return mf_err_errno(err, errno == ENOENT ? MF_ENOTFOUND : MF_EIO, "cannot open %s", path);
-    mf_sha256 *h;
-    int rc = mf_sha256_new(&h, err);
-    if (!rc) rc = hash_fd(h, fd, path, size, err);
-    if (!rc) mf_sha256_final(h, out);
+    mf_sha256 *h = NULL;
+    int rc;
+    if ((rc = mf_sha256_new(&h, err)) != 0) goto out;
+    if ((rc = hash_fd(h, fd, path, size, err)) != 0) goto out;
+    mf_sha256_final(h, out);
+out:
     mf_sha256_free(h);
     close(fd);
     return rc;
@@ -260,7 +262,7 @@ static int scan_rec(mf_tree *t, const char *dir, const char *prefix, int flags, 
     int rc = 0;
     mf_buf abs = MF_BUF_INIT, rel = MF_BUF_INIT;
     struct dirent *de;
-    while (!rc && (errno = 0, de = readdir(d))) {
+    while ((errno = 0, de = readdir(d))) {
         const char *nm = de->d_name;
         if (!strcmp(nm, ".") || !strcmp(nm, "..")) continue;
         mf_buf_reset(&abs);
@@ -268,21 +270,32 @@ static int scan_rec(mf_tree *t, const char *dir, const char *prefix, int flags, 
         mf_buf_printf(&abs, "%s/%s", dir, nm);
         if (*prefix) mf_buf_printf(&rel, "%s/%s", prefix, nm);
         else mf_buf_puts(&rel, nm);
-        if (!mf_buf_ok(&abs) || !mf_buf_ok(&rel)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        if (!mf_buf_ok(&abs) || !mf_buf_ok(&rel)) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
         struct stat st;
-        if (lstat(abs.data, &st) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot stat %s", abs.data); break; }
+        if (lstat(abs.data, &st) < 0) {
+            rc = mf_err_errno(err, MF_EIO, "cannot stat %s", abs.data);
+            goto out;
+        }
         if (S_ISLNK(st.st_mode)) {
             if (!(flags & MF_SCAN_FOLLOW)) {
                 rc = mf_err_set(err, MF_EINVAL, "%s is a symbolic link; artifacts hold regular files only", abs.data);
-                break;
+                goto out;
             }
-            if (stat(abs.data, &st) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot follow symlink %s", abs.data); break; }
+            if (stat(abs.data, &st) < 0) {
+                rc = mf_err_errno(err, MF_EIO, "cannot follow symlink %s", abs.data);
+                goto out;
+            }
         }
         if (S_ISDIR(st.st_mode)) rc = scan_rec(t, abs.data, rel.data, flags, depth + 1, err);
         else if (S_ISREG(st.st_mode)) rc = tree_push(t, rel.data, abs.data, &st, err);
         else rc = mf_err_set(err, MF_EINVAL, "%s is not a regular file or directory (device, fifo or socket)", abs.data);
+        if (rc) goto out;
     }
-    if (!rc && errno) rc = mf_err_errno(err, MF_EIO, "cannot read directory %s", dir);
+    if (errno) rc = mf_err_errno(err, MF_EIO, "cannot read directory %s", dir);
+out:
     closedir(d);
     mf_buf_free(&abs);
     mf_buf_free(&rel);
@@ -321,40 +334,48 @@ int mf_tree_sort(mf_tree *t, mf_err *err)
 
 int mf_tree_hash_files(mf_tree *t, mf_err *err)
 {
-    mf_sha256 *h;
-    int rc = mf_sha256_new(&h, err);
-    if (rc) return rc;
-    for (size_t i = 0; i < t->n && !rc; i++) {
+    mf_sha256 *h = NULL;
+    int rc;
+    if ((rc = mf_sha256_new(&h, err)) != 0) goto out;
+    for (size_t i = 0; i < t->n; i++) {
         mf_tree_entry *e = &t->v[i];
         if (e->hashed) continue;
         int fd = open(e->abs, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) { rc = mf_err_errno(err, MF_EIO, "cannot open %s", e->abs); break; }
+        if (fd < 0) {
+            rc = mf_err_errno(err, MF_EIO, "cannot open %s", e->abs);
+            goto out;
+        }
         uint64_t n = 0;
         rc = hash_fd(h, fd, e->abs, &n, err);
         close(fd);
-        if (rc) break;
+        if (rc) goto out;
         if (n != e->size) {
             rc = mf_err_set(err, MF_EIO, "%s changed while it was read (size %llu, then %llu bytes)", e->abs,
                             (unsigned long long)e->size, (unsigned long long)n);
-            break;
+            goto out;
         }
         mf_sha256_final(h, &e->sha);
         e->hashed = 1;
     }
+out:
     mf_sha256_free(h);
     return rc;
 }
 
 int mf_tree_digest(const mf_tree *t, mf_digest *out, mf_err *err)
 {
-    mf_treehash *th;
-    int rc = mf_treehash_new(&th, err);
-    if (rc) return rc;
-    for (size_t i = 0; i < t->n && !rc; i++) {
-        if (!t->v[i].hashed) rc = mf_err_set(err, MF_EINTERNAL, "tree entry %s not hashed", t->v[i].path);
-        else rc = mf_treehash_add(th, t->v[i].path, t->v[i].exec, t->v[i].size, &t->v[i].sha, err);
+    mf_treehash *th = NULL;
+    int rc;
+    if ((rc = mf_treehash_new(&th, err)) != 0) goto out;
+    for (size_t i = 0; i < t->n; i++) {
+        if (!t->v[i].hashed) {
+            rc = mf_err_set(err, MF_EINTERNAL, "tree entry %s not hashed", t->v[i].path);
+            goto out;
+        }
+        if ((rc = mf_treehash_add(th, t->v[i].path, t->v[i].exec, t->v[i].size, &t->v[i].sha, err)) != 0) goto out;
     }
-    if (!rc) mf_treehash_final(th, out);
+    mf_treehash_final(th, out);
+out:
     mf_treehash_free(th);
     return rc;
 }
@@ -372,10 +393,12 @@ void mf_tree_free(mf_tree *t)
 int mf_digest_dir(mf_digest *out, const char *dir, mf_err *err)
 {
     mf_tree t = {0};
-    int rc = mf_tree_scan(&t, dir, "", 0, err);
-    if (!rc) rc = mf_tree_sort(&t, err);
-    if (!rc) rc = mf_tree_hash_files(&t, err);
-    if (!rc) rc = mf_tree_digest(&t, out, err);
+    int rc;
+    if ((rc = mf_tree_scan(&t, dir, "", 0, err)) != 0) goto out;
+    if ((rc = mf_tree_sort(&t, err)) != 0) goto out;
+    if ((rc = mf_tree_hash_files(&t, err)) != 0) goto out;
+    rc = mf_tree_digest(&t, out, err);
+out:
     mf_tree_free(&t);
     return rc;
 }

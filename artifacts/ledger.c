@@ -226,41 +226,41 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
 
     if (git_treebuilder_new(&root, l->repo, NULL) < 0 || git_treebuilder_new(&sb, l->repo, NULL) < 0) {
         rc = mf_ledger_i_git_fail(err, "cannot build tree");
-        goto done;
+        goto out;
     }
-    if ((rc = write_blob(l, graph_text ? graph_text : "", graph_text ? graph_len : 0, &oid, err))) goto done;
-    if (git_treebuilder_insert(NULL, root, "graph.yaml", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto done; }
-    if ((rc = write_json_blob(l, rj, &oid, err))) goto done;
-    if (git_treebuilder_insert(NULL, root, "run.json", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto done; }
+    if ((rc = write_blob(l, graph_text ? graph_text : "", graph_text ? graph_len : 0, &oid, err))) goto out;
+    if (git_treebuilder_insert(NULL, root, "graph.yaml", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto out; }
+    if ((rc = write_json_blob(l, rj, &oid, err))) goto out;
+    if (git_treebuilder_insert(NULL, root, "run.json", &oid, GIT_FILEMODE_BLOB) < 0) { rc = mf_ledger_i_git_fail(err, "tree"); goto out; }
     for (size_t i = 0; i < stages->n; i++) {
         if (!stage_name_ok(stages->keys[i])) {
             rc = mf_err_set(err, MF_EINVAL, "ledger: stage name '%s' cannot be a directory name", stages->keys[i]);
-            goto done;
+            goto out;
         }
         git_treebuilder *one = NULL;
         git_oid one_oid;
-        if ((rc = write_json_blob(l, stages->items[i], &oid, err))) goto done;
+        if ((rc = write_json_blob(l, stages->items[i], &oid, err))) goto out;
         if (git_treebuilder_new(&one, l->repo, NULL) < 0 ||
             git_treebuilder_insert(NULL, one, "manifest.json", &oid, GIT_FILEMODE_BLOB) < 0 ||
             git_treebuilder_write(&one_oid, one) < 0 ||
             git_treebuilder_insert(NULL, sb, stages->keys[i], &one_oid, GIT_FILEMODE_TREE) < 0) {
             git_treebuilder_free(one);
             rc = mf_ledger_i_git_fail(err, "cannot build stage tree");
-            goto done;
+            goto out;
         }
         git_treebuilder_free(one);
     }
     if (stages->n) {
         if (git_treebuilder_write(&oid, sb) < 0 || git_treebuilder_insert(NULL, root, "stages", &oid, GIT_FILEMODE_TREE) < 0) {
             rc = mf_ledger_i_git_fail(err, "cannot build stages tree");
-            goto done;
+            goto out;
         }
     }
     if (git_treebuilder_write(&tree_oid, root) < 0 || git_tree_lookup(&tree, l->repo, &tree_oid) < 0) {
         rc = mf_ledger_i_git_fail(err, "cannot write tree");
-        goto done;
+        goto out;
     }
-    if ((rc = make_sig(l, &author, "AUTHOR", err)) || (rc = make_sig(l, &committer, "COMMITTER", err))) goto done;
+    if ((rc = make_sig(l, &author, "AUTHOR", err)) || (rc = make_sig(l, &committer, "COMMITTER", err))) goto out;
 
     /* Advance the branch with compare-and-swap; retry if another engine moved it. */
     for (int attempt = 0; attempt < 16; attempt++) {
@@ -270,7 +270,7 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
         git_commit_free(parent);
         parent = NULL;
         if (have_tip) {
-            if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = mf_ledger_i_git_fail(err, "cannot read branch tip"); goto done; }
+            if (git_commit_lookup(&parent, l->repo, &tip) < 0) { rc = mf_ledger_i_git_fail(err, "cannot read branch tip"); goto out; }
             number = number_after(parent);
         }
         mf_buf_reset(&msg);
@@ -283,12 +283,12 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
                           mf_json_get_str(m, "status", ""), d ? d : "-");
         }
         mf_buf_printf(&msg, "\nmedflow-graph: %s\nmedflow-run: %d\n", branch, number);
-        if (!mf_buf_ok(&msg)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (!mf_buf_ok(&msg)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
         const git_commit *parents[1] = {parent};
         if (git_commit_create(&commit_oid, l->repo, NULL, author, committer, "UTF-8", msg.data, tree, parent ? 1 : 0,
                               parents) < 0) {
             rc = mf_ledger_i_git_fail(err, "cannot write commit");
-            goto done;
+            goto out;
         }
         git_reference *ref = NULL;
         char logmsg[64];
@@ -302,15 +302,15 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
             if (out_id) memcpy(out_id, hex, 41);
             if (out_number) *out_number = number;
             mf_ledger_i_append_index(l, hex, stages); /* best effort: rebuilt on a miss */
-            goto done;
+            goto out;
         }
-        if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = mf_ledger_i_git_fail(err, "cannot update branch"); goto done; }
+        if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = mf_ledger_i_git_fail(err, "cannot update branch"); goto out; }
         if (r == GIT_ELOCKED) clear_stale_ref_lock(l, refname);
         struct timespec ts = {0, 20000000L * (attempt + 1)}; /* back off: another engine is committing */
         nanosleep(&ts, NULL);
     }
     rc = mf_err_set(err, MF_EBUSY, "ledger: branch %s keeps moving (another engine committing?)", refname);
-done:
+out:
     git_treebuilder_free(root);
     git_treebuilder_free(sb);
     git_tree_free(tree);
@@ -363,6 +363,34 @@ static int read_blob_path(mf_ledger *l, git_tree *tree, const char *path, char *
     return rc;
 }
 
+/* stages/<name>/manifest.json of a run commit's tree, into the object stages (name -> manifest). */
+static int read_stage_manifests(mf_ledger *l, git_tree *tree, mf_json *stages, mf_err *err)
+{
+    git_tree_entry *se = NULL;
+    git_tree *st = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (git_tree_entry_bypath(&se, tree, "stages") != 0) goto out;
+    if (git_tree_lookup(&st, l->repo, git_tree_entry_id(se)) != 0) goto out;
+    for (size_t i = 0; i < git_tree_entrycount(st); i++) {
+        const char *name = git_tree_entry_name(git_tree_entry_byindex(st, i));
+        char path[1024];
+        snprintf(path, sizeof path, "stages/%s/manifest.json", name);
+        mf_json *m = NULL;
+        if ((rc = read_blob_path(l, tree, path, &text, &len, err)) != 0) goto out;
+        if ((rc = mf_json_parse(&m, text, len, path, err)) != 0) goto out;
+        free(text);
+        text = NULL;
+        mf_json_set(stages, name, m);
+    }
+out:
+    free(text);
+    git_tree_free(st);
+    git_tree_entry_free(se);
+    return rc;
+}
+
 int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err)
 {
     *out = NULL;
@@ -376,15 +404,15 @@ int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **ou
     git_oid_tostr(r->id, sizeof r->id, oid);
     if (git_commit_lookup(&c, l->repo, oid) < 0 || git_commit_tree(&tree, c) < 0) {
         rc = mf_ledger_i_git_fail(err, r->id);
-        goto done;
+        goto out;
     }
     if (read_commit_trailers(c, &r->graph, &r->number) < 0) {
         rc = mf_err_set(err, MF_ENOTFOUND, "ledger: commit %.12s is not a medflow run", r->id);
-        goto done;
+        goto out;
     }
     r->time = (int64_t)git_commit_time(c);
-    if ((rc = read_blob_path(l, tree, "run.json", &text, &len, err))) goto done;
-    if ((rc = mf_json_parse(&r->run, text, len, "run.json", err))) goto done;
+    if ((rc = read_blob_path(l, tree, "run.json", &text, &len, err))) goto out;
+    if ((rc = mf_json_parse(&r->run, text, len, "run.json", err))) goto out;
     free(text);
     text = NULL;
     if (read_blob_path(l, tree, "graph.yaml", &r->graph_text, NULL, err)) {
@@ -392,27 +420,9 @@ int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **ou
         r->graph_text = strdup("");
     }
     r->stages = mf_json_new_object();
-    if (!r->stages) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    git_tree_entry *se = NULL;
-    if (git_tree_entry_bypath(&se, tree, "stages") == 0) {
-        git_tree *st = NULL;
-        if (git_tree_lookup(&st, l->repo, git_tree_entry_id(se)) == 0) {
-            for (size_t i = 0; i < git_tree_entrycount(st) && !rc; i++) {
-                const char *name = git_tree_entry_name(git_tree_entry_byindex(st, i));
-                char path[1024];
-                snprintf(path, sizeof path, "stages/%s/manifest.json", name);
-                mf_json *m = NULL;
-                if ((rc = read_blob_path(l, tree, path, &text, &len, err))) break;
-                if ((rc = mf_json_parse(&m, text, len, path, err))) break;
-                free(text);
-                text = NULL;
-                mf_json_set(r->stages, name, m);
-            }
-            git_tree_free(st);
-        }
-        git_tree_entry_free(se);
-    }
-done:
+    if (!r->stages) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    rc = read_stage_manifests(l, tree, r->stages, err);
+out:
     free(text);
     git_tree_free(tree);
     git_commit_free(c);
@@ -455,12 +465,17 @@ int mf_ledger_i_branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
         if (*n == cap) {
             cap = cap ? cap * 2 : 8;
             char **nv = realloc(v, cap * sizeof *v);
-            if (!nv) { git_reference_free(ref); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            if (!nv) {
+                git_reference_free(ref);
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
             v = nv;
         }
         v[(*n)++] = strdup(name ? name : "");
         git_reference_free(ref);
     }
+out:
     git_branch_iterator_free(it);
     *out = v;
     return rc;
@@ -497,12 +512,15 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         return rc;
     }
     mf_ledger_run **v = NULL;
-    for (size_t i = 0; i < nb && !rc; i++) {
+    for (size_t i = 0; i < nb; i++) {
         char refname[300];
         snprintf(refname, sizeof refname, "refs/heads/%s", br[i]);
         git_oid oid;
         if (git_reference_name_to_id(&oid, l->repo, refname) < 0) {
-            if (graph) rc = mf_err_set(err, MF_ENOTFOUND, "ledger: no runs of graph '%s'", graph);
+            if (graph) {
+                rc = mf_err_set(err, MF_ENOTFOUND, "ledger: no runs of graph '%s'", graph);
+                goto out;
+            }
             continue;
         }
         /* first-parent chain */
@@ -514,28 +532,40 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
                 mf_err_clear(err);
                 goto parent;
             }
-            if (rc) break;
+            if (rc) goto out;
             if (*n == cap) {
                 cap = cap ? cap * 2 : 16;
                 mf_ledger_run **nv = realloc(v, cap * sizeof *v);
-                if (!nv) { mf_ledger_run_free(r); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+                if (!nv) {
+                    mf_ledger_run_free(r);
+                    rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                    goto out;
+                }
                 v = nv;
             }
             v[(*n)++] = r;
         parent:;
             git_commit *c = NULL;
-            if (git_commit_lookup(&c, l->repo, &oid) < 0) { rc = mf_ledger_i_git_fail(err, "walk"); break; }
+            if (git_commit_lookup(&c, l->repo, &oid) < 0) {
+                rc = mf_ledger_i_git_fail(err, "walk");
+                goto out;
+            }
             int more = git_commit_parentcount(c) > 0;
             if (more) git_oid_cpy(&oid, git_commit_parent_id(c, 0));
             git_commit_free(c);
             if (!more) break;
         }
     }
-    mf_ledger_i_free_strs(br, nb);
-    if (rc) { mf_ledger_list_free(v, *n); *n = 0; return rc; }
     if (*n > 1) qsort(v, *n, sizeof *v, cmp_run_newest);
     *runs = v;
-    return 0;
+    v = NULL;
+out:
+    mf_ledger_i_free_strs(br, nb);
+    if (v) {
+        mf_ledger_list_free(v, *n);
+        *n = 0;
+    }
+    return rc;
 }
 
 static int is_hex(const char *s)

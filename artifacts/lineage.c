@@ -265,7 +265,7 @@ int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
     int rc = 0;
     if (git_revwalk_new(&w, l->repo) < 0 || git_reference_iterator_new(&it, l->repo) < 0) {
         rc = mf_ledger_i_git_fail(err, "cannot walk the ledger");
-        goto done;
+        goto out;
     }
     git_reference *ref;
     while (git_reference_next(&ref, it) == 0) {
@@ -279,7 +279,7 @@ int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
             git_object_free(obj);
         }
         git_reference_free(ref);
-        if (rc) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (rc) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     }
     git_oid oid;
     while (git_revwalk_next(&oid, w) == 0) {
@@ -288,19 +288,19 @@ int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
         if (git_commit_lookup(&c, l->repo, &oid) < 0 || git_commit_tree(&t, c) < 0) {
             git_commit_free(c);
             rc = mf_ledger_i_git_fail(err, "cannot read a ledger commit");
-            goto done;
+            goto out;
         }
         int r = scan_tree(l, t, &s);
         git_tree_free(t);
         git_commit_free(c);
-        if (r) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (r) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     }
     if (s.n > 1) qsort(s.v, s.n, sizeof *s.v, cmp_digest);
     size_t k = 0;
     for (size_t i = 0; i < s.n; i++)
         if (!k || memcmp(&s.v[k - 1], &s.v[i], 32)) s.v[k++] = s.v[i];
     s.n = k;
-done:
+out:
     git_reference_iterator_free(it);
     git_revwalk_free(w);
     if (rc) free(s.v);

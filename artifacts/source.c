@@ -149,14 +149,16 @@ static int collect(mf_tree *t, const char *path, mf_err *err)
     if (gr == GLOB_NOMATCH) return mf_err_set(err, MF_ENOTFOUND, "source %s matches no file", path);
     if (gr) return mf_err_set(err, MF_EIO, "cannot expand source pattern %s", path);
     int rc = 0;
-    for (size_t i = 0; i < g.gl_pathc && !rc; i++) {
+    for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *m = g.gl_pathv[i];
         const char *rel = strlen(m) >= cut ? m + cut : m;
         struct stat st;
         if (stat(m, &st) < 0) rc = mf_err_errno(err, MF_EIO, "source %s", m);
         else if (S_ISDIR(st.st_mode)) rc = mf_tree_scan(t, m, rel, MF_SCAN_FOLLOW, err);
         else rc = mf_tree_add_file(t, m, rel, MF_SCAN_FOLLOW, err);
+        if (rc) goto out;
     }
+out:
     globfree(&g);
     return rc;
 }
@@ -178,7 +180,7 @@ static int cache_write(const char *file, cache *old, const mf_tree *t, char **ke
         e.mtime_ns = t->v[i].mtime_ns;
         e.ctime_ns = t->v[i].ctime_ns;
         e.hashed_at = hashed_at[i];
-        if (!e.path || cache_push(&nc, &e) < 0) { free(e.path); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (!e.path || cache_push(&nc, &e) < 0) { free(e.path); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
         centry *o = cache_find(old, keys[i]);
         if (o) o->seen = 1;
     }
@@ -187,7 +189,7 @@ static int cache_write(const char *file, cache *old, const mf_tree *t, char **ke
         if (old->v[i].seen || !mf_is_file(old->v[i].path)) continue;
         centry e = old->v[i];
         e.path = strdup(e.path);
-        if (!e.path || cache_push(&nc, &e) < 0) { free(e.path); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (!e.path || cache_push(&nc, &e) < 0) { free(e.path); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     }
     if (nc.n > 1) qsort(nc.v, nc.n, sizeof *nc.v, cmp_centry);
     mf_buf b = MF_BUF_INIT;
@@ -201,7 +203,7 @@ static int cache_write(const char *file, cache *old, const mf_tree *t, char **ke
     }
     rc = mf_buf_ok(&b) ? mf_write_file_atomic(file, b.data, b.len, 0644, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_buf_free(&b);
-done:
+out:
     cache_free(&nc);
     return rc;
 }
@@ -216,19 +218,19 @@ int mf_source_digest(mf_store *s, const char *path, int flags, mf_digest *out, m
     char **keys = NULL;
     int64_t *hashed_at = NULL;
     char *cfile = s ? mf_path_join(mf_store_dir(s), "statcache") : NULL;
-    int rc = collect(&t, path, err);
-    if (!rc) rc = mf_tree_sort(&t, err);
-    if (rc) goto done;
+    int rc;
+    if ((rc = collect(&t, path, err)) != 0) goto out;
+    if ((rc = mf_tree_sort(&t, err)) != 0) goto out;
     keys = calloc(t.n + 1, sizeof *keys);
     hashed_at = calloc(t.n + 1, sizeof *hashed_at);
-    if (!keys || !hashed_at) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    if (!keys || !hashed_at) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     if (cfile && !(flags & MF_SOURCE_REHASH)) cache_load(cfile, &c);
     int dirty = 0;
     for (size_t i = 0; i < t.n; i++) {
         mf_tree_entry *e = &t.v[i];
         st->files++;
         st->bytes += e->size;
-        if (!(keys[i] = absolute(e->abs))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (!(keys[i] = absolute(e->abs))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
         centry *ce = cache_find(&c, keys[i]);
         if (ce && ce->size == e->size && ce->mtime_ns == e->mtime_ns && ce->ctime_ns == e->ctime_ns &&
             ce->ino == e->ino && ce->dev == e->dev && e->mtime_ns + RACY_NS < ce->hashed_at) {
@@ -242,16 +244,16 @@ int mf_source_digest(mf_store *s, const char *path, int flags, mf_digest *out, m
         st->hashed++;
         st->bytes_hashed += e->size;
         mf_tree tmp = {&t.v[i], 1, 1};
-        if ((rc = mf_tree_hash_files(&tmp, err))) goto done;
+        if ((rc = mf_tree_hash_files(&tmp, err))) goto out;
     }
-    if ((rc = mf_tree_digest(&t, out, err))) goto done;
+    if ((rc = mf_tree_digest(&t, out, err))) goto out;
     if (cfile && dirty) {
         if (flags & MF_SOURCE_REHASH) cache_load(cfile, &c);
         /* The cache is an optimisation: failing to write it is not an error. */
         mf_err e2;
         cache_write(cfile, &c, &t, keys, hashed_at, &e2);
     }
-done:
+out:
     if (keys)
         for (size_t i = 0; i < t.n; i++) free(keys[i]);
     free(keys);

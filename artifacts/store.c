@@ -198,30 +198,31 @@ int mf_store_tmpdir(mf_store *s, const char *label, char **out, mf_err *err)
 static int read_refs_json(mf_store *s, const char *file, mf_buf *lines, mf_err *err)
 {
     mf_json *j = NULL;
-    int rc = mf_json_parse_file(&j, file, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = mf_json_parse_file(&j, file, err)) != 0) goto out;
     const mf_json *refs = mf_json_get(j, "refs");
     if (j->type != MF_JSON_OBJECT || !refs || refs->type != MF_JSON_OBJECT) {
-        mf_json_free(j);
-        return mf_err_set(err, MF_EINVAL, "%s: expected {\"refs\": {\"name\": \"sha256:...\", ...}}", file);
+        rc = mf_err_set(err, MF_EINVAL, "%s: expected {\"refs\": {\"name\": \"sha256:...\", ...}}", file);
+        goto out;
     }
-    for (size_t i = 0; i < refs->n && !rc; i++) {
+    for (size_t i = 0; i < refs->n; i++) {
         mf_digest d;
         const char *v = mf_json_str(refs->items[i], NULL);
         if (!v || mf_digest_parse(&d, v, err)) {
             rc = mf_err_at(err, MF_EINVAL, file, refs->items[i]->line, refs->items[i]->col,
                            "refs.json: '%s' must be a digest \"sha256:<64 hex>\"", refs->keys[i]);
-            break;
+            goto out;
         }
         if (!mf_store_has(s, &d)) {
             char ds[72];
             rc = mf_err_set(err, MF_ENOTFOUND, "%s: '%s' names %s, which is not in the store", file, refs->keys[i],
                             mf_digest_str(&d, ds));
-            break;
+            goto out;
         }
         char hex[65];
         mf_buf_printf(lines, "%s\n", mf_digest_hex(&d, hex));
     }
+out:
     mf_json_free(j);
     return rc;
 }
@@ -238,19 +239,23 @@ int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, 
     free(p);
     if (rc == MF_ENOTFOUND) { mf_err_clear(err); return 0; }
     if (rc) return rc;
-    size_t cap = len / 65 + 1;
+    size_t cap = len / 65 + 1, k = 0;
     mf_digest *v = calloc(cap, sizeof *v);
-    if (!v) { free(text); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
-    size_t k = 0;
+    if (!v) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     for (char *line = strtok(text, "\n"); line && k < cap; line = strtok(NULL, "\n")) {
-        if ((rc = mf_digest_parse(&v[k], line, err))) break;
+        if ((rc = mf_digest_parse(&v[k], line, err)) != 0) goto out;
         k++;
     }
-    free(text);
-    if (rc) { free(v); return rc; }
     *refs = v;
     *n = k;
-    return 0;
+    v = NULL;
+out:
+    free(text);
+    free(v);
+    return rc;
 }
 
 /* ---- put ---- */
@@ -263,31 +268,31 @@ static int put_tree(mf_store *s, mf_tree *t, const char *refs_json, mf_digest *d
     mf_buf refs = MF_BUF_INIT;
     char *tmp = NULL, *dst = NULL, *refpath = NULL;
     int fd = -1;
-    if (refs_json && (rc = read_refs_json(s, refs_json, &refs, err))) goto done;
+    if (refs_json && (rc = read_refs_json(s, refs_json, &refs, err))) goto out;
     mf_buf b = MF_BUF_INIT;
     mf_buf_printf(&b, "%s/put-XXXXXX", s->tmp);
-    if (!mf_buf_ok(&b)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    if (!mf_buf_ok(&b)) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     tmp = mf_buf_steal(&b);
     fd = mkstemp(tmp);
-    if (fd < 0) { rc = mf_err_errno(err, MF_EIO, "cannot create a file in %s", s->tmp); goto done; }
+    if (fd < 0) { rc = mf_err_errno(err, MF_EIO, "cannot create a file in %s", s->tmp); goto out; }
     uint64_t n = 0;
-    if ((rc = mf_archive_pack(t, fd, s->level, s->threads, digest, &n, err))) goto done;
-    if (fsync(fd) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot fsync %s", tmp); goto done; }
-    if (fchmod(fd, 0444) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot chmod %s", tmp); goto done; }
+    if ((rc = mf_archive_pack(t, fd, s->level, s->threads, digest, &n, err))) goto out;
+    if (fsync(fd) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot fsync %s", tmp); goto out; }
+    if (fchmod(fd, 0444) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot chmod %s", tmp); goto out; }
     close(fd);
     fd = -1;
     if (bytes) *bytes = n;
     dst = mf_store_object_path(s, digest);
     refpath = obj_path(s, digest, ".refs");
-    if (!dst || !refpath) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
-    if (mf_is_file(dst)) goto done; /* already there: identical content by construction */
+    if (!dst || !refpath) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if (mf_is_file(dst)) goto out; /* already there: identical content by construction */
     /* The refs file goes first: an object is never visible without it. */
-    if (refs.len && (rc = mf_write_file_atomic(refpath, refs.data, refs.len, 0444, err))) goto done;
-    if (rename(tmp, dst) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot publish %s", dst); goto done; }
+    if (refs.len && (rc = mf_write_file_atomic(refpath, refs.data, refs.len, 0444, err))) goto out;
+    if (rename(tmp, dst) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot publish %s", dst); goto out; }
     free(tmp);
     tmp = NULL;
     rc = mf_fsync_dir(s->objects, err);
-done:
+out:
     if (fd >= 0) close(fd);
     if (tmp) unlink(tmp);
     free(tmp);
@@ -301,13 +306,13 @@ done:
 int mf_store_put_dir(mf_store *s, const char *dir, mf_digest *digest, uint64_t *bytes, mf_err *err)
 {
     mf_tree t = {0};
-    int rc = mf_tree_scan(&t, dir, "", 0, err);
     char *refs = NULL;
-    if (!rc) {
-        for (size_t i = 0; i < t.n; i++)
-            if (!strcmp(t.v[i].path, "refs.json")) refs = t.v[i].abs;
-        rc = put_tree(s, &t, refs, digest, bytes, err);
-    }
+    int rc;
+    if ((rc = mf_tree_scan(&t, dir, "", 0, err)) != 0) goto out;
+    for (size_t i = 0; i < t.n; i++)
+        if (!strcmp(t.v[i].path, "refs.json")) refs = t.v[i].abs;
+    rc = put_tree(s, &t, refs, digest, bytes, err);
+out:
     if (rc) mf_err_wrap(err, "cannot store %s", dir);
     mf_tree_free(&t);
     return rc;
@@ -316,8 +321,10 @@ int mf_store_put_dir(mf_store *s, const char *dir, mf_digest *digest, uint64_t *
 int mf_store_put_file(mf_store *s, const char *path, const char *name, mf_digest *digest, mf_err *err)
 {
     mf_tree t = {0};
-    int rc = mf_tree_add_file(&t, path, name, 0, err);
-    if (!rc) rc = put_tree(s, &t, NULL, digest, NULL, err);
+    int rc;
+    if ((rc = mf_tree_add_file(&t, path, name, 0, err)) != 0) goto out;
+    rc = put_tree(s, &t, NULL, digest, NULL, err);
+out:
     mf_tree_free(&t);
     return rc;
 }
@@ -331,18 +338,23 @@ static int make_readonly(const char *path, mf_err *err)
     if (!d) return mf_err_errno(err, MF_EIO, "cannot open %s", path);
     int rc = 0;
     struct dirent *de;
-    while (!rc && (de = readdir(d))) {
+    while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
         char *p = mf_path_join(path, de->d_name);
-        if (!p) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        if (!p) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
         struct stat st;
         if (lstat(p, &st) < 0) rc = mf_err_errno(err, MF_EIO, "cannot stat %s", p);
         else if (S_ISDIR(st.st_mode)) rc = make_readonly(p, err);
         else if (chmod(p, (st.st_mode & S_IXUSR) ? 0555 : 0444) < 0) rc = mf_err_errno(err, MF_EIO, "cannot chmod %s", p);
         free(p);
+        if (rc) goto out;
     }
+    if (chmod(path, 0555) < 0) rc = mf_err_errno(err, MF_EIO, "cannot chmod %s", path);
+out:
     closedir(d);
-    if (!rc && chmod(path, 0555) < 0) rc = mf_err_errno(err, MF_EIO, "cannot chmod %s", path);
     return rc;
 }
 
@@ -352,26 +364,26 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
     mf_digest_str(d, ds);
     if (depth > MAX_REF_DEPTH) return mf_err_set(err, MF_ECORRUPT, "refs.json chain deeper than %d at %s", MAX_REF_DEPTH, ds);
     char *dst = tree_path(s, d), *obj = mf_store_object_path(s, d), *tmp = NULL;
+    mf_digest *refs = NULL;
+    size_t nrefs = 0;
     int rc = 0, fd = -1;
-    if (!dst || !obj) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    if (!dst || !obj) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     if (!mf_is_dir(dst)) {
         fd = open(obj, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             rc = errno == ENOENT ? mf_err_set(err, MF_ENOTFOUND, "%s is not in the store %s", ds, s->dir)
                                  : mf_err_errno(err, MF_EIO, "cannot open %s", obj);
-            goto done;
+            goto out;
         }
-        if ((rc = mf_store_tmpdir(s, "mat", &tmp, err))) goto done;
-        rc = mf_archive_unpack(fd, tmp, d, NULL, err);
-        if (!rc) rc = make_readonly(tmp, err);
-        if (rc) {
+        if ((rc = mf_store_tmpdir(s, "mat", &tmp, err))) goto out;
+        if ((rc = mf_archive_unpack(fd, tmp, d, NULL, err)) != 0 || (rc = make_readonly(tmp, err)) != 0) {
             mf_err_wrap(err, "cannot materialise %s", ds);
-            goto done;
+            goto out;
         }
         if (rename(tmp, dst) < 0) {
             if (errno != EEXIST && errno != ENOTEMPTY) {
                 rc = mf_err_errno(err, MF_EIO, "cannot publish %s", dst);
-                goto done;
+                goto out;
             }
             /* another process materialised it first: use theirs */
         } else {
@@ -382,12 +394,11 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
             tmp = NULL;
         }
     }
-    mf_digest *refs = NULL;
-    size_t nrefs = 0;
-    if ((rc = mf_store_refs(s, d, &refs, &nrefs, err))) goto done;
-    for (size_t i = 0; i < nrefs && !rc; i++) rc = materialize_rec(s, &refs[i], NULL, depth + 1, err);
+    if ((rc = mf_store_refs(s, d, &refs, &nrefs, err))) goto out;
+    for (size_t i = 0; i < nrefs; i++)
+        if ((rc = materialize_rec(s, &refs[i], NULL, depth + 1, err)) != 0) goto out;
+out:
     free(refs);
-done:
     if (fd >= 0) close(fd);
     if (tmp) {
         mf_err e2;
@@ -419,13 +430,19 @@ int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path
     char *dst = tree_path(s, d);
     if (!dst) return mf_err_set(err, MF_ENOMEM, "out of memory");
     int rc = shared_begin(s, err);
-    if (rc) { free(dst); return rc; }
-    if (!mf_is_dir(dst)) {
-        rc = make_readonly(dir, err);
-        if (!rc && rename(dir, dst) < 0 && errno != EEXIST && errno != ENOTEMPTY)
-            rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
+    if (rc) {
+        free(dst);
+        return rc;
     }
-    if (!rc && mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
+    if (!mf_is_dir(dst)) {
+        if ((rc = make_readonly(dir, err)) != 0) goto out;
+        if (rename(dir, dst) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
+            rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
+            goto out;
+        }
+    }
+    if (mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
+out:
     shared_end(s);
     if (!rc && path) *path = dst;
     else free(dst);
@@ -471,12 +488,16 @@ int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **r
     if (rc == MF_ENOTFOUND) {
         char ks[72];
         rc = mf_err_set(err, MF_ENOTFOUND, "no action-cache entry for key %s", mf_digest_str(key, ks));
-    } else if (!rc) {
-        const char *d = mf_json_get_str(j, "digest", NULL);
-        if (!d || mf_digest_parse(out, d, err)) rc = mf_err_set(err, MF_ECORRUPT, "%s: malformed action-cache entry", p);
-        else if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", ""))))
-            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
+    if (rc) goto out;
+    const char *d = mf_json_get_str(j, "digest", NULL);
+    if (!d || mf_digest_parse(out, d, err)) {
+        rc = mf_err_set(err, MF_ECORRUPT, "%s: malformed action-cache entry", p);
+        goto out;
+    }
+    if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+out:
     mf_json_free(j);
     free(p);
     return rc;
@@ -509,17 +530,22 @@ static int list_named(const char *dir, const char *suffix, mf_digest **out, size
         if (k == cap) {
             cap = cap ? cap * 2 : 64;
             mf_digest *nv = realloc(v, cap * sizeof *v);
-            if (!nv) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            if (!nv) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
             v = nv;
         }
         v[k++] = dg;
     }
-    closedir(d);
-    if (rc) { free(v); return rc; }
     if (k > 1) qsort(v, k, sizeof *v, cmp_digest);
     *out = v;
     *n = k;
-    return 0;
+    v = NULL;
+out:
+    closedir(d);
+    free(v);
+    return rc;
 }
 
 int mf_store_list(mf_store *s, mf_store_obj **objs, size_t *n, mf_err *err)
@@ -549,13 +575,13 @@ int mf_store_remove(mf_store *s, const mf_digest *d, uint64_t *freed, mf_err *er
 {
     char *p = mf_store_object_path(s, d), *r = obj_path(s, d, ".refs"), *t = tree_path(s, d);
     int rc = 0;
-    if (!p || !r || !t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    if (!p || !r || !t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     struct stat st;
     if (freed) *freed = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
-    if ((rc = mf_rm_rf(t, err))) goto done;
-    if (unlink(p) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", p); goto done; }
-    if (unlink(r) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", r); goto done; }
-done:
+    if ((rc = mf_rm_rf(t, err))) goto out;
+    if (unlink(p) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", p); goto out; }
+    if (unlink(r) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", r); goto out; }
+out:
     free(p);
     free(r);
     free(t);
@@ -598,13 +624,13 @@ int mf_store_verify(mf_store *s, mf_store_report_fn cb, void *ctx, size_t *bad, 
             }
         free(refs);
     }
-    if ((rc = list_named(s->trees, "", &trees, &nt, err))) goto done;
+    if ((rc = list_named(s->trees, "", &trees, &nt, err))) goto out;
     for (size_t i = 0; i < nt; i++) {
         mf_err e;
         mf_err_clear(&e);
         char *t = tree_path(s, &trees[i]);
         mf_digest got;
-        if (!t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+        if (!t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
         if (mf_digest_dir(&got, t, &e) == 0 && !mf_digest_eq(&got, &trees[i])) {
             char ds[72];
             mf_err_set(&e, MF_ECORRUPT, "materialised tree %s was modified: its content hashes to %s", t,
@@ -613,7 +639,7 @@ int mf_store_verify(mf_store *s, mf_store_report_fn cb, void *ctx, size_t *bad, 
         free(t);
         if (e.code) report(cb, ctx, "tree", &trees[i], &e, bad);
     }
-    if ((rc = list_named(s->keys, "", &keys, &nk, err))) goto done;
+    if ((rc = list_named(s->keys, "", &keys, &nk, err))) goto out;
     for (size_t i = 0; i < nk; i++) {
         mf_err e;
         mf_err_clear(&e);
@@ -625,7 +651,7 @@ int mf_store_verify(mf_store *s, mf_store_report_fn cb, void *ctx, size_t *bad, 
         }
         if (e.code) report(cb, ctx, "key", &keys[i], &e, bad);
     }
-done:
+out:
     free(v);
     free(trees);
     free(keys);
@@ -649,7 +675,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
     size_t cap = n_roots + 16, nk = 0;
     mf_digest *keep = malloc(cap * sizeof *keep), *objs = NULL, *keys = NULL, *trees = NULL;
     size_t no = 0, nkeys = 0, nt = 0;
-    if (!keep) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+    if (!keep) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     for (size_t i = 0; i < n_roots; i++) keep[nk++] = roots[i];
     for (size_t i = 0; i < nk; i++) {
         mf_digest *refs = NULL;
@@ -662,7 +688,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
             if (nk == cap) {
                 cap *= 2;
                 mf_digest *nv = realloc(keep, cap * sizeof *keep);
-                if (!nv) { free(refs); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto done; }
+                if (!nv) { free(refs); rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
                 keep = nv;
             }
             keep[nk++] = refs[k];
@@ -670,7 +696,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
         free(refs);
     }
     if (nk > 1) qsort(keep, nk, sizeof *keep, cmp_digest);
-    if ((rc = list_named(s->objects, ".tar.zst", &objs, &no, err))) goto done;
+    if ((rc = list_named(s->objects, ".tar.zst", &objs, &no, err))) goto out;
     for (size_t i = 0; i < no; i++) {
         char *p = mf_store_object_path(s, &objs[i]);
         struct stat sb;
@@ -683,14 +709,14 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
         }
         st->removed++;
         st->bytes_removed += sz;
-        if (!dry_run && (rc = mf_store_remove(s, &objs[i], NULL, err))) goto done;
+        if (!dry_run && (rc = mf_store_remove(s, &objs[i], NULL, err))) goto out;
     }
-    if (dry_run) goto done;
+    if (dry_run) goto out;
     /* stale refs files, trees and action-cache entries of removed objects */
-    if ((rc = list_named(s->trees, "", &trees, &nt, err))) goto done;
+    if ((rc = list_named(s->trees, "", &trees, &nt, err))) goto out;
     for (size_t i = 0; i < nt; i++)
-        if (!in_set(keep, nk, &trees[i]) && (rc = mf_store_remove(s, &trees[i], NULL, err))) goto done;
-    if ((rc = list_named(s->keys, "", &keys, &nkeys, err))) goto done;
+        if (!in_set(keep, nk, &trees[i]) && (rc = mf_store_remove(s, &trees[i], NULL, err))) goto out;
+    if ((rc = list_named(s->keys, "", &keys, &nkeys, err))) goto out;
     for (size_t i = 0; i < nkeys; i++) {
         mf_digest out;
         mf_err e;
@@ -701,7 +727,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
     }
     free(objs);
     objs = NULL;
-    if ((rc = list_named(s->objects, ".refs", &objs, &no, err))) goto done;
+    if ((rc = list_named(s->objects, ".refs", &objs, &no, err))) goto out;
     for (size_t i = 0; i < no; i++)
         if (!mf_store_has(s, &objs[i])) {
             char *p = obj_path(s, &objs[i], ".refs");
@@ -722,7 +748,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
             }
         closedir(d);
     }
-done:
+out:
     if (!had_lock) mf_store_unlock(s);
     free(keep);
     free(objs);

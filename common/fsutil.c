@@ -133,15 +133,18 @@ int mf_rm_rf(const char *path, mf_err *err)
         while ((de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
             char *child = mf_path_join(path, de->d_name);
-            if (!child) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+            if (!child) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
             rc = mf_rm_rf(child, err);
             free(child);
-            if (rc) break;
+            if (rc) goto out;
         }
+        if (rmdir(path) < 0 && errno != ENOENT) rc = mf_err_errno(err, MF_EIO, "cannot remove %s", path);
+    out:
         closedir(d);
-        if (rc) return rc;
-        if (rmdir(path) < 0 && errno != ENOENT) return mf_err_errno(err, MF_EIO, "cannot remove %s", path);
-        return 0;
+        return rc;
     }
     if (unlink(path) < 0 && errno != ENOENT) return mf_err_errno(err, MF_EIO, "cannot remove %s", path);
     return 0;
@@ -198,7 +201,9 @@ int mf_copy_file(const char *from, const char *to, mf_err *err)
     char *data = NULL;
     size_t len = 0;
     int rc = mf_read_file(from, &data, &len, err);
-    if (!rc) rc = mf_write_file_atomic(to, data, len, 0644, err);
+    if (rc) goto out;
+    rc = mf_write_file_atomic(to, data, len, 0644, err);
+out:
     free(data);
     return rc;
 }

@@ -487,6 +487,100 @@ static int keyset_add(keyset *ks, const mf_json *obj, const char *key)
     return 0;
 }
 
+/* The members of an object or the items of an array, after its opening '{' or '['. */
+static int parse_members(parser *ps, mf_json *v, int obj, int depth)
+{
+    mf_buf key = MF_BUF_INIT;
+    keyset ks = {0};
+    mf_json *item = NULL;
+    int rc = 0;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) {
+        ps->p++;
+        goto out;
+    }
+    for (;;) {
+        skip_ws(ps);
+        int kl = ps->line, kc = col_of(ps, ps->p);
+        if (obj) {
+            if (ps->p >= ps->end || *ps->p != '"') {
+                rc = perr(ps, ps->p, "expected a string key");
+                goto out;
+            }
+            mf_buf_reset(&key);
+            if ((rc = parse_string(ps, &key)) != 0) goto out;
+            skip_ws(ps);
+            if (ps->p >= ps->end || *ps->p != ':') {
+                rc = perr(ps, ps->p, "expected ':'");
+                goto out;
+            }
+            ps->p++;
+        }
+        if ((rc = parse_value(ps, &item, depth + 1)) != 0) goto out;
+        if (obj) {
+            int dup = keyset_add(&ks, v, mf_buf_cstr(&key));
+            if (dup > 0) {
+                rc = mf_err_at(ps->err, MF_EINVAL, ps->name, kl, kc, "invalid JSON: duplicate key \"%s\"",
+                               mf_buf_cstr(&key));
+                goto out;
+            }
+            if (dup < 0) {
+                rc = mf_err_set(ps->err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+        mf_json *taken = item;
+        item = NULL; /* append and push own it from here, also when they fail */
+        if (obj ? mf_json_append(v, mf_buf_cstr(&key), taken, kl, kc) : mf_json_push(v, taken)) {
+            rc = mf_err_set(ps->err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        skip_ws(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) {
+            ps->p++;
+            goto out;
+        }
+        rc = perr(ps, ps->p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+        goto out;
+    }
+out:
+    mf_json_free(item);
+    free(ks.slot);
+    mf_buf_free(&key);
+    return rc;
+}
+
+static int parse_string_value(parser *ps, mf_json **out)
+{
+    mf_buf s = MF_BUF_INIT;
+    int rc = parse_string(ps, &s);
+    if (rc) goto out;
+    if (!(*out = mf_json_new_strn(s.data ? s.data : "", s.len))) rc = mf_err_set(ps->err, MF_ENOMEM, "out of memory");
+out:
+    mf_buf_free(&s);
+    return rc;
+}
+
+static int parse_literal(parser *ps, mf_json **out)
+{
+    static const struct { const char *w; mf_json_type t; int b; } lit[] = {
+        {"true", MF_JSON_BOOL, 1}, {"false", MF_JSON_BOOL, 0}, {"null", MF_JSON_NULL, 0}};
+    for (size_t k = 0; k < 3; k++) {
+        size_t n = strlen(lit[k].w);
+        if ((size_t)(ps->end - ps->p) >= n && memcmp(ps->p, lit[k].w, n) == 0) {
+            *out = lit[k].t == MF_JSON_BOOL ? mf_json_new_bool(lit[k].b) : mf_json_new_null();
+            if (!*out) return mf_err_set(ps->err, MF_ENOMEM, "out of memory");
+            ps->p += n;
+            return 0;
+        }
+    }
+    return perr(ps, ps->p, "unexpected character");
+}
+
 static int parse_value(parser *ps, mf_json **out, int depth)
 {
     skip_ws(ps);
@@ -499,80 +593,25 @@ static int parse_value(parser *ps, mf_json **out, int depth)
     int rc = 0;
     if (c == '{' || c == '[') {
         int obj = c == '{';
-        v = obj ? mf_json_new_object() : mf_json_new_array();
-        if (!v) return mf_err_set(ps->err, MF_ENOMEM, "out of memory");
+        if (!(v = obj ? mf_json_new_object() : mf_json_new_array()))
+            return mf_err_set(ps->err, MF_ENOMEM, "out of memory");
         ps->p++;
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) {
-            ps->p++;
-        } else {
-            mf_buf key = MF_BUF_INIT;
-            keyset ks = {0};
-            for (;;) {
-                skip_ws(ps);
-                int kl = ps->line, kc = col_of(ps, ps->p);
-                if (obj) {
-                    if (ps->p >= ps->end || *ps->p != '"') { rc = perr(ps, ps->p, "expected a string key"); break; }
-                    mf_buf_reset(&key);
-                    if ((rc = parse_string(ps, &key))) break;
-                    skip_ws(ps);
-                    if (ps->p >= ps->end || *ps->p != ':') { rc = perr(ps, ps->p, "expected ':'"); break; }
-                    ps->p++;
-                }
-                mf_json *item = NULL;
-                if ((rc = parse_value(ps, &item, depth + 1))) break;
-                if (obj) {
-                    int dup = keyset_add(&ks, v, mf_buf_cstr(&key));
-                    if (dup < 0) { mf_json_free(item); rc = MF_ENOMEM; }
-                    else if (dup) {
-                        mf_json_free(item);
-                        rc = mf_err_at(ps->err, MF_EINVAL, ps->name, kl, kc, "invalid JSON: duplicate key \"%s\"", mf_buf_cstr(&key));
-                        break;
-                    }
-                    else rc = mf_json_append(v, mf_buf_cstr(&key), item, kl, kc);
-                } else {
-                    rc = mf_json_push(v, item);
-                }
-                if (rc) { rc = mf_err_set(ps->err, MF_ENOMEM, "out of memory"); break; }
-                skip_ws(ps);
-                if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
-                if (ps->p < ps->end && *ps->p == (obj ? '}' : ']')) { ps->p++; break; }
-                rc = perr(ps, ps->p, obj ? "expected ',' or '}'" : "expected ',' or ']'");
-                break;
-            }
-            free(ks.slot);
-            mf_buf_free(&key);
-        }
+        rc = parse_members(ps, v, obj, depth);
     } else if (c == '"') {
-        mf_buf s = MF_BUF_INIT;
-        rc = parse_string(ps, &s);
-        if (!rc) {
-            v = mf_json_new_strn(s.data ? s.data : "", s.len);
-            if (!v) rc = mf_err_set(ps->err, MF_ENOMEM, "out of memory");
-        }
-        mf_buf_free(&s);
+        rc = parse_string_value(ps, &v);
     } else if (c == '-' || (c >= '0' && c <= '9')) {
         return parse_number(ps, out);
     } else {
-        static const struct { const char *w; mf_json_type t; int b; } lit[] = {
-            {"true", MF_JSON_BOOL, 1}, {"false", MF_JSON_BOOL, 0}, {"null", MF_JSON_NULL, 0}};
-        size_t k;
-        for (k = 0; k < 3; k++) {
-            size_t n = strlen(lit[k].w);
-            if ((size_t)(ps->end - ps->p) >= n && memcmp(ps->p, lit[k].w, n) == 0) {
-                v = lit[k].t == MF_JSON_BOOL ? mf_json_new_bool(lit[k].b) : mf_json_new_null();
-                if (!v) return mf_err_set(ps->err, MF_ENOMEM, "out of memory");
-                ps->p += n;
-                break;
-            }
-        }
-        if (k == 3) return perr(ps, ps->p, "unexpected character");
+        rc = parse_literal(ps, &v);
     }
-    if (rc) { mf_json_free(v); return rc; }
+    if (rc) goto out;
     v->line = line;
     v->col = col;
     *out = v;
-    return 0;
+    v = NULL;
+out:
+    mf_json_free(v);
+    return rc;
 }
 
 int mf_json_parse(mf_json **out, const char *text, size_t len, const char *name, mf_err *err)

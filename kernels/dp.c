@@ -36,10 +36,12 @@ int mf_model_dp_allreduce_grads(mf_model *m, mf_k_comm *c, mf_err *err)
     int dev = m->be->device_grad != NULL;
     float **bufs = NULL;
     size_t *n = NULL, nb = 0;
-    int rc = collect(m, dev ? GRADS_DEVICE : GRADS_HOST, &bufs, &n, &nb, err);
+    int rc;
+    if ((rc = collect(m, dev ? GRADS_DEVICE : GRADS_HOST, &bufs, &n, &nb, err)) != 0) goto out;
     /* SUM: every micro-batch's loss is already scaled by 1/grad_accum of the
      * global step, so the sum over ranks is the single-process gradient. */
-    if (!rc) rc = mf_k_comm_allreduce_f32(c, bufs, n, nb, dev ? MF_COMM_DEVICE : MF_COMM_HOST, MF_COMM_SUM, err);
+    rc = mf_k_comm_allreduce_f32(c, bufs, n, nb, dev ? MF_COMM_DEVICE : MF_COMM_HOST, MF_COMM_SUM, err);
+out:
     free(bufs);
     free(n);
     return rc;
@@ -49,11 +51,14 @@ int mf_model_dp_broadcast_params(mf_model *m, mf_k_comm *c, mf_err *err)
 {
     float **bufs = NULL;
     size_t *n = NULL, nb = 0;
-    int rc = collect(m, DATA_HOST, &bufs, &n, &nb, err);
-    if (!rc) rc = mf_k_comm_broadcast_f32(c, bufs, n, nb, MF_COMM_HOST, 0, err);
+    int rc;
+    if ((rc = collect(m, DATA_HOST, &bufs, &n, &nb, err)) != 0) goto out;
+    if ((rc = mf_k_comm_broadcast_f32(c, bufs, n, nb, MF_COMM_HOST, 0, err)) != 0) goto out;
+    rc = mf_model_sync(m, err);
+out:
     free(bufs);
     free(n);
-    return rc ? rc : mf_model_sync(m, err);
+    return rc;
 }
 
 void mf_model_param_checksum(mf_model *m, double out[2])

@@ -128,7 +128,7 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
     mf_k_rng *rng = malloc((size_t)B * sizeof(mf_k_rng));
     if (!logits || !first || !w || !srt || !tok || !seq || !row || !pos || !alive || !lastrow || !rng) {
         rc = mf_err_set(err, MF_ENOMEM, "generate: out of memory");
-        goto done;
+        goto out;
     }
     for (int b = 0; b < B; b++) {
         mf_k_rng_seed(&rng[b], c->seed + (uint64_t)b);
@@ -141,16 +141,15 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
     }
     if (c->use_cache) {
         rc = m->be->cache_reset(m, B, maxlen, err);
-        if (rc) goto done;
-        for (int b = 0; b < B && !rc; b++) {
+        if (rc) goto out;
+        for (int b = 0; b < B; b++) {
             for (int t = 0; t < plen[b]; t++) {
                 tok[t] = prompts[b][t];
                 row[t] = b;
                 pos[t] = t;
             }
-            rc = m->be->decode(m, plen[b], tok, row, pos, 1, first + (size_t)b * V, err);
+            if ((rc = m->be->decode(m, plen[b], tok, row, pos, 1, first + (size_t)b * V, err)) != 0) goto out;
         }
-        if (rc) goto done;
         for (int b = 0; b < B; b++) lastrow[b] = -1 - b; /* first step reads `first` */
     }
     for (int k = 0; k < N; k++) {
@@ -162,7 +161,7 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
                 memcpy(seq, prompts[b], (size_t)plen[b] * sizeof(int32_t));
                 memcpy(seq + plen[b], out_ids + (size_t)b * N, (size_t)k * sizeof(int32_t));
                 rc = logits_nocache(m, seq, plen[b] + k, logits, err);
-                if (rc) goto done;
+                if (rc) goto out;
                 z = logits;
             }
             int t = pick(z, V, c, &rng[b], w, srt);
@@ -180,10 +179,10 @@ int mf_model_generate(mf_model *m, int B, const int32_t *const *prompts, const i
         }
         if (!n || !c->use_cache) continue;
         rc = m->be->decode(m, n, tok, row, pos, 0, logits, err);
-        if (rc) goto done;
+        if (rc) goto out;
         for (int i = 0; i < n; i++) lastrow[row[i]] = i;
     }
-done:
+out:
     free(logits), free(first), free(w), free(srt), free(tok), free(seq), free(row), free(pos), free(alive), free(lastrow), free(rng);
     return rc;
 }
@@ -205,13 +204,13 @@ int mf_model_score(mf_model *m, const int32_t *prompt, int plen, const int32_t *
     for (int t = 0; t < T; t++) lab[t] = t < plen ? MF_K_IGNORE_INDEX : ids[t];
     mf_k_batch b = {.B = 1, .T = T, .input_ids = ids, .labels = lab};
     mf_k_outputs o;
-    int rc = mf_model_forward(m, &b, MF_FWD_LOGITS, &o, err);
-    if (!rc) {
-        double s = 0;
-        for (int t = 0; t < T; t++) s += o.logp[t];
-        if (sum_logp) *sum_logp = s;
-        if (mean_logp) *mean_logp = s / clen;
-    }
+    int rc;
+    if ((rc = mf_model_forward(m, &b, MF_FWD_LOGITS, &o, err)) != 0) goto out;
+    double s = 0;
+    for (int t = 0; t < T; t++) s += o.logp[t];
+    if (sum_logp) *sum_logp = s;
+    if (mean_logp) *mean_logp = s / clen;
+out:
     free(ids);
     free(lab);
     return rc;

@@ -17,42 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const mf_mod_names[N_MODS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                          "gate_proj", "up_proj", "down_proj"};
-
-int mf_model_config_check(mf_model_config *c, mf_err *err)
-{
-    if (c->arch != MF_ARCH_LLAMA && c->arch != MF_ARCH_QWEN2 && c->arch != MF_ARCH_BAICHUAN)
-        return mf_err_set(err, MF_EINVAL, "model config: unknown arch %d", (int)c->arch);
-    if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 ||
-        c->num_hidden_layers <= 0 || c->num_attention_heads <= 0)
-        return mf_err_set(err, MF_EINVAL,
-                          "model config: vocab_size, hidden_size, intermediate_size, "
-                          "num_hidden_layers, num_attention_heads must be > 0 (got %d, %d, %d, %d, %d)",
-                          c->vocab_size, c->hidden_size, c->intermediate_size,
-                          c->num_hidden_layers, c->num_attention_heads);
-    if (c->num_key_value_heads <= 0) c->num_key_value_heads = c->num_attention_heads;
-    if (c->num_attention_heads % c->num_key_value_heads)
-        return mf_err_set(err, MF_EINVAL,
-                          "model config: num_attention_heads (%d) must be a multiple of "
-                          "num_key_value_heads (%d)", c->num_attention_heads, c->num_key_value_heads);
-    if (c->head_dim <= 0) {
-        if (c->hidden_size % c->num_attention_heads)
-            return mf_err_set(err, MF_EINVAL,
-                              "model config: hidden_size %d is not divisible by num_attention_heads %d "
-                              "and head_dim is not given", c->hidden_size, c->num_attention_heads);
-        c->head_dim = c->hidden_size / c->num_attention_heads;
-    }
-    if (c->head_dim % 2)
-        return mf_err_set(err, MF_EINVAL, "model config: head_dim must be even for RoPE, got %d",
-                          c->head_dim);
-    if (c->rope_theta <= 0) c->rope_theta = 10000.0;
-    if (c->rms_norm_eps <= 0) c->rms_norm_eps = 1e-6;
-    if (c->max_position_embeddings <= 0) c->max_position_embeddings = 2048;
-    if (c->arch == MF_ARCH_QWEN2 && c->attention_bias == 0) c->attention_bias = 1;
-    return 0;
-}
-
 static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer, int ndim,
                      int64_t d0, int64_t d1, mf_err *err, const char *fmt, ...)
     __attribute__((format(printf, 9, 10)));
@@ -106,13 +70,98 @@ int mf_model_new(mf_model **out, const mf_model_config *cfg_in, mf_err *err)
 {
     *out = NULL;
     const mf_k_backend *be = NULL;
-    int rc = mf_k_backend_resolve(&be, err);
-    if (!rc) rc = mf_model_new_on(out, cfg_in, be, err);
-    if (!rc) rc = mf_k_backend_configure(*out, err);
+    int rc;
+    if ((rc = mf_k_backend_resolve(&be, err)) != 0) goto out;
+    if ((rc = mf_model_new_on(out, cfg_in, be, err)) != 0) goto out;
+    rc = mf_k_backend_configure(*out, err);
+out:
     if (rc && *out) {
         mf_model_free(*out);
         *out = NULL;
     }
+    return rc;
+}
+
+/* A norm: weight and, for LayerNorm, bias. */
+static int add_norm(mf_model *m, int *w, int *bias, int layer, const char *name, mf_err *err)
+{
+    int H = m->cfg.hidden_size, rc;
+    if ((rc = add_param(m, w, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.weight", name)) != 0) goto out;
+    if (m->cfg.norm == MF_NORM_LAYER) rc = add_param(m, bias, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.bias", name);
+out:
+    return rc;
+}
+
+/* Module j of layer l: weight and, when the arch has one, bias. */
+static int add_module(mf_model *m, int l, int j, const char *pre, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    if (!mf_arch_has_module(c, j)) return 0;
+    int64_t H = c->hidden_size, I = c->intermediate_size, q = m->q_dim, kv = m->kv_dim;
+    const int64_t outs[N_MODS] = {q, kv, kv, H, I, I, H, q + 2 * kv, 2 * I};
+    const int64_t ins[N_MODS] = {H, H, H, q, H, H, I, H, H};
+    const char *name = mf_arch_desc_of(c->arch)->mods[j];
+    mf_layer_idx *li = &m->L[l];
+    int rc;
+    if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err, "%s.%s.weight", pre, name)) != 0)
+        goto out;
+    if (mf_arch_module_has_bias(c, j))
+        rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err, "%s.%s.bias", pre, name);
+out:
+    return rc;
+}
+
+/* A norm's weight (init to one), as opposed to its bias or any other param. */
+static int is_norm_weight(const mf_model *m, int idx)
+{
+    if (idx == m->norm || idx == m->emb_norm) return 1;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (idx == m->L[l].ln1 || idx == m->L[l].ln2) return 1;
+    return 0;
+}
+
+/* The base model's parameters in HF's order: embedding (+ its norm), per layer
+ * the input norm, the attention projections, the post-attention norm, the MLP,
+ * then the final norm and the LM head. Norm weights start at one (HF init), so
+ * a fresh model is usable. */
+static int add_base_params(mf_model *m, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    const mf_arch_desc *d = mf_arch_desc_of(c->arch);
+    static const int attn_order[] = {MOD_QKV, MOD_Q, MOD_K, MOD_V, MOD_O};
+    static const int mlp_order[] = {MOD_GATE_UP, MOD_GATE, MOD_UP, MOD_DOWN};
+    int rc;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        li->ln1_b = li->ln2_b = -1;
+        for (int j = 0; j < N_MODS; j++) li->w[j] = li->bias[j] = li->lora_a[j] = li->lora_b[j] = -1;
+    }
+    if ((rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->embed)) != 0)
+        goto out;
+    if (c->embed_norm && (rc = add_norm(m, &m->emb_norm, &m->emb_norm_b, -1, d->emb_norm, err)) != 0) goto out;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        char pre[96], nm[160];
+        snprintf(pre, sizeof pre, "%s%d", d->layers, l);
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln1);
+        if ((rc = add_norm(m, &li->ln1, &li->ln1_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 5; k++)
+            if ((rc = add_module(m, l, attn_order[k], pre, err)) != 0) goto out;
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln2);
+        if ((rc = add_norm(m, &li->ln2, &li->ln2_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 4; k++)
+            if ((rc = add_module(m, l, mlp_order[k], pre, err)) != 0) goto out;
+    }
+    if ((rc = add_norm(m, &m->norm, &m->norm_b, -1, d->norm, err)) != 0) goto out;
+    if (!c->tie_word_embeddings &&
+        (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->lm_head)) != 0)
+        goto out;
+    for (size_t i = 0; i < m->n_params; i++)
+        if (is_norm_weight(m, (int)i))
+            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+out:
     return rc;
 }
 
@@ -128,52 +177,23 @@ int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_ba
     m->cfg = cfg;
     m->q_dim = cfg.num_attention_heads * cfg.head_dim;
     m->kv_dim = cfg.num_key_value_heads * cfg.head_dim;
+    m->rot = cfg.rotary_dim > 0 ? cfg.rotary_dim : cfg.head_dim;
     m->lm_head = m->score = -1;
+    m->norm_b = m->emb_norm = m->emb_norm_b = -1;
     m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
-    int nl = cfg.num_hidden_layers, H = cfg.hidden_size, I = cfg.intermediate_size;
-    m->L = calloc((size_t)nl, sizeof(*m->L));
+    m->L = calloc((size_t)cfg.num_hidden_layers, sizeof(*m->L));
     if (!m->L) {
         free(m);
         return mf_err_set(err, MF_ENOMEM, "model: out of memory");
     }
-    rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "model.embed_tokens.weight");
-    for (int l = 0; l < nl && !rc; l++) {
-        mf_layer_idx *li = &m->L[l];
-        for (int j = 0; j < N_MODS; j++) li->lora_a[j] = li->lora_b[j] = -1;
-        for (int j = 0; j < 3; j++) li->bias[j] = -1;
-        const char *pre = "model.layers";
-        rc = add_param(m, &li->ln1, MF_PARAM_BASE, l, 1, H, 0, err, "%s.%d.input_layernorm.weight", pre, l);
-        int outs[N_MODS] = {m->q_dim, m->kv_dim, m->kv_dim, H, I, I, H};
-        int ins[N_MODS] = {H, H, H, m->q_dim, H, H, I};
-        for (int j = 0; j < 4 && !rc; j++) {
-            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                           "%s.%d.self_attn.%s.weight", pre, l, mf_mod_names[j]);
-            if (!rc && j < 3 && cfg.attention_bias)
-                rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err,
-                               "%s.%d.self_attn.%s.bias", pre, l, mf_mod_names[j]);
-        }
-        if (!rc)
-            rc = add_param(m, &li->ln2, MF_PARAM_BASE, l, 1, H, 0, err,
-                           "%s.%d.post_attention_layernorm.weight", pre, l);
-        for (int j = 4; j < N_MODS && !rc; j++)
-            rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                           "%s.%d.mlp.%s.weight", pre, l, mf_mod_names[j]);
-    }
-    if (!rc) rc = add_param(m, &m->norm, MF_PARAM_BASE, -1, 1, H, 0, err, "model.norm.weight");
-    if (!rc && !cfg.tie_word_embeddings)
-        rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, cfg.vocab_size, H, err, "lm_head.weight");
-    /* RMSNorm weights start at one (HF init), so a fresh model is usable. */
-    for (size_t i = 0; i < m->n_params && !rc; i++)
-        if (strstr(m->params[i].name, "norm.weight"))
-            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
     m->be = be;
-    if (!rc) rc = m->be->attach(m, err);
-    if (rc) {
-        mf_model_free(m);
-        return rc;
-    }
+    if ((rc = add_base_params(m, err)) != 0) goto out;
+    if ((rc = m->be->attach(m, err)) != 0) goto out;
     *out = m;
-    return 0;
+    m = NULL;
+out:
+    mf_model_free(m);
+    return rc;
 }
 
 void mf_model_free(mf_model *m)
@@ -239,45 +259,12 @@ int mf_model_init_random(mf_model *m, uint64_t seed, float std, mf_err *err)
         if (p->kind != MF_PARAM_BASE) continue;
         if (p->ndim == 2)
             for (size_t k = 0; k < p->numel; k++) p->data[k] = std * mf_k_rng_normal(&r);
-        else if (strstr(p->name, "norm.weight"))
+        else if (is_norm_weight(m, (int)i))
             for (size_t k = 0; k < p->numel; k++) p->data[k] = 1.0f;
         else
             memset(p->data, 0, p->numel * sizeof(float));
     }
     return mf_model_sync(m, err);
-}
-
-/* ---------------------------------------------------------------- modules */
-
-int mf_k_modules_parse(unsigned *out, const char *list, mf_err *err)
-{
-    static const struct { const char *name; unsigned bits; } words[] = {
-        {"q_proj", MF_MOD_Q}, {"k_proj", MF_MOD_K}, {"v_proj", MF_MOD_V}, {"o_proj", MF_MOD_O},
-        {"gate_proj", MF_MOD_GATE}, {"up_proj", MF_MOD_UP}, {"down_proj", MF_MOD_DOWN},
-        {"self_attn", MF_MOD_ATTN}, {"mlp", MF_MOD_MLP}, {"norm", MF_MOD_NORMS},
-        {"all", MF_MOD_ALL}, {"all-linear", MF_MOD_ATTN | MF_MOD_MLP},
-    };
-    unsigned bits = 0;
-    const char *s = list;
-    while (s && *s) {
-        while (*s == ',' || *s == ' ') s++;
-        if (!*s) break;
-        size_t n = strcspn(s, ", ");
-        int found = 0;
-        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-            if (strlen(words[i].name) == n && !strncmp(words[i].name, s, n)) {
-                bits |= words[i].bits;
-                found = 1;
-            }
-        if (!found)
-            return mf_err_set(err, MF_EINVAL,
-                              "unknown module '%.*s' (expected q_proj, k_proj, v_proj, o_proj, "
-                              "gate_proj, up_proj, down_proj, self_attn, mlp, norm or all)", (int)n, s);
-        s += n;
-    }
-    if (!bits) return mf_err_set(err, MF_EINVAL, "empty module list '%s'", list ? list : "");
-    *out = bits;
-    return 0;
 }
 
 /* ---------------------------------------------------------------- trainability */
@@ -308,9 +295,10 @@ int mf_model_freeze(mf_model *m, const mf_k_freeze_config *c, mf_err *err)
         else if (p->kind == MF_PARAM_BASE && p->layer >= nl - c->trainable_layers) {
             mf_layer_idx *li = &m->L[p->layer];
             int idx = (int)i;
-            if (idx == li->ln1 || idx == li->ln2) on = (mods & MF_MOD_NORMS) != 0;
+            if (idx == li->ln1 || idx == li->ln2 || idx == li->ln1_b || idx == li->ln2_b)
+                on = (mods & MF_MOD_NORMS) != 0;
             for (int j = 0; j < N_MODS; j++)
-                if (idx == li->w[j] || (j < 3 && idx == li->bias[j])) on = (mods >> j) & 1;
+                if (idx == li->w[j] || idx == li->bias[j]) on = (mods & mf_mod_bit(j)) != 0;
         } else if (p->kind == MF_PARAM_BASE && p->layer < 0)
             on = c->train_embeddings;
         int rc = param_set_trainable(p, on, err);
@@ -332,28 +320,34 @@ int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
     if (c->rank <= 0) return mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", c->rank);
     if (c->dropout < 0 || c->dropout >= 1)
         return mf_err_set(err, MF_EINVAL, "lora: dropout must be in [0, 1), got %g", c->dropout);
-    unsigned target = c->target ? c->target : (MF_MOD_Q | MF_MOD_V);
+    unsigned have = 0;
+    for (int j = 0; j < N_MODS; j++)
+        if (m->L[0].w[j] >= 0) have |= mf_mod_bit(j);
+    unsigned target = (c->target ? c->target : mf_model_default_lora_target(m->cfg.arch)) & have;
+    if (!target)
+        return mf_err_set(err, MF_EINVAL, "lora: none of the target modules is a projection of this %s model",
+                          mf_model_arch_name(m->cfg.arch));
+    const mf_arch_desc *d = mf_arch_desc_of(m->cfg.arch);
     mf_model_set_all_trainable(m, 0);
     mf_k_rng r;
     mf_k_rng_seed(&r, c->seed);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         for (int j = 0; j < N_MODS; j++) {
-            if (!((target >> j) & 1)) continue;
+            if (!(target & mf_mod_bit(j))) continue;
             mf_layer_idx *li = &m->L[l];
             int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
-            const char *grp = j < 4 ? "self_attn" : "mlp";
-            int rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err,
-                               "model.layers.%d.%s.%s.lora_A.weight", l, grp, mf_mod_names[j]);
-            if (!rc)
-                rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err,
-                               "model.layers.%d.%s.%s.lora_B.weight", l, grp, mf_mod_names[j]);
-            if (rc) return rc;
+            int rc;
+            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err, "%s%d.%s.lora_A.weight",
+                                d->layers, l, d->mods[j])))
+                return rc;
+            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err, "%s%d.%s.lora_B.weight",
+                                d->layers, l, d->mods[j])))
+                return rc;
             /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
             fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
                          1.0f / sqrtf((float)in), &r);
-            rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err);
-            if (!rc) rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err);
-            if (rc) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err))) return rc;
+            if ((rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err))) return rc;
         }
     }
     for (size_t i = 0; i < m->n_params; i++)
@@ -383,12 +377,14 @@ static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
     m->n_params = w;
 #define REMAP(x) ((x) = ((x) >= 0 && map) ? map[(x)] : -1)
     REMAP(m->embed); REMAP(m->norm); REMAP(m->lm_head); REMAP(m->score);
+    REMAP(m->norm_b); REMAP(m->emb_norm); REMAP(m->emb_norm_b);
     REMAP(m->pfx_emb); REMAP(m->pfx_w0); REMAP(m->pfx_b0); REMAP(m->pfx_w2); REMAP(m->pfx_b2);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         mf_layer_idx *li = &m->L[l];
-        REMAP(li->ln1); REMAP(li->ln2);
-        for (int j = 0; j < N_MODS; j++) { REMAP(li->w[j]); REMAP(li->lora_a[j]); REMAP(li->lora_b[j]); }
-        for (int j = 0; j < 3; j++) REMAP(li->bias[j]);
+        REMAP(li->ln1); REMAP(li->ln2); REMAP(li->ln1_b); REMAP(li->ln2_b);
+        for (int j = 0; j < N_MODS; j++) {
+            REMAP(li->w[j]); REMAP(li->bias[j]); REMAP(li->lora_a[j]); REMAP(li->lora_b[j]);
+        }
     }
 #undef REMAP
     free(map);
@@ -430,9 +426,12 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
         return mf_err_set(err, MF_EINVAL, "ptuning: pre_seq_len must be > 0, got %d", c->pre_seq_len);
     if (c->prefix_projection && c->prefix_hidden_size <= 0)
         return mf_err_set(err, MF_EINVAL, "ptuning: prefix_hidden_size must be > 0 with prefix_projection");
+    if (c->dropout < 0 || c->dropout >= 1)
+        return mf_err_set(err, MF_EINVAL, "ptuning: prefix dropout must be in [0, 1), got %g", c->dropout);
     mf_model_set_all_trainable(m, 0);
-    int P = c->pre_seq_len, H = m->cfg.hidden_size;
     int64_t D = 2LL * m->cfg.num_hidden_layers * m->kv_dim;
+    /* the projection's input width: hidden (P-Tuning v2, ChatGLM-6B) or the prefix width (ChatGLM2/3) */
+    int P = c->pre_seq_len, H = m->cfg.prefix_embed_kv ? (int)D : m->cfg.hidden_size;
     mf_k_rng r;
     mf_k_rng_seed(&r, c->seed);
     int rc;
@@ -441,12 +440,12 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
         if (rc) return rc;
     } else {
         int Hp = c->prefix_hidden_size;
-        rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight");
-        if (!rc) rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias");
-        if (!rc) rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight");
-        if (!rc) rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias");
-        if (rc) return rc;
+        if ((rc = add_param(m, &m->pfx_emb, MF_PARAM_PREFIX, -1, 2, P, H, err, "prefix_encoder.embedding.weight")) ||
+            (rc = add_param(m, &m->pfx_w0, MF_PARAM_PREFIX, -1, 2, Hp, H, err, "prefix_encoder.trans.0.weight")) ||
+            (rc = add_param(m, &m->pfx_b0, MF_PARAM_PREFIX, -1, 1, Hp, 0, err, "prefix_encoder.trans.0.bias")) ||
+            (rc = add_param(m, &m->pfx_w2, MF_PARAM_PREFIX, -1, 2, D, Hp, err, "prefix_encoder.trans.2.weight")) ||
+            (rc = add_param(m, &m->pfx_b2, MF_PARAM_PREFIX, -1, 1, D, 0, err, "prefix_encoder.trans.2.bias")))
+            return rc;
         /* torch.nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. */
         fill_uniform(m->params[m->pfx_w0].data, m->params[m->pfx_w0].numel, 1.0f / sqrtf((float)H), &r);
         fill_uniform(m->params[m->pfx_b0].data, m->params[m->pfx_b0].numel, 1.0f / sqrtf((float)H), &r);
@@ -569,7 +568,8 @@ int mf_model_lowest_needed_layer(const mf_model *m)
     for (size_t i = 0; i < m->n_params; i++) {
         const mf_k_param *p = &m->params[i];
         if (!p->trainable) continue;
-        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
+        if ((int)i == m->embed || (int)i == m->emb_norm || (int)i == m->emb_norm_b || p->kind == MF_PARAM_PREFIX)
+            return 0;
         if (p->layer >= 0 && p->layer < lo) lo = p->layer;
     }
     return lo;
@@ -583,10 +583,10 @@ int mf_model_trains(const mf_model *m, int idx)
 int mf_model_attn_trains(const mf_model *m, int l)
 {
     const mf_layer_idx *li = &m->L[l];
-    if (mf_model_trains(m, li->ln1)) return 1;
-    for (int j = MOD_Q; j <= MOD_O; j++)
-        if (mf_model_trains(m, li->w[j]) || mf_model_trains(m, li->lora_a[j]) || mf_model_trains(m, li->lora_b[j]) ||
-            (j < 3 && mf_model_trains(m, li->bias[j])))
+    if (mf_model_trains(m, li->ln1) || mf_model_trains(m, li->ln1_b)) return 1;
+    for (int j = 0; j < N_MODS; j++)
+        if (mf_mod_is_attn(j) && (mf_model_trains(m, li->w[j]) || mf_model_trains(m, li->lora_a[j]) ||
+                                  mf_model_trains(m, li->lora_b[j]) || mf_model_trains(m, li->bias[j])))
             return 1;
     return 0;
 }
@@ -598,7 +598,25 @@ int mf_model_lora_dropout_on(const mf_model *m, int train)
 
 uint64_t mf_model_lora_drop_key(const mf_model *m, int l, int j)
 {
+    /* a fused module takes the slot of its first part (an arch never has both) */
+    if (j == MOD_QKV) j = MOD_Q;
+    if (j == MOD_GATE_UP) j = MOD_GATE;
     return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
+}
+
+int mf_model_prefix_dropout_on(const mf_model *m, int train)
+{
+    return train && m->has_prefix && m->prefix.dropout > 0;
+}
+
+uint64_t mf_model_prefix_drop_key(const mf_model *m)
+{
+    return mf_k_hash64(m->prefix.seed ^ 0x9e3779b97f4a7c15ull ^ mf_k_hash64(m->fwd_counter * 1024u + 1023u));
+}
+
+int mf_model_pos_offset(const mf_model *m)
+{
+    return m->has_prefix && !m->cfg.prefix_fixed_positions ? m->prefix.pre_seq_len : 0;
 }
 
 int mf_model_decode_check(const mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int rows,

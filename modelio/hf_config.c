@@ -250,10 +250,17 @@ int mf_modelio_read_config(mf_model_config *cfg, mf_modelio_meta *meta, const ch
     if (!path) return mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_json *c = NULL;
     int rc;
-    if (!mf_is_dir(dir)) rc = mf_err_set(err, MF_ENOTFOUND, "%s: not a model directory", dir);
-    else if (!mf_is_file(path)) rc = mf_err_set(err, MF_ENOTFOUND, "%s: no config.json (not an HF model directory)", dir);
-    else rc = mf_json_parse_file(&c, path, err);
-    if (!rc) rc = mf_modelio_config_parse(cfg, meta, c, path, err);
+    if (!mf_is_dir(dir)) {
+        rc = mf_err_set(err, MF_ENOTFOUND, "%s: not a model directory", dir);
+        goto out;
+    }
+    if (!mf_is_file(path)) {
+        rc = mf_err_set(err, MF_ENOTFOUND, "%s: no config.json (not an HF model directory)", dir);
+        goto out;
+    }
+    if ((rc = mf_json_parse_file(&c, path, err)) != 0) goto out;
+    rc = mf_modelio_config_parse(cfg, meta, c, path, err);
+out:
     mf_json_free(c);
     free(path);
     if (rc || !meta) return rc;

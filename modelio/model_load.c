@@ -39,18 +39,21 @@ int mf_modelio_load(mf_model **out, mf_modelio_meta *meta, const char *dir, mf_e
     mf_safetensors_set *s = NULL;
     mf_k_param **ps = NULL;
     size_t n = 0;
-    if (!(rc = mf_model_new(&m, &cfg, err)) && !(rc = mt->score_head ? mf_model_add_score_head(m, 0, err) : 0) &&
-        !(rc = params_of(m, MF_PARAM_BASE, &ps, &n, err)) &&
-        !(rc = mf_safetensors_set_open(&s, dir, "model", err)) &&
-        !(rc = mf_modelio_read_params(ps, n, s, cfg.arch, "", err)))
-        rc = mf_model_sync(m, err);
+    if ((rc = mf_model_new(&m, &cfg, err)) != 0) goto out;
+    if (mt->score_head && (rc = mf_model_add_score_head(m, 0, err)) != 0) goto out;
+    if ((rc = params_of(m, MF_PARAM_BASE, &ps, &n, err)) != 0) goto out;
+    if ((rc = mf_safetensors_set_open(&s, dir, "model", err)) != 0) goto out;
+    if ((rc = mf_modelio_read_params(ps, n, s, cfg.arch, "", err)) != 0) goto out;
+    if ((rc = mf_model_sync(m, err)) != 0) goto out;
+    *out = m;
+    m = NULL;
+out:
     if (rc) mf_err_wrap(err, "loading model %s", dir);
     mf_safetensors_set_close(s);
     free(ps);
     if (rc || !meta) mf_modelio_meta_free(mt);
-    if (rc) { mf_model_free(m); return rc; }
-    *out = m;
-    return 0;
+    mf_model_free(m);
+    return rc;
 }
 
 int mf_modelio_save(mf_model *m, const char *dir, const mf_modelio_write_opts *opts, const char *tokenizer_dir,
@@ -61,9 +64,11 @@ int mf_modelio_save(mf_model *m, const char *dir, const mf_modelio_write_opts *o
     mf_modelio_write_opts o = {MF_SAFETENSORS_F32, 5000000000ull, 0};
     if (opts) o = *opts;
     o.score_head = mf_model_find_param(m, "score.weight") != NULL;
-    int rc = mf_model_fetch(m, err);
-    if (!rc) rc = params_of(m, MF_PARAM_BASE, &ps, &n, err);
-    if (!rc) rc = mf_modelio_write_dir(dir, mf_model_get_config(m), ps, n, &o, tokenizer_dir, err);
+    int rc;
+    if ((rc = mf_model_fetch(m, err)) != 0) goto out;
+    if ((rc = params_of(m, MF_PARAM_BASE, &ps, &n, err)) != 0) goto out;
+    rc = mf_modelio_write_dir(dir, mf_model_get_config(m), ps, n, &o, tokenizer_dir, err);
+out:
     free(ps);
     return rc;
 }
@@ -79,10 +84,12 @@ int mf_modelio_load_adapter(mf_model *m, mf_modelio_peft *peft, const char *dir,
     mf_safetensors_set *s = NULL;
     mf_k_param **ps = NULL;
     size_t n = 0;
-    if (!(rc = mf_model_add_lora(m, &p->lora, err)) && !(rc = params_of(m, MF_PARAM_LORA, &ps, &n, err)) &&
-        !(rc = mf_safetensors_set_open(&s, dir, "adapter_model", err)) &&
-        !(rc = mf_modelio_read_params(ps, n, s, cfg->arch, "base_model.model.", err)))
-        rc = mf_model_sync(m, err);
+    if ((rc = mf_model_add_lora(m, &p->lora, err)) != 0) goto out;
+    if ((rc = params_of(m, MF_PARAM_LORA, &ps, &n, err)) != 0) goto out;
+    if ((rc = mf_safetensors_set_open(&s, dir, "adapter_model", err)) != 0) goto out;
+    if ((rc = mf_modelio_read_params(ps, n, s, cfg->arch, "base_model.model.", err)) != 0) goto out;
+    rc = mf_model_sync(m, err);
+out:
     if (rc) mf_err_wrap(err, "loading adapter %s", dir);
     mf_safetensors_set_close(s);
     free(ps);
@@ -94,12 +101,17 @@ int mf_modelio_save_adapter(mf_model *m, const char *dir, const mf_modelio_peft 
 {
     mf_k_param **ps = NULL;
     size_t n = 0;
-    int rc = mf_model_fetch(m, err);
-    if (!rc) rc = params_of(m, MF_PARAM_LORA, &ps, &n, err);
-    if (!rc && !n) rc = mf_err_set(err, MF_EINVAL, "model has no LoRA adapter to save");
-    if (!rc) rc = mf_modelio_peft_write_config(dir, p, mf_model_get_config(m)->arch, err);
-    if (!rc) rc = mf_modelio_write_params(dir, "adapter_model", ps, n, mf_model_get_config(m)->arch, "base_model.model.",
-                                           opts, err);
+    int rc;
+    if ((rc = mf_model_fetch(m, err)) != 0) goto out;
+    if ((rc = params_of(m, MF_PARAM_LORA, &ps, &n, err)) != 0) goto out;
+    if (!n) {
+        rc = mf_err_set(err, MF_EINVAL, "model has no LoRA adapter to save");
+        goto out;
+    }
+    if ((rc = mf_modelio_peft_write_config(dir, p, mf_model_get_config(m)->arch, err)) != 0) goto out;
+    rc = mf_modelio_write_params(dir, "adapter_model", ps, n, mf_model_get_config(m)->arch, "base_model.model.", opts,
+                                 err);
+out:
     free(ps);
     return rc;
 }

@@ -87,8 +87,12 @@ int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const
                              mf_arch arch, const char *prefix, const mf_modelio_write_opts *opts,
                              mf_err *err);
 
+/* Copy tokenizer.json, tokenizer_config.json and special_tokens_map.json, those that exist, from
+ * from_dir (NULL: nothing) into dir. */
+int mf_modelio_copy_tokenizer(const char *dir, const char *from_dir, mf_err *err);
+
 /* Write an HF directory: config.json, weights, generation_config.json, and
- * tokenizer.json / tokenizer_config.json copied from tokenizer_dir (may be NULL). */
+ * the tokenizer files copied from tokenizer_dir (may be NULL; mf_modelio_copy_tokenizer). */
 int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_modelio_write_opts *opts, const char *tokenizer_dir, mf_err *err);
 

@@ -62,9 +62,9 @@ int mf_modelio_read_params(mf_k_param *const *params, size_t n, const mf_safeten
             char a[128];
             shape_str(a, sizeof a, p->ndim, p->shape);
             if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s)", name, a);
-            int rc = check_shape(t, name, p->ndim, p->shape, err);
-            if (!rc) rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err);
-            if (rc) return rc;
+            int rc;
+            if ((rc = check_shape(t, name, p->ndim, p->shape, err))) return rc;
+            if ((rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err))) return rc;
             continue;
         }
         /* Baichuan: a row block of W_pack (weight, lora_B) or the shared lora_A */
@@ -90,6 +90,46 @@ int mf_modelio_read_params(mf_k_param *const *params, size_t n, const mf_safeten
     return 0;
 }
 
+/* Baichuan: the q part of a layer's q/k/v (or of their LoRA A/B) becomes that layer's W_pack tensor
+ * o; q, k and v rows stack into a new array (*fused, to be freed), LoRA A must be one matrix shared
+ * by all three. */
+static int pack_qkv(mf_safetensors_out *o, mf_k_param *const *params, size_t n, mf_k_param *p, int layer,
+                    const char *suffix, float **fused, mf_err *err)
+{
+    *fused = NULL;
+    if (strcmp(suffix, "weight") && strcmp(suffix, "lora_A.weight") && strcmp(suffix, "lora_B.weight"))
+        return mf_err_set(err, MF_EUNSUPPORTED, "tensor '%s': Baichuan's W_pack has no %s", p->name, suffix);
+    mf_k_param *qkv[3] = {p, NULL, NULL};
+    for (int w = 1; w < 3; w++) {
+        char want[MF_K_MAX_NAME + 32];
+        snprintf(want, sizeof want, "model.layers.%d.self_attn.%c_proj.%s", layer, w == 1 ? 'k' : 'v', suffix);
+        for (size_t j = 0; j < n; j++)
+            if (!strcmp(params[j]->name, want)) qkv[w] = params[j];
+        if (!qkv[w] || qkv[w]->numel != p->numel || qkv[w]->shape[0] != p->shape[0])
+            return mf_err_set(err, MF_EUNSUPPORTED, "Baichuan W_pack needs q, k and v alike: '%s' has no matching '%s'",
+                              p->name, want);
+    }
+    o->ndim = 2;
+    o->shape[1] = p->shape[1];
+    if (!strcmp(suffix, "lora_A.weight")) {
+        if (memcmp(qkv[0]->data, qkv[1]->data, p->numel * sizeof(float)) ||
+            memcmp(qkv[0]->data, qkv[2]->data, p->numel * sizeof(float)))
+            return mf_err_set(err, MF_EUNSUPPORTED,
+                              "layer %d: q/k/v LoRA A matrices differ, so they cannot be written as one PEFT W_pack adapter",
+                              layer);
+        o->shape[0] = p->shape[0];
+        o->f32 = p->data;
+        return 0;
+    }
+    float *f = malloc(3 * p->numel * sizeof *f);
+    if (!f) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    for (int w = 0; w < 3; w++) memcpy(f + (size_t)w * p->numel, qkv[w]->data, p->numel * sizeof *f);
+    *fused = f;
+    o->shape[0] = 3 * p->shape[0];
+    o->f32 = f;
+    return 0;
+}
+
 int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const *params, size_t n,
                              mf_arch arch, const char *prefix, const mf_modelio_write_opts *opts, mf_err *err)
 {
@@ -100,17 +140,24 @@ int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const
     mf_safetensors_out *outs = calloc(n ? n : 1, sizeof *outs);
     char **names = calloc(n ? n : 1, sizeof *names);
     float **fused = calloc(n ? n : 1, sizeof *fused);
+    mf_json *meta = NULL;
     size_t no = 0, nf = 0;
     int rc = 0;
-    if (!outs || !names || !fused) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    for (size_t i = 0; i < n && !rc; i++) {
+    if (!outs || !names || !fused) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
         mf_k_param *p = params[i];
         int layer = 0;
         const char *suffix = NULL;
         int part = arch == MF_ARCH_BAICHUAN ? qkv_part(p->name, &layer, &suffix) : -1;
+        if (part > 0) continue; /* k and v: fused when q is seen */
         size_t len = strlen(prefix) + MF_K_MAX_NAME + 32;
-        names[no] = malloc(len);
-        if (!names[no]) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
+        if (!(names[no] = malloc(len))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
         mf_safetensors_out *o = &outs[no];
         o->name = names[no];
         o->dtype = dt;
@@ -120,55 +167,20 @@ int mf_modelio_write_params(const char *dir, const char *base, mf_k_param *const
             o->shape[0] = p->shape[0];
             o->shape[1] = p->shape[1];
             o->f32 = p->data;
-            no++;
-            continue;
-        }
-        if (part != 0) { free(names[no]); names[no] = NULL; continue; } /* fused when q is seen */
-        if (strcmp(suffix, "weight") && strcmp(suffix, "lora_A.weight") && strcmp(suffix, "lora_B.weight")) {
-            rc = mf_err_set(err, MF_EUNSUPPORTED, "tensor '%s': Baichuan's W_pack has no %s", p->name, suffix);
-            break;
-        }
-        mf_k_param *qkv[3] = {p, NULL, NULL};
-        for (int w = 1; w < 3; w++) {
-            char want[MF_K_MAX_NAME + 32];
-            snprintf(want, sizeof want, "model.layers.%d.self_attn.%c_proj.%s", layer, w == 1 ? 'k' : 'v', suffix);
-            for (size_t j = 0; j < n; j++)
-                if (!strcmp(params[j]->name, want)) qkv[w] = params[j];
-            if (!qkv[w] || qkv[w]->numel != p->numel || qkv[w]->shape[0] != p->shape[0]) {
-                rc = mf_err_set(err, MF_EUNSUPPORTED, "Baichuan W_pack needs q, k and v alike: '%s' has no matching '%s'", p->name, want);
-                break;
-            }
-        }
-        if (rc) break;
-        snprintf(names[no], len, "%smodel.layers.%d.self_attn.W_pack.%s", prefix, layer, suffix);
-        o->ndim = 2;
-        o->shape[1] = p->shape[1];
-        if (!strcmp(suffix, "lora_A.weight")) {
-            if (memcmp(qkv[0]->data, qkv[1]->data, p->numel * sizeof(float)) ||
-                memcmp(qkv[0]->data, qkv[2]->data, p->numel * sizeof(float))) {
-                rc = mf_err_set(err, MF_EUNSUPPORTED,
-                                "layer %d: q/k/v LoRA A matrices differ, so they cannot be written as one PEFT W_pack adapter", layer);
-                break;
-            }
-            o->shape[0] = p->shape[0];
-            o->f32 = p->data;
         } else {
-            float *f = malloc(3 * p->numel * sizeof *f);
-            if (!f) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-            for (int w = 0; w < 3; w++) memcpy(f + (size_t)w * p->numel, qkv[w]->data, p->numel * sizeof *f);
-            fused[nf++] = f;
-            o->shape[0] = 3 * p->shape[0];
-            o->f32 = f;
+            snprintf(names[no], len, "%smodel.layers.%d.self_attn.W_pack.%s", prefix, layer, suffix);
+            if ((rc = pack_qkv(o, params, n, p, layer, suffix, &fused[nf], err))) goto out;
+            if (fused[nf]) nf++;
         }
         no++;
     }
-    if (!rc) {
-        mf_json *meta = mf_json_new_object();
-        if (!meta || mf_json_set(meta, "format", mf_json_new_str("pt"))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        else rc = mf_safetensors_write_sharded(dir, base, outs, no, opts ? opts->max_shard_bytes : 0, meta, NULL, err);
-        mf_json_free(meta);
+    if (!(meta = mf_json_new_object()) || mf_json_set(meta, "format", mf_json_new_str("pt"))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
+    rc = mf_safetensors_write_sharded(dir, base, outs, no, opts ? opts->max_shard_bytes : 0, meta, NULL, err);
 out:
+    mf_json_free(meta);
     for (size_t i = 0; names && i < n; i++) free(names[i]);
     for (size_t i = 0; i < nf; i++) free(fused[i]);
     free(names);
@@ -177,6 +189,21 @@ out:
     return rc;
 }
 
+int mf_modelio_copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
+{
+    if (!from_dir) return 0;
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *from = mf_path_join(from_dir, files[i]), *to = mf_path_join(dir, files[i]);
+        int rc = 0;
+        if (!from || !to) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        else if (mf_is_file(from)) rc = mf_copy_file(from, to, err);
+        free(from);
+        free(to);
+        if (rc) return rc;
+    }
+    return 0;
+}
 
 int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_modelio_write_opts *opts, const char *tokenizer_dir, mf_err *err)
@@ -184,29 +211,23 @@ int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param
     mf_modelio_write_opts o = {MF_SAFETENSORS_F32, 5000000000ull, 0};
     if (opts) o = *opts;
     const char *dtype = o.dtype == MF_SAFETENSORS_BF16 ? "bfloat16" : o.dtype == MF_SAFETENSORS_F16 ? "float16" : "float32";
-    int rc = mf_mkdir_p(dir, 0755, err);
-    if (rc) return rc;
-    if ((rc = mf_modelio_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) return rc;
-    mf_json *c = NULL;
-    if ((rc = mf_modelio_config_json(&c, cfg, dtype, o.score_head, err))) return rc;
-    rc = mf_json_save(dir, "config.json", c, err);
-    mf_json_free(c);
-    if (rc) return rc;
-    mf_json *g = mf_json_new_object();
-    if (!g) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    mf_json *c = NULL, *g = NULL;
+    int rc;
+    if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
+    if ((rc = mf_modelio_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) goto out;
+    if ((rc = mf_modelio_config_json(&c, cfg, dtype, o.score_head, err))) goto out;
+    if ((rc = mf_json_save(dir, "config.json", c, err))) goto out;
+    if (!(g = mf_json_new_object())) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     if (cfg->bos_token_id >= 0) mf_json_set(g, "bos_token_id", mf_json_new_int(cfg->bos_token_id));
     if (cfg->eos_token_id >= 0) mf_json_set(g, "eos_token_id", mf_json_new_int(cfg->eos_token_id));
     if (cfg->pad_token_id >= 0) mf_json_set(g, "pad_token_id", mf_json_new_int(cfg->pad_token_id));
-    rc = mf_json_save(dir, "generation_config.json", g, err);
+    if ((rc = mf_json_save(dir, "generation_config.json", g, err))) goto out;
+    rc = mf_modelio_copy_tokenizer(dir, tokenizer_dir, err);
+out:
+    mf_json_free(c);
     mf_json_free(g);
-    if (rc || !tokenizer_dir) return rc;
-    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
-        char *from = mf_path_join(tokenizer_dir, files[i]), *to = mf_path_join(dir, files[i]);
-        if (!from || !to) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        else if (mf_is_file(from)) rc = mf_copy_file(from, to, err);
-        free(from);
-        free(to);
-    }
     return rc;
 }

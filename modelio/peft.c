@@ -161,8 +161,8 @@ int mf_modelio_peft_write_config(const char *dir, const mf_modelio_peft *p, mf_a
     if (bad) { mf_json_free(c); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     rc = mf_json_save(dir, "adapter_config.json", c, err);
     mf_json_free(c);
-    if (!rc && p->base_digest[0]) rc = mf_modelio_base_ref_write(dir, p->base_digest, err);
-    return rc;
+    if (rc) return rc;
+    return p->base_digest[0] ? mf_modelio_base_ref_write(dir, p->base_digest, err) : 0;
 }
 
 static int valid_digest(const char *d)
@@ -178,9 +178,14 @@ int mf_modelio_base_ref_write(const char *dir, const char *digest, mf_err *err)
     if (!digest || !valid_digest(digest))
         return mf_err_set(err, MF_EINVAL, "base digest '%s': expected sha256:<64 lowercase hex>", digest ? digest : "(null)");
     mf_json *o = mf_json_new_object();
-    if (!o || mf_json_set(o, "base_digest", mf_json_new_str(digest))) { mf_json_free(o); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
-    int rc = mf_mkdir_p(dir, 0755, err);
-    if (!rc) rc = mf_json_save(dir, "base.json", o, err);
+    int rc;
+    if (!o || mf_json_set(o, "base_digest", mf_json_new_str(digest))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
+    rc = mf_json_save(dir, "base.json", o, err);
+out:
     mf_json_free(o);
     return rc;
 }
@@ -191,14 +196,14 @@ int mf_modelio_base_ref_read(char *digest, size_t n, const char *dir, mf_err *er
     if (!p) return mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_json *o = NULL;
     int rc = mf_is_file(p) ? mf_json_parse_file(&o, p, err) : mf_err_set(err, MF_ENOTFOUND, "%s: no base.json", dir);
-    if (!rc) {
-        const mf_json *d = mf_json_get(o, "base_digest");
-        if (!d || d->type != MF_JSON_STRING || !valid_digest(d->s))
-            rc = mf_err_at(err, MF_ECORRUPT, p, d ? d->line : o->line, d ? d->col : o->col,
-                           "\"base_digest\": expected \"sha256:<64 lowercase hex>\"");
-        else if (strlen(d->s) >= n) rc = mf_err_set(err, MF_EINVAL, "digest buffer too small");
-        else snprintf(digest, n, "%s", d->s);
-    }
+    if (rc) goto out;
+    const mf_json *d = mf_json_get(o, "base_digest");
+    if (!d || d->type != MF_JSON_STRING || !valid_digest(d->s))
+        rc = mf_err_at(err, MF_ECORRUPT, p, d ? d->line : o->line, d ? d->col : o->col,
+                       "\"base_digest\": expected \"sha256:<64 lowercase hex>\"");
+    else if (strlen(d->s) >= n) rc = mf_err_set(err, MF_EINVAL, "digest buffer too small");
+    else snprintf(digest, n, "%s", d->s);
+out:
     mf_json_free(o);
     free(p);
     return rc;

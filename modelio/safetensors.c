@@ -210,6 +210,39 @@ static int parse_entry(mf_safetensors_tensor *t, const char *key, const mf_json 
     return 0;
 }
 
+/* Tensors must tile the data section: no overlap, no hole, nothing left over. */
+static int check_tiling(const mf_safetensors_file *f, uint64_t data_len, const char *name, mf_err *err)
+{
+    span *ord = malloc((f->n ? f->n : 1) * sizeof *ord);
+    if (!ord) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    for (size_t i = 0; i < f->n; i++) ord[i] = (span){f->t[i].begin, f->t[i].end, i};
+    qsort(ord, f->n, sizeof *ord, cmp_span);
+    uint64_t at = 0;
+    const char *prev = NULL;
+    int rc = 0;
+    for (size_t k = 0; k < f->n; k++) {
+        const mf_safetensors_tensor *t = &f->t[ord[k].i];
+        if (t->begin < at) {
+            rc = bad(err, name, "tensor '%s' (bytes %llu..%llu) overlaps tensor '%s' (ending at %llu)", t->name,
+                     (unsigned long long)t->begin, (unsigned long long)t->end, prev, (unsigned long long)at);
+            goto out;
+        }
+        if (t->begin > at) {
+            rc = bad(err, name, "hole in the data section: bytes %llu..%llu before tensor '%s' belong to no tensor",
+                     (unsigned long long)at, (unsigned long long)t->begin, t->name);
+            goto out;
+        }
+        at = t->end;
+        prev = t->name;
+    }
+    if (at != data_len)
+        rc = bad(err, name, "data section is %llu bytes but the tensors cover %llu", (unsigned long long)data_len,
+                 (unsigned long long)at);
+out:
+    free(ord);
+    return rc;
+}
+
 static int parse_into(mf_safetensors_file *f, mf_err *err)
 {
     const char *name = f->name;
@@ -252,30 +285,8 @@ static int parse_into(mf_safetensors_file *f, mf_err *err)
         t->data = data + t->begin;
         f->n++;
     }
-    /* Tensors must tile the data section: no overlap, no hole, nothing left over. */
-    span *ord = malloc((f->n ? f->n : 1) * sizeof *ord);
-    if (!ord) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    for (size_t i = 0; i < f->n; i++) ord[i] = (span){f->t[i].begin, f->t[i].end, i};
-    qsort(ord, f->n, sizeof *ord, cmp_span);
-    uint64_t at = 0;
-    const char *prev = NULL;
-    int rc = 0;
-    for (size_t k = 0; k < f->n && !rc; k++) {
-        const mf_safetensors_tensor *t = &f->t[ord[k].i];
-        if (t->begin < at)
-            rc = bad(err, name, "tensor '%s' (bytes %llu..%llu) overlaps tensor '%s' (ending at %llu)", t->name,
-                     (unsigned long long)t->begin, (unsigned long long)t->end, prev, (unsigned long long)at);
-        else if (t->begin > at)
-            rc = bad(err, name, "hole in the data section: bytes %llu..%llu before tensor '%s' belong to no tensor",
-                     (unsigned long long)at, (unsigned long long)t->begin, t->name);
-        at = t->end;
-        prev = t->name;
-    }
-    free(ord);
-    if (rc) return rc;
-    if (at != data_len)
-        return bad(err, name, "data section is %llu bytes but the tensors cover %llu", (unsigned long long)data_len,
-                   (unsigned long long)at);
+    int rc;
+    if ((rc = check_tiling(f, data_len, name, err))) return rc;
     qsort(f->t, f->n, sizeof *f->t, cmp_tensor_name);
     /* JSON rejects duplicate keys, but names with an embedded NUL could still compare equal here */
     for (size_t i = 1; i < f->n; i++)
@@ -413,12 +424,13 @@ static int write_tensor_data(int fd, const mf_safetensors_out *t, uint64_t nbyte
     if (!tmp) return mf_err_set(err, MF_ENOMEM, "out of memory");
     size_t n = (size_t)(nbytes / 2);
     int rc = 0;
-    for (size_t at = 0; at < n && !rc; at += CH) {
+    for (size_t at = 0; at < n; at += CH) {
         size_t m = n - at < CH ? n - at : CH;
         for (size_t i = 0; i < m; i++)
             tmp[i] = t->dtype == MF_SAFETENSORS_BF16 ? mf_safetensors_f32_to_bf16(t->f32[at + i]) : mf_safetensors_f32_to_f16(t->f32[at + i]);
-        rc = write_all(fd, tmp, m * 2, path, err);
+        if ((rc = write_all(fd, tmp, m * 2, path, err))) goto out;
     }
+out:
     free(tmp);
     return rc;
 }

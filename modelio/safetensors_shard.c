@@ -181,7 +181,7 @@ static int remove_stale(const char *dir, const char *base, char **keep, int n, m
     if (!d) return mf_err_errno(err, MF_EIO, "cannot list %s", dir);
     struct dirent *e;
     int rc = 0;
-    while ((e = readdir(d)) && !rc) {
+    while ((e = readdir(d))) {
         if (!shard_name_matches(e->d_name, base)) continue;
         int kept = 0;
         for (int i = 0; i < n; i++)
@@ -191,7 +191,9 @@ static int remove_stale(const char *dir, const char *base, char **keep, int n, m
         if (!p) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
         else if (unlink(p) < 0) rc = mf_err_errno(err, MF_EIO, "cannot remove stale shard %s", p);
         free(p);
+        if (rc) goto out;
     }
+out:
     closedir(d);
     return rc;
 }

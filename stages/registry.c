@@ -119,12 +119,14 @@ static const mf_param_spec p_sft[] = {
 
 static const mf_param_spec p_rm[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train (the reward head always trains)"),
+    P_FLT("min_accuracy", "0.6", 0, 1, "fail unless the validation pairwise accuracy reaches this; 0 = keep any reward model (a warning below 0.6)"),
     END};
 
 static const mf_param_spec p_dpo[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train"),
     P_FLT("beta", "0.1", 0, 1000, "DPO temperature beta"),
     P_FLT("label_smoothing", "0", 0, 0.5, "conservative DPO label smoothing"),
+    P_FLT("rpo_alpha", "0", 0, 1000, "weight of the chosen answers' mean NLL added to the DPO loss (RPO; TRL loss_type [sigmoid, sft]); keeps the chosen answers likely"),
     P_ENUM("loss", "sigmoid", "sigmoid", "DPO loss variant"),
     END};
 
@@ -153,9 +155,11 @@ static const mf_param_spec p_merge[] = {
     END};
 
 static const mf_param_spec p_eval[] = {
-    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise", "what to evaluate"},
+    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise|ppl", "what to evaluate"},
     P_ENUM("mcq_mode", "loglik", "loglik|generate", "mcq: score each option by log-likelihood, or generate and extract the letter"),
-    P_BOOL("length_normalize", "false", "mcq loglik: divide by the option's token count"),
+    P_BOOL("length_normalize", "false", "mcq loglik and diagnosis rank: divide a candidate's log-likelihood by its token count"),
+    P_ENUM("diagnosis_mode", "generate", "generate|rank", "diagnosis: generate and match the name, or rank the candidate diagnoses by log-likelihood (closed set)"),
+    P_INT("n_candidates", "0", 0, 1 << 20, "diagnosis rank: candidates per record, the gold one + N-1 drawn (seeded); 0 = every distinct diagnosis of the set"),
     P_INT("k_shot", "0", 0, 64, "mcq: examples from the same category put before the question"),
     P_INT("max_samples", "0", 0, BIG, "evaluate at most N items; 0 = all"),
     P_FLT("tie_margin", "0.1", 0, 1e6, "pairwise: reward difference below which answers tie"),
@@ -169,6 +173,13 @@ static const mf_param_spec p_report[] = {
 static const mf_param_spec p_kg2qa[] = {
     P_INT("max_objects", "8", 1, 1000, "objects of one subject+relation grouped into one answer at most"),
     P_INT("phrasings", "0", 0, 100, "question phrasings drawn per pair; 0 = one"),
+    P_ENUM("phrasing", "all", "all|train|heldout", "which question phrasings of a relation's table: all, all but the last (train), or only the last (heldout, what kg2mcq exams use)"),
+    END};
+
+static const mf_param_spec p_kg2mcq[] = {
+    P_INT("n_options", "4", 2, 26, "options per question: the true object + n_options-1 distractors of the same relation and object type"),
+    P_INT("per_group", "1", 0, 1000000, "questions per (subject, relation): objects asked about, drawn; 0 = every object"),
+    P_ENUM("phrasing", "heldout", "all|train|heldout", "which question phrasings of a relation's table: heldout (the last one: never in kg2qa phrasing: train output), train, or all"),
     END};
 
 static const mf_param_spec p_format[] = {
@@ -232,7 +243,7 @@ static const mf_slot_spec s_model_only[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model, or base + adapter"}, NOSLOT};
 static const mf_slot_spec s_eval[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model under evaluation"},
-    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA, 0, 0, "evaluation set"},
+    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA | MF_A_TEXT, 0, 0, "evaluation set"},
     {"model_b", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the model compared against"},
     {"reward", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the reward model that judges"},
     {"shots", MF_A_MCQ, 1, 0, "mcq: pool of k-shot examples"}, NOSLOT};
@@ -255,8 +266,10 @@ static const mf_slot_spec s_tokenize[] = {
 #define CPU1 {0, 1, 1024}
 #define TRAIN_RES {0, 2, 4096}
 
-static const mf_kind k_kg2qa = {"kg2qa", 1, "knowledge-graph triples -> QA conversations via template tables",
+static const mf_kind k_kg2qa = {"kg2qa", 2, "knowledge-graph triples -> QA conversations via template tables",
     s_kg2qa, GROUPS(p_kg2qa, bad_records), MF_A_CONVERSATIONS, CPU1, NULL, 0};
+static const mf_kind k_kg2mcq = {"kg2mcq", 1, "knowledge-graph triples -> multiple-choice questions with same-type distractors (an exam of the facts)",
+    s_kg2qa, GROUPS(p_kg2mcq, bad_records), MF_A_MCQ, CPU1, NULL, 0};
 static const mf_kind k_format = {"format", 1, "dialogues / alpaca / records -> canonical conversations",
     s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL, 0};
 static const mf_kind k_dedup = {"dedup", 1, "exact and near-duplicate (MinHash + LSH) removal",
@@ -275,9 +288,9 @@ static const mf_kind k_dcpt = {"dcpt", 1, "domain continued pre-training: next-t
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_sft = {"sft", 1, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_rm = {"rm", 1, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 2, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_dpo = {"dpo", 1, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 2, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_ppo = {"ppo", 1, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
@@ -285,13 +298,13 @@ static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model
     s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL, 0};
 static const mf_kind k_export = {"export", 1, "write an HF model directory or a PEFT adapter directory",
     s_model_only, GROUPS(p_export), MF_A_MODEL | MF_A_ADAPTER, CPU1, NULL, 0};
-static const mf_kind k_eval = {"eval", 1, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates",
+static const mf_kind k_eval = {"eval", 2, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates, held-out perplexity",
     s_eval, GROUPS(p_eval, sequence, generation, bad_records), MF_A_EVAL, {0, 1, 2048}, NULL, 0};
 static const mf_kind k_report = {"report", 1, "tables like the papers' (markdown + HTML with loss curves)",
     s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL, 0};
 
 const mf_kind *const mf_kinds[] = {
-    &k_kg2qa, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
+    &k_kg2qa, &k_kg2mcq, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
     &k_init, &k_dcpt, &k_sft, &k_rm, &k_dpo, &k_ppo, &k_merge, &k_export,
     &k_eval, &k_report, NULL};
 
@@ -361,6 +374,8 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"lora_target", "lora.target"},
     {"target_modules", "lora.target"},
     {"pref_beta", "beta"},
+    {"pref_ftx", "rpo_alpha"},
+    {"sft_weight", "rpo_alpha"},
     {"dpo_beta", "beta"},
     {"per_device_train_batch_size", "batch_size"},
     {"train_batch_size", "batch_size"},

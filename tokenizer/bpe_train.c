@@ -135,6 +135,7 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
                           opts->vocab_size, opts->n_special);
     mf_bpe_trainer *t = calloc(1, sizeof *t);
     if (!t) return mf_err_set(err, MF_ENOMEM, "bpe: out of memory");
+    int rc = 0;
     t->o = *opts;
     t->special = calloc(opts->n_special ? opts->n_special : 1, sizeof *t->special);
     if (!t->special) goto oom;
@@ -143,13 +144,13 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
         const char *s = opts->special_tokens[i];
         size_t n = strlen(s);
         if (n == 0 || mf_utf8_invalid_at(s, n) != (size_t)-1) {
-            mf_bpe_trainer_free(t);
-            return mf_err_set(err, MF_EINVAL, "bpe: special token %zu is empty or not valid UTF-8", i);
+            rc = mf_err_set(err, MF_EINVAL, "bpe: special token %zu is empty or not valid UTF-8", i);
+            goto out;
         }
         for (size_t k = 0; k < i; k++)
             if (!strcmp(t->special[k], s)) {
-                mf_bpe_trainer_free(t);
-                return mf_err_set(err, MF_EINVAL, "bpe: special token '%s' is listed twice", s);
+                rc = mf_err_set(err, MF_EINVAL, "bpe: special token '%s' is listed twice", s);
+                goto out;
             }
         char *m = strdup(s);
         if (!(t->special[i] = strdup(s)) || !m) {
@@ -161,18 +162,22 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         int32_t id;
-        int rc = add_token_m(t, &c, 1, NULL, &id);
-        if (rc < 0) goto oom;
-        if (rc == 1) {
-            mf_bpe_trainer_free(t);
-            return mf_err_set(err, MF_EINVAL, "bpe: special token '%s' is the same string as byte token %d's", opts->special_tokens[id], b);
+        int r = add_token_m(t, &c, 1, NULL, &id);
+        if (r < 0) goto oom;
+        if (r == 1) {
+            rc = mf_err_set(err, MF_EINVAL, "bpe: special token '%s' is the same string as byte token %d's",
+                            opts->special_tokens[id], b);
+            goto out;
         }
     }
     *out = t;
-    return 0;
+    t = NULL;
+    goto out;
 oom:
+    rc = mf_err_set(err, MF_ENOMEM, "bpe: out of memory");
+out:
     mf_bpe_trainer_free(t);
-    return mf_err_set(err, MF_ENOMEM, "bpe: out of memory");
+    return rc;
 }
 
 /* ---- counting ---- */
@@ -382,6 +387,54 @@ static int merge_word(mf_bpe_trainer *t, uint32_t w, int32_t a, int32_t b, int32
     return 0;
 }
 
+/* One merge: the pair (a, b) becomes a new token c in every word that holds it (each word once:
+ * seen[w] == stamp), and the pairs whose counts that changed are queued again. */
+static int apply_merge(mf_bpe_trainer *t, tpair *p, uint32_t *seen, uint32_t stamp)
+{
+    int32_t a = p->a, b = p->b, c;
+    /* the new token's bytes */
+    size_t la = t->tok_len[a], lb = t->tok_len[b];
+    char *nb = malloc(la + lb);
+    if (!nb) return MF_ENOMEM;
+    memcpy(nb, t->tok[a], la);
+    memcpy(nb + la, t->tok[b], lb);
+    int rc = add_token_m(t, nb, la + lb, NULL, &c);
+    free(nb);
+    if (rc < 0) return rc;
+    if (t->n_merges == t->cap_merges) {
+        size_t nc = t->cap_merges ? t->cap_merges * 2 : 1024;
+        int32_t(*nm)[2] = realloc(t->merges, nc * sizeof *nm);
+        if (!nm) return MF_ENOMEM;
+        t->merges = nm;
+        t->cap_merges = nc;
+    }
+    t->merges[t->n_merges][0] = a;
+    t->merges[t->n_merges][1] = b;
+    t->n_merges++;
+    t->n_touched = 0;
+    /* words may repeat in `where`; `seen` makes each one merge once. p may
+     * move when pairs grow, so take its list first. */
+    uint32_t *where = p->where, nw = p->nw;
+    p->where = NULL;
+    p->nw = p->cw = 0;
+    p->count = 0;
+    rc = 0;
+    for (uint32_t q = 0; q < nw; q++) {
+        uint32_t w = where[q];
+        if (seen[w] == stamp) continue;
+        seen[w] = stamp;
+        if ((rc = merge_word(t, w, a, b, c, stamp)) != 0) goto out;
+    }
+    get_pair(t, a, b, 0)->count = 0;
+    for (size_t q = 0; q < t->n_touched; q++) {
+        tpair *tp = &t->pairs[t->touched[q]];
+        if (tp->count >= t->o.min_frequency && (rc = heap_push(t, tp->count, tp->a, tp->b)) != 0) goto out;
+    }
+out:
+    free(where);
+    return rc;
+}
+
 int mf_bpe_trainer_train(mf_bpe_trainer *t, mf_err *err)
 {
     if (t->trained) return 0;
@@ -398,63 +451,18 @@ int mf_bpe_trainer_train(mf_bpe_trainer *t, mf_err *err)
     if (!seen) return mf_err_set(err, MF_ENOMEM, "bpe: out of memory");
     uint32_t stamp = 0;
     int rc = 0;
-    while (t->n_tok < t->o.vocab_size && t->n_heap && !rc) {
+    while (t->n_tok < t->o.vocab_size && t->n_heap) {
         hent top = heap_pop(t);
         tpair *p = get_pair(t, top.a, top.b, 0);
         if (!p || p->count < t->o.min_frequency || !p->count) continue;
         if (p->count != top.count) { /* stale: re-queue with the current count */
-            rc = heap_push(t, p->count, p->a, p->b);
+            if ((rc = heap_push(t, p->count, p->a, p->b)) != 0) goto out;
             continue;
         }
-        int32_t a = p->a, b = p->b, c;
-        /* the new token's bytes */
-        size_t la = t->tok_len[a], lb = t->tok_len[b];
-        char *nb = malloc(la + lb);
-        if (!nb) {
-            rc = MF_ENOMEM;
-            break;
-        }
-        memcpy(nb, t->tok[a], la);
-        memcpy(nb + la, t->tok[b], lb);
-        rc = add_token_m(t, nb, la + lb, NULL, &c);
-        free(nb);
-        if (rc < 0) break;
-        rc = 0;
-        if (t->n_merges == t->cap_merges) {
-            size_t nc = t->cap_merges ? t->cap_merges * 2 : 1024;
-            int32_t(*nm)[2] = realloc(t->merges, nc * sizeof *nm);
-            if (!nm) {
-                rc = MF_ENOMEM;
-                break;
-            }
-            t->merges = nm;
-            t->cap_merges = nc;
-        }
-        t->merges[t->n_merges][0] = a;
-        t->merges[t->n_merges][1] = b;
-        t->n_merges++;
-        stamp++;
-        t->n_touched = 0;
-        /* words may repeat in `where`; `seen` makes each one merge once. p may
-         * move when pairs grow, so take its list first. */
-        uint32_t *where = p->where, nw = p->nw;
-        p->where = NULL;
-        p->nw = p->cw = 0;
-        p->count = 0;
-        for (uint32_t q = 0; q < nw && !rc; q++) {
-            uint32_t w = where[q];
-            if (seen[w] == stamp) continue;
-            seen[w] = stamp;
-            rc = merge_word(t, w, a, b, c, stamp);
-        }
-        free(where);
-        get_pair(t, a, b, 0)->count = 0;
-        for (size_t q = 0; q < t->n_touched && !rc; q++) {
-            tpair *tp = &t->pairs[t->touched[q]];
-            if (tp->count >= t->o.min_frequency) rc = heap_push(t, tp->count, tp->a, tp->b);
-        }
+        if ((rc = apply_merge(t, p, seen, ++stamp)) != 0) goto out;
         if (t->o.progress && (t->n_merges % 256 == 0)) t->o.progress(t->o.progress_ctx, t->n_merges, total);
     }
+out:
     free(seen);
     if (rc) return mf_err_set(err, MF_ENOMEM, "bpe: out of memory while merging");
     if (t->o.progress) t->o.progress(t->o.progress_ctx, t->n_merges, total);

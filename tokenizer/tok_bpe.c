@@ -86,12 +86,14 @@ static int cache_get(mf_tok *tok, const char *w, size_t n, mf_tok_ids *out, int 
     while (tok->cache[j].key) {
         mf_tok_cent *e = &tok->cache[j];
         if (e->h == h && e->klen == n && !memcmp(e->key, w, n)) {
-            for (uint32_t q = 0; q < e->n && !rc; q++) rc = mf_tok_ids_push(out, e->ids[q]);
             *hit = 1;
-            break;
+            for (uint32_t q = 0; q < e->n; q++)
+                if ((rc = mf_tok_ids_push(out, e->ids[q])) != 0) goto out;
+            goto out;
         }
         j = (j + 1) & (tok->cache_cap - 1);
     }
+out:
     pthread_mutex_unlock(&tok->cache_lock);
     return rc;
 }
@@ -317,6 +319,12 @@ static int ignore_merges_hit(mf_tok *tok, const char *wtxt, size_t n, int32_t *i
     return 0;
 }
 
+/* The symbol buffer is sized for the worst case: running out is a bug. */
+static int word_overflow(mf_err *err)
+{
+    return mf_err_set(err, MF_EINTERNAL, "tokenizer: BPE word buffer overflow (bug)");
+}
+
 int mf_tok_bpe_word(mf_tok *tok, const char *wtxt, size_t n, mf_tok_ids *out, mf_err *err)
 {
     if (n == 0) return 0;
@@ -344,7 +352,7 @@ int mf_tok_bpe_word(mf_tok *tok, const char *wtxt, size_t n, mf_tok_ids *out, mf
         heap = malloc(2 * w.cap * sizeof *heap);
         if (!w.s || !heap) {
             rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n);
-            goto done;
+            goto out;
         }
     }
     const unsigned char *s = (const unsigned char *)wtxt;
@@ -359,7 +367,10 @@ int mf_tok_bpe_word(mf_tok *tok, const char *wtxt, size_t n, mf_tok_ids *out, mf
             } else {
                 rc = add_symbol(tok, &w, id, s + i, 1, err);
             }
-            if (rc) goto internal;
+            if (rc) {
+                rc = word_overflow(err);
+                goto out;
+            }
         }
     } else {
         char tmp[64];
@@ -369,28 +380,34 @@ int mf_tok_bpe_word(mf_tok *tok, const char *wtxt, size_t n, mf_tok_ids *out, mf
             int l = mf_tok_utf8_dec(s + i, n - i, &cp);
             if (!l) l = 1; /* input was validated; be safe anyway */
             int32_t id = lookup_piece(tok, wtxt + i, (size_t)l, i == 0, i + (size_t)l == n, tmp, sizeof tmp);
-            if ((rc = add_symbol(tok, &w, id, s + i, (size_t)l, err))) goto internal;
+            if ((rc = add_symbol(tok, &w, id, s + i, (size_t)l, err))) {
+                rc = word_overflow(err);
+                goto out;
+            }
             i += (size_t)l;
         }
     }
-    if ((rc = flush_unk(&w))) goto internal;
+    if ((rc = flush_unk(&w))) {
+        rc = word_overflow(err);
+        goto out;
+    }
 
     if (w.n <= SMALL_WORD) {
-        if ((rc = merge_small(tok, &w, out))) goto oom;
+        if ((rc = merge_small(tok, &w, out))) {
+            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            goto out;
+        }
     } else {
         merge_heap(tok, &w, heap);
         for (int32_t i = w.n ? 0 : -1; i >= 0; i = w.s[i].next)
-            if (mf_tok_ids_push(out, w.s[i].c)) goto oom;
+            if (mf_tok_ids_push(out, w.s[i].c)) {
+                rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+                goto out;
+            }
     }
     cache_put(tok, wtxt, n, out->v + start_n, out->n - start_n);
     rc = 0;
-    goto done;
-oom:
-    rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    goto done;
-internal:
-    rc = mf_err_set(err, MF_EINTERNAL, "tokenizer: BPE word buffer overflow (bug)");
-done:
+out:
     if (w.s != stack_syms) free(w.s);
     if (heap != stack_heap) free(heap);
     return rc;

@@ -158,23 +158,25 @@ static int dec_bytefallback(strlist *l)
     mf_buf pend = MF_BUF_INIT;
     size_t count = 0;
     int rc = 0;
-    for (size_t t = 0; t < l->n && !rc; t++) {
+    for (size_t t = 0; t < l->n; t++) {
         const char *s = l->v[t].data;
         if (l->v[t].len == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && hexv(s[3]) >= 0 && hexv(s[4]) >= 0) {
             mf_buf_putc(&pend, (char)(hexv(s[3]) * 16 + hexv(s[4])));
             count++;
             continue;
         }
-        rc = flush_bytes(&nl, &pend, count);
+        if ((rc = flush_bytes(&nl, &pend, count)) != 0) goto out;
         count = 0;
-        mf_buf *b = rc ? NULL : sl_push(&nl);
-        if (!b) rc = MF_ENOMEM;
-        else {
-            *b = l->v[t];
-            l->v[t] = (mf_buf)MF_BUF_INIT;
+        mf_buf *b = sl_push(&nl);
+        if (!b) {
+            rc = MF_ENOMEM;
+            goto out;
         }
+        *b = l->v[t];
+        l->v[t] = (mf_buf)MF_BUF_INIT;
     }
-    if (!rc) rc = flush_bytes(&nl, &pend, count);
+    rc = flush_bytes(&nl, &pend, count);
+out:
     mf_buf_free(&pend);
     sl_free(l);
     *l = nl;
@@ -255,52 +257,69 @@ static int dec_metaspace(strlist *l, const mf_tok_dec *d)
     return 0;
 }
 
+/* The decoder pipeline over the token strings; 0, MF_ENOMEM or MF_EINTERNAL. */
+static int run_decoders(const mf_tok *tok, strlist *l)
+{
+    int rc = 0;
+    for (size_t k = 0; k < tok->n_decs; k++) {
+        const mf_tok_dec *d = &tok->decs[k];
+        switch (d->type) {
+        case TOK_DEC_BYTELEVEL: rc = dec_bytelevel(l); break;
+        case TOK_DEC_BYTEFALLBACK: rc = dec_bytefallback(l); break;
+        case TOK_DEC_FUSE: rc = dec_fuse(l); break;
+        case TOK_DEC_REPLACE: rc = dec_replace(l, d); break;
+        case TOK_DEC_STRIP: rc = dec_strip(l, d); break;
+        case TOK_DEC_METASPACE: rc = dec_metaspace(l, d); break;
+        default: rc = MF_EINTERNAL;
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int decode_error(mf_err *err, int rc)
+{
+    return mf_err_set(err, rc, "tokenizer: %s while decoding", rc == MF_ENOMEM ? "out of memory" : "internal error");
+}
+
 int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out, size_t *len, mf_err *err)
 {
     *out = NULL;
     *len = 0;
     strlist l = {0};
+    mf_buf res = MF_BUF_INIT;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= tok->n_ids || !tok->tokens[id]) {
-            sl_free(&l);
-            return mf_err_set(err, MF_EINVAL, "tokenizer: cannot decode id %d at position %zu: not in the vocabulary (size %zu)",
-                              (int)id, i, tok->n_ids);
+            rc = mf_err_set(err, MF_EINVAL, "tokenizer: cannot decode id %d at position %zu: not in the vocabulary (size %zu)",
+                            (int)id, i, tok->n_ids);
+            goto out;
         }
         if (skip_special && tok->is_special[id]) continue;
         mf_buf *b = sl_push(&l);
         if (!b || mf_buf_append(b, tok->tokens[id], tok->token_len[id])) {
-            sl_free(&l);
-            return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            goto out;
         }
     }
-    for (size_t k = 0; k < tok->n_decs && !rc; k++) {
-        const mf_tok_dec *d = &tok->decs[k];
-        switch (d->type) {
-        case TOK_DEC_BYTELEVEL: rc = dec_bytelevel(&l); break;
-        case TOK_DEC_BYTEFALLBACK: rc = dec_bytefallback(&l); break;
-        case TOK_DEC_FUSE: rc = dec_fuse(&l); break;
-        case TOK_DEC_REPLACE: rc = dec_replace(&l, d); break;
-        case TOK_DEC_STRIP: rc = dec_strip(&l, d); break;
-        case TOK_DEC_METASPACE: rc = dec_metaspace(&l, d); break;
-        default: rc = MF_EINTERNAL;
-        }
+    if ((rc = run_decoders(tok, &l)) != 0) {
+        rc = decode_error(err, rc);
+        goto out;
     }
-    mf_buf res = MF_BUF_INIT;
-    for (size_t t = 0; t < l.n && !rc; t++) {
+    for (size_t t = 0; t < l.n; t++) {
         if (t && !tok->has_decoder) mf_buf_putc(&res, ' ');
         mf_buf_append(&res, l.v[t].data, l.v[t].len);
     }
-    sl_free(&l);
-    if (!rc && !mf_buf_ok(&res)) rc = MF_ENOMEM;
-    if (rc) {
-        mf_buf_free(&res);
-        return mf_err_set(err, rc, "tokenizer: %s while decoding", rc == MF_ENOMEM ? "out of memory" : "internal error");
+    if (!mf_buf_ok(&res)) {
+        rc = decode_error(err, MF_ENOMEM);
+        goto out;
     }
     *len = res.len;
     mf_buf_cstr(&res);
-    *out = mf_buf_steal(&res);
-    if (!*out) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    return 0;
+    if (!(*out = mf_buf_steal(&res))) rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+out:
+    sl_free(&l);
+    mf_buf_free(&res);
+    return rc;
 }

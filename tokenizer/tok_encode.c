@@ -256,22 +256,23 @@ static int metaspace(mf_tok *tok, const char *s, size_t n, int first, mf_tok_ids
         if (s[i] == ' ') mf_buf_append(&b, p->repl, p->repl_len);
         else mf_buf_putc(&b, s[i]);
     }
-    if (!mf_buf_ok(&b)) {
-        mf_buf_free(&b);
-        return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-    }
     int rc = 0;
+    if (!mf_buf_ok(&b)) {
+        rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        goto out;
+    }
     if (!p->split) {
         rc = mf_tok_bpe_word(tok, b.data, b.len, out, err);
-    } else {
-        size_t st = 0;
-        for (size_t i = 1; i <= b.len && !rc; i++) {
-            if (i == b.len || (i + p->repl_len <= b.len && !memcmp(b.data + i, p->repl, p->repl_len))) {
-                rc = mf_tok_bpe_word(tok, b.data + st, i - st, out, err);
-                st = i;
-            }
+        goto out;
+    }
+    size_t st = 0;
+    for (size_t i = 1; i <= b.len; i++) {
+        if (i == b.len || (i + p->repl_len <= b.len && !memcmp(b.data + i, p->repl, p->repl_len))) {
+            if ((rc = mf_tok_bpe_word(tok, b.data + st, i - st, out, err)) != 0) goto out;
+            st = i;
         }
     }
+out:
     mf_buf_free(&b);
     return rc;
 }
@@ -345,12 +346,12 @@ static int gap_raw(mf_tok *tok, const char *s, size_t n, size_t off, mf_tok_ids 
         return encode_normalized(tok, s, n, c.first, out, err);
     }
     mf_buf nb = MF_BUF_INIT;
-    int rc = mf_tok_normalize(tok, s, n, &nb, err);
-    if (!rc) {
-        norm_gap_ctx c = {off == 0, literal};
-        if (tok->has_norm_added) rc = split_added(tok, &tok->am_norm, nb.data, nb.len, out, err, gap_normalized, &c);
-        else rc = encode_normalized(tok, nb.data, nb.len, c.first, out, err);
-    }
+    norm_gap_ctx c = {off == 0, literal};
+    int rc;
+    if ((rc = mf_tok_normalize(tok, s, n, &nb, err)) != 0) goto out;
+    if (tok->has_norm_added) rc = split_added(tok, &tok->am_norm, nb.data, nb.len, out, err, gap_normalized, &c);
+    else rc = encode_normalized(tok, nb.data, nb.len, c.first, out, err);
+out:
     mf_buf_free(&nb);
     return rc;
 }
@@ -370,20 +371,24 @@ int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32
         return mf_err_set(err, MF_EINVAL, "tokenizer: input is not valid UTF-8 at byte %zu (0x%02X)", bad_at,
                           (unsigned)(unsigned char)text[bad_at]);
     mf_tok_ids out = {0};
+    norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
     int rc = 0;
     if (add_special)
-        for (size_t i = 0; i < tok->n_pp_pre && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_pre[i]);
-    norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
-    if (!rc) rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c);
-    if (!rc && add_special)
-        for (size_t i = 0; i < tok->n_pp_post && !rc; i++) rc = mf_tok_ids_push(&out, tok->pp_post[i]);
-    if (rc) {
-        free(out.v);
-        if (rc == MF_ENOMEM && err && !err->code) mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-        return rc;
+        for (size_t i = 0; i < tok->n_pp_pre; i++)
+            if ((rc = mf_tok_ids_push(&out, tok->pp_pre[i])) != 0) goto out;
+    if ((rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c)) != 0) goto out;
+    if (add_special)
+        for (size_t i = 0; i < tok->n_pp_post; i++)
+            if ((rc = mf_tok_ids_push(&out, tok->pp_post[i])) != 0) goto out;
+    if (!out.v && !(out.v = malloc(sizeof(int32_t)))) {
+        rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        goto out;
     }
-    *ids = out.v ? out.v : malloc(sizeof(int32_t));
-    if (!*ids) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    *ids = out.v;
     *n = out.n;
-    return 0;
+    out.v = NULL;
+out:
+    free(out.v);
+    if (rc == MF_ENOMEM && err && !err->code) mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    return rc;
 }

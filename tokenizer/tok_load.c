@@ -612,12 +612,17 @@ int mf_tok_load(mf_tok **out, const char *path, mf_err *err)
         return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     }
     mf_json *root = NULL, *cfg = NULL;
-    int rc = mf_json_parse_file(&root, file, err);
-    if (!rc && mf_is_file(cfgpath)) {
-        rc = mf_json_parse_file(&cfg, cfgpath, err);
-        if (!rc && cfg->type != MF_JSON_OBJECT) rc = bad(err, cfgpath, cfg, "tokenizer_config.json: expected an object%s%s", NULL, NULL);
+    int rc;
+    if ((rc = mf_json_parse_file(&root, file, err)) != 0) goto out;
+    if (mf_is_file(cfgpath)) {
+        if ((rc = mf_json_parse_file(&cfg, cfgpath, err)) != 0) goto out;
+        if (cfg->type != MF_JSON_OBJECT) {
+            rc = bad(err, cfgpath, cfg, "tokenizer_config.json: expected an object%s%s", NULL, NULL);
+            goto out;
+        }
     }
-    if (!rc) rc = load_root(out, root, cfg, file, err);
+    rc = load_root(out, root, cfg, file, err);
+out:
     mf_json_free(root);
     mf_json_free(cfg);
     free(file);

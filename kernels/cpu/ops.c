@@ -114,11 +114,73 @@ void mf_k_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
     }
 }
 
-void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int hd, double theta)
+void mf_k_cpu_layernorm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                        int H, float eps)
 {
-    int half = hd / 2;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * H;
+        float *yr = y + (size_t)n * H;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int i = 0; i < H; i++) s += xr[i];
+        float mu = s / (float)H, ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < H; i++) ss += (xr[i] - mu) * (xr[i] - mu);
+        float r = 1.0f / sqrtf(ss / (float)H + eps);
+        mean[n] = mu;
+        rstd[n] = r;
+        for (int i = 0; i < H; i++) yr[i] = w[i] * ((xr[i] - mu) * r) + b[i];
+    }
+}
+
+void mf_k_cpu_layernorm_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
+                            const float *rstd, const float *w, int N, int H)
+{
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * H, *dyr = dy + (size_t)n * H;
+            float *dxr = dx + (size_t)n * H;
+            float mu = mean[n], r = rstd[n], sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+            for (int i = 0; i < H; i++) {
+                float g = dyr[i] * w[i];
+                sg += g;
+                sgx += g * (xr[i] - mu) * r;
+            }
+            sg /= (float)H;
+            sgx /= (float)H;
+            for (int i = 0; i < H; i++) dxr[i] += r * (dyr[i] * w[i] - sg - (xr[i] - mu) * r * sgx);
+        }
+    }
+    if (dw || db) {
+        /* 16-feature chunks: one writer per dw[i] / db[i], fixed summation order */
+#pragma omp parallel for schedule(static)
+        for (int i0 = 0; i0 < H; i0 += 16) {
+            int cw = H - i0 < 16 ? H - i0 : 16;
+            float aw[16] = {0}, ab[16] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *dyr = dy + (size_t)n * H + i0, *xr = x + (size_t)n * H + i0;
+                float mu = mean[n], r = rstd[n];
+                for (int i = 0; i < cw; i++) {
+                    aw[i] += dyr[i] * ((xr[i] - mu) * r);
+                    ab[i] += dyr[i];
+                }
+            }
+            for (int i = 0; i < cw; i++) {
+                if (dw) dw[i0 + i] += aw[i];
+                if (db) db[i0 + i] += ab[i];
+            }
+        }
+    }
+}
+
+void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int rot, double theta)
+{
+    int half = rot / 2;
     for (int i = 0; i < half; i++) {
-        float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)hd));
+        float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)rot));
         for (int p = 0; p < len; p++) {
             float ang = (float)p * inv;
             cosv[(size_t)p * half + i] = (float)cos((double)ang);
@@ -127,10 +189,12 @@ void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int hd, double theta
     }
 }
 
-void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, const float *cosv,
+void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, int rot, int interleaved, const float *cosv,
                    const float *sinv, int inverse)
 {
-    int half = hd / 2;
+    int half = rot / 2;
+    /* element pairs (i, i + half) or (2i, 2i + 1) */
+    int step = interleaved ? 2 : 1, other = interleaved ? 1 : half;
     float sg = inverse ? -1.0f : 1.0f;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -138,9 +202,10 @@ void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, const float 
         for (int h = 0; h < nh; h++) {
             float *v = x + (size_t)n * nh * hd + (size_t)h * hd;
             for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half], si = sg * s[i];
-                v[i] = a * c[i] - b * si;
-                v[i + half] = b * c[i] + a * si;
+                float *pa = v + (size_t)i * step, *pb = pa + other;
+                float a = *pa, b = *pb, si = sg * s[i];
+                *pa = a * c[i] - b * si;
+                *pb = b * c[i] + a * si;
             }
         }
     }
@@ -173,6 +238,28 @@ static inline float fexp(float x)
 }
 
 float mf_k_cpu_exp(float x) { return fexp(x); }
+
+/* sqrt(2/pi) and 3 * 0.044715 * sqrt(2/pi), as BLOOM's fused GELU writes them */
+#define GELU_K 0.79788456f
+#define GELU_K3 0.1070322243f
+
+void mf_k_cpu_gelu(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = v * 0.5f * (1.0f + tanhf(GELU_K * v * (1.0f + 0.044715f * v * v)));
+    }
+}
+
+void mf_k_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], t = tanhf(GELU_K * v * (1.0f + 0.044715f * v * v));
+        dx[i] = dy[i] * (0.5f * v * ((1.0f - t * t) * (GELU_K + GELU_K3 * v * v)) + 0.5f * (1.0f + t));
+    }
+}
 
 static inline float silu(float g)
 {
@@ -208,7 +295,7 @@ static inline int key_visible(const int32_t *mrow, int P, int t, int s)
 }
 
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
-                        const int32_t *mask, int B, int T, int P, int nh, int nkv, int hd)
+                        const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -229,11 +316,16 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
                             kb, kd, 0.0f, pb + (size_t)t0 * S, S);
             }
+            float slope = alibi ? alibi->slope[h] : 0.0f;
+            const int32_t *kpos = alibi ? alibi->pos + (size_t)b * S : NULL;
             for (int t = 0; t < T; t++) {
                 float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
                     if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
-                    else if (p[s] > mx) mx = p[s];
+                    else {
+                        if (kpos) p[s] += slope * (float)kpos[s];
+                        if (p[s] > mx) mx = p[s];
+                    }
                 }
                 if (mx == -INFINITY) { /* sees nothing: output 0 */
                     memset(p, 0, (size_t)S * sizeof(float));

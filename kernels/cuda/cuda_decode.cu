@@ -144,19 +144,22 @@ int cu_cache_reset(mf_model *m, int rows, int max_len, mf_err *err)
     size_t h_at = ((size_t)P * D * cs->es + 255) & ~(size_t)255; /* the MLP's hidden rows after the output */
     MF_CU_TRY_MALLOC(err, &tmp, h_at + (size_t)P * Hp * cs->es, "prefix key/value rows");
     void *pkv = tmp, *h = Hp ? tmp + h_at : NULL;
-    int rc = cu_prefix_forward(m, cs, pkv, h, err);
     size_t row = Dkv * cs->es;
-    for (int l = 0; l < L && !rc; l++)
-        for (int r = 0; r < rows && !rc; r++) {
-            rc = MF_CU_CHECK(err, cudaMemcpy2DAsync(cache_at(cs, cs->kc, P, l, r, 0, Dkv), row,
-                                                    (char *)pkv + (size_t)(2 * l) * row, D * cs->es, row, P,
-                                                    cudaMemcpyDeviceToDevice, cs->st));
-            if (!rc)
-                rc = MF_CU_CHECK(err, cudaMemcpy2DAsync(cache_at(cs, cs->vc, P, l, r, 0, Dkv), row,
-                                                        (char *)pkv + (size_t)(2 * l + 1) * row, D * cs->es, row, P,
-                                                        cudaMemcpyDeviceToDevice, cs->st));
+    int rc, rc2;
+    if ((rc = cu_prefix_forward(m, cs, pkv, h, err)) != 0) goto out;
+    for (int l = 0; l < L; l++)
+        for (int r = 0; r < rows; r++) {
+            if ((rc = MF_CU_CHECK(err, cudaMemcpy2DAsync(cache_at(cs, cs->kc, P, l, r, 0, Dkv), row,
+                                                         (char *)pkv + (size_t)(2 * l) * row, D * cs->es, row, P,
+                                                         cudaMemcpyDeviceToDevice, cs->st))))
+                goto out;
+            if ((rc = MF_CU_CHECK(err, cudaMemcpy2DAsync(cache_at(cs, cs->vc, P, l, r, 0, Dkv), row,
+                                                         (char *)pkv + (size_t)(2 * l + 1) * row, D * cs->es, row,
+                                                         P, cudaMemcpyDeviceToDevice, cs->st))))
+                goto out;
         }
-    int rc2 = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
+out:
+    rc2 = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
     (void)cudaFree(tmp);
     return rc ? rc : rc2;
 }

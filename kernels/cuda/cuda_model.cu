@@ -630,24 +630,46 @@ static int attach_setup(mf_model *m, cu_state *cs, mf_err *err)
     float *h = (float *)malloc(2 * n * sizeof(float));
     if (!h) return mf_err_set(err, MF_ENOMEM, "cuda backend: out of host memory for RoPE tables");
     mf_k_cpu_rope_table(h, h + n, c->max_position_embeddings, c->head_dim, c->rope_theta);
-    int rc = mf_cu_malloc((void **)&cs->cosv, n * sizeof(float), "RoPE cos table", err, __FILE__, __LINE__);
-    if (!rc) rc = mf_cu_malloc((void **)&cs->sinv, n * sizeof(float), "RoPE sin table", err, __FILE__, __LINE__);
+    int rc;
+    if ((rc = mf_cu_malloc((void **)&cs->cosv, n * sizeof(float), "RoPE cos table", err, __FILE__, __LINE__)))
+        goto out;
+    if ((rc = mf_cu_malloc((void **)&cs->sinv, n * sizeof(float), "RoPE sin table", err, __FILE__, __LINE__)))
+        goto out;
     /* On cs->st, not the legacy default stream: cs->st is non-blocking, so a
      * plain cudaMemcpy (whose pageable H2D DMA may still be in flight when it
      * returns) would not be ordered before the first RoPE kernel. The sync
-     * also keeps h alive until the copies have read it. */
-    if (!rc)
-        rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->cosv, h, n * sizeof(float), cudaMemcpyHostToDevice, cs->st));
-    if (!rc)
-        rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->sinv, h + n, n * sizeof(float), cudaMemcpyHostToDevice, cs->st));
-    if (!rc) rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
-    else (void)cudaStreamSynchronize(cs->st);
+     * also keeps h alive until the copies have read it (also on a failure). */
+    if ((rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->cosv, h, n * sizeof(float), cudaMemcpyHostToDevice, cs->st))))
+        goto out;
+    if ((rc = MF_CU_CHECK(err, cudaMemcpyAsync(cs->sinv, h + n, n * sizeof(float), cudaMemcpyHostToDevice, cs->st))))
+        goto out;
+    rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
+out:
+    if (rc) (void)cudaStreamSynchronize(cs->st);
     free(h);
     return rc;
 }
 
+const char *mf_cu_unsupported_why(const mf_model *m)
+{
+    const mf_model_config *c = &m->cfg;
+    if (c->norm != MF_NORM_RMS) return "cuda backend: LayerNorm models (BLOOM) are not implemented; use --backend cpu";
+    if (c->act != MF_ACT_SWIGLU) return "cuda backend: GELU MLPs (BLOOM) are not implemented; use --backend cpu";
+    if (c->pos != MF_POS_ROPE) return "cuda backend: ALiBi (BLOOM) is not implemented; use --backend cpu";
+    if (c->qkv != MF_QKV_SEPARATE || c->mlp_fused)
+        return "cuda backend: fused query_key_value / gate_up projections (BLOOM, GLM, ChatGLM2) are not implemented; "
+               "use --backend cpu";
+    if (c->rope_interleaved || m->rot != c->head_dim)
+        return "cuda backend: partial or interleaved RoPE (GLM, ChatGLM2) is not implemented; use --backend cpu";
+    if (m->has_prefix && m->prefix.dropout > 0)
+        return "cuda backend: prefix dropout (ChatGLM's P-Tuning v2) is not implemented; use --backend cpu";
+    return "cuda backend: this model's architecture features are not implemented; use --backend cpu";
+}
+
 static int cu_attach(mf_model *m, mf_err *err)
 {
+    /* a model the kernels here do not compute is refused before anything else (never a wrong model) */
+    if (!mf_model_is_llama_math(m)) return mf_err_set(err, MF_EUNSUPPORTED, "%s", mf_cu_unsupported_why(m));
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
     if (e != cudaSuccess || ndev == 0) {

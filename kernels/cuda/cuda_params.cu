@@ -167,9 +167,8 @@ static int retrain_entry(cu_state *cs, cu_param *d, const mf_k_param *p, mf_err 
         /* keep the device values as the frozen copy; the host gets them first
          * if device steps changed them (fetch only downloads trainable params) */
         if (cs->dev_newer) {
-            rc = download_f32(cs, p->data, d->master, d->numel, err);
-            if (!rc) rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
-            if (rc) return rc;
+            if ((rc = download_f32(cs, p->data, d->master, d->numel, err))) return rc;
+            if ((rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st)))) return rc;
         }
         if (cs->dt == MF_CU_F32) {
             d->act = d->master; /* takes ownership */
@@ -233,15 +232,15 @@ static int table_build(mf_model *m, cu_state *cs, int upload_all, mf_err *err)
     cs->n_dp = n;
     /* 3. allocate new entries, follow trainability changes, upload */
     int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
+    for (size_t i = 0; i < n; i++) {
         const mf_k_param *p = &m->params[i];
         cu_param *d = &nd[i];
-        if (fresh[i]) rc = alloc_entry(cs, d, err);
-        else rc = retrain_entry(cs, d, p, err);
-        if (!rc && (fresh[i] || upload_all)) rc = upload_entry(cs, d, p, err);
+        if ((rc = fresh[i] ? alloc_entry(cs, d, err) : retrain_entry(cs, d, p, err))) goto out;
+        if ((fresh[i] || upload_all) && (rc = upload_entry(cs, d, p, err))) goto out;
     }
+    rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
+out:
     free(fresh);
-    if (!rc) rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
     if (rc) {
         (void)cudaStreamSynchronize(cs->st);
         cu_table_free(cs);
@@ -266,9 +265,9 @@ int cu_download_trainable(mf_model *m, int grads, mf_err *err)
         if (!d->master) continue;
         mf_k_param *p = host_of(m, d, i);
         if (!p) continue; /* removed on the host (e.g. merged LoRA) */
-        int rc = download_f32(cs, p->data, d->master, d->numel, err);
-        if (!rc && grads && p->grad) rc = download_f32(cs, p->grad, d->grad, d->numel, err);
-        if (rc) return rc;
+        int rc;
+        if ((rc = download_f32(cs, p->data, d->master, d->numel, err))) return rc;
+        if (grads && p->grad && (rc = download_f32(cs, p->grad, d->grad, d->numel, err))) return rc;
     }
     MF_CU_TRY(err, cudaStreamSynchronize(cs->st));
     return 0;
@@ -278,6 +277,8 @@ int cu_sync(mf_model *m, mf_err *err)
 {
     cu_state *cs = cu_st(m);
     cs->fwd_ok = 0;
+    if (!mf_model_is_llama_math(m)) /* e.g. a prefix with dropout added after attach */
+        return mf_err_set(err, MF_EUNSUPPORTED, "%s", mf_cu_unsupported_why(m));
     if (cs->dev_newer) { /* never roll device training back */
         int rc = cu_download_trainable(m, 0, err);
         if (rc) return rc;
@@ -289,10 +290,11 @@ int cu_sync(mf_model *m, mf_err *err)
 int cu_fetch(mf_model *m, mf_err *err)
 {
     cu_state *cs = cu_st(m);
-    int rc = cu_table_ensure(m, err);
-    if (!rc) rc = cu_download_trainable(m, 1, err);
-    if (!rc) cs->dev_newer = 0;
-    return rc;
+    int rc;
+    if ((rc = cu_table_ensure(m, err))) return rc;
+    if ((rc = cu_download_trainable(m, 1, err))) return rc;
+    cs->dev_newer = 0;
+    return 0;
 }
 
 void cu_zero_grad(mf_model *m)
@@ -349,34 +351,34 @@ int cu_opt_new(mf_model *m, void **state, size_t n, const int *idx, mf_err *err)
     o->numel = (size_t *)calloc(cnt, sizeof(size_t));
     o->off = (size_t *)calloc(cnt, sizeof(size_t));
     o->list = (mf_cu_tensor *)calloc(cnt, sizeof(mf_cu_tensor));
-    if (!o->idx || !o->numel || !o->off || !o->list) {
-        cu_opt_free(o);
-        return mf_err_set(err, MF_ENOMEM, "adamw: out of host memory");
-    }
     size_t total = 0;
+    if (!o->idx || !o->numel || !o->off || !o->list) {
+        rc = mf_err_set(err, MF_ENOMEM, "adamw: out of host memory");
+        goto out;
+    }
     for (size_t k = 0; k < n; k++) {
         if (idx[k] < 0 || (size_t)idx[k] >= cs->n_dp || !cs->dp[idx[k]].master) {
-            cu_opt_free(o);
-            return mf_err_set(err, MF_EINTERNAL, "adamw: param %d is not trainable on the device", idx[k]);
+            rc = mf_err_set(err, MF_EINTERNAL, "adamw: param %d is not trainable on the device", idx[k]);
+            goto out;
         }
         o->idx[k] = idx[k];
         o->numel[k] = cs->dp[idx[k]].numel;
         o->off[k] = total;
         total += 2 * pad64(o->numel[k]);
     }
-    rc = mf_cu_malloc((void **)&o->moments, total * sizeof(float), "AdamW moments (fp32 m and v)", err, __FILE__,
-                      __LINE__);
-    if (!rc) rc = MF_CU_CHECK(err, cudaMemsetAsync(o->moments, 0, total * sizeof(float), cs->st));
-    if (!rc)
-        rc = mf_cu_malloc((void **)&o->sq, (1 + mf_cu_sqnorm_scratch((int)cnt)) * sizeof(float),
-                          "gradient norm scratch", err, __FILE__, __LINE__);
-    if (!rc) rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st));
-    if (rc) {
-        cu_opt_free(o);
-        return rc;
-    }
+    if ((rc = mf_cu_malloc((void **)&o->moments, total * sizeof(float), "AdamW moments (fp32 m and v)", err,
+                           __FILE__, __LINE__)))
+        goto out;
+    if ((rc = MF_CU_CHECK(err, cudaMemsetAsync(o->moments, 0, total * sizeof(float), cs->st)))) goto out;
+    if ((rc = mf_cu_malloc((void **)&o->sq, (1 + mf_cu_sqnorm_scratch((int)cnt)) * sizeof(float),
+                           "gradient norm scratch", err, __FILE__, __LINE__)))
+        goto out;
+    if ((rc = MF_CU_CHECK(err, cudaStreamSynchronize(cs->st)))) goto out;
     *state = o;
-    return 0;
+    o = NULL;
+out:
+    cu_opt_free(o);
+    return rc;
 }
 
 /* The tensor list for the current device table (pointers change when the

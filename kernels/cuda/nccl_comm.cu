@@ -104,32 +104,33 @@ extern "C" int mf_k_comm_new(mf_k_comm **out, int rank, int world, const char *i
     c->world = world;
     int rc = 0;
     ncclUniqueId id;
+    ncclResult_t r;
+    cudaError_t e;
     memset(&id, 0, sizeof id);
     if (rank == 0) {
-        ncclResult_t r = ncclGetUniqueId(&id);
-        if (r != ncclSuccess) rc = nccl_fail(c, err, r, "ncclGetUniqueId");
-        /* published before joining: ncclCommInitRank blocks until every rank is in */
-        if (!rc) rc = mf_k_rendezvous_publish(id_path, &id, sizeof id, err);
-    } else {
-        rc = mf_k_rendezvous_wait(id_path, &id, sizeof id, timeout_s, err);
-    }
-    if (!rc) {
-        cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
-        if (e != cudaSuccess) rc = cuda_fail(c, err, e, "cudaStreamCreate");
-    }
-    if (!rc) {
-        ncclResult_t r = ncclCommInitRank(&c->comm, world, id, rank);
-        if (r != ncclSuccess) {
-            c->comm = NULL;
-            rc = nccl_fail(c, err, r, "ncclCommInitRank");
+        if ((r = ncclGetUniqueId(&id)) != ncclSuccess) {
+            rc = nccl_fail(c, err, r, "ncclGetUniqueId");
+            goto out;
         }
+        /* published before joining: ncclCommInitRank blocks until every rank is in */
+        if ((rc = mf_k_rendezvous_publish(id_path, &id, sizeof id, err))) goto out;
+    } else if ((rc = mf_k_rendezvous_wait(id_path, &id, sizeof id, timeout_s, err))) {
+        goto out;
     }
-    if (rc) {
-        mf_k_comm_free(c);
-        return rc;
+    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = cuda_fail(c, err, e, "cudaStreamCreate");
+        goto out;
+    }
+    if ((r = ncclCommInitRank(&c->comm, world, id, rank)) != ncclSuccess) {
+        c->comm = NULL;
+        rc = nccl_fail(c, err, r, "ncclCommInitRank");
+        goto out;
     }
     *out = c;
-    return 0;
+    c = NULL;
+out:
+    mf_k_comm_free(c);
+    return rc;
 }
 
 extern "C" void mf_k_comm_free(mf_k_comm *c)
@@ -195,18 +196,21 @@ static int host_collective(mf_k_comm *c, float *const *bufs, const size_t *n, si
     seg *segs = (seg *)malloc(cap * sizeof *segs);
     if (!segs) return mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
     int upload = bcast_root < 0 || bcast_root == c->rank; /* a broadcast receiver has nothing to send */
-    for (size_t i = 0; i < nbufs && !rc; i++) {
-        for (size_t off = 0; off < n[i] && !rc;) {
+    for (size_t i = 0; i < nbufs; i++) {
+        for (size_t off = 0; off < n[i];) {
             if (used == MF_K_COMM_BUCKET) {
                 rc = flush_stage(c, segs, nseg, used, op, bcast_root, err);
                 nseg = used = 0;
-                if (rc) break;
+                if (rc) goto out;
             }
             size_t take = n[i] - off, room = MF_K_COMM_BUCKET - used;
             if (take > room) take = room;
             if (nseg == cap) {
                 seg *t = (seg *)realloc(segs, 2 * cap * sizeof *segs);
-                if (!t) { rc = mf_err_set(err, MF_ENOMEM, "data parallel: out of memory"); break; }
+                if (!t) {
+                    rc = mf_err_set(err, MF_ENOMEM, "data parallel: out of memory");
+                    goto out;
+                }
                 segs = t;
                 cap *= 2;
             }
@@ -216,14 +220,18 @@ static int host_collective(mf_k_comm *c, float *const *bufs, const size_t *n, si
             if (upload) {
                 cudaError_t e = cudaMemcpyAsync(c->stage + used, bufs[i] + off, take * sizeof(float),
                                                 cudaMemcpyHostToDevice, c->st);
-                if (e != cudaSuccess) { rc = cuda_fail(c, err, e, "cudaMemcpy (host -> staging)"); break; }
+                if (e != cudaSuccess) {
+                    rc = cuda_fail(c, err, e, "cudaMemcpy (host -> staging)");
+                    goto out;
+                }
             }
             nseg++;
             used += take;
             off += take;
         }
     }
-    if (!rc) rc = flush_stage(c, segs, nseg, used, op, bcast_root, err);
+    rc = flush_stage(c, segs, nseg, used, op, bcast_root, err);
+out:
     free(segs);
     return rc;
 }

@@ -149,9 +149,9 @@ static int add_history(mf_conv *c, const mf_json *h, char *why, size_t n)
         const mf_json *p = h->items[k];
         if (p->type != MF_JSON_ARRAY || p->n != 2 || p->items[0]->type != MF_JSON_STRING || p->items[1]->type != MF_JSON_STRING)
             return why_set(why, n, "field 'history'[%zu]: expected a [query, response] pair of strings", k);
-        int rc = add_js(c, MF_ROLE_HUMAN, p->items[0]);
-        if (!rc) rc = add_js(c, MF_ROLE_GPT, p->items[1]);
-        if (rc) return rc;
+        int rc;
+        if ((rc = add_js(c, MF_ROLE_HUMAN, p->items[0]))) return rc;
+        if ((rc = add_js(c, MF_ROLE_GPT, p->items[1]))) return rc;
     }
     return 0;
 }
@@ -176,8 +176,8 @@ static int from_alpaca(const mf_json *r, mf_conv *c, char *why, size_t n)
     }
     rc = mf_buf_ok(&q) ? mf_conv_add(c, MF_ROLE_HUMAN, mf_buf_cstr(&q), q.len) : MF_ENOMEM;
     mf_buf_free(&q);
-    if (!rc) rc = add_js(c, MF_ROLE_GPT, out);
-    return rc;
+    if (rc) return rc;
+    return add_js(c, MF_ROLE_GPT, out);
 }
 
 static int role_parse(const char *s, mf_role *r)
@@ -317,11 +317,12 @@ static int from_mcq(const mf_json *r, mf_conv *c, char *why, size_t n)
     mf_buf_puts(&b, "\n答案：");
     rc = mf_buf_ok(&b) ? mf_conv_add(c, MF_ROLE_HUMAN, b.data, b.len) : MF_ENOMEM;
     mf_buf_free(&b);
-    if (!rc) rc = mf_conv_add(c, MF_ROLE_GPT, q.answer, strlen(q.answer));
-    if (!rc) rc = set_meta_str(c, "answer", mf_json_get(r, "answer"));
-    if (!rc) rc = set_meta_str(c, "options", mf_json_get(r, "options"));
-    if (!rc && q.category[0]) rc = set_meta_str(c, "category", mf_json_get(r, "category"));
-    return rc;
+    if (rc) return rc;
+    if ((rc = mf_conv_add(c, MF_ROLE_GPT, q.answer, strlen(q.answer)))) return rc;
+    if ((rc = set_meta_str(c, "answer", mf_json_get(r, "answer")))) return rc;
+    if ((rc = set_meta_str(c, "options", mf_json_get(r, "options")))) return rc;
+    if (q.category[0] && (rc = set_meta_str(c, "category", mf_json_get(r, "category")))) return rc;
+    return 0;
 }
 
 int mf_reader_triple(const mf_json *r, mf_triple *t, char *why, size_t n)
@@ -369,7 +370,7 @@ static int from_records(const mf_json *r, const char *instruction, mf_conv *c, c
     mf_buf b = MF_BUF_INIT;
     mf_buf_puts(&b, instruction && *instruction ? instruction : MF_DEFAULT_DIAG_INSTRUCTION);
     size_t fields = 0;
-    for (size_t k = 0; k < r->n && !rc; k++) {
+    for (size_t k = 0; k < r->n; k++) {
         const char *key = r->keys[k];
         const mf_json *v = r->items[k];
         if (!strcmp(key, "diagnosis") || !strcmp(key, "department") || !strcmp(key, "meta") || !strcmp(key, "id")) continue;
@@ -383,22 +384,27 @@ static int from_records(const mf_json *r, const char *instruction, mf_conv *c, c
             for (size_t j = 0; j < v->n; j++) {
                 if (v->items[j]->type != MF_JSON_STRING) {
                     rc = why_set(why, n, "field '%s'[%zu]: expected a string, found %s", key, j, mf_json_type_name(v->items[j]->type));
-                    break;
+                    goto out;
                 }
                 if (j) mf_buf_puts(&b, "、");
                 mf_buf_append(&b, v->items[j]->s, v->items[j]->slen);
             }
         } else {
             rc = why_set(why, n, "field '%s': expected a string, number or list of strings, found %s", key, mf_json_type_name(v->type));
+            goto out;
         }
         fields++;
     }
-    if (!rc && !fields) rc = why_set(why, n, "a record needs at least one field besides 'diagnosis' and 'department'");
-    if (!rc) rc = mf_buf_ok(&b) ? mf_conv_add(c, MF_ROLE_HUMAN, b.data, b.len) : MF_ENOMEM;
+    if (!fields) {
+        rc = why_set(why, n, "a record needs at least one field besides 'diagnosis' and 'department'");
+        goto out;
+    }
+    if ((rc = mf_buf_ok(&b) ? mf_conv_add(c, MF_ROLE_HUMAN, b.data, b.len) : MF_ENOMEM)) goto out;
+    if ((rc = add_js(c, MF_ROLE_GPT, dx))) goto out;
+    if ((rc = set_meta_str(c, "diagnosis", dx))) goto out;
+    rc = set_meta_str(c, "department", dep);
+out:
     mf_buf_free(&b);
-    if (!rc) rc = add_js(c, MF_ROLE_GPT, dx);
-    if (!rc) rc = set_meta_str(c, "diagnosis", dx);
-    if (!rc) rc = set_meta_str(c, "department", dep);
     return rc;
 }
 
@@ -440,28 +446,30 @@ int mf_reader_to_conv(const mf_json *rec, mf_shape shape, const char *instructio
 
 mf_json *mf_conv_to_json(const mf_conv *c)
 {
-    mf_json *o = mf_json_new_object(), *a = mf_json_new_array();
-    if (!o || !a) goto oom;
+    mf_json *o = mf_json_new_object(), *a = mf_json_new_array(), *res = NULL;
+    if (!o || !a) goto out;
     for (size_t k = 0; k < c->n; k++) {
         mf_json *t = mf_json_new_object();
-        if (!t || mf_json_push(a, t)) goto oom;
+        if (!t || mf_json_push(a, t)) goto out;
         if (mf_json_set(t, "from", mf_json_new_str(mf_role_name(c->turns[k].role))) ||
             mf_json_set(t, "value", mf_json_new_str(c->turns[k].value)))
-            goto oom;
+            goto out;
     }
-    if (mf_json_set(o, "conversations", a)) { a = NULL; goto oom; }
-    a = NULL;
-    if (c->chosen && mf_json_set(o, "chosen", mf_json_new_str(c->chosen))) goto oom;
-    if (c->rejected && mf_json_set(o, "rejected", mf_json_new_str(c->rejected))) goto oom;
+    mf_json *conv = a;
+    a = NULL; /* the object owns it from here, also when the set fails */
+    if (mf_json_set(o, "conversations", conv)) goto out;
+    if (c->chosen && mf_json_set(o, "chosen", mf_json_new_str(c->chosen))) goto out;
+    if (c->rejected && mf_json_set(o, "rejected", mf_json_new_str(c->rejected))) goto out;
     if (c->meta && c->meta->n) {
         mf_json *m = mf_json_clone(c->meta);
-        if (!m || mf_json_set(o, "meta", m)) goto oom;
+        if (!m || mf_json_set(o, "meta", m)) goto out;
     }
-    return o;
-oom:
+    res = o;
+    o = NULL;
+out: /* NULL: out of memory */
     mf_json_free(a);
     mf_json_free(o);
-    return NULL;
+    return res;
 }
 
 int mf_conv_write_line(mf_buf *b, const mf_conv *c)

@@ -63,17 +63,20 @@ static int add_path(mf_rd *r, const char *path, mf_err *err)
         if (!nn || !(nn[n] = mf_path_join(path, de->d_name))) {
             if (nn) names = nn;
             rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            break;
+            goto out;
         }
         names = nn;
         n++;
     }
-    closedir(d);
-    if (!rc && n == 0) rc = mf_err_set(err, MF_EINVAL, "directory '%s' holds no *.jsonl file", path);
-    if (!rc) {
-        qsort(names, n, sizeof *names, cmp_str);
-        for (size_t k = 0; k < n && !rc; k++) rc = add_file(r, names[k], err);
+    if (n == 0) {
+        rc = mf_err_set(err, MF_EINVAL, "directory '%s' holds no *.jsonl file", path);
+        goto out;
     }
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t k = 0; k < n; k++)
+        if ((rc = add_file(r, names[k], err))) goto out;
+out:
+    closedir(d);
     for (size_t k = 0; k < n; k++) free(names[k]);
     free(names);
     return rc;

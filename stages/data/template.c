@@ -202,9 +202,9 @@ typedef struct {
 static int emit(mf_template_segs *s, const char *fmt, const vars *v, mf_seg_part part, int round)
 {
     int rc = 0;
-    for (const char *p = fmt; *p && !rc;) {
+    for (const char *p = fmt; *p;) {
         if ((*p == '{' && p[1] == '{') || (*p == '}' && p[1] == '}')) {
-            rc = push_seg(s, MF_SEG_TEXT, part, round, p, 1);
+            if ((rc = push_seg(s, MF_SEG_TEXT, part, round, p, 1))) return rc;
             p += 2;
             continue;
         }
@@ -213,7 +213,7 @@ static int emit(mf_template_segs *s, const char *fmt, const vars *v, mf_seg_part
         if (k < 0) {
             const char *q = p + 1;
             while (*q && *q != '{' && *q != '}') q++;
-            rc = push_seg(s, MF_SEG_TEXT, part, round, p, (size_t)(q - p));
+            if ((rc = push_seg(s, MF_SEG_TEXT, part, round, p, (size_t)(q - p)))) return rc;
             p = q;
             continue;
         }
@@ -231,9 +231,10 @@ static int emit(mf_template_segs *s, const char *fmt, const vars *v, mf_seg_part
         case 4: rc = push_seg(s, MF_SEG_BOS, part, round, NULL, 0); break;
         case 5: rc = push_seg(s, MF_SEG_EOS, part, round, NULL, 0); break;
         }
+        if (rc) return rc;
         p = e + 1;
     }
-    return rc;
+    return 0;
 }
 
 /* The system field with {system} replaced by the system prompt (braces in it escaped). */
@@ -268,6 +269,23 @@ void mf_template_segs_free(mf_template_segs *s)
     memset(s, 0, sizeof *s);
 }
 
+/* {system} in the user field: the rendered system block as plain text. */
+static int system_text(const char *sysblock, const vars *v, int round, char **out)
+{
+    mf_template_segs tmp = {0};
+    mf_buf b = MF_BUF_INIT;
+    int rc;
+    *out = NULL;
+    if ((rc = emit(&tmp, sysblock, v, MF_PART_PROMPT, round))) goto out;
+    for (size_t j = 0; j < tmp.n; j++)
+        if (tmp.v[j].kind == MF_SEG_TEXT) mf_buf_puts(&b, tmp.v[j].text);
+    if (!mf_buf_ok(&b) || !(*out = mf_buf_steal(&b))) rc = MF_ENOMEM;
+out:
+    mf_buf_free(&b);
+    mf_template_segs_free(&tmp);
+    return rc;
+}
+
 int mf_template_render(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response, mf_template_segs *out, mf_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -279,24 +297,23 @@ int mf_template_render(const mf_tpl *t, const mf_conv *c, const char *system, co
     }
     if (!sys || !*sys) sys = system && *system ? system : t->f[F_DEFSYS];
     int sys_in_user = strstr(t->f[F_USER], "{system}") != NULL;
-    char *sysblock = NULL;
-    int rc = 0;
+    char *sysblock = NULL, *sysv = NULL;
+    int round = 0, rc;
     if (*sys && !(sysblock = expand_system(t->f[F_SYSTEM], sys))) return mf_err_set(err, MF_ENOMEM, "out of memory");
     vars v = {"", "", "", 0};
-    rc = emit(out, t->f[F_PREFIX], &v, MF_PART_PREFIX, -1);
-    if (!rc && sysblock && !sys_in_user) rc = emit(out, sysblock, &v, MF_PART_PREFIX, -1);
-    int round = 0;
-    while (!rc && k < c->n) {
+    if ((rc = emit(out, t->f[F_PREFIX], &v, MF_PART_PREFIX, -1))) goto out;
+    if (sysblock && !sys_in_user && (rc = emit(out, sysblock, &v, MF_PART_PREFIX, -1))) goto out;
+    while (k < c->n) {
         if (c->turns[k].role != MF_ROLE_HUMAN) {
             rc = mf_err_set(err, MF_EINVAL, "template: turn %zu is '%s' where a human turn was expected (turns must alternate human, gpt)",
                             k, mf_role_name(c->turns[k].role));
-            break;
+            goto out;
         }
         const char *q = c->turns[k].value, *a = NULL;
         if (k + 1 < c->n) {
             if (c->turns[k + 1].role != MF_ROLE_GPT) {
                 rc = mf_err_set(err, MF_EINVAL, "template: turn %zu is '%s' where a gpt turn was expected", k + 1, mf_role_name(c->turns[k + 1].role));
-                break;
+                goto out;
             }
             a = c->turns[k + 1].value;
             k += 2;
@@ -304,38 +321,31 @@ int mf_template_render(const mf_tpl *t, const mf_conv *c, const char *system, co
             a = final_response;
             k += 1;
         }
-        if (round > 0) rc = emit(out, t->f[F_SEP], &v, MF_PART_PROMPT, round);
+        if (round > 0 && (rc = emit(out, t->f[F_SEP], &v, MF_PART_PROMPT, round))) goto out;
         /* {system} in the user field: the rendered system block, first round only */
-        mf_template_segs tmp = {0};
-        char *sysv = NULL;
-        if (!rc && sys_in_user && round == 0 && sysblock) {
-            rc = emit(&tmp, sysblock, &v, MF_PART_PROMPT, round);
-            mf_buf b = MF_BUF_INIT;
-            for (size_t j = 0; j < tmp.n && !rc; j++)
-                if (tmp.v[j].kind == MF_SEG_TEXT) mf_buf_puts(&b, tmp.v[j].text);
-            sysv = mf_buf_ok(&b) ? mf_buf_steal(&b) : NULL;
-            mf_buf_free(&b);
-            if (!sysv && !rc) rc = MF_ENOMEM;
-            mf_template_segs_free(&tmp);
-        }
+        if (sys_in_user && round == 0 && sysblock && (rc = system_text(sysblock, &v, round, &sysv))) goto out;
         vars uv = {sysv ? sysv : "", q, "", round};
-        if (!rc) rc = emit(out, t->f[F_USER], &uv, MF_PART_PROMPT, round);
+        rc = emit(out, t->f[F_USER], &uv, MF_PART_PROMPT, round);
         free(sysv);
-        if (!rc && a) {
+        sysv = NULL;
+        if (rc) goto out;
+        if (a) {
             vars av = {"", "", a, round};
-            rc = emit(out, t->f[F_ASSISTANT], &av, MF_PART_TARGET, round);
-        } else if (!rc) {
+            if ((rc = emit(out, t->f[F_ASSISTANT], &av, MF_PART_TARGET, round))) goto out;
+        } else {
             /* generation: the prompt ends where the assistant field would start */
             out->generation = 1;
         }
         round++;
         if (!a && k < c->n) {
             rc = mf_err_set(err, MF_EINVAL, "template: a human turn without an answer must be the last turn");
-            break;
+            goto out;
         }
     }
+    if (round == 0) rc = mf_err_set(err, MF_EINVAL, "template: the conversation has no human turn");
+out:
     free(sysblock);
-    if (!rc && round == 0) rc = mf_err_set(err, MF_EINVAL, "template: the conversation has no human turn");
+    free(sysv);
     if (rc == MF_ENOMEM) mf_err_set(err, rc, "out of memory");
     if (rc) mf_template_segs_free(out);
     else out->n_rounds = round;
@@ -393,6 +403,92 @@ void mf_template_ids_free(mf_template_ids *x)
     memset(x, 0, sizeof *x);
 }
 
+static int encode_text(const mf_template_encoder *enc, const char *text, ivec *piece, uint8_t loss, mf_err *err)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc;
+    if ((rc = enc->encode(enc->ud, text, strlen(text), &ids, &n, err))) goto out;
+    rc = iv_push(piece, ids, n, loss);
+out:
+    free(ids);
+    return rc;
+}
+
+/* Each segment's ids into its piece: [0] the prefix, then per round r 2r+1 its source, 2r+2 its target. */
+static int encode_pieces(const mf_template_segs *s, const mf_template_encoder *enc, ivec *pc, mf_err *err)
+{
+    for (size_t k = 0; k < s->n; k++) {
+        const mf_template_seg *g = &s->v[k];
+        size_t slot = g->round < 0 ? 0 : 1 + 2 * (size_t)g->round + (g->part == MF_PART_TARGET);
+        int rc = 0;
+        if (g->kind == MF_SEG_TEXT) {
+            rc = encode_text(enc, g->text, &pc[slot], (uint8_t)g->loss, err);
+        } else {
+            int32_t id = g->kind == MF_SEG_BOS ? enc->bos : enc->eos;
+            if (id >= 0) rc = iv_push(&pc[slot], &id, 1, (uint8_t)g->loss);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The ids kept within the limits (cutoff, or max_source and max_target): the last round's target is
+ * cut at its end, its source at its start (the prefix first, if it is longer than half); earlier
+ * rounds are kept, newest first, while they fit whole. */
+static int assemble(const ivec *pc, int R, const mf_template_limits *lim, mf_template_ids *out, ivec *res)
+{
+    size_t np = 1 + 2 * (size_t)R;
+    const ivec *P = &pc[0], *src = &pc[np - 2], *tgt = &pc[np - 1];
+    long long p = (long long)P->n, sl = (long long)src->n, tl = (long long)tgt->n, S, T;
+    if (lim->cutoff > 0) {
+        long long C = lim->cutoff, half = C / 2;
+        T = tl;
+        if (T > C - (p + sl < half ? p + sl : half)) T = C - (p + sl < half ? p + sl : half);
+        if (T < 0) T = 0;
+        S = C - T;
+    } else {
+        S = lim->max_source;
+        T = lim->max_target;
+    }
+    if (tl > T) out->truncated = 1;
+    long long keepP = p, keepS = sl;
+    if (p + sl > S) {
+        out->truncated = 1;
+        if (p > S / 2) keepP = 0;
+        keepS = S - keepP;
+    }
+    /* history newest first */
+    long long room = S - keepP - keepS;
+    int first_kept = R - 1;
+    for (int r = R - 2; r >= 0; r--) {
+        long long need = (long long)(pc[1 + 2 * r].n + pc[2 + 2 * r].n);
+        if (need > room) break;
+        room -= need;
+        first_kept = r;
+    }
+    out->dropped_rounds = first_kept;
+    if (first_kept > 0) out->truncated = 1;
+    int rc;
+    if (keepP && (rc = iv_push(res, P->v, (size_t)keepP, 0))) return rc;
+    for (int r = first_kept; r < R - 1; r++) {
+        const ivec *a = &pc[1 + 2 * r], *b = &pc[2 + 2 * r];
+        if ((rc = iv_push(res, a->v, a->n, 0))) return rc;
+        size_t at = res->n;
+        if ((rc = iv_push(res, b->v, b->n, 0))) return rc;
+        memcpy(res->m + at, b->m, b->n);
+    }
+    if (keepS > 0 && (rc = iv_push(res, src->v + (sl - keepS), (size_t)keepS, 0))) return rc;
+    out->prompt_len = res->n;
+    long long kt = tl < T ? tl : T;
+    if (kt > 0) {
+        size_t at = res->n;
+        if ((rc = iv_push(res, tgt->v, (size_t)kt, 0))) return rc;
+        memcpy(res->m + at, tgt->m, (size_t)kt);
+    }
+    return 0;
+}
+
 int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, const char *final_response,
                   const mf_template_limits *lim, const mf_template_encoder *enc, mf_template_ids *out, mf_err *err)
 {
@@ -401,88 +497,27 @@ int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, co
     int rc = mf_template_render(t, c, system, final_response, &s, err);
     if (rc) return rc;
     int R = s.n_rounds;
-    /* pieces: [0] prefix, then per round 2r+1 source, 2r+2 target */
     size_t np = 1 + 2 * (size_t)R;
+    ivec res = {0};
     ivec *pc = calloc(np, sizeof *pc);
     if (!pc) {
-        mf_template_segs_free(&s);
-        return mf_err_set(err, MF_ENOMEM, "out of memory");
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    for (size_t k = 0; k < s.n && !rc; k++) {
-        const mf_template_seg *g = &s.v[k];
-        size_t slot = g->round < 0 ? 0 : 1 + 2 * (size_t)g->round + (g->part == MF_PART_TARGET);
-        if (g->kind == MF_SEG_TEXT) {
-            int32_t *ids = NULL;
-            size_t n = 0;
-            rc = enc->encode(enc->ud, g->text, strlen(g->text), &ids, &n, err);
-            if (!rc) rc = iv_push(&pc[slot], ids, n, (uint8_t)g->loss);
-            free(ids);
-        } else {
-            int32_t id = g->kind == MF_SEG_BOS ? enc->bos : enc->eos;
-            if (id >= 0) rc = iv_push(&pc[slot], &id, 1, (uint8_t)g->loss);
-        }
-    }
-    ivec res = {0};
-    if (!rc) {
-        const ivec *P = &pc[0], *src = &pc[np - 2], *tgt = &pc[np - 1];
-        long long p = (long long)P->n, sl = (long long)src->n, tl = (long long)tgt->n, S, T;
-        if (lim->cutoff > 0) {
-            long long C = lim->cutoff, half = C / 2;
-            T = tl;
-            if (T > C - (p + sl < half ? p + sl : half)) T = C - (p + sl < half ? p + sl : half);
-            if (T < 0) T = 0;
-            S = C - T;
-        } else {
-            S = lim->max_source;
-            T = lim->max_target;
-        }
-        if (tl > T) out->truncated = 1;
-        long long keepP = p, keepS = sl;
-        if (p + sl > S) {
-            out->truncated = 1;
-            if (p > S / 2) keepP = 0;
-            keepS = S - keepP;
-        }
-        /* history newest first */
-        long long room = S - keepP - keepS;
-        int first_kept = R - 1;
-        for (int r = R - 2; r >= 0; r--) {
-            long long need = (long long)(pc[1 + 2 * r].n + pc[2 + 2 * r].n);
-            if (need > room) break;
-            room -= need;
-            first_kept = r;
-        }
-        out->dropped_rounds = first_kept;
-        if (first_kept > 0) out->truncated = 1;
-        if (keepP) rc = iv_push(&res, P->v, (size_t)keepP, 0);
-        for (int r = first_kept; r < R - 1 && !rc; r++) {
-            const ivec *a = &pc[1 + 2 * r], *b = &pc[2 + 2 * r];
-            rc = iv_push(&res, a->v, a->n, 0);
-            if (!rc) {
-                size_t at = res.n;
-                rc = iv_push(&res, b->v, b->n, 0);
-                if (!rc) memcpy(res.m + at, b->m, b->n);
-            }
-        }
-        if (!rc && keepS > 0) rc = iv_push(&res, src->v + (sl - keepS), (size_t)keepS, 0);
-        out->prompt_len = res.n;
-        long long kt = tl < T ? tl : T;
-        if (!rc && kt > 0) {
-            size_t at = res.n;
-            rc = iv_push(&res, tgt->v, (size_t)kt, 0);
-            if (!rc) memcpy(res.m + at, tgt->m, (size_t)kt);
-        }
+    if ((rc = encode_pieces(&s, enc, pc, err))) goto out;
+    if ((rc = assemble(pc, R, lim, out, &res))) {
         if (rc == MF_ENOMEM) mf_err_set(err, rc, "out of memory");
-    }
-    for (size_t k = 0; k < np; k++) iv_free(&pc[k]);
-    free(pc);
-    mf_template_segs_free(&s);
-    if (rc) {
-        iv_free(&res);
-        return rc;
+        goto out;
     }
     out->ids = res.v;
     out->mask = res.m;
     out->n = out->cap = res.n;
-    return 0;
+    res.v = NULL;
+    res.m = NULL;
+out:
+    for (size_t k = 0; pc && k < np; k++) iv_free(&pc[k]);
+    free(pc);
+    mf_template_segs_free(&s);
+    iv_free(&res);
+    return rc;
 }

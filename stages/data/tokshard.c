@@ -134,6 +134,55 @@ void mf_tokshard_writer_free(mf_tokshard_writer *w)
     memset(w, 0, sizeof *w);
 }
 
+/* The header and the index of a mapped shard of len bytes, checked against each other and the
+ * file size; on success ts points into the mapping. */
+static int check_shard(mf_ts *ts, const unsigned char *h, size_t len, const char *path, mf_err *err)
+{
+    if (memcmp(h, MF_TOKSHARD_MAGIC, 8)) return mf_err_set(err, MF_ECORRUPT, "%s: bad magic (expected \"MFTOKSHD\")", path);
+    if (get32(h + 8) != MF_TOKSHARD_VERSION)
+        return mf_err_set(err, MF_ECORRUPT, "%s: shard version %u, this build reads version %d", path, get32(h + 8),
+                          MF_TOKSHARD_VERSION);
+    uint64_t nt = get64(h + 16), nd = get64(h + 24);
+    ts->format = (int)get32(h + 12);
+    ts->block_size = get32(h + 32);
+    ts->vocab_size = get32(h + 36);
+    ts->n_blocks = get64(h + 40);
+    if (ts->format < 1 || ts->format > 4) return mf_err_set(err, MF_ECORRUPT, "%s: unknown format %d", path, ts->format);
+    /* sizes: overflow-safe against the file length */
+    uint64_t body = (uint64_t)len - MF_TOKSHARD_HEADER;
+    if (nt > body / 5 || nd > body / 16)
+        return mf_err_set(err, MF_ECORRUPT, "%s: counts (%llu tokens, %llu docs) exceed the file size", path,
+                          (unsigned long long)nt, (unsigned long long)nd);
+    uint64_t off_at = MF_TOKSHARD_HEADER + nt * 5;
+    off_at = (off_at + 7) / 8 * 8;
+    uint64_t need = off_at + (nd + 1) * 8 + nd * 8;
+    if (need != len)
+        return mf_err_set(err, MF_ECORRUPT, "%s: expected %llu bytes for %llu tokens and %llu docs, found %zu", path,
+                          (unsigned long long)need, (unsigned long long)nt, (unsigned long long)nd, len);
+    if (ts->block_size && ts->n_blocks != nt / ts->block_size)
+        return mf_err_set(err, MF_ECORRUPT, "%s: n_blocks does not match n_tokens / block_size", path);
+    ts->ids = (const int32_t *)(h + MF_TOKSHARD_HEADER);
+    ts->mask = h + MF_TOKSHARD_HEADER + nt * 4;
+    ts->doc_offsets = (const uint64_t *)(h + off_at);
+    ts->prompt_len = ts->doc_offsets + nd + 1;
+    if (ts->doc_offsets[0] != 0 || ts->doc_offsets[nd] != nt)
+        return mf_err_set(err, MF_ECORRUPT, "%s: document offsets do not span the tokens", path);
+    for (uint64_t k = 0; k < nd; k++) {
+        if (ts->doc_offsets[k + 1] < ts->doc_offsets[k])
+            return mf_err_set(err, MF_ECORRUPT, "%s: document %llu ends before it starts", path, (unsigned long long)k);
+        if (ts->prompt_len[k] > ts->doc_offsets[k + 1] - ts->doc_offsets[k])
+            return mf_err_set(err, MF_ECORRUPT, "%s: document %llu: prompt longer than the document", path,
+                              (unsigned long long)k);
+    }
+    for (uint64_t k = 0; k < nt; k++)
+        if (ts->ids[k] < 0 || (ts->vocab_size && (uint32_t)ts->ids[k] >= ts->vocab_size))
+            return mf_err_set(err, MF_ECORRUPT, "%s: token %llu has id %d outside the vocabulary (%u)", path,
+                              (unsigned long long)k, ts->ids[k], ts->vocab_size);
+    ts->n_tokens = nt;
+    ts->n_docs = nd;
+    return 0;
+}
+
 int mf_tokshard_open(mf_ts *ts, const char *path, mf_err *err)
 {
     memset(ts, 0, sizeof *ts);
@@ -152,42 +201,7 @@ int mf_tokshard_open(mf_ts *ts, const char *path, mf_err *err)
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return mf_err_errno(err, MF_EIO, "cannot map '%s'", path);
-    const unsigned char *h = map;
-    int rc = 0;
-    if (memcmp(h, MF_TOKSHARD_MAGIC, 8)) rc = mf_err_set(err, MF_ECORRUPT, "%s: bad magic (expected \"MFTOKSHD\")", path);
-    else if (get32(h + 8) != MF_TOKSHARD_VERSION) rc = mf_err_set(err, MF_ECORRUPT, "%s: shard version %u, this build reads version %d", path, get32(h + 8), MF_TOKSHARD_VERSION);
-    uint64_t nt = get64(h + 16), nd = get64(h + 24);
-    ts->format = (int)get32(h + 12);
-    ts->block_size = get32(h + 32);
-    ts->vocab_size = get32(h + 36);
-    ts->n_blocks = get64(h + 40);
-    if (!rc && (ts->format < 1 || ts->format > 4)) rc = mf_err_set(err, MF_ECORRUPT, "%s: unknown format %d", path, ts->format);
-    /* sizes: overflow-safe against the file length */
-    uint64_t body = (uint64_t)len - MF_TOKSHARD_HEADER;
-    if (!rc && (nt > body / 5 || nd > body / 16)) rc = mf_err_set(err, MF_ECORRUPT, "%s: counts (%llu tokens, %llu docs) exceed the file size", path, (unsigned long long)nt, (unsigned long long)nd);
-    uint64_t off_at = 0;
-    if (!rc) {
-        off_at = MF_TOKSHARD_HEADER + nt * 5;
-        off_at = (off_at + 7) / 8 * 8;
-        uint64_t need = off_at + (nd + 1) * 8 + nd * 8;
-        if (need != len) rc = mf_err_set(err, MF_ECORRUPT, "%s: expected %llu bytes for %llu tokens and %llu docs, found %zu", path,
-                                         (unsigned long long)need, (unsigned long long)nt, (unsigned long long)nd, len);
-    }
-    if (!rc && ts->block_size && ts->n_blocks != nt / ts->block_size) rc = mf_err_set(err, MF_ECORRUPT, "%s: n_blocks does not match n_tokens / block_size", path);
-    if (!rc) {
-        ts->ids = (const int32_t *)(h + MF_TOKSHARD_HEADER);
-        ts->mask = h + MF_TOKSHARD_HEADER + nt * 4;
-        ts->doc_offsets = (const uint64_t *)(h + off_at);
-        ts->prompt_len = ts->doc_offsets + nd + 1;
-        if (ts->doc_offsets[0] != 0 || ts->doc_offsets[nd] != nt) rc = mf_err_set(err, MF_ECORRUPT, "%s: document offsets do not span the tokens", path);
-        for (uint64_t k = 0; !rc && k < nd; k++) {
-            if (ts->doc_offsets[k + 1] < ts->doc_offsets[k]) rc = mf_err_set(err, MF_ECORRUPT, "%s: document %llu ends before it starts", path, (unsigned long long)k);
-            else if (ts->prompt_len[k] > ts->doc_offsets[k + 1] - ts->doc_offsets[k]) rc = mf_err_set(err, MF_ECORRUPT, "%s: document %llu: prompt longer than the document", path, (unsigned long long)k);
-        }
-        for (uint64_t k = 0; !rc && k < nt; k++)
-            if (ts->ids[k] < 0 || (ts->vocab_size && (uint32_t)ts->ids[k] >= ts->vocab_size))
-                rc = mf_err_set(err, MF_ECORRUPT, "%s: token %llu has id %d outside the vocabulary (%u)", path, (unsigned long long)k, ts->ids[k], ts->vocab_size);
-    }
+    int rc = check_shard(ts, map, len, path, err);
     if (rc) {
         munmap(map, len);
         memset(ts, 0, sizeof *ts);
@@ -195,8 +209,6 @@ int mf_tokshard_open(mf_ts *ts, const char *path, mf_err *err)
     }
     ts->map = map;
     ts->map_len = len;
-    ts->n_tokens = nt;
-    ts->n_docs = nd;
     return 0;
 }
 
@@ -215,6 +227,38 @@ void mf_tokshard_dir_close(mf_tsdir *d)
     memset(d, 0, sizeof *d);
 }
 
+/* The shard-*.bin files of dir, sorted by name. */
+static int list_shards(const char *dir, char ***names, size_t *n, mf_err *err)
+{
+    DIR *dh = opendir(dir);
+    if (!dh) return mf_err_errno(err, MF_EIO, "cannot list '%s'", dir);
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(dh))) {
+        size_t l = strlen(de->d_name);
+        if (strncmp(de->d_name, "shard-", 6) || l < 10 || strcmp(de->d_name + l - 4, ".bin")) continue;
+        char **nn = realloc(*names, (*n + 1) * sizeof *nn);
+        if (!nn) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        *names = nn;
+        if (!(nn[*n] = mf_path_join(dir, de->d_name))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        (*n)++;
+    }
+    if (!*n) {
+        rc = mf_err_set(err, MF_ENOTFOUND, "'%s' holds no shard-*.bin (is it the output of a tokenize stage?)", dir);
+        goto out;
+    }
+    qsort(*names, *n, sizeof **names, cmp_name);
+out:
+    closedir(dh);
+    return rc;
+}
+
 int mf_tokshard_dir_open(mf_tsdir *d, const char *dir, mf_err *err)
 {
     memset(d, 0, sizeof *d);
@@ -227,27 +271,15 @@ int mf_tokshard_dir_open(mf_tsdir *d, const char *dir, mf_err *err)
             return mf_err_set(err, MF_ENOMEM, "out of memory");
         }
         n = 1;
-    } else {
-        DIR *dh = opendir(dir);
-        if (!dh) return mf_err_errno(err, MF_EIO, "cannot list '%s'", dir);
-        struct dirent *de;
-        while ((de = readdir(dh)) && !rc) {
-            size_t l = strlen(de->d_name);
-            if (strncmp(de->d_name, "shard-", 6) || l < 10 || strcmp(de->d_name + l - 4, ".bin")) continue;
-            char **nn = realloc(names, (n + 1) * sizeof *nn);
-            if (!nn) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-            names = nn;
-            if (!(names[n] = mf_path_join(dir, de->d_name))) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-            n++;
-        }
-        closedir(dh);
-        if (!rc && !n) rc = mf_err_set(err, MF_ENOTFOUND, "'%s' holds no shard-*.bin (is it the output of a tokenize stage?)", dir);
-        if (!rc) qsort(names, n, sizeof *names, cmp_name);
+    } else if ((rc = list_shards(dir, &names, &n, err))) {
+        goto out;
     }
-    if (!rc && !(d->shards = calloc(n, sizeof *d->shards))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    for (size_t k = 0; k < n && !rc; k++) {
-        rc = mf_tokshard_open(&d->shards[k], names[k], err);
-        if (rc) break;
+    if (!(d->shards = calloc(n, sizeof *d->shards))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if ((rc = mf_tokshard_open(&d->shards[k], names[k], err))) goto out;
         d->n++;
         const mf_ts *t = &d->shards[k];
         if (k == 0) {
@@ -256,11 +288,13 @@ int mf_tokshard_dir_open(mf_tsdir *d, const char *dir, mf_err *err)
             d->vocab_size = t->vocab_size;
         } else if (t->format != d->format || t->block_size != d->block_size || t->vocab_size != d->vocab_size) {
             rc = mf_err_set(err, MF_ECORRUPT, "%s: format, block size or vocabulary differs from the first shard's", names[k]);
+            goto out;
         }
         d->n_tokens += t->n_tokens;
         d->n_docs += t->n_docs;
         d->n_blocks += t->n_blocks;
     }
+out:
     for (size_t k = 0; k < n; k++) free(names[k]);
     free(names);
     if (rc) mf_tokshard_dir_close(d);

@@ -12,7 +12,7 @@
 
 #include "common/fsutil.h"
 
-static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", NULL};
+static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", "ppl", NULL};
 
 /* ---- construction ---- */
 
@@ -69,7 +69,7 @@ int mf_report_add_eval(mf_report *r, const mf_json *ev, const char *where, mf_er
         known |= !strcmp(task, tasks[k]);
     if (!known)
         return mf_err_at(err, MF_EINVAL, where, ev->line, ev->col,
-                         "eval result: \"task\" should be one of mcq|qa|dialog|diagnosis|pairwise, found %s",
+                         "eval result: \"task\" should be one of mcq|qa|dialog|diagnosis|pairwise|ppl, found %s",
                          task ? task : "nothing");
     const char *model = mf_json_get_str(ev, "model", NULL);
     if (!model || !*model)
@@ -234,7 +234,11 @@ int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_er
 
 static const char *const metric_order[] = {"accuracy",
                                            "accuracy_contains",
+                                           "chance",
                                            "extract_rate",
+                                           "ppl",
+                                           "loss",
+                                           "bpc",
                                            "bleu1",
                                            "bleu2",
                                            "bleu3",
@@ -271,7 +275,7 @@ static int is_fraction(const char *key)
 {
     size_t l = strlen(key);
     return !strncmp(key, "accuracy", 8) || !strcmp(key, "win") || !strcmp(key, "tie") ||
-           !strcmp(key, "lose") || (l > 5 && !strcmp(key + l - 5, "_rate"));
+           !strcmp(key, "lose") || !strcmp(key, "chance") || (l > 5 && !strcmp(key + l - 5, "_rate"));
 }
 
 const char *mf_report_metric_label(const char *key)
@@ -280,7 +284,11 @@ const char *mf_report_metric_label(const char *key)
         const char *k, *label;
     } labels[] = {{"accuracy", "Accuracy"},
                   {"accuracy_contains", "Acc. (contains)"},
+                  {"chance", "Chance"},
                   {"extract_rate", "Extracted"},
+                  {"ppl", "Perplexity"},
+                  {"loss", "Loss (nats/token)"},
+                  {"bpc", "Bits/char"},
                   {"bleu1", "BLEU-1"},
                   {"bleu2", "BLEU-2"},
                   {"bleu3", "BLEU-3"},
@@ -298,9 +306,15 @@ const char *mf_report_metric_label(const char *key)
     return key;
 }
 
+/* Lower is better: losses and perplexities. */
+static int lower_is_better(const char *key)
+{
+    return !strcmp(key, "ppl") || !strcmp(key, "loss") || !strcmp(key, "bpc");
+}
+
 int mf_report_higher_is_better(const char *key)
 {
-    return strcmp(key, "lose") && strcmp(key, "n");
+    return strcmp(key, "lose") && strcmp(key, "n") && strcmp(key, "chance") && !lower_is_better(key);
 }
 
 const char *mf_report_cell(const mf_json *metrics, const char *key, char *buf, size_t n, double *val)
@@ -339,7 +353,8 @@ const char *mf_report_table_heading(const mf_report_table *t, char *buf, size_t 
         const char *task, *title;
     } titles[] = {
         {"mcq", "Multiple-choice exam"}, {"qa", "Question answering"},        {"dialog", "Dialogue"},
-        {"diagnosis", "Diagnosis"},      {"pairwise", "Pairwise comparison"}, {NULL, NULL}};
+        {"diagnosis", "Diagnosis"},      {"pairwise", "Pairwise comparison"}, {"ppl", "Held-out perplexity"},
+        {NULL, NULL}};
     const char *title = t->task;
     for (int k = 0; titles[k].task; k++)
         if (!strcmp(t->task, titles[k].task)) title = titles[k].title;
@@ -354,6 +369,7 @@ static const char *primary_metric(const char *task)
 {
     if (!strcmp(task, "qa") || !strcmp(task, "dialog")) return "rougeL";
     if (!strcmp(task, "pairwise")) return "win";
+    if (!strcmp(task, "ppl")) return "ppl";
     return "accuracy";
 }
 
@@ -443,7 +459,8 @@ const mf_json *mf_report_row_metrics(const mf_report *r, const mf_report_table *
 
 long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char *key, const char *cat)
 {
-    if (!mf_report_higher_is_better(key) || t->n_rows < 2) return -1;
+    int sign = mf_report_higher_is_better(key) ? 1 : lower_is_better(key) ? -1 : 0;
+    if (!sign || t->n_rows < 2) return -1;
     long best = -1;
     double bv = -INFINITY;
     int ties = 0;
@@ -452,6 +469,7 @@ long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char
         double v;
         mf_report_cell(mf_report_row_metrics(r, t, k, cat), key, buf, sizeof buf, &v);
         if (isnan(v)) continue;
+        v *= sign;
         if (v > bv)
             bv = v, best = (long)k, ties = 0;
         else if (v == bv)

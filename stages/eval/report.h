@@ -99,7 +99,8 @@ const char *mf_report_cell(const mf_json *metrics, const char *key, char *buf, s
  * primary metric of category cat. */
 /* Column header for a metric key ("BLEU-1", "accuracy", ...). */
 const char *mf_report_metric_label(const char *key);
-/* Is a higher value better (bold the max)? 0 for "lose" and counts. */
+/* Is a higher value better (bold the max)? 0 for "lose", "chance", counts and the
+ * lower-is-better ppl, loss and bpc (whose minimum is bold). */
 int mf_report_higher_is_better(const char *key);
 /* Section heading of a table: "mcq — cmmlu" etc. */
 const char *mf_report_table_heading(const mf_report_table *t, char *buf, size_t n);

@@ -16,6 +16,14 @@
  * Placeholders: {subject} {relation} {objects} {subject_type} {object_type}.
  * A relation with no table and no default is an error (or skipped with
  * on_bad_record: skip and counted).
+ *
+ * Phrasing split (param `phrasing`, shared with kg2mcq): the LAST question of a
+ * relation's table is its held-out phrasing. `train` draws questions from the
+ * others only, `heldout` from it only, `all` (default) from every one — so QA
+ * written with `train` and an exam written with `heldout` never share a
+ * question wording (a table needs two questions for the split).
+ * The table loading, checking, expansion and the split are shared with
+ * kind_kg2mcq.c (mf_kg2qa_* in kinds.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -171,7 +179,7 @@ static int check_entry(const mf_json *e, const char *name, mf_err *err)
     return 0;
 }
 
-static int load_tables(const mf_stage_ctx *ctx, mf_json **out)
+int mf_kg2qa_tables_load(const mf_stage_ctx *ctx, mf_json **out)
 {
     const char *path = mf_stage_input_path(ctx, "templates");
     int rc;
@@ -208,7 +216,7 @@ static int load_tables(const mf_stage_ctx *ctx, mf_json **out)
     return 0;
 }
 
-static void expand(mf_buf *b, const char *tpl, const group *g, const char *objects)
+void mf_kg2qa_expand(mf_buf *b, const char *tpl, const mf_triple *g, const char *objects)
 {
     mf_buf_reset(b);
     for (const char *p = tpl; *p;) {
@@ -219,8 +227,8 @@ static void expand(mf_buf *b, const char *tpl, const group *g, const char *objec
             if (n == 7 && !strncmp(p + 1, "subject", n)) v = g->subject;
             else if (n == 8 && !strncmp(p + 1, "relation", n)) v = g->relation;
             else if (n == 7 && !strncmp(p + 1, "objects", n)) v = objects;
-            else if (n == 12 && !strncmp(p + 1, "subject_type", n)) v = g->stype;
-            else if (n == 11 && !strncmp(p + 1, "object_type", n)) v = g->otype;
+            else if (n == 12 && !strncmp(p + 1, "subject_type", n)) v = g->subject_type;
+            else if (n == 11 && !strncmp(p + 1, "object_type", n)) v = g->object_type;
             if (v) {
                 mf_buf_puts(b, v);
                 p = e + 1;
@@ -231,14 +239,36 @@ static void expand(mf_buf *b, const char *tpl, const group *g, const char *objec
     }
 }
 
+int mf_kg2qa_phrasing_parse(const char *name)
+{
+    return !strcmp(name, "train") ? MF_KG_PHRASING_TRAIN : !strcmp(name, "heldout") ? MF_KG_PHRASING_HELDOUT : MF_KG_PHRASING_ALL;
+}
+
+int mf_kg2qa_questions(const mf_json *entry, int phrasing, const char *relation, size_t *first, size_t *n, mf_err *err)
+{
+    const mf_json *qs = mf_json_get(entry, "questions");
+    *first = 0;
+    *n = qs->n;
+    if (phrasing == MF_KG_PHRASING_ALL) return 0;
+    if (qs->n < 2)
+        return mf_err_set(err, MF_EINVAL,
+                          "kg templates: relation '%s' has %zu question phrasing; phrasing: %s needs at least 2 "
+                          "(the last one is held out)",
+                          relation, qs->n, phrasing == MF_KG_PHRASING_TRAIN ? "train" : "heldout");
+    if (phrasing == MF_KG_PHRASING_TRAIN) *n = qs->n - 1;
+    else *first = qs->n - 1, *n = 1;
+    return 0;
+}
+
 int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;
     long long max_objects = mf_stage_param_int(ctx, "max_objects", 8);
     long long phrasings = mf_stage_param_int(ctx, "phrasings", 0);
+    int split = mf_kg2qa_phrasing_parse(mf_stage_param_str(ctx, "phrasing", "all"));
     if (max_objects < 1) return mf_err_set(err, MF_EINVAL, "kg2qa: max_objects must be >= 1");
     mf_json *tables = NULL;
-    int rc = load_tables(ctx, &tables);
+    int rc = mf_kg2qa_tables_load(ctx, &tables);
     if (rc) return rc;
     const mf_json *rel = mf_json_get(tables, "relations"), *def = mf_json_get(tables, "default");
     const char *joiner = mf_json_get_str(tables, "joiner", "、");
@@ -275,6 +305,9 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
         const mf_json *e = mf_json_get(rel, g->relation);
         if (!e) e = def;
         const mf_json *qs = mf_json_get(e, "questions"), *as = mf_json_get(e, "answers");
+        size_t q0, qn;
+        mf_triple gt = {g->subject, g->relation, "", g->stype, g->otype};
+        if ((rc = mf_kg2qa_questions(e, split, g->relation, &q0, &qn, err))) break;
         for (size_t c0 = 0, chunk = 0; c0 < g->n && !rc; c0 += (size_t)max_objects, chunk++) {
             size_t c1 = c0 + (size_t)max_objects < g->n ? c0 + (size_t)max_objects : g->n;
             mf_buf_reset(&objs);
@@ -286,23 +319,23 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
             uint64_t cs = (uint64_t)chunk;
             mf_rng_seed(&rng, mf_mix64(ctx->seed) ^ mf_hash64(&cs, sizeof cs, key_hash(g->subject, g->relation)));
             size_t nq = phrasings > 0 ? (size_t)phrasings : 1;
-            if (nq > qs->n) nq = qs->n;
-            size_t avail = qs->n;
+            if (nq > qn) nq = qn;
+            size_t avail = qn;
             size_t *order = malloc(avail * sizeof *order);
             if (!order) {
                 rc = mf_err_set(err, MF_ENOMEM, "out of memory");
                 break;
             }
-            for (size_t k = 0; k < avail; k++) order[k] = k;
+            for (size_t k = 0; k < avail; k++) order[k] = q0 + k;
             for (size_t k = 0; k < nq; k++) { /* partial Fisher-Yates */
                 size_t j = k + (size_t)mf_rng_below(&rng, avail - k), tmp = order[k];
                 order[k] = order[j];
                 order[j] = tmp;
             }
             const char *atpl = as->items[mf_rng_below(&rng, as->n)]->s;
-            expand(&a, atpl, g, mf_buf_cstr(&objs));
+            mf_kg2qa_expand(&a, atpl, &gt, mf_buf_cstr(&objs));
             for (size_t k = 0; k < nq && !rc; k++) {
-                expand(&q, qs->items[order[k]]->s, g, mf_buf_cstr(&objs));
+                mf_kg2qa_expand(&q, qs->items[order[k]]->s, &gt, mf_buf_cstr(&objs));
                 mf_conv c;
                 mf_conv_init(&c);
                 if (!mf_buf_ok(&q) || !mf_buf_ok(&a) || !mf_buf_ok(&objs) || mf_conv_add(&c, MF_ROLE_HUMAN, mf_buf_cstr(&q), q.len) ||
@@ -338,6 +371,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
         mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
         mf_stats_int(stats, "dropped_no_template", no_table);
         mf_stats_str(stats, "templates", mf_stage_input_path(ctx, "templates") ? "input" : "shipped");
+        mf_stats_str(stats, "phrasing", mf_stage_param_str(ctx, "phrasing", "all"));
         if (stats) mf_json_set(stats, "qa_by_relation", per_rel), per_rel = NULL;
         if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
         rc = mf_stats_write(ctx->out_dir, stats, err);

@@ -31,7 +31,17 @@ double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, dou
  *   L = -(1 - ls) * log σ(d) - ls * log σ(-d)
  * *dpc = dL/dpc, *dpr = dL/dpr. Returns L. */
 double mf_dpo_loss(double beta, double ls, double pc, double pr, double rc, double rr, double *dpc, double *dpr);
+/* DPO over a micro-batch of n pairs, TRL DPOTrainer's loss_type [sigmoid, sft] with weights [1, alpha]
+ * (alpha = rpo_alpha; RPO, Pang et al. 2024):
+ *   L = mean_i dpo(pc_i, pr_i, rc_i, rr_i) + alpha * (-Σ_i pc_i) / Σ_i nc_i
+ * with nc_i the number of pair i's chosen answer tokens (the sft term is the mean NLL of the batch's
+ * chosen tokens). g_c[i] / g_r[i] = dL/d(log-prob of any one chosen / rejected token of pair i). */
+double mf_dpo_batch_loss(int n, double beta, double ls, double alpha, const double *pc, const double *pr,
+                         const double *rc, const double *rr, const double *nc, double *g_c, double *g_r);
 /* RM pairwise loss -log σ(r_c - r_r); *dc = dL/dr_c, *dr = dL/dr_r. */
 double mf_rm_loss(double rc, double rr, double *dc, double *dr);
+/* rm: end every sequence with EOS — the last token of an answer cut to the length limits becomes EOS
+ * (OpenRLHF's reward dataset) — so the reward is always read at an EOS. Returns how many were changed. */
+size_t mf_rm_close_with_eos(mf_train_data_set *s, int32_t eos);
 
 #endif

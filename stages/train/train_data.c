@@ -132,13 +132,13 @@ static int stream_add(stream *s, const int32_t *ids, size_t n, mf_err *err)
 
 static int pack(mf_train_data_set *out, const stream *s, int block, mf_err *err)
 {
-    int rc = 0;
-    for (size_t off = 0; off < s->n && !rc; off += (size_t)block) {
+    for (size_t off = 0; off < s->n; off += (size_t)block) {
         size_t len = s->n - off < (size_t)block ? s->n - off : (size_t)block;
         if (len < 2) break;
-        rc = push_seq(out, s->v + off, NULL, (int)len, 0, err);
+        int rc = push_seq(out, s->v + off, NULL, (int)len, 0, err);
+        if (rc) return rc;
     }
-    return rc;
+    return 0;
 }
 
 typedef struct loader {
@@ -173,35 +173,107 @@ static int conv_text(const mf_json *rec, mf_buf *out, mf_err *err)
     return mf_buf_ok(out) ? 0 : nomem(err);
 }
 
+/* A document: the string field, or a conversation's turns joined (conv_text). */
+static int add_text(loader *L, mf_rd *rd, const mf_json *rec, int which, mf_err *err)
+{
+    const mf_train_data_opts *o = L->o;
+    const mf_json *t = rec->type == MF_JSON_STRING ? rec : mf_json_get(rec, o->field);
+    mf_buf joined = MF_BUF_INIT;
+    const char *text = t && t->type == MF_JSON_STRING ? t->s : NULL;
+    size_t len = text ? t->slen : 0;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int32_t eos = mf_tok_eos_id(L->tok);
+    int rc = 0;
+    if (!text && rec->type == MF_JSON_OBJECT) {
+        if ((rc = conv_text(rec, &joined, err)) == MF_EINVAL)
+            rc = mf_reader_reject(rd, err, "expected a string field '%s' or a conversation", o->field);
+        if (rc || !joined.data) goto out; /* an error, or a rejected record skipped */
+        text = joined.data;
+        len = joined.len;
+    } else if (!text) {
+        rc = mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
+        goto out;
+    }
+    if ((rc = mf_tok_encode(L->tok, text, len, 0, &ids, &n, err))) goto out;
+    if ((rc = stream_add(&L->st[which], ids, n, err))) goto out;
+    if (eos >= 0) rc = stream_add(&L->st[which], &eos, 1, err);
+out:
+    free(ids);
+    mf_buf_free(&joined);
+    return rc;
+}
+
+/* A preference pair: the chosen then the rejected sequence; pairwise losses score the final answer only. */
+static int add_pair(loader *L, const mf_conv *c, const mf_template_limits *lim, mf_train_data_set *set, mf_err *err)
+{
+    const mf_train_data_opts *o = L->o;
+    mf_template_ids a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    int32_t *la = NULL, *lb = NULL;
+    int rc;
+    if ((rc = mf_template_encode(L->tpl, c, o->system, c->chosen, lim, &L->enc, &a, err))) goto out;
+    if ((rc = mf_template_encode(L->tpl, c, o->system, c->rejected, lim, &L->enc, &b, err))) goto out;
+    if (a.prompt_len >= a.n || b.prompt_len >= b.n) {
+        set->dropped++;
+        goto out;
+    }
+    la = malloc(a.n * sizeof *la);
+    lb = malloc(b.n * sizeof *lb);
+    if (!la || !lb) {
+        rc = nomem(err);
+        goto out;
+    }
+    for (size_t i = 0; i < a.n; i++) la[i] = i >= a.prompt_len ? a.ids[i] : MF_K_IGNORE_INDEX;
+    for (size_t i = 0; i < b.n; i++) lb[i] = i >= b.prompt_len ? b.ids[i] : MF_K_IGNORE_INDEX;
+    if ((rc = push_seq(set, a.ids, la, (int)a.n, (int)a.prompt_len, err))) goto out;
+    rc = push_seq(set, b.ids, lb, (int)b.n, (int)b.prompt_len, err);
+out:
+    free(la);
+    free(lb);
+    mf_template_ids_free(&a);
+    mf_template_ids_free(&b);
+    return rc;
+}
+
+/* An SFT example (labels where the template puts the loss; dropped when that is nowhere), or a
+ * prompt (no labels). */
+static int add_example(loader *L, const mf_conv *c, const mf_template_limits *lim, mf_train_data_set *set, mf_err *err)
+{
+    const mf_train_data_opts *o = L->o;
+    mf_template_ids a;
+    memset(&a, 0, sizeof a);
+    int32_t *lab = NULL;
+    size_t nl = 0;
+    int rc;
+    if ((rc = mf_template_encode(L->tpl, c, o->system, NULL, lim, &L->enc, &a, err))) goto out;
+    if (o->mode == MF_TRAIN_DATA_PROMPT) {
+        if (a.n == 0) set->dropped++;
+        else rc = push_seq(set, a.ids, NULL, (int)a.n, (int)a.n, err);
+        goto out;
+    }
+    if (!(lab = malloc((a.n ? a.n : 1) * sizeof *lab))) {
+        rc = nomem(err);
+        goto out;
+    }
+    for (size_t i = 0; i < a.n; i++) {
+        lab[i] = a.mask[i] ? a.ids[i] : MF_K_IGNORE_INDEX;
+        nl += a.mask[i] != 0;
+    }
+    if (nl == 0) set->dropped++;
+    else rc = push_seq(set, a.ids, lab, (int)a.n, (int)a.prompt_len, err);
+out:
+    free(lab);
+    mf_template_ids_free(&a);
+    return rc;
+}
+
 /* One record into train (which=0) or val (which=1). 0 ok (or skipped), <0 error. */
 static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_train_data_set *set, int which, mf_err *err)
 {
     const mf_train_data_opts *o = L->o;
-    if (o->mode == MF_TRAIN_DATA_TEXT) {
-        const mf_json *t = rec->type == MF_JSON_STRING ? rec : mf_json_get(rec, o->field);
-        mf_buf joined = MF_BUF_INIT;
-        int is_conv = (!t || t->type != MF_JSON_STRING) && rec->type == MF_JSON_OBJECT;
-        if (is_conv) {
-            int rc = conv_text(rec, &joined, err);
-            if (rc == MF_EINVAL) rc = mf_reader_reject(rd, err, "expected a string field '%s' or a conversation", o->field);
-            if (rc) {
-                mf_buf_free(&joined);
-                return rc;
-            }
-        } else if (!t || t->type != MF_JSON_STRING) {
-            return mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
-        }
-        int32_t *ids = NULL;
-        size_t n = 0;
-        int rc = is_conv ? mf_tok_encode(L->tok, joined.data, joined.len, 0, &ids, &n, err)
-                         : mf_tok_encode(L->tok, t->s, t->slen, 0, &ids, &n, err);
-        if (!rc) rc = stream_add(&L->st[which], ids, n, err);
-        int32_t eos = mf_tok_eos_id(L->tok);
-        if (!rc && eos >= 0) rc = stream_add(&L->st[which], &eos, 1, err);
-        free(ids);
-        mf_buf_free(&joined);
-        return rc;
-    }
+    if (o->mode == MF_TRAIN_DATA_TEXT) return add_text(L, rd, rec, which, err);
     mf_conv c;
     char why[256] = "";
     int rc = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
@@ -209,57 +281,17 @@ static int add_record(loader *L, mf_rd *rd, const mf_json *rec, mf_train_data_se
     if (rc) return nomem(err);
     mf_template_limits lim = {o->max_source, o->max_target, o->cutoff};
     if (o->mode == MF_TRAIN_DATA_PREF) {
-        if (!c.chosen || !c.rejected) {
-            mf_conv_free(&c);
-            return mf_reader_reject(rd, err, "expected a preference record (prompt, chosen, rejected)");
-        }
-        mf_template_ids a, b;
-        memset(&a, 0, sizeof a);
-        memset(&b, 0, sizeof b);
-        rc = mf_template_encode(L->tpl, &c, o->system, c.chosen, &lim, &L->enc, &a, err);
-        if (!rc) rc = mf_template_encode(L->tpl, &c, o->system, c.rejected, &lim, &L->enc, &b, err);
-        if (!rc) {
-            if (a.prompt_len >= a.n || b.prompt_len >= b.n) {
-                set->dropped++;
-            } else {
-                int32_t *la = malloc(a.n * sizeof *la), *lb = malloc(b.n * sizeof *lb);
-                if (!la || !lb) rc = nomem(err);
-                /* pairwise losses score the final answer only */
-                for (size_t i = 0; !rc && i < a.n; i++) la[i] = i >= a.prompt_len ? a.ids[i] : MF_K_IGNORE_INDEX;
-                for (size_t i = 0; !rc && i < b.n; i++) lb[i] = i >= b.prompt_len ? b.ids[i] : MF_K_IGNORE_INDEX;
-                if (!rc) rc = push_seq(set, a.ids, la, (int)a.n, (int)a.prompt_len, err);
-                if (!rc) rc = push_seq(set, b.ids, lb, (int)b.n, (int)b.prompt_len, err);
-                free(la);
-                free(lb);
-            }
-        }
-        mf_template_ids_free(&a);
-        mf_template_ids_free(&b);
+        if (!c.chosen || !c.rejected)
+            rc = mf_reader_reject(rd, err, "expected a preference record (prompt, chosen, rejected)");
+        else
+            rc = add_pair(L, &c, &lim, set, err);
     } else {
         /* prompts: a conversation whose last turn is the model's is cut before it */
         if (o->mode == MF_TRAIN_DATA_PROMPT && c.n && c.turns[c.n - 1].role == MF_ROLE_GPT) {
             free(c.turns[c.n - 1].value);
             c.n--;
         }
-        mf_template_ids a;
-        memset(&a, 0, sizeof a);
-        rc = mf_template_encode(L->tpl, &c, o->system, NULL, &lim, &L->enc, &a, err);
-        if (!rc && o->mode == MF_TRAIN_DATA_PROMPT) {
-            if (a.n == 0) set->dropped++;
-            else rc = push_seq(set, a.ids, NULL, (int)a.n, (int)a.n, err);
-        } else if (!rc) {
-            int32_t *lab = malloc((a.n ? a.n : 1) * sizeof *lab);
-            size_t nl = 0;
-            if (!lab) rc = nomem(err);
-            for (size_t i = 0; !rc && i < a.n; i++) {
-                lab[i] = a.mask[i] ? a.ids[i] : MF_K_IGNORE_INDEX;
-                nl += a.mask[i] != 0;
-            }
-            if (!rc && nl == 0) set->dropped++;
-            else if (!rc) rc = push_seq(set, a.ids, lab, (int)a.n, (int)a.prompt_len, err);
-            free(lab);
-        }
-        mf_template_ids_free(&a);
+        rc = add_example(L, &c, &lim, set, err);
     }
     mf_conv_free(&c);
     return rc;
@@ -275,6 +307,60 @@ static int is_shards(const char *path)
     return r;
 }
 
+/* A pretraining shard: packed blocks stay blocks; an unpacked stream is packed to block_size later. */
+static int shard_text(loader *L, const mf_ts *ts, mf_train_data_set *train, mf_train_data_set *val, int force_val,
+                      mf_err *err)
+{
+    const mf_train_data_opts *o = L->o;
+    size_t B = ts->block_size ? ts->block_size : (size_t)o->block_size;
+    size_t nb = ts->block_size ? ts->n_blocks : 0;
+    if (!nb) return stream_add(&L->st[force_val], ts->ids, ts->n_tokens, err);
+    for (size_t k = 0; k < nb; k++) {
+        int v = force_val ||
+                (val && o->val_ratio > 0 && mf_split_unit(ts->ids + k * B, B * sizeof(int32_t)) < o->val_ratio);
+        int rc = push_seq(v ? val : train, ts->ids + k * B, NULL, (int)B, 0, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* The documents of an SFT, prompt or preference shard (a preference is two documents, chosen
+ * then rejected, kept together); *lab is scratch for the labels. */
+static int shard_docs(loader *L, const mf_ts *ts, int want, mf_train_data_set *train, mf_train_data_set *val,
+                      int force_val, int32_t **lab, size_t *lab_cap, mf_err *err)
+{
+    const mf_train_data_opts *o = L->o;
+    size_t step = want == MF_TOKSHARD_PREFERENCE ? 2 : 1;
+    for (size_t k = 0; k + step <= ts->n_docs; k += step) {
+        uint64_t a = ts->doc_offsets[k], b = ts->doc_offsets[k + step];
+        int v = force_val || (val && o->val_ratio > 0 &&
+                              mf_split_unit(ts->ids + a, (size_t)(b - a) * sizeof(int32_t)) < o->val_ratio);
+        mf_train_data_set *dst = v ? val : train;
+        for (size_t j = k; j < k + step; j++) {
+            uint64_t x = ts->doc_offsets[j], y = ts->doc_offsets[j + 1];
+            size_t len = (size_t)(y - x), pl = (size_t)ts->prompt_len[j];
+            if (len > *lab_cap) {
+                int32_t *nl = realloc(*lab, len * sizeof *nl);
+                if (!nl) return mf_err_set(err, MF_ENOMEM, "out of memory");
+                *lab = nl;
+                *lab_cap = len;
+            }
+            size_t nl_ = 0;
+            for (size_t t = 0; t < len; t++) {
+                int on = want == MF_TOKSHARD_SFT ? ts->mask[x + t] != 0 : t >= pl;
+                (*lab)[t] = on ? ts->ids[x + t] : MF_K_IGNORE_INDEX;
+                nl_ += on;
+            }
+            int rc = 0;
+            if (want == MF_TOKSHARD_PROMPTS) rc = len ? push_seq(dst, ts->ids + x, NULL, (int)len, (int)len, err) : 0;
+            else if (!nl_ && want == MF_TOKSHARD_SFT) dst->dropped++;
+            else rc = push_seq(dst, ts->ids + x, *lab, (int)len, (int)pl, err);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
 /* Token shards written by the `tokenize` kind (stages/data/tokshard.h). */
 static int read_shards(loader *L, const char *path, mf_train_data_set *train, mf_train_data_set *val, int force_val, mf_err *err)
 {
@@ -284,57 +370,45 @@ static int read_shards(loader *L, const char *path, mf_train_data_set *train, mf
     const mf_train_data_opts *o = L->o;
     int want = o->mode == MF_TRAIN_DATA_TEXT ? MF_TOKSHARD_PRETRAIN : o->mode == MF_TRAIN_DATA_SFT ? MF_TOKSHARD_SFT
                : o->mode == MF_TRAIN_DATA_PREF ? MF_TOKSHARD_PREFERENCE : MF_TOKSHARD_PROMPTS;
+    int32_t *lab = NULL;
+    size_t lab_cap = 0;
     if (d.format != want) {
         rc = mf_err_set(err, MF_EINVAL, "%s: token shards of format '%s', this stage needs '%s'", path,
                         mf_tokshard_format_name(d.format), mf_tokshard_format_name(want));
-        mf_tokshard_dir_close(&d);
-        return rc;
+        goto out;
     }
-    int32_t *lab = NULL;
-    size_t lab_cap = 0;
-    for (size_t s = 0; !rc && s < d.n; s++) {
+    for (size_t s = 0; s < d.n; s++) {
         const mf_ts *ts = &d.shards[s];
-        if (want == MF_TOKSHARD_PRETRAIN) {
-            /* packed blocks stay blocks; unpacked streams are packed to block_size here */
-            size_t B = ts->block_size ? ts->block_size : (size_t)o->block_size;
-            size_t nb = ts->block_size ? ts->n_blocks : 0;
-            for (size_t k = 0; !rc && k < nb; k++) {
-                int v = force_val || (val && o->val_ratio > 0 &&
-                                      mf_split_unit(ts->ids + k * B, B * sizeof(int32_t)) < o->val_ratio);
-                rc = push_seq(v ? val : train, ts->ids + k * B, NULL, (int)B, 0, err);
-            }
-            if (!nb) rc = stream_add(&L->st[force_val], ts->ids, ts->n_tokens, err);
-            continue;
-        }
-        size_t step = want == MF_TOKSHARD_PREFERENCE ? 2 : 1;
-        for (size_t k = 0; !rc && k + step <= ts->n_docs; k += step) {
-            uint64_t a = ts->doc_offsets[k], b = ts->doc_offsets[k + step];
-            int v = force_val || (val && o->val_ratio > 0 &&
-                                  mf_split_unit(ts->ids + a, (size_t)(b - a) * sizeof(int32_t)) < o->val_ratio);
-            mf_train_data_set *dst = v ? val : train;
-            for (size_t j = k; !rc && j < k + step; j++) {
-                uint64_t x = ts->doc_offsets[j], y = ts->doc_offsets[j + 1];
-                size_t len = (size_t)(y - x), pl = (size_t)ts->prompt_len[j];
-                if (len > lab_cap) {
-                    int32_t *nl = realloc(lab, len * sizeof *nl);
-                    if (!nl) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-                    lab = nl;
-                    lab_cap = len;
-                }
-                size_t nl_ = 0;
-                for (size_t t = 0; t < len; t++) {
-                    int on = want == MF_TOKSHARD_SFT ? ts->mask[x + t] != 0 : t >= pl;
-                    lab[t] = on ? ts->ids[x + t] : MF_K_IGNORE_INDEX;
-                    nl_ += on;
-                }
-                if (want == MF_TOKSHARD_PROMPTS) rc = len ? push_seq(dst, ts->ids + x, NULL, (int)len, (int)len, err) : 0;
-                else if (!nl_ && want == MF_TOKSHARD_SFT) dst->dropped++;
-                else rc = push_seq(dst, ts->ids + x, lab, (int)len, (int)pl, err);
-            }
-        }
+        rc = want == MF_TOKSHARD_PRETRAIN ? shard_text(L, ts, train, val, force_val, err)
+                                          : shard_docs(L, ts, want, train, val, force_val, &lab, &lab_cap, err);
+        if (rc) goto out;
     }
+out:
     free(lab);
     mf_tokshard_dir_close(&d);
+    return rc;
+}
+
+static int read_jsonl(loader *L, const char *path, int skip, mf_train_data_set *train, mf_train_data_set *val,
+                      int force_val, mf_err *err)
+{
+    mf_rd *rd = NULL;
+    int rc;
+    if ((rc = mf_reader_open(&rd, path, skip, err))) return rc;
+    for (;;) {
+        mf_json *rec = NULL;
+        int r = mf_reader_next(rd, &rec, err);
+        if (r <= 0) {
+            rc = r;
+            goto out;
+        }
+        int v = force_val || (val && is_val(rec, L->o->val_ratio));
+        rc = add_record(L, rd, rec, v ? val : train, v, err);
+        mf_json_free(rec);
+        if (rc) goto out;
+    }
+out:
+    mf_reader_close(rd);
     return rc;
 }
 
@@ -344,29 +418,12 @@ static int read_slot(loader *L, const mf_stage_ctx *ctx, const char *slot, mf_tr
     const mf_stage_input *in = mf_stage_input_get(ctx, slot);
     if (!in || !in->n) return mf_err_set(err, MF_EINVAL, "stage '%s': no input bound to slot '%s'", ctx->stage, slot);
     int skip = mf_reader_policy_skip(mf_trainer_str(ctx, "on_bad_record"));
-    int rc = 0;
-    for (size_t i = 0; !rc && i < in->n; i++) {
-        if (is_shards(in->paths[i])) {
-            rc = read_shards(L, in->paths[i], train, val, force_val, err);
-            continue;
-        }
-        mf_rd *rd = NULL;
-        if ((rc = mf_reader_open(&rd, in->paths[i], skip, err))) break;
-        for (;;) {
-            mf_json *rec = NULL;
-            int r = mf_reader_next(rd, &rec, err);
-            if (r <= 0) {
-                rc = r;
-                break;
-            }
-            int v = force_val || (val && is_val(rec, L->o->val_ratio));
-            rc = add_record(L, rd, rec, v ? val : train, v, err);
-            mf_json_free(rec);
-            if (rc) break;
-        }
-        mf_reader_close(rd);
+    for (size_t i = 0; i < in->n; i++) {
+        int rc = is_shards(in->paths[i]) ? read_shards(L, in->paths[i], train, val, force_val, err)
+                                         : read_jsonl(L, in->paths[i], skip, train, val, force_val, err);
+        if (rc) return rc;
     }
-    return rc;
+    return 0;
 }
 
 int mf_train_data_load(mf_train_data_set *train, mf_train_data_set *val, const mf_stage_ctx *ctx, mf_tok *tok, const mf_train_data_opts *o,
@@ -379,22 +436,23 @@ int mf_train_data_load(mf_train_data_set *train, mf_train_data_set *val, const m
     memset(&L, 0, sizeof L);
     L.o = o;
     L.tok = tok;
-    int rc = 0;
-    if (o->mode != MF_TRAIN_DATA_TEXT) {
-        rc = mf_template_new(&L.tpl, o->template_name, err);
-        L.enc = (mf_template_encoder){tok, tok_cb, mf_tok_bos_id(tok), mf_tok_eos_id(tok)};
-    }
     const mf_stage_input *vin = mf_stage_input_get(ctx, "val");
     int has_val_slot = vin && vin->n;
     mf_train_data_opts oo = *o;
     if (has_val_slot) oo.val_ratio = 0;
-    L.o = &oo;
-    if (!rc) rc = read_slot(&L, ctx, "data", train, has_val_slot ? NULL : val, 0, err);
-    if (!rc && has_val_slot && val) rc = read_slot(&L, ctx, "val", train, val, 1, err);
-    if (!rc && o->mode == MF_TRAIN_DATA_TEXT) {
-        rc = pack(train, &L.st[0], o->block_size, err);
-        if (!rc && val) rc = pack(val, &L.st[1], o->block_size, err);
+    int rc;
+    if (o->mode != MF_TRAIN_DATA_TEXT) {
+        if ((rc = mf_template_new(&L.tpl, o->template_name, err))) goto out;
+        L.enc = (mf_template_encoder){tok, tok_cb, mf_tok_bos_id(tok), mf_tok_eos_id(tok)};
     }
+    L.o = &oo;
+    if ((rc = read_slot(&L, ctx, "data", train, has_val_slot ? NULL : val, 0, err))) goto out;
+    if (has_val_slot && val && (rc = read_slot(&L, ctx, "val", train, val, 1, err))) goto out;
+    if (o->mode == MF_TRAIN_DATA_TEXT) {
+        if ((rc = pack(train, &L.st[0], o->block_size, err))) goto out;
+        if (val && (rc = pack(val, &L.st[1], o->block_size, err))) goto out;
+    }
+out:
     free(L.st[0].v);
     free(L.st[1].v);
     if (L.tpl) mf_template_free(L.tpl);

@@ -52,10 +52,80 @@ int mf_train_model_open(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err
     return mf_stage_open_model(&tm->in, ctx, "model", keep, err);
 }
 
+/* full: every parameter trains, but a prefix inside the input model stays frozen. */
+static int apply_full(mf_train_model *tm, mf_model *m, mf_err *err)
+{
+    mf_model_set_all_trainable(m, 1);
+    for (size_t i = 0; tm->in.has_prefix && i < mf_model_num_params(m); i++) {
+        mf_k_param *p = mf_model_param(m, i);
+        int rc;
+        if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 0, err))) return rc;
+    }
+    tm->out_kind = MF_ADAPTER_NONE;
+    return 0;
+}
+
+/* freeze: the last freeze.trainable_layers layers (of freeze.modules) train. */
+static int apply_freeze(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, mf_err *err)
+{
+    const mf_model_config *cfg = mf_model_get_config(m);
+    mf_model_set_all_trainable(m, 0);
+    tm->out_kind = MF_ADAPTER_NONE;
+    mf_k_freeze_config fc = {(int)mf_trainer_int(ctx, "freeze.trainable_layers"), 0, 0};
+    if (fc.trainable_layers > cfg->num_hidden_layers) fc.trainable_layers = cfg->num_hidden_layers;
+    char *mods = mf_trainer_list(ctx, "freeze.modules");
+    if (!mods) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = *mods ? mf_k_modules_parse(&fc.modules, mods, err) : 0;
+    free(mods);
+    if (rc) return rc;
+    return mf_model_freeze(m, &fc, err);
+}
+
+/* lora: new adapters on lora.target, or the input's kept adapters trained on (continue). */
+static int apply_lora(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, mf_err *err)
+{
+    tm->out_kind = MF_ADAPTER_LORA;
+    if (tm->in.kept == MF_ADAPTER_LORA) {
+        tm->lora = tm->in.lora;
+        return 0;
+    }
+    tm->lora.rank = (int)mf_trainer_int(ctx, "lora.rank");
+    tm->lora.alpha = (float)mf_trainer_num(ctx, "lora.alpha");
+    tm->lora.dropout = (float)mf_trainer_num(ctx, "lora.dropout");
+    tm->lora.seed = ctx->seed;
+    char *t = mf_trainer_list(ctx, "lora.target");
+    if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = mf_k_modules_parse(&tm->lora.target, *t ? t : "q_proj,v_proj", err);
+    tm->lora.target &= MF_MOD_ATTN | MF_MOD_MLP; /* "all" = every projection (norms take no LoRA) */
+    free(t);
+    if (rc) return rc;
+    return mf_model_add_lora(m, &tm->lora, err);
+}
+
+/* ptuning: a new prefix encoder, or the input's kept prefix trained on (continue). */
+static int apply_ptuning(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, mf_err *err)
+{
+    tm->out_kind = MF_ADAPTER_PREFIX;
+    if (tm->in.kept == MF_ADAPTER_PREFIX) {
+        tm->prefix = tm->in.prefix;
+        mf_model_set_all_trainable(m, 0);
+        for (size_t i = 0; i < mf_model_num_params(m); i++) {
+            mf_k_param *p = mf_model_param(m, i);
+            int rc;
+            if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 1, err))) return rc;
+        }
+        return 0;
+    }
+    tm->prefix.pre_seq_len = (int)mf_trainer_int(ctx, "ptuning.pre_seq_len");
+    tm->prefix.prefix_projection = mf_trainer_bool(ctx, "ptuning.prefix_projection");
+    tm->prefix.prefix_hidden_size = (int)mf_trainer_int(ctx, "ptuning.prefix_hidden_size");
+    tm->prefix.seed = ctx->seed;
+    return mf_model_add_prefix(m, &tm->prefix, err);
+}
+
 int mf_train_model_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, mf_err *err)
 {
     mf_model *m = tm->in.model;
-    const mf_model_config *cfg = mf_model_get_config(m);
     int rc = 0;
     if (tm->in.has_prefix && tm->in.kept != MF_ADAPTER_PREFIX && tm->ft == MF_FT_PTUNING)
         return mf_err_set(err, MF_EUNSUPPORTED,
@@ -67,62 +137,10 @@ int mf_train_model_apply_finetune(mf_train_model *tm, const mf_stage_ctx *ctx, m
         tm->in.kept = MF_ADAPTER_NONE;
     }
     switch (tm->ft) {
-    case MF_FT_FULL:
-        mf_model_set_all_trainable(m, 1);
-        for (size_t i = 0; tm->in.has_prefix && i < mf_model_num_params(m); i++) { /* a prefix stays frozen */
-            mf_k_param *p = mf_model_param(m, i);
-            if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 0, err))) return rc;
-        }
-        tm->out_kind = MF_ADAPTER_NONE;
-        break;
-    case MF_FT_FREEZE: {
-        mf_model_set_all_trainable(m, 0);
-        mf_k_freeze_config fc = {(int)mf_trainer_int(ctx, "freeze.trainable_layers"), 0, 0};
-        if (fc.trainable_layers > cfg->num_hidden_layers) fc.trainable_layers = cfg->num_hidden_layers;
-        char *mods = mf_trainer_list(ctx, "freeze.modules");
-        if (!mods) return mf_err_set(err, MF_ENOMEM, "out of memory");
-        if (*mods) rc = mf_k_modules_parse(&fc.modules, mods, err);
-        free(mods);
-        if (!rc) rc = mf_model_freeze(m, &fc, err);
-        tm->out_kind = MF_ADAPTER_NONE;
-        break;
-    }
-    case MF_FT_LORA:
-        tm->out_kind = MF_ADAPTER_LORA;
-        if (tm->in.kept == MF_ADAPTER_LORA) {
-            tm->lora = tm->in.lora;
-            break;
-        }
-        tm->lora.rank = (int)mf_trainer_int(ctx, "lora.rank");
-        tm->lora.alpha = (float)mf_trainer_num(ctx, "lora.alpha");
-        tm->lora.dropout = (float)mf_trainer_num(ctx, "lora.dropout");
-        tm->lora.seed = ctx->seed;
-        {
-            char *t = mf_trainer_list(ctx, "lora.target");
-            if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
-            rc = mf_k_modules_parse(&tm->lora.target, *t ? t : "q_proj,v_proj", err);
-            tm->lora.target &= MF_MOD_ATTN | MF_MOD_MLP; /* "all" = every projection (norms take no LoRA) */
-            free(t);
-        }
-        if (!rc) rc = mf_model_add_lora(m, &tm->lora, err);
-        break;
-    case MF_FT_PTUNING:
-        tm->out_kind = MF_ADAPTER_PREFIX;
-        if (tm->in.kept == MF_ADAPTER_PREFIX) {
-            tm->prefix = tm->in.prefix;
-            mf_model_set_all_trainable(m, 0);
-            for (size_t i = 0; i < mf_model_num_params(m); i++) {
-                mf_k_param *p = mf_model_param(m, i);
-                if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 1, err))) break;
-            }
-            break;
-        }
-        tm->prefix.pre_seq_len = (int)mf_trainer_int(ctx, "ptuning.pre_seq_len");
-        tm->prefix.prefix_projection = mf_trainer_bool(ctx, "ptuning.prefix_projection");
-        tm->prefix.prefix_hidden_size = (int)mf_trainer_int(ctx, "ptuning.prefix_hidden_size");
-        tm->prefix.seed = ctx->seed;
-        rc = mf_model_add_prefix(m, &tm->prefix, err);
-        break;
+    case MF_FT_FULL: rc = apply_full(tm, m, err); break;
+    case MF_FT_FREEZE: rc = apply_freeze(tm, ctx, m, err); break;
+    case MF_FT_LORA: rc = apply_lora(tm, ctx, m, err); break;
+    case MF_FT_PTUNING: rc = apply_ptuning(tm, ctx, m, err); break;
     }
     if (rc) mf_err_wrap(err, "stage '%s': finetune", ctx->stage);
     return rc;

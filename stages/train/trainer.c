@@ -6,6 +6,7 @@
 #include "stages/train/trainer.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,16 +121,20 @@ static int save_params(const char *path, mf_model *m, mf_err *err)
 static int load_params(const char *path, mf_model *m, mf_err *err)
 {
     mf_safetensors_file *f = NULL;
-    int rc = mf_safetensors_open(&f, path, err);
-    for (size_t i = 0; !rc && i < mf_model_num_params(m); i++) {
+    int rc;
+    if ((rc = mf_safetensors_open(&f, path, err))) goto out;
+    for (size_t i = 0; i < mf_model_num_params(m); i++) {
         mf_k_param *p = mf_model_param(m, i);
         if (!p->trainable) continue;
         const mf_safetensors_tensor *t = mf_safetensors_find(f, p->name);
-        if (!t || t->numel != p->numel)
+        if (!t || t->numel != p->numel) {
             rc = mf_err_set(err, MF_ECORRUPT, "%s: trainable tensor '%s' missing or of another size (a checkpoint of another setup?)",
                             path, p->name);
-        else rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err);
+            goto out;
+        }
+        if ((rc = mf_safetensors_tensor_to_f32(t, p->data, p->numel, err))) goto out;
     }
+out:
     if (f) mf_safetensors_close(f);
     return rc;
 }
@@ -161,23 +166,30 @@ static int save_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, const tr_st
 {
     char *tmp = mf_path_join(work, "ckpt.tmp"), *dst = mf_path_join(work, "ckpt"), *old = mf_path_join(work, "ckpt.old");
     char *pp = tmp ? mf_path_join(tmp, "params.safetensors") : NULL, *op = tmp ? mf_path_join(tmp, "optim.bin") : NULL;
-    int rc = (!tmp || !dst || !old || !pp || !op) ? nomem(err) : 0;
-    if (!rc) {
-        mf_rm_rf(tmp, NULL);
-        rc = mf_mkdir_p(tmp, 0755, err);
+    int rc = 0;
+    if (!tmp || !dst || !old || !pp || !op) {
+        rc = nomem(err);
+        goto out;
     }
-    if (!rc) rc = mf_model_fetch(m, err);
-    if (!rc) rc = save_params(pp, m, err);
-    if (!rc) rc = mf_k_adamw_save(opt, op, err);
-    if (!rc) rc = write_state(tmp, s, c, err); /* state.json last: its presence marks a complete checkpoint */
-    if (!rc) rc = mf_fsync_dir(tmp, err);
-    if (!rc) {
-        mf_rm_rf(old, NULL);
-        if (mf_is_dir(dst) && rename(dst, old)) rc = mf_err_errno(err, MF_EIO, "rename %s", dst);
-        if (!rc && rename(tmp, dst)) rc = mf_err_errno(err, MF_EIO, "rename %s", tmp);
-        if (!rc) rc = mf_fsync_dir(work, err);
-        if (!rc) mf_rm_rf(old, NULL);
+    mf_rm_rf(tmp, NULL);
+    if ((rc = mf_mkdir_p(tmp, 0755, err))) goto out;
+    if ((rc = mf_model_fetch(m, err))) goto out;
+    if ((rc = save_params(pp, m, err))) goto out;
+    if ((rc = mf_k_adamw_save(opt, op, err))) goto out;
+    if ((rc = write_state(tmp, s, c, err))) goto out; /* state.json last: its presence marks a complete checkpoint */
+    if ((rc = mf_fsync_dir(tmp, err))) goto out;
+    mf_rm_rf(old, NULL);
+    if (mf_is_dir(dst) && rename(dst, old)) {
+        rc = mf_err_errno(err, MF_EIO, "rename %s", dst);
+        goto out;
     }
+    if (rename(tmp, dst)) {
+        rc = mf_err_errno(err, MF_EIO, "rename %s", tmp);
+        goto out;
+    }
+    if ((rc = mf_fsync_dir(work, err))) goto out;
+    mf_rm_rf(old, NULL);
+out:
     free(tmp);
     free(dst);
     free(old);
@@ -204,25 +216,34 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
         }
     }
     mf_json *o = NULL;
-    int rc = mf_json_parse_file(&o, st, err);
-    if (!rc) {
-        s->step = (long)mf_json_get_int(o, "step", -1);
-        s->cursor = (unsigned long long)mf_json_get_int(o, "cursor", -1);
-        if (s->step < 0 || mf_json_get_int(o, "batch_size", 0) != c->batch_size ||
-            mf_json_get_int(o, "grad_accum", 0) != c->grad_accum ||
-            (uint64_t)mf_json_get_int(o, "seed", 0) != (c->seed & 0x7fffffffffffffffull))
-            rc = mf_err_set(err, MF_ECORRUPT, "%s: checkpoint of another setup (step, seed, batch_size or grad_accum differ)", st);
+    char *pp = NULL, *op = NULL;
+    int rc;
+    if ((rc = mf_json_parse_file(&o, st, err))) goto out;
+    s->step = (long)mf_json_get_int(o, "step", -1);
+    s->cursor = (unsigned long long)mf_json_get_int(o, "cursor", -1);
+    if (s->step < 0 || mf_json_get_int(o, "batch_size", 0) != c->batch_size ||
+        mf_json_get_int(o, "grad_accum", 0) != c->grad_accum ||
+        (uint64_t)mf_json_get_int(o, "seed", 0) != (c->seed & 0x7fffffffffffffffull)) {
+        rc = mf_err_set(err, MF_ECORRUPT, "%s: checkpoint of another setup (step, seed, batch_size or grad_accum differ)", st);
+        goto out;
     }
+    pp = mf_path_join(dir, "params.safetensors");
+    op = mf_path_join(dir, "optim.bin");
+    if (!pp || !op) {
+        rc = nomem(err);
+        goto out;
+    }
+    if ((rc = load_params(pp, m, err))) goto out;
+    if ((rc = mf_k_adamw_load(opt, op, err))) goto out;
+    if ((rc = mf_model_sync(m, err))) goto out;
+    rc = 1;
+out:
     mf_json_free(o);
-    char *pp = mf_path_join(dir, "params.safetensors"), *op = mf_path_join(dir, "optim.bin");
-    if (!rc) rc = (!pp || !op) ? nomem(err) : load_params(pp, m, err);
-    if (!rc) rc = mf_k_adamw_load(opt, op, err);
-    if (!rc) rc = mf_model_sync(m, err);
     free(pp);
     free(op);
     free(st);
     free(dir);
-    return rc ? rc : 1;
+    return rc;
 }
 
 int mf_trainer_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_trainer_state *s,
@@ -372,6 +393,165 @@ static void epoch_perm(size_t *perm, size_t n, uint64_t seed, unsigned long long
     mf_rng_shuffle(&r, perm, n);
 }
 
+/* One run of the loop: what mf_trainer_run's steps share. */
+typedef struct {
+    const mf_stage_ctx *ctx;
+    const mf_trainer_task *task;
+    mf_model *m;
+    mf_trainer_config c;
+    size_t n, mpe;              /* training examples, micro-batches per epoch */
+    long total, ckpt_every;     /* in optimizer steps */
+    int world, rank, lead;      /* data parallel (see above): rank 0 leads */
+    mf_k_comm *comm;
+    mf_k_adamw *opt;
+    size_t *perm, *idx;         /* the epoch's example order; one micro-batch's examples */
+    unsigned long long epoch;   /* the epoch perm holds */
+    char *mpath;                /* metrics.jsonl (rank 0) */
+    FILE *mfp;
+    tr_state s;
+    double t0, tokens;          /* this process's throughput */
+    long steps;
+    mf_trainer_metrics ev;      /* the last evaluation */
+    int have_ev;
+} trainer_run;
+
+/* The checkpoint to resume from, if any, and metrics.jsonl (rank 0) cut back to its step. */
+static int resume(trainer_run *r, mf_err *err)
+{
+    const mf_stage_ctx *ctx = r->ctx;
+    int rc;
+    if (!ctx->work_dir) {
+        if (r->lead && !(r->mpath = mf_path_join(ctx->out_dir, "metrics.jsonl"))) return nomem(err);
+        return 0;
+    }
+    if ((rc = mf_mkdir_p(ctx->work_dir, 0755, err))) return rc;
+    int got = load_ckpt(ctx->work_dir, r->m, r->opt, &r->s, &r->c, err);
+    if (got < 0) return got;
+    if (got) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "resumed from the checkpoint of step %ld", r->s.step);
+        mf_stage_progress(ctx, r->s.step, r->total, NAN, NAN, NAN, msg);
+    }
+    if (!r->lead) return 0;
+    if (!(r->mpath = mf_path_join(ctx->work_dir, "metrics.jsonl"))) return nomem(err);
+    return r->s.step ? metrics_truncate(r->mpath, r->s.step, err) : mf_write_file_atomic(r->mpath, "", 0, 0644, err);
+}
+
+/* Data parallelism: the communicator, and every rank starting from rank 0's params. */
+static int dp_start(trainer_run *r, mf_err *err)
+{
+    const mf_stage_ctx *ctx = r->ctx;
+    if (r->world == 1) return 0;
+    if (mf_trainer_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
+        return mf_err_set(err, MF_EUNSUPPORTED,
+                          "stage '%s': zero: %lld (sharded optimizer state / gradients) is not implemented yet; use zero: 0 "
+                          "(plain data parallelism: every rank holds the full optimizer state)",
+                          ctx->stage, mf_trainer_int(ctx, "zero"));
+    int rc;
+    if ((rc = dp_open(ctx, &r->comm, err))) return rc;
+    if ((rc = mf_model_dp_broadcast_params(r->m, r->comm, err))) return rc;
+    if (r->lead && r->c.grad_accum % r->world) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "grad_accum %d is not a multiple of the %d ranks: some ranks idle part of each step",
+                 r->c.grad_accum, r->world);
+        mf_stage_progress(ctx, r->s.step, r->total, NAN, NAN, NAN, msg);
+    }
+    return 0;
+}
+
+static int run_open(trainer_run *r, mf_err *err)
+{
+    int rc;
+    r->perm = malloc(r->n * sizeof *r->perm);
+    r->idx = malloc((size_t)r->c.batch_size * sizeof *r->idx);
+    if (!r->perm || !r->idx) return nomem(err);
+    if ((rc = mf_k_adamw_new(&r->opt, r->m, &r->c.opt, err))) return rc;
+    if ((rc = resume(r, err))) return rc;
+    if (r->lead && !(r->mfp = fopen(r->mpath, r->s.step ? "ab" : "wb")))
+        return mf_err_errno(err, MF_EIO, "open %s", r->mpath);
+    return dp_start(r, err);
+}
+
+/* The grad_accum micro-batches of one optimizer step (this rank's share of them): their
+ * gradients accumulate in the model, acc gets their loss and metrics. */
+static int accumulate(trainer_run *r, mf_trainer_metrics *acc, mf_err *err)
+{
+    const mf_trainer_config *c = &r->c;
+    memset(acc, 0, sizeof *acc);
+    for (int a = 0; a < c->grad_accum; a++, r->s.cursor++) {
+        unsigned long long e = r->s.cursor / r->mpe, pos = r->s.cursor % r->mpe;
+        if (e != r->epoch) {
+            epoch_perm(r->perm, r->n, c->seed, e);
+            r->epoch = e;
+        }
+        if (r->s.cursor % (unsigned long long)r->world != (unsigned long long)r->rank) continue; /* another rank's */
+        int bn = 0;
+        for (size_t k = pos * (size_t)c->batch_size; k < r->n && bn < c->batch_size; k++) r->idx[bn++] = r->perm[k];
+        mf_trainer_metrics mt;
+        memset(&mt, 0, sizeof mt);
+        int rc = r->task->step(r->task->ud, r->m, r->idx, bn, 1.0f / (float)c->grad_accum, &mt, err);
+        if (rc) return rc;
+        acc->loss += mt.loss / c->grad_accum;
+        acc->tokens += mt.tokens;
+        for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc->v[k] += mt.v[k] / c->grad_accum;
+    }
+    return 0;
+}
+
+/* One optimizer step, then the metrics line, progress, evaluation and checkpoint that are due. */
+static int train_step(trainer_run *r, mf_err *err)
+{
+    const mf_stage_ctx *ctx = r->ctx;
+    const mf_trainer_config *c = &r->c;
+    mf_trainer_metrics acc;
+    int rc;
+    mf_model_zero_grad(r->m);
+    if ((rc = accumulate(r, &acc, err))) return rc;
+    if (r->comm && (rc = mf_model_dp_allreduce_grads(r->m, r->comm, err))) return rc;
+    if (r->comm && (rc = dp_sum_metrics(r->comm, &acc, err))) return rc;
+    if (!isfinite(acc.loss))
+        return mf_err_set(err, MF_EFAILED, "stage '%s': loss is %g at step %ld (diverged; lower lr?)", ctx->stage,
+                          acc.loss, r->s.step + 1);
+    double lr = c->opt.lr * mf_k_lr_factor(&c->opt, mf_k_adamw_steps(r->opt));
+    double gn = 0;
+    if ((rc = mf_k_adamw_step(r->opt, &gn, err))) return rc;
+    r->s.step++;
+    r->steps++;
+    r->tokens += acc.tokens;
+    double el = mf_monotonic() - r->t0, tps = el > 0 ? r->tokens / el : 0;
+    metrics_line(r->mfp, ctx->stage, r->s.step, NULL, &acc, r->task, lr, gn);
+    if (r->lead && (r->s.step % c->log_every == 0 || r->s.step == r->total))
+        mf_stage_progress(ctx, r->s.step, r->total, acc.loss, tps, el / r->steps * (double)(r->total - r->s.step), NULL);
+    if (r->lead && r->task->eval && ((c->eval_every > 0 && r->s.step % c->eval_every == 0) || r->s.step == r->total)) {
+        memset(&r->ev, 0, sizeof r->ev);
+        if ((rc = r->task->eval(r->task->ud, r->m, &r->ev, err))) return rc;
+        r->have_ev = 1;
+        metrics_line(r->mfp, ctx->stage, r->s.step, "val", &r->ev, r->task, 0, 0);
+    }
+    if (r->lead && ctx->work_dir && (r->s.step % r->ckpt_every == 0) && r->s.step < r->total) {
+        if ((rc = save_ckpt(ctx->work_dir, r->m, r->opt, &r->s, c, err))) return rc;
+        if (mf_trainer_test_stop_after && r->s.step >= mf_trainer_test_stop_after)
+            return mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld (test hook)", r->s.step);
+    }
+    return 0;
+}
+
+/* After the last step: the last evaluation (once more when the run resumed at its very end), the
+ * params back on the host, and the ranks' parity. */
+static int run_finish(trainer_run *r, mf_trainer_metrics *final_eval, mf_err *err)
+{
+    int rc;
+    if (r->lead && r->task->eval && !r->have_ev) {
+        memset(&r->ev, 0, sizeof r->ev);
+        if ((rc = r->task->eval(r->task->ud, r->m, &r->ev, err))) return rc;
+        r->have_ev = 1;
+    }
+    if (r->have_ev && final_eval) *final_eval = r->ev;
+    if ((rc = mf_model_fetch(r->m, err))) return rc;
+    if (r->comm && (rc = dp_check_parity(r->ctx, r->comm, r->m, err))) return rc;
+    return 0;
+}
+
 int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_model *m, const mf_trainer_task *task,
               mf_trainer_metrics *final_eval, mf_err *err)
 {
@@ -381,136 +561,71 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *cin, mf_mod
         for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) final_eval->v[k] = NAN;
     }
     if (task->n_train == 0) return mf_err_set(err, MF_EINVAL, "stage '%s': no training examples", ctx->stage);
-    mf_trainer_config c = *cin;
-    size_t n = task->n_train, mpe = micro_per_epoch(&c, n);
-    long total = mf_trainer_total_steps(&c, n);
-    c.opt.total_steps = total;
-    c.opt.warmup_steps = (long)ceil(c.warmup_ratio * (double)total);
-    long ckpt_every = c.checkpoint_every > 0 ? c.checkpoint_every : (total >= 10 ? total / 10 : total);
+    trainer_run r;
+    memset(&r, 0, sizeof r);
+    r.ctx = ctx;
+    r.task = task;
+    r.m = m;
+    r.c = *cin;
+    r.n = task->n_train;
+    r.mpe = micro_per_epoch(&r.c, r.n);
+    r.total = mf_trainer_total_steps(&r.c, r.n);
+    r.c.opt.total_steps = r.total;
+    r.c.opt.warmup_steps = (long)ceil(r.c.warmup_ratio * (double)r.total);
+    r.ckpt_every = r.c.checkpoint_every > 0 ? r.c.checkpoint_every : (r.total >= 10 ? r.total / 10 : r.total);
     if (mf_model_count(m, 1) == 0) return mf_err_set(err, MF_EINVAL, "stage '%s': no trainable parameters", ctx->stage);
-
-    /* data parallel (see above): world ranks, rank 0 the lead */
-    int world = ctx->world_size > 1 ? ctx->world_size : 1, rank = world > 1 ? ctx->rank : 0, lead = rank == 0;
-    mf_k_comm *comm = NULL;
-    mf_k_adamw *opt = NULL;
-    size_t *perm = malloc(n * sizeof *perm), *idx = malloc((size_t)c.batch_size * sizeof *idx);
-    char *mpath = NULL;
-    FILE *mfp = NULL;
-    int rc = (!perm || !idx) ? nomem(err) : mf_k_adamw_new(&opt, m, &c.opt, err);
-    tr_state s = {0, 0};
-    if (!rc && ctx->work_dir) {
-        rc = mf_mkdir_p(ctx->work_dir, 0755, err);
-        if (!rc) {
-            int got = load_ckpt(ctx->work_dir, m, opt, &s, &c, err);
-            if (got < 0) rc = got;
-            else if (got) {
-                char msg[128];
-                snprintf(msg, sizeof msg, "resumed from the checkpoint of step %ld", s.step);
-                mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
-            }
-        }
-        mpath = rc || !lead ? NULL : mf_path_join(ctx->work_dir, "metrics.jsonl");
-        if (!rc && lead && !mpath) rc = nomem(err);
-        if (!rc && lead) rc = s.step ? metrics_truncate(mpath, s.step, err) : (mf_write_file_atomic(mpath, "", 0, 0644, err));
-    } else if (!rc && lead) {
-        mpath = mf_path_join(ctx->out_dir, "metrics.jsonl");
-        if (!mpath) rc = nomem(err);
-    }
-    if (!rc && lead && !(mfp = fopen(mpath, s.step ? "ab" : "wb"))) rc = mf_err_errno(err, MF_EIO, "open %s", mpath);
-    if (!rc && world > 1 && mf_trainer_int(ctx, "zero") > 0) /* honest refusal: sharding is not written yet */
-        rc = mf_err_set(err, MF_EUNSUPPORTED,
-                        "stage '%s': zero: %lld (sharded optimizer state / gradients) is not implemented yet; use zero: 0 "
-                        "(plain data parallelism: every rank holds the full optimizer state)",
-                        ctx->stage, mf_trainer_int(ctx, "zero"));
-    if (!rc && world > 1) {
-        rc = dp_open(ctx, &comm, err);
-        if (!rc) rc = mf_model_dp_broadcast_params(m, comm, err);
-        if (!rc && lead && c.grad_accum % world) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "grad_accum %d is not a multiple of the %d ranks: some ranks idle part of each step",
-                     c.grad_accum, world);
-            mf_stage_progress(ctx, s.step, total, NAN, NAN, NAN, msg);
-        }
-    }
-
-    unsigned long long cur_epoch = (unsigned long long)-1;
-    double t0 = mf_monotonic(), tokens_run = 0;
-    long steps_run = 0;
-    mf_trainer_metrics ev;
-    int have_ev = 0;
-    while (!rc && s.step < total) {
-        mf_model_zero_grad(m);
-        mf_trainer_metrics acc;
-        memset(&acc, 0, sizeof acc);
-        for (int a = 0; a < c.grad_accum && !rc; a++, s.cursor++) {
-            unsigned long long e = s.cursor / mpe, pos = s.cursor % mpe;
-            if (e != cur_epoch) {
-                epoch_perm(perm, n, c.seed, e);
-                cur_epoch = e;
-            }
-            if (s.cursor % (unsigned long long)world != (unsigned long long)rank) continue; /* another rank's */
-            int bn = 0;
-            for (size_t k = pos * (size_t)c.batch_size; k < n && bn < c.batch_size; k++) idx[bn++] = perm[k];
-            mf_trainer_metrics mt;
-            memset(&mt, 0, sizeof mt);
-            rc = task->step(task->ud, m, idx, bn, 1.0f / (float)c.grad_accum, &mt, err);
-            acc.loss += mt.loss / c.grad_accum;
-            acc.tokens += mt.tokens;
-            for (int k = 0; k < MF_TRAINER_MAX_METRICS; k++) acc.v[k] += mt.v[k] / c.grad_accum;
-        }
-        if (rc) break;
-        if (comm && ((rc = mf_model_dp_allreduce_grads(m, comm, err)) || (rc = dp_sum_metrics(comm, &acc, err)))) break;
-        if (!isfinite(acc.loss)) {
-            rc = mf_err_set(err, MF_EFAILED, "stage '%s': loss is %g at step %ld (diverged; lower lr?)", ctx->stage,
-                            acc.loss, s.step + 1);
-            break;
-        }
-        double lr = c.opt.lr * mf_k_lr_factor(&c.opt, mf_k_adamw_steps(opt));
-        double gn = 0;
-        if ((rc = mf_k_adamw_step(opt, &gn, err))) break;
-        s.step++;
-        steps_run++;
-        tokens_run += acc.tokens;
-        double el = mf_monotonic() - t0, tps = el > 0 ? tokens_run / el : 0;
-        metrics_line(mfp, ctx->stage, s.step, NULL, &acc, task, lr, gn);
-        if (lead && (s.step % c.log_every == 0 || s.step == total))
-            mf_stage_progress(ctx, s.step, total, acc.loss, tps, el / steps_run * (double)(total - s.step), NULL);
-        if (lead && task->eval && ((c.eval_every > 0 && s.step % c.eval_every == 0) || s.step == total)) {
-            memset(&ev, 0, sizeof ev);
-            if ((rc = task->eval(task->ud, m, &ev, err))) break;
-            have_ev = 1;
-            metrics_line(mfp, ctx->stage, s.step, "val", &ev, task, 0, 0);
-        }
-        if (lead && ctx->work_dir && (s.step % ckpt_every == 0) && s.step < total) {
-            if ((rc = save_ckpt(ctx->work_dir, m, opt, &s, &c, err))) break;
-            if (mf_trainer_test_stop_after && s.step >= mf_trainer_test_stop_after) {
-                rc = mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld (test hook)", s.step);
-                break;
-            }
-        }
-    }
-    if (mfp) fclose(mfp);
-    if (!rc && lead && task->eval && !have_ev) { /* resumed at the very end: evaluate once more */
-        memset(&ev, 0, sizeof ev);
-        rc = task->eval(task->ud, m, &ev, err);
-        have_ev = !rc;
-    }
-    if (!rc && have_ev && final_eval) *final_eval = ev;
-    if (!rc) rc = mf_model_fetch(m, err);
-    if (!rc && comm) rc = dp_check_parity(ctx, comm, m, err);
-    if (rc) mf_k_comm_abort(comm); /* never wait on peers after a failure */
-    else mf_k_comm_free(comm);
-    if (!rc && lead && ctx->work_dir) { /* copy the metrics into the artifact */
-        char *data = NULL, *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
-        size_t len = 0;
-        rc = dst ? mf_read_file(mpath, &data, &len, err) : nomem(err);
-        if (!rc) rc = mf_write_file_atomic(dst, data ? data : "", len, 0644, err);
-        free(data);
+    r.world = ctx->world_size > 1 ? ctx->world_size : 1;
+    r.rank = r.world > 1 ? ctx->rank : 0;
+    r.lead = r.rank == 0;
+    r.epoch = (unsigned long long)-1;
+    int rc;
+    if ((rc = run_open(&r, err))) goto out;
+    r.t0 = mf_monotonic();
+    while (r.s.step < r.total)
+        if ((rc = train_step(&r, err))) goto out;
+    if (r.mfp) fclose(r.mfp);
+    r.mfp = NULL;
+    if ((rc = run_finish(&r, final_eval, err))) goto out;
+    mf_k_comm_free(r.comm); /* a clean end: the communicator is finalised */
+    r.comm = NULL;
+    if (r.lead && ctx->work_dir) { /* copy the metrics into the artifact */
+        char *dst = mf_path_join(ctx->out_dir, "metrics.jsonl");
+        rc = dst ? mf_copy_file(r.mpath, dst, err) : nomem(err);
         free(dst);
     }
-    free(mpath);
-    mf_k_adamw_free(opt);
-    free(perm);
-    free(idx);
+out:
+    if (r.mfp) fclose(r.mfp);
+    mf_k_comm_abort(r.comm); /* never wait on peers after a failure */
+    free(r.mpath);
+    mf_k_adamw_free(r.opt);
+    free(r.perm);
+    free(r.idx);
+    return rc;
+}
+
+int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mf_stage_warn(ctx, "%s", msg);
+    mf_json *o = mf_json_new_object();
+    mf_buf b = MF_BUF_INIT;
+    char *path = mf_path_join(ctx->out_dir, "metrics.jsonl");
+    FILE *fp = NULL;
+    int rc = 0;
+    if (!o || !path || mf_json_set(o, "stage", mf_json_new_str(ctx->stage)) || mf_json_set(o, "step", mf_json_new_int(step)) ||
+        mf_json_set(o, "warning", mf_json_new_str(msg)) || mf_json_write(&b, o, MF_JSON_SORTED) || mf_buf_putc(&b, '\n')) {
+        rc = nomem(ctx->err);
+        goto out;
+    }
+    if (!(fp = fopen(path, "ab")) || fwrite(b.data, 1, b.len, fp) != b.len) rc = mf_err_errno(ctx->err, MF_EIO, "append to %s", path);
+out:
+    if (fp && fclose(fp) && !rc) rc = mf_err_errno(ctx->err, MF_EIO, "close %s", path);
+    free(path);
+    mf_buf_free(&b);
+    mf_json_free(o);
     return rc;
 }

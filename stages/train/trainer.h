@@ -87,6 +87,9 @@ int mf_trainer_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_
                     mf_err *err);
 /* Keep the metrics.jsonl lines with "step" <= upto. */
 int mf_trainer_metrics_truncate(const char *path, long upto, mf_err *err);
+/* A warning about a finished run: shown by the engine (mf_stage_warn) and appended to
+ * out_dir/metrics.jsonl as {"stage", "step", "warning"} so the report shows it. */
+int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Tests: stop with MF_EINTERRUPTED right after the checkpoint of this step
  * (0 = never) — simulates a killed run. */
