@@ -314,19 +314,23 @@ static tpair *get_pair(mf_bpe_trainer *t, int32_t a, int32_t b, int create)
     return p;
 }
 
-/* Characters a token's bytes start (UTF-8 lead bytes: not 10xxxxxx). */
-static size_t tok_chars(const mf_bpe_trainer *t, int32_t a)
+/* UTF-8 lead bytes (not 10xxxxxx) of a token: the characters it starts. */
+static size_t tok_leads(const mf_bpe_trainer *t, int32_t a)
 {
     size_t c = 0;
     for (uint32_t i = 0; i < t->tok_len[a]; i++) c += ((unsigned char)t->tok[a][i] & 0xC0) != 0x80;
     return c;
 }
 
-/* May (a, b) ever merge? Pairs that may not are never counted, so they never
- * reach the heap. */
+/* May (a, b) ever merge? The merged token touches the characters a touches
+ * (its leads, plus one when it starts inside a character) and those b starts:
+ * b's leading continuation bytes finish a's last character. Pairs that may not
+ * merge are never counted, so they never reach the heap. */
 static int pair_allowed(const mf_bpe_trainer *t, int32_t a, int32_t b)
 {
-    return !t->o.max_token_chars || tok_chars(t, a) + tok_chars(t, b) <= t->o.max_token_chars;
+    if (!t->o.max_token_chars) return 1;
+    size_t inside = t->tok_len[a] && ((unsigned char)t->tok[a][0] & 0xC0) == 0x80;
+    return inside + tok_leads(t, a) + tok_leads(t, b) <= t->o.max_token_chars;
 }
 
 static int pair_add(mf_bpe_trainer *t, int32_t a, int32_t b, uint64_t n, uint32_t word, uint32_t stamp)
