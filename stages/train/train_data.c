@@ -98,11 +98,14 @@ static int tok_cb(void *ud, const char *text, size_t n, int32_t **ids, size_t *n
     return mf_tok_encode((mf_tok *)ud, text, n, 0, ids, n_ids, err);
 }
 
-/* Is this record held out for validation (by content hash)? */
+/* Is this record held out for validation (by content hash)? The hash is salted:
+ * the `split` kind hashes the same canonical JSON to choose parts, and an
+ * unsalted unit would hold out all or none of a split part's records. */
 static int is_val(const mf_json *rec, double ratio)
 {
     if (ratio <= 0) return 0;
     mf_buf b = MF_BUF_INIT;
+    mf_buf_puts(&b, "val_ratio\n");
     mf_json_write(&b, rec, MF_JSON_SORTED);
     double u = mf_split_unit(b.data ? b.data : "", b.len);
     mf_buf_free(&b);
