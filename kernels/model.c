@@ -499,6 +499,30 @@ static int check_batch(mf_model *m, const mf_k_batch *b, mf_err *err)
             if (b->labels[i] != MF_K_IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= m->cfg.vocab_size))
                 return mf_err_set(err, MF_EINVAL, "batch: label %d at row %zu, position %zu is neither -100 nor a token id",
                                   b->labels[i], i / (size_t)b->T, i % (size_t)b->T);
+    for (int r = 0; m->cfg.prefix_lm && r < b->B; r++) {
+        int ctx, mpos, rc = mf_model_glm_row(m, b->input_ids + (size_t)r * b->T, b->T, r, &ctx, &mpos, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int mf_model_glm_row(const mf_model *m, const int32_t *ids, int T, int row, int *ctx, int *mpos, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    int gm = -1, mk = -1;
+    *ctx = -1;
+    for (int t = 0; t < T; t++) {
+        if (ids[t] == c->bos_token_id && *ctx < 0) *ctx = t;
+        if (ids[t] == c->gmask_token_id && gm < 0) gm = t;
+        if (ids[t] == c->mask_token_id && mk < 0) mk = t;
+    }
+    *mpos = gm >= 0 ? gm : mk;
+    if (*ctx < 0 || *mpos < 0)
+        return mf_err_set(err, MF_EINVAL,
+                          "batch: row %d has no %s: a %s row holds its prompt, then [gMASK] (id %d) or [MASK] "
+                          "(id %d), then <sop> (id %d) before the answer",
+                          row, *ctx < 0 ? "<sop> (bos_token_id)" : "[gMASK] or [MASK]", mf_model_arch_name(c->arch),
+                          c->gmask_token_id, c->mask_token_id, c->bos_token_id);
     return 0;
 }
 

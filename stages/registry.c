@@ -132,7 +132,9 @@ static const mf_param_spec p_dpo[] = {
 
 static const mf_param_spec p_ppo[] = {
     P_ENUM("finetune", "lora", "full|lora|ptuning", "which policy parameters train"),
-    P_FLT("kl_coef", "0.05", 0, 1000, "per-token KL penalty to the frozen reference (beta)"),
+    P_FLT("kl_coef", "0.05", 0, 1000, "per-token KL penalty to the frozen reference (beta; the start value when kl_target > 0)"),
+    P_FLT("kl_target", "0", 0, 1e6, "adaptive KL (Ziegler et al.): steer kl_coef so the summed KL per response approaches this; 0 = fixed kl_coef"),
+    P_FLT("kl_horizon", "10000", 1, 1e12, "adaptive KL: rollouts over which kl_coef may change by up to 20%"),
     P_FLT("gamma", "1.0", 0, 1, "discount"),
     P_FLT("gae_lambda", "0.95", 0, 1, "GAE lambda"),
     P_FLT("clip_range", "0.2", 0, 10, "PPO policy ratio clip"),
@@ -141,7 +143,13 @@ static const mf_param_spec p_ppo[] = {
     P_INT("ppo_epochs", "4", 1, 1000, "optimisation epochs per rollout batch"),
     P_INT("mini_batch_size", "1", 1, 1 << 20, "rollouts per PPO mini-batch"),
     P_INT("rollout_batch_size", "8", 1, 1 << 20, "prompts per rollout"),
-    P_BOOL("whiten_rewards", "false", "normalise rewards per batch"),
+    P_ENUM("reward_norm", "rm", "rm|running|none", "normalise the reward model's score: by the mean/std it had on its validation answers (rm: reward_stats.json; running statistics when absent), by running statistics of this run's scores, or not"),
+    P_FLT("reward_clip", "10", 0, 1e6, "clip the normalised score to +-this; 0 = no clipping"),
+    P_FLT("missing_eos_penalty", "0", 0, 1e6, "subtracted from the score of a response that reached max_new_tokens without EOS (TRL)"),
+    P_BOOL("whiten_rewards", "false", "whiten the per-token rewards over the batch (before GAE)"),
+    P_BOOL("whiten_advantages", "true", "whiten the advantages over the batch"),
+    P_FLT("collapse_entropy", "0.3", 0, 100, "warn of a collapsed policy when an iteration's entropy (nats per token) falls below this"),
+    P_FLT("collapse_distinct", "0.5", 0, 1, "warn of a collapsed policy when an iteration's share of distinct responses falls below this"),
     END};
 
 static const mf_param_spec p_export[] = {
@@ -225,7 +233,8 @@ static const mf_slot_spec s_init[] = {
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
     {"data", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 0, 1,
-     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"}, NOSLOT};
+     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"},
+    {"val", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
@@ -292,7 +301,7 @@ static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pai
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_ppo = {"ppo", 1, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
+static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model",
     s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL, 0};
@@ -388,6 +397,9 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"pre_seq_len", "ptuning.pre_seq_len"},
     {"prefix_projection", "ptuning.prefix_projection"},
     {"init_kl_coef", "kl_coef"},
+    {"adap_kl_ctrl", "kl_target"},
+    {"horizon", "kl_horizon"},
+    {"non_eos_penalty", "missing_eos_penalty"},
     {"kl_penalty", "kl_coef"},
     {"cliprange", "clip_range"},
     {"cliprange_value", "clip_range_value"},

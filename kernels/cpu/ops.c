@@ -176,11 +176,28 @@ void mf_k_cpu_layernorm_bwd(float *dx, float *dw, float *db, const float *dy, co
     }
 }
 
+/* x rounded to the nearest IEEE half (ties to even), returned as a float. */
+static float round_half(float x)
+{
+    if (x == 0 || !isfinite(x)) return x;
+    int e;
+    double f = frexp((double)x, &e); /* x = f 2^e, 0.5 <= |f| < 1 */
+    if (e < -13)                     /* fp16 subnormals: a fixed quantum of 2^-24 */
+        return (float)ldexp(nearbyint(ldexp((double)x, 24)), -24);
+    return (float)ldexp(nearbyint(ldexp(f, 11)), e - 11); /* 11 significant bits */
+}
+
 void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int rot, double theta)
+{
+    mf_k_cpu_rope_table_ex(cosv, sinv, len, rot, theta, 0);
+}
+
+void mf_k_cpu_rope_table_ex(float *cosv, float *sinv, int len, int rot, double theta, int half_freq)
 {
     int half = rot / 2;
     for (int i = 0; i < half; i++) {
         float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)rot));
+        if (half_freq) inv = round_half(inv);
         for (int p = 0; p < len; p++) {
             float ang = (float)p * inv;
             cosv[(size_t)p * half + i] = (float)cos((double)ang);
@@ -288,14 +305,28 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
 #define ATT_BLK 64
 
 /* Row t of a (b, h) score block may see key s when s is a prefix row or a
- * real (mask 1) position <= t. */
-static inline int key_visible(const int32_t *mrow, int P, int t, int s)
+ * real (mask 1) position <= t, or < ctx (the row's bidirectional prompt). */
+static inline int key_visible(const int32_t *mrow, int P, int t, int s, int ctx)
 {
-    return s < P || (s - P <= t && (!mrow || mrow[s - P]));
+    return s < P || ((s - P <= t || s - P < ctx) && (!mrow || mrow[s - P]));
+}
+
+/* Keys a block of query rows ending at t1 can see: [0, P + max(t1, ctx)). */
+static inline int keys_seen(int P, int t1, int ctx, int T)
+{
+    int e = t1 > ctx ? t1 : ctx;
+    return P + (e < T ? e : T);
 }
 
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd)
+{
+    mf_k_cpu_attention_ex(out, att, q, kf, vf, mask, alibi, NULL, B, T, P, nh, nkv, hd);
+}
+
+void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *kf, const float *vf,
+                           const int32_t *mask, const mf_k_alibi *alibi, const int32_t *ctx, int B, int T, int P,
+                           int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -310,9 +341,10 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
             const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
             const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
             float *pb = att + ((size_t)b * nh + h) * T * S;
-            /* causal: rows [t0, t1) see at most keys [0, P + t1): skip the rest */
+            int cx = ctx ? ctx[b] : 0;
+            /* causal: rows [t0, t1) see at most keys [0, P + max(t1, ctx)): skip the rest */
             for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
-                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, cx, T);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
                             kb, kd, 0.0f, pb + (size_t)t0 * S, S);
             }
@@ -321,7 +353,7 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
             for (int t = 0; t < T; t++) {
                 float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
-                    if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
+                    if (!key_visible(mrow, P, t, s, cx)) p[s] = -INFINITY;
                     else {
                         if (kpos) p[s] += slope * (float)kpos[s];
                         if (p[s] > mx) mx = p[s];
@@ -341,7 +373,7 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
                 for (int s = 0; s < S; s++) p[s] *= inv;
             }
             for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
-                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, cx, T);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, sv, 1.0f, pb + (size_t)t0 * S, S,
                             vb, kd, 0.0f, out + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
             }
@@ -351,6 +383,13 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
 void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
                             const float *att, const float *q, const float *kf, const float *vf, int B, int T,
                             int P, int nh, int nkv, int hd)
+{
+    mf_k_cpu_attention_bwd_ex(dq, dkf, dvf, scratch, ws_threads, dout, att, q, kf, vf, NULL, B, T, P, nh, nkv, hd);
+}
+
+void mf_k_cpu_attention_bwd_ex(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                               const float *att, const float *q, const float *kf, const float *vf, const int32_t *ctx,
+                               int B, int T, int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -372,7 +411,8 @@ void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, i
                 const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
                 const float *dob = dout + (size_t)b * T * qd + (size_t)h * hd;
                 for (int t0 = 0; t0 < T; t0 += ATT_BLK) { /* causal blocks, as in the forward */
-                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1, nt = t1 - t0;
+                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, ctx ? ctx[b] : 0, T),
+                        nt = t1 - t0;
                     const float *pbk = pb + (size_t)t0 * S, *qbk = qb + (size_t)t0 * qd, *dobk = dob + (size_t)t0 * qd;
                     float *dsk = ds + (size_t)t0 * S;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, sv, hd, 1.0f, dobk, qd, vb, kd, 0.0f, dsk, S);

@@ -36,6 +36,7 @@ size_t mf_train_data_clip(mf_train_data_set *s, int max_len, int from_left)
     for (size_t i = 0; s && i < s->n; i++) {
         mf_train_data_seq *q = &s->v[i];
         if (q->len <= max_len) continue;
+        if (!from_left && s->eos >= 0 && q->ids[q->len - 1] == s->eos) q->lost_eos = 1;
         if (from_left) {
             int drop = q->len - max_len;
             memmove(q->ids, q->ids + drop, (size_t)max_len * sizeof *q->ids);
@@ -70,6 +71,7 @@ static int push_seq(mf_train_data_set *s, const int32_t *ids, const int32_t *lab
     memcpy(q->labels, labels ? labels : ids, (size_t)len * sizeof *ids);
     q->len = len;
     q->prompt_len = prompt_len;
+    q->lost_eos = 0;
     s->n++;
     return 0;
 }
@@ -231,7 +233,9 @@ static int add_pair(loader *L, const mf_conv *c, const mf_template_limits *lim, 
     for (size_t i = 0; i < a.n; i++) la[i] = i >= a.prompt_len ? a.ids[i] : MF_K_IGNORE_INDEX;
     for (size_t i = 0; i < b.n; i++) lb[i] = i >= b.prompt_len ? b.ids[i] : MF_K_IGNORE_INDEX;
     if ((rc = push_seq(set, a.ids, la, (int)a.n, (int)a.prompt_len, err))) goto out;
-    rc = push_seq(set, b.ids, lb, (int)b.n, (int)b.prompt_len, err);
+    set->v[set->n - 1].lost_eos = a.lost_eos; /* the rm kind gives these their EOS back */
+    if ((rc = push_seq(set, b.ids, lb, (int)b.n, (int)b.prompt_len, err))) goto out;
+    set->v[set->n - 1].lost_eos = b.lost_eos;
 out:
     free(la);
     free(lb);
@@ -435,6 +439,8 @@ int mf_train_data_load(mf_train_data_set *train, mf_train_data_set *val, const m
     memset(train, 0, sizeof *train);
     if (val) memset(val, 0, sizeof *val);
     if (!tok) return mf_err_set(err, MF_EINVAL, "stage '%s': the model has no tokenizer.json", ctx->stage);
+    train->eos = mf_tok_eos_id(tok);
+    if (val) val->eos = train->eos;
     loader L;
     memset(&L, 0, sizeof L);
     L.o = o;
