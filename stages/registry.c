@@ -87,6 +87,7 @@ static const mf_param_spec bad_records[] = {
 static const mf_param_spec p_tokenizer[] = {
     P_INT("vocab_size", "8000", 260, 1 << 22, "target vocabulary size (bytes + merges + special tokens)"),
     P_INT("min_frequency", "2", 1, BIG, "pairs seen fewer times are not merged"),
+    P_INT("max_token_chars", "0", 0, 1 << 20, "no token spans more characters than this (1 = character-level Chinese, rare characters as bytes); 0 = no limit"),
     P_LIST("special_tokens", "[\"<|endoftext|>\", \"<|im_start|>\", \"<|im_end|>\", \"<pad>\"]", "special tokens, given the first ids"),
     P_STR("field", "text", "JSON field holding the text"),
     P_INT("max_chars", "0", 0, BIG, "read at most this many characters of the corpus; 0 = all"),
@@ -232,8 +233,9 @@ static const mf_slot_spec s_init[] = {
     {"config", MF_A_CONFIG | MF_A_MODEL, 1, 0, "an HF config.json overriding the params"}, NOSLOT};
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
-    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"},
-    {"val", MF_A_TEXT | MF_A_TOKENS, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
+    {"data", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 0, 1,
+     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"},
+    {"val", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
@@ -292,13 +294,13 @@ static const mf_kind k_tokenize = {"tokenize", 1, "records -> token-id shards wi
     s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL, 0};
 static const mf_kind k_init = {"init", 1, "a randomly initialised model from a config",
     s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL, 0};
-static const mf_kind k_dcpt = {"dcpt", 1, "domain continued pre-training: next-token loss on packed blocks",
+static const mf_kind k_dcpt = {"dcpt", 2, "domain continued pre-training: next-token loss on packed blocks",
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_sft = {"sft", 1, "supervised fine-tuning: loss on response tokens only",
+static const mf_kind k_sft = {"sft", 2, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_rm = {"rm", 2, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_dpo = {"dpo", 2, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};

@@ -77,7 +77,7 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     }
     cs->x_out = T_(N * H); cs->lnf = T_(N * H); cs->rstdf = T_(N);
     cs->logits = T_(N * (size_t)c->vocab_size);
-    cs->logp = T_(N); cs->valid = T_(N); cs->values = T_(N); cs->reward = T_(B);
+    cs->logp = T_(N); cs->lse = T_(N); cs->valid = T_(N); cs->values = T_(N); cs->reward = T_(B);
     cs->kbuf = T_(N * Dkv); cs->vbuf = T_(N * Dkv); cs->xd = T_(N * maxin);
     cs->dres = T_(N * H); cs->dln = T_(N * H); cs->dlnf = T_(N * H);
     cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
@@ -598,7 +598,7 @@ static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs
     if (flags & MF_FWD_LOGITS) {
         const float *Wlm = P_(m, m->lm_head >= 0 ? m->lm_head : m->embed)->data;
         mf_k_cpu_linear(cs->logits, cs->lnf, Wlm, NULL, N, H, V, 1.0f, 0.0f);
-        double sum = mf_k_cpu_logp(cs->logp, cs->logits, cs->target, N, V);
+        double sum = mf_k_cpu_logp(cs->logp, cs->lse, cs->logits, cs->target, N, V);
         int nv = 0;
         for (int n = 0; n < N; n++) nv += cs->target[n] >= 0;
         out->logits = cs->logits;
@@ -631,7 +631,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     memset(cs->dlnf, 0, nH * sizeof(float));
     if ((cs->flags & MF_FWD_LOGITS) && dlogp) {
         int wi = m->lm_head >= 0 ? m->lm_head : m->embed;
-        mf_k_cpu_logp_bwd(cs->logits, dlogp, cs->target, N, V); /* logits now hold dlogits */
+        mf_k_cpu_logp_bwd(cs->logits, cs->lse, dlogp, cs->target, N, V); /* logits now hold dlogits */
         mf_k_cpu_linear_bwd(cs->dlnf, grad_of(m, wi), NULL, cs->logits, cs->lnf, P_(m, wi)->data, N, H, V, 1.0f);
     }
     if ((cs->flags & MF_FWD_VALUES) && dvalues) {

@@ -42,7 +42,7 @@ typedef struct cpu_state {
     int32_t *kpos;                            /* [B, S] ALiBi key positions (NULL without ALiBi) */
     int has_mask, flags, fwd_ok;
     /* head */
-    float *x_out, *lnf, *rstdf, *meanf, *logits, *logp, *valid, *values, *reward;
+    float *x_out, *lnf, *rstdf, *meanf, *logits, *logp, *lse, *valid, *values, *reward;
     float *emb, *mean_e, *rstd_e;            /* embedding norm: its input [N,H], stats [N] */
     /* workspaces */
     float *kbuf, *vbuf, *xd;                 /* [N,Dkv] x2, [N,maxin] */

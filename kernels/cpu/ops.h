@@ -95,10 +95,16 @@ void mf_k_cpu_attention_bwd_ex(float *dq, float *dkf, float *dvf, float *scratch
                                const float *att, const float *q, const float *kf, const float *vf, const int32_t *ctx,
                                int B, int T, int P, int nh, int nkv, int hd);
 
-/* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0).
- * Returns sum of logp over rows with target >= 0. */
-double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V);
-/* In place: logits[n] <- dlogp[n] * (onehot(target[n]) - softmax(logits[n])). */
-void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V);
+/* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0),
+ * lse[n] = log(sum_j exp(logits[n][j])) when lse is not NULL (saved for the
+ * backward). Returns sum of logp over rows with target >= 0. */
+double mf_k_cpu_logp(float *logp, float *lse, const float *logits, const int32_t *target, int N, int V);
+/* In place: logits[n] <- dlogp[n] * (onehot(target[n]) - softmax(logits[n])),
+ * softmax = exp(logits - lse) with the forward's lse (NULL: recomputed). */
+void mf_k_cpu_logp_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int N, int V);
+
+/* The vectorisable exp of the kernels (within 2 ulp of expf on [-87.3, 88],
+ * clamped outside); exposed for tests. */
+float mf_k_cpu_exp(float x);
 
 #endif
