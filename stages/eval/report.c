@@ -516,6 +516,13 @@ const mf_json *mf_report_sample(const mf_report *r, const mf_report_table *t, si
     return NULL;
 }
 
+const mf_json *mf_report_sample_item(const mf_report *r, const mf_report_table *t, size_t k)
+{
+    const mf_json *s = NULL;
+    for (size_t j = 0; j < t->n_rows && !s; j++) s = mf_report_sample(r, t, k, j);
+    return s;
+}
+
 const char *mf_report_clip(const char *s, size_t max_chars, char *buf, size_t n)
 {
     size_t chars = 0, i = 0;
@@ -538,8 +545,7 @@ static void md_samples(const mf_report *r, const mf_report_table *t, size_t nt, 
         mf_report_md_text(b, mf_report_table_heading(&t[k], h, sizeof h));
         mf_buf_puts(b, "\n\n");
         for (size_t i = 0; i < MF_REPORT_SAMPLES; i++) {
-            const mf_json *s0 = NULL;
-            for (size_t j = 0; j < t[k].n_rows && !s0; j++) s0 = mf_report_sample(r, &t[k], i, j);
+            const mf_json *s0 = mf_report_sample_item(r, &t[k], i);
             if (!s0) break;
             mf_buf_printf(b, "**%zu.** ", i + 1);
             mf_report_md_text(b, mf_report_clip(mf_json_get_str(s0, "input", ""), 200, clip, sizeof clip));

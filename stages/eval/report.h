@@ -149,5 +149,7 @@ int mf_report_has_samples(const mf_report *r, const mf_report_table *t);
 /* s cut to max_chars characters (UTF-8) with "…" when cut, into buf. */
 const char *mf_report_clip(const char *s, size_t max_chars, char *buf, size_t n);
 const mf_json *mf_report_sample(const mf_report *r, const mf_report_table *t, size_t k, size_t j);
+/* Item k itself: the first row's prediction of it (input, reference), or NULL past the last item. */
+const mf_json *mf_report_sample_item(const mf_report *r, const mf_report_table *t, size_t k);
 
 #endif

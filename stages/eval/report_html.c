@@ -313,8 +313,7 @@ static void html_samples(const mf_report *r, const mf_report_table *t, size_t nt
         esc(b, mf_report_table_heading(&t[k], h, sizeof h));
         mf_buf_puts(b, "</h3>\n");
         for (size_t i = 0; i < MF_REPORT_SAMPLES; i++) {
-            const mf_json *s0 = NULL;
-            for (size_t j = 0; j < t[k].n_rows && !s0; j++) s0 = mf_report_sample(r, &t[k], i, j);
+            const mf_json *s0 = mf_report_sample_item(r, &t[k], i);
             if (!s0) break;
             mf_buf_printf(b, "<div class=\"sample\"><p class=\"prompt\"><b>%zu.</b> ", i + 1);
             esc(b, mf_report_clip(mf_json_get_str(s0, "input", ""), 300, clip, sizeof clip));
