@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "artifacts/archive.h"
+#include "artifacts/store_impl.h"
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
@@ -29,9 +30,19 @@ struct mf_store {
     int exclusive;     /* this handle holds the writer lock */
     int shared_depth;  /* nesting of internal shared-lock sections */
     int level, threads;
+    mf_statcache *statcache; /* source.c's, created on first use */
 };
 
 const char *mf_store_dir(const mf_store *s) { return s->dir; }
+
+mf_statcache *mf_store_i_statcache(mf_store *s)
+{
+    mf_err e;
+    if (!s->statcache && mf_statcache_new(&s->statcache, s->dir, &e)) return NULL;
+    return s->statcache;
+}
+
+int mf_source_cache_flush(mf_store *s, mf_err *err) { return mf_statcache_flush(s->statcache, err); }
 
 void mf_store_set_compression(mf_store *s, int level, int threads)
 {
@@ -42,6 +53,9 @@ void mf_store_set_compression(mf_store *s, int level, int threads)
 void mf_store_free(mf_store *s)
 {
     if (!s) return;
+    mf_err e;
+    mf_statcache_flush(s->statcache, &e); /* best effort: it is only a cache */
+    mf_statcache_free(s->statcache);
     if (s->lock_fd >= 0) close(s->lock_fd);
     free(s->dir);
     free(s->objects);

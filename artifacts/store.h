@@ -125,12 +125,16 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
  * glob's last wildcard-free directory, directories among the matches
  * contributing their files. Unchanged files (same size, mtime_ns, ctime_ns,
  * inode, device) take their SHA-256 from the store's stat cache instead of
- * being read; MF_SOURCE_REHASH reads everything. s may be NULL (no cache). */
+ * being read; MF_SOURCE_REHASH reads everything. s may be NULL (no cache).
+ * The cache is read once per store handle and written back by
+ * mf_source_cache_flush (or, best effort, by mf_store_free). */
 enum { MF_SOURCE_REHASH = 1 };
 typedef struct mf_source_stats {
     size_t files, hashed; /* files in the source; files actually read */
     uint64_t bytes, bytes_hashed;
 } mf_source_stats;
 int mf_source_digest(mf_store *s, const char *path, int flags, mf_digest *out, mf_source_stats *st, mf_err *err);
+/* Write the stat cache back if digests changed it (a no-op otherwise). */
+int mf_source_cache_flush(mf_store *s, mf_err *err);
 
 #endif
