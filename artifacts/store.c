@@ -299,7 +299,10 @@ static int put_tree(mf_store *s, mf_tree *t, const char *refs_json, mf_digest *d
     dst = mf_store_object_path(s, digest);
     refpath = obj_path(s, digest, ".refs");
     if (!dst || !refpath) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    if (mf_is_file(dst)) goto out; /* already there: identical content by construction */
+    /* An object already there is replaced all the same: same tree by
+     * construction, and if the stored copy was damaged, this heals it (a
+     * recomputed output must not keep a bad object alive). The rename is
+     * atomic, so a reader sees the old file or the new one. */
     /* The refs file goes first: an object is never visible without it. */
     if (refs.len && (rc = mf_write_file_atomic(refpath, refs.data, refs.len, 0444, err))) goto out;
     if (rename(tmp, dst) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot publish %s", dst); goto out; }
@@ -504,10 +507,14 @@ int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **r
         rc = mf_err_set(err, MF_ENOTFOUND, "no action-cache entry for key %s", mf_digest_str(key, ks));
         goto out;
     }
+    if (rc && rc != MF_ENOMEM && rc != MF_EIO) { /* unreadable JSON: a damaged entry, not the caller's input */
+        char why[1024];
+        rc = mf_err_set(err, MF_ECORRUPT, "action-cache entry %s is damaged (%s)", p, mf_err_str(err, why, sizeof why));
+    }
     if (rc) goto out;
     const char *d = mf_json_get_str(j, "digest", NULL);
     if (!d || mf_digest_parse(out, d, err)) {
-        rc = mf_err_set(err, MF_ECORRUPT, "%s: malformed action-cache entry", p);
+        rc = mf_err_set(err, MF_ECORRUPT, "action-cache entry %s is damaged (no \"digest\": \"sha256:...\")", p);
         goto out;
     }
     if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");

@@ -79,3 +79,50 @@ TEST(test_source_stat_cache_is_read_once_per_store_handle)
     CHECK(mf_digest_eq(&again, &d[7]));
     mf_store_free(s);
 }
+
+/* Flip one bit of a file (made writable first). */
+static void flip_bit(const char *path, long pos)
+{
+    char *text = NULL;
+    size_t len = 0;
+    mf_err err;
+    REQUIRE(mf_read_file(path, &text, &len, &err) == 0);
+    REQUIRE(len > 0);
+    size_t at = pos < 0 ? len / 2 : (size_t)pos % len;
+    text[at] ^= 0x10;
+    chmod(path, 0644);
+    REQUIRE(mf_write_file_atomic(path, text, len, 0444, &err) == 0);
+    free(text);
+}
+
+/* Putting the same content again replaces a stored object that fails its
+ * hash: a recomputed output heals the store instead of keeping the bad copy. */
+TEST(test_store_put_of_a_recomputed_output_replaces_a_corrupt_object)
+{
+    const char *tmp = mf_test_tmpdir();
+    mf_store *s = open_store(tu_path(tmp, "store"));
+    const char *src = tu_path(tmp, "src");
+    tu_make_tree(src, 9, 5);
+    mf_digest d, d2;
+    mf_err err;
+    REQUIRE(mf_store_put_dir(s, src, &d, NULL, &err) == 0);
+    char *obj = mf_store_object_path(s, &d);
+    flip_bit(obj, -1);
+    size_t bad = 0;
+    CHECK_OK(mf_store_verify(s, NULL, NULL, &bad, &err));
+    CHECK_INT(bad, 1);
+    CHECK_OK(mf_store_put_dir(s, src, &d2, NULL, &err));
+    CHECK(mf_digest_eq(&d, &d2));
+    CHECK_OK(mf_store_verify(s, NULL, NULL, &bad, &err));
+    CHECK_INT(bad, 0);
+    char *path = NULL;
+    REQUIRE(mf_store_materialize(s, &d, &path, &err) == 0);
+    mf_digest got;
+    CHECK_OK(mf_digest_dir(&got, path, &err));
+    CHECK(mf_digest_eq(&got, &d));
+    struct stat st;
+    CHECK(stat(obj, &st) == 0 && (st.st_mode & 0222) == 0); /* still read-only */
+    free(path);
+    free(obj);
+    mf_store_free(s);
+}
