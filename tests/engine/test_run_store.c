@@ -109,3 +109,33 @@ TEST(test_run_force_of_the_producer_heals_a_corrupt_object)
     CHECK_CONTAINS(out, "all good");
     free(out);
 }
+
+/* One flipped bit in any git object of the ledger: every command that reads
+ * the runs says the ledger is damaged and how to recover, and exits non-zero
+ * (before: a damaged stage tree read as "no runs recorded", exit 0). */
+TEST(test_ledger_bit_flip_in_any_object_is_detected_by_the_commands)
+{
+    char *out = NULL, *objs = NULL;
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && cp -a .medflow good", d) == 0);
+    REQUIRE(mf_test_sh(&objs, NULL, "cd '%s/good/ledger.git/objects' && find . -type f -name '[0-9a-f]*[0-9a-f]' -path './[0-9a-f][0-9a-f]/*' | sort", d) == 0);
+    int n = 0;
+    for (char *save = NULL, *o = strtok_r(objs, "\n", &save); o; o = strtok_r(NULL, "\n", &save), n++) {
+        char p[PATH_MAX];
+        REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && rm -rf .medflow && cp -a good .medflow", d) == 0);
+        snprintf(p, sizeof p, "%s/.medflow/ledger.git/objects/%s", d, o + 2);
+        flip_bit(p);
+        const char *cmds[] = {"log", "show chain", "lineage b", "show chain:b", "diff chain chain", "gc --dry-run"};
+        for (size_t k = 0; k < sizeof cmds / sizeof *cmds; k++) {
+            int rc = mf(&out, cmds[k]);
+            if (rc == 0 || !strstr(out, "ledger") || !strstr(out, "damaged") || !strstr(out, "verify --repair"))
+                mf_test_fail(__FILE__, __LINE__, "object %s, `%s`: exit %d:\n%s", o, cmds[k], rc, out);
+            free(out);
+        }
+    }
+    CHECK(n >= 8);
+    free(objs);
+}
