@@ -473,15 +473,15 @@ static int eval_generated(const mf_eval_opts *o, const mf_eval_item *it, const l
     /* pairwise */
     char *output_b = NULL;
     double ra = 0, rb = 0;
-    rc = model_b->generate(model_b->self, it->msgs, it->n_msgs, &output_b, err);
-    if (!rc) rc = judge->reward(judge->self, it->msgs, it->n_msgs, *output, &ra, err);
-    if (!rc) rc = judge->reward(judge->self, it->msgs, it->n_msgs, output_b, &rb, err);
-    if (!rc) {
-        double d = ra - rb; /* win when A's reward beats B's by more than the margin */
-        v[0] = d > o->tie_margin, v[2] = d < -o->tie_margin, v[1] = !v[0] && !v[2];
-        v[3] = ra, v[4] = rb;
-        if (mf_json_set(extra, "output_b", mf_json_new_str(output_b))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    }
+    if ((rc = model_b->generate(model_b->self, it->msgs, it->n_msgs, &output_b, err)) ||
+        (rc = judge->reward(judge->self, it->msgs, it->n_msgs, *output, &ra, err)) ||
+        (rc = judge->reward(judge->self, it->msgs, it->n_msgs, output_b, &rb, err)))
+        goto out;
+    double d = ra - rb; /* win when A's reward beats B's by more than the margin */
+    v[0] = d > o->tie_margin, v[2] = d < -o->tie_margin, v[1] = !v[0] && !v[2];
+    v[3] = ra, v[4] = rb;
+    if (mf_json_set(extra, "output_b", mf_json_new_str(output_b))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+out:
     free(output_b);
     return rc;
 }

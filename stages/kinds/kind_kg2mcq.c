@@ -321,8 +321,8 @@ int mf_stage_kg2mcq_run(mf_stage_ctx *ctx)
     mf_stats_str(stats, "templates", mf_stage_input_path(ctx, "templates") ? "input" : "shipped");
     if (stats) mf_json_set(stats, "mcq_by_relation", per_rel), per_rel = NULL;
     if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
-    rc = mf_stats_write(ctx->out_dir, stats, err);
-    if (!rc && !asked)
+    if ((rc = mf_stats_write(ctx->out_dir, stats, err))) goto out;
+    if (!asked)
         rc = mf_err_set(err, MF_EINVAL, "kg2mcq: no question could be written (%lld lacked %d distractors of their relation and type)",
                         skipped, K.n_options - 1);
 out:

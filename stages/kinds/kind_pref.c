@@ -71,14 +71,15 @@ double mf_rm_loss(double rc, double rr, double *dc, double *dr)
     return -log_sigmoid(d);
 }
 
-size_t mf_rm_close_with_eos(mf_train_data_set *s, int32_t eos)
+size_t mf_rm_close_with_eos(mf_train_data_set *s)
 {
     size_t closed = 0;
-    for (size_t i = 0; eos >= 0 && i < s->n; i++) {
+    for (size_t i = 0; s->eos >= 0 && i < s->n; i++) {
         mf_train_data_seq *q = &s->v[i];
-        if (q->len < 1 || q->ids[q->len - 1] == eos) continue;
-        q->ids[q->len - 1] = eos;
-        if (q->labels[q->len - 1] != MF_K_IGNORE_INDEX) q->labels[q->len - 1] = eos;
+        if (!q->lost_eos || q->len < 1) continue;
+        q->ids[q->len - 1] = s->eos;
+        if (q->labels[q->len - 1] != MF_K_IGNORE_INDEX) q->labels[q->len - 1] = s->eos;
+        q->lost_eos = 0;
         closed++;
     }
     return closed;
@@ -139,10 +140,11 @@ enum { RM_ACC, RM_MARGIN, RM_CHOSEN, RM_REJECTED };
 static int rm_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
                     float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
-    int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
-    if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_VALUES | (train ? MF_FWD_TRAIN : 0), &o, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = pair_batch(t, set, idx, first, n, err)) ||
+        (rc = mf_model_forward(m, &t->tb.b, MF_FWD_VALUES | (train ? MF_FWD_TRAIN : 0), &o, err)))
+        return rc;
     int T = t->tb.b.T;
     for (int i = 0; i < n; i++) {
         double rc_ = o.reward[i], rr = o.reward[n + i], dc, dr;
@@ -259,10 +261,11 @@ enum { DPO_CHOSEN, DPO_REJECTED, DPO_MARGINS, DPO_ACC, DPO_LOGP_C, DPO_LOGP_R };
 static int dpo_pairs(pref_task *t, mf_model *m, const mf_train_data_set *set, const size_t *idx, size_t first, int n,
                      float scale, int train, mf_trainer_metrics *out, mf_err *err)
 {
-    int rc = pair_batch(t, set, idx, first, n, err);
     mf_k_outputs o;
-    if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS | (train ? MF_FWD_TRAIN : 0), &o, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = pair_batch(t, set, idx, first, n, err)) ||
+        (rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS | (train ? MF_FWD_TRAIN : 0), &o, err)))
+        return rc;
     const double *ref = set == &t->train ? t->ref_train : t->ref_val;
     /* per pair: summed log-probs (policy, reference), chosen tokens, gradients */
     double *pc = t->pairbuf, *pr = pc + n, *rc_ = pr + n, *rr = rc_ + n, *nc = rr + n, *gc = nc + n, *gr = gc + n;
@@ -305,9 +308,10 @@ static int ref_logps(pref_task *t, mf_model *m, const mf_train_data_set *set, do
         int n = 0;
         for (size_t k = i; k < set->n && n < 2 * t->batch_size; k++) t->seqs[n++] = &set->v[k];
         mf_k_outputs o;
-        int rc = mf_train_data_batch_make(&t->tb, t->seqs, n, t->pad, err);
-        if (!rc) rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS, &o, err);
-        if (rc) return rc;
+        int rc;
+        if ((rc = mf_train_data_batch_make(&t->tb, t->seqs, n, t->pad, err)) ||
+            (rc = mf_model_forward(m, &t->tb.b, MF_FWD_LOGITS, &o, err)))
+            return rc;
         for (int b = 0; b < n; b++) dst[i + (size_t)b] = seq_logp(&o, b);
         i += (size_t)n;
     }
@@ -390,7 +394,7 @@ static int pref_open(mf_stage_ctx *ctx, int dpo, mf_train_model *tm, pref_task *
         mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, "some pairs were cut to the model's positions");
     int32_t eos = mf_tok_eos_id(tm->in.tok);
     if (!dpo) {
-        size_t closed = mf_rm_close_with_eos(&t->train, eos) + mf_rm_close_with_eos(&t->val, eos);
+        size_t closed = mf_rm_close_with_eos(&t->train) + mf_rm_close_with_eos(&t->val);
         if (closed) {
             char msg[160];
             snprintf(msg, sizeof msg, "%zu answers were cut to the length limits; each now ends with EOS", closed);
@@ -451,10 +455,11 @@ static int run_pref(mf_stage_ctx *ctx, int dpo)
     if (!dpo && ((rc = rm_check(ctx, &t, &ev, steps)) ||
                  (rc = rm_write_stats(&t, ctx, tm.in.model, t.val.n ? &t.val : &t.train, t.val.n ? "val" : "train", err))))
         goto out;
-    if (dpo && t.val.n && ev.v[DPO_ACC] <= 0.5)
-        rc = mf_trainer_warn(ctx, steps, "validation rewards/accuracies %.3f: the policy does not prefer the chosen answers",
-                             ev.v[DPO_ACC]);
-    if (!rc) rc = mf_train_model_save(&tm, ctx, err);
+    if (dpo && t.val.n && ev.v[DPO_ACC] <= 0.5 &&
+        (rc = mf_trainer_warn(ctx, steps, "validation rewards/accuracies %.3f: the policy does not prefer the chosen answers",
+                              ev.v[DPO_ACC])))
+        goto out;
+    rc = mf_train_model_save(&tm, ctx, err);
 out:
     mf_train_data_batch_free(&t.tb);
     free(t.seqs);

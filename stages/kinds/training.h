@@ -19,6 +19,14 @@ void mf_ppo_gae(int n, const float *rewards, const float *values, double gamma, 
 /* PPO: TRL's masked_whiten over rows v[r][0..n[r]) (unbiased variance, eps 1e-8);
  * shift_mean 0 adds the mean back (rewards), 1 leaves it at 0 (advantages). */
 void mf_ppo_whiten(float **v, const int *n, int rows, int shift_mean);
+/* PPO: is the clipped branch of the policy loss active for this token (TRL's pg_clipfrac counts these)? */
+int mf_ppo_clipped(double logp, double old_logp, double adv, double clip);
+/* PPO: the adaptive KL controller (Ziegler et al. 2019; TRL AdaptiveKLController): the coefficient after
+ * an iteration of n_steps rollouts whose KL was kl: coef * (1 + clip(kl/target - 1, ±0.2) * n_steps / horizon).
+ * target <= 0: the coefficient stays fixed. */
+double mf_ppo_kl_update(double coef, double kl, double target, double horizon, int n_steps);
+/* PPO: Welford's running statistics st = {count, mean, M2} of the raw scores, with x added. */
+void mf_ppo_running_add(double *st, double x);
 /* PPO: one response token's clipped policy + value loss (TRL PPOTrainer) and
  * its gradients dL/dlogp, dL/dvalue; *pg, *vf the two parts (unweighted). */
 double mf_ppo_token_loss(double logp, double old_logp, double adv, double v, double old_v, double ret, double clip,
@@ -40,8 +48,9 @@ double mf_dpo_batch_loss(int n, double beta, double ls, double alpha, const doub
                          const double *rc, const double *rr, const double *nc, double *g_c, double *g_r);
 /* RM pairwise loss -log σ(r_c - r_r); *dc = dL/dr_c, *dr = dL/dr_r. */
 double mf_rm_loss(double rc, double rr, double *dc, double *dr);
-/* rm: end every sequence with EOS — the last token of an answer cut to the length limits becomes EOS
- * (OpenRLHF's reward dataset) — so the reward is always read at an EOS. Returns how many were changed. */
-size_t mf_rm_close_with_eos(mf_train_data_set *s, int32_t eos);
+/* rm: an answer cut to the length limits that lost its closing EOS (lost_eos) gets EOS as its last
+ * token again (OpenRLHF's reward dataset), so the reward is read at an EOS as for every uncut answer.
+ * Returns how many were changed. */
+size_t mf_rm_close_with_eos(mf_train_data_set *s);
 
 #endif

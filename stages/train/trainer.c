@@ -150,6 +150,11 @@ static int write_state(const char *dir, const tr_state *s, const mf_trainer_conf
     mf_json_set(o, "seed", mf_json_new_int((int64_t)(c->seed & 0x7fffffffffffffffull)));
     mf_json_set(o, "batch_size", mf_json_new_int(c->batch_size));
     mf_json_set(o, "grad_accum", mf_json_new_int(c->grad_accum));
+    if (s->n_aux > 0) {
+        mf_json *aux = mf_json_new_array();
+        for (int k = 0; aux && k < s->n_aux && k < MF_TRAINER_MAX_AUX; k++) mf_json_push(aux, mf_json_new_float(s->aux[k]));
+        mf_json_set(o, "aux", aux);
+    }
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, o, MF_JSON_SORTED | MF_JSON_PRETTY);
     mf_json_free(o);
@@ -221,6 +226,10 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
     if ((rc = mf_json_parse_file(&o, st, err))) goto out;
     s->step = (long)mf_json_get_int(o, "step", -1);
     s->cursor = (unsigned long long)mf_json_get_int(o, "cursor", -1);
+    const mf_json *aux = mf_json_get(o, "aux");
+    s->n_aux = 0;
+    for (size_t k = 0; aux && aux->type == MF_JSON_ARRAY && k < aux->n && k < MF_TRAINER_MAX_AUX; k++)
+        s->aux[s->n_aux++] = mf_json_num(aux->items[k], NAN);
     if (s->step < 0 || mf_json_get_int(o, "batch_size", 0) != c->batch_size ||
         mf_json_get_int(o, "grad_accum", 0) != c->grad_accum ||
         (uint64_t)mf_json_get_int(o, "seed", 0) != (c->seed & 0x7fffffffffffffffull)) {

@@ -77,9 +77,12 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *c, mf_model
 
 /* Checkpoints for loops of their own (ppo): work_dir/ckpt as described above.
  * load returns 1 when a checkpoint was restored, 0 when there is none. */
+#define MF_TRAINER_MAX_AUX 8
 typedef struct mf_trainer_state {
     long step;
     unsigned long long cursor; /* micro-batches (ppo: prompts) consumed */
+    double aux[MF_TRAINER_MAX_AUX]; /* a loop's own state (ppo: adaptive KL coefficient, running reward stats) */
+    int n_aux;
 } mf_trainer_state;
 int mf_trainer_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_trainer_state *s,
                     const mf_trainer_config *c, mf_err *err);

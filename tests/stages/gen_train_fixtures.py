@@ -42,13 +42,14 @@ for _ in range(6):
 # DPO over a micro-batch with the RPO term: loss_type ["sigmoid", "sft"], loss_weights [1, alpha] (TRL 1.16),
 # from per-token log-probs of answers of different lengths; gradients w.r.t. every token's log-prob.
 out["dpo_batch"] = []
+gb = torch.Generator().manual_seed(11)
 for beta, ls, alpha in [(0.1, 0.0, 0.0), (0.1, 0.0, 1.0), (0.5, 0.1, 0.3)]:
     lens_c, lens_r = [3, 5, 2], [4, 2, 6]
     T = 6
     cm = torch.tensor([[1.0 if t < n else 0.0 for t in range(T)] for n in lens_c], dtype=torch.float64)
     rmask = torch.tensor([[1.0 if t < n else 0.0 for t in range(T)] for n in lens_r], dtype=torch.float64)
-    ctok = (-torch.rand(3, T, dtype=torch.float64) * 4 * cm).requires_grad_(True)
-    rtok = (-torch.rand(3, T, dtype=torch.float64) * 4 * rmask).requires_grad_(True)
+    ctok = (-torch.rand(3, T, generator=gb, dtype=torch.float64) * 4 * cm).requires_grad_(True)
+    rtok = (-torch.rand(3, T, generator=gb, dtype=torch.float64) * 4 * rmask).requires_grad_(True)
     ref_c = torch.tensor([random.uniform(-20, -2) for _ in range(3)], dtype=torch.float64)
     ref_r = torch.tensor([random.uniform(-20, -2) for _ in range(3)], dtype=torch.float64)
     pc, pr = (ctok * cm).sum(1), (rtok * rmask).sum(1)
@@ -100,13 +101,15 @@ nl = new_logp.clone().requires_grad_(True); vp = vpred.clone().requires_grad_(Tr
 vpc = torch.max(torch.min(vp, values + clip_v), values - clip_v)
 vf_loss = 0.5 * masked_mean(torch.max((vp - returns) ** 2, (vpc - returns) ** 2), mask)
 ratio = torch.exp(nl - old_logp)
-pg_loss = masked_mean(torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)), mask)
+pg_losses, pg_losses2 = -adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
+pg_loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
+pg_clipfrac = masked_mean((pg_losses2 > pg_losses).double(), mask)
 loss = pg_loss + vf_coef * vf_loss
 loss.backward()
 out["ppo"] = {"lens": lens, "gamma": gamma, "lam": lam, "clip": clip, "clip_v": clip_v, "vf_coef": vf_coef,
               "rewards": rewards.tolist(), "values": values.tolist(), "old_logp": old_logp.tolist(),
               "new_logp": new_logp.tolist(), "vpred": vpred.tolist(), "advantages": adv.tolist(),
-              "returns": returns.tolist(), "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(), "loss": loss.item(),
+              "returns": returns.tolist(), "pg_loss": pg_loss.item(), "pg_clipfrac": pg_clipfrac.item(), "vf_loss": vf_loss.item(), "loss": loss.item(),
               "dlogp": nl.grad.tolist(), "dvpred": vp.grad.tolist()}
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "train", "losses.json")

@@ -175,16 +175,43 @@ TEST(test_train_dpo_continue_chain_reference_is_whole_input_model) { dpo_on_adap
  * policy to answer "。" and stop. */
 TEST(test_train_rm_closes_cut_answers_with_eos)
 {
-    int32_t a[] = {5, 6, 7, 1}, la[] = {-100, -100, 7, 1}, b[] = {5, 6, 7, 8}, lb[] = {-100, 6, 7, 8}, c[] = {9};
-    mf_train_data_seq v[3] = {{a, la, 4, 2}, {b, lb, 4, 1}, {c, c, 1, 0}};
-    mf_train_data_set s = {v, 3, 3, 0};
-    CHECK_INT(mf_rm_close_with_eos(&s, 1), 2); /* b, and the one-token c */
+    /* a: closed by the template; b: cut, it lost its EOS; c: cut, one token; d: a template without EOS */
+    int32_t a[] = {5, 6, 7, 1}, la[] = {-100, -100, 7, 1}, b[] = {5, 6, 7, 8}, lb[] = {-100, 6, 7, 8}, c[] = {9}, d[] = {5, 6};
+    mf_train_data_seq v[4] = {{a, la, 4, 2, 0}, {b, lb, 4, 1, 1}, {c, c, 1, 0, 1}, {d, d, 2, 1, 0}};
+    mf_train_data_set s = {v, 4, 4, 0, 1};
+    CHECK_INT(mf_rm_close_with_eos(&s), 2);
     CHECK_INT(b[3], 1);
     CHECK_INT(lb[3], 1);
     CHECK_INT(a[2], 7);
     CHECK_INT(c[0], 1);
-    CHECK_INT(mf_rm_close_with_eos(&s, 1), 0);
-    CHECK_INT(mf_rm_close_with_eos(&s, -1), 0); /* a tokenizer without EOS: nothing to do */
+    CHECK_INT(d[1], 6);
+    CHECK_INT(mf_rm_close_with_eos(&s), 0);
+    /* through the loader: with cutoff_len 24 the long answers are cut and flagged */
+    const char *dir = mf_test_tmpdir();
+    char msg[4096];
+    REQUIRE(tt_tiny_model(dir, msg, sizeof msg) == 0);
+    mf_modelio_input mi;
+    mf_err err;
+    REQUIRE(mf_modelio_open(&mi, tt_path(dir, "base"), NULL, 0, NULL, 0, &err) == 0);
+    mf_json *params = NULL;
+    REQUIRE(mf_json_parse(&params, "{\"cutoff_len\": 24}", strlen("{\"cutoff_len\": 24}"), "p", &err) == 0);
+    const char *paths[1] = {pref_data(dir, 6)};
+    mf_stage_input in = {"data", paths, NULL, 1};
+    mf_stage_ctx ctx = {.stage = "rm", .kind = mf_kind_find("rm"), .params = params, .inputs = &in, .n_inputs = 1,
+                        .out_dir = dir, .progress_fd = -1, .err = &err, .devices = "", .rendezvous = ""};
+    mf_train_data_opts o;
+    mf_train_data_opts_from_ctx(&o, &ctx, MF_TRAIN_DATA_PREF);
+    mf_train_data_set tr, va;
+    REQUIRE(mf_train_data_load(&tr, &va, &ctx, mi.tok, &o, &err) == 0);
+    size_t lost = 0;
+    for (size_t i = 0; i < tr.n; i++) lost += tr.v[i].lost_eos && tr.v[i].ids[tr.v[i].len - 1] != tr.eos;
+    CHECK(lost > 0);
+    CHECK_INT(mf_rm_close_with_eos(&tr), lost);
+    for (size_t i = 0; i < tr.n; i++) CHECK_INT(tr.v[i].ids[tr.v[i].len - 1], tr.eos);
+    mf_train_data_set_free(&tr);
+    mf_train_data_set_free(&va);
+    mf_json_free(params);
+    mf_modelio_input_free(&mi);
 }
 
 /* The reward model must reach min_accuracy on its validation pairs, or the stage fails saying so; with
