@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/fsutil.h"
+#include "stages/data/readers.h"
 
 static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", NULL};
 
@@ -104,8 +105,10 @@ int mf_report_add_eval_dir(mf_report *r, const char *dir, mf_err *err)
     char *path = mf_path_join(dir, "metrics.json");
     if (!path) return mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_json *v = NULL;
-    int rc = mf_json_parse_file(&v, path, err);
-    if (!rc) rc = mf_report_add_eval(r, v, path, err);
+    int rc;
+    if ((rc = mf_json_parse_file(&v, path, err))) goto out;
+    rc = mf_report_add_eval(r, v, path, err);
+out:
     mf_json_free(v);
     free(path);
     return rc;
@@ -136,60 +139,45 @@ static double num_or_nan(const mf_json *line, const char *key)
 int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label, const char *fallback_label,
                               mf_err *err)
 {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = mf_read_file(path, &text, &len, err);
-    if (rc) return rc;
+    mf_rd *rd = NULL;
     mf_report_point *pts = NULL;
     size_t n = 0, cap = 0;
     char *stage = NULL;
-    long lineno = 0;
-    for (char *p = text; p < text + len;) {
-        char *e = memchr(p, '\n', (size_t)(text + len - p));
-        size_t l = e ? (size_t)(e - p) : (size_t)(text + len - p);
-        lineno++;
-        size_t k = 0;
-        while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r'))
-            k++;
-        if (k < l) {
-            char name[600];
-            snprintf(name, sizeof name, "%s:%ld", path, lineno);
-            mf_json *v = NULL;
-            if ((rc = mf_json_parse(&v, p, l, name, err))) goto done;
-            double step = num_or_nan(v, "step"), loss = num_or_nan(v, "loss");
-            if (v->type != MF_JSON_OBJECT || isnan(step)) {
-                mf_json_free(v);
-                rc = mf_err_at(err, MF_EINVAL, path, (int)lineno, 1,
-                               "training metrics: expected an object with a numeric \"step\"");
-                goto done;
-            }
-            if (!stage && mf_json_get_str(v, "stage", NULL) &&
-                !(stage = strdup(mf_json_get_str(v, "stage", "")))) {
-                mf_json_free(v);
-                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-                goto done;
-            }
-            if (n == cap) {
-                cap = cap ? 2 * cap : 256;
-                mf_report_point *np = realloc(pts, cap * sizeof *np);
-                if (!np) {
-                    mf_json_free(v);
-                    rc = mf_err_set(err, MF_ENOMEM, "out of memory reading %s", path);
-                    goto done;
-                }
-                pts = np;
-            }
-            pts[n++] = (mf_report_point){step, loss, num_or_nan(v, "lr"), num_or_nan(v, "grad_norm"),
-                                         num_or_nan(v, "tokens_per_s")};
-            mf_json_free(v);
+    mf_json *v = NULL;
+    int rc;
+    if ((rc = mf_reader_open(&rd, path, 0, err))) goto out;
+    while ((rc = mf_reader_next(rd, &v, err)) > 0) {
+        double step = num_or_nan(v, "step"), loss = num_or_nan(v, "loss");
+        if (isnan(step)) {
+            rc = mf_err_at(err, MF_EINVAL, path, (int)mf_reader_lineno(rd), 1,
+                           "training metrics: expected an object with a numeric \"step\"");
+            goto out;
         }
-        p += l + 1;
+        if (!stage && mf_json_get_str(v, "stage", NULL) && !(stage = strdup(mf_json_get_str(v, "stage", "")))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            mf_report_point *np = realloc(pts, cap * sizeof *np);
+            if (!np) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory reading %s", path);
+                goto out;
+            }
+            pts = np;
+        }
+        pts[n++] = (mf_report_point){step, loss, num_or_nan(v, "lr"), num_or_nan(v, "grad_norm"),
+                                     num_or_nan(v, "tokens_per_s")};
+        mf_json_free(v);
+        v = NULL;
     }
+    if (rc) goto out;
     rc = mf_report_add_curve(r, label ? label : stage ? stage : fallback_label, pts, n, err);
-done:
+out:
+    mf_json_free(v);
+    mf_reader_close(rd);
     free(stage);
     free(pts);
-    free(text);
     return rc;
 }
 
@@ -392,6 +380,7 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
     *nout = 0;
     mf_report_table *t = NULL;
     size_t nt = 0;
+    int rc = MF_ENOMEM; /* the only failure below */
     /* Tables in task order (mcq, qa, dialog, diagnosis, pairwise), then dataset by first appearance. */
     for (int tk = 0; tasks[tk]; tk++) {
         for (size_t e = 0; e < r->n_evals; e++) {
@@ -403,23 +392,23 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
                 k++;
             if (k == nt) {
                 mf_report_table *ntb = realloc(t, (nt + 1) * sizeof *ntb);
-                if (!ntb) goto oom;
+                if (!ntb) goto out;
                 t = ntb;
                 memset(&t[nt], 0, sizeof t[nt]);
                 nt++;
-                if (!(t[k].task = strdup(tasks[tk])) || !(t[k].dataset = strdup(ds))) goto oom;
+                if (!(t[k].task = strdup(tasks[tk])) || !(t[k].dataset = strdup(ds))) goto out;
                 t[k].primary = primary_metric(tasks[tk]);
             }
             size_t *nr = realloc(t[k].rows, (t[k].n_rows + 1) * sizeof *nr);
-            if (!nr) goto oom;
+            if (!nr) goto out;
             t[k].rows = nr;
             t[k].rows[t[k].n_rows++] = e;
             const mf_json *m = mf_json_get(ev, "metrics");
             for (size_t j = 0; j < m->n; j++)
-                if (set_add(&t[k].metrics, &t[k].n_metrics, m->keys[j])) goto oom;
+                if (set_add(&t[k].metrics, &t[k].n_metrics, m->keys[j])) goto out;
             const mf_json *bc = mf_json_get(ev, "by_category");
             for (size_t j = 0; bc && j < bc->n; j++)
-                if (set_add(&t[k].cats, &t[k].n_cats, bc->keys[j])) goto oom;
+                if (set_add(&t[k].cats, &t[k].n_cats, bc->keys[j])) goto out;
         }
     }
     for (size_t k = 0; k < nt; k++) {
@@ -428,10 +417,14 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
     }
     *out = t;
     *nout = nt;
-    return 0;
-oom:
-    mf_report_tables_free(t, nt);
-    return mf_err_set(err, MF_ENOMEM, "out of memory building report tables");
+    t = NULL;
+    rc = 0;
+out:
+    if (rc) {
+        mf_report_tables_free(t, nt);
+        rc = mf_err_set(err, rc, "out of memory building report tables");
+    }
+    return rc;
 }
 
 const mf_json *mf_report_row_metrics(const mf_report *r, const mf_report_table *t, size_t k, const char *cat)
@@ -612,11 +605,16 @@ int mf_report_write(const mf_report *r, const char *dir, mf_err *err)
 {
     mf_buf md = MF_BUF_INIT, html = MF_BUF_INIT;
     char *pm = mf_path_join(dir, "report.md"), *ph = mf_path_join(dir, "report.html");
-    int rc = (!pm || !ph) ? mf_err_set(err, MF_ENOMEM, "out of memory") : 0;
-    if (!rc) rc = mf_report_markdown(r, &md, err);
-    if (!rc) rc = mf_report_html(r, &html, err);
-    if (!rc) rc = mf_write_file_atomic(pm, md.data ? md.data : "", md.len, 0644, err);
-    if (!rc) rc = mf_write_file_atomic(ph, html.data ? html.data : "", html.len, 0644, err);
+    int rc;
+    if (!pm || !ph) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_report_markdown(r, &md, err))) goto out;
+    if ((rc = mf_report_html(r, &html, err))) goto out;
+    if ((rc = mf_write_file_atomic(pm, md.data ? md.data : "", md.len, 0644, err))) goto out;
+    rc = mf_write_file_atomic(ph, html.data ? html.data : "", html.len, 0644, err);
+out:
     mf_buf_free(&md);
     mf_buf_free(&html);
     free(pm);
