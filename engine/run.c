@@ -175,6 +175,43 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
 
 /* ---- launching ---- */
 
+/* Each slot's input paths (sources as they are, stage outputs materialised from the store) and
+ * their digests. MF_ENOMEM is returned unreported. */
+static int spec_inputs(runner *r, const mf_stage *s, mf_json *ins, mf_json *digs, mf_err *err)
+{
+    for (size_t b = 0; b < s->n_inputs; b++) {
+        const mf_binding *bd = &s->inputs[b];
+        mf_json *paths = mf_json_new_array(), *ds = mf_json_new_array();
+        if (!paths || !ds) {
+            mf_json_free(paths);
+            mf_json_free(ds);
+            return MF_ENOMEM;
+        }
+        mf_json_set(ins, bd->slot, paths);
+        mf_json_set(digs, bd->slot, ds);
+        for (size_t k = 0; k < bd->n_refs; k++) {
+            const mf_ref *ref = &bd->refs[k];
+            char *base = NULL;
+            const char *dig;
+            if (ref->is_source) {
+                dig = r->p->src_digest[ref->index];
+                if (!(base = strdup(r->g->sources[ref->index].abs_path))) return MF_ENOMEM;
+            } else {
+                dig = r->p->st[ref->index].output;
+                int rc = r->io->materialise(r->io->plan.ctx, dig, &base, err);
+                if (rc) return rc;
+            }
+            char *path = ref->subpath ? mf_path_join(base, ref->subpath) : base;
+            if (ref->subpath) free(base);
+            if (!path) return MF_ENOMEM;
+            mf_json_push(paths, mf_json_new_str(path));
+            mf_json_push(ds, mf_json_new_str(dig));
+            free(path);
+        }
+    }
+    return 0;
+}
+
 static int write_spec(runner *r, job *j, int rank_no, const char *devices, const char *rendezvous,
                       const char *out_dir, char **spec_path, mf_err *err)
 {
@@ -182,38 +219,13 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     const mf_stage *s = &r->g->stages[i];
     const mf_plan_stage *st = &r->p->st[i];
     mf_json *spec = mf_json_new_object(), *ins = mf_json_new_object(), *digs = mf_json_new_object();
-    int rc = 0;
-    if (!spec || !ins || !digs) { rc = MF_ENOMEM; goto done; }
-    for (size_t b = 0; b < s->n_inputs && !rc; b++) {
-        const mf_binding *bd = &s->inputs[b];
-        mf_json *paths = mf_json_new_array(), *ds = mf_json_new_array();
-        if (!paths || !ds) { mf_json_free(paths); mf_json_free(ds); rc = MF_ENOMEM; break; }
-        mf_json_set(ins, bd->slot, paths);
-        mf_json_set(digs, bd->slot, ds);
-        for (size_t k = 0; k < bd->n_refs && !rc; k++) {
-            const mf_ref *ref = &bd->refs[k];
-            char *base = NULL;
-            const char *dig;
-            if (ref->is_source) {
-                base = strdup(r->g->sources[ref->index].abs_path);
-                dig = r->p->src_digest[ref->index];
-                if (!base) rc = MF_ENOMEM;
-            } else {
-                dig = r->p->st[ref->index].output;
-                rc = r->io->materialise(r->io->plan.ctx, dig, &base, err);
-            }
-            if (rc) break;
-            char *path = ref->subpath ? mf_path_join(base, ref->subpath) : base;
-            if (ref->subpath) free(base);
-            if (!path) { rc = MF_ENOMEM; break; }
-            mf_json_push(paths, mf_json_new_str(path));
-            mf_json_push(ds, mf_json_new_str(dig));
-            free(path);
-        }
-    }
-    if (rc) goto done;
-    char *work = mf_path_join(r->io->work_dir, st->key);
-    if (!work) { rc = MF_ENOMEM; goto done; }
+    char *work = NULL;
+    mf_buf b = MF_BUF_INIT;
+    int rc = MF_ENOMEM;
+    if (!spec || !ins || !digs) goto out;
+    if ((rc = spec_inputs(r, s, ins, digs, err))) goto out;
+    rc = MF_ENOMEM;
+    if (!(work = mf_path_join(r->io->work_dir, st->key))) goto out;
     mf_json_set(spec, "stage", mf_json_new_str(s->name));
     mf_json_set(spec, "kind", mf_json_new_str(s->kind->name));
     mf_json_set(spec, "kind_version", mf_json_new_int(s->kind->version));
@@ -224,7 +236,6 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "out_dir", mf_json_new_str(out_dir));
     mf_json_set(spec, "job_dir", mf_json_new_str(j->dir));
     mf_json_set(spec, "work_dir", mf_json_new_str(work));
-    free(work);
     mf_json_set(spec, "rank", mf_json_new_int(rank_no));
     mf_json_set(spec, "world_size", mf_json_new_int(j->n_ranks));
     mf_json_set(spec, "devices", mf_json_new_str(devices));
@@ -233,15 +244,15 @@ static int write_spec(runner *r, job *j, int rank_no, const char *devices, const
     mf_json_set(spec, "progress_fd", mf_json_new_int(3));
     mf_json_set(spec, "rendezvous", mf_json_new_str(rendezvous));
     mf_json_set(spec, "backend", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
-    mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, spec, MF_JSON_SORTED | MF_JSON_PRETTY);
     char name[64];
     snprintf(name, sizeof name, "spec.%d.json", rank_no);
     *spec_path = mf_path_join(j->dir, name);
-    if (!mf_buf_ok(&b) || !*spec_path) rc = MF_ENOMEM;
-    else rc = mf_write_file_atomic(*spec_path, b.data, b.len, 0644, err);
+    if (!mf_buf_ok(&b) || !*spec_path) goto out;
+    rc = mf_write_file_atomic(*spec_path, b.data, b.len, 0644, err);
+out:
     mf_buf_free(&b);
-done:
+    free(work);
     mf_json_free(spec);
     mf_json_free(ins);
     mf_json_free(digs);
@@ -260,6 +271,97 @@ static void job_free(job *j)
     free(j->dir);
     free(j->out_dir);
     free(j->log_path);
+}
+
+/* A fresh job dir with out/, the stage's work dir, the log, and the rendezvous token of a job of
+ * several ranks. */
+static int setup_job(runner *r, job *j, char token[257], mf_err *err)
+{
+    if (!j->ranks || !j->dir || !j->out_dir || !j->log_path) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    char *work = mf_path_join(r->io->work_dir, r->p->st[j->stage].key);
+    int rc;
+    if (!work) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    if ((rc = mf_rm_rf(j->dir, err))) goto out;
+    if ((rc = mf_mkdir_p(j->out_dir, 0755, err))) goto out;
+    if ((rc = mf_mkdir_p(work, 0755, err))) goto out;
+    j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (j->log_fd < 0) {
+        rc = mf_err_errno(err, MF_EIO, "open %s", j->log_path);
+        goto out;
+    }
+    if (j->n_ranks > 1) rc = mf_exec_rendezvous(token, err);
+out:
+    free(work);
+    return rc;
+}
+
+/* Rank k of job j: its out_dir, its spec, its progress pipe, its process. */
+static int start_rank(runner *r, job *j, int k, const char *token, mf_err *err)
+{
+    char *spec = NULL, *out_dir = NULL;
+    /* one device per rank when there are several: rank k gets devs[k] */
+    char devone[32];
+    const char *devices = j->devices;
+    int pp[2] = {-1, -1};
+    int rc = 0;
+    if (j->req.gpus > 0 && j->n_ranks > 1) {
+        snprintf(devone, sizeof devone, "%d", j->devs[k]);
+        devices = devone;
+    }
+    /* Only rank 0's out_dir is published; the other ranks of a data-parallel
+     * stage run the same kind code and write into a private out_dir of
+     * their own under the job dir, removed with it. */
+    if (k == 0) {
+        out_dir = strdup(j->out_dir);
+    } else {
+        char sub[64];
+        snprintf(sub, sizeof sub, "rank%d.out", k);
+        out_dir = mf_path_join(j->dir, sub);
+        if (out_dir && (rc = mf_mkdir_p(out_dir, 0755, err))) goto out;
+    }
+    if (!out_dir) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = write_spec(r, j, k, devices, token, out_dir, &spec, err))) goto out;
+    if (pipe(pp)) {
+        rc = mf_err_errno(err, MF_EIO, "pipe");
+        goto out;
+    }
+    fcntl(pp[0], F_SETFD, FD_CLOEXEC);
+    fcntl(pp[0], F_SETFL, O_NONBLOCK);
+    fcntl(pp[1], F_SETFD, FD_CLOEXEC);
+    mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices, 0, ""};
+    so.cpus = j->req.cpus / (j->n_ranks > 0 ? j->n_ranks : 1);
+    if (so.cpus < 1) so.cpus = 1;
+    snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
+    rc = mf_exec_spawn(&j->ranks[k].pid, &so, err);
+    close(pp[1]);
+    if (rc) {
+        close(pp[0]);
+        goto out;
+    }
+    j->ranks[k].pfd = pp[0];
+    if (!j->pgid) j->pgid = j->ranks[k].pid;
+out:
+    free(out_dir);
+    free(spec);
+    return rc;
+}
+
+/* A job that could not start fails like a crash: the ranks already started are stopped, the
+ * others count as exited with 127, and the log says why. */
+static void fail_start(job *j, mf_err *err)
+{
+    if (j->pgid) kill(-j->pgid, SIGKILL);
+    for (int k = 0; j->ranks && k < j->n_ranks; k++)
+        if (!j->ranks[k].pid) {
+            j->ranks[k].exited = 1;
+            j->ranks[k].status = 127 << 8;
+        }
+    char buf[2048];
+    if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: could not start the stage: %s\n", mf_err_str(err, buf, sizeof buf));
+    mf_err_clear(err);
 }
 
 static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs, mf_err *err)
@@ -287,81 +389,30 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     j->row.state = "running";
     j->row.loss = j->row.tokens_per_s = j->row.eta_s = j->tokens_per_s = NAN;
     for (int k = 0; j->ranks && k < j->n_ranks; k++) j->ranks[k].pfd = -1;
-    int rc = 0;
-    if (!j->ranks || !j->dir || !j->out_dir || !j->log_path) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    char *work = rc ? NULL : mf_path_join(r->io->work_dir, r->p->st[i].key);
-    if (!rc && !work) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    if (!rc) rc = mf_rm_rf(j->dir, err);
-    if (!rc) rc = mf_mkdir_p(j->out_dir, 0755, err);
-    if (!rc) rc = mf_mkdir_p(work, 0755, err);
-    free(work);
-    if (!rc) {
-        j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (j->log_fd < 0) rc = mf_err_errno(err, MF_EIO, "open %s", j->log_path);
-    }
     char token[257] = "";
-    if (!rc && j->n_ranks > 1) rc = mf_exec_rendezvous(token, err);
+    int rc = setup_job(r, j, token, err);
     r->n_jobs++; /* from here on the job is tracked, so a failure below is cleaned up */
     j->t_start = j->row.started = mf_monotonic();
     j->wall_start = mf_now();
-    for (int k = 0; k < j->n_ranks && !rc; k++) {
-        char *spec = NULL;
-        /* one device per rank when there are several: rank k gets devs[k] */
-        char devone[32];
-        const char *devices = j->devices;
-        if (j->req.gpus > 0 && j->n_ranks > 1) {
-            snprintf(devone, sizeof devone, "%d", j->devs[k]);
-            devices = devone;
-        }
-        /* Only rank 0's out_dir is published; the other ranks of a data-parallel
-         * stage run the same kind code and write into a private out_dir of
-         * their own under the job dir, removed with it. */
-        char *out_dir = k == 0 ? strdup(j->out_dir) : NULL;
-        if (k > 0) {
-            char sub[64];
-            snprintf(sub, sizeof sub, "rank%d.out", k);
-            out_dir = mf_path_join(j->dir, sub);
-            if (out_dir) rc = mf_mkdir_p(out_dir, 0755, err);
-        }
-        if (!out_dir) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        if (!rc) rc = write_spec(r, j, k, devices, token, out_dir, &spec, err);
-        free(out_dir);
-        int pp[2] = {-1, -1};
-        if (!rc && pipe(pp)) rc = mf_err_errno(err, MF_EIO, "pipe");
-        if (!rc) {
-            fcntl(pp[0], F_SETFD, FD_CLOEXEC);
-            fcntl(pp[0], F_SETFL, O_NONBLOCK);
-            fcntl(pp[1], F_SETFD, FD_CLOEXEC);
-            mf_exec_spawn_opts so = {r->exe, spec, j->log_fd, pp[1], j->pgid, devices, 0, ""};
-            so.cpus = j->req.cpus / (j->n_ranks > 0 ? j->n_ranks : 1);
-            if (so.cpus < 1) so.cpus = 1;
-            snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
-            rc = mf_exec_spawn(&j->ranks[k].pid, &so, err);
-            close(pp[1]);
-            if (rc) close(pp[0]);
-            else {
-                j->ranks[k].pfd = pp[0];
-                if (!j->pgid) j->pgid = j->ranks[k].pid;
-            }
-        }
-        free(spec);
-    }
-    if (rc) {
-        /* ranks already started are stopped; the job fails like a crash */
-        if (j->pgid) kill(-j->pgid, SIGKILL);
-        for (int k = 0; k < j->n_ranks; k++)
-            if (!j->ranks[k].pid) { j->ranks[k].exited = 1; j->ranks[k].status = 127 << 8; }
-        char buf[2048];
-        if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: could not start the stage: %s\n", mf_err_str(err, buf, sizeof buf));
-        mf_err_clear(err);
-        rc = 0;
-    }
+    if (rc) goto out;
+    for (int k = 0; k < j->n_ranks; k++)
+        if ((rc = start_rank(r, j, k, token, err))) goto out;
+out:
+    if (rc) fail_start(j, err);
     r->launched[i] = 1;
     if (!r->o->quiet) {
         if (j->req.gpus) mf_progress_event(&r->prog, "%s: started (%d rank%s, gpus %s)", s->name, j->n_ranks, j->n_ranks > 1 ? "s" : "", j->devices);
         else mf_progress_event(&r->prog, "%s: started", s->name);
     }
-    return rc;
+    return 0;
+}
+
+/* The job's output into the store, and the stage's key pointing at it in the action cache. */
+static int publish(runner *r, const char *out_dir, const char *key, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    int rc = r->io->publish(r->io->plan.ctx, out_dir, out, err);
+    if (rc) return rc;
+    return r->io->cache_put(r->io->plan.ctx, key, out, r->res->run_id, err);
 }
 
 /* ---- progress ---- */
@@ -453,8 +504,7 @@ static int finish(runner *r, job *j, mf_err *err)
     if (ok && mf_exec_interrupted()) ok = 0; /* an interrupted run publishes nothing */
     if (ok) {
         char out[MF_DIGEST_MAX];
-        rc = r->io->publish(r->io->plan.ctx, j->out_dir, out, err);
-        if (!rc) rc = r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, err);
+        rc = publish(r, j->out_dir, st->key, out, err);
         if (rc) {
             char buf[2048];
             mf_progress_event(&r->prog, "%s: FAILED to publish its output: %s", s->name, mf_err_str(err, buf, sizeof buf));
@@ -634,23 +684,172 @@ static int write_record(runner *r, double t_start_wall, mf_err *err)
     mf_json_set(rec, "stages", counts);
     /* run.json: the record with every manifest, next to the logs */
     mf_json *full = mf_json_clone(rec);
-    int rc = full ? 0 : MF_ENOMEM;
-    if (!rc) rc = mf_json_set(full, "manifests", mf_json_clone(r->manifests));
-    if (!rc) {
-        mf_buf b = MF_BUF_INIT;
-        mf_json_write(&b, full, MF_JSON_SORTED | MF_JSON_PRETTY);
-        char *path = mf_path_join(r->run_log_dir, "run.json");
-        rc = path && mf_buf_ok(&b) ? mf_write_file_atomic(path, b.data, b.len, 0644, err)
-                                   : mf_err_set(err, MF_ENOMEM, "out of memory");
-        free(path);
-        mf_buf_free(&b);
+    mf_buf b = MF_BUF_INIT;
+    char *path = NULL;
+    int rc;
+    if (!full || mf_json_set(full, "manifests", mf_json_clone(r->manifests))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    mf_json_free(full);
-    if (!rc && r->io->ledger_commit)
+    mf_json_write(&b, full, MF_JSON_SORTED | MF_JSON_PRETTY);
+    if (!(path = mf_path_join(r->run_log_dir, "run.json")) || !mf_buf_ok(&b)) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_write_file_atomic(path, b.data, b.len, 0644, err))) goto out;
+    if (r->io->ledger_commit)
         rc = r->io->ledger_commit(r->io->plan.ctx, r->g, rec, r->manifests, r->res->ledger_ref, sizeof r->res->ledger_ref,
                                   err);
+out:
+    free(path);
+    mf_buf_free(&b);
+    mf_json_free(full);
     mf_json_free(rec);
     return rc;
+}
+
+/* An interrupt (SIGINT/SIGTERM) is forwarded to the running stages once; after the grace period
+ * they get SIGKILL. */
+static void handle_interrupt(runner *r, int *forwarded, int *killed)
+{
+    int sig = mf_exec_interrupted();
+    double grace = r->o->grace_s > 0 ? r->o->grace_s : 10.0;
+    if (sig && !*forwarded) {
+        *forwarded = 1;
+        r->stop = 1;
+        signal_jobs(r, sig);
+        r->kill_at = mf_monotonic() + grace;
+        mf_progress_event(&r->prog, "interrupted: stopping %zu running stage%s (SIGKILL in %.0fs)", r->n_jobs,
+                          r->n_jobs == 1 ? "" : "s", grace);
+    }
+    if (*forwarded && !*killed && mf_monotonic() >= r->kill_at) {
+        *killed = 1;
+        signal_jobs(r, SIGKILL);
+    }
+}
+
+/* The jobs whose every rank exited: finished (published or failed) and dropped. */
+static void finish_exited(runner *r)
+{
+    for (size_t k = 0; k < r->n_jobs;) {
+        job *j = &r->jobs[k];
+        int all = 1;
+        for (int q = 0; q < j->n_ranks; q++) all &= j->ranks[q].exited;
+        if (!all) {
+            k++;
+            continue;
+        }
+        mf_err e;
+        finish(r, j, &e);
+        job_free(j);
+        r->jobs[k] = r->jobs[--r->n_jobs];
+    }
+}
+
+/* Wait (up to 500 ms) for progress lines or a signal; read what came; redraw the rows. */
+static int poll_progress(runner *r, int wake, struct pollfd **pfds, size_t *pcap, mf_err *err)
+{
+    size_t need = 1;
+    for (size_t k = 0; k < r->n_jobs; k++) need += (size_t)r->jobs[k].n_ranks;
+    if (need > *pcap) {
+        struct pollfd *t = realloc(*pfds, need * sizeof *t);
+        if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
+        *pfds = t;
+        *pcap = need;
+    }
+    struct pollfd *pf = *pfds;
+    size_t n = 0;
+    pf[n++] = (struct pollfd){wake, POLLIN, 0};
+    for (size_t k = 0; k < r->n_jobs; k++)
+        for (int q = 0; q < r->jobs[k].n_ranks; q++)
+            pf[n++] = (struct pollfd){r->jobs[k].ranks[q].pfd, POLLIN, 0}; /* -1 is ignored by poll */
+    int pr = poll(pf, (nfds_t)n, 500);
+    if (pr < 0 && errno != EINTR) return mf_err_errno(err, MF_EIO, "poll");
+    mf_exec_signals_drain();
+    size_t at = 1;
+    for (size_t k = 0; k < r->n_jobs; k++)
+        for (int q = 0; q < r->jobs[k].n_ranks; q++, at++)
+            if (pf[at].fd >= 0 && (pf[at].revents & (POLLIN | POLLHUP | POLLERR)))
+                read_progress(r, &r->jobs[k], &r->jobs[k].ranks[q], q);
+    mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
+    if (rows) {
+        for (size_t k = 0; k < r->n_jobs; k++) rows[k] = r->jobs[k].row;
+        mf_progress_update(&r->prog, rows, r->n_jobs, 0);
+        for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k].row.last_line = rows[k].last_line;
+        free(rows);
+    }
+    return 0;
+}
+
+/* Launch what is ready, reap what exited, read progress, until nothing runs and nothing more can
+ * start (or an interrupt or an engine error stopped the run and its stages have exited). An
+ * engine error is returned; the stages' own failures are in the plan and the result. */
+static int event_loop(runner *r, int wake, mf_err *err)
+{
+    struct pollfd *pfds = NULL;
+    size_t pcap = 0;
+    int forwarded = 0, killed = 0, rc = 0;
+    for (;;) {
+        handle_interrupt(r, &forwarded, &killed);
+        if (!r->stop) {
+            int ch;
+            while ((ch = schedule(r, err)) > 0) {}
+            if (ch < 0) { /* stop, and wait for the running stages to go */
+                rc = ch;
+                r->stop = 1;
+                signal_jobs(r, SIGTERM);
+                r->kill_at = mf_monotonic() + 10;
+                forwarded = 1;
+            }
+        }
+        reap(r);
+        stop_failed_jobs(r);
+        finish_exited(r);
+        if (!r->n_jobs) {
+            if (r->stop) break;
+            /* nothing running: done unless something just became ready */
+            int ch = schedule(r, err);
+            if (ch < 0) {
+                rc = ch;
+                goto out;
+            }
+            if (!r->n_jobs && !ch) break;
+            continue;
+        }
+        int prc = poll_progress(r, wake, &pfds, &pcap, err);
+        if (prc) {
+            rc = prc;
+            goto out;
+        }
+    }
+out:
+    free(pfds);
+    return rc;
+}
+
+/* After an engine error: no child outlives us. */
+static void kill_all(runner *r)
+{
+    signal_jobs(r, SIGKILL);
+    while (r->n_jobs) {
+        job *j = &r->jobs[--r->n_jobs];
+        for (int q = 0; q < j->n_ranks; q++)
+            if (!j->ranks[q].exited && j->ranks[q].pid > 0) waitpid(j->ranks[q].pid, NULL, 0);
+        mf_err e;
+        mf_rm_rf(j->dir, &e);
+        job_free(j);
+    }
+}
+
+/* The plan state and the run record (run.json, the ledger); a failure is a warning. */
+static void save_records(runner *r, double t_wall)
+{
+    mf_err e;
+    char buf[2048];
+    if (mf_plan_state_save(r->p, &e))
+        mf_progress_event(&r->prog, "warning: could not save the plan state: %s", mf_err_str(&e, buf, sizeof buf));
+    if (write_record(r, t_wall, &e))
+        mf_progress_event(&r->prog, "warning: could not record the run: %s", mf_err_str(&e, buf, sizeof buf));
 }
 
 int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run_result *res, mf_err *err)
@@ -665,16 +864,19 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     r->res = res;
     r->t0 = mf_monotonic();
     mf_progress_init(&r->prog, o->out ? o->out : stdout, o->tty, o->quiet, o->verbose);
-    int rc = mf_sched_init(&r->sched, o->gpus, o->jobs, err);
-    if (!rc) rc = validate_requests(r, err);
-    if (rc) return rc;
+    int rc;
+    if ((rc = mf_sched_init(&r->sched, o->gpus, o->jobs, err))) return rc;
+    if ((rc = validate_requests(r, err))) return rc;
     if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
     else if ((rc = mf_exec_self(r->exe, sizeof r->exe, err))) return rc;
     if ((rc = make_run_id(res->run_id, sizeof res->run_id, err))) return rc;
     r->launched = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->launched);
     r->manifests = mf_json_new_object();
     r->run_log_dir = mf_path_join(io->log_dir, res->run_id);
-    if (!r->launched || !r->manifests || !r->run_log_dir) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if (!r->launched || !r->manifests || !r->run_log_dir) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     if ((rc = mf_mkdir_p(r->run_log_dir, 0755, err)) || (rc = mf_mkdir_p(io->tmp_dir, 0755, err))) goto out;
     for (size_t i = 0; i < r->g->n_stages; i++)
         if (p->st[i].needed && p->st[i].state == MF_PS_CACHED) {
@@ -684,103 +886,11 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     int wake;
     if ((rc = mf_exec_signals_install(&wake, err))) goto out;
     double t_wall = mf_now();
-    struct pollfd *pfds = NULL;
-    size_t pcap = 0;
-    int forwarded = 0, killed = 0;
-    for (;;) {
-        int sig = mf_exec_interrupted();
-        if (sig && !forwarded) {
-            forwarded = 1;
-            r->stop = 1;
-            signal_jobs(r, sig);
-            r->kill_at = mf_monotonic() + (o->grace_s > 0 ? o->grace_s : 10.0);
-            mf_progress_event(&r->prog, "interrupted: stopping %zu running stage%s (SIGKILL in %.0fs)", r->n_jobs,
-                              r->n_jobs == 1 ? "" : "s", o->grace_s > 0 ? o->grace_s : 10.0);
-        }
-        if (forwarded && !killed && mf_monotonic() >= r->kill_at) {
-            killed = 1;
-            signal_jobs(r, SIGKILL);
-        }
-        if (!r->stop) {
-            int ch;
-            while ((ch = schedule(r, err)) > 0) {}
-            if (ch < 0) { rc = ch; r->stop = 1; signal_jobs(r, SIGTERM); r->kill_at = mf_monotonic() + 10; forwarded = 1; }
-        }
-        reap(r);
-        stop_failed_jobs(r);
-        for (size_t k = 0; k < r->n_jobs;) {
-            job *j = &r->jobs[k];
-            int all = 1;
-            for (int q = 0; q < j->n_ranks; q++) all &= j->ranks[q].exited;
-            if (!all) { k++; continue; }
-            mf_err e;
-            finish(r, j, &e);
-            job_free(j);
-            r->jobs[k] = r->jobs[--r->n_jobs];
-        }
-        if (!r->n_jobs) {
-            if (r->stop) break;
-            /* nothing running: done unless something just became ready */
-            int ch = schedule(r, err);
-            if (ch < 0) { rc = ch; break; }
-            if (!r->n_jobs && !ch) break;
-            continue;
-        }
-        size_t need = 1;
-        for (size_t k = 0; k < r->n_jobs; k++) need += (size_t)r->jobs[k].n_ranks;
-        if (need > pcap) {
-            struct pollfd *t = realloc(pfds, need * sizeof *t);
-            if (!t) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-            pfds = t;
-            pcap = need;
-        }
-        size_t n = 0;
-        pfds[n++] = (struct pollfd){wake, POLLIN, 0};
-        for (size_t k = 0; k < r->n_jobs; k++)
-            for (int q = 0; q < r->jobs[k].n_ranks; q++)
-                pfds[n++] = (struct pollfd){r->jobs[k].ranks[q].pfd, POLLIN, 0}; /* -1 is ignored by poll */
-        int pr = poll(pfds, (nfds_t)n, 500);
-        if (pr < 0 && errno != EINTR) { rc = mf_err_errno(err, MF_EIO, "poll"); break; }
-        mf_exec_signals_drain();
-        size_t at = 1;
-        for (size_t k = 0; k < r->n_jobs; k++)
-            for (int q = 0; q < r->jobs[k].n_ranks; q++, at++)
-                if (pfds[at].fd >= 0 && (pfds[at].revents & (POLLIN | POLLHUP | POLLERR)))
-                    read_progress(r, &r->jobs[k], &r->jobs[k].ranks[q], q);
-        mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
-        if (rows) {
-            for (size_t k = 0; k < r->n_jobs; k++) rows[k] = r->jobs[k].row;
-            mf_progress_update(&r->prog, rows, r->n_jobs, 0);
-            for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k].row.last_line = rows[k].last_line;
-            free(rows);
-        }
-    }
-    free(pfds);
-    if (rc) { /* an engine error: make sure no child outlives us */
-        signal_jobs(r, SIGKILL);
-        while (r->n_jobs) {
-            job *j = &r->jobs[--r->n_jobs];
-            for (int q = 0; q < j->n_ranks; q++)
-                if (!j->ranks[q].exited && j->ranks[q].pid > 0) waitpid(j->ranks[q].pid, NULL, 0);
-            mf_err e;
-            mf_rm_rf(j->dir, &e);
-            job_free(j);
-        }
-    }
+    if ((rc = event_loop(r, wake, err))) kill_all(r);
     mf_progress_finish(&r->prog);
     mf_exec_signals_restore();
     res->outcome = mf_exec_interrupted() ? MF_EINTERRUPTED : res->n_failed || rc ? MF_EFAILED : 0;
-    {
-        mf_err e;
-        if (mf_plan_state_save(p, &e)) {
-            char buf[2048];
-            mf_progress_event(&r->prog, "warning: could not save the plan state: %s", mf_err_str(&e, buf, sizeof buf));
-        }
-        if (write_record(r, t_wall, &e)) {
-            char buf[2048];
-            mf_progress_event(&r->prog, "warning: could not record the run: %s", mf_err_str(&e, buf, sizeof buf));
-        }
-    }
+    save_records(r, t_wall);
 out:
     free(r->jobs);
     free(r->launched);
