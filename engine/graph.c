@@ -26,6 +26,9 @@
  * binary search instead of a scan (graphs of 10,000 stages load in linear-log time). */
 typedef struct { const char *key; size_t idx; } name_ent;
 
+/* A registry default, parsed (once per graph load) from its spec's text. */
+typedef struct { const mf_param_spec *spec; mf_json *value; } def_entry;
+
 typedef struct {
     mf_graph *g;
     const char *file;
@@ -33,6 +36,8 @@ typedef struct {
     mf_json *defaults; /* borrowed from the document */
     name_ent *by_name, *by_group; /* over the expanded stages */
     size_t n_by_name, n_by_group;
+    def_entry *defs; /* the registry defaults parsed so far */
+    size_t n_defs, cap_defs;
 } loader;
 
 static int cmp_name_ent(const void *a, const void *b)
@@ -160,31 +165,38 @@ static int need_type(loader *L, const mf_json *v, mf_json_type t, const char *wh
     return at(L, v, "%s: expected a %s, found %s", what, mf_json_type_name(t), v ? mf_json_type_name(v->type) : "nothing");
 }
 
-/* ---------- defaults of registry params (parsed once per spec) ---------- */
+/* ---------- defaults of registry params (parsed once per spec and graph load) ---------- */
 
-typedef struct { const mf_param_spec *spec; mf_json *value; } def_cache_entry;
-static def_cache_entry *def_cache;
-static size_t def_cache_n, def_cache_cap;
-
-static const mf_json *spec_default(const mf_param_spec *p, mf_err *err)
+static const mf_json *spec_default(loader *L, const mf_param_spec *p)
 {
-    for (size_t k = 0; k < def_cache_n; k++)
-        if (def_cache[k].spec == p) return def_cache[k].value;
+    for (size_t k = 0; k < L->n_defs; k++)
+        if (L->defs[k].spec == p) return L->defs[k].value;
     mf_json *v = NULL;
     if (p->type == MF_P_STRING) { /* string defaults are literal text, not YAML */
         if (!(v = mf_json_new_str(p->def))) return NULL;
-    } else if (mf_yaml_parse(&v, p->def, strlen(p->def), "<registry default>", err)) {
+    } else if (mf_yaml_parse(&v, p->def, strlen(p->def), "<registry default>", L->err)) {
         return NULL;
     }
-    if (def_cache_n == def_cache_cap) {
-        size_t cap = def_cache_cap ? def_cache_cap * 2 : 128;
-        def_cache_entry *c = realloc(def_cache, cap * sizeof *c);
-        if (!c) { mf_json_free(v); return NULL; }
-        def_cache = c;
-        def_cache_cap = cap;
+    if (L->n_defs == L->cap_defs) {
+        size_t cap = L->cap_defs ? L->cap_defs * 2 : 128;
+        def_entry *c = realloc(L->defs, cap * sizeof *c);
+        if (!c) {
+            mf_json_free(v);
+            return NULL;
+        }
+        L->defs = c;
+        L->cap_defs = cap;
     }
-    def_cache[def_cache_n++] = (def_cache_entry){p, v};
+    L->defs[L->n_defs++] = (def_entry){p, v};
     return v;
+}
+
+static void loader_free(loader *L)
+{
+    free(L->by_name);
+    free(L->by_group);
+    for (size_t k = 0; k < L->n_defs; k++) mf_json_free(L->defs[k].value);
+    free(L->defs);
 }
 
 /* ---------- param typing ---------- */
@@ -561,7 +573,7 @@ static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf
     if (v) {
         rc = coerce_param(L, st->name, p, v, &typed);
     } else if (p->def) {
-        const mf_json *d = spec_default(p, L->err);
+        const mf_json *d = spec_default(L, p);
         if (!d) return MF_EINTERNAL;
         rc = coerce_param(L, st->name, p, d, &typed);
     } else {
@@ -1236,10 +1248,9 @@ int mf_graph_load_mem(mf_graph **out, const char *text, size_t len, const char *
     if (dot && dot != base) *dot = 0;
     for (char *p = base; *p; p++)
         if (!valid_name((char[]){*p, 0})) *p = '_';
-    loader L = {g, name, err, NULL, NULL, NULL, 0, 0};
+    loader L = {.g = g, .file = name, .err = err};
     rc = load_doc(&L, doc, base[0] ? base : "graph");
-    free(L.by_name);
-    free(L.by_group);
+    loader_free(&L);
     if (rc) goto out;
     *out = g;
     g = NULL;
