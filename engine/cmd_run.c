@@ -87,6 +87,15 @@ static void free_args(args *a)
     free(a->force);
 }
 
+static void print_warnings(const mf_estore *st)
+{
+    for (const char *w = mf_estore_warnings(st); *w;) {
+        size_t n = strcspn(w, "\n");
+        fprintf(stderr, "medflow: warning: %.*s\n", (int)n, w);
+        w += n + (w[n] == '\n');
+    }
+}
+
 /* What run and status share: the arguments, and the graph, store and plan prepared from them. */
 typedef struct session {
     args a;
@@ -112,6 +121,7 @@ static int prepare(session *s)
     }
     mf_plan_opts po = {s->a.targets, s->a.n_targets, s->a.force, s->a.n_force, state};
     rc = mf_plan_new(&s->p, s->g, &s->io.plan, &po, &s->err);
+    print_warnings(s->st);
 out:
     free(root);
     free(state);

@@ -18,6 +18,8 @@
 
 static const char *store_dir(void) { return mf_cli.store && *mf_cli.store ? mf_cli.store : "./.medflow"; }
 
+static int report(const mf_err *err) { return mf_cli_report_store(err, store_dir()); }
+
 static int open_ledger(mf_ledger **l, mf_err *err)
 {
     char *g = mf_path_join(store_dir(), "ledger.git");
@@ -98,7 +100,7 @@ int mf_cmd_log(int argc, char **argv)
     size_t n = 0;
     if (open_ledger(&l, &err) || mf_ledger_list(l, graph, &runs, &n, &err)) {
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     for (size_t i = 0; i < n && (limit < 0 || (long)i < limit); i++) {
         mf_ledger_run *r = runs[i];
@@ -199,7 +201,7 @@ int mf_cmd_show(int argc, char **argv)
     const char *spec = argv[1];
     mf_err err;
     mf_ledger *l = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     mf_ledger_run *r = NULL;
     mf_digest d;
     int rc = 0;
@@ -207,19 +209,21 @@ int mf_cmd_show(int argc, char **argv)
         rc = show_digest(l, &d, &err);
     else if (strchr(spec, ':'))
         rc = show_named_stage(l, spec, &err);
-    else if (mf_ledger_load(l, spec, &r, &err) == 0)
+    else if ((rc = mf_ledger_load(l, spec, &r, &err)) == 0)
         show_run(r);
-    else if (show_named_stage(l, spec, &err))
+    else if (rc == MF_ENOTFOUND && (rc = show_named_stage(l, spec, &err)) == MF_ENOTFOUND) /* a damaged ledger is not "no such run" */
         rc = mf_err_set(&err, MF_EINVAL, "'%s' names no run, stage or digest in the ledger", spec);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- lineage ---------------- */
 
+/* Prints the tree; the first error that is not "no stage produced it" (a
+ * damaged ledger) goes to *bad, so lineage never calls a lost producer a source. */
 static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage, const char *slot, mf_buf *prefix,
-                        int last, int depth)
+                        int last, int depth, mf_err *bad)
 {
     const mf_json *m = mf_json_get(r->stages, stage);
     char sb[24], params[96];
@@ -248,8 +252,14 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
             mf_err err;
             mf_ledger_run *pr = NULL;
             char *ps = NULL;
-            if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
-                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
+            int rc = ds ? mf_digest_parse(&d, ds, &err) : MF_ENOTFOUND;
+            if (!rc) rc = mf_ledger_producer(l, &d, &pr, &ps, &err);
+            if (!rc) {
+                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1, bad);
+            } else if (rc != MF_ENOTFOUND && rc != MF_EINVAL) {
+                printf("%s%s%s: %s  (its producer cannot be read)\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ",
+                       in->keys[i], ds);
+                if (!bad->code) *bad = err;
             } else {
                 const char *src = item->type == MF_JSON_OBJECT ? mf_json_get_str(item, "source", NULL) : NULL;
                 printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
@@ -270,24 +280,26 @@ int mf_cmd_lineage(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     if (mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
         mf_digest d;
         mf_err e2;
         int is_digest = err.code == MF_ENOTFOUND && mf_digest_parse(&d, argv[1], &e2) == 0;
         mf_ledger_free(l);
-        if (!is_digest) return mf_cli_report(&err);
+        if (!is_digest) return report(&err);
         char ds[72];
         printf("%s: a source (no recorded stage produced it)\n", mf_digest_str(&d, ds));
         return 0;
     }
     mf_buf prefix = MF_BUF_INIT;
-    lineage_rec(l, r, stage, NULL, &prefix, 1, 0);
+    mf_err bad;
+    mf_err_clear(&bad);
+    lineage_rec(l, r, stage, NULL, &prefix, 1, 0, &bad);
     mf_buf_free(&prefix);
     free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return 0;
+    return bad.code ? report(&bad) : 0;
 }
 
 /* ---------------- diff ---------------- */
@@ -341,7 +353,7 @@ int mf_cmd_diff(int argc, char **argv)
     if (open_ledger(&l, &err) || mf_ledger_load(l, argv[1], &a, &err) || mf_ledger_load(l, argv[2], &b, &err)) {
         mf_ledger_run_free(a);
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     printf("%s@%d (%.12s) -> %s@%d (%.12s)\n", a->graph, a->number, a->id, b->graph, b->number, b->id);
     size_t changed = 0;
@@ -413,14 +425,14 @@ int mf_cmd_verify(int argc, char **argv)
     if (argc != 1) return mf_cli_usage_error("verify", "takes no arguments");
     mf_err err;
     mf_store *s = NULL;
-    if (open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (open_store_existing(&s, &err)) return report(&err);
     mf_store_obj *objs = NULL;
     size_t n = 0, bad = 0, trees = 0;
     uint64_t bytes = 0;
     if (mf_store_list(s, &objs, &n, &err) || mf_store_verify(s, verify_report, NULL, &bad, &err)) {
         free(objs);
         mf_store_free(s);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     for (size_t i = 0; i < n; i++) {
         bytes += objs[i].bytes;
@@ -437,7 +449,7 @@ int mf_cmd_verify(int argc, char **argv)
             mf_ledger_free(l);
             free(objs);
             mf_store_free(s);
-            return mf_cli_report(&err);
+            return report(&err);
         }
         mf_ledger_free(l);
         bad += lbad;
@@ -465,7 +477,7 @@ int mf_cmd_gc(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_digest *roots = NULL;
     size_t nr = 0;
-    if (open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (open_store_existing(&s, &err)) return report(&err);
     char *g = mf_path_join(store_dir(), "ledger.git");
     int have_ledger = g && mf_is_dir(g);
     free(g);
@@ -473,19 +485,19 @@ int mf_cmd_gc(int argc, char **argv)
         mf_store_free(s);
         mf_err_set(&err, MF_ENOTFOUND,
                    "no ledger in %s: no run is recorded, so gc would delete every object; refusing", store_dir());
-        return mf_cli_report(&err);
+        return report(&err);
     }
     if (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err))) {
         mf_ledger_free(l);
         mf_store_free(s);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     mf_store_gc_stats st;
     int rc = mf_store_gc(s, roots, nr, dry, &st, &err);
     free(roots);
     mf_ledger_free(l);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     char h1[32], h2[32];
     printf("%s %zu object%s (%s); kept %zu (%s) reachable from the ledger\n", dry ? "would remove" : "removed",
            st.removed, st.removed == 1 ? "" : "s", human(st.bytes_removed, h1, sizeof h1), st.kept,
@@ -502,7 +514,7 @@ int mf_cmd_tag(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     mf_json *what = mf_json_new_object();
     mf_digest d;
     int rc = 0;
@@ -533,7 +545,7 @@ out:
     free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- hash ---------------- */
@@ -550,7 +562,7 @@ int mf_cmd_hash(int argc, char **argv)
     if (!npaths) return mf_cli_usage_error("hash", "expected at least one PATH");
     mf_err err;
     mf_store *s = NULL;
-    if (!nocache && mf_is_dir(store_dir()) && mf_store_open(&s, store_dir(), &err)) return mf_cli_report(&err);
+    if (!nocache && mf_is_dir(store_dir()) && mf_store_open(&s, store_dir(), &err)) return report(&err);
     int rc = 0;
     for (int k = 1; k < argc; k++) {
         if (argv[k][0] == '-' && argv[k][1]) continue;
@@ -565,7 +577,7 @@ int mf_cmd_hash(int argc, char **argv)
     }
 out:
     mf_store_free(s);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- hidden helpers (benchmarks, debugging) ---------------- */
@@ -586,12 +598,12 @@ int mf_cmd_store_put(int argc, char **argv)
     mf_store *s = NULL;
     mf_digest d;
     uint64_t bytes = 0;
-    if (mf_store_open(&s, store_dir(), &err)) return mf_cli_report(&err);
+    if (mf_store_open(&s, store_dir(), &err)) return report(&err);
     if (level) mf_store_set_compression(s, level, threads);
     else mf_store_set_compression(s, 1, threads);
     int rc = mf_store_put_dir(s, dir, &d, &bytes, &err);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     char ds[72], hb[32];
     printf("%s\n", mf_digest_str(&d, ds));
     if (mf_cli.verbose) fprintf(stderr, "archive: %s\n", human(bytes, hb, sizeof hb));
@@ -606,10 +618,10 @@ int mf_cmd_store_materialize(int argc, char **argv)
     mf_store *s = NULL;
     mf_digest d;
     char *path = NULL;
-    if (mf_digest_parse(&d, argv[1], &err) || open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (mf_digest_parse(&d, argv[1], &err) || open_store_existing(&s, &err)) return report(&err);
     int rc = mf_store_materialize(s, &d, &path, &err);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     printf("%s\n", path);
     free(path);
     return 0;

@@ -46,6 +46,7 @@ typedef struct job {
     mf_progress_row row;
     int killed;
     char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
+    mf_json *warnings; /* what the stage warned about (mf_stage_warn): shown at once, kept in the manifest */
 } job;
 
 typedef struct runner {
@@ -166,6 +167,7 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
         if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
         if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
+        if (j->warnings && j->warnings->n) bad |= mf_json_set(m, "warnings", mf_json_clone(j->warnings));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
@@ -268,6 +270,7 @@ static void job_free(job *j)
     }
     free(j->ranks);
     if (j->log_fd >= 0) close(j->log_fd);
+    mf_json_free(j->warnings);
     free(j->dir);
     free(j->out_dir);
     free(j->log_path);
@@ -441,10 +444,16 @@ static void read_progress(runner *r, job *j, rank *rk, int rank_no)
         j->row.eta_s = mf_json_get_num(v, "eta", NAN);
         const char *msg = mf_json_get_str(v, "message", NULL);
         if (msg) snprintf(j->row.message, sizeof j->row.message, "%s", msg);
+        const char *warn = mf_json_get_str(v, "warning", NULL);
+        if (warn) { /* never lost in a redrawn table or an overwritten message: an event line, the log, the manifest */
+            mf_progress_event(&r->prog, "%s: warning: %s", r->g->stages[j->stage].name, warn);
+            if (j->log_fd >= 0) dprintf(j->log_fd, "medflow: warning: %s\n", warn);
+            if (!j->warnings) j->warnings = mf_json_new_array();
+            if (j->warnings) mf_json_push(j->warnings, mf_json_new_str(warn));
+        }
         mf_json_free(v);
     }
     if (open_ <= 0) { close(rk->pfd); rk->pfd = -1; }
-    (void)r;
 }
 
 /* ---- finishing ---- */

@@ -17,42 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const mf_mod_names[N_MODS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                          "gate_proj", "up_proj", "down_proj"};
-
-int mf_model_config_check(mf_model_config *c, mf_err *err)
-{
-    if (c->arch != MF_ARCH_LLAMA && c->arch != MF_ARCH_QWEN2 && c->arch != MF_ARCH_BAICHUAN)
-        return mf_err_set(err, MF_EINVAL, "model config: unknown arch %d", (int)c->arch);
-    if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 ||
-        c->num_hidden_layers <= 0 || c->num_attention_heads <= 0)
-        return mf_err_set(err, MF_EINVAL,
-                          "model config: vocab_size, hidden_size, intermediate_size, "
-                          "num_hidden_layers, num_attention_heads must be > 0 (got %d, %d, %d, %d, %d)",
-                          c->vocab_size, c->hidden_size, c->intermediate_size,
-                          c->num_hidden_layers, c->num_attention_heads);
-    if (c->num_key_value_heads <= 0) c->num_key_value_heads = c->num_attention_heads;
-    if (c->num_attention_heads % c->num_key_value_heads)
-        return mf_err_set(err, MF_EINVAL,
-                          "model config: num_attention_heads (%d) must be a multiple of "
-                          "num_key_value_heads (%d)", c->num_attention_heads, c->num_key_value_heads);
-    if (c->head_dim <= 0) {
-        if (c->hidden_size % c->num_attention_heads)
-            return mf_err_set(err, MF_EINVAL,
-                              "model config: hidden_size %d is not divisible by num_attention_heads %d "
-                              "and head_dim is not given", c->hidden_size, c->num_attention_heads);
-        c->head_dim = c->hidden_size / c->num_attention_heads;
-    }
-    if (c->head_dim % 2)
-        return mf_err_set(err, MF_EINVAL, "model config: head_dim must be even for RoPE, got %d",
-                          c->head_dim);
-    if (c->rope_theta <= 0) c->rope_theta = 10000.0;
-    if (c->rms_norm_eps <= 0) c->rms_norm_eps = 1e-6;
-    if (c->max_position_embeddings <= 0) c->max_position_embeddings = 2048;
-    if (c->arch == MF_ARCH_QWEN2 && c->attention_bias == 0) c->attention_bias = 1;
-    return 0;
-}
-
 static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer, int ndim,
                      int64_t d0, int64_t d1, mf_err *err, const char *fmt, ...)
     __attribute__((format(printf, 9, 10)));
@@ -79,8 +43,8 @@ static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer,
     p->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
     p->kind = kind;
     p->layer = layer;
-    p->data = calloc(p->numel, sizeof(float));
-    if (!p->data)
+    p->data = m->dry ? NULL : calloc(p->numel, sizeof(float));
+    if (!p->data && !m->dry)
         return mf_err_set(err, MF_ENOMEM, "model: out of memory for %s (%zu floats)", p->name, p->numel);
     *idx_out = (int)m->n_params++;
     return 0;
@@ -118,72 +82,128 @@ out:
     return rc;
 }
 
-/* The base model's parameters, in HF's order; RMSNorm weights start at one (HF init), so a fresh
- * model is usable. */
-static int add_base_params(mf_model *m, mf_err *err)
+/* A norm: weight and, for LayerNorm, bias. */
+static int add_norm(mf_model *m, int *w, int *bias, int layer, const char *name, mf_err *err)
 {
-    const mf_model_config *cfg = &m->cfg;
-    int nl = cfg->num_hidden_layers, H = cfg->hidden_size, I = cfg->intermediate_size;
+    int H = m->cfg.hidden_size, rc;
+    if ((rc = add_param(m, w, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.weight", name)) != 0) goto out;
+    if (m->cfg.norm == MF_NORM_LAYER) rc = add_param(m, bias, MF_PARAM_BASE, layer, 1, H, 0, err, "%s.bias", name);
+out:
+    return rc;
+}
+
+/* Module j of layer l: weight and, when the arch has one, bias. */
+static int add_module(mf_model *m, int l, int j, const char *pre, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    if (!mf_arch_has_module(c, j)) return 0;
+    int64_t H = c->hidden_size, I = c->intermediate_size, q = m->q_dim, kv = m->kv_dim;
+    const int64_t outs[N_MODS] = {q, kv, kv, H, I, I, H, q + 2 * kv, 2 * I};
+    const int64_t ins[N_MODS] = {H, H, H, q, H, H, I, H, H};
+    const char *name = mf_arch_desc_of(c->arch)->mods[j];
+    mf_layer_idx *li = &m->L[l];
     int rc;
-    if ((rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, cfg->vocab_size, H, err, "model.embed_tokens.weight")))
-        return rc;
-    for (int l = 0; l < nl; l++) {
-        mf_layer_idx *li = &m->L[l];
-        for (int j = 0; j < N_MODS; j++) li->lora_a[j] = li->lora_b[j] = -1;
-        for (int j = 0; j < 3; j++) li->bias[j] = -1;
-        const char *pre = "model.layers";
-        if ((rc = add_param(m, &li->ln1, MF_PARAM_BASE, l, 1, H, 0, err, "%s.%d.input_layernorm.weight", pre, l)))
-            return rc;
-        int outs[N_MODS] = {m->q_dim, m->kv_dim, m->kv_dim, H, I, I, H};
-        int ins[N_MODS] = {H, H, H, m->q_dim, H, H, I};
-        for (int j = 0; j < 4; j++) {
-            if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                                "%s.%d.self_attn.%s.weight", pre, l, mf_mod_names[j])))
-                return rc;
-            if (j < 3 && cfg->attention_bias &&
-                (rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err,
-                                "%s.%d.self_attn.%s.bias", pre, l, mf_mod_names[j])))
-                return rc;
-        }
-        if ((rc = add_param(m, &li->ln2, MF_PARAM_BASE, l, 1, H, 0, err,
-                            "%s.%d.post_attention_layernorm.weight", pre, l)))
-            return rc;
-        for (int j = 4; j < N_MODS; j++)
-            if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err,
-                                "%s.%d.mlp.%s.weight", pre, l, mf_mod_names[j])))
-                return rc;
-    }
-    if ((rc = add_param(m, &m->norm, MF_PARAM_BASE, -1, 1, H, 0, err, "model.norm.weight"))) return rc;
-    if (!cfg->tie_word_embeddings &&
-        (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, cfg->vocab_size, H, err, "lm_head.weight")))
-        return rc;
-    for (size_t i = 0; i < m->n_params; i++)
-        if (strstr(m->params[i].name, "norm.weight"))
-            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+    if ((rc = add_param(m, &li->w[j], MF_PARAM_BASE, l, 2, outs[j], ins[j], err, "%s.%s.weight", pre, name)) != 0)
+        goto out;
+    if (mf_arch_module_has_bias(c, j))
+        rc = add_param(m, &li->bias[j], MF_PARAM_BASE, l, 1, outs[j], 0, err, "%s.%s.bias", pre, name);
+out:
+    return rc;
+}
+
+/* A norm's weight (init to one), as opposed to its bias or any other param. */
+static int is_norm_weight(const mf_model *m, int idx)
+{
+    if (idx == m->norm || idx == m->emb_norm) return 1;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (idx == m->L[l].ln1 || idx == m->L[l].ln2) return 1;
     return 0;
 }
 
-int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
+/* The base model's parameters in HF's order: embedding (+ its norm), per layer
+ * the input norm, the attention projections, the post-attention norm, the MLP,
+ * then the final norm and the LM head. Norm weights start at one (HF init), so
+ * a fresh model is usable. */
+static int add_base_params(mf_model *m, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    const mf_arch_desc *d = mf_arch_desc_of(c->arch);
+    static const int attn_order[] = {MOD_QKV, MOD_Q, MOD_K, MOD_V, MOD_O};
+    static const int mlp_order[] = {MOD_GATE_UP, MOD_GATE, MOD_UP, MOD_DOWN};
+    int rc;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        li->ln1_b = li->ln2_b = -1;
+        for (int j = 0; j < N_MODS; j++) li->w[j] = li->bias[j] = li->lora_a[j] = li->lora_b[j] = -1;
+    }
+    if ((rc = add_param(m, &m->embed, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->embed)) != 0)
+        goto out;
+    if (c->embed_norm && (rc = add_norm(m, &m->emb_norm, &m->emb_norm_b, -1, d->emb_norm, err)) != 0) goto out;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        mf_layer_idx *li = &m->L[l];
+        char pre[96], nm[160];
+        snprintf(pre, sizeof pre, "%s%d", d->layers, l);
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln1);
+        if ((rc = add_norm(m, &li->ln1, &li->ln1_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 5; k++)
+            if ((rc = add_module(m, l, attn_order[k], pre, err)) != 0) goto out;
+        snprintf(nm, sizeof nm, "%s.%s", pre, d->ln2);
+        if ((rc = add_norm(m, &li->ln2, &li->ln2_b, l, nm, err)) != 0) goto out;
+        for (int k = 0; k < 4; k++)
+            if ((rc = add_module(m, l, mlp_order[k], pre, err)) != 0) goto out;
+    }
+    if ((rc = add_norm(m, &m->norm, &m->norm_b, -1, d->norm, err)) != 0) goto out;
+    if (!c->tie_word_embeddings &&
+        (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
+                        d->lm_head)) != 0)
+        goto out;
+    for (size_t i = 0; i < m->n_params && !m->dry; i++)
+        if (is_norm_weight(m, (int)i))
+            for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
+out:
+    return rc;
+}
+
+/* A model struct for cfg with its base parameter table (no backend yet);
+ * dry: names and shapes only. */
+static int model_alloc(mf_model **out, const mf_model_config *cfg_in, int dry, mf_err *err)
 {
     *out = NULL;
-    if (!be) return mf_err_set(err, MF_EINVAL, "model: no backend given");
     mf_model_config cfg = *cfg_in;
     int rc = mf_model_config_check(&cfg, err);
     if (rc) return rc;
     mf_model *m = calloc(1, sizeof(*m));
     if (!m) return mf_err_set(err, MF_ENOMEM, "model: out of memory");
     m->cfg = cfg;
+    m->dry = dry;
     m->q_dim = cfg.num_attention_heads * cfg.head_dim;
     m->kv_dim = cfg.num_key_value_heads * cfg.head_dim;
+    m->rot = cfg.rotary_dim > 0 ? cfg.rotary_dim : cfg.head_dim;
     m->lm_head = m->score = -1;
+    m->norm_b = m->emb_norm = m->emb_norm_b = -1;
     m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
     m->L = calloc((size_t)cfg.num_hidden_layers, sizeof(*m->L));
     if (!m->L) {
-        free(m);
-        return mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        rc = mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        goto out;
     }
-    m->be = be;
     if ((rc = add_base_params(m, err)) != 0) goto out;
+    *out = m;
+    m = NULL;
+out:
+    mf_model_free(m);
+    return rc;
+}
+
+int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
+{
+    *out = NULL;
+    if (!be) return mf_err_set(err, MF_EINVAL, "model: no backend given");
+    mf_model *m = NULL;
+    int rc;
+    if ((rc = model_alloc(&m, cfg_in, 0, err)) != 0) goto out;
+    m->be = be;
     if ((rc = m->be->attach(m, err)) != 0) goto out;
     *out = m;
     m = NULL;
@@ -255,45 +275,12 @@ int mf_model_init_random(mf_model *m, uint64_t seed, float std, mf_err *err)
         if (p->kind != MF_PARAM_BASE) continue;
         if (p->ndim == 2)
             for (size_t k = 0; k < p->numel; k++) p->data[k] = std * mf_k_rng_normal(&r);
-        else if (strstr(p->name, "norm.weight"))
+        else if (is_norm_weight(m, (int)i))
             for (size_t k = 0; k < p->numel; k++) p->data[k] = 1.0f;
         else
             memset(p->data, 0, p->numel * sizeof(float));
     }
     return mf_model_sync(m, err);
-}
-
-/* ---------------------------------------------------------------- modules */
-
-int mf_k_modules_parse(unsigned *out, const char *list, mf_err *err)
-{
-    static const struct { const char *name; unsigned bits; } words[] = {
-        {"q_proj", MF_MOD_Q}, {"k_proj", MF_MOD_K}, {"v_proj", MF_MOD_V}, {"o_proj", MF_MOD_O},
-        {"gate_proj", MF_MOD_GATE}, {"up_proj", MF_MOD_UP}, {"down_proj", MF_MOD_DOWN},
-        {"self_attn", MF_MOD_ATTN}, {"mlp", MF_MOD_MLP}, {"norm", MF_MOD_NORMS},
-        {"all", MF_MOD_ALL}, {"all-linear", MF_MOD_ATTN | MF_MOD_MLP},
-    };
-    unsigned bits = 0;
-    const char *s = list;
-    while (s && *s) {
-        while (*s == ',' || *s == ' ') s++;
-        if (!*s) break;
-        size_t n = strcspn(s, ", ");
-        int found = 0;
-        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-            if (strlen(words[i].name) == n && !strncmp(words[i].name, s, n)) {
-                bits |= words[i].bits;
-                found = 1;
-            }
-        if (!found)
-            return mf_err_set(err, MF_EINVAL,
-                              "unknown module '%.*s' (expected q_proj, k_proj, v_proj, o_proj, "
-                              "gate_proj, up_proj, down_proj, self_attn, mlp, norm or all)", (int)n, s);
-        s += n;
-    }
-    if (!bits) return mf_err_set(err, MF_EINVAL, "empty module list '%s'", list ? list : "");
-    *out = bits;
-    return 0;
 }
 
 /* ---------------------------------------------------------------- trainability */
@@ -324,9 +311,10 @@ int mf_model_freeze(mf_model *m, const mf_k_freeze_config *c, mf_err *err)
         else if (p->kind == MF_PARAM_BASE && p->layer >= nl - c->trainable_layers) {
             mf_layer_idx *li = &m->L[p->layer];
             int idx = (int)i;
-            if (idx == li->ln1 || idx == li->ln2) on = (mods & MF_MOD_NORMS) != 0;
+            if (idx == li->ln1 || idx == li->ln2 || idx == li->ln1_b || idx == li->ln2_b)
+                on = (mods & MF_MOD_NORMS) != 0;
             for (int j = 0; j < N_MODS; j++)
-                if (idx == li->w[j] || (j < 3 && idx == li->bias[j])) on = (mods >> j) & 1;
+                if (idx == li->w[j] || idx == li->bias[j]) on = (mods & mf_mod_bit(j)) != 0;
         } else if (p->kind == MF_PARAM_BASE && p->layer < 0)
             on = c->train_embeddings;
         int rc = param_set_trainable(p, on, err);
@@ -342,35 +330,53 @@ static void fill_uniform(float *x, size_t n, float bound, mf_k_rng *r)
     for (size_t k = 0; k < n; k++) x[k] = bound * (2.0f * mf_k_rng_uniform(r) - 1.0f);
 }
 
+/* The LoRA params (A [r, in], B [out, r]) of every targeted module, layer by
+ * layer; target is masked to the modules the arch has (*target on return). */
+static int add_lora_params(mf_model *m, unsigned *target, int rank, mf_err *err)
+{
+    unsigned have = 0;
+    for (int j = 0; j < N_MODS; j++)
+        if (m->L[0].w[j] >= 0) have |= mf_mod_bit(j);
+    *target = (*target ? *target : mf_model_default_lora_target(m->cfg.arch)) & have;
+    if (!*target)
+        return mf_err_set(err, MF_EINVAL, "lora: none of the target modules is a projection of this %s model",
+                          mf_model_arch_name(m->cfg.arch));
+    const mf_arch_desc *d = mf_arch_desc_of(m->cfg.arch);
+    int rc = 0;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        for (int j = 0; j < N_MODS; j++) {
+            if (!(*target & mf_mod_bit(j))) continue;
+            mf_layer_idx *li = &m->L[l];
+            int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
+            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, rank, in, err, "%s%d.%s.lora_A.weight",
+                                d->layers, l, d->mods[j])) != 0)
+                goto out;
+            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, rank, err, "%s%d.%s.lora_B.weight",
+                                d->layers, l, d->mods[j])) != 0)
+                goto out;
+        }
+out:
+    return rc;
+}
+
 int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
 {
     if (m->has_lora) return mf_err_set(err, MF_EINVAL, "model already has LoRA adapters (merge them first)");
     if (c->rank <= 0) return mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", c->rank);
     if (c->dropout < 0 || c->dropout >= 1)
         return mf_err_set(err, MF_EINVAL, "lora: dropout must be in [0, 1), got %g", c->dropout);
-    unsigned target = c->target ? c->target : (MF_MOD_Q | MF_MOD_V);
+    unsigned target = c->target;
+    size_t first = m->n_params;
+    int rc;
+    if ((rc = add_lora_params(m, &target, c->rank, err)) != 0) goto out;
     mf_model_set_all_trainable(m, 0);
     mf_k_rng r;
     mf_k_rng_seed(&r, c->seed);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        for (int j = 0; j < N_MODS; j++) {
-            if (!((target >> j) & 1)) continue;
-            mf_layer_idx *li = &m->L[l];
-            int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
-            const char *grp = j < 4 ? "self_attn" : "mlp";
-            int rc;
-            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err,
-                                "model.layers.%d.%s.%s.lora_A.weight", l, grp, mf_mod_names[j])))
-                return rc;
-            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err,
-                                "model.layers.%d.%s.%s.lora_B.weight", l, grp, mf_mod_names[j])))
-                return rc;
-            /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
-            fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
-                         1.0f / sqrtf((float)in), &r);
-            if ((rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err))) return rc;
-            if ((rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err))) return rc;
-        }
+    for (size_t i = first; i < m->n_params; i++) {
+        mf_k_param *p = &m->params[i];
+        /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
+        if (strstr(p->name, ".lora_A.")) fill_uniform(p->data, p->numel, 1.0f / sqrtf((float)p->shape[1]), &r);
+        if ((rc = param_set_trainable(p, 1, err)) != 0) goto out;
     }
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].kind == MF_PARAM_HEAD) (void)param_set_trainable(&m->params[i], 1, NULL);
@@ -378,7 +384,40 @@ int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
     m->lora = *c;
     m->lora.target = target;
     m->lora_scale = c->alpha / (float)c->rank;
-    return mf_model_sync(m, err);
+    rc = mf_model_sync(m, err);
+out:
+    return rc;
+}
+
+int mf_model_param_list(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lora,
+                        mf_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    mf_model *m = NULL;
+    int rc;
+    if ((rc = model_alloc(&m, cfg, 1, err)) != 0) goto out;
+    size_t first = 0;
+    if (lora) {
+        unsigned target = lora->target;
+        first = m->n_params;
+        if (lora->rank <= 0) {
+            rc = mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", lora->rank);
+            goto out;
+        }
+        if ((rc = add_lora_params(m, &target, lora->rank, err)) != 0) goto out;
+    }
+    *n = m->n_params - first;
+    *out = calloc(*n ? *n : 1, sizeof(**out));
+    if (!*out) {
+        rc = mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        goto out;
+    }
+    memcpy(*out, m->params + first, *n * sizeof(**out));
+out:
+    if (rc) *n = 0;
+    mf_model_free(m);
+    return rc;
 }
 
 static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
@@ -399,12 +438,14 @@ static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
     m->n_params = w;
 #define REMAP(x) ((x) = ((x) >= 0 && map) ? map[(x)] : -1)
     REMAP(m->embed); REMAP(m->norm); REMAP(m->lm_head); REMAP(m->score);
+    REMAP(m->norm_b); REMAP(m->emb_norm); REMAP(m->emb_norm_b);
     REMAP(m->pfx_emb); REMAP(m->pfx_w0); REMAP(m->pfx_b0); REMAP(m->pfx_w2); REMAP(m->pfx_b2);
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         mf_layer_idx *li = &m->L[l];
-        REMAP(li->ln1); REMAP(li->ln2);
-        for (int j = 0; j < N_MODS; j++) { REMAP(li->w[j]); REMAP(li->lora_a[j]); REMAP(li->lora_b[j]); }
-        for (int j = 0; j < 3; j++) REMAP(li->bias[j]);
+        REMAP(li->ln1); REMAP(li->ln2); REMAP(li->ln1_b); REMAP(li->ln2_b);
+        for (int j = 0; j < N_MODS; j++) {
+            REMAP(li->w[j]); REMAP(li->bias[j]); REMAP(li->lora_a[j]); REMAP(li->lora_b[j]);
+        }
     }
 #undef REMAP
     free(map);
@@ -446,9 +487,12 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
         return mf_err_set(err, MF_EINVAL, "ptuning: pre_seq_len must be > 0, got %d", c->pre_seq_len);
     if (c->prefix_projection && c->prefix_hidden_size <= 0)
         return mf_err_set(err, MF_EINVAL, "ptuning: prefix_hidden_size must be > 0 with prefix_projection");
+    if (c->dropout < 0 || c->dropout >= 1)
+        return mf_err_set(err, MF_EINVAL, "ptuning: prefix dropout must be in [0, 1), got %g", c->dropout);
     mf_model_set_all_trainable(m, 0);
-    int P = c->pre_seq_len, H = m->cfg.hidden_size;
     int64_t D = 2LL * m->cfg.num_hidden_layers * m->kv_dim;
+    /* the projection's input width: hidden (P-Tuning v2, ChatGLM-6B) or the prefix width (ChatGLM2/3) */
+    int P = c->pre_seq_len, H = m->cfg.prefix_embed_kv ? (int)D : m->cfg.hidden_size;
     mf_k_rng r;
     mf_k_rng_seed(&r, c->seed);
     int rc;
@@ -480,6 +524,15 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
     m->has_prefix = 1;
     m->prefix = *c;
     return mf_model_sync(m, err);
+}
+
+int mf_model_set_prefix_dropout(mf_model *m, float dropout, mf_err *err)
+{
+    if (!m->has_prefix) return mf_err_set(err, MF_EINVAL, "ptuning: the model has no prefix");
+    if (dropout < 0 || dropout >= 1)
+        return mf_err_set(err, MF_EINVAL, "ptuning: prefix dropout must be in [0, 1), got %g", dropout);
+    m->prefix.dropout = dropout;
+    return mf_model_sync(m, err); /* a backend that cannot drop prefixes refuses here */
 }
 
 int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err)
@@ -516,6 +569,30 @@ static int check_batch(mf_model *m, const mf_k_batch *b, mf_err *err)
             if (b->labels[i] != MF_K_IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= m->cfg.vocab_size))
                 return mf_err_set(err, MF_EINVAL, "batch: label %d at row %zu, position %zu is neither -100 nor a token id",
                                   b->labels[i], i / (size_t)b->T, i % (size_t)b->T);
+    for (int r = 0; m->cfg.prefix_lm && r < b->B; r++) {
+        int ctx, mpos, rc = mf_model_glm_row(m, b->input_ids + (size_t)r * b->T, b->T, r, &ctx, &mpos, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int mf_model_glm_row(const mf_model *m, const int32_t *ids, int T, int row, int *ctx, int *mpos, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    int gm = -1, mk = -1;
+    *ctx = -1;
+    for (int t = 0; t < T; t++) {
+        if (ids[t] == c->bos_token_id && *ctx < 0) *ctx = t;
+        if (ids[t] == c->gmask_token_id && gm < 0) gm = t;
+        if (ids[t] == c->mask_token_id && mk < 0) mk = t;
+    }
+    *mpos = gm >= 0 ? gm : mk;
+    if (*ctx < 0 || *mpos < 0)
+        return mf_err_set(err, MF_EINVAL,
+                          "batch: row %d has no %s: a %s row holds its prompt, then [gMASK] (id %d) or [MASK] "
+                          "(id %d), then <sop> (id %d) before the answer",
+                          row, *ctx < 0 ? "<sop> (bos_token_id)" : "[gMASK] or [MASK]", mf_model_arch_name(c->arch),
+                          c->gmask_token_id, c->mask_token_id, c->bos_token_id);
     return 0;
 }
 
@@ -585,7 +662,8 @@ int mf_model_lowest_needed_layer(const mf_model *m)
     for (size_t i = 0; i < m->n_params; i++) {
         const mf_k_param *p = &m->params[i];
         if (!p->trainable) continue;
-        if ((int)i == m->embed || p->kind == MF_PARAM_PREFIX) return 0;
+        if ((int)i == m->embed || (int)i == m->emb_norm || (int)i == m->emb_norm_b || p->kind == MF_PARAM_PREFIX)
+            return 0;
         if (p->layer >= 0 && p->layer < lo) lo = p->layer;
     }
     return lo;
@@ -599,10 +677,10 @@ int mf_model_trains(const mf_model *m, int idx)
 int mf_model_attn_trains(const mf_model *m, int l)
 {
     const mf_layer_idx *li = &m->L[l];
-    if (mf_model_trains(m, li->ln1)) return 1;
-    for (int j = MOD_Q; j <= MOD_O; j++)
-        if (mf_model_trains(m, li->w[j]) || mf_model_trains(m, li->lora_a[j]) || mf_model_trains(m, li->lora_b[j]) ||
-            (j < 3 && mf_model_trains(m, li->bias[j])))
+    if (mf_model_trains(m, li->ln1) || mf_model_trains(m, li->ln1_b)) return 1;
+    for (int j = 0; j < N_MODS; j++)
+        if (mf_mod_is_attn(j) && (mf_model_trains(m, li->w[j]) || mf_model_trains(m, li->lora_a[j]) ||
+                                  mf_model_trains(m, li->lora_b[j]) || mf_model_trains(m, li->bias[j])))
             return 1;
     return 0;
 }
@@ -614,7 +692,25 @@ int mf_model_lora_dropout_on(const mf_model *m, int train)
 
 uint64_t mf_model_lora_drop_key(const mf_model *m, int l, int j)
 {
+    /* a fused module takes the slot of its first part (an arch never has both) */
+    if (j == MOD_QKV) j = MOD_Q;
+    if (j == MOD_GATE_UP) j = MOD_GATE;
     return mf_k_hash64(m->lora.seed ^ mf_k_hash64(m->fwd_counter * 1024u + (uint64_t)l * 8u + (uint64_t)j));
+}
+
+int mf_model_prefix_dropout_on(const mf_model *m, int train)
+{
+    return train && m->has_prefix && m->prefix.dropout > 0;
+}
+
+uint64_t mf_model_prefix_drop_key(const mf_model *m)
+{
+    return mf_k_hash64(m->prefix.seed ^ 0x9e3779b97f4a7c15ull ^ mf_k_hash64(m->fwd_counter * 1024u + 1023u));
+}
+
+int mf_model_pos_offset(const mf_model *m)
+{
+    return m->has_prefix && !m->cfg.prefix_fixed_positions ? m->prefix.pre_seq_len : 0;
 }
 
 int mf_model_decode_check(const mf_model *m, int n, const int32_t *tok, const int *row, const int *pos, int rows,

@@ -16,8 +16,9 @@
  *   }
  *   mf_model_sync(m, &err);                // host -> backend after writing data
  *
- * Canonical parameter names are the Hugging Face ones and every weight has
- * the HF layout ([out, in], row-major, fp32), so loading is a memcpy:
+ * Canonical parameter names are the Hugging Face ones of the architecture and
+ * every weight has the HF layout ([out, in], row-major, fp32), so loading is a
+ * memcpy. LLaMA family (LLaMA, Qwen2, Baichuan):
  *
  *   model.embed_tokens.weight                         [vocab, hidden]
  *   model.layers.{i}.input_layernorm.weight           [hidden]
@@ -36,15 +37,30 @@
  *   model.layers.{i}.{self_attn|mlp}.{module}.lora_A.weight  [r, in]   (PEFT layout; the PEFT file name
  *   model.layers.{i}.{self_attn|mlp}.{module}.lora_B.weight  [out, r]   adds "base_model.model." in front)
  *   prefix_encoder.embedding.weight                   [pre_seq_len, 2*layers*kv_dim]          (no projection)
- *   prefix_encoder.embedding.weight                   [pre_seq_len, hidden]                    (projection:
- *   prefix_encoder.trans.0.weight / .bias             [prefix_hidden, hidden] / [prefix_hidden]  ChatGLM /
- *   prefix_encoder.trans.2.weight / .bias             [2*layers*kv_dim, prefix_hidden] / [..]    P-Tuning v2)
+ *   prefix_encoder.embedding.weight                   [pre_seq_len, E]                         (projection:
+ *   prefix_encoder.trans.0.weight / .bias             [prefix_hidden, E] / [prefix_hidden]      ChatGLM /
+ *   prefix_encoder.trans.2.weight / .bias             [2*layers*kv_dim, prefix_hidden] / [..]    P-Tuning v2;
+ *                                                      E = hidden, or 2*layers*kv_dim with prefix_embed_kv)
  *
- * kv_dim = num_key_value_heads * head_dim. The prefix row layout is PEFT's
- * past_key_values layout: column ((layer*2 + {0:key,1:value})*kv_heads + h)*head_dim + d.
+ * BLOOM (BloomForCausalLM; LayerNorms and every linear have a .bias):
+ *   transformer.word_embeddings.weight, transformer.word_embeddings_layernorm.{weight,bias},
+ *   transformer.h.{i}.input_layernorm, .self_attention.query_key_value [3*hidden, hidden] (per head
+ *   [q; k; v] rows), .self_attention.dense, .post_attention_layernorm, .mlp.dense_h_to_4h [4h, h],
+ *   .mlp.dense_4h_to_h, transformer.ln_f; the LM head is tied.
+ * GLM (GlmForCausalLM, GLM-4 in transformers' layout): the LLaMA names, q/k/v biases, and
+ *   model.layers.{i}.mlp.gate_up_proj [2*intermediate, hidden] (gate rows, then up rows) instead of
+ *   gate_proj / up_proj.
+ * ChatGLM2/3 and GLM-4 chat (ChatGLMModel, trust_remote_code checkpoints):
+ *   transformer.embedding.word_embeddings.weight, transformer.encoder.layers.{i}.input_layernorm,
+ *   .self_attention.query_key_value [(heads + 2*kv_heads)*head_dim, hidden] (+ .bias; rows q, then
+ *   k, then v), .self_attention.dense, .post_attention_layernorm, .mlp.dense_h_to_4h [2*ffn, hidden]
+ *   (gate, then up), .mlp.dense_4h_to_h, transformer.encoder.final_layernorm.weight,
+ *   transformer.output_layer.weight.
+ * LoRA params are the module's name + ".lora_A.weight" / ".lora_B.weight" in every architecture
+ * (one adapter on a fused module, as PEFT does). mf_model_module_names lists an arch's modules.
  *
  * Baichuan's fused W_pack ([3*hidden, hidden] = q;k;v stacked) is an I/O
- * concern: the model always keeps separate q/k/v; the I/O layer splits on load
+ * concern: the model keeps separate q/k/v; the I/O layer splits on load
  * and fuses on export. Baichuan(-7B) is LLaMA math otherwise.
  *
  * The host copy (p->data, p->grad) is the source of truth on the CPU backend;
@@ -63,10 +79,43 @@
 /* ---------------------------------------------------------------- config */
 
 typedef enum mf_arch {
-    MF_ARCH_LLAMA = 0,   /* LlamaForCausalLM, Mistral-like */
-    MF_ARCH_QWEN2 = 1,   /* Qwen2ForCausalLM: LLaMA + q/k/v biases (attention_bias = 1) */
-    MF_ARCH_BAICHUAN = 2 /* Baichuan-7B: LLaMA math, fused W_pack split by the I/O layer */
+    MF_ARCH_LLAMA = 0,    /* LlamaForCausalLM, Mistral-like */
+    MF_ARCH_QWEN2 = 1,    /* Qwen2ForCausalLM: LLaMA + q/k/v biases (attention_bias = 1) */
+    MF_ARCH_BAICHUAN = 2, /* Baichuan-7B: LLaMA math, fused W_pack split by the I/O layer */
+    MF_ARCH_BLOOM = 3,    /* BloomForCausalLM: ALiBi, LayerNorms, GELU, fused per-head QKV, all biases */
+    MF_ARCH_GLM = 4,      /* GlmForCausalLM (GLM-4): half interleaved rotary, q/k/v bias, fused gate_up */
+    MF_ARCH_CHATGLM2 = 5, /* ChatGLMModel v2/v3 (+ GLM-4 chat remote code): the GLM math, fused QKV */
+    MF_ARCH_CHATGLM = 6   /* ChatGLM-6B (v1, MedGLM.H's base): GLM blocks — LayerNorms, GELU, per-head fused
+                             QKV, 2D rotary, alpha-scaled residuals, prefix-LM attention over the prompt */
 } mf_arch;
+
+/* The architecture features. mf_model_config_check sets them from the arch
+ * for BLOOM / GLM / ChatGLM2 (a named arch's math is fixed); the LLaMA family
+ * keeps every one at 0, which is the LLaMA choice. */
+typedef enum mf_norm_kind {
+    MF_NORM_RMS = 0,  /* RMSNorm: weight */
+    MF_NORM_LAYER = 1 /* LayerNorm: weight + bias (torch.nn.LayerNorm) */
+} mf_norm_kind;
+
+typedef enum mf_act_kind {
+    MF_ACT_SWIGLU = 0,   /* down(silu(gate(x)) * up(x)) */
+    MF_ACT_GELU_TANH = 1 /* down(gelu_tanh(up(x))): BLOOM's dense_h_to_4h / dense_4h_to_h, no gate */
+} mf_act_kind;
+
+typedef enum mf_pos_kind {
+    MF_POS_ROPE = 0,   /* rotary on q and k (rotary_dim, rope_interleaved) */
+    MF_POS_ALIBI = 1,  /* ALiBi: score += slope[h] * key position; no rotary (BLOOM) */
+    MF_POS_ROPE_2D = 2 /* GLM's 2D rotary (ChatGLM-6B): each head's first half rotates by the position
+                          id, its second half by the block position id (halves layout, head_dim/2 dims
+                          each, inv_freq rounded to fp16 as the release keeps it); positions come from
+                          the tokens (prefix_lm) */
+} mf_pos_kind;
+
+typedef enum mf_qkv_layout {
+    MF_QKV_SEPARATE = 0,   /* q_proj, k_proj, v_proj */
+    MF_QKV_FUSED = 1,      /* one [Dq + 2 Dkv, hidden] weight: q rows, then k, then v (ChatGLM2 MQA) */
+    MF_QKV_FUSED_HEADS = 2 /* one [3 Dq, hidden] weight, per head [q; k; v] (BLOOM; needs kv_heads == heads) */
+} mf_qkv_layout;
 
 typedef struct mf_model_config {
     mf_arch arch;
@@ -75,21 +124,47 @@ typedef struct mf_model_config {
     int intermediate_size;
     int num_hidden_layers;
     int num_attention_heads;
-    int num_key_value_heads; /* == num_attention_heads when the model has no GQA */
+    int num_key_value_heads; /* == num_attention_heads when the model has no GQA / multi-query */
     int head_dim;            /* usually hidden_size / num_attention_heads; 0 = that */
     double rope_theta;       /* 10000 for LLaMA-1/2, 1e6 for Qwen2 */
-    double rms_norm_eps;     /* 1e-6 / 1e-5 */
+    double rms_norm_eps;     /* the norms' epsilon (RMSNorm or LayerNorm): 1e-6 / 1e-5 */
     int max_position_embeddings;
-    int tie_word_embeddings; /* 1: lm_head shares model.embed_tokens.weight */
-    int attention_bias;      /* 1: q/k/v projections have biases (Qwen2) */
+    int tie_word_embeddings; /* 1: the LM head shares the token embedding */
+    int attention_bias;      /* 1: q/k/v projections (or the fused QKV) have biases (Qwen2, GLM) */
     int pad_token_id;        /* -1 when none (informational; masks come from attention_mask) */
     int bos_token_id;        /* -1 when none */
     int eos_token_id;        /* -1 when none */
+    /* ---- architecture features (see above; 0 = LLaMA) ---- */
+    mf_norm_kind norm;
+    mf_act_kind act;
+    mf_pos_kind pos;
+    mf_qkv_layout qkv;
+    int rotary_dim;          /* RoPE on the first rotary_dim dims of each head (even); 0 = head_dim */
+    int rope_interleaved;    /* 1: rotate pairs (x[2i], x[2i+1]) (GLM); 0: halves (x[i], x[i+rot/2]) */
+    int mlp_fused;           /* gate and up in one [2I, hidden] weight, gate rows first (SwiGLU only) */
+    int o_bias;              /* the attention output projection has a bias */
+    int mlp_bias;            /* the MLP projections have biases */
+    int embed_norm;          /* a norm right after the token embedding (BLOOM) */
+    int prefix_fixed_positions; /* 1: with a P-Tuning prefix, token positions still start at 0
+                                   (ChatGLM's own P-Tuning v2); 0: they continue after it (HF past_key_values) */
+    int prefix_embed_kv;     /* 1: with prefix_projection the prefix embedding is 2*layers*kv_dim wide
+                                (ChatGLM2/3's PrefixEncoder); 0: hidden_size wide */
+    int glm_residual;        /* 1: x = Norm(x) * alpha + f(Norm(x)) around attention and MLP, alpha =
+                                sqrt(2 * num_hidden_layers) (ChatGLM-6B); 0: x = x + f(Norm(x)) */
+    int prefix_lm;           /* 1: GLM's prefix LM, read from each row's tokens: those before the first
+                                bos_token_id (<sop>) see each other both ways, later ones causally; with
+                                MF_POS_ROPE_2D, position t before it and the mask position after (the first
+                                gmask_token_id, else mask_token_id), block position 0 before, t - ctx + 1
+                                after. A row without <sop> or a mask token is refused (MF_EINVAL). */
+    int mask_token_id;       /* [MASK] (prefix_lm); -1 when none */
+    int gmask_token_id;      /* [gMASK] (prefix_lm); -1 when none */
 } mf_model_config;
 
-/* Fill defaults for zero fields (head_dim, rope_theta, rms_norm_eps, kv heads)
- * and check the shapes are consistent. */
+/* Fill defaults for zero fields (head_dim, rope_theta, rms_norm_eps, kv heads,
+ * rotary_dim), set the arch's features, and check the shapes are consistent. */
 int mf_model_config_check(mf_model_config *cfg, mf_err *err);
+/* "llama", "qwen2", "baichuan", "bloom", "glm", "chatglm2", "chatglm" ("?" when unknown). */
+const char *mf_model_arch_name(mf_arch arch);
 
 /* ---------------------------------------------------------------- params */
 
@@ -141,17 +216,31 @@ int mf_model_init_random(mf_model *m, uint64_t seed, float std, mf_err *err);
 
 /* ---------------------------------------------------------------- adapters */
 
-/* Target-module bits for LoRA and freeze. */
+/* Target-module bits for LoRA and freeze. Fused modules (one weight for what
+ * other archs split) have their own bits; an arch has either the fused module
+ * or its parts. */
 enum {
     MF_MOD_Q = 1 << 0, MF_MOD_K = 1 << 1, MF_MOD_V = 1 << 2, MF_MOD_O = 1 << 3,
     MF_MOD_GATE = 1 << 4, MF_MOD_UP = 1 << 5, MF_MOD_DOWN = 1 << 6,
-    MF_MOD_ATTN = MF_MOD_Q | MF_MOD_K | MF_MOD_V | MF_MOD_O,
-    MF_MOD_MLP = MF_MOD_GATE | MF_MOD_UP | MF_MOD_DOWN,
-    MF_MOD_NORMS = 1 << 7, /* the layer's two RMSNorm weights (freeze only) */
+    MF_MOD_NORMS = 1 << 7, /* the layer's two norms, weights and biases (freeze only) */
+    MF_MOD_QKV = 1 << 8,     /* fused query_key_value (BLOOM, ChatGLM2) */
+    MF_MOD_GATE_UP = 1 << 9, /* fused gate + up (GLM gate_up_proj, ChatGLM2 dense_h_to_4h) */
+    MF_MOD_ATTN = MF_MOD_Q | MF_MOD_K | MF_MOD_V | MF_MOD_O | MF_MOD_QKV,
+    MF_MOD_MLP = MF_MOD_GATE | MF_MOD_UP | MF_MOD_DOWN | MF_MOD_GATE_UP,
     MF_MOD_ALL = MF_MOD_ATTN | MF_MOD_MLP | MF_MOD_NORMS
 };
-/* "q_proj,v_proj" / "all" / "self_attn" / "mlp" -> bits; MF_EINVAL naming the bad word. */
+/* LLaMA module words: "q_proj,v_proj" / "all" / "self_attn" / "mlp" -> bits;
+ * MF_EINVAL naming the bad word. Same as mf_model_modules_parse(MF_ARCH_LLAMA). */
 int mf_k_modules_parse(unsigned *out, const char *list, mf_err *err);
+/* An arch's own module words — the last component of its HF module names, as
+ * PEFT's target_modules spells them ("query_key_value,dense" for BLOOM) — plus
+ * "self_attn" / "self_attention" / "attention", "mlp", "norm", "all", "all-linear".
+ * A word the arch does not have is MF_EINVAL listing the ones it has. */
+int mf_model_modules_parse(unsigned *out, mf_arch arch, const char *list, mf_err *err);
+/* The arch's linear modules: up to 7 (bit, PEFT name) pairs; returns the count. */
+int mf_model_module_names(mf_arch arch, unsigned *bits, const char **names, int cap);
+/* PEFT's default LoRA target for the arch (q_proj|v_proj; query_key_value for BLOOM / ChatGLM2). */
+unsigned mf_model_default_lora_target(mf_arch arch);
 
 typedef struct mf_k_lora_config {
     int rank;
@@ -164,6 +253,14 @@ typedef struct mf_k_lora_config {
 /* Adds lora_A/lora_B for every targeted module of every layer, makes them the
  * only trainable params (base frozen). */
 int mf_model_add_lora(mf_model *m, const mf_k_lora_config *cfg, mf_err *err);
+/* The parameters a model of cfg has, without creating it: names, shapes, kind
+ * and layer of the base params (lora NULL) or of the LoRA params lora adds
+ * (rank and target; target 0 = the arch's default), in the model's order; data
+ * and grad NULL. *out is malloc'd (free it). For checking a checkpoint before
+ * allocating a model. */
+int mf_model_param_list(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lora,
+                        mf_err *err);
+
 /* W += scaling * B @ A for every adapter, then removes the LoRA params. */
 int mf_model_merge_lora(mf_model *m, mf_err *err);
 
@@ -172,10 +269,15 @@ typedef struct mf_k_prefix_config {
     int prefix_projection; /* 0: embedding holds the prefixes; 1: embedding -> Linear -> tanh -> Linear */
     int prefix_hidden_size;
     uint64_t seed;
+    float dropout;         /* on the prefix key/value rows in training forwards (ChatGLM's recipe: 0.1);
+                              masks from the same counter hash as LoRA dropout */
 } mf_k_prefix_config;
 
 /* P-Tuning v2: per-layer trainable key/value prefixes; base frozen. */
 int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *cfg, mf_err *err);
+
+/* Change the prefix dropout of a model that has a prefix (e.g. one opened to train on). */
+int mf_model_set_prefix_dropout(mf_model *m, float dropout, mf_err *err);
 
 /* score.weight [1, hidden] (normal(0, 0.02) with seed); trainable. */
 int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err);

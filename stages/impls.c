@@ -11,6 +11,7 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"report", mf_stage_report_run},
     {"eval", mf_stage_eval_run},
     {"kg2qa", mf_stage_kg2qa_run},
+    {"kg2mcq", mf_stage_kg2mcq_run},
     {"format", mf_stage_format_run},
     {"dedup", mf_stage_dedup_run},
     {"split", mf_stage_split_run},

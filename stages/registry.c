@@ -53,12 +53,13 @@ static const mf_param_spec adapters[] = {
     P_INT("lora.rank", "8", 1, 4096, "LoRA rank r"),
     P_FLT("lora.alpha", "16", 0, 1e6, "LoRA alpha; the update is scaled by alpha/rank"),
     P_FLT("lora.dropout", "0", 0, 0.99, "dropout on the LoRA input path"),
-    P_LIST("lora.target", "[q_proj, v_proj]", "modules that get adapters (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or all)"),
+    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM and ChatGLM2"),
     P_INT("freeze.trainable_layers", "2", 1, 1000, "freeze-tuning: only the last N layers train"),
     P_LIST("freeze.modules", "[]", "freeze-tuning: only these modules of those layers train (self_attn, mlp, ...); [] = all"),
     P_INT("ptuning.pre_seq_len", "16", 1, 4096, "P-Tuning v2: prefix length per layer"),
     P_BOOL("ptuning.prefix_projection", "false", "P-Tuning v2: reparameterise prefixes through an MLP"),
     P_INT("ptuning.prefix_hidden_size", "512", 1, 1 << 20, "hidden size of the reparameterisation MLP"),
+    P_FLT("ptuning.dropout", "0", 0, 0.99, "P-Tuning v2: dropout on the prefix keys/values while training (ChatGLM's own recipe uses 0.1)"),
     P_ENUM("adapter_chain", "merge", "merge|continue|stack", "when the input model carries an adapter: fold it into the base and train a new one (merge), keep training it (continue), or add a new one beside it (stack)"),
     END};
 
@@ -88,22 +89,23 @@ static const mf_param_spec bad_records[] = {
 static const mf_param_spec p_tokenizer[] = {
     P_INT("vocab_size", "8000", 260, 1 << 22, "target vocabulary size (bytes + merges + special tokens)"),
     P_INT("min_frequency", "2", 1, BIG, "pairs seen fewer times are not merged"),
+    P_INT("max_token_chars", "0", 0, 1 << 20, "no token spans more characters than this (1 = character-level Chinese, rare characters as bytes); 0 = no limit"),
     P_LIST("special_tokens", "[\"<|endoftext|>\", \"<|im_start|>\", \"<|im_end|>\", \"<pad>\"]", "special tokens, given the first ids"),
     P_STR("field", "text", "JSON field holding the text"),
     P_INT("max_chars", "0", 0, BIG, "read at most this many characters of the corpus; 0 = all"),
     END};
 
 static const mf_param_spec p_init[] = {
-    P_ENUM("architecture", "llama", "llama|qwen2|baichuan", "model family"),
+    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2", "model family (docs/model.md)"),
     P_INT("hidden_size", "256", 8, 1 << 20, "model width"),
-    P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width"),
+    P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width (BLOOM: always 4 x hidden_size)"),
     P_INT("num_hidden_layers", "4", 1, 1024, "transformer layers"),
     P_INT("num_attention_heads", "4", 1, 1024, "query heads"),
     P_INT("num_key_value_heads", "0", 0, 1024, "key/value heads (GQA); 0 = num_attention_heads"),
     P_INT("vocab_size", "0", 0, 1 << 22, "0 = the tokenizer's size"),
     P_INT("max_position_embeddings", "2048", 1, 1 << 22, "longest sequence"),
     P_FLT("rope_theta", "10000", 1, 1e12, "RoPE base"),
-    P_FLT("rms_norm_eps", "1e-6", 0, 1, "RMSNorm epsilon"),
+    P_FLT("rms_norm_eps", "1e-6", 0, 1, "the norms' epsilon (RMSNorm; LayerNorm for BLOOM)"),
     P_BOOL("tie_word_embeddings", "false", "share the input embedding and the LM head"),
     P_FLT("initializer_range", "0.02", 0, 10, "std of the normal initialisation"),
     END};
@@ -120,18 +122,22 @@ static const mf_param_spec p_sft[] = {
 
 static const mf_param_spec p_rm[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train (the reward head always trains)"),
+    P_FLT("min_accuracy", "0.6", 0, 1, "fail unless the validation pairwise accuracy reaches this; 0 = keep any reward model (a warning below 0.6)"),
     END};
 
 static const mf_param_spec p_dpo[] = {
     P_ENUM("finetune", "lora", "full|lora|freeze|ptuning", "which parameters train"),
     P_FLT("beta", "0.1", 0, 1000, "DPO temperature beta"),
     P_FLT("label_smoothing", "0", 0, 0.5, "conservative DPO label smoothing"),
+    P_FLT("rpo_alpha", "0", 0, 1000, "weight of the chosen answers' mean NLL added to the DPO loss (RPO; TRL loss_type [sigmoid, sft]); keeps the chosen answers likely"),
     P_ENUM("loss", "sigmoid", "sigmoid", "DPO loss variant"),
     END};
 
 static const mf_param_spec p_ppo[] = {
     P_ENUM("finetune", "lora", "full|lora|ptuning", "which policy parameters train"),
-    P_FLT("kl_coef", "0.05", 0, 1000, "per-token KL penalty to the frozen reference (beta)"),
+    P_FLT("kl_coef", "0.05", 0, 1000, "per-token KL penalty to the frozen reference (beta; the start value when kl_target > 0)"),
+    P_FLT("kl_target", "0", 0, 1e6, "adaptive KL (Ziegler et al.): steer kl_coef so the summed KL per response approaches this; 0 = fixed kl_coef"),
+    P_FLT("kl_horizon", "10000", 1, 1e12, "adaptive KL: rollouts over which kl_coef may change by up to 20%"),
     P_FLT("gamma", "1.0", 0, 1, "discount"),
     P_FLT("gae_lambda", "0.95", 0, 1, "GAE lambda"),
     P_FLT("clip_range", "0.2", 0, 10, "PPO policy ratio clip"),
@@ -140,7 +146,13 @@ static const mf_param_spec p_ppo[] = {
     P_INT("ppo_epochs", "4", 1, 1000, "optimisation epochs per rollout batch"),
     P_INT("mini_batch_size", "1", 1, 1 << 20, "rollouts per PPO mini-batch"),
     P_INT("rollout_batch_size", "8", 1, 1 << 20, "prompts per rollout"),
-    P_BOOL("whiten_rewards", "false", "normalise rewards per batch"),
+    P_ENUM("reward_norm", "rm", "rm|running|none", "normalise the reward model's score: by the mean/std it had on its validation answers (rm: reward_stats.json; running statistics when absent), by running statistics of this run's scores, or not"),
+    P_FLT("reward_clip", "10", 0, 1e6, "clip the normalised score to +-this; 0 = no clipping"),
+    P_FLT("missing_eos_penalty", "0", 0, 1e6, "subtracted from the score of a response that reached max_new_tokens without EOS (TRL)"),
+    P_BOOL("whiten_rewards", "false", "whiten the per-token rewards over the batch (before GAE)"),
+    P_BOOL("whiten_advantages", "true", "whiten the advantages over the batch"),
+    P_FLT("collapse_entropy", "0.3", 0, 100, "warn of a collapsed policy when an iteration's entropy (nats per token) falls below this"),
+    P_FLT("collapse_distinct", "0.5", 0, 1, "warn of a collapsed policy when an iteration's share of distinct responses falls below this"),
     END};
 
 static const mf_param_spec p_export[] = {
@@ -154,9 +166,11 @@ static const mf_param_spec p_merge[] = {
     END};
 
 static const mf_param_spec p_eval[] = {
-    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise", "what to evaluate"},
+    {"task", MF_P_ENUM, NULL, 0, 0, 0, "mcq|qa|dialog|diagnosis|pairwise|ppl", "what to evaluate"},
     P_ENUM("mcq_mode", "loglik", "loglik|generate", "mcq: score each option by log-likelihood, or generate and extract the letter"),
-    P_BOOL("length_normalize", "false", "mcq loglik: divide by the option's token count"),
+    P_BOOL("length_normalize", "false", "mcq loglik and diagnosis rank: divide a candidate's log-likelihood by its token count"),
+    P_ENUM("diagnosis_mode", "generate", "generate|rank", "diagnosis: generate and match the name, or rank the candidate diagnoses by log-likelihood (closed set)"),
+    P_INT("n_candidates", "0", 0, 1 << 20, "diagnosis rank: candidates per record, the gold one + N-1 drawn (seeded); 0 = every distinct diagnosis of the set"),
     P_INT("k_shot", "0", 0, 64, "mcq: examples from the same category put before the question"),
     P_INT("max_samples", "0", 0, BIG, "evaluate at most N items; 0 = all"),
     P_FLT("tie_margin", "0.1", 0, 1e6, "pairwise: reward difference below which answers tie"),
@@ -170,6 +184,13 @@ static const mf_param_spec p_report[] = {
 static const mf_param_spec p_kg2qa[] = {
     P_INT("max_objects", "8", 1, 1000, "objects of one subject+relation grouped into one answer at most"),
     P_INT("phrasings", "0", 0, 100, "question phrasings drawn per pair; 0 = one"),
+    P_ENUM("phrasing", "all", "all|train|heldout", "which question phrasings of a relation's table: all, all but the last (train), or only the last (heldout, what kg2mcq exams use)"),
+    END};
+
+static const mf_param_spec p_kg2mcq[] = {
+    P_INT("n_options", "4", 2, 26, "options per question: the true object + n_options-1 distractors of the same relation and object type"),
+    P_INT("per_group", "1", 0, 1000000, "questions per (subject, relation): objects asked about, drawn; 0 = every object"),
+    P_ENUM("phrasing", "heldout", "all|train|heldout", "which question phrasings of a relation's table: heldout (the last one: never in kg2qa phrasing: train output), train, or all"),
     END};
 
 static const mf_param_spec p_format[] = {
@@ -214,7 +235,9 @@ static const mf_slot_spec s_init[] = {
     {"config", MF_A_CONFIG | MF_A_MODEL, 1, 0, "an HF config.json overriding the params"}, NOSLOT};
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
-    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"}, NOSLOT};
+    {"data", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 0, 1,
+     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"},
+    {"val", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
@@ -232,7 +255,7 @@ static const mf_slot_spec s_model_only[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model, or base + adapter"}, NOSLOT};
 static const mf_slot_spec s_eval[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model under evaluation"},
-    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA, 0, 0, "evaluation set"},
+    {"data", MF_A_MCQ | MF_A_QA_REF | MF_A_CONVERSATIONS | MF_A_DIALOGUES | MF_A_RECORDS | MF_A_ALPACA | MF_A_TEXT, 0, 0, "evaluation set"},
     {"model_b", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the model compared against"},
     {"reward", MF_A_MODEL | MF_A_ADAPTER, 1, 0, "pairwise: the reward model that judges"},
     {"shots", MF_A_MCQ, 1, 0, "mcq: pool of k-shot examples"}, NOSLOT};
@@ -255,8 +278,10 @@ static const mf_slot_spec s_tokenize[] = {
 #define CPU1 {0, 1, 1024}
 #define TRAIN_RES {0, 2, 4096}
 
-static const mf_kind k_kg2qa = {"kg2qa", 1, "knowledge-graph triples -> QA conversations via template tables",
+static const mf_kind k_kg2qa = {"kg2qa", 2, "knowledge-graph triples -> QA conversations via template tables",
     s_kg2qa, GROUPS(p_kg2qa, bad_records), MF_A_CONVERSATIONS, CPU1, NULL};
+static const mf_kind k_kg2mcq = {"kg2mcq", 1, "knowledge-graph triples -> multiple-choice questions with same-type distractors (an exam of the facts)",
+    s_kg2qa, GROUPS(p_kg2mcq, bad_records), MF_A_MCQ, CPU1, NULL};
 static const mf_kind k_format = {"format", 1, "dialogues / alpaca / records -> canonical conversations",
     s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL};
 static const mf_kind k_dedup = {"dedup", 1, "exact and near-duplicate (MinHash + LSH) removal",
@@ -271,27 +296,27 @@ static const mf_kind k_tokenize = {"tokenize", 1, "records -> token-id shards wi
     s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL};
 static const mf_kind k_init = {"init", 1, "a randomly initialised model from a config",
     s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL};
-static const mf_kind k_dcpt = {"dcpt", 1, "domain continued pre-training: next-token loss on packed blocks",
+static const mf_kind k_dcpt = {"dcpt", 2, "domain continued pre-training: next-token loss on packed blocks",
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_sft = {"sft", 1, "supervised fine-tuning: loss on response tokens only",
+static const mf_kind k_sft = {"sft", 2, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_rm = {"rm", 1, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_dpo = {"dpo", 1, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_ppo = {"ppo", 1, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
+static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model",
     s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL};
 static const mf_kind k_export = {"export", 1, "write an HF model directory or a PEFT adapter directory",
     s_model_only, GROUPS(p_export), MF_A_MODEL | MF_A_ADAPTER, CPU1, NULL};
-static const mf_kind k_eval = {"eval", 1, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates",
+static const mf_kind k_eval = {"eval", 2, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates, held-out perplexity",
     s_eval, GROUPS(p_eval, sequence, generation, bad_records), MF_A_EVAL, {0, 1, 2048}, NULL};
 static const mf_kind k_report = {"report", 1, "tables like the papers' (markdown + HTML with loss curves)",
     s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL};
 
 const mf_kind *const mf_kinds[] = {
-    &k_kg2qa, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
+    &k_kg2qa, &k_kg2mcq, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
     &k_init, &k_dcpt, &k_sft, &k_rm, &k_dpo, &k_ppo, &k_merge, &k_export,
     &k_eval, &k_report, NULL};
 
@@ -359,6 +384,8 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"lora_target", "lora.target"},
     {"target_modules", "lora.target"},
     {"pref_beta", "beta"},
+    {"pref_ftx", "rpo_alpha"},
+    {"sft_weight", "rpo_alpha"},
     {"dpo_beta", "beta"},
     {"per_device_train_batch_size", "batch_size"},
     {"train_batch_size", "batch_size"},
@@ -371,6 +398,9 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"pre_seq_len", "ptuning.pre_seq_len"},
     {"prefix_projection", "ptuning.prefix_projection"},
     {"init_kl_coef", "kl_coef"},
+    {"adap_kl_ctrl", "kl_target"},
+    {"horizon", "kl_horizon"},
+    {"non_eos_penalty", "missing_eos_penalty"},
     {"kl_penalty", "kl_coef"},
     {"cliprange", "clip_range"},
     {"cliprange_value", "clip_range_value"},

@@ -2,6 +2,7 @@
 #include "stages/stage.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +38,34 @@ static void put_num(mf_buf *b, const char *key, double v)
     else mf_json_write_double(b, v);
 }
 
+static void write_all(int fd, const mf_buf *b)
+{
+    const char *p = b->data;
+    size_t left = b->len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w <= 0) break;
+        p += w;
+        left -= (size_t)w;
+    }
+}
+
+void mf_stage_warn(const mf_stage_ctx *ctx, const char *fmt, ...)
+{
+    if (!ctx || ctx->progress_fd < 0) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mf_buf b = MF_BUF_INIT;
+    mf_buf_puts(&b, "{\"warning\":");
+    mf_json_write_str(&b, msg, strlen(msg));
+    mf_buf_puts(&b, "}\n");
+    if (mf_buf_ok(&b)) write_all(ctx->progress_fd, &b);
+    mf_buf_free(&b);
+}
+
 void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total, double loss,
                        double tokens_per_s, double eta_s, const char *message)
 {
@@ -51,15 +80,6 @@ void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total,
         mf_json_write_str(&b, message, strlen(message));
     }
     mf_buf_puts(&b, "}\n");
-    if (mf_buf_ok(&b)) {
-        const char *p = b.data;
-        size_t left = b.len;
-        while (left) {
-            ssize_t w = write(ctx->progress_fd, p, left);
-            if (w <= 0) break;
-            p += w;
-            left -= (size_t)w;
-        }
-    }
+    if (mf_buf_ok(&b)) write_all(ctx->progress_fd, &b);
     mf_buf_free(&b);
 }

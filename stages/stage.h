@@ -89,4 +89,9 @@ int mf_stage_param_bool(const mf_stage_ctx *ctx, const char *dotted, int def);
 void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total, double loss,
                        double tokens_per_s, double eta_s, const char *message);
 
+/* A warning the user must see ({"warning": ".."} on progress_fd): the engine prints it as an event
+ * line at once, writes it into the stage's log and keeps it in the manifest ("warnings"). A stage
+ * that warns about its result (a collapsed policy) also records it in its artifact. */
+void mf_stage_warn(const mf_stage_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

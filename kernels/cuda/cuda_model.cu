@@ -650,8 +650,29 @@ out:
     return rc;
 }
 
+const char *mf_cu_unsupported_why(const mf_model *m)
+{
+    const mf_model_config *c = &m->cfg;
+    if (c->pos == MF_POS_ROPE_2D || c->prefix_lm || c->glm_residual)
+        return "cuda backend: ChatGLM-6B (2D rotary, prefix-LM attention, alpha-scaled residuals) is not implemented; "
+               "use --backend cpu";
+    if (c->norm != MF_NORM_RMS) return "cuda backend: LayerNorm models (BLOOM) are not implemented; use --backend cpu";
+    if (c->act != MF_ACT_SWIGLU) return "cuda backend: GELU MLPs (BLOOM) are not implemented; use --backend cpu";
+    if (c->pos != MF_POS_ROPE) return "cuda backend: ALiBi (BLOOM) is not implemented; use --backend cpu";
+    if (c->qkv != MF_QKV_SEPARATE || c->mlp_fused)
+        return "cuda backend: fused query_key_value / gate_up projections (BLOOM, GLM, ChatGLM2) are not implemented; "
+               "use --backend cpu";
+    if (c->rope_interleaved || m->rot != c->head_dim)
+        return "cuda backend: partial or interleaved RoPE (GLM, ChatGLM2) is not implemented; use --backend cpu";
+    if (m->has_prefix && m->prefix.dropout > 0)
+        return "cuda backend: prefix dropout (ChatGLM's P-Tuning v2) is not implemented; use --backend cpu";
+    return "cuda backend: this model's architecture features are not implemented; use --backend cpu";
+}
+
 static int cu_attach(mf_model *m, mf_err *err)
 {
+    /* a model the kernels here do not compute is refused before anything else (never a wrong model) */
+    if (!mf_model_is_llama_math(m)) return mf_err_set(err, MF_EUNSUPPORTED, "%s", mf_cu_unsupported_why(m));
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
     if (e != cudaSuccess || ndev == 0) {

@@ -277,6 +277,8 @@ int cu_sync(mf_model *m, mf_err *err)
 {
     cu_state *cs = cu_st(m);
     cs->fwd_ok = 0;
+    if (!mf_model_is_llama_math(m)) /* e.g. a prefix with dropout added after attach */
+        return mf_err_set(err, MF_EUNSUPPORTED, "%s", mf_cu_unsupported_why(m));
     if (cs->dev_newer) { /* never roll device training back */
         int rc = cu_download_trainable(m, 0, err);
         if (rc) return rc;

@@ -175,6 +175,8 @@ void cu_table_free(cu_state *cs);
  * (and grads into p->grad when `grads`). */
 int cu_download_trainable(mf_model *m, int grads, mf_err *err);
 int cu_sync(mf_model *m, mf_err *err);
+/* Why the model is not one this backend computes (mf_model_is_llama_math is false). */
+const char *mf_cu_unsupported_why(const mf_model *m);
 int cu_fetch(mf_model *m, mf_err *err);
 void cu_zero_grad(mf_model *m);
 float *cu_device_grad(mf_model *m, size_t idx);

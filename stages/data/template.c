@@ -436,7 +436,7 @@ static int encode_pieces(const mf_template_segs *s, const mf_template_encoder *e
 /* The ids kept within the limits (cutoff, or max_source and max_target): the last round's target is
  * cut at its end, its source at its start (the prefix first, if it is longer than half); earlier
  * rounds are kept, newest first, while they fit whole. */
-static int assemble(const ivec *pc, int R, const mf_template_limits *lim, mf_template_ids *out, ivec *res)
+static int assemble(const ivec *pc, int R, const mf_template_limits *lim, int32_t eos, mf_template_ids *out, ivec *res)
 {
     size_t np = 1 + 2 * (size_t)R;
     const ivec *P = &pc[0], *src = &pc[np - 2], *tgt = &pc[np - 1];
@@ -452,6 +452,7 @@ static int assemble(const ivec *pc, int R, const mf_template_limits *lim, mf_tem
         T = lim->max_target;
     }
     if (tl > T) out->truncated = 1;
+    out->lost_eos = tl > T && eos >= 0 && tgt->v[tl - 1] == eos;
     long long keepP = p, keepS = sl;
     if (p + sl > S) {
         out->truncated = 1;
@@ -505,7 +506,7 @@ int mf_template_encode(const mf_tpl *t, const mf_conv *c, const char *system, co
         goto out;
     }
     if ((rc = encode_pieces(&s, enc, pc, err))) goto out;
-    if ((rc = assemble(pc, R, lim, out, &res))) {
+    if ((rc = assemble(pc, R, lim, enc->eos, out, &res))) {
         if (rc == MF_ENOMEM) mf_err_set(err, rc, "out of memory");
         goto out;
     }

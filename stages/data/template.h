@@ -96,6 +96,7 @@ typedef struct mf_template_ids {
     size_t n, cap;
     size_t prompt_len;  /* index of the final answer's first token (== n for generation) */
     int truncated;      /* 1 when anything was cut or dropped */
+    int lost_eos;       /* 1 when the final answer was cut and so lost the EOS the template closes it with */
     int dropped_rounds; /* history rounds left out */
 } mf_template_ids;
 

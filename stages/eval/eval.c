@@ -5,9 +5,12 @@
  *
  * Aggregation: every item yields a fixed vector of numbers for its task (mcq:
  * correct, extracted; qa/dialog: the 8 text metrics; diagnosis: exact,
- * contains; pairwise: win, tie, lose, reward_a, reward_b). A metric is the mean
- * of its item values, overall and within each category (category = the
- * record's "category" or "department"; items without one count only overall).
+ * contains, chance (rank: correct, chance); pairwise: win, tie, lose,
+ * reward_a, reward_b; ppl: nll, tokens, characters). A metric is the mean of
+ * its item values, overall and within each category (category = the record's
+ * "category" or "department"; items without one count only overall) — except
+ * ppl, whose loss, ppl and bpc are ratios of the summed nll, tokens and
+ * characters (token-weighted, as a training run's validation loss).
  */
 #include "stages/eval/eval.h"
 
@@ -18,6 +21,7 @@
 
 #include "common/buf.h"
 #include "common/fsutil.h"
+#include "common/rng.h"
 #include "stages/eval/answer.h"
 #include "stages/eval/metrics.h"
 
@@ -39,8 +43,10 @@ typedef struct agg {
 } agg;
 
 static const char *const mcq_names[] = {"accuracy", "extract_rate"};
-static const char *const diag_names[] = {"accuracy", "accuracy_contains"};
+static const char *const diag_names[] = {"accuracy", "accuracy_contains", "chance"};
+static const char *const rank_names[] = {"accuracy", "chance"};
 static const char *const pair_names[] = {"win", "tie", "lose", "reward_a", "reward_b"};
+static const char *const ppl_sums[] = {"nll", "tokens", "chars"}; /* summed, then turned into ppl_names */
 
 static int agg_add(agg *a, const char *cat, const double *v)
 {
@@ -72,10 +78,25 @@ static void agg_free(agg *a)
     free(a->cats);
 }
 
-static mf_json *means(const char *const *names, int nv, const double *sum, size_t n, int with_n)
+/* ppl from summed nll (nats), scored tokens and characters:
+ *   loss = nll / tokens,  ppl = exp(loss),  bpc = nll / ln 2 / characters. */
+static mf_json *ppl_metrics(const double *sum)
 {
     mf_json *o = mf_json_new_object();
-    for (int k = 0; o && k < nv; k++)
+    double nll = sum[0], tok = sum[1], ch = sum[2];
+    if (o && (mf_json_set(o, "loss", tok > 0 ? mf_json_new_float(nll / tok) : mf_json_new_null()) ||
+              mf_json_set(o, "ppl", tok > 0 ? mf_json_new_float(exp(nll / tok)) : mf_json_new_null()) ||
+              mf_json_set(o, "bpc", ch > 0 ? mf_json_new_float(nll / log(2.0) / ch) : mf_json_new_null()))) {
+        mf_json_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+static mf_json *means(const char *const *names, int nv, const double *sum, size_t n, int with_n)
+{
+    mf_json *o = names == ppl_sums ? ppl_metrics(sum) : mf_json_new_object();
+    for (int k = 0; o && names != ppl_sums && k < nv; k++)
         if (mf_json_set(o, names[k], mf_json_new_float(n ? sum[k] / (double)n : 0.0))) {
             mf_json_free(o);
             return NULL;
@@ -99,6 +120,7 @@ static mf_json *metrics_json(const mf_eval_opts *o, const agg *a, int nv_shown)
                                  mf_json_new_str(o->label_b ? o->label_b : "model_b")); /* "": the label names the row */
     if (o->dataset && *o->dataset) bad = bad || mf_json_set(root, "dataset", mf_json_new_str(o->dataset));
     bad = bad || mf_json_set(root, "n", mf_json_new_int((int64_t)a->n));
+    if (o->task == MF_EVAL_PPL) bad = bad || mf_json_set(root, "tokens", mf_json_new_int((int64_t)a->sum[1]));
     mf_json *m = bad ? NULL : means(a->names, nv_shown, a->sum, a->n, 0);
     bad = bad || !m || mf_json_set(root, "metrics", m);
     for (size_t c = 0; !bad && c < a->n_cats; c++) {
@@ -278,69 +300,235 @@ out:
     return rc;
 }
 
+/* ---- diagnosis: the label set and closed-set ranking ---- */
+
+/* The distinct diagnoses (references) of the whole set, in order of first appearance. */
+typedef struct labels {
+    const char **v; /* point into the set's items */
+    size_t n;
+} labels;
+
+static size_t labels_find(const labels *L, const char *s)
+{
+    for (size_t k = 0; k < L->n; k++)
+        if (!strcmp(L->v[k], s)) return k;
+    return (size_t)-1;
+}
+
+static int labels_build(labels *L, const mf_eval_set *set, mf_err *err)
+{
+    L->n = 0;
+    L->v = malloc((set->n ? set->n : 1) * sizeof *L->v);
+    if (!L->v) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    for (size_t i = 0; i < set->n; i++)
+        if (labels_find(L, set->items[i].reference) == (size_t)-1) L->v[L->n++] = set->items[i].reference;
+    return 0;
+}
+
+/* Candidates of item idx: every label, or the gold one + n-1 others drawn with a
+ * splitmix64 stream seeded by mix(seed) ^ mix(idx), in a drawn order. */
+static int candidates(const mf_eval_opts *o, const labels *L, size_t gold, size_t idx, size_t *out, size_t *n_out)
+{
+    size_t n = L->n;
+    for (size_t k = 0; k < n; k++)
+        out[k] = k;
+    if (o->n_candidates <= 0 || (size_t)o->n_candidates >= n) {
+        *n_out = n;
+        return 0;
+    }
+    mf_rng r;
+    mf_rng_seed(&r, mf_mix64(o->seed) ^ mf_mix64((uint64_t)idx + 0x6469616eull));
+    out[gold] = out[0], out[0] = gold; /* gold first, then a partial Fisher-Yates over the rest */
+    size_t want = (size_t)o->n_candidates;
+    for (size_t k = 1; k < want; k++) {
+        size_t j = k + (size_t)mf_rng_below(&r, n - k), t = out[k];
+        out[k] = out[j], out[j] = t;
+    }
+    mf_rng_shuffle(&r, out, want); /* the gold one's position is drawn too */
+    *n_out = want;
+    return 0;
+}
+
+typedef struct scored {
+    size_t label;
+    double score;
+} scored;
+
+static int cmp_scored(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? 1 : -1;
+    return (x->label > y->label) - (x->label < y->label); /* ties: the earlier label */
+}
+
+/* Closed-set diagnosis: the candidate with the best (sum or mean per token) log-likelihood.
+ * v = {correct, chance}; extra gets choice, gold_rank, candidates and the top 5 with scores. */
+static int eval_diag_rank(const mf_eval_opts *o, const mf_eval_item *it, size_t idx, const labels *L,
+                          mf_eval_model *model, double *v, char **output, mf_json *extra, mf_err *err)
+{
+    size_t gold = labels_find(L, it->reference), nc = 0;
+    size_t *cand = malloc(L->n * sizeof *cand);
+    scored *sc = malloc(L->n * sizeof *sc);
+    mf_json *top = mf_json_new_array();
+    int rc = 0;
+    if (!cand || !sc || !top) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory ranking diagnoses");
+        goto out;
+    }
+    candidates(o, L, gold, idx, cand, &nc);
+    for (size_t k = 0; k < nc; k++) {
+        double sum = 0;
+        long ntok = 0;
+        if ((rc = model->score_continuation(model->self, it->msgs, it->n_msgs, L->v[cand[k]], &sum, &ntok, err)))
+            goto out;
+        sc[k] = (scored){cand[k], o->length_normalize && ntok > 0 ? sum / (double)ntok : sum};
+    }
+    qsort(sc, nc, sizeof *sc, cmp_scored);
+    size_t rank = 0;
+    while (rank < nc && sc[rank].label != gold)
+        rank++;
+    for (size_t k = 0; k < nc && k < 5; k++) {
+        mf_json *e = mf_json_new_object();
+        if (!e || mf_json_set(e, "diagnosis", mf_json_new_str(L->v[sc[k].label])) ||
+            mf_json_set(e, "score", mf_json_new_float(sc[k].score)) || mf_json_push(top, e)) {
+            mf_json_free(e);
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if (mf_json_set(extra, "top", top)) {
+        top = NULL;
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    top = NULL;
+    if (mf_json_set(extra, "gold_rank", mf_json_new_int((int64_t)rank + 1)) ||
+        mf_json_set(extra, "candidates", mf_json_new_int((int64_t)nc)) || !(*output = strdup(L->v[sc[0].label]))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    v[0] = sc[0].label == gold;
+    v[1] = 1.0 / (double)nc;
+out:
+    mf_json_free(top);
+    free(cand);
+    free(sc);
+    return rc;
+}
+
+/* ---- ppl ---- */
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* v = {nll sum, scored tokens, characters}: summed over items, turned into loss/ppl/bpc at the end. */
+static int eval_ppl(const mf_eval_item *it, mf_eval_model *model, double *v, mf_json *extra, mf_err *err)
+{
+    double sum = 0;
+    long ntok = 0;
+    int rc = model->score_text(model->self, it->reference, &sum, &ntok, err);
+    if (rc) return rc;
+    v[0] = -sum, v[1] = (double)ntok, v[2] = (double)utf8_chars(it->reference);
+    if (mf_json_set(extra, "tokens", mf_json_new_int(ntok)) ||
+        mf_json_set(extra, "loss", ntok ? mf_json_new_float(-sum / (double)ntok) : mf_json_new_null()))
+        return mf_err_set(err, MF_ENOMEM, "out of memory");
+    return 0;
+}
+
 /* ---- the run ---- */
 
-/* The model's generated answer and its scores v: qa / dialog (metrics against the reference),
- * diagnosis (matched against it), pairwise (the judge's rewards of this and model_b's answer). */
-static int eval_generated(const mf_eval_opts *o, const mf_eval_item *it, mf_eval_model *model, mf_eval_model *model_b,
-                          mf_eval_model *judge, double *v, char **outp, char **output_b, mf_json *extra, mf_err *err)
+/* What a task aggregates (names of the per-item vector) and shows. */
+static void task_names(const mf_eval_opts *o, agg *a, int *nv_shown)
 {
-    int rc;
-    if ((rc = model->generate(model->self, it->msgs, it->n_msgs, outp, err))) return rc;
-    const char *output = *outp;
+    switch (o->task) {
+    case MF_EVAL_MCQ:
+        a->names = mcq_names, a->nv = 2, *nv_shown = o->mcq_generate ? 2 : 1;
+        break;
+    case MF_EVAL_DIAGNOSIS:
+        if (o->diagnosis_rank)
+            a->names = rank_names, a->nv = *nv_shown = 2;
+        else
+            a->names = diag_names, a->nv = *nv_shown = 3;
+        break;
+    case MF_EVAL_PAIRWISE:
+        a->names = pair_names, a->nv = *nv_shown = 5;
+        break;
+    case MF_EVAL_PPL:
+        a->names = ppl_sums, a->nv = *nv_shown = 3;
+        break;
+    default:
+        a->names = mf_metric_names, a->nv = *nv_shown = MF_M_COUNT;
+        break;
+    }
+}
+
+/* One item of a generating task (qa, dialog, diagnosis generate, pairwise). */
+static int eval_generated(const mf_eval_opts *o, const mf_eval_item *it, const labels *L, mf_eval_model *model,
+                          mf_eval_model *model_b, mf_eval_model *judge, double *v, char **output, mf_json *extra,
+                          mf_err *err)
+{
+    int rc = model->generate(model->self, it->msgs, it->n_msgs, output, err);
+    if (rc) return rc;
     if (o->task == MF_EVAL_QA || o->task == MF_EVAL_DIALOG) {
         mf_metric_scores s;
-        rc = mf_metric_score(&s, output, it->reference, err);
+        rc = mf_metric_score(&s, *output, it->reference, err);
         memcpy(v, s.v, sizeof s.v);
         return rc;
     }
     if (o->task == MF_EVAL_DIAGNOSIS) {
-        int m = mf_answer_diagnosis(output, it->reference);
-        v[0] = m == MF_DIAG_EXACT, v[1] = m != MF_DIAG_NONE;
+        int m = mf_answer_diagnosis(*output, it->reference);
+        v[0] = m == MF_DIAG_EXACT, v[1] = m != MF_DIAG_NONE, v[2] = 1.0 / (double)L->n;
         return 0;
     }
+    /* pairwise */
+    char *output_b = NULL;
     double ra = 0, rb = 0;
-    if ((rc = model_b->generate(model_b->self, it->msgs, it->n_msgs, output_b, err))) return rc;
-    if ((rc = judge->reward(judge->self, it->msgs, it->n_msgs, output, &ra, err))) return rc;
-    if ((rc = judge->reward(judge->self, it->msgs, it->n_msgs, *output_b, &rb, err))) return rc;
+    if ((rc = model_b->generate(model_b->self, it->msgs, it->n_msgs, &output_b, err)) ||
+        (rc = judge->reward(judge->self, it->msgs, it->n_msgs, *output, &ra, err)) ||
+        (rc = judge->reward(judge->self, it->msgs, it->n_msgs, output_b, &rb, err)))
+        goto out;
     double d = ra - rb; /* win when A's reward beats B's by more than the margin */
     v[0] = d > o->tie_margin, v[2] = d < -o->tie_margin, v[1] = !v[0] && !v[2];
     v[3] = ra, v[4] = rb;
-    if (mf_json_set(extra, "output_b", mf_json_new_str(*output_b))) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    return 0;
-}
-
-/* One item: the model's answer, its scores into the aggregate, its line into preds. */
-static int eval_one(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval_set *shots, mf_eval_model *model,
-                    mf_eval_model *model_b, mf_eval_model *judge, agg *a, int nv_shown, mf_buf *preds, mf_err *err)
-{
-    double v[MAXV] = {0};
-    char *output = NULL, *output_b = NULL;
-    mf_json *extra = mf_json_new_object();
-    int rc;
-    if (!extra) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    else if (o->task == MF_EVAL_MCQ) rc = eval_mcq(o, it, shots, model, v, &output, extra, err);
-    else rc = eval_generated(o, it, model, model_b, judge, v, &output, &output_b, extra, err);
-    if (rc) {
-        mf_err_wrap(err, "eval item %s", it->where ? it->where : "?");
-        goto out;
-    }
-    if (agg_add(a, it->category, v) || put_pred(preds, it, output, a->names, v, nv_shown, extra))
-        rc = mf_err_set(err, MF_ENOMEM, "out of memory aggregating eval results");
+    if (mf_json_set(extra, "output_b", mf_json_new_str(output_b))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
 out:
-    mf_json_free(extra);
-    free(output);
     free(output_b);
     return rc;
 }
 
-/* The eval artifact: predictions.jsonl, then metrics.json. */
-static int write_artifact(const char *out_dir, const mf_json *mj, const mf_buf *preds, mf_err *err)
+static int check_models(const mf_eval_opts *o, mf_eval_model *model, mf_eval_model *model_b, mf_eval_model *judge,
+                        mf_err *err)
 {
+    const char *task = mf_eval_task_name(o->task);
+    if (!model) return mf_err_set(err, MF_EINVAL, "eval: no model to evaluate");
+    if (o->task == MF_EVAL_PAIRWISE && (!model_b || !judge || !judge->reward))
+        return mf_err_set(err, MF_EINVAL,
+                          "eval task pairwise: needs inputs 'model_b' (the model compared against) "
+                          "and 'reward' (a reward model that judges)");
+    if (o->task == MF_EVAL_PPL && !model->score_text)
+        return mf_err_set(err, MF_EUNSUPPORTED, "eval task ppl: the model cannot score texts");
+    if (o->task == MF_EVAL_DIAGNOSIS && o->diagnosis_rank && !model->score_continuation)
+        return mf_err_set(err, MF_EUNSUPPORTED, "eval task diagnosis (rank): the model cannot score continuations");
+    int generates = o->task != MF_EVAL_MCQ && o->task != MF_EVAL_PPL && !(o->task == MF_EVAL_DIAGNOSIS && o->diagnosis_rank);
+    if (generates && !model->generate)
+        return mf_err_set(err, MF_EUNSUPPORTED, "eval task %s: the model cannot generate", task);
+    return 0;
+}
+
+/* metrics.json + predictions.jsonl into out_dir (atomically). */
+static int write_artifact(const mf_eval_opts *o, const agg *a, int nv_shown, const mf_buf *preds, const char *out_dir,
+                          mf_err *err)
+{
+    mf_json *mj = metrics_json(o, a, nv_shown);
     mf_buf mb = MF_BUF_INIT;
     char *pm = mf_path_join(out_dir, "metrics.json"), *pp = mf_path_join(out_dir, "predictions.jsonl");
-    int rc;
-    if (!pm || !pp || mf_json_write(&mb, mj, MF_JSON_SORTED | MF_JSON_PRETTY) || !mf_buf_ok(preds)) {
+    int rc = 0;
+    if (!mj || !pm || !pp || mf_json_write(&mb, mj, MF_JSON_SORTED | MF_JSON_PRETTY) || !mf_buf_ok(preds)) {
         rc = mf_err_set(err, MF_ENOMEM, "out of memory writing the eval artifact");
         goto out;
     }
@@ -350,6 +538,40 @@ out:
     free(pm);
     free(pp);
     mf_buf_free(&mb);
+    mf_json_free(mj);
+    return rc;
+}
+
+/* One item: the model's answer, its scores into the aggregate, its line into preds. */
+static int eval_one(const mf_eval_opts *o, const mf_eval_item *it, size_t i, const mf_eval_set *shots, const labels *L,
+                    mf_eval_model *model, mf_eval_model *model_b, mf_eval_model *judge, agg *a, int nv_shown,
+                    mf_buf *preds, mf_err *err)
+{
+    double v[MAXV] = {0};
+    char *output = NULL;
+    mf_json *extra = mf_json_new_object();
+    int rc;
+    if (!extra)
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    else if (o->task == MF_EVAL_MCQ)
+        rc = eval_mcq(o, it, shots, model, v, &output, extra, err);
+    else if (o->task == MF_EVAL_PPL)
+        rc = eval_ppl(it, model, v, extra, err);
+    else if (o->task == MF_EVAL_DIAGNOSIS && o->diagnosis_rank)
+        rc = eval_diag_rank(o, it, i, L, model, v, &output, extra, err);
+    else
+        rc = eval_generated(o, it, L, model, model_b, judge, v, &output, extra, err);
+    if (rc) {
+        mf_err_wrap(err, "eval item %s", it->where ? it->where : "?");
+        goto out;
+    }
+    /* ppl items show their own loss and tokens (in extra), not the running sums */
+    int shown = o->task == MF_EVAL_PPL ? 0 : nv_shown;
+    if (agg_add(a, it->category, v) || put_pred(preds, it, output, a->names, v, shown, extra))
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory aggregating eval results");
+out:
+    mf_json_free(extra);
+    free(output);
     return rc;
 }
 
@@ -357,52 +579,29 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
                 mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir,
                 const mf_stage_ctx *progress, mf_err *err)
 {
-    if (!model) return mf_err_set(err, MF_EINVAL, "eval: no model to evaluate");
-    if (o->task == MF_EVAL_PAIRWISE && (!model_b || !judge || !judge->reward))
-        return mf_err_set(err, MF_EINVAL,
-                          "eval task pairwise: needs inputs 'model_b' (the model compared against) "
-                          "and 'reward' (a reward model that judges)");
-    if (o->task != MF_EVAL_MCQ && !model->generate)
-        return mf_err_set(err, MF_EUNSUPPORTED, "eval task %s: the model cannot generate",
-                          mf_eval_task_name(o->task));
+    int rc = check_models(o, model, model_b, judge, err);
+    if (rc) return rc;
     agg a = {0};
+    labels L = {0};
     int nv_shown;
-    switch (o->task) {
-    case MF_EVAL_MCQ:
-        a.names = mcq_names, a.nv = 2, nv_shown = o->mcq_generate ? 2 : 1;
-        break;
-    case MF_EVAL_DIAGNOSIS:
-        a.names = diag_names, a.nv = nv_shown = 2;
-        break;
-    case MF_EVAL_PAIRWISE:
-        a.names = pair_names, a.nv = nv_shown = 5;
-        break;
-    default:
-        a.names = mf_metric_names, a.nv = nv_shown = MF_M_COUNT;
-        break;
-    }
+    task_names(o, &a, &nv_shown);
+    if (o->task == MF_EVAL_DIAGNOSIS && (rc = labels_build(&L, set, err))) return rc;
     size_t n = set->n;
     if (o->max_samples > 0 && (size_t)o->max_samples < n) n = (size_t)o->max_samples;
     mf_buf preds = MF_BUF_INIT;
-    mf_json *mj = NULL;
-    int rc = 0;
     double t0 = mf_monotonic();
     for (size_t i = 0; i < n; i++) {
-        if ((rc = eval_one(o, &set->items[i], shots, model, model_b, judge, &a, nv_shown, &preds, err))) goto out;
+        if ((rc = eval_one(o, &set->items[i], i, shots, &L, model, model_b, judge, &a, nv_shown, &preds, err))) goto out;
         if (progress && ((i + 1) % 16 == 0 || i + 1 == n)) {
             double el = mf_monotonic() - t0, eta = el / (double)(i + 1) * (double)(n - i - 1);
             mf_stage_progress(progress, (long long)(i + 1), (long long)n, NAN, NAN, eta, NULL);
         }
     }
-    if (!(mj = metrics_json(o, &a, nv_shown))) {
-        rc = mf_err_set(err, MF_ENOMEM, "out of memory writing metrics.json");
-        goto out;
-    }
-    rc = write_artifact(out_dir, mj, &preds, err);
+    rc = write_artifact(o, &a, nv_shown, &preds, out_dir, err);
 out:
-    mf_json_free(mj);
     mf_buf_free(&preds);
     agg_free(&a);
+    free(L.v);
     return rc;
 }
 
@@ -444,7 +643,7 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
     int task = mf_eval_task_parse(mf_stage_param_str(ctx, "task", ""));
     if (task < 0)
         return mf_err_set(ctx->err, MF_EINVAL,
-                          "eval: param 'task' should be mcq|qa|dialog|diagnosis|pairwise, found '%s'",
+                          "eval: param 'task' should be mcq|qa|dialog|diagnosis|pairwise|ppl, found '%s'",
                           mf_stage_param_str(ctx, "task", ""));
     const char *data = mf_stage_input_path(ctx, "data"), *shots_path = mf_stage_input_path(ctx, "shots");
     if (!data) return mf_err_set(ctx->err, MF_EINVAL, "eval: input 'data' (the evaluation set) is missing");
@@ -468,7 +667,10 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
                       mf_stage_param_num(ctx, "tie_margin", 0.1),
                       label,
                       label_b,
-                      ds};
+                      ds,
+                      !strcmp(mf_stage_param_str(ctx, "diagnosis_mode", "generate"), "rank"),
+                      (int)mf_stage_param_int(ctx, "n_candidates", 0),
+                      ctx->seed};
     mf_eval_set *set = NULL, *shots = NULL;
     int rc;
     if ((rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err))) goto out;

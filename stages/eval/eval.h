@@ -13,14 +13,21 @@
  *              metrics: accuracy (+ extract_rate in generate mode)
  *   qa/dialog  generate(prompt) vs the reference answer: BLEU-1..4, GLEU,
  *              ROUGE-1/2/L (stages/eval/metrics.h), x100
- *   diagnosis  generate(prompt) vs the record's diagnosis: accuracy (exact after
- *              normalisation), accuracy_contains (exact or contains)
+ *   diagnosis  generate (default): generate(prompt) vs the record's diagnosis:
+ *              accuracy (exact after normalisation), accuracy_contains (exact or
+ *              contains). rank (closed set): score_continuation(prompt, d) for every
+ *              candidate diagnosis d (all distinct diagnoses of the set, or the gold
+ *              one + n_candidates-1 drawn from the others), the best is the answer:
+ *              accuracy. Both report chance, the expected accuracy of a uniform guess
+ *              among the candidates (rank) or among the set's distinct diagnoses.
  *   pairwise   model and model_b generate; judge->reward scores both answers;
  *              win/tie/lose by reward difference vs tie_margin, reward_a/reward_b means
+ *   ppl        score_text(text) for every document: loss (nats per scored token),
+ *              ppl = exp(loss) and bpc (bits per character), token-weighted over
+ *              the set (and per category), not means of per-item values
  *
- * Wiring (the lead): the `eval` kind's run function opens the model inputs into
- * mf_eval_model tables and calls mf_eval_run_stage. It is not registered in
- * stages/impls.c until that wiring exists.
+ * Wiring: the `eval` kind's run function (stages/kinds/kind_eval.c) opens the
+ * model inputs into mf_eval_model tables and calls mf_eval_run_stage.
  */
 #ifndef MF_EVAL_H
 #define MF_EVAL_H
@@ -46,9 +53,11 @@ typedef struct mf_eval_model {
     /* A reward model's score of response as the reply to prompt (pairwise judge). */
     int (*reward)(void *self, const mf_eval_msg *prompt, size_t n_msgs, const char *response, double *out,
                   mf_err *err);
+    /* Sum of log p over the scored tokens of a plain text (no chat template), and their count (ppl). */
+    int (*score_text)(void *self, const char *text, double *logprob_sum, long *n_tokens, mf_err *err);
 } mf_eval_model;
 
-typedef enum { MF_EVAL_MCQ, MF_EVAL_QA, MF_EVAL_DIALOG, MF_EVAL_DIAGNOSIS, MF_EVAL_PAIRWISE } mf_eval_task;
+typedef enum { MF_EVAL_MCQ, MF_EVAL_QA, MF_EVAL_DIALOG, MF_EVAL_DIAGNOSIS, MF_EVAL_PAIRWISE, MF_EVAL_PPL } mf_eval_task;
 
 /* "mcq" -> MF_EVAL_MCQ ...; -1 if unknown. */
 int mf_eval_task_parse(const char *name);
@@ -58,7 +67,7 @@ const char *mf_eval_task_name(mf_eval_task t);
 typedef struct mf_eval_item {
     mf_eval_msg *msgs; /* prompt (ends with a user message) */
     size_t n_msgs;
-    char *reference; /* reference answer; mcq: the answer letter; diagnosis: the diagnosis */
+    char *reference; /* reference answer; mcq: the answer letter; diagnosis: the diagnosis; ppl: the text */
     char *category;  /* "" when none */
     /* mcq only */
     char *question;
@@ -83,6 +92,7 @@ typedef struct mf_eval_set {
  *              assistant turn is the reference); category from "category" or "department"
  *   diagnosis  {complaint?, examinations?, ..., diagnosis, department?} or a
  *              conversation as above
+ *   ppl        {text, category?}
  * skip_bad: a malformed record is counted in skipped instead of failing. */
 int mf_eval_set_load(mf_eval_set **out, mf_eval_task task, const char *path, int skip_bad, mf_err *err);
 /* Build an item from one parsed record (exposed for tests). */
@@ -104,6 +114,9 @@ typedef struct mf_eval_opts {
     const char *label;   /* row name in reports */
     const char *label_b; /* pairwise: the other model's name */
     const char *dataset; /* eval set name shown in reports, or "" */
+    int diagnosis_rank;  /* diagnosis_mode: rank (closed set) instead of generate */
+    int n_candidates;    /* rank: 0 = every distinct diagnosis of the set, else gold + N-1 drawn */
+    unsigned long long seed; /* rank: the draw of candidates (a function of seed and item index) */
 } mf_eval_opts;
 
 /* Evaluate and write out_dir/metrics.json and out_dir/predictions.jsonl.
@@ -113,7 +126,8 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
                 const mf_stage_ctx *progress, mf_err *err);
 
 /* The kind's body once the models are open: reads params (task, mcq_mode,
- * length_normalize, k_shot, max_samples, tie_margin, label, system, on_bad_record) and
+ * length_normalize, k_shot, max_samples, tie_margin, label, system, diagnosis_mode,
+ * n_candidates, on_bad_record) and
  * the `data` and `shots` inputs, then mf_eval_run into ctx->out_dir. */
 int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *model_b, mf_eval_model *judge);
 

@@ -5,6 +5,7 @@
  *   mcq        user: "以下是中国医学考试的单项选择题，请选出正确答案。\n\n<question>\nA. ..\nB. ..\n"
  *   diagnosis  user: "请根据以下病历信息给出最可能的诊断。\n症状：..\n检查：..\n"
  *   qa/dialog  the record's own user turns
+ *   ppl        no prompt: the record's text is scored as it is
  */
 #include "stages/eval/eval.h"
 
@@ -16,18 +17,19 @@
 #include "common/fsutil.h"
 #include "stages/data/readers.h"
 
-static const char *const task_names[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise"};
+static const char *const task_names[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", "ppl"};
+#define N_TASKS (sizeof task_names / sizeof *task_names)
 
 int mf_eval_task_parse(const char *name)
 {
-    for (int k = 0; k < 5; k++)
-        if (name && !strcmp(name, task_names[k])) return k;
+    for (size_t k = 0; k < N_TASKS; k++)
+        if (name && !strcmp(name, task_names[k])) return (int)k;
     return -1;
 }
 
 const char *mf_eval_task_name(mf_eval_task t)
 {
-    return (unsigned)t < 5 ? task_names[t] : "?";
+    return (unsigned)t < N_TASKS ? task_names[t] : "?";
 }
 
 void mf_eval_item_clear(mf_eval_item *it)
@@ -275,6 +277,15 @@ static int from_record(mf_eval_item *it, const mf_json *rec, const char *where, 
     return set_category(it, rec) ? OOM(err) : 0;
 }
 
+/* {text}: the document is both the "input" shown and the reference scored. */
+static int from_text(mf_eval_item *it, const mf_json *rec, const char *where, mf_err *err)
+{
+    const char *t = str_field(rec, "text");
+    if (!t || !*t) return bad(err, where, rec, "ppl record: expected a non-empty string \"text\"", NULL);
+    if (add_msg(it, "user", t) || !(it->reference = strdup(t))) return OOM(err);
+    return set_category(it, rec) ? OOM(err) : 0;
+}
+
 int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *rec, const char *where,
                            mf_err *err)
 {
@@ -286,6 +297,8 @@ int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *r
         rc = from_mcq(it, rec, where, err);
     else if (task == MF_EVAL_DIAGNOSIS)
         rc = from_record(it, rec, where, err);
+    else if (task == MF_EVAL_PPL)
+        rc = from_text(it, rec, where, err);
     else
         rc = from_qa(it, rec, where, err);
     if (rc) goto out;

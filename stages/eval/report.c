@@ -13,7 +13,7 @@
 #include "common/fsutil.h"
 #include "stages/data/readers.h"
 
-static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", NULL};
+static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", "ppl", NULL};
 
 /* ---- construction ---- */
 
@@ -37,10 +37,8 @@ void mf_report_free(mf_report *r)
     for (size_t k = 0; k < r->n_evals; k++)
         mf_json_free(r->evals[k]);
     free(r->evals);
-    for (size_t k = 0; k < r->n_curves; k++) {
-        free(r->curves[k].label);
-        free(r->curves[k].pts);
-    }
+    for (size_t k = 0; k < r->n_curves; k++)
+        mf_report_curve_free(&r->curves[k]);
     free(r->curves);
     mf_json_free(r->dag);
     free(r->title);
@@ -70,7 +68,7 @@ int mf_report_add_eval(mf_report *r, const mf_json *ev, const char *where, mf_er
         known |= !strcmp(task, tasks[k]);
     if (!known)
         return mf_err_at(err, MF_EINVAL, where, ev->line, ev->col,
-                         "eval result: \"task\" should be one of mcq|qa|dialog|diagnosis|pairwise, found %s",
+                         "eval result: \"task\" should be one of mcq|qa|dialog|diagnosis|pairwise|ppl, found %s",
                          task ? task : "nothing");
     const char *model = mf_json_get_str(ev, "model", NULL);
     if (!model || !*model)
@@ -100,84 +98,68 @@ int mf_report_add_eval(mf_report *r, const mf_json *ev, const char *where, mf_er
     return 0;
 }
 
-int mf_report_add_eval_dir(mf_report *r, const char *dir, mf_err *err)
+/* The first MF_REPORT_SAMPLES predictions of an eval artifact as [{input, output, reference}]. */
+static int read_samples(const char *path, mf_json **out, mf_err *err)
 {
-    char *path = mf_path_join(dir, "metrics.json");
-    if (!path) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    mf_json *v = NULL;
-    int rc;
-    if ((rc = mf_json_parse_file(&v, path, err))) goto out;
-    rc = mf_report_add_eval(r, v, path, err);
-out:
-    mf_json_free(v);
-    free(path);
-    return rc;
-}
-
-int mf_report_add_curve(mf_report *r, const char *label, const mf_report_point *pts, size_t n, mf_err *err)
-{
-    mf_report_curve *nc = realloc(r->curves, (r->n_curves + 1) * sizeof *nc);
-    if (!nc) return mf_err_set(err, MF_ENOMEM, "out of memory adding a curve");
-    r->curves = nc;
-    mf_report_curve c = {strdup(label ? label : "training"), n ? malloc(n * sizeof *pts) : NULL, n};
-    if (!c.label || (n && !c.pts)) {
-        free(c.label);
-        free(c.pts);
-        return mf_err_set(err, MF_ENOMEM, "out of memory adding a curve");
-    }
-    if (n) memcpy(c.pts, pts, n * sizeof *pts);
-    r->curves[r->n_curves++] = c;
-    return 0;
-}
-
-static double num_or_nan(const mf_json *line, const char *key)
-{
-    const mf_json *v = mf_json_get(line, key);
-    return mf_json_is_num(v) ? mf_json_num(v, NAN) : NAN;
-}
-
-int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label, const char *fallback_label,
-                              mf_err *err)
-{
+    static const char *const keys[] = {"input", "output", "reference"};
     mf_rd *rd = NULL;
-    mf_report_point *pts = NULL;
-    size_t n = 0, cap = 0;
-    char *stage = NULL;
-    mf_json *v = NULL;
+    mf_json *arr = mf_json_new_array(), *v = NULL, *s = NULL;
     int rc;
+    *out = NULL;
+    if (!arr) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     if ((rc = mf_reader_open(&rd, path, 0, err))) goto out;
-    while ((rc = mf_reader_next(rd, &v, err)) > 0) {
-        double step = num_or_nan(v, "step"), loss = num_or_nan(v, "loss");
-        if (isnan(step)) {
-            rc = mf_err_at(err, MF_EINVAL, path, (int)mf_reader_lineno(rd), 1,
-                           "training metrics: expected an object with a numeric \"step\"");
-            goto out;
-        }
-        if (!stage && mf_json_get_str(v, "stage", NULL) && !(stage = strdup(mf_json_get_str(v, "stage", "")))) {
+    while (arr->n < MF_REPORT_SAMPLES && (rc = mf_reader_next(rd, &v, err)) > 0) {
+        if (!(s = mf_json_new_object())) {
             rc = mf_err_set(err, MF_ENOMEM, "out of memory");
             goto out;
         }
-        if (n == cap) {
-            cap = cap ? 2 * cap : 256;
-            mf_report_point *np = realloc(pts, cap * sizeof *np);
-            if (!np) {
-                rc = mf_err_set(err, MF_ENOMEM, "out of memory reading %s", path);
+        for (int k = 0; k < 3; k++)
+            if (mf_json_set(s, keys[k], mf_json_new_str(mf_json_get_str(v, keys[k], "")))) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
                 goto out;
             }
-            pts = np;
+        mf_json *item = s;
+        s = NULL; /* the array owns it from here, also when the push fails */
+        if (mf_json_push(arr, item)) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
         }
-        pts[n++] = (mf_report_point){step, loss, num_or_nan(v, "lr"), num_or_nan(v, "grad_norm"),
-                                     num_or_nan(v, "tokens_per_s")};
         mf_json_free(v);
         v = NULL;
     }
-    if (rc) goto out;
-    rc = mf_report_add_curve(r, label ? label : stage ? stage : fallback_label, pts, n, err);
+    if (rc < 0) goto out;
+    rc = 0;
+    *out = arr;
+    arr = NULL;
 out:
+    mf_json_free(s);
     mf_json_free(v);
+    mf_json_free(arr);
     mf_reader_close(rd);
-    free(stage);
-    free(pts);
+    return rc;
+}
+
+int mf_report_add_eval_dir(mf_report *r, const char *dir, mf_err *err)
+{
+    char *path = mf_path_join(dir, "metrics.json"), *preds = mf_path_join(dir, "predictions.jsonl");
+    mf_json *v = NULL, *samples = NULL;
+    int rc = 0;
+    if (!path || !preds) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_json_parse_file(&v, path, err)) || (rc = mf_report_add_eval(r, v, path, err))) goto out;
+    if (mf_is_file(preds) && (rc = read_samples(preds, &samples, err))) goto out;
+    if (samples && mf_json_set(r->evals[r->n_evals - 1], "samples", samples)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    samples = NULL;
+out:
+    mf_json_free(samples);
+    mf_json_free(v);
+    free(path);
+    free(preds);
     return rc;
 }
 
@@ -222,7 +204,11 @@ int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_er
 
 static const char *const metric_order[] = {"accuracy",
                                            "accuracy_contains",
+                                           "chance",
                                            "extract_rate",
+                                           "ppl",
+                                           "loss",
+                                           "bpc",
                                            "bleu1",
                                            "bleu2",
                                            "bleu3",
@@ -259,7 +245,7 @@ static int is_fraction(const char *key)
 {
     size_t l = strlen(key);
     return !strncmp(key, "accuracy", 8) || !strcmp(key, "win") || !strcmp(key, "tie") ||
-           !strcmp(key, "lose") || (l > 5 && !strcmp(key + l - 5, "_rate"));
+           !strcmp(key, "lose") || !strcmp(key, "chance") || (l > 5 && !strcmp(key + l - 5, "_rate"));
 }
 
 const char *mf_report_metric_label(const char *key)
@@ -268,7 +254,11 @@ const char *mf_report_metric_label(const char *key)
         const char *k, *label;
     } labels[] = {{"accuracy", "Accuracy"},
                   {"accuracy_contains", "Acc. (contains)"},
+                  {"chance", "Chance"},
                   {"extract_rate", "Extracted"},
+                  {"ppl", "Perplexity"},
+                  {"loss", "Loss (nats/token)"},
+                  {"bpc", "Bits/char"},
                   {"bleu1", "BLEU-1"},
                   {"bleu2", "BLEU-2"},
                   {"bleu3", "BLEU-3"},
@@ -286,9 +276,15 @@ const char *mf_report_metric_label(const char *key)
     return key;
 }
 
+/* Lower is better: losses and perplexities. */
+static int lower_is_better(const char *key)
+{
+    return !strcmp(key, "ppl") || !strcmp(key, "loss") || !strcmp(key, "bpc");
+}
+
 int mf_report_higher_is_better(const char *key)
 {
-    return strcmp(key, "lose") && strcmp(key, "n");
+    return strcmp(key, "lose") && strcmp(key, "n") && strcmp(key, "chance") && !lower_is_better(key);
 }
 
 const char *mf_report_cell(const mf_json *metrics, const char *key, char *buf, size_t n, double *val)
@@ -327,7 +323,8 @@ const char *mf_report_table_heading(const mf_report_table *t, char *buf, size_t 
         const char *task, *title;
     } titles[] = {
         {"mcq", "Multiple-choice exam"}, {"qa", "Question answering"},        {"dialog", "Dialogue"},
-        {"diagnosis", "Diagnosis"},      {"pairwise", "Pairwise comparison"}, {NULL, NULL}};
+        {"diagnosis", "Diagnosis"},      {"pairwise", "Pairwise comparison"}, {"ppl", "Held-out perplexity"},
+        {NULL, NULL}};
     const char *title = t->task;
     for (int k = 0; titles[k].task; k++)
         if (!strcmp(t->task, titles[k].task)) title = titles[k].title;
@@ -342,6 +339,7 @@ static const char *primary_metric(const char *task)
 {
     if (!strcmp(task, "qa") || !strcmp(task, "dialog")) return "rougeL";
     if (!strcmp(task, "pairwise")) return "win";
+    if (!strcmp(task, "ppl")) return "ppl";
     return "accuracy";
 }
 
@@ -436,7 +434,8 @@ const mf_json *mf_report_row_metrics(const mf_report *r, const mf_report_table *
 
 long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char *key, const char *cat)
 {
-    if (!mf_report_higher_is_better(key) || t->n_rows < 2) return -1;
+    int sign = mf_report_higher_is_better(key) ? 1 : lower_is_better(key) ? -1 : 0;
+    if (!sign || t->n_rows < 2) return -1;
     long best = -1;
     double bv = -INFINITY;
     int ties = 0;
@@ -445,6 +444,7 @@ long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char
         double v;
         mf_report_cell(mf_report_row_metrics(r, t, k, cat), key, buf, sizeof buf, &v);
         if (isnan(v)) continue;
+        v *= sign;
         if (v > bv)
             bv = v, best = (long)k, ties = 0;
         else if (v == bv)
@@ -455,7 +455,7 @@ long mf_report_best_row(const mf_report *r, const mf_report_table *t, const char
 
 /* ---- markdown ---- */
 
-static void md_text(mf_buf *b, const char *s)
+void mf_report_md_text(mf_buf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '|' || *s == '\\' || *s == '*' || *s == '_' || *s == '`') mf_buf_putc(b, '\\');
@@ -472,7 +472,7 @@ static void md_table(const mf_report *r, const mf_report_table *t, mf_buf *b, in
     mf_buf_puts(b, by_cat ? "| Model |" : "| Model | n |");
     for (size_t c = 0; c < ncol; c++) {
         mf_buf_putc(b, ' ');
-        md_text(b, by_cat ? t->cats[c] : mf_report_metric_label(t->metrics[c]));
+        mf_report_md_text(b, by_cat ? t->cats[c] : mf_report_metric_label(t->metrics[c]));
         mf_buf_puts(b, " |");
     }
     mf_buf_puts(b, by_cat ? "\n|:---|" : "\n|:---|---:|");
@@ -488,7 +488,7 @@ static void md_table(const mf_report *r, const mf_report_table *t, mf_buf *b, in
         char label[512], cell[64];
         double v;
         mf_buf_puts(b, "| ");
-        md_text(b, mf_report_row_label(ev, label, sizeof label));
+        mf_report_md_text(b, mf_report_row_label(ev, label, sizeof label));
         if (!by_cat) mf_buf_printf(b, " | %lld", (long long)mf_json_get_int(ev, "n", 0));
         for (size_t c = 0; c < ncol; c++) {
             const char *key = by_cat ? t->primary : t->metrics[c];
@@ -507,25 +507,77 @@ static void md_table(const mf_report *r, const mf_report_table *t, mf_buf *b, in
     free(best);
 }
 
-static void curve_summary(const mf_report_curve *c, double *first, double *last, double *minl, double *steps)
+/* ---- sample answers ---- */
+
+int mf_report_has_samples(const mf_report *r, const mf_report_table *t)
 {
-    *first = *last = *minl = *steps = NAN;
-    for (size_t k = 0; k < c->n; k++) {
-        double l = c->pts[k].loss;
-        if (isnan(l)) continue;
-        if (isnan(*first)) *first = l;
-        *last = l;
-        if (isnan(*minl) || l < *minl) *minl = l;
-        *steps = c->pts[k].step;
-    }
+    if (strcmp(t->task, "qa") && strcmp(t->task, "dialog") && strcmp(t->task, "diagnosis")) return 0;
+    for (size_t j = 0; j < t->n_rows; j++)
+        if (mf_json_get(r->evals[t->rows[j]], "samples")) return 1;
+    return 0;
 }
 
-static void put_num(mf_buf *b, double v, const char *fmt)
+/* Item k: the k-th sample of the first row that has samples; row j's prediction with the same input. */
+const mf_json *mf_report_sample(const mf_report *r, const mf_report_table *t, size_t k, size_t j)
 {
-    if (isnan(v))
-        mf_buf_puts(b, "–");
-    else
-        mf_buf_printf(b, fmt, v);
+    const mf_json *first = NULL;
+    for (size_t i = 0; i < t->n_rows && !first; i++) first = mf_json_get(r->evals[t->rows[i]], "samples");
+    if (!first || k >= first->n) return NULL;
+    const char *input = mf_json_get_str(first->items[k], "input", "");
+    const mf_json *mine = mf_json_get(r->evals[t->rows[j]], "samples");
+    for (size_t i = 0; mine && i < mine->n; i++)
+        if (!strcmp(mf_json_get_str(mine->items[i], "input", ""), input)) return mine->items[i];
+    return NULL;
+}
+
+const mf_json *mf_report_sample_item(const mf_report *r, const mf_report_table *t, size_t k)
+{
+    const mf_json *s = NULL;
+    for (size_t j = 0; j < t->n_rows && !s; j++) s = mf_report_sample(r, t, k, j);
+    return s;
+}
+
+const char *mf_report_clip(const char *s, size_t max_chars, char *buf, size_t n)
+{
+    size_t chars = 0, i = 0;
+    for (; s[i] && chars < max_chars; i++) chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    while (s[i] && ((unsigned char)s[i] & 0xC0) == 0x80) i++; /* finish the last character */
+    snprintf(buf, n, "%.*s%s", (int)(i < n - 4 ? i : n - 4), s, s[i] ? "…" : "");
+    return buf;
+}
+
+static void md_samples(const mf_report *r, const mf_report_table *t, size_t nt, mf_buf *b)
+{
+    int any = 0;
+    for (size_t k = 0; k < nt; k++) any |= mf_report_has_samples(r, &t[k]);
+    if (!any) return;
+    mf_buf_puts(b, "## Sample answers\n\nThe first items of each eval set, every model's answer side by side.\n\n");
+    for (size_t k = 0; k < nt; k++) {
+        if (!mf_report_has_samples(r, &t[k])) continue;
+        char h[512], clip[1024];
+        mf_buf_puts(b, "### ");
+        mf_report_md_text(b, mf_report_table_heading(&t[k], h, sizeof h));
+        mf_buf_puts(b, "\n\n");
+        for (size_t i = 0; i < MF_REPORT_SAMPLES; i++) {
+            const mf_json *s0 = mf_report_sample_item(r, &t[k], i);
+            if (!s0) break;
+            mf_buf_printf(b, "**%zu.** ", i + 1);
+            mf_report_md_text(b, mf_report_clip(mf_json_get_str(s0, "input", ""), 200, clip, sizeof clip));
+            mf_buf_puts(b, "  \nReference: ");
+            mf_report_md_text(b, mf_report_clip(mf_json_get_str(s0, "reference", ""), 200, clip, sizeof clip));
+            mf_buf_puts(b, "\n\n| Model | Answer |\n|:---|:---|\n");
+            for (size_t j = 0; j < t[k].n_rows; j++) {
+                const mf_json *s = mf_report_sample(r, &t[k], i, j);
+                char label[512];
+                mf_buf_puts(b, "| ");
+                mf_report_md_text(b, mf_report_row_label(r->evals[t[k].rows[j]], label, sizeof label));
+                mf_buf_puts(b, " | ");
+                mf_report_md_text(b, s ? mf_report_clip(mf_json_get_str(s, "output", ""), 200, clip, sizeof clip) : "–");
+                mf_buf_puts(b, " |\n");
+            }
+            mf_buf_putc(b, '\n');
+        }
+    }
 }
 
 int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
@@ -535,7 +587,7 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
     int rc = mf_report_tables(r, &t, &nt, err);
     if (rc) return rc;
     mf_buf_puts(b, "# ");
-    md_text(b, r->title);
+    mf_report_md_text(b, r->title);
     mf_buf_puts(b, "\n\n## Results\n\n");
     if (!nt) mf_buf_puts(b, "No eval results.\n\n");
     mf_buf_puts(b, nt ? "All scores in %; accuracy, win, tie and lose are shares of items. Best of each "
@@ -544,7 +596,7 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
     for (size_t k = 0; k < nt; k++) {
         char h[512];
         mf_buf_puts(b, "### ");
-        md_text(b, mf_report_table_heading(&t[k], h, sizeof h));
+        mf_report_md_text(b, mf_report_table_heading(&t[k], h, sizeof h));
         mf_buf_puts(b, "\n\n");
         md_table(r, &t[k], b, 0);
         mf_buf_putc(b, '\n');
@@ -554,26 +606,8 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
             mf_buf_putc(b, '\n');
         }
     }
-    if (r->n_curves) {
-        mf_buf_puts(b, "## Training\n\n| Stage | Steps | First loss | Last loss | Min loss "
-                       "|\n|:---|---:|---:|---:|---:|\n");
-        for (size_t k = 0; k < r->n_curves; k++) {
-            double first, last, minl, steps;
-            curve_summary(&r->curves[k], &first, &last, &minl, &steps);
-            mf_buf_puts(b, "| ");
-            md_text(b, r->curves[k].label);
-            mf_buf_puts(b, " | ");
-            put_num(b, steps, "%.0f");
-            mf_buf_puts(b, " | ");
-            put_num(b, first, "%.4f");
-            mf_buf_puts(b, " | ");
-            put_num(b, last, "%.4f");
-            mf_buf_puts(b, " | ");
-            put_num(b, minl, "%.4f");
-            mf_buf_puts(b, " |\n");
-        }
-        mf_buf_puts(b, "\nLoss curves are drawn in report.html.\n\n");
-    }
+    md_samples(r, t, nt, b);
+    mf_report_md_training(r, b);
     if (r->dag) {
         const mf_json *nodes = mf_json_get(r->dag, "nodes"), *edges = mf_json_get(r->dag, "edges");
         mf_buf_puts(b, "## Pipeline\n\n");
@@ -581,7 +615,7 @@ int mf_report_markdown(const mf_report *r, mf_buf *b, mf_err *err)
             mf_buf_puts(b, "- `");
             mf_buf_puts(b, mf_json_get_str(nodes->items[k], "id", ""));
             mf_buf_puts(b, "` (");
-            md_text(b, mf_json_get_str(nodes->items[k], "kind", "?"));
+            mf_report_md_text(b, mf_json_get_str(nodes->items[k], "kind", "?"));
             mf_buf_puts(b, ")");
             int first = 1;
             for (size_t e = 0; edges && e < edges->n; e++) {

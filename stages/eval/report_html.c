@@ -59,7 +59,11 @@ static const char *css =
     "figcaption{font-size:13px;color:#59636e;text-align:center}"
     "svg text{font-family:inherit}"
     ".scroll{overflow-x:auto}"
-    "footer{margin-top:40px;color:#8c959f;font-size:12px}";
+    "footer{margin-top:40px;color:#8c959f;font-size:12px}"
+    ".warnings{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:4px 16px;margin:16px 0}"
+    ".warnings h2{border:0;margin-top:8px}"
+    "div.sample{margin:8px 0 20px}p.prompt{margin:4px 0;white-space:pre-wrap}"
+    "table.samples td{vertical-align:top;max-width:760px}";
 
 /* ---- tables ---- */
 
@@ -119,30 +123,40 @@ static void fmt_tick(char *buf, size_t n, double v, double step)
         snprintf(buf, n, "%.*f", dec, v);
 }
 
-static void loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
+/* One line of a chart: points (x[k], y[k]); non-finite points are skipped. */
+typedef struct line {
+    const double *x, *y;
+    size_t n;
+    const char *name; /* legend; NULL for a chart of one line */
+} line;
+
+static const char *const palette[] = {"#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e16f24", "#0550ae"};
+
+/* A chart of up to 8 lines over the step axis. cls/idx name the SVG; ylabel labels the y axis. */
+static void line_chart(mf_buf *b, const char *cls, size_t idx, const char *ylabel, const line *ls, int nl, const char *caption)
 {
     const double W = 520, H = 260, L = 60, R = 16, T = 14, B = 40;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     size_t np = 0;
-    for (size_t k = 0; k < c->n; k++) {
-        const mf_report_point *p = &c->pts[k];
-        if (!isfinite(p->loss) || !isfinite(p->step)) continue;
-        np++;
-        x0 = fmin(x0, p->step), x1 = fmax(x1, p->step);
-        y0 = fmin(y0, p->loss), y1 = fmax(y1, p->loss);
-    }
+    for (int s = 0; s < nl; s++)
+        for (size_t k = 0; k < ls[s].n; k++) {
+            if (!isfinite(ls[s].y[k]) || !isfinite(ls[s].x[k])) continue;
+            np++;
+            x0 = fmin(x0, ls[s].x[k]), x1 = fmax(x1, ls[s].x[k]);
+            y0 = fmin(y0, ls[s].y[k]), y1 = fmax(y1, ls[s].y[k]);
+        }
     mf_buf_printf(b,
-                  "<figure><svg class=\"loss-curve\" id=\"curve-%zu\" xmlns=\"http://www.w3.org/2000/svg\" "
+                  "<figure><svg class=\"%s\" id=\"curve-%zu\" xmlns=\"http://www.w3.org/2000/svg\" "
                   "width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" role=\"img\">\n",
-                  idx, W, H, W, H);
+                  cls, idx, W, H, W, H);
     mf_buf_printf(
         b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fff\" stroke=\"#d0d7de\"/>\n",
         L, T, W - L - R, H - T - B);
     if (!np) {
         mf_buf_printf(b,
                       "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" font-size=\"13\" "
-                      "fill=\"#59636e\">no loss values</text>\n",
-                      W / 2, H / 2);
+                      "fill=\"#59636e\">no %s values</text>\n",
+                      W / 2, H / 2, ylabel);
     } else {
         if (x1 == x0) x0 -= 1, x1 += 1;
         if (y1 == y0) y0 -= 0.5, y1 += 0.5;
@@ -179,27 +193,146 @@ static void loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
                       L + pw / 2, H - 6);
         mf_buf_printf(b,
                       "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\" fill=\"#1f2328\" "
-                      "transform=\"rotate(-90 14 %.1f)\">loss</text>\n",
+                      "transform=\"rotate(-90 14 %.1f)\">",
                       T + ph / 2, T + ph / 2);
-        mf_buf_puts(b, "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.8\" "
-                       "stroke-linejoin=\"round\" points=\"");
-        /* At most ~2000 vertices: every stride-th point, and always the last one. */
-        size_t stride = np > 2000 ? (np + 1999) / 2000 : 1, seen = 0;
-        int first = 1;
-        for (size_t k = 0; k < c->n; k++) {
-            const mf_report_point *p = &c->pts[k];
-            if (!isfinite(p->loss) || !isfinite(p->step)) continue;
-            if (seen++ % stride && seen != np) continue;
-            mf_buf_printf(b, "%s%.1f,%.1f", first ? "" : " ", PX(p->step), PY(p->loss));
-            first = 0;
+        esc(b, ylabel);
+        mf_buf_puts(b, "</text>\n");
+        for (int s = 0; s < nl; s++) {
+            size_t ns = 0;
+            for (size_t k = 0; k < ls[s].n; k++) ns += isfinite(ls[s].y[k]) && isfinite(ls[s].x[k]);
+            if (!ns) continue;
+            mf_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" stroke-linejoin=\"round\" points=\"",
+                          palette[s % 8]);
+            /* At most ~2000 vertices: every stride-th point, and always the last one. */
+            size_t stride = ns > 2000 ? (ns + 1999) / 2000 : 1, seen = 0;
+            int first = 1;
+            for (size_t k = 0; k < ls[s].n; k++) {
+                if (!isfinite(ls[s].y[k]) || !isfinite(ls[s].x[k])) continue;
+                if (seen++ % stride && seen != ns) continue;
+                mf_buf_printf(b, "%s%.1f,%.1f", first ? "" : " ", PX(ls[s].x[k]), PY(ls[s].y[k]));
+                first = 0;
+            }
+            mf_buf_puts(b, "\"/>\n");
+            if (ns == 1) /* a single point (a validation at the end) shows as a dot */
+                for (size_t k = 0; k < ls[s].n; k++)
+                    if (isfinite(ls[s].y[k]) && isfinite(ls[s].x[k]))
+                        mf_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(ls[s].x[k]),
+                                      PY(ls[s].y[k]), palette[s % 8]);
+            if (ls[s].name) {
+                mf_buf_printf(b,
+                              "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>"
+                              "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#1f2328\">",
+                              W - R - 150, T + 12 + 14.0 * s, W - R - 132, T + 12 + 14.0 * s, palette[s % 8], W - R - 126,
+                              T + 16 + 14.0 * s);
+                esc(b, ls[s].name);
+                mf_buf_puts(b, "</text>\n");
+            }
         }
-        mf_buf_puts(b, "\"/>\n");
 #undef PX
 #undef PY
     }
     mf_buf_puts(b, "</svg><figcaption>");
-    esc(b, c->label);
-    mf_buf_printf(b, " — %zu steps logged</figcaption></figure>\n", np);
+    esc(b, caption);
+    mf_buf_puts(b, "</figcaption></figure>\n");
+}
+
+/* The loss chart of a curve: training loss, and the validation loss when there is one. */
+static int loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
+{
+    double *x = malloc((c->n ? c->n : 1) * sizeof *x), *y = malloc((c->n ? c->n : 1) * sizeof *y);
+    if (!x || !y) {
+        free(x), free(y);
+        return MF_ENOMEM;
+    }
+    size_t np = 0;
+    for (size_t k = 0; k < c->n; k++) {
+        x[k] = c->pts[k].step, y[k] = c->pts[k].loss;
+        np += isfinite(y[k]) && isfinite(x[k]);
+    }
+    const mf_report_series *v = mf_report_curve_val_loss(c);
+    line ls[2] = {{x, y, c->n, v ? "training" : NULL}, {v ? v->step : NULL, v ? v->value : NULL, v ? v->n : 0, "validation"}};
+    char caption[600];
+    snprintf(caption, sizeof caption, "%s — %zu steps logged", c->label, np);
+    line_chart(b, "loss-curve", idx, "loss", ls, v ? 2 : 1, caption);
+    free(x);
+    free(y);
+    return 0;
+}
+
+/* Every other metric of a curve, chart by chart (mf_report_curve_charts). */
+static int metric_charts(const mf_report_curve *c, mf_buf *b, size_t *idx)
+{
+    mf_report_chart *ch = NULL;
+    size_t n = 0;
+    if (mf_report_curve_charts(c, &ch, &n)) return MF_ENOMEM;
+    for (size_t k = 0; k < n; k++) {
+        line ls[MF_REPORT_CHART_SERIES];
+        for (int s = 0; s < ch[k].n; s++) {
+            const mf_report_series *se = &c->series[ch[k].idx[s]];
+            ls[s] = (line){se->step, se->value, se->n, ch[k].names[s]};
+        }
+        if (ch[k].n == 1) ls[0].name = NULL;
+        char caption[600];
+        snprintf(caption, sizeof caption, "%s — %s", c->label, ch[k].title);
+        line_chart(b, "metric-curve", (*idx)++, ch[k].title, ls, ch[k].n, caption);
+    }
+    free(ch);
+    return 0;
+}
+
+/* ---- warnings and sample answers ---- */
+
+static void html_warnings(const mf_report *r, mf_buf *b)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < r->n_curves; k++) n += r->curves[k].n_warnings;
+    if (!n) return;
+    mf_buf_puts(b, "<div class=\"warnings\" id=\"warnings\"><h2>Warnings</h2>\n<ul>\n");
+    for (size_t k = 0; k < r->n_curves; k++)
+        for (size_t w = 0; w < r->curves[k].n_warnings; w++) {
+            mf_buf_puts(b, "<li><b>");
+            esc(b, r->curves[k].label);
+            mf_buf_puts(b, "</b> ");
+            esc(b, r->curves[k].warnings[w]);
+            mf_buf_puts(b, "</li>\n");
+        }
+    mf_buf_puts(b, "</ul></div>\n");
+}
+
+static void html_samples(const mf_report *r, const mf_report_table *t, size_t nt, mf_buf *b)
+{
+    int any = 0;
+    for (size_t k = 0; k < nt; k++) any |= mf_report_has_samples(r, &t[k]);
+    if (!any) return;
+    mf_buf_puts(b, "<h2>Sample answers</h2>\n<p class=\"note\">The first items of each eval set, every model's answer "
+                   "side by side.</p>\n");
+    for (size_t k = 0; k < nt; k++) {
+        if (!mf_report_has_samples(r, &t[k])) continue;
+        char h[512], clip[2048];
+        mf_buf_puts(b, "<section>\n<h3>");
+        esc(b, mf_report_table_heading(&t[k], h, sizeof h));
+        mf_buf_puts(b, "</h3>\n");
+        for (size_t i = 0; i < MF_REPORT_SAMPLES; i++) {
+            const mf_json *s0 = mf_report_sample_item(r, &t[k], i);
+            if (!s0) break;
+            mf_buf_printf(b, "<div class=\"sample\"><p class=\"prompt\"><b>%zu.</b> ", i + 1);
+            esc(b, mf_report_clip(mf_json_get_str(s0, "input", ""), 300, clip, sizeof clip));
+            mf_buf_puts(b, "</p><p class=\"note\">Reference: ");
+            esc(b, mf_report_clip(mf_json_get_str(s0, "reference", ""), 300, clip, sizeof clip));
+            mf_buf_puts(b, "</p>\n<table class=\"samples\"><thead><tr><th>Model</th><th>Answer</th></tr></thead><tbody>\n");
+            for (size_t j = 0; j < t[k].n_rows; j++) {
+                const mf_json *s = mf_report_sample(r, &t[k], i, j);
+                char label[512];
+                mf_buf_puts(b, "<tr><td class=\"label\">");
+                esc(b, mf_report_row_label(r->evals[t[k].rows[j]], label, sizeof label));
+                mf_buf_puts(b, "</td><td>");
+                esc(b, s ? mf_report_clip(mf_json_get_str(s, "output", ""), 300, clip, sizeof clip) : "–");
+                mf_buf_puts(b, "</td></tr>\n");
+            }
+            mf_buf_puts(b, "</tbody></table></div>\n");
+        }
+        mf_buf_puts(b, "</section>\n");
+    }
 }
 
 /* ---- DAG ---- */
@@ -362,7 +495,9 @@ int mf_report_html(const mf_report *r, mf_buf *b, mf_err *err)
     esc(b, r->title);
     mf_buf_printf(b, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>", css);
     esc(b, r->title);
-    mf_buf_puts(b, "</h1>\n<h2>Results</h2>\n");
+    mf_buf_puts(b, "</h1>\n");
+    html_warnings(r, b);
+    mf_buf_puts(b, "<h2>Results</h2>\n");
     if (!nt)
         mf_buf_puts(b, "<p class=\"note\">No eval results.</p>\n");
     else
@@ -380,10 +515,12 @@ int mf_report_html(const mf_report *r, mf_buf *b, mf_err *err)
         }
         mf_buf_puts(b, "</section>\n");
     }
+    html_samples(r, t, nt, b);
     if (r->n_curves) {
         mf_buf_puts(b, "<h2>Training</h2>\n<div class=\"curves\">\n");
+        size_t idx = r->n_curves; /* metric charts are numbered after the loss charts */
         for (size_t k = 0; k < r->n_curves; k++)
-            loss_chart(&r->curves[k], b, k);
+            if (loss_chart(&r->curves[k], b, k) || metric_charts(&r->curves[k], b, &idx)) b->oom = 1;
         mf_buf_puts(b, "</div>\n");
     }
     if (r->dag) {

@@ -40,7 +40,7 @@ const char mf_kg2qa_default_templates[] =
     "    }\n"
     "  },\n"
     "  \"default\": {\n"
-    "    \"questions\": [\"{subject}的{relation}是什么？\"],\n"
+    "    \"questions\": [\"{subject}的{relation}是什么？\", \"{subject}的{relation}有哪些？\"],\n"
     "    \"answers\": [\"{subject}的{relation}包括：{objects}。\"]\n"
     "  }\n"
     "}\n";

@@ -12,7 +12,11 @@
  *                       mf_model_generate (greedy unless do_sample; stops at
  *                       EOS), decoded without special tokens;
  *   reward              the reward model's score head at the last token of
- *                       template(prompt, final answer = response).
+ *                       template(prompt, final answer = response);
+ *   score_text          (ppl) the text's tokens + EOS, no template, as dcpt
+ *                       trains on them, in windows of cutoff_len tokens (0: the
+ *                       model's positions); every token but a window's first is
+ *                       scored given the window's earlier tokens.
  * Prompts are truncated by max_source_length/max_target_length/cutoff_len
  * like training data (stages/data/template.h policy).
  */
@@ -34,6 +38,7 @@ typedef struct {
     const char *system;
     mf_k_gen_config gen;
     int32_t eos;
+    int window; /* ppl: tokens per scored window */
     uint64_t calls;
 } eval_lm;
 
@@ -120,6 +125,35 @@ out:
     return rc;
 }
 
+static int lm_score_text(void *self, const char *text, double *sum, long *ntok, mf_err *err)
+{
+    eval_lm *L = self;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    *sum = 0;
+    *ntok = 0;
+    int rc = mf_tok_encode(L->in.tok, text, strlen(text), 0, &ids, &n, err);
+    if (rc) return rc;
+    int32_t *all = realloc(ids, (n + 1) * sizeof *all);
+    if (!all) {
+        free(ids);
+        return mf_err_set(err, MF_ENOMEM, "out of memory");
+    }
+    if (L->eos >= 0) all[n++] = L->eos; /* the end of the document is predicted too, as in dcpt blocks */
+    size_t W = (size_t)L->window;
+    for (size_t off = 0; off + 1 < n; off += W) {
+        size_t len = n - off < W ? n - off : W;
+        if (len < 2) break;
+        double s = 0, mean;
+        if ((rc = mf_model_score(L->in.model, all + off, 1, all + off + 1, (int)(len - 1), &s, &mean, err))) goto out;
+        *sum += s;
+        *ntok += (long)(len - 1);
+    }
+out:
+    free(all);
+    return rc;
+}
+
 static int lm_reward(void *self, const mf_eval_msg *prompt, size_t n, const char *response, double *out, mf_err *err)
 {
     eval_lm *L = self;
@@ -160,6 +194,11 @@ static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_hea
     L->lim.max_source = mf_stage_param_int(ctx, "max_source_length", 512);
     L->lim.max_target = mf_stage_param_int(ctx, "max_target_length", 512);
     L->lim.cutoff = mf_stage_param_int(ctx, "cutoff_len", 0);
+    const mf_model_config *mc = mf_model_get_config(L->in.model);
+    mf_k_param *pfx = mf_model_find_param(L->in.model, "prefix_encoder.embedding.weight");
+    int positions = mc->max_position_embeddings - (pfx ? (int)pfx->shape[0] : 0);
+    L->window = L->lim.cutoff > 0 && L->lim.cutoff < positions ? (int)L->lim.cutoff : positions;
+    if (L->window < 2) return mf_err_set(err, MF_EINVAL, "stage '%s': the model has fewer than 2 positions", ctx->stage);
     L->system = mf_stage_param_str(ctx, "system", "");
     int sample = mf_stage_param_bool(ctx, "do_sample", 0);
     L->gen.max_new_tokens = (int)mf_stage_param_int(ctx, "max_new_tokens", 128);
@@ -173,7 +212,7 @@ static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_hea
     L->gen.pad_id = pad >= 0 ? pad : (L->eos >= 0 ? L->eos : 0);
     L->gen.seed = ctx->seed;
     L->gen.use_cache = 1;
-    *table = (mf_eval_model){L, lm_score, lm_generate, lm_reward};
+    *table = (mf_eval_model){L, lm_score, lm_generate, lm_reward, lm_score_text};
     return 0;
 }
 

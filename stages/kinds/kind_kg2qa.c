@@ -16,6 +16,14 @@
  * Placeholders: {subject} {relation} {objects} {subject_type} {object_type}.
  * A relation with no table and no default is an error (or skipped with
  * on_bad_record: skip and counted).
+ *
+ * Phrasing split (param `phrasing`, shared with kg2mcq): the LAST question of a
+ * relation's table is its held-out phrasing. `train` draws questions from the
+ * others only, `heldout` from it only, `all` (default) from every one — so QA
+ * written with `train` and an exam written with `heldout` never share a
+ * question wording (a table needs two questions for the split).
+ * The table loading, checking, expansion and the split are shared with
+ * kind_kg2mcq.c (mf_kg2qa_* in kinds.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +162,7 @@ static int check_tables(const mf_json *t, mf_err *err)
 
 /* The `templates` input (a file, or a directory with templates.json or kg2qa_templates.json), else
  * the shipped tables. */
-static int load_tables(const mf_stage_ctx *ctx, mf_json **out)
+int mf_kg2qa_tables_load(const mf_stage_ctx *ctx, mf_json **out)
 {
     const char *path = mf_stage_input_path(ctx, "templates");
     mf_json *t = NULL;
@@ -181,7 +189,7 @@ static int load_tables(const mf_stage_ctx *ctx, mf_json **out)
     return 0;
 }
 
-static void expand(mf_buf *b, const char *tpl, const group *g, const char *objects)
+void mf_kg2qa_expand(mf_buf *b, const char *tpl, const mf_triple *g, const char *objects)
 {
     mf_buf_reset(b);
     for (const char *p = tpl; *p;) {
@@ -192,8 +200,8 @@ static void expand(mf_buf *b, const char *tpl, const group *g, const char *objec
             if (n == 7 && !strncmp(p + 1, "subject", n)) v = g->subject;
             else if (n == 8 && !strncmp(p + 1, "relation", n)) v = g->relation;
             else if (n == 7 && !strncmp(p + 1, "objects", n)) v = objects;
-            else if (n == 12 && !strncmp(p + 1, "subject_type", n)) v = g->stype;
-            else if (n == 11 && !strncmp(p + 1, "object_type", n)) v = g->otype;
+            else if (n == 12 && !strncmp(p + 1, "subject_type", n)) v = g->subject_type;
+            else if (n == 11 && !strncmp(p + 1, "object_type", n)) v = g->object_type;
             if (v) {
                 mf_buf_puts(b, v);
                 p = e + 1;
@@ -202,6 +210,27 @@ static void expand(mf_buf *b, const char *tpl, const group *g, const char *objec
         }
         mf_buf_putc(b, *p++);
     }
+}
+
+int mf_kg2qa_phrasing_parse(const char *name)
+{
+    return !strcmp(name, "train") ? MF_KG_PHRASING_TRAIN : !strcmp(name, "heldout") ? MF_KG_PHRASING_HELDOUT : MF_KG_PHRASING_ALL;
+}
+
+int mf_kg2qa_questions(const mf_json *entry, int phrasing, const char *relation, size_t *first, size_t *n, mf_err *err)
+{
+    const mf_json *qs = mf_json_get(entry, "questions");
+    *first = 0;
+    *n = qs->n;
+    if (phrasing == MF_KG_PHRASING_ALL) return 0;
+    if (qs->n < 2)
+        return mf_err_set(err, MF_EINVAL,
+                          "kg templates: relation '%s' has %zu question phrasing; phrasing: %s needs at least 2 "
+                          "(the last one is held out)",
+                          relation, qs->n, phrasing == MF_KG_PHRASING_TRAIN ? "train" : "heldout");
+    if (phrasing == MF_KG_PHRASING_TRAIN) *n = qs->n - 1;
+    else *first = qs->n - 1, *n = 1;
+    return 0;
 }
 
 /* The triples, grouped by (subject, relation) into G. */
@@ -236,20 +265,21 @@ typedef struct {
     mf_stage_ctx *ctx;
     const char *joiner;
     long long phrasings;
+    int split;         /* MF_KG_PHRASING_*: which of a table's questions may be drawn */
     mf_dout out;
     mf_buf objs, q, a; /* the chunk's objects joined; a question; the answer */
     mf_json *per_rel;  /* QA pairs by relation, for stats.json */
 } writer;
 
-/* One QA conversation of group g: the question from template qtpl, the answer in w->a. */
-static int write_qa(writer *w, const group *g, const char *qtpl, size_t n_objects)
+/* One QA conversation of group g (as the triple gt): the question from template qtpl, the answer in w->a. */
+static int write_qa(writer *w, const group *g, const mf_triple *gt, const char *qtpl, size_t n_objects)
 {
     mf_err *err = w->ctx->err;
     mf_conv c;
     mf_buf line = MF_BUF_INIT;
     int rc;
     mf_conv_init(&c);
-    expand(&w->q, qtpl, g, mf_buf_cstr(&w->objs));
+    mf_kg2qa_expand(&w->q, qtpl, gt, mf_buf_cstr(&w->objs));
     if (!mf_buf_ok(&w->q) || !mf_buf_ok(&w->a) || !mf_buf_ok(&w->objs) ||
         mf_conv_add(&c, MF_ROLE_HUMAN, mf_buf_cstr(&w->q), w->q.len) ||
         mf_conv_add(&c, MF_ROLE_GPT, mf_buf_cstr(&w->a), w->a.len) || !(c.meta = mf_json_new_object())) {
@@ -274,9 +304,12 @@ out:
 }
 
 /* Objects c0..c1 of group g (its chunk-th chunk): one answer and up to `phrasings` distinct
- * questions from the table e, drawn from a stream that depends on the group and chunk only. */
-static int write_chunk(writer *w, const group *g, const mf_json *e, size_t c0, size_t c1, size_t chunk)
+ * questions from the table e (its questions q0..q0+qn), drawn from a stream that depends on the group
+ * and chunk only. */
+static int write_chunk(writer *w, const group *g, const mf_json *e, size_t q0, size_t qn, size_t c0, size_t c1,
+                       size_t chunk)
 {
+    mf_triple gt = {g->subject, g->relation, "", g->stype, g->otype};
     const mf_json *qs = mf_json_get(e, "questions"), *as = mf_json_get(e, "answers");
     mf_buf_reset(&w->objs);
     for (size_t k = c0; k < c1; k++) {
@@ -287,21 +320,21 @@ static int write_chunk(writer *w, const group *g, const mf_json *e, size_t c0, s
     uint64_t cs = (uint64_t)chunk;
     mf_rng_seed(&rng, mf_mix64(w->ctx->seed) ^ mf_hash64(&cs, sizeof cs, key_hash(g->subject, g->relation)));
     size_t nq = w->phrasings > 0 ? (size_t)w->phrasings : 1;
-    if (nq > qs->n) nq = qs->n;
-    size_t avail = qs->n;
+    if (nq > qn) nq = qn;
+    size_t avail = qn;
     size_t *order = malloc(avail * sizeof *order);
     if (!order) return mf_err_set(w->ctx->err, MF_ENOMEM, "out of memory");
-    for (size_t k = 0; k < avail; k++) order[k] = k;
+    for (size_t k = 0; k < avail; k++) order[k] = q0 + k;
     for (size_t k = 0; k < nq; k++) { /* partial Fisher-Yates */
         size_t j = k + (size_t)mf_rng_below(&rng, avail - k), tmp = order[k];
         order[k] = order[j];
         order[j] = tmp;
     }
     const char *atpl = as->items[mf_rng_below(&rng, as->n)]->s;
-    expand(&w->a, atpl, g, mf_buf_cstr(&w->objs));
+    mf_kg2qa_expand(&w->a, atpl, &gt, mf_buf_cstr(&w->objs));
     int rc = 0;
     for (size_t k = 0; k < nq; k++)
-        if ((rc = write_qa(w, g, qs->items[order[k]]->s, c1 - c0))) goto out;
+        if ((rc = write_qa(w, g, &gt, qs->items[order[k]]->s, c1 - c0))) goto out;
 out:
     free(order);
     return rc;
@@ -319,6 +352,7 @@ static int write_stats(mf_stage_ctx *ctx, writer *w, mf_rd *rd, const groups *G,
     mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
     mf_stats_int(stats, "dropped_no_template", no_table);
     mf_stats_str(stats, "templates", mf_stage_input_path(ctx, "templates") ? "input" : "shipped");
+    mf_stats_str(stats, "phrasing", mf_stage_param_str(ctx, "phrasing", "all"));
     if (stats) mf_json_set(stats, "qa_by_relation", w->per_rel), w->per_rel = NULL;
     if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
     return mf_stats_write(ctx->out_dir, stats, ctx->err);
@@ -330,7 +364,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
     long long max_objects = mf_stage_param_int(ctx, "max_objects", 8);
     if (max_objects < 1) return mf_err_set(err, MF_EINVAL, "kg2qa: max_objects must be >= 1");
     mf_json *tables = NULL;
-    int rc = load_tables(ctx, &tables);
+    int rc = mf_kg2qa_tables_load(ctx, &tables);
     if (rc) return rc;
     const mf_json *rel = mf_json_get(tables, "relations"), *def = mf_json_get(tables, "default");
     groups G;
@@ -340,6 +374,7 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
     w.ctx = ctx;
     w.joiner = mf_json_get_str(tables, "joiner", "、");
     w.phrasings = mf_stage_param_int(ctx, "phrasings", 0);
+    w.split = mf_kg2qa_phrasing_parse(mf_stage_param_str(ctx, "phrasing", "all"));
     w.objs = w.q = w.a = (mf_buf)MF_BUF_INIT;
     w.per_rel = mf_json_new_object();
     mf_rd *rd = NULL;
@@ -351,9 +386,11 @@ int mf_stage_kg2qa_run(mf_stage_ctx *ctx)
         const group *g = &G.g[gi];
         const mf_json *e = mf_json_get(rel, g->relation);
         if (!e) e = def;
+        size_t q0, qn;
+        if ((rc = mf_kg2qa_questions(e, w.split, g->relation, &q0, &qn, err))) goto out;
         for (size_t c0 = 0, chunk = 0; c0 < g->n; c0 += (size_t)max_objects, chunk++) {
             size_t c1 = c0 + (size_t)max_objects < g->n ? c0 + (size_t)max_objects : g->n;
-            if ((rc = write_chunk(&w, g, e, c0, c1, chunk))) goto out;
+            if ((rc = write_chunk(&w, g, e, q0, qn, c0, c1, chunk))) goto out;
         }
     }
     if ((rc = mf_data_out_close(&w.out, err))) goto out;

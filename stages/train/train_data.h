@@ -2,9 +2,11 @@
  * stages/train/train_data.h — training examples of the training kinds, tokenized in
  * memory from a stage's `data` (and optional `val`) inputs.
  *
- *   text   (dcpt)  documents (JSON `field`) + EOS, concatenated and cut into
- *                  blocks of block_size tokens; the last partial block is kept
- *                  when it has >= 2 tokens. Labels = ids (every token counts).
+ *   text   (dcpt)  documents (JSON `field`; a record without it that is a
+ *                  conversation or QA pair: its turns joined by newlines) + EOS,
+ *                  concatenated and cut into blocks of block_size tokens; the
+ *                  last partial block is kept when it has >= 2 tokens.
+ *                  Labels = ids (every token counts).
  *   sft            conversations through the chat template (stages/data/template.h):
  *                  labels = ids on response tokens, -100 elsewhere (multi-turn:
  *                  every kept assistant turn counts). Examples with no response
@@ -33,18 +35,20 @@ typedef struct mf_train_data_seq {
     int32_t *labels; /* -100 = no loss */
     int len;
     int prompt_len;  /* tokens before the (final) answer */
+    int lost_eos;    /* the answer was cut (length limits, model positions) and lost its closing EOS */
 } mf_train_data_seq;
 
 typedef struct mf_train_data_set {
     mf_train_data_seq *v;
     size_t n, cap;
     long long dropped; /* records that produced no example */
+    int32_t eos;       /* the tokenizer's EOS (-1: none) */
 } mf_train_data_set;
 
 void mf_train_data_set_free(mf_train_data_set *s);
 /* Cut sequences longer than max_len (the model's positions): on the right, or
  * keeping the last tokens when from_left (prompts keep their assistant cue).
- * Returns how many were cut. */
+ * A right cut that drops a final EOS sets lost_eos. Returns how many were cut. */
 size_t mf_train_data_clip(mf_train_data_set *s, int max_len, int from_left);
 
 typedef struct mf_train_data_opts {

@@ -6,6 +6,7 @@
 #include "stages/train/trainer.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,11 @@ static int write_state(const char *dir, const tr_state *s, const mf_trainer_conf
     mf_json_set(o, "seed", mf_json_new_int((int64_t)(c->seed & 0x7fffffffffffffffull)));
     mf_json_set(o, "batch_size", mf_json_new_int(c->batch_size));
     mf_json_set(o, "grad_accum", mf_json_new_int(c->grad_accum));
+    if (s->n_aux > 0) {
+        mf_json *aux = mf_json_new_array();
+        for (int k = 0; aux && k < s->n_aux && k < MF_TRAINER_MAX_AUX; k++) mf_json_push(aux, mf_json_new_float(s->aux[k]));
+        mf_json_set(o, "aux", aux);
+    }
     mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, o, MF_JSON_SORTED | MF_JSON_PRETTY);
     mf_json_free(o);
@@ -220,6 +226,10 @@ static int load_ckpt(const char *work, mf_model *m, mf_k_adamw *opt, tr_state *s
     if ((rc = mf_json_parse_file(&o, st, err))) goto out;
     s->step = (long)mf_json_get_int(o, "step", -1);
     s->cursor = (unsigned long long)mf_json_get_int(o, "cursor", -1);
+    const mf_json *aux = mf_json_get(o, "aux");
+    s->n_aux = 0;
+    for (size_t k = 0; aux && aux->type == MF_JSON_ARRAY && k < aux->n && k < MF_TRAINER_MAX_AUX; k++)
+        s->aux[s->n_aux++] = mf_json_num(aux->items[k], NAN);
     if (s->step < 0 || mf_json_get_int(o, "batch_size", 0) != c->batch_size ||
         mf_json_get_int(o, "grad_accum", 0) != c->grad_accum ||
         (uint64_t)mf_json_get_int(o, "seed", 0) != (c->seed & 0x7fffffffffffffffull)) {
@@ -599,5 +609,32 @@ out:
     mf_k_adamw_free(r.opt);
     free(r.perm);
     free(r.idx);
+    return rc;
+}
+
+int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mf_stage_warn(ctx, "%s", msg);
+    mf_json *o = mf_json_new_object();
+    mf_buf b = MF_BUF_INIT;
+    char *path = mf_path_join(ctx->out_dir, "metrics.jsonl");
+    FILE *fp = NULL;
+    int rc = 0;
+    if (!o || !path || mf_json_set(o, "stage", mf_json_new_str(ctx->stage)) || mf_json_set(o, "step", mf_json_new_int(step)) ||
+        mf_json_set(o, "warning", mf_json_new_str(msg)) || mf_json_write(&b, o, MF_JSON_SORTED) || mf_buf_putc(&b, '\n')) {
+        rc = nomem(ctx->err);
+        goto out;
+    }
+    if (!(fp = fopen(path, "ab")) || fwrite(b.data, 1, b.len, fp) != b.len) rc = mf_err_errno(ctx->err, MF_EIO, "append to %s", path);
+out:
+    if (fp && fclose(fp) && !rc) rc = mf_err_errno(ctx->err, MF_EIO, "close %s", path);
+    free(path);
+    mf_buf_free(&b);
+    mf_json_free(o);
     return rc;
 }

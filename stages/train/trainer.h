@@ -77,9 +77,12 @@ int mf_trainer_run(const mf_stage_ctx *ctx, const mf_trainer_config *c, mf_model
 
 /* Checkpoints for loops of their own (ppo): work_dir/ckpt as described above.
  * load returns 1 when a checkpoint was restored, 0 when there is none. */
+#define MF_TRAINER_MAX_AUX 8
 typedef struct mf_trainer_state {
     long step;
     unsigned long long cursor; /* micro-batches (ppo: prompts) consumed */
+    double aux[MF_TRAINER_MAX_AUX]; /* a loop's own state (ppo: adaptive KL coefficient, running reward stats) */
+    int n_aux;
 } mf_trainer_state;
 int mf_trainer_ckpt_save(const char *work_dir, mf_model *m, mf_k_adamw *opt, const mf_trainer_state *s,
                     const mf_trainer_config *c, mf_err *err);
@@ -87,6 +90,9 @@ int mf_trainer_ckpt_load(const char *work_dir, mf_model *m, mf_k_adamw *opt, mf_
                     mf_err *err);
 /* Keep the metrics.jsonl lines with "step" <= upto. */
 int mf_trainer_metrics_truncate(const char *path, long upto, mf_err *err);
+/* A warning about a finished run: shown by the engine (mf_stage_warn) and appended to
+ * out_dir/metrics.jsonl as {"stage", "step", "warning"} so the report shows it. */
+int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Tests: stop with MF_EINTERRUPTED right after the checkpoint of this step
  * (0 = never) — simulates a killed run. */

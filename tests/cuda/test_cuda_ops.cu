@@ -429,7 +429,7 @@ static void test_rope(mf_cu_dtype dt, int hd)
     int32_t *dp = up_i32(pos);
     for (int inv = 0; inv < 2; inv++) {
         std::vector<float> r = x;
-        mf_k_cpu_rope(r.data(), pos.data(), N, nh, hd, cs.data(), sn.data(), inv);
+        mf_k_cpu_rope(r.data(), pos.data(), N, nh, hd, hd, 0, cs.data(), sn.data(), inv);
         void *dx = up_act(x, dt);
         CU(mf_cu_rope(dx, dp, N, nh, hd, dc, ds, inv, dt, 0));
         expect_close(inv ? "rope inverse" : "rope", ctx, down_act(dx, n, dt).data(), r.data(), n, tol_for(dt, 1e-5));
@@ -526,7 +526,7 @@ static void test_logp(mf_cu_dtype dt, int N, int V)
     std::vector<int32_t> tg(N);
     for (int i = 0; i < N; i++) tg[i] = i % 4 == 3 ? -100 : randint(V);
     std::vector<float> rl(N), rlse(N);
-    mf_k_cpu_logp(rl.data(), lg.data(), tg.data(), N, V);
+    mf_k_cpu_logp(rl.data(), NULL, lg.data(), tg.data(), N, V);
     for (int i = 0; i < N; i++) { /* logsumexp in double */
         const float *r = &lg[(size_t)i * V];
         double mx = r[0], s = 0;
@@ -547,7 +547,7 @@ static void test_logp(mf_cu_dtype dt, int N, int V)
     std::vector<float> g = randu(N, 1);
     g[1] = 0.0f;
     std::vector<float> rg = lg;
-    mf_k_cpu_logp_bwd(rg.data(), g.data(), tg.data(), N, V);
+    mf_k_cpu_logp_bwd(rg.data(), NULL, g.data(), tg.data(), N, V);
     float *dg = up_f32(g);
     CU(mf_cu_logp_bwd(dl, dg, dtg, dlse, N, V, dt, 0));
     expect_close("logp_bwd", ctx, down_act(dl, n, dt).data(), rg.data(), n, tol_for(dt, 1e-4));
@@ -613,7 +613,7 @@ static void test_attention(mf_cu_dtype dt, att_shape s)
 
     /* CPU reference */
     std::vector<float> rout(nq), att((size_t)s.B * s.nh * s.T * S), rlse(nl);
-    mf_k_cpu_attention(rout.data(), att.data(), q.data(), kf.data(), vf.data(), hmask, s.B, s.T, s.P, s.nh, s.nkv,
+    mf_k_cpu_attention(rout.data(), att.data(), q.data(), kf.data(), vf.data(), hmask, NULL, s.B, s.T, s.P, s.nh, s.nkv,
                        s.hd);
     ref_lse(rlse.data(), q.data(), kf.data(), hmask, s);
     std::vector<float> rdq(nq), rdk(nk), rdv(nk), ws((size_t)s.T * S);

@@ -7,6 +7,7 @@
  * SIGINT, exact status reasons.
  */
 #include "tests/harness.h"
+#include "common/fsutil.h"
 #include "common/json.h"
 
 #include <limits.h>
@@ -542,5 +543,31 @@ TEST(test_run_data_parallel_training_without_nccl_fails_clearly)
     const mf_json *man = mf_json_get(mf_json_get(run, "manifests"), "pt");
     CHECK_STR(mf_json_get_str(man, "status", ""), "failed");
     CHECK_INT(mf_json_get_int(man, "ranks", 0), 2);
+    mf_json_free(run);
+}
+
+/* A stage's warning (mf_stage_warn) is an event line of the run's output, a line of the stage's log
+ * and an entry of its manifest — not a progress message a redrawn table or the next line hides. */
+TEST(test_run_shows_stage_warnings_and_records_them_in_the_manifest)
+{
+    write_graph("g.yaml", "name: warn\n"
+                          "stages:\n"
+                          "  w: {kind: write-file, params: {text: x, warn: \"policy collapsed: 2 distinct answers\"}}\n");
+    char *out = NULL;
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "w: warning: policy collapsed: 2 distinct answers");
+    free(out);
+    mf_json *run = last_run();
+    REQUIRE(run);
+    const mf_json *w = mf_json_get(mf_json_get(mf_json_get(run, "manifests"), "w"), "warnings");
+    REQUIRE(w && w->n == 1);
+    CHECK_STR(w->items[0]->s, "policy collapsed: 2 distinct answers");
+    const char *log = mf_json_get_str(mf_json_get(mf_json_get(run, "manifests"), "w"), "log_path", "");
+    char *text = NULL, path[PATH_MAX];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/%s", log[0] == '/' ? "" : mf_test_tmpdir(), log);
+    REQUIRE(mf_read_file(path, &text, &len, NULL) == 0);
+    CHECK_CONTAINS(text, "medflow: warning: policy collapsed");
+    free(text);
     mf_json_free(run);
 }

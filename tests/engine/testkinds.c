@@ -44,7 +44,8 @@ static const mf_param_spec p_fail[] = {
 static const mf_param_spec p_write[] = {
     {"text", MF_P_STRING, "hello", 0, 0, 0, NULL, "content of out/file.txt"},
     {"note", MF_P_STRING, "", 0, 0, 0, NULL, "changes the key but not the output"},
-    {"seconds", MF_P_FLOAT, "0", 0, 600, 1, NULL, "sleep before writing (interruption tests)"}, END};
+    {"seconds", MF_P_FLOAT, "0", 0, 600, 1, NULL, "sleep before writing (interruption tests)"},
+    {"warn", MF_P_STRING, "", 0, 0, 0, NULL, "a warning to raise (mf_stage_warn) before writing"}, END};
 static const mf_param_spec p_copy[] = {
     {"tag", MF_P_STRING, "", 0, 0, 0, NULL, "also written to out/tag.txt"}, END};
 static const mf_param_spec p_ranks[] = {
@@ -126,6 +127,7 @@ static int run_write(mf_stage_ctx *c)
     }
     char *partial = mf_path_join(c->out_dir, "partial.txt");
     if (partial) { unlink(partial); free(partial); }
+    if (*mf_stage_param_str(c, "warn", "")) mf_stage_warn(c, "%s", mf_stage_param_str(c, "warn", ""));
     return write_text(c, "file.txt", mf_stage_param_str(c, "text", "hello"));
 }
 

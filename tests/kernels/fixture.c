@@ -95,15 +95,20 @@ void fx_config(fx_file *f, mf_model_config *c)
     REQUIRE(mf_json_parse(&j, s, strlen(s), "config", &err) == 0);
     memset(c, 0, sizeof(*c));
     const char *arch = mf_json_str(mf_json_get(j, "arch"), "");
-    c->arch = !strcmp(arch, "qwen2") ? MF_ARCH_QWEN2 : MF_ARCH_LLAMA;
+    c->arch = MF_ARCH_LLAMA;
+    for (int a = MF_ARCH_LLAMA; a <= MF_ARCH_CHATGLM; a++)
+        if (!strcmp(arch, mf_model_arch_name((mf_arch)a))) c->arch = (mf_arch)a;
 #define GI(field) c->field = (int)mf_json_int(mf_json_get(j, #field), 0)
     GI(vocab_size); GI(hidden_size); GI(intermediate_size); GI(num_hidden_layers);
     GI(num_attention_heads); GI(num_key_value_heads); GI(head_dim); GI(max_position_embeddings);
-    GI(tie_word_embeddings); GI(attention_bias); GI(pad_token_id);
+    GI(tie_word_embeddings); GI(attention_bias); GI(pad_token_id); GI(rotary_dim);
 #undef GI
     c->rope_theta = mf_json_num(mf_json_get(j, "rope_theta"), 0);
     c->rms_norm_eps = mf_json_num(mf_json_get(j, "rms_norm_eps"), 0);
-    c->bos_token_id = c->eos_token_id = -1;
+    c->bos_token_id = (int)mf_json_int(mf_json_get(j, "bos_token_id"), -1);
+    c->eos_token_id = (int)mf_json_int(mf_json_get(j, "eos_token_id"), -1);
+    c->mask_token_id = (int)mf_json_int(mf_json_get(j, "mask_token_id"), -1);
+    c->gmask_token_id = (int)mf_json_int(mf_json_get(j, "gmask_token_id"), -1);
     mf_json_free(j);
 }
 
@@ -156,4 +161,98 @@ double fx_norm_rel(const float *a, const float *b, size_t n)
         bb += (double)b[i] * b[i];
     }
     return bb > 0 ? sqrt(dd / bb) : sqrt(dd);
+}
+
+fx_run fx_batch(fx_file *f)
+{
+    fx_run r;
+    fx_tensor *ids = fx_get(f, "input_ids");
+    REQUIRE(ids && ids->ndim == 2);
+    r.B = (int)ids->shape[0];
+    r.T = (int)ids->shape[1];
+    r.V = 0;
+    r.b.B = r.B;
+    r.b.T = r.T;
+    r.b.input_ids = ids->data;
+    r.b.attention_mask = fx_i32(f, "attention_mask");
+    r.b.labels = fx_i32(f, "labels");
+    return r;
+}
+
+void fx_check_logits_loss(fx_file *exp, const fx_run *r, const mf_k_outputs *o, double max_abs)
+{
+    const float *el = fx_f32(exp, "expected.logits");
+    double mx = 0, md = 0;
+    for (int b = 0; b < r->B; b++)
+        for (int t = 0; t < r->T; t++) {
+            if (!r->b.attention_mask[b * r->T + t]) continue;
+            for (int v = 0; v < o->V; v++) {
+                size_t i = ((size_t)b * r->T + t) * o->V + v;
+                double d = fabs((double)o->logits[i] - el[i]);
+                md = d > md || d != d ? d : md;
+                mx = fabs(el[i]) > mx ? fabs(el[i]) : mx;
+            }
+        }
+    CHECK(md <= FX_TOL_FWD * mx);
+    if (max_abs > 0) CHECK(md <= max_abs);
+    if (!(md <= FX_TOL_FWD * mx) || (max_abs > 0 && !(md <= max_abs)))
+        printf("    logits: max abs diff %.3g, max |logit| %.3g\n", md, mx);
+    CHECK_NEAR(o->loss, fx_f32(exp, "expected.loss")[0], FX_TOL_FWD, 0);
+}
+
+int fx_check_grads(fx_file *exp, mf_model *m)
+{
+    int n = 0;
+    for (size_t i = 0; i < exp->n; i++) {
+        if (strncmp(exp->t[i].name, "grad.", 5)) continue;
+        const char *name = exp->t[i].name + 5;
+        mf_k_param *p = mf_model_find_param(m, name);
+        if (!p) mf_test_fail(__FILE__, __LINE__, "model has no parameter %s", name);
+        REQUIRE(p && p->numel == exp->t[i].numel);
+        if (!p->grad) mf_test_fail(__FILE__, __LINE__, "%s has no gradient", name);
+        REQUIRE(p->grad);
+        double rel = fx_max_rel(p->grad, exp->t[i].data, p->numel);
+        if (!(rel <= FX_TOL_GRAD)) mf_test_fail(__FILE__, __LINE__, "grad %s: max rel diff %.3g", name, rel);
+        n++;
+    }
+    return n;
+}
+
+void fx_lm_forward_backward(mf_model *m, const fx_run *r, mf_k_outputs *o)
+{
+    mf_err err;
+    int rc = mf_model_forward(m, &r->b, MF_FWD_LOGITS | MF_FWD_TRAIN, o, &err);
+    if (rc) mf_test_fail(__FILE__, __LINE__, "forward: %s", err.msg);
+    REQUIRE(rc == 0);
+    size_t n = (size_t)r->B * r->T;
+    /* keep a copy: backward reuses the logits buffer for dlogits */
+    float *dlogp = malloc(n * sizeof(float));
+    REQUIRE(dlogp);
+    for (size_t i = 0; i < n; i++) dlogp[i] = -o->valid[i] / (float)o->n_valid;
+    mf_model_zero_grad(m);
+    rc = mf_model_backward(m, dlogp, NULL, &err);
+    if (rc) mf_test_fail(__FILE__, __LINE__, "backward: %s", err.msg);
+    REQUIRE(rc == 0);
+    free(dlogp);
+}
+
+void fx_check_greedy(fx_file *f, mf_model *m)
+{
+    fx_tensor *p = fx_get(f, "greedy.prompt"), *e = fx_get(f, "greedy.expected");
+    REQUIRE(p && e && e->numel <= 64);
+    const int32_t *prompt = p->data;
+    int plen = (int)p->numel;
+    for (int cache = 0; cache <= 1; cache++) {
+        mf_k_gen_config c = {.max_new_tokens = (int)e->numel, .temperature = 0, .use_cache = cache};
+        int32_t out[64];
+        float lp[64];
+        int len;
+        mf_err err;
+        REQUIRE(mf_model_generate(m, 1, &prompt, &plen, &c, out, lp, &len, &err) == 0);
+        CHECK_INT(len, (int)e->numel);
+        for (int k = 0; k < len; k++) {
+            CHECK_INT(out[k], ((int32_t *)e->data)[k]);
+            CHECK(lp[k] <= 0);
+        }
+    }
 }

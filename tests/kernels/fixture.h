@@ -48,4 +48,25 @@ int fx_copy_params(fx_file *f, mf_model *m);
 double fx_max_rel(const float *a, const float *b, size_t n);
 double fx_norm_rel(const float *a, const float *b, size_t n);
 
+/* Conformance tolerances (tests/kernels/test_conformance.c says why): logits, loss,
+ * rewards 1e-4 relative to the tensor's largest magnitude; gradients 1e-3. */
+#define FX_TOL_FWD 1e-4
+#define FX_TOL_GRAD 1e-3
+
+/* The batch of a fixture (input_ids, attention_mask, labels). */
+typedef struct fx_run {
+    mf_k_batch b;
+    int B, T, V;
+} fx_run;
+fx_run fx_batch(fx_file *f);
+/* "expected.logits" at real positions (FX_TOL_FWD relative, and max_abs absolute
+ * when > 0) and "expected.loss". */
+void fx_check_logits_loss(fx_file *exp, const fx_run *r, const mf_k_outputs *o, double max_abs);
+/* Every "grad.<name>" of exp against the model's gradient (FX_TOL_GRAD); returns how many. */
+int fx_check_grads(fx_file *exp, mf_model *m);
+/* Greedy generation from "greedy.prompt" equals "greedy.expected", with and without the KV cache. */
+void fx_check_greedy(fx_file *f, mf_model *m);
+/* A training forward and the backward of the mean token loss (grads zeroed first). */
+void fx_lm_forward_backward(mf_model *m, const fx_run *r, mf_k_outputs *o);
+
 #endif

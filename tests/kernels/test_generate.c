@@ -14,23 +14,7 @@ static void greedy_case(const char *file)
 {
     fx_file *f = fx_load(file);
     mf_model *m = fx_model(f);
-    fx_tensor *p = fx_get(f, "greedy.prompt"), *e = fx_get(f, "greedy.expected");
-    REQUIRE(p && e);
-    const int32_t *prompt = p->data;
-    int plen = (int)p->numel;
-    for (int cache = 0; cache <= 1; cache++) {
-        mf_k_gen_config c = {.max_new_tokens = (int)e->numel, .temperature = 0, .use_cache = cache};
-        int32_t out[16];
-        float lp[16];
-        int len;
-        mf_err err;
-        REQUIRE(mf_model_generate(m, 1, &prompt, &plen, &c, out, lp, &len, &err) == 0);
-        CHECK_INT(len, (int)e->numel);
-        for (int k = 0; k < len; k++) {
-            CHECK_INT(out[k], ((int32_t *)e->data)[k]);
-            CHECK(lp[k] <= 0);
-        }
-    }
+    fx_check_greedy(f, m);
     mf_model_free(m);
     fx_free(f);
 }
@@ -110,6 +94,32 @@ TEST(test_kernels_kv_cache_equals_recomputation_with_lora_and_prefix)
     mf_model_free(m);
     fx_free(pf);
     fx_free(f);
+}
+
+TEST(test_kernels_kv_cache_equals_recomputation_bloom_glm_chatglm2_with_lora_and_prefix)
+{
+    /* ALiBi over cached keys, partial interleaved RoPE, fused projections, LayerNorms; prefix
+     * dropout (training only) must not touch decoding */
+    static const char *files[] = {"arch/bloom.safetensors", "arch/glm.safetensors", "arch/chatglm2.safetensors"};
+    for (int i = 0; i < 3; i++) {
+        fx_file *f = fx_load(files[i]);
+        mf_model *m = fx_model(f);
+        mf_err err;
+        mf_k_prefix_config pc = {.pre_seq_len = 2, .prefix_projection = 1, .prefix_hidden_size = 8, .seed = 7,
+                                 .dropout = 0.1f};
+        REQUIRE(mf_model_add_prefix(m, &pc, &err) == 0);
+        mf_k_lora_config lc = {.rank = 2, .alpha = 4, .dropout = 0.2f, .target = MF_MOD_ATTN | MF_MOD_MLP, .seed = 3};
+        REQUIRE(mf_model_add_lora(m, &lc, &err) == 0);
+        for (size_t k = 0; k < mf_model_num_params(m); k++) {
+            mf_k_param *p = mf_model_param(m, k);
+            if (strstr(p->name, "lora_B"))
+                for (size_t e = 0; e < p->numel; e++) p->data[e] = 0.05f * (float)((int)(e * 37 % 11) - 5);
+        }
+        cache_vs_nocache(m, 0.0f);
+        cache_vs_nocache(m, 1.0f);
+        mf_model_free(m);
+        fx_free(f);
+    }
 }
 
 TEST(test_kernels_generation_stops_at_stop_token_and_pads)

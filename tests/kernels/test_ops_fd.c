@@ -1,19 +1,14 @@
 /*
  * tests/kernels/test_ops_fd.c — finite-difference checks of every CPU op's
  * backward, and of the whole model (with LoRA dropout and prefixes, which
- * the HF fixtures cannot cover).
- *
- * Method: a random linear functional L = sum_i c_i y_i of the op's output;
- * the analytic gradient from the backward function is compared with the
- * central difference (L(x+h e_j) - L(x-h e_j)) / 2h evaluated in fp32, h = 1e-2
- * (2e-3 for the whole model; ops are smooth; truncation error O(h^2) ~ 1e-4, fp32 cancellation
- * ~1e-7 |L| / h ~ 1e-5). Tolerance: 2e-2 relative to the largest gradient
- * component plus 1e-3 absolute — a wrong formula is off by O(1).
+ * the HF fixtures cannot cover). Method and tolerance: tests/kernels/fd.h;
+ * h = 1e-2 for one op (smooth; truncation error O(h^2) ~ 1e-4, fp32
+ * cancellation ~1e-7 |L| / h ~ 1e-5), 2e-3 for the whole model.
  */
 #include "tests/harness.h"
+#include "tests/kernels/fd.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/model.h"
-#include "kernels/rng.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -21,83 +16,26 @@
 
 #define FD_H 1e-2f
 
-static float *randv(size_t n, uint64_t seed, float scale)
-{
-    float *v = malloc(n * sizeof(float));
-    REQUIRE(v);
-    mf_k_rng r;
-    mf_k_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) v[i] = scale * mf_k_rng_normal(&r);
-    return v;
-}
-
-static double dotc(const float *c, const float *y, size_t n)
-{
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)c[i] * y[i];
-    return s;
-}
-
-typedef double (*loss_fn)(void *ctx);
-
-static double fx_max_rel_local(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        md = d > md || d != d ? d : md;
-        mb = fabs(b[i]) > mb ? fabs(b[i]) : mb;
-    }
-    return mb > 0 ? md / mb : md;
-}
-
-/* Compare analytic grad g (n) of variable x with central differences of f. */
-static float fd_h = FD_H;
-
-static void fd_check(const char *what, float *x, const float *g, size_t n, loss_fn f, void *ctx)
-{
-    const float h = fd_h;
-    double gmax = 0;
-    for (size_t i = 0; i < n; i++) gmax = fabs(g[i]) > gmax ? fabs(g[i]) : gmax;
-    size_t stride = n > 64 ? n / 61 : 1; /* ~60 probes per variable keep the tests fast */
-    int bad = 0;
-    for (size_t j = 0; j < n; j += stride) {
-        float x0 = x[j];
-        x[j] = x0 + h;
-        double lp = f(ctx);
-        x[j] = x0 - h;
-        double lm = f(ctx);
-        x[j] = x0;
-        double num = (lp - lm) / (2.0 * h);
-        if (!(fabs(num - g[j]) <= 2e-2 * gmax + 1e-3)) {
-            if (bad++ < 3)
-                mf_test_fail(__FILE__, __LINE__, "%s[%zu]: analytic %.6g vs numeric %.6g (max |g| %.3g)", what, j, g[j],
-                             num, gmax);
-        }
-    }
-    CHECK(gmax > 0);
-}
-
 /* ---- RMSNorm ---- */
 typedef struct { int N, H; float *x, *w, *y, *rstd, *c; } rms_ctx;
 static double rms_loss(void *p)
 {
     rms_ctx *k = p;
     mf_k_cpu_rmsnorm(k->y, k->rstd, k->x, k->w, k->N, k->H, 1e-5f);
-    return dotc(k->c, k->y, (size_t)k->N * k->H);
+    return fd_dotc(k->c, k->y, (size_t)k->N * k->H);
 }
 
 TEST(test_kernels_fd_rmsnorm)
 {
     rms_ctx k = {.N = 5, .H = 12};
     size_t n = 60;
-    k.x = randv(n, 1, 1); k.w = randv(12, 2, 1); k.c = randv(n, 3, 1);
+    k.x = fd_randv(n, 1, 1); k.w = fd_randv(12, 2, 1); k.c = fd_randv(n, 3, 1);
     k.y = calloc(n, 4); k.rstd = calloc(5, 4);
     float *dx = calloc(n, 4), *dw = calloc(12, 4);
     rms_loss(&k);
     mf_k_cpu_rmsnorm_bwd(dx, dw, k.c, k.x, k.rstd, k.w, 5, 12);
-    fd_check("rmsnorm dx", k.x, dx, n, rms_loss, &k);
-    fd_check("rmsnorm dw", k.w, dw, 12, rms_loss, &k);
+    fd_check("rmsnorm dx", k.x, dx, n, rms_loss, &k, FD_H);
+    fd_check("rmsnorm dw", k.w, dw, 12, rms_loss, &k, FD_H);
     free(k.x), free(k.w), free(k.c), free(k.y), free(k.rstd), free(dx), free(dw);
 }
 
@@ -108,8 +46,8 @@ static double rope_loss(void *p)
     rope_ctx *k = p;
     size_t n = (size_t)k->N * k->nh * k->hd;
     memcpy(k->y, k->x, n * 4);
-    mf_k_cpu_rope(k->y, k->pos, k->N, k->nh, k->hd, k->cosv, k->sinv, 0);
-    return dotc(k->c, k->y, n);
+    mf_k_cpu_rope(k->y, k->pos, k->N, k->nh, k->hd, k->hd, 0, k->cosv, k->sinv, 0);
+    return fd_dotc(k->c, k->y, n);
 }
 
 TEST(test_kernels_fd_rope_and_inverse)
@@ -120,13 +58,13 @@ TEST(test_kernels_fd_rope_and_inverse)
     k.pos = pos;
     k.cosv = calloc(32 * 4, 4); k.sinv = calloc(32 * 4, 4);
     mf_k_cpu_rope_table(k.cosv, k.sinv, 32, 8, 10000.0);
-    k.x = randv(n, 4, 1); k.c = randv(n, 5, 1); k.y = calloc(n, 4);
+    k.x = fd_randv(n, 4, 1); k.c = fd_randv(n, 5, 1); k.y = calloc(n, 4);
     float *g = malloc(n * 4);
     memcpy(g, k.c, n * 4);
-    mf_k_cpu_rope(g, pos, 4, 3, 8, k.cosv, k.sinv, 1); /* backward = inverse rotation of dy */
-    fd_check("rope dx", k.x, g, n, rope_loss, &k);
+    mf_k_cpu_rope(g, pos, 4, 3, 8, 8, 0, k.cosv, k.sinv, 1); /* backward = inverse rotation of dy */
+    fd_check("rope dx", k.x, g, n, rope_loss, &k, FD_H);
     rope_loss(&k);
-    mf_k_cpu_rope(k.y, pos, 4, 3, 8, k.cosv, k.sinv, 1);
+    mf_k_cpu_rope(k.y, pos, 4, 3, 8, 8, 0, k.cosv, k.sinv, 1);
     for (size_t i = 0; i < n; i++) CHECK_NEAR(k.y[i], k.x[i], 1e-5, 1e-6);
     /* position 0 is the identity */
     for (int i = 0; i < 24; i++) {
@@ -142,17 +80,17 @@ static double sw_loss(void *p)
 {
     sw_ctx *k = p;
     mf_k_cpu_swiglu(k->y, k->g, k->u, k->n);
-    return dotc(k->c, k->y, k->n);
+    return fd_dotc(k->c, k->y, k->n);
 }
 
 TEST(test_kernels_fd_swiglu)
 {
     sw_ctx k = {.n = 50};
-    k.g = randv(50, 6, 2); k.u = randv(50, 7, 1); k.c = randv(50, 8, 1); k.y = calloc(50, 4);
+    k.g = fd_randv(50, 6, 2); k.u = fd_randv(50, 7, 1); k.c = fd_randv(50, 8, 1); k.y = calloc(50, 4);
     float *dg = calloc(50, 4), *du = calloc(50, 4);
     mf_k_cpu_swiglu_bwd(dg, du, k.c, k.g, k.u, 50);
-    fd_check("swiglu dg", k.g, dg, 50, sw_loss, &k);
-    fd_check("swiglu du", k.u, du, 50, sw_loss, &k);
+    fd_check("swiglu dg", k.g, dg, 50, sw_loss, &k, FD_H);
+    fd_check("swiglu du", k.u, du, 50, sw_loss, &k, FD_H);
     free(k.g), free(k.u), free(k.c), free(k.y), free(dg), free(du);
 }
 
@@ -162,19 +100,19 @@ static double lin_loss(void *p)
 {
     lin_ctx *k = p;
     mf_k_cpu_linear(k->y, k->x, k->W, k->b, k->N, k->in, k->out, 1.0f, 0.0f);
-    return dotc(k->c, k->y, (size_t)k->N * k->out);
+    return fd_dotc(k->c, k->y, (size_t)k->N * k->out);
 }
 
 TEST(test_kernels_fd_linear_with_bias)
 {
     lin_ctx k = {.N = 6, .in = 7, .out = 5};
-    k.x = randv(42, 9, 1); k.W = randv(35, 10, 1); k.b = randv(5, 11, 1); k.c = randv(30, 12, 1);
+    k.x = fd_randv(42, 9, 1); k.W = fd_randv(35, 10, 1); k.b = fd_randv(5, 11, 1); k.c = fd_randv(30, 12, 1);
     k.y = calloc(30, 4);
     float *dx = calloc(42, 4), *dW = calloc(35, 4), *db = calloc(5, 4);
     mf_k_cpu_linear_bwd(dx, dW, db, k.c, k.x, k.W, 6, 7, 5, 1.0f);
-    fd_check("linear dx", k.x, dx, 42, lin_loss, &k);
-    fd_check("linear dW", k.W, dW, 35, lin_loss, &k);
-    fd_check("linear db", k.b, db, 5, lin_loss, &k);
+    fd_check("linear dx", k.x, dx, 42, lin_loss, &k, FD_H);
+    fd_check("linear dW", k.W, dW, 35, lin_loss, &k, FD_H);
+    fd_check("linear db", k.b, db, 5, lin_loss, &k, FD_H);
     free(k.x), free(k.W), free(k.b), free(k.c), free(k.y), free(dx), free(dW), free(db);
 }
 
@@ -183,8 +121,8 @@ typedef struct { int B, T, P, nh, nkv, hd; float *q, *kf, *vf, *out, *att, *c; i
 static double att_loss(void *p)
 {
     att_ctx *k = p;
-    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, k->B, k->T, k->P, k->nh, k->nkv, k->hd);
-    return dotc(k->c, k->out, (size_t)k->B * k->T * k->nh * k->hd);
+    mf_k_cpu_attention(k->out, k->att, k->q, k->kf, k->vf, k->mask, NULL, k->B, k->T, k->P, k->nh, k->nkv, k->hd);
+    return fd_dotc(k->c, k->out, (size_t)k->B * k->T * k->nh * k->hd);
 }
 
 /* Plain reference: one query at a time, every key, explicit mask. */
@@ -225,7 +163,7 @@ static void attention_case(int T, int pad_last)
     size_t nq = (size_t)k.B * T * k.nh * k.hd, nk = (size_t)k.B * S * k.nkv * k.hd;
     k.mask = malloc((size_t)k.B * T * sizeof(int32_t));
     for (int i = 0; i < k.B * T; i++) k.mask[i] = !(i >= 2 * T - pad_last); /* row 1: right padding */
-    k.q = randv(nq, 13, 1); k.kf = randv(nk, 14, 1); k.vf = randv(nk, 15, 1); k.c = randv(nq, 16, 1);
+    k.q = fd_randv(nq, 13, 1); k.kf = fd_randv(nk, 14, 1); k.vf = fd_randv(nk, 15, 1); k.c = fd_randv(nq, 16, 1);
     /* the padded query rows' outputs are unused downstream: give them no weight */
     for (int t = T - pad_last; t < T; t++)
         for (int i = 0; i < k.nh * k.hd; i++) k.c[((size_t)T + t) * k.nh * k.hd + i] = 0;
@@ -234,11 +172,11 @@ static void attention_case(int T, int pad_last)
     float *ws = calloc((size_t)omp_get_max_threads() * T * S, 4);
     att_loss(&k);
     att_reference(&k, ref);
-    CHECK(fx_max_rel_local(k.out, ref, nq) <= 1e-5);
+    CHECK(fd_max_rel(k.out, ref, nq) <= 1e-5);
     mf_k_cpu_attention_bwd(dq, dk, dv, ws, omp_get_max_threads(), k.c, k.att, k.q, k.kf, k.vf, k.B, T, k.P, k.nh, k.nkv, k.hd);
-    fd_check("attention dq", k.q, dq, nq, att_loss, &k);
-    fd_check("attention dk", k.kf, dk, nk, att_loss, &k);
-    fd_check("attention dv", k.vf, dv, nk, att_loss, &k);
+    fd_check("attention dq", k.q, dq, nq, att_loss, &k, FD_H);
+    fd_check("attention dk", k.kf, dk, nk, att_loss, &k, FD_H);
+    fd_check("attention dv", k.vf, dv, nk, att_loss, &k, FD_H);
     /* padded keys get no gradient; probabilities of a row sum to 1 */
     for (int i = 0; i < k.nkv * k.hd; i++) CHECK(dk[((size_t)S + S - 1) * k.nkv * k.hd + i] == 0.0f);
     double s = 0;
@@ -263,84 +201,50 @@ typedef struct { int N, V; float *z, *lp, *c; int32_t *tg; } lp_ctx;
 static double lp_loss(void *p)
 {
     lp_ctx *k = p;
-    mf_k_cpu_logp(k->lp, k->z, k->tg, k->N, k->V);
-    return dotc(k->c, k->lp, (size_t)k->N);
+    mf_k_cpu_logp(k->lp, NULL, k->z, k->tg, k->N, k->V);
+    return fd_dotc(k->c, k->lp, (size_t)k->N);
 }
 
 TEST(test_kernels_fd_logprob_with_ignored_rows)
 {
     int32_t tg[4] = {3, -1, 0, 6};
     lp_ctx k = {.N = 4, .V = 7, .tg = tg};
-    k.z = randv(28, 17, 2); k.c = randv(4, 18, 1); k.lp = calloc(4, 4);
-    float *g = malloc(28 * 4);
+    k.z = fd_randv(28, 17, 2); k.c = fd_randv(4, 18, 1); k.lp = calloc(4, 4);
+    float *g = malloc(28 * 4), *g2 = malloc(28 * 4), lse[4];
     memcpy(g, k.z, 28 * 4);
-    mf_k_cpu_logp_bwd(g, k.c, tg, 4, 7);
-    fd_check("logp dz", k.z, g, 28, lp_loss, &k);
+    memcpy(g2, k.z, 28 * 4);
+    mf_k_cpu_logp_bwd(g, NULL, k.c, tg, 4, 7); /* log-sum-exp recomputed */
+    fd_check("logp dz", k.z, g, 28, lp_loss, &k, FD_H);
     for (int j = 0; j < 7; j++) CHECK(g[7 + j] == 0.0f);
-    free(k.z), free(k.c), free(k.lp), free(g);
+    mf_k_cpu_logp(k.lp, lse, k.z, tg, 4, 7); /* the forward's log-sum-exp: the same gradient */
+    mf_k_cpu_logp_bwd(g2, lse, k.c, tg, 4, 7);
+    for (int j = 0; j < 28; j++) CHECK_NEAR(g2[j], g[j], 1e-6, 1e-6);
+    free(k.z), free(k.c), free(k.lp), free(g), free(g2);
+}
+
+/* The kernels' vectorised exp against libm's double exp: relative error below
+ * 3e-7 (libm's expf: 6e-8) across the unclamped range [-87.3, 88], clamped
+ * beyond it (to the smallest normal float below, a finite value above). */
+TEST(test_kernels_exp_matches_libm_within_3e7_relative)
+{
+    double worst = 0;
+    for (int i = 0; i <= 400000; i++) {
+        float x = -87.3f + (88.0f + 87.3f) * (float)i / 400000.0f;
+        double want = exp((double)x), got = mf_k_cpu_exp(x), rel = fabs(got - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    CHECK(worst < 3e-7);
+    CHECK(mf_k_cpu_exp(0.0f) == 1.0f);
+    CHECK(mf_k_cpu_exp(-1000.0f) > 0.0f && mf_k_cpu_exp(-1000.0f) < 1.3e-38f);
+    CHECK(isfinite(mf_k_cpu_exp(1000.0f)));
 }
 
 /* ---- the whole model: LoRA with dropout on every module + prefix MLP + score head ---- */
-typedef struct { mf_model *m; mf_k_batch b; float *c; } model_ctx;
-static double model_loss(void *p)
-{
-    model_ctx *k = p;
-    mf_k_outputs o;
-    mf_err err;
-    mf_model_set_rng_state(k->m, 41); /* the same dropout masks on every evaluation */
-    REQUIRE(mf_model_forward(k->m, &k->b, MF_FWD_LOGITS | MF_FWD_VALUES | MF_FWD_TRAIN, &o, &err) == 0);
-    double s = 0;
-    for (int i = 0; i < k->b.B * k->b.T; i++) s += k->c[i] * o.logp[i] + 0.3 * k->c[i] * o.values[i];
-    return s;
-}
-
 TEST(test_kernels_fd_whole_model_lora_dropout_prefix_and_values)
 {
     mf_model_config c = {.arch = MF_ARCH_QWEN2, .vocab_size = 11, .hidden_size = 12, .intermediate_size = 10,
                          .num_hidden_layers = 2, .num_attention_heads = 3, .num_key_value_heads = 1,
                          .max_position_embeddings = 32};
-    mf_model *m;
-    mf_err err;
-    REQUIRE(mf_model_new(&m, &c, &err) == 0);
-    REQUIRE(mf_model_init_random(m, 3, 0.4f, &err) == 0);
     mf_k_prefix_config pc = {.pre_seq_len = 2, .prefix_projection = 1, .prefix_hidden_size = 6, .seed = 4};
-    REQUIRE(mf_model_add_prefix(m, &pc, &err) == 0);
-    mf_k_lora_config lc = {.rank = 2, .alpha = 3, .dropout = 0.3f, .target = MF_MOD_ATTN | MF_MOD_MLP, .seed = 5};
-    REQUIRE(mf_model_add_lora(m, &lc, &err) == 0);
-    REQUIRE(mf_model_add_score_head(m, 6, &err) == 0);
-    mf_model_set_all_trainable(m, 1);
-    for (size_t i = 0; i < mf_model_num_params(m); i++) {
-        mf_k_param *p = mf_model_param(m, i);
-        if (strstr(p->name, "lora_B"))
-            for (size_t k = 0; k < p->numel; k++) p->data[k] = 0.3f * (float)((int)(k * 7 % 5) - 2);
-    }
-    int32_t ids[2 * 6] = {1, 5, 7, 2, 9, 3, 4, 4, 8, 10, 0, 0};
-    int32_t mask[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
-    int32_t lab[12] = {1, 5, 7, 2, 9, 3, -100, 4, 8, 10, -100, -100};
-    model_ctx k = {.m = m, .b = {.B = 2, .T = 6, .input_ids = ids, .attention_mask = mask, .labels = lab}};
-    k.c = randv(12, 19, 1);
-    model_loss(&k);
-    mf_k_outputs o;
-    mf_model_set_rng_state(m, 41);
-    REQUIRE(mf_model_forward(m, &k.b, MF_FWD_LOGITS | MF_FWD_VALUES | MF_FWD_TRAIN, &o, &err) == 0);
-    float dv[12];
-    for (int i = 0; i < 12; i++) dv[i] = 0.3f * k.c[i];
-    mf_model_zero_grad(m);
-    REQUIRE(mf_model_backward(m, k.c, dv, &err) == 0);
-    /* the model's loss is far more curved than one op: a smaller step keeps the
-     * O(h^2) truncation error under the tolerance (fp32 noise ~1e-6 |L| / h stays small) */
-    fd_h = 2e-3f;
-    int checked = 0;
-    for (size_t i = 0; i < mf_model_num_params(m); i++) {
-        mf_k_param *p = mf_model_param(m, i);
-        float *g = malloc(p->numel * 4);
-        REQUIRE(g);
-        memcpy(g, p->grad, p->numel * 4);
-        fd_check(p->name, p->data, g, p->numel, model_loss, &k);
-        free(g);
-        checked++;
-    }
-    CHECK(checked > 40);
-    free(k.c);
-    mf_model_free(m);
+    CHECK(fd_check_model(&c, &pc, 0.3f) > 40);
 }

@@ -72,15 +72,6 @@ TEST(test_kernels_adamw_matches_torch_with_clipping_decay_groups_and_cosine_warm
     fx_free(f);
 }
 
-static mf_k_batch fx_batch(fx_file *f)
-{
-    fx_tensor *ids = fx_get(f, "input_ids");
-    REQUIRE(ids);
-    mf_k_batch b = {.B = (int)ids->shape[0], .T = (int)ids->shape[1], .input_ids = ids->data,
-                    .attention_mask = fx_i32(f, "attention_mask"), .labels = fx_i32(f, "labels")};
-    return b;
-}
-
 TEST(test_kernels_freeze_trains_only_last_layer_mlp_and_frozen_weights_stay_bit_identical)
 {
     fx_file *f = fx_load("llama_gqa.safetensors");
@@ -104,7 +95,7 @@ TEST(test_kernels_freeze_trains_only_last_layer_mlp_and_frozen_weights_stay_bit_
         memcpy(before[i], p->data, p->numel * 4);
     }
     CHECK_INT(n_train, 3);
-    mf_k_batch b = fx_batch(f);
+    mf_k_batch b = fx_batch(f).b;
     mf_model_zero_grad(m);
     double loss;
     REQUIRE(mf_model_lm_step(m, &b, 1.0f, &loss, &err) == 0);
@@ -184,7 +175,7 @@ TEST(test_kernels_gradient_accumulation_equals_the_whole_batch)
 TEST(test_kernels_optimizer_state_reload_continues_bit_identically)
 {
     fx_file *f = fx_load("llama_gqa.safetensors");
-    mf_k_batch b = fx_batch(f);
+    mf_k_batch b = fx_batch(f).b;
     mf_k_lora_config lc = {.rank = 4, .alpha = 8, .dropout = 0.1f, .target = MF_MOD_ALL & ~MF_MOD_NORMS, .seed = 5};
     mf_k_adamw_config ac = {.lr = 5e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f,
                             .max_grad_norm = 1.0f, .sched = MF_SCHED_LINEAR, .warmup_steps = 1, .total_steps = 10};

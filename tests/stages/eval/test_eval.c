@@ -72,6 +72,29 @@ static int recording_generate(void *self, const mf_eval_msg *p, size_t n, char *
     return *out ? 0 : MF_ENOMEM;
 }
 
+/* Diagnosis ranking double: a candidate named in self's (keyword, diagnosis) table for a keyword
+ * found in the prompt scores 0, any other -1 - 0.01 per character (so the shortest name wins). */
+static int keyword_scorer(void *self, const mf_eval_msg *p, size_t n, const char *cont, double *sum, long *ntok,
+                          mf_err *err)
+{
+    (void)err;
+    const char *const *t = self;
+    *ntok = (long)utf8_chars(cont);
+    *sum = -1 - 0.01 * (double)*ntok;
+    for (size_t k = 0; t[k]; k += 2)
+        if (strstr(p[n - 1].content, t[k]) && !strcmp(cont, t[k + 1])) *sum = 0;
+    return 0;
+}
+
+/* ppl double: one token per character, nll per token = characters / 2 (so longer texts are harder). */
+static int chars_text_scorer(void *self, const char *text, double *sum, long *ntok, mf_err *err)
+{
+    (void)self, (void)err;
+    *ntok = (long)utf8_chars(text);
+    *sum = -(double)*ntok * ((double)*ntok / 2);
+    return 0;
+}
+
 /* ---- helpers ---- */
 
 static mf_json *read_json(const char *dir, const char *name)
@@ -116,8 +139,8 @@ TEST(test_eval_mcq_loglik_aggregates_accuracy_overall_and_per_category)
     REQUIRE(rc == 0 && s->n == 5);
     CHECK_INT(s->items[4].answer, 1);
     CHECK_CONTAINS(s->items[0].msgs[0].content, "q1\nA. 垂体窝窝\nB. 棘孔\nC. 破裂孔孔\nD. 视神经管\n");
-    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL};
-    mf_eval_opts o = {MF_EVAL_MCQ, 0, 0, 0, 0, 0.1, "tiny", NULL, "toy"};
+    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_MCQ, 0, 0, 0, 0, 0.1, "tiny", NULL, "toy", 0, 0, 0};
     const char *out = mf_test_tmpdir();
     rc = mf_eval_run(&o, s, NULL, &m, NULL, NULL, out, NULL, &err);
     if (rc) mf_test_fail(__FILE__, __LINE__, "%s", err.msg);
@@ -155,8 +178,8 @@ TEST(test_eval_mcq_generate_extracts_letters_and_length_normalize_divides_by_tok
     int rc;
     mf_eval_set *s = load_text(MF_EVAL_MCQ, mcq_set, 0, &err, &rc);
     REQUIRE(rc == 0);
-    mf_eval_model g = {(void *)"我认为答案是B", NULL, fixed_generate, NULL};
-    mf_eval_opts o = {MF_EVAL_MCQ, 1, 0, 0, 0, 0.1, "gen", NULL, ""};
+    mf_eval_model g = {(void *)"我认为答案是B", NULL, fixed_generate, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_MCQ, 1, 0, 0, 0, 0.1, "gen", NULL, "", 0, 0, 0};
     const char *out = mf_test_tmpdir();
     CHECK_OK(mf_eval_run(&o, s, NULL, &g, NULL, NULL, out, NULL, &err));
     mf_json *mj = read_json(out, "metrics.json");
@@ -167,7 +190,7 @@ TEST(test_eval_mcq_generate_extracts_letters_and_length_normalize_divides_by_tok
     CHECK(!mf_json_get(mj, "dataset"));
     mf_json_free(mj);
 
-    mf_eval_model none = {(void *)"我不确定", NULL, fixed_generate, NULL};
+    mf_eval_model none = {(void *)"我不确定", NULL, fixed_generate, NULL, NULL};
     CHECK_OK(mf_eval_run(&o, s, NULL, &none, NULL, NULL, out, NULL, &err));
     mj = read_json(out, "metrics.json");
     REQUIRE(mj);
@@ -176,8 +199,8 @@ TEST(test_eval_mcq_generate_extracts_letters_and_length_normalize_divides_by_tok
     mf_json_free(mj);
 
     /* length_normalize: every option scores -1 per token, so all tie at -1: the first (A) wins. */
-    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL};
-    mf_eval_opts on = {MF_EVAL_MCQ, 0, 1, 0, 0, 0.1, "norm", NULL, ""};
+    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL, NULL};
+    mf_eval_opts on = {MF_EVAL_MCQ, 0, 1, 0, 0, 0.1, "norm", NULL, "", 0, 0, 0};
     CHECK_OK(mf_eval_run(&on, s, NULL, &m, NULL, NULL, out, NULL, &err));
     mj = read_json(out, "metrics.json");
     REQUIRE(mj);
@@ -194,8 +217,8 @@ TEST(test_eval_mcq_k_shot_puts_same_category_examples_first)
     mf_eval_set *s = load_text(MF_EVAL_MCQ, mcq_set, 0, &err, &rc);
     REQUIRE(rc == 0);
     mf_buf seen = MF_BUF_INIT;
-    mf_eval_model g = {&seen, NULL, recording_generate, NULL};
-    mf_eval_opts o = {MF_EVAL_MCQ, 1, 0, 2, 4, 0.1, "k", NULL, ""};
+    mf_eval_model g = {&seen, NULL, recording_generate, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_MCQ, 1, 0, 2, 4, 0.1, "k", NULL, "", 0, 0, 0};
     CHECK_OK(mf_eval_run(&o, s, s, &g, NULL, NULL, mf_test_tmpdir(), NULL, &err));
     /* the last item run is q4 (max_samples 4): its shot is q5 (same category, not itself), then q1 */
     const char *t = mf_buf_cstr(&seen);
@@ -233,8 +256,8 @@ TEST(test_eval_qa_scores_generations_with_text_metrics_and_averages_them)
     CHECK_STR(s->items[2].reference, "建议测量血压");
     CHECK_STR(s->items[1].category, "");
     const char *table[] = {"高血压", "高血压病人可以口服党参。", "三天了", "建议测量血压", NULL};
-    mf_eval_model g = {(void *)table, NULL, lookup_generate, NULL};
-    mf_eval_opts o = {MF_EVAL_DIALOG, 0, 0, 0, 0, 0.1, "sft", NULL, "dlg"};
+    mf_eval_model g = {(void *)table, NULL, lookup_generate, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_DIALOG, 0, 0, 0, 0, 0.1, "sft", NULL, "dlg", 0, 0, 0};
     const char *out = mf_test_tmpdir();
     CHECK_OK(mf_eval_run(&o, s, NULL, &g, NULL, NULL, out, NULL, &err));
     mf_json *mj = read_json(out, "metrics.json");
@@ -268,8 +291,8 @@ TEST(test_eval_diagnosis_counts_exact_and_contains_matches)
               "请根据以下病历信息给出最可能的诊断。\n症状：四肢抽搐、惊厥\n检查：脑电图\n");
     CHECK_CONTAINS(s->items[2].msgs[0].content, "age：40\n");
     const char *table[] = {"抽搐", "癫痫。", "头痛", "考虑偏头痛可能", NULL};
-    mf_eval_model g = {(void *)table, NULL, lookup_generate, NULL};
-    mf_eval_opts o = {MF_EVAL_DIAGNOSIS, 0, 0, 0, 0, 0.1, "sft", NULL, ""};
+    mf_eval_model g = {(void *)table, NULL, lookup_generate, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_DIAGNOSIS, 0, 0, 0, 0, 0.1, "sft", NULL, "", 0, 0, 0};
     const char *out = mf_test_tmpdir();
     CHECK_OK(mf_eval_run(&o, s, NULL, &g, NULL, NULL, out, NULL, &err));
     mf_json *mj = read_json(out, "metrics.json");
@@ -282,6 +305,112 @@ TEST(test_eval_diagnosis_counts_exact_and_contains_matches)
     mf_eval_set_free(s);
 }
 
+static const char *rank_set = "{\"complaint\": \"四肢抽搐\", \"department\": \"神经内科\", \"diagnosis\": \"癫痫\"}\n"
+                               "{\"complaint\": \"头痛\", \"department\": \"神经内科\", \"diagnosis\": \"偏头痛\"}\n"
+                               "{\"complaint\": \"月经量多\", \"department\": \"妇科\", \"diagnosis\": \"子宫肌瘤\"}\n"
+                               "{\"complaint\": \"发作性意识丧失\", \"department\": \"神经内科\", \"diagnosis\": \"癫痫\"}\n";
+static const char *rank_table[] = {"抽搐", "癫痫", "头痛", "偏头痛", NULL};
+
+/* Closed set over every distinct diagnosis (3): records 1, 2 by keyword, 4 by the shortest name; record 3
+ * ranks its gold name last. Chance = 1/3 everywhere. */
+TEST(test_eval_diagnosis_rank_scores_every_label_and_reports_chance_per_department)
+{
+    mf_err err;
+    int rc;
+    mf_eval_set *s = load_text(MF_EVAL_DIAGNOSIS, rank_set, 0, &err, &rc);
+    REQUIRE(rc == 0 && s->n == 4);
+    mf_eval_model m = {(void *)rank_table, keyword_scorer, NULL, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_DIAGNOSIS, 0, 0, 0, 0, 0.1, "sft", NULL, "", 1, 0, 42};
+    const char *out = mf_test_tmpdir();
+    CHECK_OK(mf_eval_run(&o, s, NULL, &m, NULL, NULL, out, NULL, &err));
+    mf_json *mj = read_json(out, "metrics.json");
+    REQUIRE(mj);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 0.75, 0, 1e-12);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.chance"), -1), 1.0 / 3, 0, 1e-12);
+    CHECK(mf_json_get_path(mj, "metrics.accuracy_contains") == NULL);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "by_category.神经内科.accuracy"), -1), 1.0, 0, 0);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "by_category.妇科.accuracy"), -1), 0.0, 0, 0);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "by_category.妇科.chance"), -1), 1.0 / 3, 0, 1e-12);
+    mf_json_free(mj);
+    char *preds = NULL;
+    size_t len = 0;
+    char pp[4096];
+    snprintf(pp, sizeof pp, "%s/predictions.jsonl", out);
+    REQUIRE(mf_read_file(pp, &preds, &len, NULL) == 0);
+    /* record 3: 子宫肌瘤 is the longest name, ranked last of 3; the reply is the shortest name */
+    CHECK_CONTAINS(preds, "\"candidates\":3,\"category\":\"妇科\",\"gold_rank\":3");
+    CHECK_CONTAINS(preds, "\"output\":\"癫痫\",\"reference\":\"子宫肌瘤\"");
+    free(preds);
+    mf_eval_set_free(s);
+}
+
+/* n_candidates 2: the gold name + one drawn; chance 1/2; the draw is a function of the seed (same seed, same
+ * file). Accuracy is 3/4 whatever is drawn: the double ranks by keyword, else by the shortest name. */
+TEST(test_eval_diagnosis_rank_draws_candidates_with_the_gold_one_reproducibly)
+{
+    mf_err err;
+    int rc;
+    mf_eval_set *s = load_text(MF_EVAL_DIAGNOSIS, rank_set, 0, &err, &rc);
+    REQUIRE(rc == 0);
+    mf_eval_model m = {(void *)rank_table, keyword_scorer, NULL, NULL, NULL};
+    mf_eval_opts o = {MF_EVAL_DIAGNOSIS, 0, 0, 0, 0, 0.1, "sft", NULL, "", 1, 2, 42};
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/a", mf_test_tmpdir());
+    snprintf(b, sizeof b, "%s/b", mf_test_tmpdir());
+    mf_mkdir_p(a, 0755, NULL);
+    mf_mkdir_p(b, 0755, NULL);
+    CHECK_OK(mf_eval_run(&o, s, NULL, &m, NULL, NULL, a, NULL, &err));
+    CHECK_OK(mf_eval_run(&o, s, NULL, &m, NULL, NULL, b, NULL, &err));
+    mf_json *mj = read_json(a, "metrics.json");
+    REQUIRE(mj);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.accuracy"), -1), 0.75, 0, 1e-12);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.chance"), -1), 0.5, 0, 1e-12);
+    mf_json_free(mj);
+    char pa[4200], pb[4200], *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    snprintf(pa, sizeof pa, "%s/predictions.jsonl", a);
+    snprintf(pb, sizeof pb, "%s/predictions.jsonl", b);
+    REQUIRE(mf_read_file(pa, &x, &nx, NULL) == 0 && mf_read_file(pb, &y, &ny, NULL) == 0);
+    CHECK(nx == ny && !memcmp(x, y, nx));
+    size_t twos = 0;
+    for (const char *p = x; (p = strstr(p, "\"candidates\":2")); p++)
+        twos++;
+    CHECK_INT(twos, 4);
+    free(x);
+    free(y);
+    mf_eval_set_free(s);
+}
+
+/* ppl is token-weighted: loss = (2*1 + 4*2) / 6 nats per token (not the mean of item losses, 1.5). */
+TEST(test_eval_ppl_is_token_weighted_with_bits_per_character)
+{
+    mf_err err;
+    int rc;
+    const char *text = "{\"text\": \"头痛\", \"category\": \"a\"}\n{\"text\": \"发热咳嗽\", \"category\": \"b\"}\n";
+    mf_eval_set *s = load_text(MF_EVAL_PPL, text, 0, &err, &rc);
+    REQUIRE(rc == 0 && s->n == 2);
+    mf_eval_model m = {NULL, NULL, NULL, NULL, chars_text_scorer};
+    mf_eval_opts o = {MF_EVAL_PPL, 0, 0, 0, 0, 0.1, "base", NULL, "held_out", 0, 0, 0};
+    const char *out = mf_test_tmpdir();
+    CHECK_OK(mf_eval_run(&o, s, NULL, &m, NULL, NULL, out, NULL, &err));
+    mf_json *mj = read_json(out, "metrics.json");
+    REQUIRE(mj);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.loss"), -1), 10.0 / 6, 0, 1e-12);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.ppl"), -1), exp(10.0 / 6), 1e-12, 0);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "metrics.bpc"), -1), 10.0 / log(2.0) / 6, 1e-12, 0);
+    CHECK_INT(mf_json_get_int(mj, "tokens", -1), 6);
+    CHECK_NEAR(mf_json_num(mf_json_get_path(mj, "by_category.b.loss"), -1), 2.0, 0, 1e-12);
+    CHECK_INT(mf_json_get_int(mf_json_get_path(mj, "by_category.b"), "n", -1), 1);
+    mf_json_free(mj);
+    /* a record without text is an error naming its line */
+    mf_eval_set *bad = load_text(MF_EVAL_PPL, "{\"text\": \"a\"}\n{\"question\": \"q\"}\n", 0, &err, &rc);
+    CHECK(rc == MF_EINVAL && bad == NULL);
+    char msg[1024];
+    CHECK_CONTAINS(mf_err_str(&err, msg, sizeof msg), ":2:");
+    CHECK_CONTAINS(msg, "expected a non-empty string \"text\"");
+    mf_eval_set_free(s);
+}
+
 TEST(test_eval_pairwise_counts_win_tie_lose_by_reward_margin)
 {
     mf_err err;
@@ -290,10 +419,10 @@ TEST(test_eval_pairwise_counts_win_tie_lose_by_reward_margin)
         "{\"question\": \"q1\", \"answer\": \"r\"}\n{\"question\": \"q2\", \"answer\": \"r\"}\n";
     mf_eval_set *s = load_text(MF_EVAL_PAIRWISE, text, 0, &err, &rc);
     REQUIRE(rc == 0);
-    mf_eval_model a = {(void *)"一个较长的回答", NULL, fixed_generate, NULL};
-    mf_eval_model b = {(void *)"短", NULL, fixed_generate, NULL};
-    mf_eval_model judge = {NULL, NULL, NULL, length_reward};
-    mf_eval_opts o = {MF_EVAL_PAIRWISE, 0, 0, 0, 0, 0.5, "dpo", "sft", ""};
+    mf_eval_model a = {(void *)"一个较长的回答", NULL, fixed_generate, NULL, NULL};
+    mf_eval_model b = {(void *)"短", NULL, fixed_generate, NULL, NULL};
+    mf_eval_model judge = {NULL, NULL, NULL, length_reward, NULL};
+    mf_eval_opts o = {MF_EVAL_PAIRWISE, 0, 0, 0, 0, 0.5, "dpo", "sft", "", 0, 0, 0};
     const char *out = mf_test_tmpdir();
     CHECK_OK(mf_eval_run(&o, s, NULL, &a, &b, &judge, out, NULL, &err));
     mf_json *mj = read_json(out, "metrics.json");
@@ -376,7 +505,7 @@ TEST(test_eval_stage_reads_real_cmmlu_subset_and_its_artifact_feeds_the_report)
     ctx.out_dir = out;
     ctx.progress_fd = -1;
     ctx.err = &err;
-    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL};
+    mf_eval_model m = {NULL, shortest_scorer, NULL, NULL, NULL};
     int rc = mf_eval_run_stage(&ctx, &m, NULL, NULL);
     if (rc) mf_test_fail(__FILE__, __LINE__, "%s", err.msg);
     mf_json_free(params);

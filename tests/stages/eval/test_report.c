@@ -221,3 +221,84 @@ TEST(test_report_loss_chart_thins_long_curves_and_survives_huge_offsets)
     mf_buf_free(&html);
     mf_report_free(r);
 }
+
+/* metrics.jsonl: training lines give the loss points and a series per other metric, validation lines their
+ * own series (loss included), warning lines warnings; rewards/chosen and rewards/rejected share a chart, a
+ * constant kl_coef and lr get none. The markdown shows the last validation values and the warnings. */
+TEST(test_report_curves_keep_validation_series_apart_and_collect_warnings)
+{
+    const char *d = mf_test_tmpdir();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", d);
+    mf_test_write(p, "{\"step\": 1, \"loss\": 0.7, \"lr\": 1e-4, \"kl_coef\": 0.05, \"rewards/chosen\": 0.1, \"rewards/rejected\": -0.1, \"stage\": \"dpo\"}\n"
+                     "{\"step\": 2, \"loss\": 0.6, \"lr\": 1e-4, \"kl_coef\": 0.05, \"rewards/chosen\": 0.2, \"rewards/rejected\": -0.2, \"stage\": \"dpo\"}\n"
+                     "{\"step\": 2, \"loss\": 0.65, \"split\": \"val\", \"rewards/chosen\": 0.15, \"rewards/rejected\": -0.05, \"stage\": \"dpo\"}\n"
+                     "{\"step\": 2, \"warning\": \"something to look at\", \"stage\": \"dpo\"}\n");
+    mf_report *r = NULL;
+    mf_err err;
+    CHECK_OK(mf_report_new(&r, "t", &err));
+    CHECK_OK(mf_report_add_curve_jsonl(r, p, NULL, "x", &err));
+    REQUIRE(r->n_curves == 1);
+    const mf_report_curve *c = &r->curves[0];
+    CHECK_STR(c->label, "dpo");
+    CHECK_INT(c->n, 2); /* the validation line is not a training point */
+    CHECK_NEAR(c->pts[1].loss, 0.6, 0, 0);
+    const mf_report_series *vl = mf_report_curve_val_loss(c);
+    REQUIRE(vl && vl->n == 1);
+    CHECK_NEAR(vl->value[0], 0.65, 0, 0);
+    REQUIRE(c->n_warnings == 1);
+    CHECK_STR(c->warnings[0], "step 2: something to look at");
+    mf_report_chart *ch = NULL;
+    size_t n = 0;
+    CHECK_OK(mf_report_curve_charts(c, &ch, &n));
+    REQUIRE(n == 1); /* rewards: chosen, rejected, chosen (val), rejected (val) */
+    CHECK_STR(ch[0].title, "rewards");
+    CHECK_INT(ch[0].n, 4);
+    CHECK_STR(ch[0].names[2], "chosen (val)");
+    free(ch);
+    mf_buf md = MF_BUF_INIT;
+    CHECK_OK(mf_report_markdown(r, &md, &err));
+    CHECK_CONTAINS(mf_buf_cstr(&md), "| dpo | 2 | 0.7000 | 0.6000 | 0.6000 | val: loss 0.65, rewards/chosen 0.15, rewards/rejected -0.05 |");
+    CHECK_CONTAINS(mf_buf_cstr(&md), "- **dpo** step 2: something to look at");
+    mf_buf html = MF_BUF_INIT;
+    CHECK_OK(mf_report_html(r, &html, &err));
+    CHECK_CONTAINS(mf_buf_cstr(&html), "<div class=\"warnings\" id=\"warnings\">");
+    CHECK_CONTAINS(mf_buf_cstr(&html), "dpo — rewards</figcaption>");
+    CHECK_CONTAINS(mf_buf_cstr(&html), ">validation</text>");
+    mf_buf_free(&md);
+    mf_buf_free(&html);
+    mf_report_free(r);
+}
+
+/* Sample answers are matched by input: an eval whose predictions come in another order still shows its own
+ * answer to each item, and a missing one is a dash. */
+TEST(test_report_sample_answers_are_matched_by_input)
+{
+    const char *d = mf_test_tmpdir();
+    const char *metrics = "{\"task\": \"qa\", \"model\": \"%s\", \"n\": 2, \"metrics\": {\"rouge1\": 10}}";
+    char p[4096], m[512];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/e%d", d, k);
+        mf_mkdir_p(p, 0755, NULL);
+        snprintf(p, sizeof p, "%s/e%d/metrics.json", d, k);
+        snprintf(m, sizeof m, metrics, k ? "b" : "a");
+        mf_test_write(p, m);
+        snprintf(p, sizeof p, "%s/e%d/predictions.jsonl", d, k);
+        mf_test_write(p, k ? "{\"input\": \"q2\", \"output\": \"b2\", \"reference\": \"r2\"}\n"
+                           : "{\"input\": \"q1\", \"output\": \"a1\", \"reference\": \"r1\"}\n"
+                             "{\"input\": \"q2\", \"output\": \"a2\", \"reference\": \"r2\"}\n");
+    }
+    mf_report *r = NULL;
+    mf_err err;
+    CHECK_OK(mf_report_new(&r, "t", &err));
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/e%d", d, k);
+        CHECK_OK(mf_report_add_eval_dir(r, p, &err));
+    }
+    mf_buf md = MF_BUF_INIT;
+    CHECK_OK(mf_report_markdown(r, &md, &err));
+    CHECK_CONTAINS(mf_buf_cstr(&md), "**1.** q1  \nReference: r1\n\n| Model | Answer |\n|:---|:---|\n| a | a1 |\n| b | – |");
+    CHECK_CONTAINS(mf_buf_cstr(&md), "**2.** q2  \nReference: r2\n\n| Model | Answer |\n|:---|:---|\n| a | a2 |\n| b | b2 |");
+    mf_buf_free(&md);
+    mf_report_free(r);
+}

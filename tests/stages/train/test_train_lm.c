@@ -10,6 +10,7 @@
 #include "modelio/model_open.h"
 #include "stages/train/trainer.h"
 #include "stages/kinds/training.h"
+#include "stages/data/dataio.h"
 
 static const char *sft_data(const char *dir, int n)
 {
@@ -62,6 +63,75 @@ TEST(test_train_dcpt_full_loss_falls)
     CHECK(loss[n - 1] < 0.7 * loss[0]);
     CHECK(mf_is_file(tt_path(d, "out/model.safetensors")));
     CHECK(mf_is_file(tt_path(d, "out/tokenizer.json")));
+}
+
+/* dcpt with a `val` input: validation lines (every eval_every steps and at the end) with loss and ppl = exp(loss),
+ * measured on the held-out text only; the validation loss falls as the model learns the shared vocabulary. */
+TEST(test_train_dcpt_validation_loss_and_perplexity_from_the_val_input)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096], src[1024];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    const char *data = text_data(d, 4);
+    snprintf(src, sizeof src, "%s/pretrain/doctor_answers.jsonl", MF_SHARED_DATA);
+    const char *val = dtest_head(src, 6, d, "val6.jsonl"); /* lines 5-6 are held out: cut the first 4 below */
+    char *all = NULL;
+    size_t len = 0;
+    REQUIRE(mf_read_file(val, &all, &len, NULL) == 0);
+    const char *p = all;
+    for (int k = 0; k < 4 && p; k++) p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL;
+    REQUIRE(p && *p);
+    mf_test_write(tt_path(d, "held.jsonl"), p);
+    free(all);
+    int rc = tt_run(msg, sizeof msg, "dcpt",
+                    "{\"finetune\": \"full\", \"block_size\": 64, \"max_steps\": 8, \"eval_every\": 4, \"batch_size\": 4, "
+                    "\"lr\": 0.02, \"lr_scheduler\": \"constant\"}",
+                    tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", data, "val", tt_path(d, "held.jsonl"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double vl[4], ppl[4];
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 1, vl, 4), 2);
+    CHECK_INT(tt_metric(tt_path(d, "out"), "ppl", 1, ppl, 4), 2);
+    CHECK_NEAR(ppl[1], exp(vl[1]), 1e-9, 0);
+    CHECK(vl[1] < vl[0]);
+}
+
+/* val_ratio holds out records by a content hash; the `split` kind chooses parts by a content
+ * hash too. They must not be the same hash: a part that a split made of the records below 0.25
+ * once held no validation record at val_ratio 0.02 (and a part above it all of them). */
+TEST(test_train_val_ratio_holds_out_part_of_a_split_part)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096], src[1024];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    snprintf(src, sizeof src, "%s/pretrain/doctor_answers.jsonl", MF_SHARED_DATA);
+    FILE *in = fopen(src, "rb"), *out = fopen(tt_path(d, "part.jsonl"), "wb");
+    REQUIRE(in && out);
+    char *line = NULL;
+    size_t cap = 0;
+    int kept = 0;
+    ssize_t len;
+    while (kept < 60 && (len = getline(&line, &cap, in)) > 0) { /* the records of a split part [0, 0.25) */
+        mf_json *o = NULL;
+        mf_buf b = MF_BUF_INIT;
+        if (!mf_json_parse(&o, line, (size_t)len, "part", NULL)) mf_json_write(&b, o, MF_JSON_SORTED);
+        if (b.data && mf_split_unit(b.data, b.len) < 0.25) fputs(line, out), kept++;
+        mf_buf_free(&b);
+        mf_json_free(o);
+    }
+    free(line);
+    fclose(in);
+    fclose(out);
+    REQUIRE(kept == 60);
+    int rc = tt_run(msg, sizeof msg, "dcpt",
+                    "{\"finetune\": \"full\", \"block_size\": 64, \"max_steps\": 1, \"batch_size\": 4, \"lr\": 0.001, "
+                    "\"val_ratio\": 0.3}",
+                    tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", tt_path(d, "part.jsonl"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[4];
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 1, loss, 4), 1); /* a validation line: the held-out set is not empty */
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 0, loss, 4), 1); /* and training still had data */
 }
 
 /* sft lora: loss falls by >= 5% (same batch every step), the base weights are bit-identical, the adapter reloads as a model input. */

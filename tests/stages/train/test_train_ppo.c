@@ -46,6 +46,26 @@ TEST(test_train_ppo_clipped_loss_gradients)
     CHECK_NEAR(pg, 0.8, 1e-12, 1e-12);
 }
 
+/* The adaptive KL controller (Ziegler et al. 2019, TRL <= 0.11 AdaptiveKLController.update):
+ *   coef *= 1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon. */
+TEST(test_train_ppo_adaptive_kl_controller_matches_hand_values)
+{
+    CHECK_NEAR(mf_ppo_kl_update(0.2, 9, 6, 10000, 256), 0.2 * (1 + 0.2 * 256 / 10000.0), 1e-15, 0); /* error 0.5 -> 0.2 */
+    CHECK_NEAR(mf_ppo_kl_update(0.2, 3, 6, 10000, 256), 0.2 * (1 - 0.2 * 256 / 10000.0), 1e-15, 0);
+    CHECK_NEAR(mf_ppo_kl_update(0.2, 6.6, 6, 100, 8), 0.2 * (1 + 0.1 * 8 / 100.0), 1e-12, 0);
+    CHECK_NEAR(mf_ppo_kl_update(0.05, 30, 0, 10000, 8), 0.05, 0, 0); /* target 0: fixed */
+}
+
+/* Welford's running mean / M2, against the two-pass values of {1, 2, 4, 7}: mean 3.5, M2 = 21. */
+TEST(test_train_ppo_running_reward_statistics)
+{
+    double st[3] = {0, 0, 0}, xs[4] = {1, 2, 4, 7};
+    for (int k = 0; k < 4; k++) mf_ppo_running_add(st, xs[k]);
+    CHECK_NEAR(st[0], 4, 0, 0);
+    CHECK_NEAR(st[1], 3.5, 1e-15, 0);
+    CHECK_NEAR(st[2], 21, 1e-14, 0);
+}
+
 static const char *write_lines(const char *dir, const char *name, const char *const *lines, int n)
 {
     const char *p = tt_path(dir, name);
@@ -135,10 +155,10 @@ TEST(test_train_ppo_raises_marker_token_preferred_by_reward_model)
     if (rc) printf("    ppo: %s\n", msg);
     REQUIRE(rc == 0);
     double rw[16], kl[16], ent[16];
-    int n = tt_metric(tt_path(d, "ppo"), "reward", 0, rw, 16);
+    int n = tt_metric(tt_path(d, "ppo"), "objective/scores", 0, rw, 16);
     CHECK_INT(n, 12);
-    CHECK_INT(tt_metric(tt_path(d, "ppo"), "kl", 0, kl, 16), 12);
-    CHECK_INT(tt_metric(tt_path(d, "ppo"), "entropy", 0, ent, 16), 12);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "objective/kl", 0, kl, 16), 12);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "objective/entropy", 0, ent, 16), 12);
     CHECK_NEAR(kl[0], 0, 0, 1e-4); /* first rollouts: policy == reference */
     double before = marker_share(tt_path(d, "sft"), 263), after = marker_share(tt_path(d, "ppo"), 263);
     printf("    reward %.3f -> %.3f, share of 的 %.3f -> %.3f\n", rw[0], rw[n - 1], before, after);
@@ -188,6 +208,11 @@ TEST(test_train_ppo_update_matches_trl_fixture)
             CHECK_NEAR(dl / ntok, jat(mf_json_get(p, "dlogp"), r, t), 1e-5, 1e-6);
             CHECK_NEAR(dv / ntok, jat(mf_json_get(p, "dvpred"), r, t), 1e-5, 1e-6);
         }
+    double CF = 0;
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < n[r]; t++)
+            CF += mf_ppo_clipped(jat(mf_json_get(p, "new_logp"), r, t), jat(mf_json_get(p, "old_logp"), r, t), adv[r][t], clip) / ntok;
+    CHECK_NEAR(CF, mf_json_get_num(p, "pg_clipfrac", -1), 0, 1e-12);
     CHECK_NEAR(PG, mf_json_get_num(p, "pg_loss", 0), 1e-5, 1e-6);
     CHECK_NEAR(VF, mf_json_get_num(p, "vf_loss", 0), 1e-5, 1e-6);
     CHECK_NEAR(L, mf_json_get_num(p, "loss", 0), 1e-5, 1e-6);
@@ -206,8 +231,10 @@ TEST(test_train_ppo_resume_matches_uninterrupted_run)
     int rc = tt_run(msg, sizeof msg, "rm", "{\"finetune\": \"full\", \"cutoff_len\": 32, \"max_steps\": 2, \"batch_size\": 4}",
                     tt_path(d, "rm"), NULL, "model", tt_path(d, "base"), "data", pref, NULL);
     REQUIRE(rc == 0);
+    /* adaptive KL and running reward statistics: loop state the checkpoint must carry */
     const char *p = "{\"finetune\": \"lora\", \"max_steps\": 4, \"checkpoint_every\": 2, \"rollout_batch_size\": 2, "
-                    "\"mini_batch_size\": 1, \"ppo_epochs\": 2, \"max_new_tokens\": 4, \"cutoff_len\": 24, \"lr\": 0.01}";
+                    "\"mini_batch_size\": 1, \"ppo_epochs\": 2, \"max_new_tokens\": 4, \"cutoff_len\": 24, \"lr\": 0.01, "
+                    "\"kl_target\": 0.001, \"kl_horizon\": 4, \"reward_norm\": \"running\"}";
     rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "full"), tt_path(d, "w1"), "model", tt_path(d, "base"), "reward",
                 tt_path(d, "rm"), "data", pref, NULL);
     if (rc) printf("    %s\n", msg);
@@ -223,5 +250,101 @@ TEST(test_train_ppo_resume_matches_uninterrupted_run)
     REQUIRE(rc == 0);
     CHECK(tt_same_file(tt_path(d, "full/adapter_model.safetensors"), tt_path(d, "resumed/adapter_model.safetensors")));
     double a[8];
-    CHECK_INT(tt_metric(tt_path(d, "resumed"), "reward", 0, a, 8), 4);
+    CHECK_INT(tt_metric(tt_path(d, "resumed"), "objective/scores", 0, a, 8), 4);
+    CHECK(tt_same_file(tt_path(d, "full/metrics.jsonl"), tt_path(d, "resumed/metrics.jsonl")));
+    double k[8];
+    CHECK_INT(tt_metric(tt_path(d, "resumed"), "kl_coef", 0, k, 8), 4);
+    CHECK(k[3] != k[0]); /* the controller moved the coefficient */
+}
+
+/* A tiny model, a reward model on 8 pairs (reward_stats.json from its 4 validation pairs) and the pairs'
+ * prompts, in d: base/, rm/, pref.jsonl. */
+static void small_rm(const char *d)
+{
+    char msg[4096];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    char src[1024];
+    snprintf(src, sizeof src, "%s/preference/mismatched_answer_pairs.jsonl", MF_SHARED_DATA);
+    const char *pref = dtest_head(src, 8, d, "pref.jsonl");
+    int rc = tt_run(msg, sizeof msg, "rm",
+                    "{\"finetune\": \"full\", \"cutoff_len\": 32, \"max_steps\": 2, \"batch_size\": 4, \"val_ratio\": 0.5, "
+                    "\"min_accuracy\": 0}",
+                    tt_path(d, "rm"), NULL, "model", tt_path(d, "base"), "data", pref, NULL);
+    if (rc) printf("    rm: %s\n", msg);
+    REQUIRE(rc == 0);
+}
+
+/* The reward model reads a response cut at max_new_tokens closed with EOS, as the answers it was trained
+ * on: the logged score of an unclosed rollout is the RM's value of prompt + response + EOS, not of the
+ * unclosed sequence (which is what PPO used to score, out of the RM's distribution). With reward_norm rm
+ * the normalised score is (score - mean) / std of reward_stats.json. */
+TEST(test_train_ppo_reward_model_reads_responses_closed_with_eos)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    small_rm(d);
+    int rc = tt_run(msg, sizeof msg, "ppo",
+                    "{\"finetune\": \"lora\", \"max_steps\": 1, \"rollout_batch_size\": 4, \"mini_batch_size\": 2, "
+                    "\"ppo_epochs\": 1, \"max_new_tokens\": 3, \"cutoff_len\": 24, \"lr\": 0.01, \"reward_clip\": 0}",
+                    tt_path(d, "ppo"), NULL, "model", tt_path(d, "base"), "reward", tt_path(d, "rm"), "data",
+                    tt_path(d, "pref.jsonl"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    char *roll = dtest_out(tt_path(d, "ppo"), "rollouts.jsonl");
+    REQUIRE(roll);
+    mf_json *r = NULL;
+    mf_err err;
+    REQUIRE(mf_json_parse(&r, roll, strcspn(roll, "\n"), "rollouts", &err) == 0);
+    free(roll);
+    mf_modelio_input rm;
+    REQUIRE(mf_modelio_open(&rm, tt_path(d, "rm"), NULL, 0, NULL, 0, &err) == 0);
+    const mf_json *ids = mf_json_get(r, "ids");
+    REQUIRE(ids && ids->n > 0 && ids->n < 60);
+    int32_t seq[64];
+    int n = (int)ids->n;
+    for (int k = 0; k < n; k++) seq[k] = (int32_t)mf_json_int(ids->items[k], 0);
+    CHECK(!mf_json_bool(mf_json_get(r, "eos"), 1)); /* 3 new tokens: cut */
+    seq[n] = mf_tok_eos_id(rm.tok);
+    mf_k_batch closed = {1, n + 1, seq, NULL, NULL}, open = {1, n, seq, NULL, NULL};
+    mf_k_outputs o;
+    REQUIRE(mf_model_forward(rm.model, &closed, MF_FWD_VALUES, &o, &err) == 0);
+    double with_eos = o.reward[0];
+    REQUIRE(mf_model_forward(rm.model, &open, MF_FWD_VALUES, &o, &err) == 0);
+    CHECK_NEAR(mf_json_get_num(r, "score", NAN), with_eos, 1e-5, 1e-5);
+    CHECK(fabs(o.reward[0] - with_eos) > 1e-4);
+    mf_json *st = NULL;
+    REQUIRE(mf_json_parse_file(&st, tt_path(d, "rm/reward_stats.json"), &err) == 0);
+    double sc[2], sn[2];
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "objective/scores", 0, sc, 2), 1);
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "objective/scores_normalized", 0, sn, 2), 1);
+    CHECK_NEAR(sn[0], (sc[0] - mf_json_get_num(st, "mean", 0)) / mf_json_get_num(st, "std", 1), 1e-6, 1e-6);
+    mf_json_free(st);
+    mf_json_free(r);
+    mf_modelio_input_free(&rm);
+}
+
+/* A collapsed policy is a warning (once) in metrics.jsonl, with what the rollouts answered; here the
+ * entropy threshold is set above any entropy the tiny model has, so it always fires. */
+TEST(test_train_ppo_warns_once_of_a_collapsed_policy)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096];
+    small_rm(d);
+    int rc = tt_run(msg, sizeof msg, "ppo",
+                    "{\"finetune\": \"lora\", \"max_steps\": 2, \"rollout_batch_size\": 4, \"mini_batch_size\": 2, "
+                    "\"ppo_epochs\": 1, \"max_new_tokens\": 3, \"cutoff_len\": 24, \"collapse_entropy\": 100}",
+                    tt_path(d, "ppo"), NULL, "model", tt_path(d, "base"), "reward", tt_path(d, "rm"), "data",
+                    tt_path(d, "pref.jsonl"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    char *m = dtest_out(tt_path(d, "ppo"), "metrics.jsonl");
+    REQUIRE(m);
+    const char *w = strstr(m, "\"warning\":\"policy collapse at iteration 1:");
+    CHECK(w != NULL);
+    CHECK(w && !strstr(w + 40, "policy collapse")); /* once */
+    CHECK_CONTAINS(m, "rollouts answered");
+    double ds[4];
+    CHECK_INT(tt_metric(tt_path(d, "ppo"), "response/distinct_share", 0, ds, 4), 2);
+    CHECK(ds[0] > 0 && ds[0] <= 1);
+    free(m);
 }
