@@ -220,6 +220,17 @@ int mf_cmd_show(int argc, char **argv)
 
 /* ---------------- lineage ---------------- */
 
+/* The run and stage that produced the digest ds: 0; MF_EINVAL or MF_ENOTFOUND for a source (no digest,
+ * or no stage produced it); another code when the ledger cannot be read. */
+static int producer_of(mf_ledger *l, const char *ds, mf_ledger_run **pr, char **ps, mf_err *err)
+{
+    mf_digest d;
+    if (!ds) return MF_ENOTFOUND;
+    int rc = mf_digest_parse(&d, ds, err);
+    if (rc) return rc;
+    return mf_ledger_producer(l, &d, pr, ps, err);
+}
+
 /* Prints the tree; the first error that is not "no stage produced it" (a
  * damaged ledger) goes to *bad, so lineage never calls a lost producer a source. */
 static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage, const char *slot, mf_buf *prefix,
@@ -248,13 +259,11 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
             const mf_json *item = list ? in->items[i]->items[j] : in->items[i];
             int is_last = ++seen == total;
             const char *ds = mf_ledger_digest_of(item);
-            mf_digest d;
             mf_err err;
             mf_ledger_run *pr = NULL;
             char *ps = NULL;
-            int rc = ds ? mf_digest_parse(&d, ds, &err) : MF_ENOTFOUND;
-            if (!rc) rc = mf_ledger_producer(l, &d, &pr, &ps, &err);
-            if (!rc) {
+            int rc = producer_of(l, ds, &pr, &ps, &err);
+            if (rc == 0) {
                 lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1, bad);
             } else if (rc != MF_ENOTFOUND && rc != MF_EINVAL) {
                 printf("%s%s%s: %s  (its producer cannot be read)\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ",
