@@ -28,7 +28,7 @@ Q := $(if $(filter 1,$(V)),,@)
 CFG := $(notdir $(firstword $(CC)))$(if $(filter 1,$(SAN)),-san)$(if $(filter 1,$(CUDA)),-cuda)
 BUILD := build/$(CFG)
 
-PKGS := yaml-0.1 libarchive libgit2 libcrypto openblas
+PKGS := yaml-0.1 libarchive libgit2 libcrypto openblas libprotobuf-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -40,7 +40,7 @@ ifeq ($(findstring clang,$(CC)),)
 WARN += -Wno-format-truncation
 endif
 CFLAGS_BASE := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 \
-	-O2 -g -fopenmp $(WARN) -I. $(PKG_CFLAGS) -MMD -MP \
+	-O2 -g -fopenmp $(WARN) -I. -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP \
 	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
 LDLIBS_BASE := $(PKG_LIBS) -lzstd -fopenmp -lm -lpthread
 
@@ -69,6 +69,12 @@ endif
 LIB_DIRS := common artifacts kernels tokenizer modelio stages engine
 LIB_SRCS := $(filter-out engine/main.c,$(shell find $(LIB_DIRS) -name '*.c' -not -path 'kernels/cuda/*' 2>/dev/null | sort))
 LIB_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
+# Protocol buffer schemas compiled by protoc-c at build time into $(BUILD)/gen/ (the
+# SentencePiece model format: tokenizer/sentencepiece_model.proto).
+PROTOS := $(shell find $(LIB_DIRS) -name '*.proto' 2>/dev/null | sort)
+PROTO_HDRS := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.h,$(PROTOS))
+PROTO_OBJS := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.o,$(PROTOS))
+LIB_OBJS += $(PROTO_OBJS)
 TEST_SRCS := $(shell find tests -name '*.c' -not -path 'tests/fuzz/*' -not -path 'tests/bench/*' -not -path 'tests/cuda/*' 2>/dev/null | sort)
 TEST_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
@@ -95,6 +101,18 @@ $(BUILD)/medflow: $(BUILD)/engine/main.o $(BUILD)/libmedflow.a
 medflow: $(BUILD)/medflow
 	$(Q)cp $< $@.tmp && mv -f $@.tmp $@
 	@echo "built ./medflow ($(CFG))"
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: %.proto
+	@mkdir -p $(BUILD)/gen
+	@echo "  PROTOC-C $<"
+	$(Q)protoc-c --proto_path=. --c_out=$(BUILD)/gen $<
+
+$(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	@echo "  CC $<"
+	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS) -c $< -o $@
+
+# sources that include a generated header wait for it (the first build has no .d files yet)
+$(LIB_OBJS) $(TEST_OBJS) $(BUILD)/engine/main.o: | $(PROTO_HDRS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -131,18 +149,27 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
 		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
-		python3 chromium fonts-wqy-zenhei
+		python3 chromium fonts-wqy-zenhei libprotobuf-c-dev protobuf-c-compiler
 
 # ---- fuzzing (clang + libFuzzer) ----
 FUZZ_BUILD := build/fuzz
-FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -g -O1 -I. \
+FUZZ_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 -g -O1 -I. -I$(FUZZ_BUILD)/gen \
 	$(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
 	-DMF_VERSION='"$(VERSION)"' -DMF_GIT_REV='"$(GIT_REV)"'
-FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRCS))
+FUZZ_LIB_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRCS)) $(patsubst %.proto,$(FUZZ_BUILD)/gen/%.pb-c.o,$(PROTOS))
+FUZZ_PROTO_HDRS := $(patsubst %.proto,$(FUZZ_BUILD)/gen/%.pb-c.h,$(PROTOS))
+$(FUZZ_LIB_OBJS): | $(FUZZ_PROTO_HDRS)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(Q)clang $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/gen/%.pb-c.c $(FUZZ_BUILD)/gen/%.pb-c.h: %.proto
+	@mkdir -p $(FUZZ_BUILD)/gen
+	$(Q)protoc-c --proto_path=. --c_out=$(FUZZ_BUILD)/gen $<
+
+$(FUZZ_BUILD)/gen/%.pb-c.o: $(FUZZ_BUILD)/gen/%.pb-c.c
 	$(Q)clang $(FUZZ_CFLAGS) -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS)

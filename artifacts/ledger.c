@@ -33,6 +33,18 @@ int mf_ledger_i_git_fail(mf_err *err, const char *what)
     return mf_err_set(err, MF_EIO, "ledger: %s: %s", what, e && e->message ? e->message : "libgit2 error");
 }
 
+int mf_ledger_i_damaged(mf_err *err, const char *what)
+{
+    const git_error *e = git_error_last();
+    return mf_err_set(err, MF_ECORRUPT, "the ledger is damaged: %s: %s", what,
+                      e && e->message ? e->message : "unreadable object");
+}
+
+int mf_ledger_i_iter_end(mf_err *err, int git_rc, const char *what)
+{
+    return git_rc == GIT_ITEROVER ? 0 : mf_ledger_i_damaged(err, what);
+}
+
 void mf_ledger_free(mf_ledger *l)
 {
     if (!l) return;
@@ -63,6 +75,15 @@ int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
             rc = mf_ledger_i_git_fail(err, l->dir);
     }
     if (rc) { mf_ledger_free(l); return rc; }
+    /* A bare repository keeps no reflog by default; the ledger wants one: it
+     * lists every earlier tip of a branch, a way back after damage. */
+    git_config *cfg = NULL;
+    if (git_repository_config(&cfg, l->repo) == 0) {
+        int on = 0;
+        if (git_config_get_bool(&on, cfg, "core.logAllRefUpdates") < 0 || !on)
+            git_config_set_bool(cfg, "core.logAllRefUpdates", 1); /* best effort: only a way back */
+        git_config_free(cfg);
+    }
     *out = l;
     return 0;
 }
@@ -344,9 +365,11 @@ static int read_blob_path(mf_ledger *l, git_tree *tree, const char *path, char *
     git_tree_entry *e = NULL;
     git_blob *b = NULL;
     *text = NULL;
-    if (git_tree_entry_bypath(&e, tree, path) < 0) return mf_err_set(err, MF_ENOTFOUND, "ledger: no %s in run", path);
+    int r = git_tree_entry_bypath(&e, tree, path);
+    if (r == GIT_ENOTFOUND) return mf_err_set(err, MF_ENOTFOUND, "ledger: no %s in run", path);
+    if (r < 0) return mf_ledger_i_damaged(err, path); /* a tree on the way cannot be read */
     int rc = 0;
-    if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) rc = mf_ledger_i_git_fail(err, path);
+    if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) rc = mf_ledger_i_damaged(err, path);
     else {
         size_t n = (size_t)git_blob_rawsize(b);
         char *t = malloc(n + 1);
@@ -371,15 +394,23 @@ static int read_stage_manifests(mf_ledger *l, git_tree *tree, mf_json *stages, m
     char *text = NULL;
     size_t len = 0;
     int rc = 0;
-    if (git_tree_entry_bypath(&se, tree, "stages") != 0) goto out;
-    if (git_tree_lookup(&st, l->repo, git_tree_entry_id(se)) != 0) goto out;
+    int r = git_tree_entry_bypath(&se, tree, "stages");
+    if (r == GIT_ENOTFOUND) goto out; /* a run without stages */
+    if (r < 0 || git_tree_lookup(&st, l->repo, git_tree_entry_id(se)) != 0) {
+        rc = mf_ledger_i_damaged(err, "stages/");
+        goto out;
+    }
     for (size_t i = 0; i < git_tree_entrycount(st); i++) {
         const char *name = git_tree_entry_name(git_tree_entry_byindex(st, i));
         char path[1024];
         snprintf(path, sizeof path, "stages/%s/manifest.json", name);
         mf_json *m = NULL;
         if ((rc = read_blob_path(l, tree, path, &text, &len, err)) != 0) goto out;
-        if ((rc = mf_json_parse(&m, text, len, path, err)) != 0) goto out;
+        if ((rc = mf_json_parse(&m, text, len, path, err)) != 0) {
+            mf_err_wrap(err, "the ledger is damaged");
+            rc = err->code = MF_ECORRUPT;
+            goto out;
+        }
         free(text);
         text = NULL;
         mf_json_set(stages, name, m);
@@ -403,7 +434,9 @@ int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **ou
     size_t len = 0;
     git_oid_tostr(r->id, sizeof r->id, oid);
     if (git_commit_lookup(&c, l->repo, oid) < 0 || git_commit_tree(&tree, c) < 0) {
-        rc = mf_ledger_i_git_fail(err, r->id);
+        char what[80];
+        snprintf(what, sizeof what, "commit %.12s", r->id);
+        rc = mf_ledger_i_damaged(err, what);
         goto out;
     }
     if (read_commit_trailers(c, &r->graph, &r->number) < 0) {
@@ -412,13 +445,19 @@ int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **ou
     }
     r->time = (int64_t)git_commit_time(c);
     if ((rc = read_blob_path(l, tree, "run.json", &text, &len, err))) goto out;
-    if ((rc = mf_json_parse(&r->run, text, len, "run.json", err))) goto out;
+    if ((rc = mf_json_parse(&r->run, text, len, "run.json", err))) {
+        mf_err_wrap(err, "the ledger is damaged: run %.12s", r->id);
+        rc = err->code = MF_ECORRUPT;
+        goto out;
+    }
     free(text);
     text = NULL;
-    if (read_blob_path(l, tree, "graph.yaml", &r->graph_text, NULL, err)) {
+    if ((rc = read_blob_path(l, tree, "graph.yaml", &r->graph_text, NULL, err)) == MF_ENOTFOUND) {
         mf_err_clear(err);
+        rc = 0;
         r->graph_text = strdup("");
     }
+    if (rc) goto out;
     r->stages = mf_json_new_object();
     if (!r->stages) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
     rc = read_stage_manifests(l, tree, r->stages, err);
@@ -459,7 +498,8 @@ int mf_ledger_i_branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
     size_t cap = 0;
     char **v = NULL;
     int rc = 0;
-    while (git_branch_next(&ref, &type, it) == 0) {
+    int r;
+    while ((r = git_branch_next(&ref, &type, it)) == 0) {
         const char *name = NULL;
         git_branch_name(&name, ref);
         if (*n == cap) {
@@ -475,6 +515,7 @@ int mf_ledger_i_branches(mf_ledger *l, char ***out, size_t *n, mf_err *err)
         v[(*n)++] = strdup(name ? name : "");
         git_reference_free(ref);
     }
+    rc = mf_ledger_i_iter_end(err, r, "cannot list the branches");
 out:
     git_branch_iterator_free(it);
     *out = v;
@@ -516,12 +557,15 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         char refname[300];
         snprintf(refname, sizeof refname, "refs/heads/%s", br[i]);
         git_oid oid;
-        if (git_reference_name_to_id(&oid, l->repo, refname) < 0) {
-            if (graph) {
-                rc = mf_err_set(err, MF_ENOTFOUND, "ledger: no runs of graph '%s'", graph);
-                goto out;
-            }
-            continue;
+        int gr = git_reference_name_to_id(&oid, l->repo, refname);
+        if (gr == GIT_ENOTFOUND && graph) {
+            rc = mf_err_set(err, MF_ENOTFOUND, "ledger: no runs of graph '%s'", graph);
+            goto out;
+        }
+        if (gr == GIT_ENOTFOUND) continue; /* removed since it was listed */
+        if (gr < 0) {
+            rc = mf_ledger_i_damaged(err, refname);
+            goto out;
         }
         /* first-parent chain */
         for (;;) {
@@ -547,7 +591,9 @@ int mf_ledger_list(mf_ledger *l, const char *graph, mf_ledger_run ***runs, size_
         parent:;
             git_commit *c = NULL;
             if (git_commit_lookup(&c, l->repo, &oid) < 0) {
-                rc = mf_ledger_i_git_fail(err, "walk");
+                char what[80], hex[41];
+                snprintf(what, sizeof what, "commit %.12s on %s", git_oid_tostr(hex, sizeof hex, &oid), refname);
+                rc = mf_ledger_i_damaged(err, what);
                 goto out;
             }
             int more = git_commit_parentcount(c) > 0;
@@ -605,14 +651,17 @@ int mf_ledger_load(mf_ledger *l, const char *spec, mf_ledger_run **out, mf_err *
     char refname[300];
     snprintf(refname, sizeof refname, "refs/heads/%s", graph);
     git_oid oid;
-    if (git_reference_name_to_id(&oid, l->repo, refname) == 0) return mf_ledger_i_load_commit(l, &oid, out, err);
+    int r = git_reference_name_to_id(&oid, l->repo, refname);
+    if (r == 0) return mf_ledger_i_load_commit(l, &oid, out, err);
+    if (r != GIT_ENOTFOUND && r != GIT_EINVALIDSPEC) return mf_ledger_i_damaged(err, refname);
     /* a commit id prefix */
     size_t len = strlen(spec);
     if (len >= 4 && len <= 40 && is_hex(spec)) {
         git_object *obj = NULL;
         if (git_oid_fromstrn(&oid, spec, len) == 0) {
-            int r = git_object_lookup_prefix(&obj, l->repo, &oid, len, GIT_OBJECT_COMMIT);
+            r = git_object_lookup_prefix(&obj, l->repo, &oid, len, GIT_OBJECT_COMMIT);
             if (r == GIT_EAMBIGUOUS) return mf_err_set(err, MF_EINVAL, "run '%s' is ambiguous: give more digits", spec);
+            if (r < 0 && r != GIT_ENOTFOUND) return mf_ledger_i_damaged(err, spec);
             if (r == 0) {
                 git_oid id;
                 git_oid_cpy(&id, git_object_id(obj));

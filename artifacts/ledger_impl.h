@@ -20,6 +20,12 @@ struct mf_ledger {
 
 /* "ledger: what: <libgit2 message>" as MF_EIO. */
 int mf_ledger_i_git_fail(mf_err *err, const char *what);
+/* An object a ref or a tree names cannot be read (bad zlib stream, hash
+ * mismatch, missing, unparsable): "the ledger is damaged: what: <libgit2
+ * message>" as MF_ECORRUPT. Readers never mistake damage for absence. */
+int mf_ledger_i_damaged(mf_err *err, const char *what);
+/* The end of a libgit2 iteration: 0 for GIT_ITEROVER, else damage. */
+int mf_ledger_i_iter_end(mf_err *err, int git_rc, const char *what);
 /* Load one commit as a run; MF_ENOTFOUND if it is not a medflow run. */
 int mf_ledger_i_load_commit(mf_ledger *l, const git_oid *oid, mf_ledger_run **out, mf_err *err);
 /* Local branch names (malloc'd array of malloc'd strings). */

@@ -101,17 +101,27 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
     git_revwalk *w = NULL;
     if (git_revwalk_new(&w, l->repo) < 0) return mf_ledger_i_git_fail(err, "revwalk");
     git_revwalk_sorting(w, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME | GIT_SORT_REVERSE);
-    git_revwalk_push_glob(w, "refs/heads/*");
     mf_buf b = MF_BUF_INIT;
     char tips[80];
     tips_line(l, tips);
     mf_buf_printf(&b, "%s\n", tips);
     git_oid oid;
-    int rc = 0;
-    while (git_revwalk_next(&oid, w) == 0) {
+    int rc = 0, wr;
+    if (git_revwalk_push_glob(w, "refs/heads/*") < 0) {
+        git_revwalk_free(w);
+        mf_buf_free(&b);
+        return mf_ledger_i_damaged(err, "cannot walk the branches");
+    }
+    while ((wr = git_revwalk_next(&oid, w)) == 0) {
         mf_ledger_run *r = NULL;
         mf_err e;
-        if (mf_ledger_i_load_commit(l, &oid, &r, &e)) continue;
+        int lr = mf_ledger_i_load_commit(l, &oid, &r, &e);
+        if (lr == MF_ENOTFOUND) continue; /* a commit made by hand */
+        if (lr) { /* damage: an index without it would send lineage to the wrong run */
+            *err = e;
+            rc = lr;
+            break;
+        }
         for (size_t i = 0; i < r->stages->n; i++) {
             const char *d = mf_ledger_digest_of(mf_json_get(r->stages->items[i], "output"));
             mf_digest dg;
@@ -122,6 +132,11 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
         mf_ledger_run_free(r);
     }
     git_revwalk_free(w);
+    if (!rc) rc = mf_ledger_i_iter_end(err, wr, "cannot walk the runs");
+    if (rc) {
+        mf_buf_free(&b);
+        return rc;
+    }
     if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     else rc = mf_write_file_atomic(l->idx, b.data ? b.data : "", b.len, 0644, err);
     mf_buf_free(&b);
@@ -227,28 +242,30 @@ static int scan_digests(dset *s, const char *text, size_t len)
     return 0;
 }
 
-static int scan_tree(mf_ledger *l, git_tree *tree, dset *s)
+/* Every digest in the .json blobs under tree. A tree or blob that cannot be
+ * read is damage, and an error: gc must never decide from a partial view. */
+static int scan_tree(mf_ledger *l, git_tree *tree, dset *s, mf_err *err)
 {
     for (size_t i = 0; i < git_tree_entrycount(tree); i++) {
         const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+        int rc = 0;
         if (git_tree_entry_type(e) == GIT_OBJECT_TREE) {
             git_tree *sub = NULL;
-            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) == 0) {
-                int r = scan_tree(l, sub, s);
-                git_tree_free(sub);
-                if (r) return r;
-            }
+            if (git_tree_lookup(&sub, l->repo, git_tree_entry_id(e)) < 0)
+                return mf_ledger_i_damaged(err, git_tree_entry_name(e));
+            rc = scan_tree(l, sub, s, err);
+            git_tree_free(sub);
         } else if (git_tree_entry_type(e) == GIT_OBJECT_BLOB) {
             const char *nm = git_tree_entry_name(e);
             size_t nl = strlen(nm);
-            if (nl < 5 || strcmp(nm + nl - 5, ".json")) continue; /* graph.yaml holds no artifact */
-            git_blob *b = NULL;
-            if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) == 0) {
-                int r = scan_digests(s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b));
-                git_blob_free(b);
-                if (r) return r;
-            }
+            git_blob *b = NULL; /* read even when not scanned (graph.yaml): gc refuses a damaged ledger */
+            if (git_blob_lookup(&b, l->repo, git_tree_entry_id(e)) < 0) return mf_ledger_i_damaged(err, nm);
+            if (nl >= 5 && !strcmp(nm + nl - 5, ".json") &&
+                scan_digests(s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b)))
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            git_blob_free(b);
         }
+        if (rc) return rc;
     }
     return 0;
 }
@@ -268,33 +285,40 @@ int mf_ledger_reachable(mf_ledger *l, mf_digest **out, size_t *n, mf_err *err)
         goto out;
     }
     git_reference *ref;
-    while (git_reference_next(&ref, it) == 0) {
+    int r;
+    while ((r = git_reference_next(&ref, it)) == 0) {
         git_object *obj = NULL;
-        if (git_reference_peel(&obj, ref, GIT_OBJECT_ANY) == 0) {
-            if (git_object_type(obj) == GIT_OBJECT_COMMIT) git_revwalk_push(w, git_object_id(obj));
-            else if (git_object_type(obj) == GIT_OBJECT_BLOB) {
-                git_blob *b = (git_blob *)obj;
-                if (scan_digests(&s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b))) rc = -1;
-            }
-            git_object_free(obj);
+        if (git_reference_peel(&obj, ref, GIT_OBJECT_ANY) < 0) {
+            rc = mf_ledger_i_damaged(err, git_reference_name(ref));
+        } else if (git_object_type(obj) == GIT_OBJECT_COMMIT) {
+            if (git_revwalk_push(w, git_object_id(obj)) < 0) rc = mf_ledger_i_damaged(err, git_reference_name(ref));
+        } else if (git_object_type(obj) == GIT_OBJECT_BLOB) {
+            git_blob *b = (git_blob *)obj;
+            if (scan_digests(&s, git_blob_rawcontent(b), (size_t)git_blob_rawsize(b)))
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
         }
+        git_object_free(obj);
         git_reference_free(ref);
-        if (rc) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+        if (rc) goto out;
     }
+    if ((rc = mf_ledger_i_iter_end(err, r, "cannot list the refs"))) goto out;
     git_oid oid;
-    while (git_revwalk_next(&oid, w) == 0) {
+    while ((r = git_revwalk_next(&oid, w)) == 0) {
         git_commit *c = NULL;
         git_tree *t = NULL;
         if (git_commit_lookup(&c, l->repo, &oid) < 0 || git_commit_tree(&t, c) < 0) {
+            char what[80], hex[41];
+            snprintf(what, sizeof what, "commit %.12s", git_oid_tostr(hex, sizeof hex, &oid));
             git_commit_free(c);
-            rc = mf_ledger_i_git_fail(err, "cannot read a ledger commit");
+            rc = mf_ledger_i_damaged(err, what);
             goto out;
         }
-        int r = scan_tree(l, t, &s);
+        rc = scan_tree(l, t, &s, err);
         git_tree_free(t);
         git_commit_free(c);
-        if (r) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+        if (rc) goto out;
     }
+    if ((rc = mf_ledger_i_iter_end(err, r, "cannot walk the runs"))) goto out;
     if (s.n > 1) qsort(s.v, s.n, sizeof *s.v, cmp_digest);
     size_t k = 0;
     for (size_t i = 0; i < s.n; i++)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "artifacts/archive.h"
+#include "artifacts/store_impl.h"
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/json.h"
@@ -29,9 +30,19 @@ struct mf_store {
     int exclusive;     /* this handle holds the writer lock */
     int shared_depth;  /* nesting of internal shared-lock sections */
     int level, threads;
+    mf_statcache *statcache; /* source.c's, created on first use */
 };
 
 const char *mf_store_dir(const mf_store *s) { return s->dir; }
+
+mf_statcache *mf_store_i_statcache(mf_store *s)
+{
+    mf_err e;
+    if (!s->statcache && mf_statcache_new(&s->statcache, s->dir, &e)) return NULL;
+    return s->statcache;
+}
+
+int mf_source_cache_flush(mf_store *s, mf_err *err) { return mf_statcache_flush(s->statcache, err); }
 
 void mf_store_set_compression(mf_store *s, int level, int threads)
 {
@@ -42,6 +53,9 @@ void mf_store_set_compression(mf_store *s, int level, int threads)
 void mf_store_free(mf_store *s)
 {
     if (!s) return;
+    mf_err e;
+    mf_statcache_flush(s->statcache, &e); /* best effort: it is only a cache */
+    mf_statcache_free(s->statcache);
     if (s->lock_fd >= 0) close(s->lock_fd);
     free(s->dir);
     free(s->objects);
@@ -285,7 +299,10 @@ static int put_tree(mf_store *s, mf_tree *t, const char *refs_json, mf_digest *d
     dst = mf_store_object_path(s, digest);
     refpath = obj_path(s, digest, ".refs");
     if (!dst || !refpath) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
-    if (mf_is_file(dst)) goto out; /* already there: identical content by construction */
+    /* An object already there is replaced all the same: same tree by
+     * construction, and if the stored copy was damaged, this heals it (a
+     * recomputed output must not keep a bad object alive). The rename is
+     * atomic, so a reader sees the old file or the new one. */
     /* The refs file goes first: an object is never visible without it. */
     if (refs.len && (rc = mf_write_file_atomic(refpath, refs.data, refs.len, 0444, err))) goto out;
     if (rename(tmp, dst) < 0) { rc = mf_err_errno(err, MF_EIO, "cannot publish %s", dst); goto out; }
@@ -490,10 +507,14 @@ int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **r
         rc = mf_err_set(err, MF_ENOTFOUND, "no action-cache entry for key %s", mf_digest_str(key, ks));
         goto out;
     }
+    if (rc && rc != MF_ENOMEM && rc != MF_EIO) { /* unreadable JSON: a damaged entry, not the caller's input */
+        char why[1024];
+        rc = mf_err_set(err, MF_ECORRUPT, "action-cache entry %s is damaged (%s)", p, mf_err_str(err, why, sizeof why));
+    }
     if (rc) goto out;
     const char *d = mf_json_get_str(j, "digest", NULL);
     if (!d || mf_digest_parse(out, d, err)) {
-        rc = mf_err_set(err, MF_ECORRUPT, "%s: malformed action-cache entry", p);
+        rc = mf_err_set(err, MF_ECORRUPT, "action-cache entry %s is damaged (no \"digest\": \"sha256:...\")", p);
         goto out;
     }
     if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");

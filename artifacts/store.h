@@ -63,8 +63,9 @@ int mf_store_tmpdir(mf_store *s, const char *label, char **out, mf_err *err);
 
 /* Archive a finished output directory into the store. The directory must hold
  * only regular files and directories. *digest gets its tree digest; *bytes
- * (may be NULL) the archive size. Putting an existing digest is a cheap no-op
- * apart from reading the files. */
+ * (may be NULL) the archive size. Putting an existing digest writes the
+ * archive again and atomically replaces the stored one, which heals a damaged
+ * object (its materialised tree is left alone: materialise checks it). */
 int mf_store_put_dir(mf_store *s, const char *dir, mf_digest *digest, uint64_t *bytes, mf_err *err);
 /* After mf_store_put_dir(s, dir, &d, ...) of a finished output directory in
  * tmp/: make dir the materialised tree of d (read-only, renamed to
@@ -88,8 +89,9 @@ int mf_store_materialize(mf_store *s, const mf_digest *d, char **path, mf_err *e
 /* Digests an object's refs.json names (from objects/<hex>.refs). */
 int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, mf_err *err);
 
-/* Action cache. key_get: MF_ENOTFOUND on a miss; *run_id (may be NULL) gets a
- * malloc'd copy of the recorded run id ("" if none). */
+/* Action cache. key_get: MF_ENOTFOUND on a miss, MF_ECORRUPT for a damaged
+ * entry (callers may treat it as a miss: key_put replaces it); *run_id (may be
+ * NULL) gets a malloc'd copy of the recorded run id ("" if none). */
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err);
 int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err);
 
@@ -125,12 +127,16 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
  * glob's last wildcard-free directory, directories among the matches
  * contributing their files. Unchanged files (same size, mtime_ns, ctime_ns,
  * inode, device) take their SHA-256 from the store's stat cache instead of
- * being read; MF_SOURCE_REHASH reads everything. s may be NULL (no cache). */
+ * being read; MF_SOURCE_REHASH reads everything. s may be NULL (no cache).
+ * The cache is read once per store handle and written back by
+ * mf_source_cache_flush (or, best effort, by mf_store_free). */
 enum { MF_SOURCE_REHASH = 1 };
 typedef struct mf_source_stats {
     size_t files, hashed; /* files in the source; files actually read */
     uint64_t bytes, bytes_hashed;
 } mf_source_stats;
 int mf_source_digest(mf_store *s, const char *path, int flags, mf_digest *out, mf_source_stats *st, mf_err *err);
+/* Write the stat cache back if digests changed it (a no-op otherwise). */
+int mf_source_cache_flush(mf_store *s, mf_err *err);
 
 #endif

@@ -28,6 +28,19 @@ int mf_cli_report(const mf_err *err)
     return mf_cli_exit_code(err->code);
 }
 
+int mf_cli_report_store(const mf_err *err, const char *store_dir)
+{
+    int code = mf_cli_report(err);
+    if (err->code == MF_ECORRUPT && strstr(err->msg, "the ledger is damaged"))
+        fprintf(stderr,
+                "medflow: the ledger %s/ledger.git is damaged. `medflow verify` names the damaged objects;\n"
+                "  `medflow verify --repair` rebuilds it from its readable commits and the run records in\n"
+                "  %s/logs/ (the damaged copy is kept aside), and `git --git-dir %s/ledger.git reflog`\n"
+                "  lists earlier tips of each graph's branch.\n",
+                store_dir, store_dir, store_dir);
+    return code;
+}
+
 int mf_cli_wants_help(const char *cmd, int argc, char **argv)
 {
     for (int k = 1; k < argc; k++) {

@@ -29,6 +29,9 @@ const mf_cmd *mf_cmd_find(const char *name);
 /* Print "medflow: <err>" to stderr and return the exit code for it
  * (2 for MF_EINVAL/MF_ENOTFOUND-as-usage, 1 otherwise). */
 int mf_cli_report(const mf_err *err);
+/* mf_cli_report for errors about a store: damage to the ledger also gets
+ * the way out (verify, verify --repair, the reflog). */
+int mf_cli_report_store(const mf_err *err, const char *store_dir);
 /* Exit code for an error code: MF_EINVAL -> 2, MF_EINTERRUPTED -> 130, else 1. */
 int mf_cli_exit_code(int rc);
 /* True if argv has -h/--help; prints the command's usage. */

@@ -122,7 +122,9 @@ int mf_cmd_report(int argc, char **argv)
         char *at = strchr(graph, '@');
         if (at) *at = 0;
     }
-    int rc = mf_cmd_report_show(store && *store ? store : "./.medflow", graph, out_dir, stdout, &err);
+    const char *dir = store && *store ? store : "./.medflow";
+    int rc = mf_cmd_report_show(dir, graph, out_dir, stdout, &err);
+    if (rc) rc = mf_cli_report_store(&err, dir);
     free(store_owned);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc;
 }

@@ -87,6 +87,15 @@ static void free_args(args *a)
     free(a->force);
 }
 
+static void print_warnings(const mf_estore *st)
+{
+    for (const char *w = mf_estore_warnings(st); *w;) {
+        size_t n = strcspn(w, "\n");
+        fprintf(stderr, "medflow: warning: %.*s\n", (int)n, w);
+        w += n + (w[n] == '\n');
+    }
+}
+
 /* Load + open + plan: shared by run and status. */
 static int prepare(const args *a, mf_graph **g, mf_estore **st, mf_run_io *io, mf_plan **p, mf_err *err)
 {
@@ -103,6 +112,7 @@ static int prepare(const args *a, mf_graph **g, mf_estore **st, mf_run_io *io, m
     mf_plan_opts po = {a->targets, a->n_targets, a->force, a->n_force, state};
     rc = mf_plan_new(p, *g, &io->plan, &po, err);
     free(state);
+    print_warnings(*st);
     return rc;
 }
 

@@ -18,6 +18,8 @@
 
 static const char *store_dir(void) { return mf_cli.store && *mf_cli.store ? mf_cli.store : "./.medflow"; }
 
+static int report(const mf_err *err) { return mf_cli_report_store(err, store_dir()); }
+
 static int open_ledger(mf_ledger **l, mf_err *err)
 {
     char *g = mf_path_join(store_dir(), "ledger.git");
@@ -98,7 +100,7 @@ int mf_cmd_log(int argc, char **argv)
     size_t n = 0;
     if (open_ledger(&l, &err) || mf_ledger_list(l, graph, &runs, &n, &err)) {
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     for (size_t i = 0; i < n && (limit < 0 || (long)i < limit); i++) {
         mf_ledger_run *r = runs[i];
@@ -135,7 +137,7 @@ int mf_cmd_show(int argc, char **argv)
     const char *spec = argv[1];
     mf_err err;
     mf_ledger *l = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     mf_ledger_run *r = NULL;
     char *stage = NULL;
     mf_digest d;
@@ -163,7 +165,7 @@ int mf_cmd_show(int argc, char **argv)
         if (!rc && r) show_stage(r, stage);
     } else if (strchr(spec, ':')) {
         if (!(rc = mf_ledger_find_stage(l, spec, &r, &stage, &err))) show_stage(r, stage);
-    } else if (mf_ledger_load(l, spec, &r, &err) == 0) {
+    } else if ((rc = mf_ledger_load(l, spec, &r, &err)) == 0) {
         char t[32];
         printf("run %s@%d  commit %s  %s\n", r->graph, r->number, r->id, when(r->time, t, sizeof t));
         print_json(r->run);
@@ -174,21 +176,25 @@ int mf_cmd_show(int argc, char **argv)
             printf("  %-20s %-10s %-8s %s\n", r->stages->keys[i], mf_json_get_str(m, "kind", "?"),
                    mf_json_get_str(m, "status", ""), shortd(mf_ledger_digest_of(mf_json_get(m, "output")), sb));
         }
+    } else if (rc != MF_ENOTFOUND) {
+        /* a damaged ledger is not "no such run" */
     } else if (!(rc = mf_ledger_find_stage(l, spec, &r, &stage, &err))) {
         show_stage(r, stage);
-    } else {
+    } else if (rc == MF_ENOTFOUND) {
         rc = mf_err_set(&err, MF_EINVAL, "'%s' names no run, stage or digest in the ledger", spec);
     }
     free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- lineage ---------------- */
 
+/* Prints the tree; the first error that is not "no stage produced it" (a
+ * damaged ledger) goes to *bad, so lineage never calls a lost producer a source. */
 static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage, const char *slot, mf_buf *prefix,
-                        int last, int depth)
+                        int last, int depth, mf_err *bad)
 {
     const mf_json *m = mf_json_get(r->stages, stage);
     char sb[24], params[96];
@@ -217,8 +223,14 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
             mf_err err;
             mf_ledger_run *pr = NULL;
             char *ps = NULL;
-            if (ds && mf_digest_parse(&d, ds, &err) == 0 && mf_ledger_producer(l, &d, &pr, &ps, &err) == 0) {
-                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1);
+            int rc = ds ? mf_digest_parse(&d, ds, &err) : MF_ENOTFOUND;
+            if (!rc) rc = mf_ledger_producer(l, &d, &pr, &ps, &err);
+            if (!rc) {
+                lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1, bad);
+            } else if (rc != MF_ENOTFOUND && rc != MF_EINVAL) {
+                printf("%s%s%s: %s  (its producer cannot be read)\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ",
+                       in->keys[i], ds);
+                if (!bad->code) *bad = err;
             } else {
                 const char *src = item->type == MF_JSON_OBJECT ? mf_json_get_str(item, "source", NULL) : NULL;
                 printf("%s%s%s: source%s%s  %s\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ", in->keys[i],
@@ -239,24 +251,26 @@ int mf_cmd_lineage(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     if (mf_ledger_find_stage(l, argv[1], &r, &stage, &err)) {
         mf_digest d;
         mf_err e2;
         int is_digest = err.code == MF_ENOTFOUND && mf_digest_parse(&d, argv[1], &e2) == 0;
         mf_ledger_free(l);
-        if (!is_digest) return mf_cli_report(&err);
+        if (!is_digest) return report(&err);
         char ds[72];
         printf("%s: a source (no recorded stage produced it)\n", mf_digest_str(&d, ds));
         return 0;
     }
     mf_buf prefix = MF_BUF_INIT;
-    lineage_rec(l, r, stage, NULL, &prefix, 1, 0);
+    mf_err bad;
+    mf_err_clear(&bad);
+    lineage_rec(l, r, stage, NULL, &prefix, 1, 0, &bad);
     mf_buf_free(&prefix);
     free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return 0;
+    return bad.code ? report(&bad) : 0;
 }
 
 /* ---------------- diff ---------------- */
@@ -310,7 +324,7 @@ int mf_cmd_diff(int argc, char **argv)
     if (open_ledger(&l, &err) || mf_ledger_load(l, argv[1], &a, &err) || mf_ledger_load(l, argv[2], &b, &err)) {
         mf_ledger_run_free(a);
         mf_ledger_free(l);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     printf("%s@%d (%.12s) -> %s@%d (%.12s)\n", a->graph, a->number, a->id, b->graph, b->number, b->id);
     size_t changed = 0;
@@ -382,14 +396,14 @@ int mf_cmd_verify(int argc, char **argv)
     if (argc != 1) return mf_cli_usage_error("verify", "takes no arguments");
     mf_err err;
     mf_store *s = NULL;
-    if (open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (open_store_existing(&s, &err)) return report(&err);
     mf_store_obj *objs = NULL;
     size_t n = 0, bad = 0, trees = 0;
     uint64_t bytes = 0;
     if (mf_store_list(s, &objs, &n, &err) || mf_store_verify(s, verify_report, NULL, &bad, &err)) {
         free(objs);
         mf_store_free(s);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     for (size_t i = 0; i < n; i++) {
         bytes += objs[i].bytes;
@@ -406,7 +420,7 @@ int mf_cmd_verify(int argc, char **argv)
             mf_ledger_free(l);
             free(objs);
             mf_store_free(s);
-            return mf_cli_report(&err);
+            return report(&err);
         }
         mf_ledger_free(l);
         bad += lbad;
@@ -434,7 +448,7 @@ int mf_cmd_gc(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_digest *roots = NULL;
     size_t nr = 0;
-    if (open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (open_store_existing(&s, &err)) return report(&err);
     char *g = mf_path_join(store_dir(), "ledger.git");
     int have_ledger = g && mf_is_dir(g);
     free(g);
@@ -442,19 +456,19 @@ int mf_cmd_gc(int argc, char **argv)
         mf_store_free(s);
         mf_err_set(&err, MF_ENOTFOUND,
                    "no ledger in %s: no run is recorded, so gc would delete every object; refusing", store_dir());
-        return mf_cli_report(&err);
+        return report(&err);
     }
     if (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err))) {
         mf_ledger_free(l);
         mf_store_free(s);
-        return mf_cli_report(&err);
+        return report(&err);
     }
     mf_store_gc_stats st;
     int rc = mf_store_gc(s, roots, nr, dry, &st, &err);
     free(roots);
     mf_ledger_free(l);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     char h1[32], h2[32];
     printf("%s %zu object%s (%s); kept %zu (%s) reachable from the ledger\n", dry ? "would remove" : "removed",
            st.removed, st.removed == 1 ? "" : "s", human(st.bytes_removed, h1, sizeof h1), st.kept,
@@ -471,7 +485,7 @@ int mf_cmd_tag(int argc, char **argv)
     mf_ledger *l = NULL;
     mf_ledger_run *r = NULL;
     char *stage = NULL;
-    if (open_ledger(&l, &err)) return mf_cli_report(&err);
+    if (open_ledger(&l, &err)) return report(&err);
     mf_json *what = mf_json_new_object();
     mf_digest d;
     int rc = 0;
@@ -498,7 +512,7 @@ int mf_cmd_tag(int argc, char **argv)
     free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- hash ---------------- */
@@ -515,7 +529,7 @@ int mf_cmd_hash(int argc, char **argv)
     if (!npaths) return mf_cli_usage_error("hash", "expected at least one PATH");
     mf_err err;
     mf_store *s = NULL;
-    if (!nocache && mf_is_dir(store_dir()) && mf_store_open(&s, store_dir(), &err)) return mf_cli_report(&err);
+    if (!nocache && mf_is_dir(store_dir()) && mf_store_open(&s, store_dir(), &err)) return report(&err);
     int rc = 0;
     for (int k = 1; k < argc && !rc; k++) {
         if (argv[k][0] == '-' && argv[k][1]) continue;
@@ -529,7 +543,7 @@ int mf_cmd_hash(int argc, char **argv)
                     (unsigned long long)st.bytes, st.hashed, (unsigned long long)st.bytes_hashed, st.files - st.hashed);
     }
     mf_store_free(s);
-    return rc ? mf_cli_report(&err) : 0;
+    return rc ? report(&err) : 0;
 }
 
 /* ---------------- hidden helpers (benchmarks, debugging) ---------------- */
@@ -550,12 +564,12 @@ int mf_cmd_store_put(int argc, char **argv)
     mf_store *s = NULL;
     mf_digest d;
     uint64_t bytes = 0;
-    if (mf_store_open(&s, store_dir(), &err)) return mf_cli_report(&err);
+    if (mf_store_open(&s, store_dir(), &err)) return report(&err);
     if (level) mf_store_set_compression(s, level, threads);
     else mf_store_set_compression(s, 1, threads);
     int rc = mf_store_put_dir(s, dir, &d, &bytes, &err);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     char ds[72], hb[32];
     printf("%s\n", mf_digest_str(&d, ds));
     if (mf_cli.verbose) fprintf(stderr, "archive: %s\n", human(bytes, hb, sizeof hb));
@@ -570,10 +584,10 @@ int mf_cmd_store_materialize(int argc, char **argv)
     mf_store *s = NULL;
     mf_digest d;
     char *path = NULL;
-    if (mf_digest_parse(&d, argv[1], &err) || open_store_existing(&s, &err)) return mf_cli_report(&err);
+    if (mf_digest_parse(&d, argv[1], &err) || open_store_existing(&s, &err)) return report(&err);
     int rc = mf_store_materialize(s, &d, &path, &err);
     mf_store_free(s);
-    if (rc) return mf_cli_report(&err);
+    if (rc) return report(&err);
     printf("%s\n", path);
     free(path);
     return 0;

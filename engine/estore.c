@@ -13,6 +13,7 @@ struct mf_estore {
     mf_store *s;
     char *root, *tmp, *work, *logs, *state;
     int rehash;
+    mf_buf warnings; /* lines the CLI prints (a damaged action-cache entry, ...) */
 };
 
 char *mf_estore_root(const char *cli_store, const mf_graph *g)
@@ -58,8 +59,11 @@ void mf_estore_close(mf_estore *s)
     free(s->work);
     free(s->logs);
     free(s->state);
+    mf_buf_free(&s->warnings);
     free(s);
 }
+
+const char *mf_estore_warnings(const mf_estore *s) { return s->warnings.data ? s->warnings.data : ""; }
 
 char *mf_estore_state_path(const mf_estore *s, const char *graph_name)
 {
@@ -91,6 +95,10 @@ static int e_cache_get(void *ctx, const char *key_hex, char out[MF_DIGEST_MAX], 
     int rc = mf_digest_parse(&k, key_hex, err);
     if (rc) return rc;
     rc = mf_store_key_get(s->s, &k, &d, NULL, err);
+    if (rc == MF_ECORRUPT) { /* a damaged entry is only a lost cache hit: the stage runs and key_put replaces it */
+        mf_buf_printf(&s->warnings, "%s; treated as a cache miss (the stage runs again and rewrites it)\n", err->msg);
+        rc = MF_ENOTFOUND;
+    }
     if (rc == MF_ENOTFOUND) { mf_err_clear(err); return 0; }
     if (rc) return rc;
     if (!mf_store_has(s->s, &d)) return 0; /* collected: the entry is worthless */

@@ -27,6 +27,9 @@ void mf_estore_close(mf_estore *s);
 void mf_estore_io(mf_estore *s, mf_run_io *io);
 /* state/<graph>.json (malloc'd). */
 char *mf_estore_state_path(const mf_estore *s, const char *graph_name);
+/* Warnings collected while planning (one per line, "" if none): a damaged
+ * action-cache entry is a cache miss, never an error. */
+const char *mf_estore_warnings(const mf_estore *s);
 /* The writer lock (fails fast with MF_EBUSY when another engine holds it). */
 int mf_estore_lock(mf_estore *s, mf_err *err);
 

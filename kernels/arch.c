@@ -40,6 +40,10 @@ static const mf_arch_desc descs[] = {
      "input_layernorm", "post_attention_layernorm", "transformer.encoder.final_layernorm", "transformer.output_layer",
      {NULL, NULL, NULL, "self_attention.dense", NULL, NULL, "mlp.dense_4h_to_h", "self_attention.query_key_value",
       "mlp.dense_h_to_4h"}},
+    {MF_ARCH_CHATGLM, "chatglm", "transformer.word_embeddings", NULL, "transformer.layers.", "input_layernorm",
+     "post_attention_layernorm", "transformer.final_layernorm", "lm_head",
+     {NULL, NULL, NULL, "attention.dense", NULL, "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "attention.query_key_value",
+      NULL}},
 };
 enum { N_DESCS = sizeof descs / sizeof descs[0] };
 
@@ -117,6 +121,18 @@ static void apply_preset(mf_model_config *c)
             c->prefix_embed_kv = 1;
         }
         break;
+    case MF_ARCH_CHATGLM:
+        c->norm = MF_NORM_LAYER;
+        c->act = MF_ACT_GELU_TANH;
+        c->pos = MF_POS_ROPE_2D;
+        c->qkv = MF_QKV_FUSED_HEADS;
+        c->attention_bias = c->o_bias = c->mlp_bias = 1;
+        c->embed_norm = c->mlp_fused = c->rope_interleaved = 0;
+        c->rotary_dim = 0; /* head_dim / 2 per half, set once head_dim is known */
+        c->glm_residual = c->prefix_lm = 1;
+        c->prefix_fixed_positions = 1; /* its P-Tuning v2 keeps positions at 0.. */
+        c->prefix_embed_kv = 0;        /* ... and a hidden-wide prefix embedding */
+        break;
     default:
         break;
     }
@@ -153,6 +169,13 @@ int mf_model_config_check(mf_model_config *c, mf_err *err)
         if (rot % 2 || rot > c->head_dim)
             return mf_err_set(err, MF_EINVAL, "model config: the rotary dims (%d) must be even and at most head_dim %d",
                               rot, c->head_dim);
+    } else if (c->pos == MF_POS_ROPE_2D) {
+        if (c->head_dim % 4)
+            return mf_err_set(err, MF_EINVAL, "model config: 2D rotary needs head_dim divisible by 4, got %d", c->head_dim);
+        c->rotary_dim = c->head_dim / 2;
+        c->rope_interleaved = 0;
+        if (!c->prefix_lm)
+            return mf_err_set(err, MF_EINVAL, "model config: 2D rotary positions come from the prefix-LM tokens (prefix_lm)");
     } else if (c->pos != MF_POS_ALIBI) {
         return mf_err_set(err, MF_EINVAL, "model config: unknown position encoding %d", (int)c->pos);
     }
@@ -174,6 +197,15 @@ int mf_model_config_check(mf_model_config *c, mf_err *err)
                               j == MOD_QKV ? "fused query_key_value" : j == MOD_GATE_UP ? "fused gate/up" : "such");
     if (c->embed_norm && !d->emb_norm)
         return mf_err_set(err, MF_EINVAL, "model config: arch %s has no embedding norm", d->name);
+    if (c->prefix_lm) {
+        int V = c->vocab_size;
+        if (c->bos_token_id < 0 || c->bos_token_id >= V || c->gmask_token_id >= V || c->mask_token_id >= V ||
+            (c->gmask_token_id < 0 && c->mask_token_id < 0))
+            return mf_err_set(err, MF_EINVAL,
+                              "model config: the prefix LM needs bos_token_id (<sop>) and gmask_token_id or "
+                              "mask_token_id inside the vocabulary (got %d, %d, %d for vocab %d)",
+                              c->bos_token_id, c->gmask_token_id, c->mask_token_id, V);
+    }
     if (c->rope_theta <= 0) c->rope_theta = 10000.0;
     if (c->rms_norm_eps <= 0) c->rms_norm_eps = c->norm == MF_NORM_LAYER ? 1e-5 : 1e-6;
     if (c->max_position_embeddings <= 0) c->max_position_embeddings = 2048;
@@ -186,7 +218,8 @@ int mf_model_is_llama_math(const mf_model *m)
     const mf_model_config *c = &m->cfg;
     return c->norm == MF_NORM_RMS && c->act == MF_ACT_SWIGLU && c->pos == MF_POS_ROPE && c->qkv == MF_QKV_SEPARATE &&
            !c->mlp_fused && !c->o_bias && !c->mlp_bias && !c->embed_norm && !c->rope_interleaved &&
-           m->rot == c->head_dim && !c->prefix_fixed_positions && !c->prefix_embed_kv &&
+           m->rot == c->head_dim && !c->prefix_fixed_positions && !c->prefix_embed_kv && !c->glm_residual &&
+           !c->prefix_lm &&
            !(m->has_prefix && m->prefix.dropout > 0);
 }
 

@@ -43,8 +43,8 @@ static int add_param(mf_model *m, int *idx_out, mf_k_param_kind kind, int layer,
     p->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
     p->kind = kind;
     p->layer = layer;
-    p->data = calloc(p->numel, sizeof(float));
-    if (!p->data)
+    p->data = m->dry ? NULL : calloc(p->numel, sizeof(float));
+    if (!p->data && !m->dry)
         return mf_err_set(err, MF_ENOMEM, "model: out of memory for %s (%zu floats)", p->name, p->numel);
     *idx_out = (int)m->n_params++;
     return 0;
@@ -158,23 +158,25 @@ static int add_base_params(mf_model *m, mf_err *err)
         (rc = add_param(m, &m->lm_head, MF_PARAM_BASE, -1, 2, c->vocab_size, c->hidden_size, err, "%s.weight",
                         d->lm_head)) != 0)
         goto out;
-    for (size_t i = 0; i < m->n_params; i++)
+    for (size_t i = 0; i < m->n_params && !m->dry; i++)
         if (is_norm_weight(m, (int)i))
             for (size_t k = 0; k < m->params[i].numel; k++) m->params[i].data[k] = 1.0f;
 out:
     return rc;
 }
 
-int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
+/* A model struct for cfg with its base parameter table (no backend yet);
+ * dry: names and shapes only. */
+static int model_alloc(mf_model **out, const mf_model_config *cfg_in, int dry, mf_err *err)
 {
     *out = NULL;
-    if (!be) return mf_err_set(err, MF_EINVAL, "model: no backend given");
     mf_model_config cfg = *cfg_in;
     int rc = mf_model_config_check(&cfg, err);
     if (rc) return rc;
     mf_model *m = calloc(1, sizeof(*m));
     if (!m) return mf_err_set(err, MF_ENOMEM, "model: out of memory");
     m->cfg = cfg;
+    m->dry = dry;
     m->q_dim = cfg.num_attention_heads * cfg.head_dim;
     m->kv_dim = cfg.num_key_value_heads * cfg.head_dim;
     m->rot = cfg.rotary_dim > 0 ? cfg.rotary_dim : cfg.head_dim;
@@ -183,11 +185,25 @@ int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_ba
     m->pfx_emb = m->pfx_w0 = m->pfx_b0 = m->pfx_w2 = m->pfx_b2 = -1;
     m->L = calloc((size_t)cfg.num_hidden_layers, sizeof(*m->L));
     if (!m->L) {
-        free(m);
-        return mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        rc = mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        goto out;
     }
-    m->be = be;
     if ((rc = add_base_params(m, err)) != 0) goto out;
+    *out = m;
+    m = NULL;
+out:
+    mf_model_free(m);
+    return rc;
+}
+
+int mf_model_new_on(mf_model **out, const mf_model_config *cfg_in, const mf_k_backend *be, mf_err *err)
+{
+    *out = NULL;
+    if (!be) return mf_err_set(err, MF_EINVAL, "model: no backend given");
+    mf_model *m = NULL;
+    int rc;
+    if ((rc = model_alloc(&m, cfg_in, 0, err)) != 0) goto out;
+    m->be = be;
     if ((rc = m->be->attach(m, err)) != 0) goto out;
     *out = m;
     m = NULL;
@@ -314,41 +330,53 @@ static void fill_uniform(float *x, size_t n, float bound, mf_k_rng *r)
     for (size_t k = 0; k < n; k++) x[k] = bound * (2.0f * mf_k_rng_uniform(r) - 1.0f);
 }
 
+/* The LoRA params (A [r, in], B [out, r]) of every targeted module, layer by
+ * layer; target is masked to the modules the arch has (*target on return). */
+static int add_lora_params(mf_model *m, unsigned *target, int rank, mf_err *err)
+{
+    unsigned have = 0;
+    for (int j = 0; j < N_MODS; j++)
+        if (m->L[0].w[j] >= 0) have |= mf_mod_bit(j);
+    *target = (*target ? *target : mf_model_default_lora_target(m->cfg.arch)) & have;
+    if (!*target)
+        return mf_err_set(err, MF_EINVAL, "lora: none of the target modules is a projection of this %s model",
+                          mf_model_arch_name(m->cfg.arch));
+    const mf_arch_desc *d = mf_arch_desc_of(m->cfg.arch);
+    int rc = 0;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++)
+        for (int j = 0; j < N_MODS; j++) {
+            if (!(*target & mf_mod_bit(j))) continue;
+            mf_layer_idx *li = &m->L[l];
+            int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
+            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, rank, in, err, "%s%d.%s.lora_A.weight",
+                                d->layers, l, d->mods[j])) != 0)
+                goto out;
+            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, rank, err, "%s%d.%s.lora_B.weight",
+                                d->layers, l, d->mods[j])) != 0)
+                goto out;
+        }
+out:
+    return rc;
+}
+
 int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
 {
     if (m->has_lora) return mf_err_set(err, MF_EINVAL, "model already has LoRA adapters (merge them first)");
     if (c->rank <= 0) return mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", c->rank);
     if (c->dropout < 0 || c->dropout >= 1)
         return mf_err_set(err, MF_EINVAL, "lora: dropout must be in [0, 1), got %g", c->dropout);
-    unsigned have = 0;
-    for (int j = 0; j < N_MODS; j++)
-        if (m->L[0].w[j] >= 0) have |= mf_mod_bit(j);
-    unsigned target = (c->target ? c->target : mf_model_default_lora_target(m->cfg.arch)) & have;
-    if (!target)
-        return mf_err_set(err, MF_EINVAL, "lora: none of the target modules is a projection of this %s model",
-                          mf_model_arch_name(m->cfg.arch));
-    const mf_arch_desc *d = mf_arch_desc_of(m->cfg.arch);
+    unsigned target = c->target;
+    size_t first = m->n_params;
+    int rc;
+    if ((rc = add_lora_params(m, &target, c->rank, err)) != 0) goto out;
     mf_model_set_all_trainable(m, 0);
     mf_k_rng r;
     mf_k_rng_seed(&r, c->seed);
-    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
-        for (int j = 0; j < N_MODS; j++) {
-            if (!(target & mf_mod_bit(j))) continue;
-            mf_layer_idx *li = &m->L[l];
-            int64_t out = m->params[li->w[j]].shape[0], in = m->params[li->w[j]].shape[1];
-            int rc;
-            if ((rc = add_param(m, &li->lora_a[j], MF_PARAM_LORA, l, 2, c->rank, in, err, "%s%d.%s.lora_A.weight",
-                                d->layers, l, d->mods[j])))
-                return rc;
-            if ((rc = add_param(m, &li->lora_b[j], MF_PARAM_LORA, l, 2, out, c->rank, err, "%s%d.%s.lora_B.weight",
-                                d->layers, l, d->mods[j])))
-                return rc;
-            /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
-            fill_uniform(m->params[li->lora_a[j]].data, m->params[li->lora_a[j]].numel,
-                         1.0f / sqrtf((float)in), &r);
-            if ((rc = param_set_trainable(&m->params[li->lora_a[j]], 1, err))) return rc;
-            if ((rc = param_set_trainable(&m->params[li->lora_b[j]], 1, err))) return rc;
-        }
+    for (size_t i = first; i < m->n_params; i++) {
+        mf_k_param *p = &m->params[i];
+        /* PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0. */
+        if (strstr(p->name, ".lora_A.")) fill_uniform(p->data, p->numel, 1.0f / sqrtf((float)p->shape[1]), &r);
+        if ((rc = param_set_trainable(p, 1, err)) != 0) goto out;
     }
     for (size_t i = 0; i < m->n_params; i++)
         if (m->params[i].kind == MF_PARAM_HEAD) (void)param_set_trainable(&m->params[i], 1, NULL);
@@ -356,7 +384,40 @@ int mf_model_add_lora(mf_model *m, const mf_k_lora_config *c, mf_err *err)
     m->lora = *c;
     m->lora.target = target;
     m->lora_scale = c->alpha / (float)c->rank;
-    return mf_model_sync(m, err);
+    rc = mf_model_sync(m, err);
+out:
+    return rc;
+}
+
+int mf_model_param_list(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lora,
+                        mf_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    mf_model *m = NULL;
+    int rc;
+    if ((rc = model_alloc(&m, cfg, 1, err)) != 0) goto out;
+    size_t first = 0;
+    if (lora) {
+        unsigned target = lora->target;
+        first = m->n_params;
+        if (lora->rank <= 0) {
+            rc = mf_err_set(err, MF_EINVAL, "lora: rank must be > 0, got %d", lora->rank);
+            goto out;
+        }
+        if ((rc = add_lora_params(m, &target, lora->rank, err)) != 0) goto out;
+    }
+    *n = m->n_params - first;
+    *out = calloc(*n ? *n : 1, sizeof(**out));
+    if (!*out) {
+        rc = mf_err_set(err, MF_ENOMEM, "model: out of memory");
+        goto out;
+    }
+    memcpy(*out, m->params + first, *n * sizeof(**out));
+out:
+    if (rc) *n = 0;
+    mf_model_free(m);
+    return rc;
 }
 
 static void remove_params_of_kind(mf_model *m, mf_k_param_kind kind)
@@ -465,6 +526,15 @@ int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *c, mf_err *err)
     return mf_model_sync(m, err);
 }
 
+int mf_model_set_prefix_dropout(mf_model *m, float dropout, mf_err *err)
+{
+    if (!m->has_prefix) return mf_err_set(err, MF_EINVAL, "ptuning: the model has no prefix");
+    if (dropout < 0 || dropout >= 1)
+        return mf_err_set(err, MF_EINVAL, "ptuning: prefix dropout must be in [0, 1), got %g", dropout);
+    m->prefix.dropout = dropout;
+    return mf_model_sync(m, err); /* a backend that cannot drop prefixes refuses here */
+}
+
 int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err)
 {
     if (m->score >= 0) return 0;
@@ -499,6 +569,30 @@ static int check_batch(mf_model *m, const mf_k_batch *b, mf_err *err)
             if (b->labels[i] != MF_K_IGNORE_INDEX && (b->labels[i] < 0 || b->labels[i] >= m->cfg.vocab_size))
                 return mf_err_set(err, MF_EINVAL, "batch: label %d at row %zu, position %zu is neither -100 nor a token id",
                                   b->labels[i], i / (size_t)b->T, i % (size_t)b->T);
+    for (int r = 0; m->cfg.prefix_lm && r < b->B; r++) {
+        int ctx, mpos, rc = mf_model_glm_row(m, b->input_ids + (size_t)r * b->T, b->T, r, &ctx, &mpos, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int mf_model_glm_row(const mf_model *m, const int32_t *ids, int T, int row, int *ctx, int *mpos, mf_err *err)
+{
+    const mf_model_config *c = &m->cfg;
+    int gm = -1, mk = -1;
+    *ctx = -1;
+    for (int t = 0; t < T; t++) {
+        if (ids[t] == c->bos_token_id && *ctx < 0) *ctx = t;
+        if (ids[t] == c->gmask_token_id && gm < 0) gm = t;
+        if (ids[t] == c->mask_token_id && mk < 0) mk = t;
+    }
+    *mpos = gm >= 0 ? gm : mk;
+    if (*ctx < 0 || *mpos < 0)
+        return mf_err_set(err, MF_EINVAL,
+                          "batch: row %d has no %s: a %s row holds its prompt, then [gMASK] (id %d) or [MASK] "
+                          "(id %d), then <sop> (id %d) before the answer",
+                          row, *ctx < 0 ? "<sop> (bos_token_id)" : "[gMASK] or [MASK]", mf_model_arch_name(c->arch),
+                          c->gmask_token_id, c->mask_token_id, c->bos_token_id);
     return 0;
 }
 

@@ -84,7 +84,9 @@ typedef enum mf_arch {
     MF_ARCH_BAICHUAN = 2, /* Baichuan-7B: LLaMA math, fused W_pack split by the I/O layer */
     MF_ARCH_BLOOM = 3,    /* BloomForCausalLM: ALiBi, LayerNorms, GELU, fused per-head QKV, all biases */
     MF_ARCH_GLM = 4,      /* GlmForCausalLM (GLM-4): half interleaved rotary, q/k/v bias, fused gate_up */
-    MF_ARCH_CHATGLM2 = 5  /* ChatGLMModel v2/v3 (+ GLM-4 chat remote code): the GLM math, fused QKV */
+    MF_ARCH_CHATGLM2 = 5, /* ChatGLMModel v2/v3 (+ GLM-4 chat remote code): the GLM math, fused QKV */
+    MF_ARCH_CHATGLM = 6   /* ChatGLM-6B (v1, MedGLM.H's base): GLM blocks — LayerNorms, GELU, per-head fused
+                             QKV, 2D rotary, alpha-scaled residuals, prefix-LM attention over the prompt */
 } mf_arch;
 
 /* The architecture features. mf_model_config_check sets them from the arch
@@ -101,8 +103,12 @@ typedef enum mf_act_kind {
 } mf_act_kind;
 
 typedef enum mf_pos_kind {
-    MF_POS_ROPE = 0, /* rotary on q and k (rotary_dim, rope_interleaved) */
-    MF_POS_ALIBI = 1 /* ALiBi: score += slope[h] * key position; no rotary (BLOOM) */
+    MF_POS_ROPE = 0,   /* rotary on q and k (rotary_dim, rope_interleaved) */
+    MF_POS_ALIBI = 1,  /* ALiBi: score += slope[h] * key position; no rotary (BLOOM) */
+    MF_POS_ROPE_2D = 2 /* GLM's 2D rotary (ChatGLM-6B): each head's first half rotates by the position
+                          id, its second half by the block position id (halves layout, head_dim/2 dims
+                          each, inv_freq rounded to fp16 as the release keeps it); positions come from
+                          the tokens (prefix_lm) */
 } mf_pos_kind;
 
 typedef enum mf_qkv_layout {
@@ -143,12 +149,21 @@ typedef struct mf_model_config {
                                    (ChatGLM's own P-Tuning v2); 0: they continue after it (HF past_key_values) */
     int prefix_embed_kv;     /* 1: with prefix_projection the prefix embedding is 2*layers*kv_dim wide
                                 (ChatGLM2/3's PrefixEncoder); 0: hidden_size wide */
+    int glm_residual;        /* 1: x = Norm(x) * alpha + f(Norm(x)) around attention and MLP, alpha =
+                                sqrt(2 * num_hidden_layers) (ChatGLM-6B); 0: x = x + f(Norm(x)) */
+    int prefix_lm;           /* 1: GLM's prefix LM, read from each row's tokens: those before the first
+                                bos_token_id (<sop>) see each other both ways, later ones causally; with
+                                MF_POS_ROPE_2D, position t before it and the mask position after (the first
+                                gmask_token_id, else mask_token_id), block position 0 before, t - ctx + 1
+                                after. A row without <sop> or a mask token is refused (MF_EINVAL). */
+    int mask_token_id;       /* [MASK] (prefix_lm); -1 when none */
+    int gmask_token_id;      /* [gMASK] (prefix_lm); -1 when none */
 } mf_model_config;
 
 /* Fill defaults for zero fields (head_dim, rope_theta, rms_norm_eps, kv heads,
  * rotary_dim), set the arch's features, and check the shapes are consistent. */
 int mf_model_config_check(mf_model_config *cfg, mf_err *err);
-/* "llama", "qwen2", "baichuan", "bloom", "glm", "chatglm2" ("?" when unknown). */
+/* "llama", "qwen2", "baichuan", "bloom", "glm", "chatglm2", "chatglm" ("?" when unknown). */
 const char *mf_model_arch_name(mf_arch arch);
 
 /* ---------------------------------------------------------------- params */
@@ -238,6 +253,14 @@ typedef struct mf_k_lora_config {
 /* Adds lora_A/lora_B for every targeted module of every layer, makes them the
  * only trainable params (base frozen). */
 int mf_model_add_lora(mf_model *m, const mf_k_lora_config *cfg, mf_err *err);
+/* The parameters a model of cfg has, without creating it: names, shapes, kind
+ * and layer of the base params (lora NULL) or of the LoRA params lora adds
+ * (rank and target; target 0 = the arch's default), in the model's order; data
+ * and grad NULL. *out is malloc'd (free it). For checking a checkpoint before
+ * allocating a model. */
+int mf_model_param_list(mf_k_param **out, size_t *n, const mf_model_config *cfg, const mf_k_lora_config *lora,
+                        mf_err *err);
+
 /* W += scaling * B @ A for every adapter, then removes the LoRA params. */
 int mf_model_merge_lora(mf_model *m, mf_err *err);
 
@@ -252,6 +275,9 @@ typedef struct mf_k_prefix_config {
 
 /* P-Tuning v2: per-layer trainable key/value prefixes; base frozen. */
 int mf_model_add_prefix(mf_model *m, const mf_k_prefix_config *cfg, mf_err *err);
+
+/* Change the prefix dropout of a model that has a prefix (e.g. one opened to train on). */
+int mf_model_set_prefix_dropout(mf_model *m, float dropout, mf_err *err);
 
 /* score.weight [1, hidden] (normal(0, 0.02) with seed); trainable. */
 int mf_model_add_score_head(mf_model *m, uint64_t seed, mf_err *err);

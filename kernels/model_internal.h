@@ -11,6 +11,8 @@
 #include "kernels/backend.h"
 #include "kernels/model.h"
 
+#include <math.h>
+
 /* Linear modules of a layer. Slots 0..6 are in MF_MOD_* bit order; the fused
  * ones (MOD_QKV, MOD_GATE_UP) replace their parts in the archs that have them
  * (mf_mod_bit gives a slot's bit). */
@@ -67,6 +69,7 @@ struct mf_model {
     int has_prefix;
     mf_k_prefix_config prefix;
     int recompute;
+    int dry;              /* a name/shape table only (mf_model_param_list): no data */
     float *dlogp_ws;      /* lm_step's dL/dlogp, grown to the largest B*T seen */
     size_t dlogp_cap;
     uint64_t fwd_counter; /* advances per training forward; keys the dropout hash */
@@ -100,6 +103,21 @@ uint64_t mf_model_lora_drop_key(const mf_model *m, int l, int j);
  * hash64(key + i) >> 40 >= dropout * 2^24 with key = mf_model_prefix_drop_key(m). */
 int mf_model_prefix_dropout_on(const mf_model *m, int train);
 uint64_t mf_model_prefix_drop_key(const mf_model *m);
+/* GLM prefix LM (cfg.prefix_lm): a row's context length (index of its first bos_token_id) and
+ * mask position (first gmask_token_id, else first mask_token_id); MF_EINVAL naming the row
+ * when either is missing. */
+int mf_model_glm_row(const mf_model *m, const int32_t *ids, int T, int row, int *ctx, int *mpos, mf_err *err);
+/* GLM's residual scale alpha = sqrt(2 * num_layers) (cfg.glm_residual), in fp32 as torch scales by it. */
+static inline float mf_model_glm_alpha(const mf_model *m)
+{
+    return (float)sqrt(2.0 * m->cfg.num_hidden_layers);
+}
+/* The 2D position of token t of such a row. */
+static inline void mf_glm_position(int t, int ctx, int mpos, int *pos, int *bpos)
+{
+    *pos = t < ctx ? t : mpos;
+    *bpos = t < ctx ? 0 : t - ctx + 1;
+}
 /* Position of token t of a row: t, after the prefix unless cfg.prefix_fixed_positions. */
 int mf_model_pos_offset(const mf_model *m);
 /* ALiBi slopes [num_attention_heads] as transformers' BLOOM computes them (fp32). */

@@ -9,12 +9,15 @@
  * Three layers, each usable alone:
  *   1. config:  config.json <-> mf_model_config (kernels/model.h). Supported:
  *      LlamaForCausalLM/llama, Qwen2ForCausalLM/qwen2, BaichuanForCausalLM/
- *      baichuan (Baichuan-7B). Anything the kernels do not compute (rope
- *      scaling, sliding window, other activations, MLP/o_proj biases, ALiBi /
- *      NormHead Baichuans) is MF_EUNSUPPORTED naming the key.
+ *      baichuan (Baichuan-7B), BloomForCausalLM/bloom, GlmForCausalLM/glm,
+ *      ChatGLMModel/chatglm (ChatGLM2/3, GLM-4 chat). Anything the kernels do
+ *      not compute (rope scaling, sliding window, other activations, MLP/o_proj
+ *      biases, ALiBi / NormHead Baichuans, BLOOM's post-LayerNorm residual,
+ *      ChatGLM2 quantization...) is MF_EUNSUPPORTED naming the key.
  *   2. weights: named fp32 params (mf_k_param, HF names and shapes) <->
  *      safetensors, single or sharded. Baichuan's fused W_pack [3h, h] is split
- *      into q/k/v_proj on read and fused on write. Every param must be present
+ *      into q/k/v_proj on read and fused on write; BLOOM's and ChatGLM2's fused
+ *      projections are kept fused (the kernels compute them). Every param must be present
  *      with the right shape ("tensor 'X': expected [a, b], checkpoint has [c, d]").
  *   3. model:   whole directories into / out of an mf_model (needs the kernels
  *      implementation; modelio/model_load.c).

@@ -8,6 +8,7 @@
  */
 #include "modelio/modelio.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,9 @@ int mf_modelio_read_params(mf_k_param *const *params, size_t n, const mf_safeten
         if (part < 0) {
             snprintf(name, sizeof name, "%s%s", prefix, p->name);
             const mf_safetensors_tensor *t = mf_safetensors_set_find(ckpt, name);
+            /* BLOOM checkpoints saved from BloomModel (bigscience/bloom-*) name "h.0..." for "transformer.h.0..." */
+            if (!t && arch == MF_ARCH_BLOOM && !*prefix && !strncmp(p->name, "transformer.", 12))
+                t = mf_safetensors_set_find(ckpt, p->name + 12);
             char a[128];
             shape_str(a, sizeof a, p->ndim, p->shape);
             if (!t) return mf_err_set(err, MF_ENOTFOUND, "checkpoint has no tensor '%s' (expected shape %s)", name, a);
@@ -205,6 +209,23 @@ int mf_modelio_copy_tokenizer(const char *dir, const char *from_dir, mf_err *err
     return 0;
 }
 
+/* ChatGLM2/3 checkpoints carry their rotary table's inverse frequencies as a buffer
+ * (transformer.rotary_pos_emb.inv_freq, 1 / 10000^(2i / (kv_channels/2)); its
+ * forward recomputes them with rope_ratio): written for the published layout. */
+static int chatglm2_inv_freq(mf_k_param *p, const mf_model_config *cfg, mf_err *err)
+{
+    int hd = cfg->head_dim ? cfg->head_dim : cfg->hidden_size / cfg->num_attention_heads, dim = hd / 2;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "transformer.rotary_pos_emb.inv_freq");
+    p->ndim = 1;
+    p->shape[0] = dim / 2;
+    p->shape[1] = 1;
+    p->numel = (size_t)(dim / 2);
+    if (!(p->data = malloc((p->numel ? p->numel : 1) * sizeof(float)))) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    for (int i = 0; i < dim / 2; i++) p->data[i] = (float)(1.0 / pow(10000.0, (double)(2 * i) / dim));
+    return 0;
+}
+
 int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
                           const mf_modelio_write_opts *opts, const char *tokenizer_dir, mf_err *err)
 {
@@ -212,9 +233,21 @@ int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param
     if (opts) o = *opts;
     const char *dtype = o.dtype == MF_SAFETENSORS_BF16 ? "bfloat16" : o.dtype == MF_SAFETENSORS_F16 ? "float16" : "float32";
     mf_json *c = NULL, *g = NULL;
+    mf_k_param inv = {0};
+    mf_k_param **all = NULL;
     int rc;
     if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
-    if ((rc = mf_modelio_write_params(dir, "model", params, n, cfg->arch, "", &o, err))) goto out;
+    if (cfg->arch == MF_ARCH_CHATGLM2) {
+        if (!(all = malloc((n + 1) * sizeof *all))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = chatglm2_inv_freq(&inv, cfg, err))) goto out;
+        memcpy(all, params, n * sizeof *all);
+        all[n] = &inv;
+    }
+    if ((rc = mf_modelio_write_params(dir, "model", all ? all : params, all ? n + 1 : n, cfg->arch, "", &o, err)))
+        goto out;
     if ((rc = mf_modelio_config_json(&c, cfg, dtype, o.score_head, err))) goto out;
     if ((rc = mf_json_save(dir, "config.json", c, err))) goto out;
     if (!(g = mf_json_new_object())) {
@@ -227,6 +260,8 @@ int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param
     if ((rc = mf_json_save(dir, "generation_config.json", g, err))) goto out;
     rc = mf_modelio_copy_tokenizer(dir, tokenizer_dir, err);
 out:
+    free(inv.data);
+    free(all);
     mf_json_free(c);
     mf_json_free(g);
     return rc;

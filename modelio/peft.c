@@ -17,11 +17,7 @@
 
 #include "common/fsutil.h"
 
-static const struct { const char *name; unsigned bit; } modules[] = {
-    {"q_proj", MF_MOD_Q}, {"k_proj", MF_MOD_K}, {"v_proj", MF_MOD_V}, {"o_proj", MF_MOD_O},
-    {"gate_proj", MF_MOD_GATE}, {"up_proj", MF_MOD_UP}, {"down_proj", MF_MOD_DOWN},
-};
-enum { N_MODULES = sizeof modules / sizeof modules[0] };
+enum { MAX_MODULES = 16 };
 
 unsigned mf_modelio_module_bit(const char *name, mf_arch arch)
 {
@@ -29,9 +25,27 @@ unsigned mf_modelio_module_bit(const char *name, mf_arch arch)
         if (!strcmp(name, "W_pack")) return MF_MOD_Q | MF_MOD_K | MF_MOD_V;
         if (!strcmp(name, "q_proj") || !strcmp(name, "k_proj") || !strcmp(name, "v_proj")) return 0;
     }
-    for (int i = 0; i < N_MODULES; i++)
-        if (!strcmp(name, modules[i].name)) return modules[i].bit;
+    unsigned bits[MAX_MODULES];
+    const char *names[MAX_MODULES];
+    int n = mf_model_module_names(arch, bits, names, MAX_MODULES);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(name, names[i])) return bits[i];
     return 0;
+}
+
+/* The arch's PEFT module names, comma separated (for messages). */
+static void module_list(char *buf, size_t len, mf_arch arch)
+{
+    unsigned bits[MAX_MODULES];
+    const char *names[MAX_MODULES];
+    int n = mf_model_module_names(arch, bits, names, MAX_MODULES);
+    size_t k = 0;
+    buf[0] = 0;
+    if (arch == MF_ARCH_BAICHUAN) k += (size_t)snprintf(buf, len, "W_pack, ");
+    for (int i = 0; i < n && k < len; i++) {
+        if (arch == MF_ARCH_BAICHUAN && (bits[i] & (MF_MOD_Q | MF_MOD_K | MF_MOD_V))) continue;
+        k += (size_t)snprintf(buf + k, len - k, "%s%s", i ? ", " : "", names[i]);
+    }
 }
 
 static int at(mf_err *err, int code, const char *path, const mf_json *v, const char *fmt, const char *a)
@@ -92,8 +106,11 @@ int mf_modelio_peft_read(mf_modelio_peft *out, const char *dir, mf_arch arch, mf
             const mf_json *m = tm->items[i];
             unsigned bit = m->type == MF_JSON_STRING ? mf_modelio_module_bit(m->s, arch) : 0;
             if (!bit) {
-                rc = at(err, MF_EUNSUPPORTED, path, m, "\"target_modules\": unknown module '%s' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; W_pack for Baichuan)",
-                        m->type == MF_JSON_STRING ? m->s : "?");
+                char have[256], fmt[400];
+                module_list(have, sizeof have, arch);
+                snprintf(fmt, sizeof fmt, "\"target_modules\": unknown module '%%s' for %s (expected %s)",
+                         mf_model_arch_name(arch), have);
+                rc = at(err, MF_EUNSUPPORTED, path, m, fmt, m->type == MF_JSON_STRING ? m->s : "?");
                 goto out;
             }
             out->lora.target |= bit;
@@ -129,11 +146,19 @@ int mf_modelio_peft_write_config(const char *dir, const mf_modelio_peft *p, mf_a
     int bad = !c || !tm;
     if (!bad && arch == MF_ARCH_BAICHUAN && (t & qkv)) bad |= mf_json_push(tm, mf_json_new_str("W_pack")) != 0;
     /* sorted names, like PEFT's set serialisation after sorting */
-    const char *order[] = {"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"};
-    for (int i = 0; !bad && i < 7; i++) {
-        unsigned bit = mf_modelio_module_bit(order[i], MF_ARCH_LLAMA);
-        if (arch == MF_ARCH_BAICHUAN && (bit & qkv)) continue;
-        if (t & bit) bad |= mf_json_push(tm, mf_json_new_str(order[i])) != 0;
+    unsigned bits[MAX_MODULES];
+    const char *names[MAX_MODULES];
+    int nm = mf_model_module_names(arch, bits, names, MAX_MODULES);
+    for (int i = 1; i < nm; i++) /* insertion sort by name: a handful of modules */
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            const char *tn = names[j];
+            unsigned tb = bits[j];
+            names[j] = names[j - 1], bits[j] = bits[j - 1];
+            names[j - 1] = tn, bits[j - 1] = tb;
+        }
+    for (int i = 0; !bad && i < nm; i++) {
+        if (arch == MF_ARCH_BAICHUAN && (bits[i] & qkv)) continue;
+        if (t & bits[i]) bad |= mf_json_push(tm, mf_json_new_str(names[i])) != 0;
     }
     double alpha = p->lora.alpha;
     if (!bad) {

@@ -51,12 +51,13 @@ static const mf_param_spec adapters[] = {
     P_INT("lora.rank", "8", 1, 4096, "LoRA rank r"),
     P_FLT("lora.alpha", "16", 0, 1e6, "LoRA alpha; the update is scaled by alpha/rank"),
     P_FLT("lora.dropout", "0", 0, 0.99, "dropout on the LoRA input path"),
-    P_LIST("lora.target", "[q_proj, v_proj]", "modules that get adapters (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, or all)"),
+    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM and ChatGLM2"),
     P_INT("freeze.trainable_layers", "2", 1, 1000, "freeze-tuning: only the last N layers train"),
     P_LIST("freeze.modules", "[]", "freeze-tuning: only these modules of those layers train (self_attn, mlp, ...); [] = all"),
     P_INT("ptuning.pre_seq_len", "16", 1, 4096, "P-Tuning v2: prefix length per layer"),
     P_BOOL("ptuning.prefix_projection", "false", "P-Tuning v2: reparameterise prefixes through an MLP"),
     P_INT("ptuning.prefix_hidden_size", "512", 1, 1 << 20, "hidden size of the reparameterisation MLP"),
+    P_FLT("ptuning.dropout", "0", 0, 0.99, "P-Tuning v2: dropout on the prefix keys/values while training (ChatGLM's own recipe uses 0.1)"),
     P_ENUM("adapter_chain", "merge", "merge|continue|stack", "when the input model carries an adapter: fold it into the base and train a new one (merge), keep training it (continue), or add a new one beside it (stack)"),
     END};
 
@@ -86,22 +87,23 @@ static const mf_param_spec bad_records[] = {
 static const mf_param_spec p_tokenizer[] = {
     P_INT("vocab_size", "8000", 260, 1 << 22, "target vocabulary size (bytes + merges + special tokens)"),
     P_INT("min_frequency", "2", 1, BIG, "pairs seen fewer times are not merged"),
+    P_INT("max_token_chars", "0", 0, 1 << 20, "no token spans more characters than this (1 = character-level Chinese, rare characters as bytes); 0 = no limit"),
     P_LIST("special_tokens", "[\"<|endoftext|>\", \"<|im_start|>\", \"<|im_end|>\", \"<pad>\"]", "special tokens, given the first ids"),
     P_STR("field", "text", "JSON field holding the text"),
     P_INT("max_chars", "0", 0, BIG, "read at most this many characters of the corpus; 0 = all"),
     END};
 
 static const mf_param_spec p_init[] = {
-    P_ENUM("architecture", "llama", "llama|qwen2|baichuan", "model family"),
+    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2", "model family (docs/model.md)"),
     P_INT("hidden_size", "256", 8, 1 << 20, "model width"),
-    P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width"),
+    P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width (BLOOM: always 4 x hidden_size)"),
     P_INT("num_hidden_layers", "4", 1, 1024, "transformer layers"),
     P_INT("num_attention_heads", "4", 1, 1024, "query heads"),
     P_INT("num_key_value_heads", "0", 0, 1024, "key/value heads (GQA); 0 = num_attention_heads"),
     P_INT("vocab_size", "0", 0, 1 << 22, "0 = the tokenizer's size"),
     P_INT("max_position_embeddings", "2048", 1, 1 << 22, "longest sequence"),
     P_FLT("rope_theta", "10000", 1, 1e12, "RoPE base"),
-    P_FLT("rms_norm_eps", "1e-6", 0, 1, "RMSNorm epsilon"),
+    P_FLT("rms_norm_eps", "1e-6", 0, 1, "the norms' epsilon (RMSNorm; LayerNorm for BLOOM)"),
     P_BOOL("tie_word_embeddings", "false", "share the input embedding and the LM head"),
     P_FLT("initializer_range", "0.02", 0, 10, "std of the normal initialisation"),
     END};
@@ -231,8 +233,9 @@ static const mf_slot_spec s_init[] = {
     {"config", MF_A_CONFIG | MF_A_MODEL, 1, 0, "an HF config.json overriding the params"}, NOSLOT};
 static const mf_slot_spec s_dcpt[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to continue pre-training"},
-    {"data", MF_A_TEXT | MF_A_TOKENS, 0, 1, "medical text, or its tokenized shards"},
-    {"val", MF_A_TEXT | MF_A_TOKENS, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
+    {"data", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 0, 1,
+     "medical text, conversations or QA pairs (their turns joined by newlines, as plain text), or tokenized shards"},
+    {"val", MF_A_TEXT | MF_A_TOKENS | MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_QA_REF, 1, 0, "validation text (validation loss and perplexity)"}, NOSLOT};
 static const mf_slot_spec s_sft[] = {
     {"model", MF_A_MODEL | MF_A_ADAPTER, 0, 0, "model to fine-tune"},
     {"data", MF_A_CONVERSATIONS | MF_A_ALPACA | MF_A_TOKENS, 0, 1, "conversations (sharegpt/alpaca) or tokenized shards"},
@@ -291,13 +294,13 @@ static const mf_kind k_tokenize = {"tokenize", 1, "records -> token-id shards wi
     s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL, 0};
 static const mf_kind k_init = {"init", 1, "a randomly initialised model from a config",
     s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL, 0};
-static const mf_kind k_dcpt = {"dcpt", 1, "domain continued pre-training: next-token loss on packed blocks",
+static const mf_kind k_dcpt = {"dcpt", 2, "domain continued pre-training: next-token loss on packed blocks",
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_sft = {"sft", 1, "supervised fine-tuning: loss on response tokens only",
+static const mf_kind k_sft = {"sft", 2, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_rm = {"rm", 2, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
-static const mf_kind k_dpo = {"dpo", 2, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
 static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};

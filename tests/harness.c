@@ -2,7 +2,8 @@
  * tests/harness.c — the test runner: registry, forked execution, helpers.
  *
  * Usage: runner [-v] [FILTER...]  (a FILTER is a substring of test names)
- * Env:   MF_TEST_TIMEOUT (seconds per test, default 600)
+ * Env:   MF_TEST_TIMEOUT (seconds per test, default 600; a TEST_SLOW test gets
+ *        its own limit when that is larger)
  */
 #include "tests/harness.h"
 #include "common/fsutil.h"
@@ -19,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct { const char *name, *file; mf_test_fn fn; } test_entry;
+typedef struct { const char *name, *file; mf_test_fn fn; unsigned timeout; } test_entry;
 static test_entry *g_tests;
 static size_t g_ntests, g_cap;
 static int g_failed_here;
@@ -34,7 +35,13 @@ void mf_test_register(const char *name, const char *file, mf_test_fn fn)
         g_tests = realloc(g_tests, g_cap * sizeof *g_tests);
         if (!g_tests) abort();
     }
-    g_tests[g_ntests++] = (test_entry){name, file, fn};
+    g_tests[g_ntests++] = (test_entry){name, file, fn, 0};
+}
+
+void mf_test_register_slow(const char *name, const char *file, mf_test_fn fn, unsigned seconds)
+{
+    mf_test_register(name, file, fn);
+    g_tests[g_ntests - 1].timeout = seconds;
 }
 
 void mf_test_fail(const char *file, int line, const char *fmt, ...)
@@ -215,7 +222,8 @@ int main(int argc, char **argv)
             _exit(g_failed_here ? 1 : 0);
         }
         g_alarm = 0;
-        alarm((unsigned)timeout);
+        unsigned limit = t->timeout > (unsigned)timeout ? t->timeout : (unsigned)timeout;
+        alarm(limit);
         int st = 0;
         pid_t r;
         while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR && !g_alarm) {}
@@ -235,7 +243,7 @@ int main(int argc, char **argv)
             if (verbose) printf("ok   %s (%.2fs)\n", t->name, secs);
         } else {
             failed++;
-            if (timed_out) printf("FAIL %s: timed out after %ds\n", t->name, timeout);
+            if (timed_out) printf("FAIL %s: timed out after %us\n", t->name, limit);
             else if (WIFSIGNALED(st)) printf("FAIL %s: killed by signal %d\n", t->name, WTERMSIG(st));
             else printf("FAIL %s (%s)\n", t->name, t->file);
         }

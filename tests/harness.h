@@ -31,6 +31,18 @@ void mf_test_abort(void) __attribute__((noreturn));
     }                                                                           \
     static void name(void)
 
+/* A test that needs more than the runner's default time limit (e.g. one that
+ * trains models end to end): its own limit in seconds, or MF_TEST_TIMEOUT when
+ * that is larger. */
+void mf_test_register_slow(const char *name, const char *file, mf_test_fn fn, unsigned seconds);
+#define TEST_SLOW(name, seconds)                                                \
+    static void name(void);                                                     \
+    __attribute__((constructor)) static void mf_reg_##name(void)                \
+    {                                                                           \
+        mf_test_register_slow(#name, __FILE__, name, (seconds));                \
+    }                                                                           \
+    static void name(void)
+
 #define CHECK(cond)                                                             \
     do {                                                                        \
         if (!(cond)) mf_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);      \

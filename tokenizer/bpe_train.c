@@ -314,8 +314,28 @@ static tpair *get_pair(mf_bpe_trainer *t, int32_t a, int32_t b, int create)
     return p;
 }
 
+/* UTF-8 lead bytes (not 10xxxxxx) of a token: the characters it starts. */
+static size_t tok_leads(const mf_bpe_trainer *t, int32_t a)
+{
+    size_t c = 0;
+    for (uint32_t i = 0; i < t->tok_len[a]; i++) c += ((unsigned char)t->tok[a][i] & 0xC0) != 0x80;
+    return c;
+}
+
+/* May (a, b) ever merge? The merged token touches the characters a touches
+ * (its leads, plus one when it starts inside a character) and those b starts:
+ * b's leading continuation bytes finish a's last character. Pairs that may not
+ * merge are never counted, so they never reach the heap. */
+static int pair_allowed(const mf_bpe_trainer *t, int32_t a, int32_t b)
+{
+    if (!t->o.max_token_chars) return 1;
+    size_t inside = t->tok_len[a] && ((unsigned char)t->tok[a][0] & 0xC0) == 0x80;
+    return inside + tok_leads(t, a) + tok_leads(t, b) <= t->o.max_token_chars;
+}
+
 static int pair_add(mf_bpe_trainer *t, int32_t a, int32_t b, uint64_t n, uint32_t word, uint32_t stamp)
 {
+    if (!pair_allowed(t, a, b)) return 0;
     tpair *p = get_pair(t, a, b, 1);
     if (!p) return MF_ENOMEM;
     p->count += n;

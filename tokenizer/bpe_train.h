@@ -11,7 +11,8 @@
  * Determinism: each step merges the most frequent adjacent pair over the
  * counted words; ties go to the pair whose left token has the smaller id,
  * then whose right token has the smaller id. Pairs seen fewer than
- * min_frequency times are never merged. Same corpus and options -> the same
+ * min_frequency times are never merged, nor pairs whose token would span more
+ * than max_token_chars characters (when > 0). Same corpus and options -> the same
  * bytes of tokenizer.json.
  */
 #ifndef MF_BPE_TRAIN_H
@@ -26,6 +27,10 @@
 typedef struct mf_bpe_train_opts {
     size_t vocab_size;        /* total: special tokens + 256 bytes + merges */
     uint64_t min_frequency;   /* >= 1 */
+    /* > 0: no merge makes a token spanning more than this many characters
+     * (UTF-8 lead bytes), e.g. 1 = character-level for CJK text with byte
+     * fallback for characters too rare to get a token; 0 = no limit */
+    size_t max_token_chars;
     const char *const *special_tokens;
     size_t n_special;
     /* called now and then during train(); may be NULL */

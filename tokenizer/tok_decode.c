@@ -289,6 +289,10 @@ int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, c
     strlist l = {0};
     mf_buf res = MF_BUF_INIT;
     int rc = 0;
+    if (tok->glm) { /* ChatGLM-6B: its own decoding (tok_chatglm.c) */
+        if ((rc = mf_tok_glm_decode(tok, ids, n, skip_special, &res, err)) != 0) goto out;
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= tok->n_ids || !tok->tokens[id]) {
@@ -311,6 +315,7 @@ int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, c
         if (t && !tok->has_decoder) mf_buf_putc(&res, ' ');
         mf_buf_append(&res, l.v[t].data, l.v[t].len);
     }
+done:
     if (!mf_buf_ok(&res)) {
         rc = decode_error(err, MF_ENOMEM);
         goto out;

@@ -373,13 +373,17 @@ int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32
     mf_tok_ids out = {0};
     norm_gap_ctx c = {1, (flags & MF_TOK_LITERAL) != 0};
     int rc = 0;
-    if (add_special)
-        for (size_t i = 0; i < tok->n_pp_pre; i++)
-            if ((rc = mf_tok_ids_push(&out, tok->pp_pre[i])) != 0) goto out;
-    if ((rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c)) != 0) goto out;
-    if (add_special)
-        for (size_t i = 0; i < tok->n_pp_post; i++)
-            if ((rc = mf_tok_ids_push(&out, tok->pp_post[i])) != 0) goto out;
+    if (tok->glm) {
+        if ((rc = mf_tok_glm_encode(tok, text, len, flags, &out, err)) != 0) goto out;
+    } else {
+        if (add_special)
+            for (size_t i = 0; i < tok->n_pp_pre; i++)
+                if ((rc = mf_tok_ids_push(&out, tok->pp_pre[i])) != 0) goto out;
+        if ((rc = split_added(tok, &tok->am_raw, text, len, &out, err, gap_raw, &c)) != 0) goto out;
+        if (add_special)
+            for (size_t i = 0; i < tok->n_pp_post; i++)
+                if ((rc = mf_tok_ids_push(&out, tok->pp_post[i])) != 0) goto out;
+    }
     if (!out.v && !(out.v = malloc(sizeof(int32_t)))) {
         rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
         goto out;

@@ -148,6 +148,11 @@ struct mf_tok {
 
     int32_t bos, eos, pad;
 
+    /* ChatGLM-6B (ice_text.model, tok_chatglm.c): encode/decode go there; the id
+     * tables above (tokens, token_len, is_special, vocab, bos/eos/pad/unk) are
+     * filled from its SentencePiece model, everything else stays empty. */
+    struct mf_tok_glm *glm;
+
     pthread_mutex_t cache_lock;
     mf_tok_cent *cache;
     size_t cache_cap, cache_n;
@@ -173,6 +178,17 @@ int mf_tok_ids_push(mf_tok_ids *a, int32_t id);
 int mf_tok_bpe_word(mf_tok *tok, const char *w, size_t n, mf_tok_ids *out, mf_err *err);
 
 int mf_tok_amatch_build(mf_tok *tok, mf_tok_amatch *m, int normalized);
+
+/* An mf_tok with nothing loaded (ids -1, lock ready); mf_tok_free frees it. */
+mf_tok *mf_tok_new_empty(void);
+
+/* ChatGLM-6B (tok_chatglm.c): a directory with ice_text.model. */
+typedef struct mf_tok_glm mf_tok_glm;
+int mf_tok_glm_load(mf_tok **out, const char *dir, mf_err *err);
+void mf_tok_glm_free(mf_tok_glm *g);
+/* Appends to out; text is valid UTF-8 (checked by the caller). */
+int mf_tok_glm_encode(const mf_tok *tok, const char *text, size_t len, int flags, mf_tok_ids *out, mf_err *err);
+int mf_tok_glm_decode(const mf_tok *tok, const int32_t *ids, size_t n, int skip_special, mf_buf *out, mf_err *err);
 
 /* Normalizer on a piece into out (reset first). first: piece starts the input. */
 int mf_tok_normalize(const mf_tok *tok, const char *s, size_t n, mf_buf *out, mf_err *err);

@@ -557,7 +557,7 @@ static int finish(mf_tok *tok, const mf_json *root, const char *name, mf_err *er
     return 0; /* the word cache is allocated on first use (tok_bpe.c) */
 }
 
-static mf_tok *tok_new(void)
+mf_tok *mf_tok_new_empty(void)
 {
     mf_tok *tok = calloc(1, sizeof *tok);
     if (!tok) return NULL;
@@ -570,7 +570,7 @@ static int load_root(mf_tok **out, const mf_json *root, const mf_json *cfg, cons
 {
     *out = NULL;
     if (root->type != MF_JSON_OBJECT) return bad(err, name, root, "expected a JSON object at the top, found %s%s", tname(root), NULL);
-    mf_tok *tok = tok_new();
+    mf_tok *tok = mf_tok_new_empty();
     if (!tok) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     int rc = finish(tok, root, name, err);
     if (rc) {
@@ -593,10 +593,24 @@ int mf_tok_load_mem(mf_tok **out, const char *json, size_t len, const char *name
     return rc;
 }
 
+/* 1: a directory without tokenizer.json that holds ice_text.model (ChatGLM-6B);
+ * 0: not; -1: out of memory. */
+static int mf_tok_is_chatglm_dir(const char *path)
+{
+    if (!mf_is_dir(path)) return 0;
+    char *tj = mf_path_join(path, "tokenizer.json"), *ice = mf_path_join(path, "ice_text.model");
+    int r = !tj || !ice ? -1 : (!mf_is_file(tj) && mf_is_file(ice));
+    free(tj);
+    free(ice);
+    return r;
+}
+
 int mf_tok_load(mf_tok **out, const char *path, mf_err *err)
 {
     *out = NULL;
     char *file = NULL, *cfgpath = NULL;
+    int glm = mf_tok_is_chatglm_dir(path);
+    if (glm) return glm > 0 ? mf_tok_glm_load(out, path, err) : mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     if (mf_is_dir(path)) {
         file = mf_path_join(path, "tokenizer.json");
         cfgpath = mf_path_join(path, "tokenizer_config.json");
@@ -664,6 +678,7 @@ void mf_tok_free(mf_tok *tok)
     free(tok->am_norm.idx);
     free(tok->pp_pre);
     free(tok->pp_post);
+    mf_tok_glm_free(tok->glm);
     if (tok->cache) {
         for (size_t i = 0; i < tok->cache_cap; i++) {
             free(tok->cache[i].ids); /* the key shares this block */

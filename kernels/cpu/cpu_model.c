@@ -77,7 +77,7 @@ static size_t layout(mf_model *m, cpu_state *cs, float *base)
     }
     cs->x_out = T_(N * H); cs->lnf = T_(N * H); cs->rstdf = T_(N);
     cs->logits = T_(N * (size_t)c->vocab_size);
-    cs->logp = T_(N); cs->valid = T_(N); cs->values = T_(N); cs->reward = T_(B);
+    cs->logp = T_(N); cs->lse = T_(N); cs->valid = T_(N); cs->values = T_(N); cs->reward = T_(B);
     cs->kbuf = T_(N * Dkv); cs->vbuf = T_(N * Dkv); cs->xd = T_(N * maxin);
     cs->dres = T_(N * H); cs->dln = T_(N * H); cs->dlnf = T_(N * H);
     cs->dao = T_(N * Dq); cs->dq = T_(N * Dq); cs->dkf = T_(B * S * Dkv); cs->dvf = T_(B * S * Dkv);
@@ -109,7 +109,7 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
     /* Re-carve in place when the new shape fits (variable-length batches stop
      * allocating once the largest shape has been seen); grow otherwise. Every
      * buffer is written before it is read, so no clearing is needed. */
-    size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 4 * nt + (size_t)B;
+    size_t n = layout(m, cs, NULL), nt = (size_t)B * T, ni = 5 * nt + 2 * (size_t)B;
     if (m->cfg.pos == MF_POS_ALIBI) ni += (size_t)B * (want.P + T);
     if (n > cs->arena_cap) {
         free(cs->arena);
@@ -133,7 +133,9 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
     cs->target = cs->mask + nt;
     cs->pos = cs->target + nt;
     cs->last = cs->pos + nt;
-    cs->kpos = m->cfg.pos == MF_POS_ALIBI ? cs->last + B : NULL;
+    cs->bpos = cs->last + B;
+    cs->ctx = cs->bpos + nt;
+    cs->kpos = m->cfg.pos == MF_POS_ALIBI ? cs->ctx + B : NULL;
     cs->N = B * T;
     cs->S = want.P + T;
     return mf_k_cpu_rope_ensure(m, want.P + T, err);
@@ -142,7 +144,9 @@ static int cpu_prepare(mf_model *m, int B, int T, mf_err *err)
 int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err)
 {
     cpu_state *cs = m->be_state;
-    if (len <= cs->rope_len || m->cfg.pos != MF_POS_ROPE) return 0;
+    int glm = m->cfg.pos == MF_POS_ROPE_2D;
+    if (glm) len++; /* block positions run to T */
+    if (len <= cs->rope_len || (m->cfg.pos != MF_POS_ROPE && !glm)) return 0;
     int half = m->rot / 2;
     float *c = realloc(cs->cosv, (size_t)len * half * sizeof(float));
     if (!c) return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for RoPE tables");
@@ -150,9 +154,25 @@ int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err)
     float *s = realloc(cs->sinv, (size_t)len * half * sizeof(float));
     if (!s) return mf_err_set(err, MF_ENOMEM, "cpu backend: out of memory for RoPE tables");
     cs->sinv = s;
-    mf_k_cpu_rope_table(cs->cosv, cs->sinv, len, m->rot, m->cfg.rope_theta);
+    mf_k_cpu_rope_table_ex(cs->cosv, cs->sinv, len, m->rot, m->cfg.rope_theta, glm);
     cs->rope_len = len;
     return 0;
+}
+
+void mf_k_cpu_rope_qk(mf_model *m, cpu_state *cs, float *q, float *k, const int *pos, const int *bpos, int N,
+                      int inverse)
+{
+    const mf_model_config *c = &m->cfg;
+    int nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
+    if (c->pos == MF_POS_ROPE) {
+        mf_k_cpu_rope(q, pos, N, nh, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, inverse);
+        mf_k_cpu_rope(k, pos, N, nkv, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, inverse);
+    } else if (c->pos == MF_POS_ROPE_2D) { /* rot = hd / 2: one rotation per half of each head */
+        mf_k_cpu_rope(q, pos, N, nh, hd, m->rot, 0, cs->cosv, cs->sinv, inverse);
+        mf_k_cpu_rope(q + m->rot, bpos, N, nh, hd, m->rot, 0, cs->cosv, cs->sinv, inverse);
+        mf_k_cpu_rope(k, pos, N, nkv, hd, m->rot, 0, cs->cosv, cs->sinv, inverse);
+        mf_k_cpu_rope(k + m->rot, bpos, N, nkv, hd, m->rot, 0, cs->cosv, cs->sinv, inverse);
+    }
 }
 
 /* ---------------------------------------------------------------- LoRA linears */
@@ -427,22 +447,23 @@ static void layer_forward(mf_model *m, cpu_state *cs, int l, float *x_next, int 
 
     mf_k_cpu_norm_fwd(m, a->ln1, a->mean1, a->rstd1, a->x_in, li->ln1, li->ln1_b, N);
     mf_k_cpu_qkv_fwd(m, cs, a, l, a->ln1, a->q, cs->kbuf, cs->vbuf, cs->wide, N, train);
-    if (c->pos == MF_POS_ROPE) {
-        mf_k_cpu_rope(a->q, cs->pos, N, nh, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, 0);
-        mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, 0);
-    }
+    mf_k_cpu_rope_qk(m, cs, a->q, cs->kbuf, cs->pos, cs->bpos, N, 0);
     gather_kv(m, cs, a, l, train);
     mf_k_alibi alibi = {cs->alibi, cs->kpos};
-    mf_k_cpu_attention(a->ao, a->att, a->q, a->kf, a->vf, cs->has_mask ? cs->mask : NULL, cs->alibi ? &alibi : NULL,
-                       B, T, P, nh, nkv, hd);
+    mf_k_cpu_attention_ex(a->ao, a->att, a->q, a->kf, a->vf, cs->has_mask ? cs->mask : NULL, cs->alibi ? &alibi : NULL,
+                          c->prefix_lm ? cs->ctx : NULL, B, T, P, nh, nkv, hd);
     mf_k_cpu_lin_fwd(m, cs, a, l, MOD_O, a->ao, a->x_mid, N, train);
+    /* the residual: x (pre-norm) or GLM's alpha * Norm(x) */
+    const float *r1 = c->glm_residual ? a->ln1 : a->x_in;
+    float alpha = c->glm_residual ? mf_model_glm_alpha(m) : 1.0f;
     size_t nH = (size_t)N * H;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < nH; i++) a->x_mid[i] += a->x_in[i];
+    for (size_t i = 0; i < nH; i++) a->x_mid[i] += alpha * r1[i];
     mf_k_cpu_norm_fwd(m, a->ln2, a->mean2, a->rstd2, a->x_mid, li->ln2, li->ln2_b, N);
     mf_k_cpu_mlp_fwd(m, cs, a, l, a->ln2, a->gate, a->up, a->act, x_next, cs->wide, N, train);
+    const float *r2 = c->glm_residual ? a->ln2 : a->x_mid;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < nH; i++) x_next[i] += a->x_mid[i];
+    for (size_t i = 0; i < nH; i++) x_next[i] += alpha * r2[i];
 }
 
 /* cs->dres = dL/d(MLP output); on return cs->dln = dL/d(ln2 output). */
@@ -482,19 +503,24 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
     int nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
 
     mlp_backward(m, cs, a, l);
-    int attn = below || P || mf_model_attn_trains(m, l);
+    int attn = below || P || mf_model_attn_trains(m, l), glm = c->glm_residual;
+    float alpha = glm ? mf_model_glm_alpha(m) : 1.0f;
+    size_t nH = (size_t)N * H;
+    if (glm) { /* x_next = alpha * ln2 + mlp(ln2): the residual's gradient goes to ln2's output */
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nH; i++) cs->dln[i] += alpha * cs->dres[i];
+        if (attn) memset(cs->dres, 0, nH * sizeof(float));
+    }
     norm_bwd(m, attn ? cs->dres : NULL, li->ln2, li->ln2_b, cs->dln, a->x_mid, a->mean2, a->rstd2, N);
     if (!attn) return;
 
     /* attention */
     memset(cs->dao, 0, (size_t)N * Dq * sizeof(float));
     lin_bwd(m, cs, a, l, MOD_O, a->ao, cs->dres, cs->dao, N);
-    mf_k_cpu_attention_bwd(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->threads, cs->dao, a->att, a->q, a->kf, a->vf, B, T, P, nh, nkv, hd);
+    mf_k_cpu_attention_bwd_ex(cs->dq, cs->dkf, cs->dvf, cs->att_ws, cs->threads, cs->dao, a->att, a->q, a->kf, a->vf,
+                              c->prefix_lm ? cs->ctx : NULL, B, T, P, nh, nkv, hd);
     scatter_dkv(m, cs, l);
-    if (c->pos == MF_POS_ROPE) {
-        mf_k_cpu_rope(cs->dq, cs->pos, N, nh, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, 1);
-        mf_k_cpu_rope(cs->kbuf, cs->pos, N, nkv, hd, m->rot, c->rope_interleaved, cs->cosv, cs->sinv, 1);
-    }
+    mf_k_cpu_rope_qk(m, cs, cs->dq, cs->kbuf, cs->pos, cs->bpos, N, 1);
     /* dL/d(ln1 output) only matters for ln1's params or for layers below */
     float *dln = below || mf_model_trains(m, li->ln1) || mf_model_trains(m, li->ln1_b) ? cs->dln : NULL;
     if (dln) memset(dln, 0, (size_t)N * H * sizeof(float));
@@ -505,6 +531,11 @@ static void layer_backward(mf_model *m, cpu_state *cs, int l, int below)
     } else {
         qkv_shuffle(m, cs->wide, cs->dq, cs->kbuf, cs->vbuf, N, 1);
         lin_bwd(m, cs, a, l, MOD_QKV, a->ln1, cs->wide, dln, N);
+    }
+    if (dln && glm) { /* x_mid = alpha * ln1 + attention(ln1) */
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nH; i++) dln[i] += alpha * cs->dres[i];
+        if (below) memset(cs->dres, 0, nH * sizeof(float));
     }
     if (dln) norm_bwd(m, below ? cs->dres : NULL, li->ln1, li->ln1_b, dln, a->x_in, a->mean1, a->rstd1, N);
 }
@@ -526,11 +557,19 @@ static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs
             for (int t = 0; t < T; t++)
                 if (b->attention_mask[(size_t)bi * T + t]) cs->last[bi] = t;
         }
+        int mpos = 0;
+        cs->ctx[bi] = 0;
+        if (c->prefix_lm) {
+            int rc = mf_model_glm_row(m, b->input_ids + (size_t)bi * T, T, bi, &cs->ctx[bi], &mpos, err);
+            if (rc) return rc;
+        }
         for (int t = 0; t < T; t++) {
             size_t n = (size_t)bi * T + t;
             cs->ids[n] = b->input_ids[n];
             cs->mask[n] = b->attention_mask ? (b->attention_mask[n] != 0) : 1;
             cs->pos[n] = p0 + t; /* after the prefix, as with HF past_key_values (ChatGLM: from 0) */
+            cs->bpos[n] = 0;
+            if (c->prefix_lm) mf_glm_position(t, cs->ctx[bi], mpos, &cs->pos[n], &cs->bpos[n]);
             int32_t y = (b->labels && t + 1 < T) ? b->labels[n + 1] : MF_K_IGNORE_INDEX;
             cs->target[n] = y < 0 ? -1 : y;
             cs->valid[n] = y < 0 ? 0.0f : 1.0f;
@@ -559,7 +598,7 @@ static int cpu_forward(mf_model *m, const mf_k_batch *b, int flags, mf_k_outputs
     if (flags & MF_FWD_LOGITS) {
         const float *Wlm = P_(m, m->lm_head >= 0 ? m->lm_head : m->embed)->data;
         mf_k_cpu_linear(cs->logits, cs->lnf, Wlm, NULL, N, H, V, 1.0f, 0.0f);
-        double sum = mf_k_cpu_logp(cs->logp, cs->logits, cs->target, N, V);
+        double sum = mf_k_cpu_logp(cs->logp, cs->lse, cs->logits, cs->target, N, V);
         int nv = 0;
         for (int n = 0; n < N; n++) nv += cs->target[n] >= 0;
         out->logits = cs->logits;
@@ -592,7 +631,7 @@ static int cpu_backward(mf_model *m, const float *dlogp, const float *dvalues, m
     memset(cs->dlnf, 0, nH * sizeof(float));
     if ((cs->flags & MF_FWD_LOGITS) && dlogp) {
         int wi = m->lm_head >= 0 ? m->lm_head : m->embed;
-        mf_k_cpu_logp_bwd(cs->logits, dlogp, cs->target, N, V); /* logits now hold dlogits */
+        mf_k_cpu_logp_bwd(cs->logits, cs->lse, dlogp, cs->target, N, V); /* logits now hold dlogits */
         mf_k_cpu_linear_bwd(cs->dlnf, grad_of(m, wi), NULL, cs->logits, cs->lnf, P_(m, wi)->data, N, H, V, 1.0f);
     }
     if ((cs->flags & MF_FWD_VALUES) && dvalues) {
@@ -682,6 +721,8 @@ static void cpu_detach(mf_model *m)
     free(cs->alibi);
     free(cs->kc);
     free(cs->vc);
+    free(cs->c_ctx);
+    free(cs->c_mpos);
     free(cs->dec_arena);
     free(cs);
     m->be_state = NULL;

@@ -38,10 +38,11 @@ typedef struct cpu_state {
     /* inputs of the last forward */
     int32_t *iarena;
     int32_t *ids, *mask, *target, *last, *pos;
+    int32_t *bpos, *ctx;                     /* prefix LM: block positions [N], context lengths [B] */
     int32_t *kpos;                            /* [B, S] ALiBi key positions (NULL without ALiBi) */
     int has_mask, flags, fwd_ok;
     /* head */
-    float *x_out, *lnf, *rstdf, *meanf, *logits, *logp, *valid, *values, *reward;
+    float *x_out, *lnf, *rstdf, *meanf, *logits, *logp, *lse, *valid, *values, *reward;
     float *emb, *mean_e, *rstd_e;            /* embedding norm: its input [N,H], stats [N] */
     /* workspaces */
     float *kbuf, *vbuf, *xd;                 /* [N,Dkv] x2, [N,maxin] */
@@ -56,6 +57,7 @@ typedef struct cpu_state {
     /* KV cache: [L][rows][P + cap][Dkv] */
     float *kc, *vc;
     int c_rows, c_cap;
+    int *c_ctx, *c_mpos;                     /* prefix LM: each cache row's context length / mask position (-1: unknown) */
     float *dec_arena;
     size_t dec_n;
     int threads;
@@ -76,6 +78,11 @@ void mf_k_cpu_qkv_fwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, const
 void mf_k_cpu_mlp_fwd(mf_model *m, cpu_state *cs, cpu_layer_act *a, int l, const float *h, float *gate, float *up,
                       float *act, float *y, float *wide, int N, int train);
 int mf_k_cpu_rope_ensure(mf_model *m, int len, mf_err *err);
+/* Rotary positions on q [N, nh*hd] and k [N, nkv*hd] (inverse = 1: the backward's transpose
+ * rotation): LLaMA / GLM RoPE at pos, or GLM's 2D rotary (pos on each head's first half, bpos
+ * on its second). No-op with ALiBi. */
+void mf_k_cpu_rope_qk(mf_model *m, cpu_state *cs, float *q, float *k, const int *pos, const int *bpos, int N,
+                      int inverse);
 /* Prefix key/value rows [P, 2*L*Dkv] (runs the reparameterisation MLP). */
 void mf_k_cpu_prefix_forward(mf_model *m, float *pkv, float *pre, float *h);
 

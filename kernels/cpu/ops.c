@@ -176,11 +176,28 @@ void mf_k_cpu_layernorm_bwd(float *dx, float *dw, float *db, const float *dy, co
     }
 }
 
+/* x rounded to the nearest IEEE half (ties to even), returned as a float. */
+static float round_half(float x)
+{
+    if (x == 0 || !isfinite(x)) return x;
+    int e;
+    double f = frexp((double)x, &e); /* x = f 2^e, 0.5 <= |f| < 1 */
+    if (e < -13)                     /* fp16 subnormals: a fixed quantum of 2^-24 */
+        return (float)ldexp(nearbyint(ldexp((double)x, 24)), -24);
+    return (float)ldexp(nearbyint(ldexp(f, 11)), e - 11); /* 11 significant bits */
+}
+
 void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int rot, double theta)
+{
+    mf_k_cpu_rope_table_ex(cosv, sinv, len, rot, theta, 0);
+}
+
+void mf_k_cpu_rope_table_ex(float *cosv, float *sinv, int len, int rot, double theta, int half_freq)
 {
     int half = rot / 2;
     for (int i = 0; i < half; i++) {
         float inv = (float)(1.0 / pow(theta, (double)(2 * i) / (double)rot));
+        if (half_freq) inv = round_half(inv);
         for (int p = 0; p < len; p++) {
             float ang = (float)p * inv;
             cosv[(size_t)p * half + i] = (float)cos((double)ang);
@@ -211,6 +228,34 @@ void mf_k_cpu_rope(float *x, const int *pos, int N, int nh, int hd, int rot, int
     }
 }
 
+/*
+ * exp(x) in fp32 that the compiler vectorises (libm's expf is a call per
+ * element, and the softmax over a 3,000-token vocabulary was a third of a tiny
+ * model's training time). Cephes' expf: x = n ln2 + r with |r| <= ln2/2 (ln2
+ * split in two for an exact reduction), exp(r) by a degree-6 polynomial,
+ * times 2^n built in the exponent bits. Within 2 ulp of expf on
+ * [-87.3, 88]; arguments are clamped to that range (exp(-87.3) is the
+ * smallest normal float, so softmax tails underflow to ~1e-38 instead of 0).
+ * Round-to-nearest by the 1.5 * 2^23 trick: SSE2 has no vector floor.
+ */
+static inline float fexp(float x)
+{
+    x = x < -87.3f ? -87.3f : x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) * (1 << 23)};
+    return p * two_n.f;
+}
+
+float mf_k_cpu_exp(float x) { return fexp(x); }
+
 /* sqrt(2/pi) and 3 * 0.044715 * sqrt(2/pi), as BLOOM's fused GELU writes them */
 #define GELU_K 0.79788456f
 #define GELU_K3 0.1070322243f
@@ -235,20 +280,20 @@ void mf_k_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 
 static inline float silu(float g)
 {
-    return g / (1.0f + expf(-g));
+    return g / (1.0f + fexp(-g));
 }
 
 void mf_k_cpu_swiglu(float *act, const float *g, const float *u, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) act[i] = silu(g[i]) * u[i];
 }
 
 void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g, const float *u, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float sig = 1.0f / (1.0f + fexp(-g[i]));
         float d = dact[i];
         du[i] = d * g[i] * sig;
         dg[i] = d * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
@@ -260,14 +305,28 @@ void mf_k_cpu_swiglu_bwd(float *dg, float *du, const float *dact, const float *g
 #define ATT_BLK 64
 
 /* Row t of a (b, h) score block may see key s when s is a prefix row or a
- * real (mask 1) position <= t. */
-static inline int key_visible(const int32_t *mrow, int P, int t, int s)
+ * real (mask 1) position <= t, or < ctx (the row's bidirectional prompt). */
+static inline int key_visible(const int32_t *mrow, int P, int t, int s, int ctx)
 {
-    return s < P || (s - P <= t && (!mrow || mrow[s - P]));
+    return s < P || ((s - P <= t || s - P < ctx) && (!mrow || mrow[s - P]));
+}
+
+/* Keys a block of query rows ending at t1 can see: [0, P + max(t1, ctx)). */
+static inline int keys_seen(int P, int t1, int ctx, int T)
+{
+    int e = t1 > ctx ? t1 : ctx;
+    return P + (e < T ? e : T);
 }
 
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd)
+{
+    mf_k_cpu_attention_ex(out, att, q, kf, vf, mask, alibi, NULL, B, T, P, nh, nkv, hd);
+}
+
+void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *kf, const float *vf,
+                           const int32_t *mask, const mf_k_alibi *alibi, const int32_t *ctx, int B, int T, int P,
+                           int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -282,9 +341,10 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
             const float *kb = kf + (size_t)b * S * kd + (size_t)g * hd;
             const float *vb = vf + (size_t)b * S * kd + (size_t)g * hd;
             float *pb = att + ((size_t)b * nh + h) * T * S;
-            /* causal: rows [t0, t1) see at most keys [0, P + t1): skip the rest */
+            int cx = ctx ? ctx[b] : 0;
+            /* causal: rows [t0, t1) see at most keys [0, P + max(t1, ctx)): skip the rest */
             for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
-                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, cx, T);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, sv, hd, scale, qb + (size_t)t0 * qd, qd,
                             kb, kd, 0.0f, pb + (size_t)t0 * S, S);
             }
@@ -293,7 +353,7 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
             for (int t = 0; t < T; t++) {
                 float *p = pb + (size_t)t * S, mx = -INFINITY;
                 for (int s = 0; s < S; s++) {
-                    if (!key_visible(mrow, P, t, s)) p[s] = -INFINITY;
+                    if (!key_visible(mrow, P, t, s, cx)) p[s] = -INFINITY;
                     else {
                         if (kpos) p[s] += slope * (float)kpos[s];
                         if (p[s] > mx) mx = p[s];
@@ -313,7 +373,7 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
                 for (int s = 0; s < S; s++) p[s] *= inv;
             }
             for (int t0 = 0; t0 < T; t0 += ATT_BLK) {
-                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1;
+                int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, cx, T);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hd, sv, 1.0f, pb + (size_t)t0 * S, S,
                             vb, kd, 0.0f, out + ((size_t)b * T + t0) * qd + (size_t)h * hd, qd);
             }
@@ -323,6 +383,13 @@ void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf,
 void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
                             const float *att, const float *q, const float *kf, const float *vf, int B, int T,
                             int P, int nh, int nkv, int hd)
+{
+    mf_k_cpu_attention_bwd_ex(dq, dkf, dvf, scratch, ws_threads, dout, att, q, kf, vf, NULL, B, T, P, nh, nkv, hd);
+}
+
+void mf_k_cpu_attention_bwd_ex(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                               const float *att, const float *q, const float *kf, const float *vf, const int32_t *ctx,
+                               int B, int T, int P, int nh, int nkv, int hd)
 {
     int S = P + T, grp = nh / nkv, qd = nh * hd, kd = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -344,7 +411,8 @@ void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, i
                 const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
                 const float *dob = dout + (size_t)b * T * qd + (size_t)h * hd;
                 for (int t0 = 0; t0 < T; t0 += ATT_BLK) { /* causal blocks, as in the forward */
-                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = P + t1, nt = t1 - t0;
+                    int t1 = t0 + ATT_BLK < T ? t0 + ATT_BLK : T, sv = keys_seen(P, t1, ctx ? ctx[b] : 0, T),
+                        nt = t1 - t0;
                     const float *pbk = pb + (size_t)t0 * S, *qbk = qb + (size_t)t0 * qd, *dobk = dob + (size_t)t0 * qd;
                     float *dsk = ds + (size_t)t0 * S;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, sv, hd, 1.0f, dobk, qd, vb, kd, 0.0f, dsk, S);
@@ -363,27 +431,44 @@ void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, i
         }
 }
 
-double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V)
+/* Row maximum and log-sum-exp: lse = mx + log(sum_j exp(z_j - mx)). The sum
+ * runs in 8 fp32 lanes (a fixed order, so bit-reproducible), each lane's
+ * terms <= 1 and at most V / 8 of them. */
+static float row_lse(const float *r, int V)
+{
+    float mx = r[0];
+    for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
+    float lane[8] = {0};
+    int j = 0;
+    for (; j + 8 <= V; j += 8)
+#pragma omp simd
+        for (int k = 0; k < 8; k++) lane[k] += fexp(r[j + k] - mx);
+    double s = 0;
+    for (; j < V; j++) s += fexp(r[j] - mx);
+    for (int k = 0; k < 8; k++) s += lane[k];
+    return mx + (float)log(s); /* s >= exp(0) = 1 */
+}
+
+double mf_k_cpu_logp(float *logp, float *lse, const float *logits, const int32_t *target, int N, int V)
 {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         if (target[n] < 0) {
             logp[n] = 0;
+            if (lse) lse[n] = 0;
             continue;
         }
         const float *r = logits + (size_t)n * V;
-        float mx = r[0];
-        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
-        double s = 0;
-        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
-        logp[n] = (float)((double)(r[target[n]] - mx) - log(fmax(s, 1.0))); /* s >= exp(0) = 1 */
+        float l = row_lse(r, V);
+        logp[n] = r[target[n]] - l;
+        if (lse) lse[n] = l;
     }
     double total = 0; /* serial: the same sum in the same order every run */
     for (int n = 0; n < N; n++) total += logp[n];
     return total;
 }
 
-void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V)
+void mf_k_cpu_logp_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int N, int V)
 {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -393,12 +478,9 @@ void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target,
             memset(r, 0, (size_t)V * sizeof(float));
             continue;
         }
-        float mx = r[0];
-        for (int j = 1; j < V; j++) mx = r[j] > mx ? r[j] : mx;
-        double s = 0;
-        for (int j = 0; j < V; j++) s += exp((double)(r[j] - mx));
-        float inv = (float)(1.0 / s);
-        for (int j = 0; j < V; j++) r[j] = -g * expf(r[j] - mx) * inv;
+        float l = lse ? lse[n] : row_lse(r, V);
+#pragma omp simd
+        for (int j = 0; j < V; j++) r[j] = -g * fexp(r[j] - l);
         r[target[n]] += g;
     }
 }

@@ -45,6 +45,8 @@ void mf_k_cpu_layernorm_bwd(float *dx, float *dw, float *db, const float *dy, co
 /* cos/sin tables [len, rot/2] as HF computes them in fp32:
  * inv_freq[i] = 1 / theta^(2i/rot), angle = pos * inv_freq[i] (rot = the rotary dims). */
 void mf_k_cpu_rope_table(float *cosv, float *sinv, int len, int rot, double theta);
+/* half_freq = 1: inv_freq rounded to fp16 first, as ChatGLM-6B's RotaryEmbedding keeps it. */
+void mf_k_cpu_rope_table_ex(float *cosv, float *sinv, int len, int rot, double theta, int half_freq);
 /* In place on x[N, nh*hd]; row n is at position pos[n]; the first rot dims of each
  * head rotate, the rest pass. Halves (HF rotate_half, LLaMA):
  * (a, b) = (x[i], x[i+rot/2]); interleaved (GLM, ChatGLM2): (a, b) = (x[2i], x[2i+1]);
@@ -79,16 +81,30 @@ typedef struct mf_k_alibi {
 } mf_k_alibi;
 void mf_k_cpu_attention(float *out, float *att, const float *q, const float *kf, const float *vf,
                         const int32_t *mask, const mf_k_alibi *alibi, int B, int T, int P, int nh, int nkv, int hd);
+/* The same with GLM's prefix LM: ctx [B] or NULL; in row b, token keys at positions < ctx[b]
+ * (the prompt) are visible to every query, not only to later ones. */
+void mf_k_cpu_attention_ex(float *out, float *att, const float *q, const float *kf, const float *vf,
+                           const int32_t *mask, const mf_k_alibi *alibi, const int32_t *ctx, int B, int T, int P,
+                           int nh, int nkv, int hd);
 /* dq (overwrite) [B*T, nh*hd]; dkf, dvf (overwrite) [B, S, nkv*hd];
  * scratch: ws_threads * T * S floats (at most ws_threads threads run). */
 void mf_k_cpu_attention_bwd(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
                             const float *att, const float *q, const float *kf, const float *vf, int B, int T,
                             int P, int nh, int nkv, int hd);
+void mf_k_cpu_attention_bwd_ex(float *dq, float *dkf, float *dvf, float *scratch, int ws_threads, const float *dout,
+                               const float *att, const float *q, const float *kf, const float *vf, const int32_t *ctx,
+                               int B, int T, int P, int nh, int nkv, int hd);
 
-/* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0).
- * Returns sum of logp over rows with target >= 0. */
-double mf_k_cpu_logp(float *logp, const float *logits, const int32_t *target, int N, int V);
-/* In place: logits[n] <- dlogp[n] * (onehot(target[n]) - softmax(logits[n])). */
-void mf_k_cpu_logp_bwd(float *logits, const float *dlogp, const int32_t *target, int N, int V);
+/* Per row n: logp[n] = log_softmax(logits[n])[target[n]] (target < 0: logp 0),
+ * lse[n] = log(sum_j exp(logits[n][j])) when lse is not NULL (saved for the
+ * backward). Returns sum of logp over rows with target >= 0. */
+double mf_k_cpu_logp(float *logp, float *lse, const float *logits, const int32_t *target, int N, int V);
+/* In place: logits[n] <- dlogp[n] * (onehot(target[n]) - softmax(logits[n])),
+ * softmax = exp(logits - lse) with the forward's lse (NULL: recomputed). */
+void mf_k_cpu_logp_bwd(float *logits, const float *lse, const float *dlogp, const int32_t *target, int N, int V);
+
+/* The vectorisable exp of the kernels (within 2 ulp of expf on [-87.3, 88],
+ * clamped outside); exposed for tests. */
+float mf_k_cpu_exp(float x);
 
 #endif

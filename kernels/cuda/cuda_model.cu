@@ -653,6 +653,9 @@ out:
 const char *mf_cu_unsupported_why(const mf_model *m)
 {
     const mf_model_config *c = &m->cfg;
+    if (c->pos == MF_POS_ROPE_2D || c->prefix_lm || c->glm_residual)
+        return "cuda backend: ChatGLM-6B (2D rotary, prefix-LM attention, alpha-scaled residuals) is not implemented; "
+               "use --backend cpu";
     if (c->norm != MF_NORM_RMS) return "cuda backend: LayerNorm models (BLOOM) are not implemented; use --backend cpu";
     if (c->act != MF_ACT_SWIGLU) return "cuda backend: GELU MLPs (BLOOM) are not implemented; use --backend cpu";
     if (c->pos != MF_POS_ROPE) return "cuda backend: ALiBi (BLOOM) is not implemented; use --backend cpu";

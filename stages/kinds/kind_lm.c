@@ -37,8 +37,11 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
         if (rc) return rc;
     } else {
         const char *a = mf_trainer_str(ctx, "architecture");
-        cfg.arch = !strcmp(a, "qwen2") ? MF_ARCH_QWEN2 : !strcmp(a, "baichuan") ? MF_ARCH_BAICHUAN : MF_ARCH_LLAMA;
-        cfg.attention_bias = cfg.arch == MF_ARCH_QWEN2;
+        cfg.arch = MF_ARCH_LLAMA;
+        for (int k = MF_ARCH_LLAMA; k <= MF_ARCH_CHATGLM2; k++)
+            if (!strcmp(a, mf_model_arch_name((mf_arch)k))) cfg.arch = (mf_arch)k;
+        /* Qwen2, GLM, ChatGLM2/3: q/k/v biases (what their checkpoints have) */
+        cfg.attention_bias = cfg.arch == MF_ARCH_QWEN2 || cfg.arch == MF_ARCH_GLM || cfg.arch == MF_ARCH_CHATGLM2;
         cfg.hidden_size = (int)mf_trainer_int(ctx, "hidden_size");
         cfg.intermediate_size = (int)mf_trainer_int(ctx, "intermediate_size");
         cfg.num_hidden_layers = (int)mf_trainer_int(ctx, "num_hidden_layers");
@@ -50,6 +53,11 @@ int mf_stage_init_run(mf_stage_ctx *ctx)
         cfg.rms_norm_eps = mf_trainer_num(ctx, "rms_norm_eps");
         cfg.tie_word_embeddings = mf_trainer_bool(ctx, "tie_word_embeddings");
         cfg.pad_token_id = cfg.bos_token_id = cfg.eos_token_id = -1;
+        if (cfg.arch == MF_ARCH_BLOOM) { /* BLOOM: a 4h MLP, one kv head per head, the LM head tied */
+            cfg.intermediate_size = 4 * cfg.hidden_size;
+            cfg.num_key_value_heads = cfg.num_attention_heads;
+            cfg.tie_word_embeddings = 1;
+        }
     }
     /* the tokenizer: a tokenizer.json file or a directory holding one */
     const char *tpath = mf_stage_input_path(ctx, "tokenizer");

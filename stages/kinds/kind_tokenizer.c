@@ -204,6 +204,7 @@ int mf_stage_tokenizer_run(mf_stage_ctx *ctx)
     mf_bpe_train_opts o = {0};
     o.vocab_size = (size_t)mf_stage_param_int(ctx, "vocab_size", 8000);
     o.min_frequency = (uint64_t)mf_stage_param_int(ctx, "min_frequency", 2);
+    o.max_token_chars = (size_t)mf_stage_param_int(ctx, "max_token_chars", 0);
     o.special_tokens = specials;
     o.n_special = nsp;
     o.progress = on_progress;

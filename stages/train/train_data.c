@@ -100,11 +100,14 @@ static int tok_cb(void *ud, const char *text, size_t n, int32_t **ids, size_t *n
     return mf_tok_encode((mf_tok *)ud, text, n, 0, ids, n_ids, err);
 }
 
-/* Is this record held out for validation (by content hash)? */
+/* Is this record held out for validation (by content hash)? The hash is salted:
+ * the `split` kind hashes the same canonical JSON to choose parts, and an
+ * unsalted unit would hold out all or none of a split part's records. */
 static int is_val(const mf_json *rec, double ratio)
 {
     if (ratio <= 0) return 0;
     mf_buf b = MF_BUF_INIT;
+    mf_buf_puts(&b, "val_ratio\n");
     mf_json_write(&b, rec, MF_JSON_SORTED);
     double u = mf_split_unit(b.data ? b.data : "", b.len);
     mf_buf_free(&b);
@@ -151,20 +154,58 @@ typedef struct loader {
     stream st[2];
 } loader;
 
+/* A conversation-shaped record (sharegpt, alpaca, qa, ...) as plain text for
+ * continued pre-training: its turns' texts joined by newlines, no template
+ * (Qilin-Med's ChiMed-CPT mixes QA pairs and dialogues into the text corpus).
+ * MF_EINVAL when the record is no conversation. */
+static int conv_text(const mf_json *rec, mf_buf *out, mf_err *err)
+{
+    mf_conv c;
+    char why[256] = "";
+    int rc = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
+    if (rc == MF_EINVAL) return MF_EINVAL;
+    if (rc) return nomem(err);
+    for (size_t k = 0; k < c.n; k++) {
+        if (k) mf_buf_putc(out, '\n');
+        mf_buf_puts(out, c.turns[k].value);
+    }
+    if (c.chosen) { /* a preference record: the preferred answer is the text's */
+        mf_buf_putc(out, '\n');
+        mf_buf_puts(out, c.chosen);
+    }
+    mf_conv_free(&c);
+    mf_buf_cstr(out); /* "" for an empty conversation */
+    return mf_buf_ok(out) ? 0 : nomem(err);
+}
+
+/* A document: the string field, or a conversation's turns joined (conv_text). */
 static int add_text(loader *L, mf_rd *rd, const mf_json *rec, int which, mf_err *err)
 {
     const mf_train_data_opts *o = L->o;
     const mf_json *t = rec->type == MF_JSON_STRING ? rec : mf_json_get(rec, o->field);
-    if (!t || t->type != MF_JSON_STRING) return mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
+    mf_buf joined = MF_BUF_INIT;
+    const char *text = t && t->type == MF_JSON_STRING ? t->s : NULL;
+    size_t len = text ? t->slen : 0;
     int32_t *ids = NULL;
     size_t n = 0;
     int32_t eos = mf_tok_eos_id(L->tok);
-    int rc;
-    if ((rc = mf_tok_encode(L->tok, t->s, t->slen, 0, &ids, &n, err))) goto out;
+    int rc = 0;
+    if (!text && rec->type == MF_JSON_OBJECT) {
+        if ((rc = conv_text(rec, &joined, err)) == MF_EINVAL)
+            rc = mf_reader_reject(rd, err, "expected a string field '%s' or a conversation", o->field);
+        if (rc || !joined.data) goto out; /* an error, or a rejected record skipped */
+        text = joined.data;
+        len = joined.len;
+    } else if (!text) {
+        rc = mf_reader_reject(rd, err, "expected a string field '%s'", o->field);
+        goto out;
+    }
+    if ((rc = mf_tok_encode(L->tok, text, len, 0, &ids, &n, err))) goto out;
     if ((rc = stream_add(&L->st[which], ids, n, err))) goto out;
     if (eos >= 0) rc = stream_add(&L->st[which], &eos, 1, err);
 out:
     free(ids);
+    mf_buf_free(&joined);
     return rc;
 }
 

@@ -2,9 +2,11 @@
  * stages/train/train_data.h — training examples of the training kinds, tokenized in
  * memory from a stage's `data` (and optional `val`) inputs.
  *
- *   text   (dcpt)  documents (JSON `field`) + EOS, concatenated and cut into
- *                  blocks of block_size tokens; the last partial block is kept
- *                  when it has >= 2 tokens. Labels = ids (every token counts).
+ *   text   (dcpt)  documents (JSON `field`; a record without it that is a
+ *                  conversation or QA pair: its turns joined by newlines) + EOS,
+ *                  concatenated and cut into blocks of block_size tokens; the
+ *                  last partial block is kept when it has >= 2 tokens.
+ *                  Labels = ids (every token counts).
  *   sft            conversations through the chat template (stages/data/template.h):
  *                  labels = ids on response tokens, -100 elsewhere (multi-turn:
  *                  every kept assistant turn counts). Examples with no response

@@ -75,7 +75,7 @@ static int apply_freeze(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m
     if (fc.trainable_layers > cfg->num_hidden_layers) fc.trainable_layers = cfg->num_hidden_layers;
     char *mods = mf_trainer_list(ctx, "freeze.modules");
     if (!mods) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    int rc = *mods ? mf_k_modules_parse(&fc.modules, mods, err) : 0;
+    int rc = *mods ? mf_model_modules_parse(&fc.modules, cfg->arch, mods, err) : 0;
     free(mods);
     if (rc) return rc;
     return mf_model_freeze(m, &fc, err);
@@ -93,9 +93,12 @@ static int apply_lora(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, 
     tm->lora.alpha = (float)mf_trainer_num(ctx, "lora.alpha");
     tm->lora.dropout = (float)mf_trainer_num(ctx, "lora.dropout");
     tm->lora.seed = ctx->seed;
+    /* [] = PEFT's default for the architecture (q_proj, v_proj; query_key_value for BLOOM / ChatGLM2) */
+    mf_arch arch = mf_model_get_config(m)->arch;
+    tm->lora.target = mf_model_default_lora_target(arch);
     char *t = mf_trainer_list(ctx, "lora.target");
     if (!t) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    int rc = mf_k_modules_parse(&tm->lora.target, *t ? t : "q_proj,v_proj", err);
+    int rc = *t ? mf_model_modules_parse(&tm->lora.target, arch, t, err) : 0;
     tm->lora.target &= MF_MOD_ATTN | MF_MOD_MLP; /* "all" = every projection (norms take no LoRA) */
     free(t);
     if (rc) return rc;
@@ -106,6 +109,7 @@ static int apply_lora(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, 
 static int apply_ptuning(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *m, mf_err *err)
 {
     tm->out_kind = MF_ADAPTER_PREFIX;
+    float dropout = (float)mf_trainer_num(ctx, "ptuning.dropout");
     if (tm->in.kept == MF_ADAPTER_PREFIX) {
         tm->prefix = tm->in.prefix;
         mf_model_set_all_trainable(m, 0);
@@ -114,12 +118,14 @@ static int apply_ptuning(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *
             int rc;
             if (p->kind == MF_PARAM_PREFIX && (rc = mf_model_set_trainable(m, p->name, 1, err))) return rc;
         }
-        return 0;
+        tm->prefix.dropout = dropout;
+        return mf_model_set_prefix_dropout(m, dropout, err);
     }
     tm->prefix.pre_seq_len = (int)mf_trainer_int(ctx, "ptuning.pre_seq_len");
     tm->prefix.prefix_projection = mf_trainer_bool(ctx, "ptuning.prefix_projection");
     tm->prefix.prefix_hidden_size = (int)mf_trainer_int(ctx, "ptuning.prefix_hidden_size");
     tm->prefix.seed = ctx->seed;
+    tm->prefix.dropout = dropout;
     return mf_model_add_prefix(m, &tm->prefix, err);
 }
 

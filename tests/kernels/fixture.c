@@ -96,7 +96,7 @@ void fx_config(fx_file *f, mf_model_config *c)
     memset(c, 0, sizeof(*c));
     const char *arch = mf_json_str(mf_json_get(j, "arch"), "");
     c->arch = MF_ARCH_LLAMA;
-    for (int a = MF_ARCH_LLAMA; a <= MF_ARCH_CHATGLM2; a++)
+    for (int a = MF_ARCH_LLAMA; a <= MF_ARCH_CHATGLM; a++)
         if (!strcmp(arch, mf_model_arch_name((mf_arch)a))) c->arch = (mf_arch)a;
 #define GI(field) c->field = (int)mf_json_int(mf_json_get(j, #field), 0)
     GI(vocab_size); GI(hidden_size); GI(intermediate_size); GI(num_hidden_layers);
@@ -105,7 +105,10 @@ void fx_config(fx_file *f, mf_model_config *c)
 #undef GI
     c->rope_theta = mf_json_num(mf_json_get(j, "rope_theta"), 0);
     c->rms_norm_eps = mf_json_num(mf_json_get(j, "rms_norm_eps"), 0);
-    c->bos_token_id = c->eos_token_id = -1;
+    c->bos_token_id = (int)mf_json_int(mf_json_get(j, "bos_token_id"), -1);
+    c->eos_token_id = (int)mf_json_int(mf_json_get(j, "eos_token_id"), -1);
+    c->mask_token_id = (int)mf_json_int(mf_json_get(j, "mask_token_id"), -1);
+    c->gmask_token_id = (int)mf_json_int(mf_json_get(j, "gmask_token_id"), -1);
     mf_json_free(j);
 }
 

@@ -12,6 +12,9 @@ and computes the expected logits.
 
 Baichuan directories (BaichuanForCausalLM is remote code, not in transformers)
 are loaded by splitting W_pack into a LlamaForCausalLM, which is the same math.
+ChatGLM2/3 directories (model_type chatglm: remote code) are loaded into the
+independent reference tests/kernels/chatglm2_ref.py, and their PEFT adapters
+with peft's inject_adapter_in_model + set_peft_model_state_dict.
 Prints one JSON line {"ok": bool, "max_abs_diff": x, ...}; exit 0 when ok.
 Tolerance: 1e-4 absolute (fp32 on both sides; differences come only from
 summation order).
@@ -40,6 +43,19 @@ def load(model_dir, adapter_dir=None):
     elif any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
         from transformers import AutoModelForSequenceClassification  # reward model: logits [1, 1]
         m = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+    elif cfg.get("model_type") == "chatglm":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels"))
+        import chatglm2_ref
+        m = chatglm2_ref.load_dir(model_dir)
+        if adapter_dir:
+            from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+            from safetensors.torch import load_file
+            ac = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+            lc = LoraConfig(r=ac["r"], lora_alpha=ac["lora_alpha"], target_modules=ac["target_modules"])
+            inject_adapter_in_model(lc, m)
+            sd = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+            set_peft_model_state_dict(m, {k.replace("base_model.model.", "", 1): v for k, v in sd.items()})
+        return m.eval().float()
     else:
         m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter_dir:
@@ -49,7 +65,8 @@ def load(model_dir, adapter_dir=None):
 
 def logits(m, ids):
     with torch.no_grad():
-        return m(input_ids=torch.tensor([ids])).logits[0].double()
+        out = m(input_ids=torch.tensor([ids]))
+        return (out[0] if isinstance(out, tuple) else out.logits)[0].double()
 
 def check(model, adapter=None, ref=None, ref_adapter=None, logits_file=None, tol=1e-4):
     got = load(model, adapter)
@@ -58,7 +75,7 @@ def check(model, adapter=None, ref=None, ref_adapter=None, logits_file=None, tol
         ids = want["input_ids"]
         refl = torch.tensor(want["logits"], dtype=torch.float64)
     else:
-        vocab = got.config.vocab_size
+        vocab = got.config.vocab_size if hasattr(got, "config") else got.dims["vocab"]
         ids = [(7 * i + 3) % vocab for i in range(9)]
         refl = logits(load(ref, ref_adapter), ids)
     out = logits(got, ids)

@@ -4,6 +4,7 @@
 #include "tests/harness.h"
 #include "modelio/modelio.h"
 #include "common/fsutil.h"
+#include "tests/modelio/export_check.h"
 
 #include <stdlib.h>
 
@@ -422,31 +423,6 @@ static void add_export_checks(const char *tmp, char *batch, size_t cap, size_t *
              fx("llama"), fx("lora"));
 }
 
-/* Forward the fixed ids check_export.py uses and write {"input_ids", "logits"}. */
-static int dump_logits(mf_model *m, const char *path, mf_err *err)
-{
-    int V = mf_model_get_config(m)->vocab_size, T = 9;
-    int32_t ids[9];
-    for (int i = 0; i < T; i++) ids[i] = (7 * i + 3) % V;
-    mf_k_batch b = {.B = 1, .T = T, .input_ids = ids};
-    mf_k_outputs o;
-    int rc = mf_model_forward(m, &b, MF_FWD_LOGITS, &o, err);
-    if (rc) return rc;
-    FILE *f = fopen(path, "w");
-    if (!f) return MF_EIO;
-    fprintf(f, "{\"input_ids\": [");
-    for (int i = 0; i < T; i++) fprintf(f, "%s%d", i ? "," : "", ids[i]);
-    fprintf(f, "], \"logits\": [");
-    for (int t = 0; t < T; t++) {
-        fprintf(f, "%s[", t ? "," : "");
-        for (int v = 0; v < V; v++) fprintf(f, "%s%.9g", v ? "," : "", o.logits[(size_t)t * V + v]);
-        fprintf(f, "]");
-    }
-    fprintf(f, "]}\n");
-    fclose(f);
-    return 0;
-}
-
 /* medflow loads HF dirs into its model, computes logits, saves the model back;
  * transformers (+peft) loads what medflow saved and must compute the logits
  * medflow printed. Tolerance 1e-4 absolute: both fp32, logits of magnitude ~4. */
@@ -465,7 +441,7 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
         if (rc) fprintf(stderr, "%s\n", err.msg);
         REQUIRE(rc == 0);
         if (i < 3) {
-            CHECK_OK(dump_logits(m, lj, &err));
+            CHECK_OK(mio_dump_logits(m, lj, &err));
             CHECK_OK(mf_modelio_save(m, dir, NULL, NULL, &err));
             k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"logits\":\"%s\"}", dir, lj);
         } else {
@@ -473,7 +449,7 @@ static void add_medflow_checks(const char *tmp, char *batch, size_t cap, size_t 
             rc = mf_modelio_load_adapter(m, &p, fx("lora"), &err);
             if (rc) fprintf(stderr, "%s\n", err.msg);
             REQUIRE(rc == 0);
-            CHECK_OK(dump_logits(m, lj, &err));
+            CHECK_OK(mio_dump_logits(m, lj, &err));
             CHECK_OK(mf_modelio_save_adapter(m, ad, &p, NULL, &err));
             k += (size_t)snprintf(batch + k, cap - k, ",{\"model\":\"%s\",\"adapter\":\"%s\",\"logits\":\"%s\"}",
                                   fx("llama"), ad, lj);
@@ -531,17 +507,5 @@ TEST(test_model_io_exports_and_medflow_logits_match_transformers)
     add_export_checks(tmp, batch, sizeof batch, &k);
     add_medflow_checks(tmp, batch, sizeof batch, &k);
     snprintf(batch + k, sizeof batch - k, "]");
-    char bp[1024];
-    snprintf(bp, sizeof bp, "%s/batch.json", tmp);
-    mf_test_write(bp, batch);
-    char *out = NULL, *errs = NULL;
-    int st = mf_test_sh(&out, &errs, "cd %s && python3 tests/modelio/check_export.py --batch %s", mf_test_root(), bp);
-    if (st) fprintf(stderr, "%s\n%s\n", out ? out : "", errs ? errs : "");
-    else if (getenv("MF_TEST_VERBOSE")) fprintf(stderr, "%s", out ? out : ""); /* the measured diffs */
-    CHECK_INT(st, 0);
-    int oks = 0; /* one line per check, all ok */
-    for (const char *q = out; q && (q = strstr(q, "\"ok\": true")); q++) oks++;
-    CHECK_INT(oks, 10);
-    free(out);
-    free(errs);
+    mio_check_export_batch(tmp, batch, 10);
 }

@@ -223,6 +223,40 @@ TEST(test_tokenizer_stage_max_chars_limits_corpus)
     mf_json_free(st);
 }
 
+/* Tokens of `text` under the tokenizer trained on `corpus` with max_token_chars = mtc. */
+static size_t tokens_with_max_chars(const char *corpus, const char *text, int mtc)
+{
+    char data[4096], out[4200], params[512];
+    snprintf(data, sizeof data, "%s/c%d.txt", mf_test_tmpdir(), mtc);
+    snprintf(out, sizeof out, "%s/out%d", mf_test_tmpdir(), mtc);
+    mf_test_write(data, corpus);
+    snprintf(params, sizeof params,
+             "{\"vocab_size\": 1000, \"min_frequency\": 1, \"special_tokens\": [\"<s>\"], \"field\": \"text\", "
+             "\"max_token_chars\": %d, \"on_bad_record\": \"fail\"}", mtc);
+    mf_err err = {0};
+    CHECK_OK(run_stage(data, out, params, &err));
+    mf_tok *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK_OK(mf_tok_load(&tok, out, &err));
+    if (tok) CHECK_OK(mf_tok_encode(tok, text, strlen(text), 0, &ids, &n, &err));
+    free(ids);
+    mf_tok_free(tok);
+    return n;
+}
+
+/* max_token_chars: 1 gives one token per character (every pair inside a character merges, none
+ * across two); 2 at most two characters per token; 0 (no limit) merges the repeated phrase whole. */
+TEST(test_tokenizer_stage_max_token_chars_limits_token_span)
+{
+    const char *corpus = "高血压患者要注意饮食\n高血压患者要低盐饮食\n高血压患者要注意饮食\n";
+    const char *text = "高血压患者要注意饮食"; /* 10 characters, 30 bytes */
+    CHECK_INT(tokens_with_max_chars(corpus, text, 1), 10);
+    size_t two = tokens_with_max_chars(corpus, text, 2);
+    CHECK(two >= 5 && two < 10);
+    CHECK_INT(tokens_with_max_chars(corpus, text, 0), 1);
+}
+
 TEST(test_tokenizer_bpe_trainer_rejects_bad_options_and_ties_break_by_id)
 {
     mf_bpe_trainer *t = NULL;

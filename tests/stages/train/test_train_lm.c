@@ -10,6 +10,7 @@
 #include "modelio/model_open.h"
 #include "stages/train/trainer.h"
 #include "stages/kinds/training.h"
+#include "stages/data/dataio.h"
 
 static const char *sft_data(const char *dir, int n)
 {
@@ -93,6 +94,44 @@ TEST(test_train_dcpt_validation_loss_and_perplexity_from_the_val_input)
     CHECK_INT(tt_metric(tt_path(d, "out"), "ppl", 1, ppl, 4), 2);
     CHECK_NEAR(ppl[1], exp(vl[1]), 1e-9, 0);
     CHECK(vl[1] < vl[0]);
+}
+
+/* val_ratio holds out records by a content hash; the `split` kind chooses parts by a content
+ * hash too. They must not be the same hash: a part that a split made of the records below 0.25
+ * once held no validation record at val_ratio 0.02 (and a part above it all of them). */
+TEST(test_train_val_ratio_holds_out_part_of_a_split_part)
+{
+    const char *d = mf_test_tmpdir();
+    char msg[4096], src[1024];
+    REQUIRE(tt_tiny_model(d, msg, sizeof msg) == 0);
+    snprintf(src, sizeof src, "%s/pretrain/doctor_answers.jsonl", MF_SHARED_DATA);
+    FILE *in = fopen(src, "rb"), *out = fopen(tt_path(d, "part.jsonl"), "wb");
+    REQUIRE(in && out);
+    char *line = NULL;
+    size_t cap = 0;
+    int kept = 0;
+    ssize_t len;
+    while (kept < 60 && (len = getline(&line, &cap, in)) > 0) { /* the records of a split part [0, 0.25) */
+        mf_json *o = NULL;
+        mf_buf b = MF_BUF_INIT;
+        if (!mf_json_parse(&o, line, (size_t)len, "part", NULL)) mf_json_write(&b, o, MF_JSON_SORTED);
+        if (b.data && mf_split_unit(b.data, b.len) < 0.25) fputs(line, out), kept++;
+        mf_buf_free(&b);
+        mf_json_free(o);
+    }
+    free(line);
+    fclose(in);
+    fclose(out);
+    REQUIRE(kept == 60);
+    int rc = tt_run(msg, sizeof msg, "dcpt",
+                    "{\"finetune\": \"full\", \"block_size\": 64, \"max_steps\": 1, \"batch_size\": 4, \"lr\": 0.001, "
+                    "\"val_ratio\": 0.3}",
+                    tt_path(d, "out"), NULL, "model", tt_path(d, "base"), "data", tt_path(d, "part.jsonl"), NULL);
+    if (rc) printf("    %s\n", msg);
+    REQUIRE(rc == 0);
+    double loss[4];
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 1, loss, 4), 1); /* a validation line: the held-out set is not empty */
+    CHECK_INT(tt_metric(tt_path(d, "out"), "loss", 0, loss, 4), 1); /* and training still had data */
 }
 
 /* sft lora: loss falls by >= 5% (same batch every step), the base weights are bit-identical, the adapter reloads as a model input. */

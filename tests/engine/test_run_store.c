@@ -1,0 +1,141 @@
+/*
+ * tests/engine/test_run_store.c — the engine and the store when things go
+ * wrong: damaged store files, a run killed between publishing and
+ * recording, corruption repaired by recomputing, several engines sharing a
+ * store. Through build/<cfg>/tests/medflow-testkinds (the real engine plus
+ * the test-only kinds).
+ */
+#include "tests/engine/runutil.h"
+#include "tests/harness.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fsutil.h"
+
+#define CHAIN(text)                                                                \
+    "name: chain\n"                                                                \
+    "sources:\n"                                                                   \
+    "  src: {path: src.txt}\n"                                                     \
+    "stages:\n"                                                                    \
+    "  a: {kind: write-file, params: {text: " text "}}\n"                         \
+    "  b: {kind: copy-input, inputs: {in: a}}\n"                                   \
+    "  c: {kind: copy-input, inputs: {in: src}, params: {tag: x}}\n"
+
+static void write_src(const char *text)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/src.txt", mf_test_tmpdir());
+    mf_test_write(p, text);
+}
+
+/* The store path of a stage's action-cache entry (from `status --json`). */
+static void key_file(const char *stage, char *out, size_t n)
+{
+    char *js = NULL;
+    out[0] = 0;
+    REQUIRE(mf(&js, "status g.yaml --json") == 0);
+    mf_json *v = NULL;
+    mf_err err;
+    REQUIRE(js && mf_json_parse(&v, js, strlen(js), "status", &err) == 0);
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(mf_json_get_str(v->items[i], "stage", ""), stage)) {
+            const char *k = mf_json_get_str(v->items[i], "key", "sha256:");
+            snprintf(out, n, "%s/.medflow/keys/%s", mf_test_tmpdir(), k + 7);
+        }
+    mf_json_free(v);
+    free(js);
+    REQUIRE(out[0]);
+}
+
+TEST(test_run_garbage_action_cache_entry_is_a_miss_with_a_warning)
+{
+    char *out = NULL, kf[PATH_MAX];
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    key_file("b", kf, sizeof kf);
+    REQUIRE(mf_test_sh(NULL, NULL, "chmod u+w '%s' && printf 'garbage{' > '%s'", kf, kf) == 0);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK_CONTAINS(out, "warning: ");
+    CHECK_CONTAINS(out, "treated as a cache miss");
+    CHECK_CONTAINS(out, "b  stale");
+    CHECK_CONTAINS(out, "a  cached");
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "1 ran, 2 cached");
+    free(out);
+    /* the rerun rewrote the entry: nothing to do, no warning */
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_STR(out, "3 stages cached; nothing to do\n");
+    free(out);
+}
+
+/* Flip one bit in the middle of a file (made writable first). */
+static void flip_bit(const char *path)
+{
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "chmod u+w '%s' && python3 -c \"import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); "
+                       "b[len(b)//2]^=0x10; open(p,'wb').write(b)\" '%s'",
+                       path, path) == 0);
+}
+
+/* The archive of a digest "sha256:<hex>" in the test's store. */
+static void object_file(const char *digest, char *out, size_t n)
+{
+    REQUIRE(digest && !strncmp(digest, "sha256:", 7));
+    snprintf(out, n, "%s/.medflow/objects/%s.tar.zst", mf_test_tmpdir(), digest + 7);
+}
+
+TEST(test_run_force_of_the_producer_heals_a_corrupt_object)
+{
+    char *out = NULL, obj[PATH_MAX];
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    mf_json *run = last_run();
+    REQUIRE(run);
+    object_file(output_of(run, "b"), obj, sizeof obj);
+    mf_json_free(run);
+    flip_bit(obj);
+    CHECK_INT(mf(&out, "verify"), 1);
+    CHECK_CONTAINS(out, "corrupt object");
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml --force b"), 0);
+    CHECK_CONTAINS(out, "1 ran");
+    free(out);
+    CHECK_INT(mf(&out, "verify"), 0);
+    CHECK_CONTAINS(out, "all good");
+    free(out);
+}
+
+/* One flipped bit in any git object of the ledger: every command that reads
+ * the runs says the ledger is damaged and how to recover, and exits non-zero
+ * (before: a damaged stage tree read as "no runs recorded", exit 0). */
+TEST(test_ledger_bit_flip_in_any_object_is_detected_by_the_commands)
+{
+    char *out = NULL, *objs = NULL;
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && cp -a .medflow good", d) == 0);
+    REQUIRE(mf_test_sh(&objs, NULL, "cd '%s/good/ledger.git/objects' && find . -type f -name '[0-9a-f]*[0-9a-f]' -path './[0-9a-f][0-9a-f]/*' | sort", d) == 0);
+    int n = 0;
+    for (char *save = NULL, *o = strtok_r(objs, "\n", &save); o; o = strtok_r(NULL, "\n", &save), n++) {
+        char p[PATH_MAX];
+        REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && rm -rf .medflow && cp -a good .medflow", d) == 0);
+        snprintf(p, sizeof p, "%s/.medflow/ledger.git/objects/%s", d, o + 2);
+        flip_bit(p);
+        const char *cmds[] = {"log", "show chain", "lineage b", "show chain:b", "diff chain chain", "gc --dry-run"};
+        for (size_t k = 0; k < sizeof cmds / sizeof *cmds; k++) {
+            int rc = mf(&out, cmds[k]);
+            if (rc == 0 || !strstr(out, "ledger") || !strstr(out, "damaged") || !strstr(out, "verify --repair"))
+                mf_test_fail(__FILE__, __LINE__, "object %s, `%s`: exit %d:\n%s", o, cmds[k], rc, out);
+            free(out);
+        }
+    }
+    CHECK(n >= 8);
+    free(objs);
+}
