@@ -108,9 +108,8 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
     git_oid oid;
     int rc = 0, wr;
     if (git_revwalk_push_glob(w, "refs/heads/*") < 0) {
-        git_revwalk_free(w);
-        mf_buf_free(&b);
-        return mf_ledger_i_damaged(err, "cannot walk the branches");
+        rc = mf_ledger_i_damaged(err, "cannot walk the branches");
+        goto out;
     }
     while ((wr = git_revwalk_next(&oid, w)) == 0) {
         mf_ledger_run *r = NULL;
@@ -120,7 +119,7 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
         if (lr) { /* damage: an index without it would send lineage to the wrong run */
             *err = e;
             rc = lr;
-            break;
+            goto out;
         }
         for (size_t i = 0; i < r->stages->n; i++) {
             const char *d = mf_ledger_digest_of(mf_json_get(r->stages->items[i], "output"));
@@ -131,16 +130,13 @@ int mf_ledger_reindex(mf_ledger *l, mf_err *err)
         }
         mf_ledger_run_free(r);
     }
-    git_revwalk_free(w);
-    if (!rc) rc = mf_ledger_i_iter_end(err, wr, "cannot walk the runs");
-    if (rc) {
-        mf_buf_free(&b);
-        return rc;
-    }
+    if ((rc = mf_ledger_i_iter_end(err, wr, "cannot walk the runs"))) goto out;
     if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     else rc = mf_write_file_atomic(l->idx, b.data ? b.data : "", b.len, 0644, err);
-    mf_buf_free(&b);
     l->reindexed = 1;
+out:
+    git_revwalk_free(w);
+    mf_buf_free(&b);
     return rc;
 }
 

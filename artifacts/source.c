@@ -221,8 +221,9 @@ int mf_statcache_flush(mf_statcache *c, mf_err *err)
     int rc = mf_buf_ok(&b) ? mf_write_file_atomic(c->file, b.data, b.len, 0644, err)
                            : mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_buf_free(&b);
-    if (!rc) c->dirty = 0;
-    return rc;
+    if (rc) return rc;
+    c->dirty = 0;
+    return 0;
 }
 
 int mf_statcache_new(mf_statcache **out, const char *store_dir, mf_err *err)

@@ -97,16 +97,26 @@ int mf_json_key_index(const mf_json *obj, const char *key)
     return -1;
 }
 
-int mf_json_append(mf_json *obj, const char *key, mf_json *val, int line, int col)
+/* key: val as the object's last member; val is the object's, also on failure. */
+static int append_member(mf_json *obj, const char *key, mf_json *val, int line, int col)
 {
-    if (!obj || !val || obj->type != MF_JSON_OBJECT) { mf_json_free(val); return MF_ENOMEM; }
     char *k = strdup(key);
-    if (!k || grow(obj)) { free(k); mf_json_free(val); return MF_ENOMEM; }
+    if (!k || grow(obj)) {
+        free(k);
+        mf_json_free(val);
+        return MF_ENOMEM;
+    }
     obj->keys[obj->n] = k;
     obj->key_line[obj->n] = line;
     obj->key_col[obj->n] = col;
     obj->items[obj->n++] = val;
     return 0;
+}
+
+int mf_json_append(mf_json *obj, const char *key, mf_json *val, int line, int col)
+{
+    if (!obj || !val || obj->type != MF_JSON_OBJECT) { mf_json_free(val); return MF_ENOMEM; }
+    return append_member(obj, key, val, line, col);
 }
 
 static int set_at(mf_json *obj, const char *key, mf_json *val, int line, int col)
@@ -118,13 +128,7 @@ static int set_at(mf_json *obj, const char *key, mf_json *val, int line, int col
         obj->items[idx] = val;
         return 0;
     }
-    char *k = strdup(key);
-    if (!k || grow(obj)) { free(k); mf_json_free(val); return MF_ENOMEM; }
-    obj->keys[obj->n] = k;
-    obj->key_line[obj->n] = line;
-    obj->key_col[obj->n] = col;
-    obj->items[obj->n++] = val;
-    return 0;
+    return append_member(obj, key, val, line, col);
 }
 
 int mf_json_set(mf_json *obj, const char *key, mf_json *val) { return set_at(obj, key, val, 0, 0); }

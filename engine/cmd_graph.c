@@ -48,7 +48,9 @@ int mf_cmd_dag(int argc, char **argv)
     if (mf_graph_load(&g, path, &err)) return mf_cli_report(&err);
     mf_buf out = MF_BUF_INIT;
     int rc = !strcmp(format, "dot") ? mf_graph_write_dag_dot(g, &out) : mf_graph_write_dag_text(g, &out);
-    if (!rc) fputs(mf_buf_cstr(&out), stdout);
+    if (rc) goto out;
+    fputs(mf_buf_cstr(&out), stdout);
+out:
     mf_buf_free(&out);
     mf_graph_free(g);
     return rc ? MF_EXIT_FAILED : 0;

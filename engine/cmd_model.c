@@ -71,16 +71,15 @@ static void loaded_free(loaded *l)
 static int load_all(loaded *l, const char *arg, const char *adapter, mf_err *err)
 {
     memset(l, 0, sizeof *l);
-    int rc = resolve_model(&l->dir, arg, err);
-    if (!rc) rc = mf_modelio_load(&l->m, &l->meta, l->dir, err);
-    if (!rc && !l->meta.tokenizer_json)
-        rc = mf_err_set(err, MF_EINVAL, "model %s has no tokenizer.json", l->dir);
-    if (!rc) rc = mf_tok_load(&l->tok, l->dir, err);
-    if (!rc && mf_tok_vocab_size(l->tok) > (size_t)mf_model_get_config(l->m)->vocab_size)
-        rc = mf_err_set(err, MF_EINVAL, "tokenizer of %s has %zu ids but the model's vocab_size is %d", l->dir,
-                        mf_tok_vocab_size(l->tok), mf_model_get_config(l->m)->vocab_size);
-    if (!rc && adapter) rc = mf_modelio_load_adapter(l->m, NULL, adapter, err);
-    return rc;
+    int rc;
+    if ((rc = resolve_model(&l->dir, arg, err))) return rc;
+    if ((rc = mf_modelio_load(&l->m, &l->meta, l->dir, err))) return rc;
+    if (!l->meta.tokenizer_json) return mf_err_set(err, MF_EINVAL, "model %s has no tokenizer.json", l->dir);
+    if ((rc = mf_tok_load(&l->tok, l->dir, err))) return rc;
+    if (mf_tok_vocab_size(l->tok) > (size_t)mf_model_get_config(l->m)->vocab_size)
+        return mf_err_set(err, MF_EINVAL, "tokenizer of %s has %zu ids but the model's vocab_size is %d", l->dir,
+                          mf_tok_vocab_size(l->tok), mf_model_get_config(l->m)->vocab_size);
+    return adapter ? mf_modelio_load_adapter(l->m, NULL, adapter, err) : 0;
 }
 
 /* --backend B: the process default for the model about to be loaded. */
@@ -107,6 +106,58 @@ static int read_text(const char *path, char **out, size_t *len, mf_err *err)
     return 0;
 }
 
+/* Each token with its log-probability given the ones before (logp[t] is token t+1's), then the
+ * total, mean and perplexity: a table, or JSON. */
+static int write_scores(mf_buf *out, mf_tok *tok, const int32_t *ids, size_t n, const float *logp, int json, mf_err *err)
+{
+    double total = 0;
+    for (size_t t = 0; t + 1 < n; t++) total += logp[t];
+    size_t ns = n - 1;
+    if (json) mf_buf_puts(out, "{\"tokens\":[");
+    for (size_t t = 0; t < n; t++) {
+        char *piece = NULL;
+        size_t plen = 0;
+        int rc = mf_tok_decode(tok, &ids[t], 1, 0, &piece, &plen, err);
+        if (rc) return rc;
+        const char *tokstr = mf_tok_id_to_token(tok, ids[t]);
+        if (!tokstr) tokstr = "";
+        if (json) {
+            mf_buf_printf(out, "%s{\"id\":%d,\"token\":", t ? "," : "", ids[t]);
+            mf_json_write_str(out, tokstr, strlen(tokstr));
+            mf_buf_puts(out, ",\"text\":");
+            mf_json_write_str(out, piece, plen);
+            mf_buf_puts(out, ",\"logprob\":");
+            if (t) mf_json_write_double(out, logp[t - 1]);
+            else mf_buf_puts(out, "null");
+            mf_buf_putc(out, '}');
+        } else {
+            if (!t) mf_buf_puts(out, "pos\tid\tlogprob\ttoken\n");
+            mf_buf_printf(out, "%zu\t%d\t", t, ids[t]);
+            if (t) mf_buf_printf(out, "%.6f", logp[t - 1]);
+            else mf_buf_puts(out, "-");
+            mf_buf_putc(out, '\t');
+            mf_json_write_str(out, piece, plen); /* quoted: control bytes and spaces stay visible */
+            mf_buf_putc(out, '\n');
+        }
+        free(piece);
+    }
+    double mean = total / (double)ns;
+    if (json) {
+        mf_buf_puts(out, "],\"total_logprob\":");
+        mf_json_write_double(out, total);
+        mf_buf_printf(out, ",\"n_scored\":%zu,\"mean_logprob\":", ns);
+        mf_json_write_double(out, mean);
+        mf_buf_puts(out, ",\"perplexity\":");
+        mf_json_write_double(out, exp(-mean));
+        mf_buf_puts(out, "}\n");
+    } else {
+        mf_buf_printf(out, "total_logprob %.6f over %zu tokens (mean %.6f, perplexity %.4f)\n", total, ns, mean,
+                      exp(-mean));
+    }
+    if (!mf_buf_ok(out)) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    return 0;
+}
+
 int mf_cmd_score(int argc, char **argv)
 {
     if (mf_cli_wants_help("score", argc, argv)) return MF_EXIT_OK;
@@ -130,71 +181,28 @@ int mf_cmd_score(int argc, char **argv)
     char *data = NULL;
     size_t len = 0, n = 0;
     int32_t *ids = NULL;
-    int rc = load_all(&l, model, adapter, &err);
-    if (!rc) rc = read_text(text, &data, &len, &err);
-    if (!rc) rc = mf_tok_encode(l.tok, data, len, 1, &ids, &n, &err);
-    const mf_model_config *cfg = l.m ? mf_model_get_config(l.m) : NULL;
-    if (!rc && n < 2) rc = mf_err_set(&err, MF_EINVAL, "%s: %zu token(s); need at least 2 to score", text, n);
-    if (!rc && n > (size_t)cfg->max_position_embeddings)
+    mf_buf out = MF_BUF_INIT;
+    mf_k_outputs o;
+    int rc;
+    if ((rc = load_all(&l, model, adapter, &err))) goto out;
+    if ((rc = read_text(text, &data, &len, &err))) goto out;
+    if ((rc = mf_tok_encode(l.tok, data, len, 1, &ids, &n, &err))) goto out;
+    const mf_model_config *cfg = mf_model_get_config(l.m);
+    if (n < 2) {
+        rc = mf_err_set(&err, MF_EINVAL, "%s: %zu token(s); need at least 2 to score", text, n);
+        goto out;
+    }
+    if (n > (size_t)cfg->max_position_embeddings) {
         rc = mf_err_set(&err, MF_EINVAL, "%s: %zu tokens, more than the model's max_position_embeddings (%d)", text, n,
                         cfg->max_position_embeddings);
-    mf_k_outputs o;
-    if (!rc) {
-        mf_k_batch b = {.B = 1, .T = (int)n, .input_ids = ids, .labels = ids};
-        rc = mf_model_forward(l.m, &b, MF_FWD_LOGITS, &o, &err);
+        goto out;
     }
-    if (!rc) {
-        double total = 0;
-        for (size_t t = 0; t + 1 < n; t++) total += o.logp[t];
-        size_t ns = n - 1;
-        mf_buf out = MF_BUF_INIT;
-        if (json) mf_buf_puts(&out, "{\"tokens\":[");
-        for (size_t t = 0; t < n && !rc; t++) {
-            char *piece = NULL;
-            size_t plen = 0;
-            rc = mf_tok_decode(l.tok, &ids[t], 1, 0, &piece, &plen, &err);
-            if (rc) break;
-            const char *tokstr = mf_tok_id_to_token(l.tok, ids[t]);
-            if (!tokstr) tokstr = "";
-            if (json) {
-                mf_buf_printf(&out, "%s{\"id\":%d,\"token\":", t ? "," : "", ids[t]);
-                mf_json_write_str(&out, tokstr, strlen(tokstr));
-                mf_buf_puts(&out, ",\"text\":");
-                mf_json_write_str(&out, piece, plen);
-                mf_buf_puts(&out, ",\"logprob\":");
-                if (t) mf_json_write_double(&out, o.logp[t - 1]);
-                else mf_buf_puts(&out, "null");
-                mf_buf_putc(&out, '}');
-            } else {
-                if (!t) mf_buf_puts(&out, "pos\tid\tlogprob\ttoken\n");
-                mf_buf_printf(&out, "%zu\t%d\t", t, ids[t]);
-                if (t) mf_buf_printf(&out, "%.6f", o.logp[t - 1]);
-                else mf_buf_puts(&out, "-");
-                mf_buf_putc(&out, '\t');
-                mf_json_write_str(&out, piece, plen); /* quoted: control bytes and spaces stay visible */
-                mf_buf_putc(&out, '\n');
-            }
-            free(piece);
-        }
-        if (!rc) {
-            double mean = total / (double)ns;
-            if (json) {
-                mf_buf_puts(&out, "],\"total_logprob\":");
-                mf_json_write_double(&out, total);
-                mf_buf_printf(&out, ",\"n_scored\":%zu,\"mean_logprob\":", ns);
-                mf_json_write_double(&out, mean);
-                mf_buf_puts(&out, ",\"perplexity\":");
-                mf_json_write_double(&out, exp(-mean));
-                mf_buf_puts(&out, "}\n");
-            } else {
-                mf_buf_printf(&out, "total_logprob %.6f over %zu tokens (mean %.6f, perplexity %.4f)\n", total, ns, mean,
-                              exp(-mean));
-            }
-            if (!mf_buf_ok(&out)) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
-            else fwrite(out.data, 1, out.len, stdout);
-        }
-        mf_buf_free(&out);
-    }
+    mf_k_batch b = {.B = 1, .T = (int)n, .input_ids = ids, .labels = ids};
+    if ((rc = mf_model_forward(l.m, &b, MF_FWD_LOGITS, &o, &err))) goto out;
+    if ((rc = write_scores(&out, l.tok, ids, n, o.logp, json, &err))) goto out;
+    fwrite(out.data, 1, out.len, stdout);
+out:
+    mf_buf_free(&out);
     free(ids);
     free(data);
     loaded_free(&l);
@@ -262,56 +270,62 @@ int mf_cmd_generate(int argc, char **argv)
     loaded l;
     int32_t *ids = NULL, *out_ids = NULL;
     float *out_lp = NULL;
-    size_t n = 0;
+    char *text = NULL;
+    size_t n = 0, tlen = 0;
     int N = (int)max_new, out_len = 0;
-    int rc = load_all(&l, model, adapter, &err);
-    if (!rc) rc = mf_tok_encode(l.tok, prompt, strlen(prompt), 1, &ids, &n, &err);
-    if (!rc && n == 0) rc = mf_err_set(&err, MF_EINVAL, "--prompt encodes to no tokens");
-    const mf_model_config *cfg = l.m ? mf_model_get_config(l.m) : NULL;
-    if (!rc && n + (size_t)N > (size_t)cfg->max_position_embeddings)
+    mf_buf o = MF_BUF_INIT;
+    int rc;
+    if ((rc = load_all(&l, model, adapter, &err))) goto out;
+    if ((rc = mf_tok_encode(l.tok, prompt, strlen(prompt), 1, &ids, &n, &err))) goto out;
+    if (n == 0) {
+        rc = mf_err_set(&err, MF_EINVAL, "--prompt encodes to no tokens");
+        goto out;
+    }
+    const mf_model_config *cfg = mf_model_get_config(l.m);
+    if (n + (size_t)N > (size_t)cfg->max_position_embeddings) {
         rc = mf_err_set(&err, MF_EINVAL, "prompt (%zu tokens) + --max-new %d exceeds the model's max_position_embeddings (%d)",
                         n, N, cfg->max_position_embeddings);
-    if (!rc) {
-        out_ids = malloc((size_t)N * sizeof *out_ids);
-        out_lp = malloc((size_t)N * sizeof *out_lp);
-        if (!out_ids || !out_lp) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    if (!rc) {
-        int32_t eos = mf_tok_eos_id(l.tok);
-        if (eos < 0) eos = cfg->eos_token_id;
-        mf_k_gen_config g = {.max_new_tokens = N, .temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
-                             .stop_ids = eos >= 0 ? &eos : NULL, .n_stop = eos >= 0, .pad_id = eos >= 0 ? eos : 0,
-                             .seed = (uint64_t)seed, .use_cache = 1};
-        const int32_t *pp = ids;
-        int pl = (int)n;
-        rc = mf_model_generate(l.m, 1, &pp, &pl, &g, out_ids, out_lp, &out_len, &err);
+    out_ids = malloc((size_t)N * sizeof *out_ids);
+    out_lp = malloc((size_t)N * sizeof *out_lp);
+    if (!out_ids || !out_lp) {
+        rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    char *text = NULL;
-    size_t tlen = 0;
-    if (!rc) rc = mf_tok_decode(l.tok, out_ids, (size_t)out_len, 1, &text, &tlen, &err);
-    if (!rc) {
-        mf_buf o = MF_BUF_INIT;
-        if (json) {
-            mf_buf_puts(&o, "{\"prompt_ids\":[");
-            for (size_t i = 0; i < n; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", ids[i]);
-            mf_buf_puts(&o, "],\"ids\":[");
-            for (int i = 0; i < out_len; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", out_ids[i]);
-            mf_buf_puts(&o, "],\"logprobs\":[");
-            for (int i = 0; i < out_len; i++) {
-                if (i) mf_buf_putc(&o, ',');
-                mf_json_write_double(&o, out_lp[i]);
-            }
-            mf_buf_puts(&o, "],\"text\":");
-            mf_json_write_str(&o, text, tlen);
-            mf_buf_puts(&o, "}\n");
-        } else {
-            mf_buf_append(&o, text, tlen);
-            mf_buf_putc(&o, '\n');
+    int32_t eos = mf_tok_eos_id(l.tok);
+    if (eos < 0) eos = cfg->eos_token_id;
+    mf_k_gen_config g = {.max_new_tokens = N, .temperature = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p,
+                         .stop_ids = eos >= 0 ? &eos : NULL, .n_stop = eos >= 0, .pad_id = eos >= 0 ? eos : 0,
+                         .seed = (uint64_t)seed, .use_cache = 1};
+    const int32_t *pp = ids;
+    int pl = (int)n;
+    if ((rc = mf_model_generate(l.m, 1, &pp, &pl, &g, out_ids, out_lp, &out_len, &err))) goto out;
+    if ((rc = mf_tok_decode(l.tok, out_ids, (size_t)out_len, 1, &text, &tlen, &err))) goto out;
+    if (json) {
+        mf_buf_puts(&o, "{\"prompt_ids\":[");
+        for (size_t i = 0; i < n; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", ids[i]);
+        mf_buf_puts(&o, "],\"ids\":[");
+        for (int i = 0; i < out_len; i++) mf_buf_printf(&o, "%s%d", i ? "," : "", out_ids[i]);
+        mf_buf_puts(&o, "],\"logprobs\":[");
+        for (int i = 0; i < out_len; i++) {
+            if (i) mf_buf_putc(&o, ',');
+            mf_json_write_double(&o, out_lp[i]);
         }
-        if (!mf_buf_ok(&o)) rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
-        else fwrite(o.data, 1, o.len, stdout);
-        mf_buf_free(&o);
+        mf_buf_puts(&o, "],\"text\":");
+        mf_json_write_str(&o, text, tlen);
+        mf_buf_puts(&o, "}\n");
+    } else {
+        mf_buf_append(&o, text, tlen);
+        mf_buf_putc(&o, '\n');
     }
+    if (!mf_buf_ok(&o)) {
+        rc = mf_err_set(&err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    fwrite(o.data, 1, o.len, stdout);
+out:
+    mf_buf_free(&o);
     free(text);
     free(ids);
     free(out_ids);

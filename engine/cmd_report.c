@@ -27,8 +27,7 @@ static int find_report(mf_ledger *l, const char *graph, char *digest, size_t n, 
     mf_ledger_branch_name(graph, branch, sizeof branch);
     int rc = mf_ledger_list(l, branch, &runs, &nruns, err);
     if (rc) return rc;
-    rc = MF_ENOTFOUND;
-    for (size_t r = 0; r < nruns && rc == MF_ENOTFOUND; r++) {
+    for (size_t r = 0; r < nruns; r++) {
         const mf_json *st = runs[r]->stages;
         for (size_t k = 0; st && k < st->n; k++) {
             const mf_json *m = st->items[k];
@@ -39,13 +38,45 @@ static int find_report(mf_ledger *l, const char *graph, char *digest, size_t n, 
             snprintf(digest, n, "%s", d);
             snprintf(stage_out, sn, "%s", st->keys[k]);
             snprintf(run_out, rn, "%s@%d", runs[r]->graph, runs[r]->number);
-            rc = 0;
-            break;
+            goto out;
         }
     }
+    rc = mf_err_set(err, MF_ENOTFOUND, "no successful report stage recorded for graph '%s'", graph);
+out:
     mf_ledger_list_free(runs, nruns);
-    if (rc == MF_ENOTFOUND) mf_err_set(err, MF_ENOTFOUND, "no successful report stage recorded for graph '%s'", graph);
     return rc;
+}
+
+/* -o DIR: report.md and report.html copied there. */
+static int copy_report(const char *out_dir, const char *md, const char *html, mf_err *err)
+{
+    char *to_md = mf_path_join(out_dir, "report.md"), *to_html = mf_path_join(out_dir, "report.html");
+    int rc;
+    if (!to_md || !to_html) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_mkdir_p(out_dir, 0755, err))) goto out;
+    if ((rc = mf_copy_file(md, to_md, err))) goto out;
+    rc = mf_copy_file(html, to_html, err);
+out:
+    free(to_md);
+    free(to_html);
+    return rc;
+}
+
+static int print_report(FILE *out, const char *md, const char *html, const char *stage, const char *run,
+                        const char *out_dir, mf_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = mf_read_file(md, &text, &len, err);
+    if (rc) return rc;
+    fprintf(out, "\nresults (stage '%s' of %s):\n\n%s", stage, run, text);
+    if (len && text[len - 1] != '\n') fputc('\n', out);
+    fprintf(out, "\nfull report: %s\n", out_dir ? out_dir : html);
+    free(text);
+    return 0;
 }
 
 int mf_cmd_report_show(const char *store_dir, const char *graph, const char *out_dir, FILE *out, mf_err *err)
@@ -53,41 +84,28 @@ int mf_cmd_report_show(const char *store_dir, const char *graph, const char *out
     mf_ledger *l = NULL;
     mf_store *s = NULL;
     char digest[128], stage[256], run[300];
-    char *ledger_dir = mf_path_join(store_dir, "ledger.git");
-    int rc = ledger_dir && mf_is_dir(ledger_dir) ? 0 : mf_err_set(err, MF_ENOTFOUND, "no ledger in %s", store_dir);
-    free(ledger_dir);
-    if (!rc) rc = mf_ledger_open(&l, store_dir, err);
-    if (!rc) rc = find_report(l, graph, digest, sizeof digest, stage, sizeof stage, run, sizeof run, err);
-    if (!rc) rc = mf_store_open(&s, store_dir, err);
+    char *ledger_dir = mf_path_join(store_dir, "ledger.git"), *path = NULL, *md = NULL, *html = NULL;
     mf_digest d;
-    char *path = NULL;
-    if (!rc) rc = mf_digest_parse(&d, digest, err);
-    if (!rc) rc = mf_store_materialize(s, &d, &path, err);
-    char *md = NULL, *html = NULL;
-    if (!rc) {
-        md = mf_path_join(path, "report.md");
-        html = mf_path_join(path, "report.html");
-        if (!md || !html) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc;
+    if (!ledger_dir || !mf_is_dir(ledger_dir)) {
+        rc = mf_err_set(err, MF_ENOTFOUND, "no ledger in %s", store_dir);
+        goto out;
     }
-    if (!rc && out_dir) {
-        rc = mf_mkdir_p(out_dir, 0755, err);
-        char *to_md = mf_path_join(out_dir, "report.md"), *to_html = mf_path_join(out_dir, "report.html");
-        if (!rc) rc = mf_copy_file(md, to_md, err);
-        if (!rc) rc = mf_copy_file(html, to_html, err);
-        free(to_md);
-        free(to_html);
+    if ((rc = mf_ledger_open(&l, store_dir, err))) goto out;
+    if ((rc = find_report(l, graph, digest, sizeof digest, stage, sizeof stage, run, sizeof run, err))) goto out;
+    if ((rc = mf_store_open(&s, store_dir, err))) goto out;
+    if ((rc = mf_digest_parse(&d, digest, err))) goto out;
+    if ((rc = mf_store_materialize(s, &d, &path, err))) goto out;
+    md = mf_path_join(path, "report.md");
+    html = mf_path_join(path, "report.html");
+    if (!md || !html) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    if (!rc) {
-        char *text = NULL;
-        size_t len = 0;
-        rc = mf_read_file(md, &text, &len, err);
-        if (!rc) {
-            fprintf(out, "\nresults (stage '%s' of %s):\n\n%s", stage, run, text);
-            if (len && text[len - 1] != '\n') fputc('\n', out);
-            fprintf(out, "\nfull report: %s\n", out_dir ? out_dir : html);
-        }
-        free(text);
-    }
+    if (out_dir && (rc = copy_report(out_dir, md, html, err))) goto out;
+    rc = print_report(out, md, html, stage, run, out_dir, err);
+out:
+    free(ledger_dir);
     free(md);
     free(html);
     free(path);

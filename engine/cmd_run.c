@@ -130,59 +130,75 @@ static void print_warnings(const mf_estore *st)
     }
 }
 
-/* Load + open + plan: shared by run and status. */
-static int prepare(const args *a, mf_graph **g, mf_estore **st, mf_run_io *io, mf_plan **p, mf_err *err)
+/* What run and status share: the arguments, and the graph, store and plan prepared from them. */
+typedef struct session {
+    args a;
+    mf_err err;
+    mf_graph *g;
+    mf_estore *st; /* opened without the lock */
+    mf_plan *p;
+    mf_run_io io;
+} session;
+
+/* Load + open + plan. */
+static int prepare(session *s)
 {
-    int rc = mf_graph_load(g, a->graph, err);
+    int rc = mf_graph_load(&s->g, s->a.graph, &s->err);
     if (rc) return rc;
-    char *root = mf_estore_root(a->store, *g);
-    if (!root) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    const char *executor = a->executor ? a->executor : (*g)->executor;
-    if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(*g, &root, err))) {
-        free(root);
-        return rc;
+    char *root = mf_estore_root(s->a.store, s->g), *state = NULL;
+    if (!root) return mf_err_set(&s->err, MF_ENOMEM, "out of memory");
+    const char *executor = s->a.executor ? s->a.executor : s->g->executor;
+    if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(s->g, &root, &s->err))) goto out;
+    if ((rc = mf_estore_open(&s->st, root, s->a.rehash, &s->err))) goto out;
+    mf_estore_io(s->st, &s->io);
+    if (!(state = mf_estore_state_path(s->st, s->g->name))) {
+        rc = mf_err_set(&s->err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    rc = mf_estore_open(st, root, a->rehash, err);
+    mf_plan_opts po = {s->a.targets, s->a.n_targets, s->a.force, s->a.n_force, state};
+    rc = mf_plan_new(&s->p, s->g, &s->io.plan, &po, &s->err);
+    print_warnings(s->st);
+out:
     free(root);
-    if (rc) return rc;
-    mf_estore_io(*st, io);
-    char *state = mf_estore_state_path(*st, (*g)->name);
-    if (!state) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    mf_plan_opts po = {a->targets, a->n_targets, a->force, a->n_force, state};
-    rc = mf_plan_new(p, *g, &io->plan, &po, err);
     free(state);
-    print_warnings(*st);
     return rc;
+}
+
+/* 0 with the session ready, or the exit code (a usage error, or the error reported). */
+static int session_open(session *s, const char *cmd, int argc, char **argv, int is_run)
+{
+    memset(s, 0, sizeof *s);
+    mf_err_clear(&s->err);
+    int code = parse(cmd, argc, argv, &s->a, is_run);
+    if (code) return code;
+    if (prepare(s)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
+    return 0;
+}
+
+static void session_close(session *s)
+{
+    mf_plan_free(s->p);
+    mf_estore_close(s->st);
+    mf_graph_free(s->g);
+    free_args(&s->a);
 }
 
 int mf_cmd_status(int argc, char **argv)
 {
-    args a;
-    int code = parse("status", argc, argv, &a, 0);
-    if (code) { free_args(&a); return code; }
-    mf_err err;
-    mf_err_clear(&err);
-    mf_graph *g = NULL;
-    mf_estore *st = NULL;
-    mf_plan *p = NULL;
-    mf_run_io io;
-    int rc = prepare(&a, &g, &st, &io, &p, &err);
-    if (rc) code = mf_cli_report(&err);
-    else {
-        mf_buf out = MF_BUF_INIT;
-        if (mf_plan_write_status(p, &out, a.json)) code = MF_EXIT_FAILED;
-        else fputs(mf_buf_cstr(&out), stdout);
-        if (!a.json && !a.quiet) {
-            size_t cached = mf_plan_count(p, MF_PS_CACHED), stale = mf_plan_count(p, MF_PS_STALE),
-                   waiting = mf_plan_count(p, MF_PS_WAITING);
-            printf("%zu cached, %zu stale, %zu waiting on stale upstreams\n", cached, stale, waiting);
-        }
-        mf_buf_free(&out);
+    session s;
+    int code = session_open(&s, "status", argc, argv, 0);
+    if (code) goto out;
+    mf_buf buf = MF_BUF_INIT;
+    if (mf_plan_write_status(s.p, &buf, s.a.json)) code = MF_EXIT_FAILED;
+    else fputs(mf_buf_cstr(&buf), stdout);
+    mf_buf_free(&buf);
+    if (!s.a.json && !s.a.quiet) {
+        size_t cached = mf_plan_count(s.p, MF_PS_CACHED), stale = mf_plan_count(s.p, MF_PS_STALE),
+               waiting = mf_plan_count(s.p, MF_PS_WAITING);
+        printf("%zu cached, %zu stale, %zu waiting on stale upstreams\n", cached, stale, waiting);
     }
-    mf_plan_free(p);
-    mf_estore_close(st);
-    mf_graph_free(g);
-    free_args(&a);
+out:
+    session_close(&s);
     return code;
 }
 
@@ -203,73 +219,80 @@ static void print_results(const args *a, const mf_graph *g, const mf_plan *p)
     free(root);
 }
 
+/* --dry-run: what would run, and why. */
+static void print_dry_run(const mf_graph *g, const mf_plan *p, size_t stale, size_t waiting, size_t cached)
+{
+    for (size_t k = 0; k < g->n_stages; k++) {
+        size_t i = g->topo[k];
+        const mf_plan_stage *s = &p->st[i];
+        if (!s->needed || (s->state != MF_PS_STALE && s->state != MF_PS_WAITING)) continue;
+        printf("%s %s", s->state == MF_PS_STALE ? "would run:" : "would run if its inputs change:", g->stages[i].name);
+        for (size_t r = 0; r < s->n_reasons; r++) printf("%s%s", r ? "; " : " (", s->reasons[r]);
+        printf("%s\n", s->n_reasons ? ")" : "");
+    }
+    printf("%zu to run, %zu waiting on them, %zu cached (dry run: nothing was started)\n", stale, waiting, cached);
+}
+
+/* The run's outcome, as a line and an exit code. */
+static int report_outcome(const args *a, const mf_run_result *res)
+{
+    int code = MF_EXIT_OK;
+    if (res->outcome == MF_EINTERRUPTED) {
+        fprintf(stderr, "medflow: run %s interrupted; nothing partial was published (rerun to continue)\n", res->run_id);
+        code = MF_EXIT_INTERRUPTED;
+    } else if (res->outcome) {
+        fprintf(stderr, "medflow: run %s failed: %zu stage%s failed, %zu ran, %zu blocked\n", res->run_id, res->n_failed,
+                res->n_failed == 1 ? "" : "s", res->n_ran, res->n_blocked);
+        code = MF_EXIT_FAILED;
+    } else if (!a->quiet) {
+        printf("run %s: %zu ran, %zu cached, %zu cut off (inputs unchanged)\n", res->run_id, res->n_ran, res->n_cached,
+               res->n_cutoff);
+    }
+    if (res->ledger_ref[0] && !a->quiet) printf("recorded in the ledger as %s\n", res->ledger_ref);
+    return code;
+}
+
 int mf_cmd_run(int argc, char **argv)
 {
-    args a;
-    int code = parse("run", argc, argv, &a, 1);
-    if (code) { free_args(&a); return code; }
-    mf_err err;
-    mf_err_clear(&err);
-    mf_graph *g = NULL;
-    mf_estore *st = NULL;
-    mf_plan *p = NULL;
-    mf_run_io io;
-    int rc = prepare(&a, &g, &st, &io, &p, &err);
-    if (rc) { code = mf_cli_report(&err); goto out; }
-    size_t stale = mf_plan_count(p, MF_PS_STALE), waiting = mf_plan_count(p, MF_PS_WAITING),
-           cached = mf_plan_count(p, MF_PS_CACHED);
+    session s;
+    int code = session_open(&s, "run", argc, argv, 1);
+    if (code) goto out;
+    size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
+           cached = mf_plan_count(s.p, MF_PS_CACHED);
     if (!stale) { /* the no-op path: no lock, no ledger, no writes */
-        if (!a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
+        if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
         goto out;
     }
-    if (a.dry_run) {
-        for (size_t k = 0; k < g->n_stages; k++) {
-            size_t i = g->topo[k];
-            const mf_plan_stage *s = &p->st[i];
-            if (!s->needed || (s->state != MF_PS_STALE && s->state != MF_PS_WAITING)) continue;
-            printf("%s %s", s->state == MF_PS_STALE ? "would run:" : "would run if its inputs change:", g->stages[i].name);
-            for (size_t r = 0; r < s->n_reasons; r++) printf("%s%s", r ? "; " : " (", s->reasons[r]);
-            printf("%s\n", s->n_reasons ? ")" : "");
-        }
-        printf("%zu to run, %zu waiting on them, %zu cached (dry run: nothing was started)\n", stale, waiting, cached);
+    if (s.a.dry_run) {
+        print_dry_run(s.g, s.p, stale, waiting, cached);
         goto out;
     }
-    if ((rc = mf_estore_lock(st, &err))) { code = mf_cli_report(&err); goto out; }
-    if (!a.quiet)
-        printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
-    const char *executor = a.executor ? a.executor : g->executor ? g->executor : "local";
-    if ((a.partition || a.account) && strcmp(executor, "slurm")) {
+    const char *executor = s.a.executor ? s.a.executor : s.g->executor ? s.g->executor : "local";
+    if ((s.a.partition || s.a.account) && strcmp(executor, "slurm")) {
         fprintf(stderr, "medflow: --partition and --account are for the Slurm executor (--executor slurm)\n");
         code = MF_EXIT_USAGE;
         goto out;
     }
-    mf_run_opts ro = {a.jobs, a.gpus, a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
-                      isatty(1), a.quiet, a.verbose, a.backend ? a.backend : "auto", executor, a.partition, a.account};
+    if (mf_estore_lock(s.st, &s.err)) {
+        code = mf_cli_report(&s.err);
+        goto out;
+    }
+    if (!s.a.quiet) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
+    mf_run_opts ro = {s.a.jobs, s.a.gpus, s.a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
+                      isatty(1), s.a.quiet, s.a.verbose, s.a.backend ? s.a.backend : "auto", executor, s.a.partition,
+                      s.a.account};
     const char *grace = getenv("MEDFLOW_KILL_GRACE");
     ro.grace_s = grace ? atof(grace) : 10.0;
     mf_run_result res;
-    rc = mf_run_execute(p, &io, &ro, &res, &err);
-    if (rc) { code = mf_cli_report(&err); goto out; }
-    if (res.outcome == MF_EINTERRUPTED) {
-        fprintf(stderr, "medflow: run %s interrupted; nothing partial was published (rerun to continue)\n", res.run_id);
-        code = MF_EXIT_INTERRUPTED;
-    } else if (res.outcome) {
-        fprintf(stderr, "medflow: run %s failed: %zu stage%s failed, %zu ran, %zu blocked\n", res.run_id, res.n_failed,
-                res.n_failed == 1 ? "" : "s", res.n_ran, res.n_blocked);
-        code = MF_EXIT_FAILED;
-    } else if (!a.quiet) {
-        printf("run %s: %zu ran, %zu cached, %zu cut off (inputs unchanged)\n", res.run_id, res.n_ran, res.n_cached,
-               res.n_cutoff);
+    if (mf_run_execute(s.p, &s.io, &ro, &res, &s.err)) {
+        code = mf_cli_report(&s.err);
+        goto out;
     }
-    if (res.ledger_ref[0] && !a.quiet) printf("recorded in the ledger as %s\n", res.ledger_ref);
-    int show = !res.outcome && !a.quiet;
-    mf_estore_close(st); /* releases the store lock: printing the report materialises from the store */
-    st = NULL;
-    if (show) print_results(&a, g, p);
+    code = report_outcome(&s.a, &res);
+    mf_estore_close(s.st); /* releases the store lock: printing the report materialises from the store */
+    s.st = NULL;
+    if (!res.outcome && !s.a.quiet) print_results(&s.a, s.g, s.p);
 out:
-    mf_plan_free(p);
-    mf_estore_close(st);
-    mf_graph_free(g);
-    free_args(&a);
+    session_close(&s);
     return code;
 }

@@ -131,6 +131,70 @@ static void show_stage(const mf_ledger_run *r, const char *stage)
     print_json(mf_json_get(r->stages, stage));
 }
 
+/* A digest no recorded stage produced: held by the store (a source or a log), else MF_ENOTFOUND
+ * (err keeps the reason). */
+static int show_unrecorded(const mf_digest *d, mf_err *err)
+{
+    mf_store *s = NULL;
+    char ds[72], hb[32];
+    int rc = MF_ENOTFOUND;
+    if (mf_store_open(&s, store_dir(), err) || !mf_store_has(s, d)) goto out;
+    mf_store_obj *objs;
+    size_t n;
+    uint64_t bytes = 0;
+    if (mf_store_list(s, &objs, &n, err) == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (mf_digest_eq(&objs[i].digest, d)) bytes = objs[i].bytes;
+        free(objs);
+    }
+    printf("%s: in the store (%s archive), produced by no recorded stage (a source or a log)\n", mf_digest_str(d, ds),
+           human(bytes, hb, sizeof hb));
+    rc = 0;
+out:
+    mf_store_free(s);
+    return rc;
+}
+
+static int show_digest(mf_ledger *l, const mf_digest *d, mf_err *err)
+{
+    mf_ledger_run *r = NULL;
+    char *stage = NULL;
+    int rc = mf_ledger_producer(l, d, &r, &stage, err);
+    if (rc == MF_ENOTFOUND) rc = show_unrecorded(d, err);
+    else if (rc == 0 && r) show_stage(r, stage);
+    free(stage);
+    mf_ledger_run_free(r);
+    return rc;
+}
+
+/* A stage named GRAPH:STAGE or RUN:STAGE. */
+static int show_named_stage(mf_ledger *l, const char *spec, mf_err *err)
+{
+    mf_ledger_run *r = NULL;
+    char *stage = NULL;
+    int rc;
+    if ((rc = mf_ledger_find_stage(l, spec, &r, &stage, err))) goto out;
+    show_stage(r, stage);
+out:
+    free(stage);
+    mf_ledger_run_free(r);
+    return rc;
+}
+
+static void show_run(const mf_ledger_run *r)
+{
+    char t[32];
+    printf("run %s@%d  commit %s  %s\n", r->graph, r->number, r->id, when(r->time, t, sizeof t));
+    print_json(r->run);
+    printf("stages:\n");
+    for (size_t i = 0; i < r->stages->n; i++) {
+        const mf_json *m = r->stages->items[i];
+        char sb[24];
+        printf("  %-20s %-10s %-8s %s\n", r->stages->keys[i], mf_json_get_str(m, "kind", "?"),
+               mf_json_get_str(m, "status", ""), shortd(mf_ledger_digest_of(mf_json_get(m, "output")), sb));
+    }
+}
+
 int mf_cmd_show(int argc, char **argv)
 {
     if (argc != 2) return mf_cli_usage_error("show", "expected one RUN, STAGE or DIGEST");
@@ -139,57 +203,33 @@ int mf_cmd_show(int argc, char **argv)
     mf_ledger *l = NULL;
     if (open_ledger(&l, &err)) return report(&err);
     mf_ledger_run *r = NULL;
-    char *stage = NULL;
     mf_digest d;
     int rc = 0;
-    if (mf_digest_parse(&d, spec, &err) == 0) {
-        rc = mf_ledger_producer(l, &d, &r, &stage, &err);
-        if (rc == MF_ENOTFOUND) {
-            mf_store *s = NULL;
-            char ds[72], hb[32];
-            if (mf_store_open(&s, store_dir(), &err) == 0 && mf_store_has(s, &d)) {
-                mf_store_obj *objs;
-                size_t n;
-                uint64_t bytes = 0;
-                if (mf_store_list(s, &objs, &n, &err) == 0) {
-                    for (size_t i = 0; i < n; i++)
-                        if (mf_digest_eq(&objs[i].digest, &d)) bytes = objs[i].bytes;
-                    free(objs);
-                }
-                printf("%s: in the store (%s archive), produced by no recorded stage (a source or a log)\n",
-                       mf_digest_str(&d, ds), human(bytes, hb, sizeof hb));
-                rc = 0;
-            }
-            mf_store_free(s);
-        }
-        if (!rc && r) show_stage(r, stage);
-    } else if (strchr(spec, ':')) {
-        if (!(rc = mf_ledger_find_stage(l, spec, &r, &stage, &err))) show_stage(r, stage);
-    } else if ((rc = mf_ledger_load(l, spec, &r, &err)) == 0) {
-        char t[32];
-        printf("run %s@%d  commit %s  %s\n", r->graph, r->number, r->id, when(r->time, t, sizeof t));
-        print_json(r->run);
-        printf("stages:\n");
-        for (size_t i = 0; i < r->stages->n; i++) {
-            const mf_json *m = r->stages->items[i];
-            char sb[24];
-            printf("  %-20s %-10s %-8s %s\n", r->stages->keys[i], mf_json_get_str(m, "kind", "?"),
-                   mf_json_get_str(m, "status", ""), shortd(mf_ledger_digest_of(mf_json_get(m, "output")), sb));
-        }
-    } else if (rc != MF_ENOTFOUND) {
-        /* a damaged ledger is not "no such run" */
-    } else if (!(rc = mf_ledger_find_stage(l, spec, &r, &stage, &err))) {
-        show_stage(r, stage);
-    } else if (rc == MF_ENOTFOUND) {
+    if (mf_digest_parse(&d, spec, &err) == 0)
+        rc = show_digest(l, &d, &err);
+    else if (strchr(spec, ':'))
+        rc = show_named_stage(l, spec, &err);
+    else if ((rc = mf_ledger_load(l, spec, &r, &err)) == 0)
+        show_run(r);
+    else if (rc == MF_ENOTFOUND && (rc = show_named_stage(l, spec, &err)) == MF_ENOTFOUND) /* a damaged ledger is not "no such run" */
         rc = mf_err_set(&err, MF_EINVAL, "'%s' names no run, stage or digest in the ledger", spec);
-    }
-    free(stage);
     mf_ledger_run_free(r);
     mf_ledger_free(l);
     return rc ? report(&err) : 0;
 }
 
 /* ---------------- lineage ---------------- */
+
+/* The run and stage that produced the digest ds: 0; MF_EINVAL or MF_ENOTFOUND for a source (no digest,
+ * or no stage produced it); another code when the ledger cannot be read. */
+static int producer_of(mf_ledger *l, const char *ds, mf_ledger_run **pr, char **ps, mf_err *err)
+{
+    mf_digest d;
+    if (!ds) return MF_ENOTFOUND;
+    int rc = mf_digest_parse(&d, ds, err);
+    if (rc) return rc;
+    return mf_ledger_producer(l, &d, pr, ps, err);
+}
 
 /* Prints the tree; the first error that is not "no stage produced it" (a
  * damaged ledger) goes to *bad, so lineage never calls a lost producer a source. */
@@ -219,13 +259,11 @@ static void lineage_rec(mf_ledger *l, const mf_ledger_run *r, const char *stage,
             const mf_json *item = list ? in->items[i]->items[j] : in->items[i];
             int is_last = ++seen == total;
             const char *ds = mf_ledger_digest_of(item);
-            mf_digest d;
             mf_err err;
             mf_ledger_run *pr = NULL;
             char *ps = NULL;
-            int rc = ds ? mf_digest_parse(&d, ds, &err) : MF_ENOTFOUND;
-            if (!rc) rc = mf_ledger_producer(l, &d, &pr, &ps, &err);
-            if (!rc) {
+            int rc = producer_of(l, ds, &pr, &ps, &err);
+            if (rc == 0) {
                 lineage_rec(l, pr, ps, in->keys[i], prefix, is_last, depth + 1, bad);
             } else if (rc != MF_ENOTFOUND && rc != MF_EINVAL) {
                 printf("%s%s%s: %s  (its producer cannot be read)\n", mf_buf_cstr(prefix), is_last ? "└── " : "├── ",
@@ -489,25 +527,29 @@ int mf_cmd_tag(int argc, char **argv)
     mf_json *what = mf_json_new_object();
     mf_digest d;
     int rc = 0;
-    const char *ds = NULL;
     if (mf_digest_parse(&d, argv[2], &err) == 0) {
         char buf[72];
         mf_json_set(what, "digest", mf_json_new_str(mf_digest_str(&d, buf)));
-        if (mf_ledger_producer(l, &d, &r, &stage, &err) == 0) ds = NULL;
-    } else if ((rc = mf_ledger_find_stage(l, argv[2], &r, &stage, &err)) == 0) {
-        ds = mf_ledger_digest_of(mf_json_get(mf_json_get(r->stages, stage), "output"));
-        if (!ds) rc = mf_err_set(&err, MF_EINVAL, "stage '%s' has no output digest to tag", stage);
-        else mf_json_set(what, "digest", mf_json_new_str(ds));
+        (void)mf_ledger_producer(l, &d, &r, &stage, &err); /* a digest no stage produced is tagged too */
+    } else {
+        if ((rc = mf_ledger_find_stage(l, argv[2], &r, &stage, &err))) goto out;
+        const char *ds = mf_ledger_digest_of(mf_json_get(mf_json_get(r->stages, stage), "output"));
+        if (!ds) {
+            rc = mf_err_set(&err, MF_EINVAL, "stage '%s' has no output digest to tag", stage);
+            goto out;
+        }
+        mf_json_set(what, "digest", mf_json_new_str(ds));
     }
-    if (!rc && r) {
+    if (r) {
         char label[300];
         snprintf(label, sizeof label, "%s@%d", r->graph, r->number);
         mf_json_set(what, "stage", mf_json_new_str(stage));
         mf_json_set(what, "run", mf_json_new_str(label));
         mf_json_set(what, "commit", mf_json_new_str(r->id));
     }
-    if (!rc) rc = mf_ledger_tag(l, argv[1], what, &err);
-    if (!rc) printf("tagged %s -> %s\n", argv[1], mf_json_get_str(what, "digest", "?"));
+    if ((rc = mf_ledger_tag(l, argv[1], what, &err))) goto out;
+    printf("tagged %s -> %s\n", argv[1], mf_json_get_str(what, "digest", "?"));
+out:
     mf_json_free(what);
     free(stage);
     mf_ledger_run_free(r);
@@ -531,17 +573,18 @@ int mf_cmd_hash(int argc, char **argv)
     mf_store *s = NULL;
     if (!nocache && mf_is_dir(store_dir()) && mf_store_open(&s, store_dir(), &err)) return report(&err);
     int rc = 0;
-    for (int k = 1; k < argc && !rc; k++) {
+    for (int k = 1; k < argc; k++) {
         if (argv[k][0] == '-' && argv[k][1]) continue;
         mf_digest d;
         mf_source_stats st;
-        if ((rc = mf_source_digest(s, argv[k], flags, &d, &st, &err))) break;
+        if ((rc = mf_source_digest(s, argv[k], flags, &d, &st, &err))) goto out;
         char ds[72];
         printf("%s  %s\n", mf_digest_str(&d, ds), argv[k]);
         if (mf_cli.verbose)
             fprintf(stderr, "  %zu files, %llu bytes; %zu read (%llu bytes), %zu from the stat cache\n", st.files,
                     (unsigned long long)st.bytes, st.hashed, (unsigned long long)st.bytes_hashed, st.files - st.hashed);
     }
+out:
     mf_store_free(s);
     return rc ? report(&err) : 0;
 }

@@ -84,8 +84,9 @@ static int e_source_digest(void *ctx, const char *path, char out[MF_DIGEST_MAX],
     mf_estore *s = ctx;
     mf_digest d;
     int rc = mf_source_digest(s->s, path, s->rehash ? MF_SOURCE_REHASH : 0, &d, NULL, err);
-    if (!rc) mf_digest_str(&d, out);
-    return rc;
+    if (rc) return rc;
+    mf_digest_str(&d, out);
+    return 0;
 }
 
 static int e_cache_get(void *ctx, const char *key_hex, char out[MF_DIGEST_MAX], mf_err *err)
@@ -119,17 +120,19 @@ static int e_publish(void *ctx, const char *dir, char out[MF_DIGEST_MAX], mf_err
     mf_estore *s = ctx;
     mf_digest d;
     int rc = mf_store_put_dir(s->s, dir, &d, NULL, err);
-    if (!rc) mf_digest_str(&d, out);
-    return rc;
+    if (rc) return rc;
+    mf_digest_str(&d, out);
+    return 0;
 }
 
 static int e_cache_put(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err)
 {
     mf_estore *s = ctx;
     mf_digest k, d;
-    int rc = mf_digest_parse(&k, key_hex, err);
-    if (!rc) rc = mf_digest_parse(&d, output, err);
-    return rc ? rc : mf_store_key_put(s->s, &k, &d, run_id, err);
+    int rc;
+    if ((rc = mf_digest_parse(&k, key_hex, err))) return rc;
+    if ((rc = mf_digest_parse(&d, output, err))) return rc;
+    return mf_store_key_put(s->s, &k, &d, run_id, err);
 }
 
 /* The ledger is opened here, only when a run has something to record. */
@@ -142,9 +145,11 @@ static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, con
     if (rc) return rc;
     char id[41];
     int num = 0;
-    rc = mf_ledger_commit_run(l, g->name ? g->name : "graph", g->text ? g->text : "", g->text ? g->text_len : 0, run,
-                              manifests, id, &num, err);
-    if (!rc && ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+    if ((rc = mf_ledger_commit_run(l, g->name ? g->name : "graph", g->text ? g->text : "", g->text ? g->text_len : 0,
+                                   run, manifests, id, &num, err)))
+        goto out;
+    if (ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+out:
     mf_ledger_free(l);
     return rc;
 }
@@ -154,8 +159,9 @@ static int e_put_file(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_e
     mf_estore *s = ctx;
     mf_digest d;
     int rc = mf_store_put_file(s->s, path, "log.txt", &d, err);
-    if (!rc) mf_digest_str(&d, out);
-    return rc;
+    if (rc) return rc;
+    mf_digest_str(&d, out);
+    return 0;
 }
 
 void mf_estore_io(mf_estore *s, mf_run_io *io)

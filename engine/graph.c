@@ -26,6 +26,9 @@
  * binary search instead of a scan (graphs of 10,000 stages load in linear-log time). */
 typedef struct { const char *key; size_t idx; } name_ent;
 
+/* A registry default, parsed (once per graph load) from its spec's text. */
+typedef struct { const mf_param_spec *spec; mf_json *value; } def_entry;
+
 typedef struct {
     mf_graph *g;
     const char *file;
@@ -33,6 +36,8 @@ typedef struct {
     mf_json *defaults; /* borrowed from the document */
     name_ent *by_name, *by_group; /* over the expanded stages */
     size_t n_by_name, n_by_group;
+    def_entry *defs; /* the registry defaults parsed so far */
+    size_t n_defs, cap_defs;
 } loader;
 
 static int cmp_name_ent(const void *a, const void *b)
@@ -160,31 +165,38 @@ static int need_type(loader *L, const mf_json *v, mf_json_type t, const char *wh
     return at(L, v, "%s: expected a %s, found %s", what, mf_json_type_name(t), v ? mf_json_type_name(v->type) : "nothing");
 }
 
-/* ---------- defaults of registry params (parsed once per spec) ---------- */
+/* ---------- defaults of registry params (parsed once per spec and graph load) ---------- */
 
-typedef struct { const mf_param_spec *spec; mf_json *value; } def_cache_entry;
-static def_cache_entry *def_cache;
-static size_t def_cache_n, def_cache_cap;
-
-static const mf_json *spec_default(const mf_param_spec *p, mf_err *err)
+static const mf_json *spec_default(loader *L, const mf_param_spec *p)
 {
-    for (size_t k = 0; k < def_cache_n; k++)
-        if (def_cache[k].spec == p) return def_cache[k].value;
+    for (size_t k = 0; k < L->n_defs; k++)
+        if (L->defs[k].spec == p) return L->defs[k].value;
     mf_json *v = NULL;
     if (p->type == MF_P_STRING) { /* string defaults are literal text, not YAML */
         if (!(v = mf_json_new_str(p->def))) return NULL;
-    } else if (mf_yaml_parse(&v, p->def, strlen(p->def), "<registry default>", err)) {
+    } else if (mf_yaml_parse(&v, p->def, strlen(p->def), "<registry default>", L->err)) {
         return NULL;
     }
-    if (def_cache_n == def_cache_cap) {
-        size_t cap = def_cache_cap ? def_cache_cap * 2 : 128;
-        def_cache_entry *c = realloc(def_cache, cap * sizeof *c);
-        if (!c) { mf_json_free(v); return NULL; }
-        def_cache = c;
-        def_cache_cap = cap;
+    if (L->n_defs == L->cap_defs) {
+        size_t cap = L->cap_defs ? L->cap_defs * 2 : 128;
+        def_entry *c = realloc(L->defs, cap * sizeof *c);
+        if (!c) {
+            mf_json_free(v);
+            return NULL;
+        }
+        L->defs = c;
+        L->cap_defs = cap;
     }
-    def_cache[def_cache_n++] = (def_cache_entry){p, v};
+    L->defs[L->n_defs++] = (def_entry){p, v};
     return v;
+}
+
+static void loader_free(loader *L)
+{
+    free(L->by_name);
+    free(L->by_group);
+    for (size_t k = 0; k < L->n_defs; k++) mf_json_free(L->defs[k].value);
+    free(L->defs);
 }
 
 /* ---------- param typing ---------- */
@@ -559,6 +571,33 @@ static int build_resources(loader *L, mf_stage *st, const mf_json *res)
     return 0;
 }
 
+/* Param p of stage st: the stage's value, else the graph's defaults', else the kind's default, typed. */
+static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf_json *flat, const mf_json *params)
+{
+    const mf_json *v = mf_json_get(flat, p->name);
+    if (!v && L->defaults) v = mf_json_get_path(L->defaults, p->name);
+    mf_json *typed = NULL;
+    int rc;
+    if (v) {
+        rc = coerce_param(L, st->name, p, v, &typed);
+    } else if (p->def) {
+        const mf_json *d = spec_default(L, p);
+        if (!d) return MF_EINTERNAL;
+        rc = coerce_param(L, st->name, p, d, &typed);
+    } else {
+        char extra[300] = "";
+        if (p->type == MF_P_ENUM) snprintf(extra, sizeof extra, " (one of %s)", p->enum_values);
+        mf_json pos;
+        memset(&pos, 0, sizeof pos);
+        pos.line = st->line;
+        pos.col = st->col;
+        return at(L, params ? params : &pos, "stage '%s': missing required param '%s'%s", st->name, p->name, extra);
+    }
+    if (rc) return rc;
+    if (mf_json_set(st->params, p->name, typed)) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    return 0;
+}
+
 static int build_params(loader *L, mf_stage *st, const mf_json *params)
 {
     mf_json *flat = mf_json_new_object();
@@ -567,13 +606,12 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
     if (params) {
         char what[300];
         snprintf(what, sizeof what, "stage '%s' params", st->name);
-        if ((rc = need_type(L, params, MF_JSON_OBJECT, what)) || (rc = flatten(L, st->kind, params, "", flat))) {
-            mf_json_free(flat);
-            return rc;
-        }
+        if ((rc = need_type(L, params, MF_JSON_OBJECT, what)) || (rc = flatten(L, st->kind, params, "", flat))) goto out;
     }
-    st->params = mf_json_new_object();
-    if (!st->params) { mf_json_free(flat); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
+    if (!(st->params = mf_json_new_object())) {
+        rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     /* seed / precision: universal, taken out of params into the stage */
     const mf_json *dseed = L->defaults ? mf_json_get(L->defaults, "seed") : NULL;
     const mf_json *dprec = L->defaults ? mf_json_get(L->defaults, "precision") : NULL;
@@ -581,43 +619,28 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
     const mf_json *prec = mf_json_get(flat, "precision");
     if (!seed) seed = dseed;
     if (!prec) prec = dprec;
-    if (seed && (seed->type != MF_JSON_INT || seed->i < 0))
+    if (seed && (seed->type != MF_JSON_INT || seed->i < 0)) {
         rc = at(L, seed, "stage '%s': seed expects a non-negative integer", st->name);
-    if (!rc && prec && (prec->type != MF_JSON_STRING || !enum_has("fp32|bf16|fp16", prec->s)))
+        goto out;
+    }
+    if (prec && (prec->type != MF_JSON_STRING || !enum_has("fp32|bf16|fp16", prec->s))) {
         rc = at(L, prec, "stage '%s': precision must be one of fp32|bf16|fp16", st->name);
-    if (rc) { mf_json_free(flat); return rc; }
+        goto out;
+    }
     st->seed = seed ? (unsigned long long)seed->i : 42;
     st->precision = strdup(prec ? prec->s : "fp32");
     mf_json_del(flat, "seed");
     mf_json_del(flat, "precision");
-
     for (size_t k = 0; k < flat->n; k++) {
-        const mf_param_spec *p = mf_kind_param(st->kind, flat->keys[k]);
+        if (mf_kind_param(st->kind, flat->keys[k])) continue;
         mf_json pos = key_pos(flat, k);
-        if (!p) { rc = unknown_param(L, st->name, st->kind, flat->keys[k], &pos); break; }
+        rc = unknown_param(L, st->name, st->kind, flat->keys[k], &pos);
+        goto out;
     }
     const mf_param_spec *p;
-    for (size_t i = 0; !rc && (p = mf_kind_param_at(st->kind, i)); i++) {
-        const mf_json *v = mf_json_get(flat, p->name);
-        if (!v && L->defaults) v = mf_json_get_path(L->defaults, p->name);
-        mf_json *typed = NULL;
-        if (v) {
-            rc = coerce_param(L, st->name, p, v, &typed);
-        } else if (p->def) {
-            const mf_json *d = spec_default(p, L->err);
-            if (!d) { rc = MF_EINTERNAL; break; }
-            rc = coerce_param(L, st->name, p, d, &typed);
-        } else {
-            char extra[300] = "";
-            if (p->type == MF_P_ENUM) snprintf(extra, sizeof extra, " (one of %s)", p->enum_values);
-            mf_json pos;
-            memset(&pos, 0, sizeof pos);
-            pos.line = st->line;
-            pos.col = st->col;
-            rc = at(L, params ? params : &pos, "stage '%s': missing required param '%s'%s", st->name, p->name, extra);
-        }
-        if (!rc && mf_json_set(st->params, p->name, typed)) rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
-    }
+    for (size_t i = 0; (p = mf_kind_param_at(st->kind, i)); i++)
+        if ((rc = typed_param(L, st, p, flat, params))) goto out;
+out:
     mf_json_free(flat);
     return rc;
 }
@@ -892,6 +915,62 @@ static void free_raws(raw_stage *raws, size_t n)
     free(raws);
 }
 
+/* foreach: an object of non-empty lists of scalars; *combos: the number of combinations. */
+static int check_foreach(loader *L, const char *tname, const mf_json *fe, size_t *combos)
+{
+    int rc;
+    *combos = 1;
+    if ((rc = need_type(L, fe, MF_JSON_OBJECT, "foreach"))) return rc;
+    if (!fe->n) return at(L, fe, "stage '%s': foreach is empty", tname);
+    for (size_t i = 0; i < fe->n; i++) {
+        const mf_json *vals = fe->items[i];
+        if (vals->type != MF_JSON_ARRAY || !vals->n)
+            return at(L, vals, "stage '%s': foreach '%s' expects a non-empty list", tname, fe->keys[i]);
+        for (size_t j = 0; j < vals->n; j++)
+            if (vals->items[j]->type == MF_JSON_ARRAY || vals->items[j]->type == MF_JSON_OBJECT)
+                return at(L, vals->items[j], "stage '%s': foreach values must be scalars", tname);
+        *combos *= vals->n;
+        if (*combos > MAX_FOREACH) return at(L, fe, "stage '%s': foreach expands to more than %d stages", tname, MAX_FOREACH);
+    }
+    return 0;
+}
+
+/* The name of one foreach combination: tname with its ${var}s substituted, else tname.<value>...
+ * (tname itself without foreach). */
+static int combo_name(loader *L, const mf_json *pos, const char *tname, const binding_var *vars, size_t nvars,
+                      char **out)
+{
+    int rc = 0;
+    *out = NULL;
+    if (strstr(tname, "${")) {
+        if ((rc = subst_string(L, pos, tname, vars, nvars, out))) return rc;
+    } else if (nvars) {
+        mf_buf b = MF_BUF_INIT;
+        mf_buf_puts(&b, tname);
+        for (size_t i = 0; i < nvars; i++) {
+            char *piece = NULL;
+            char tmpl[160];
+            snprintf(tmpl, sizeof tmpl, "${%s}", vars[i].var);
+            if ((rc = subst_string(L, pos, tmpl, vars, nvars, &piece))) {
+                mf_buf_free(&b);
+                return rc;
+            }
+            mf_buf_printf(&b, ".%s", piece);
+            free(piece);
+        }
+        *out = mf_buf_steal(&b);
+    } else {
+        *out = strdup(tname);
+    }
+    if (!*out) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    if (!valid_name(*out)) {
+        rc = at(L, pos, "stage name '%s': use letters, digits, '_', '-' and '.' only", *out);
+        free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 /* Expand foreach into raw stages (name + substituted body). */
 static int expand_stages(loader *L, const mf_json *stages, raw_stage **out, size_t *nout)
 {
@@ -899,38 +978,23 @@ static int expand_stages(loader *L, const mf_json *stages, raw_stage **out, size
     raw_stage *raws = calloc(cap, sizeof *raws);
     if (!raws) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
     int rc = 0;
-    for (size_t k = 0; k < stages->n && !rc; k++) {
+    for (size_t k = 0; k < stages->n; k++) {
         const char *tname = stages->keys[k];
         const mf_json *decl = stages->items[k];
         mf_json pos = key_pos(stages, k);
         char what[300];
         snprintf(what, sizeof what, "stage '%s'", tname);
-        if ((rc = need_type(L, decl, MF_JSON_OBJECT, what)) || (rc = check_keys(L, decl, stage_keys, what))) break;
+        if ((rc = need_type(L, decl, MF_JSON_OBJECT, what)) || (rc = check_keys(L, decl, stage_keys, what))) goto out;
         const mf_json *fe = mf_json_get(decl, "foreach");
         size_t combos = 1;
-        if (fe) {
-            if ((rc = need_type(L, fe, MF_JSON_OBJECT, "foreach"))) break;
-            if (!fe->n) { rc = at(L, fe, "stage '%s': foreach is empty", tname); break; }
-            for (size_t i = 0; i < fe->n && !rc; i++) {
-                const mf_json *vals = fe->items[i];
-                if (vals->type != MF_JSON_ARRAY || !vals->n) {
-                    rc = at(L, vals, "stage '%s': foreach '%s' expects a non-empty list", tname, fe->keys[i]);
-                    break;
-                }
-                for (size_t j = 0; j < vals->n; j++)
-                    if (vals->items[j]->type == MF_JSON_ARRAY || vals->items[j]->type == MF_JSON_OBJECT) {
-                        rc = at(L, vals->items[j], "stage '%s': foreach values must be scalars", tname);
-                        break;
-                    }
-                combos *= vals->n;
-                if (combos > MAX_FOREACH) { rc = at(L, fe, "stage '%s': foreach expands to more than %d stages", tname, MAX_FOREACH); break; }
-            }
-            if (rc) break;
-        }
+        if (fe && (rc = check_foreach(L, tname, fe, &combos))) goto out;
         binding_var vars[32];
         size_t nvars = fe ? fe->n : 0;
-        if (nvars > 32) { rc = at(L, fe, "stage '%s': at most 32 foreach variables", tname); break; }
-        for (size_t c = 0; c < combos && !rc; c++) {
+        if (nvars > 32) {
+            rc = at(L, fe, "stage '%s': at most 32 foreach variables", tname);
+            goto out;
+        }
+        for (size_t c = 0; c < combos; c++) {
             size_t rem = c;
             for (size_t i = nvars; i-- > 0;) { /* last variable varies fastest */
                 const mf_json *vals = fe->items[i];
@@ -939,34 +1003,15 @@ static int expand_stages(loader *L, const mf_json *stages, raw_stage **out, size
                 rem /= vals->n;
             }
             char *name = NULL;
-            if (strstr(tname, "${")) {
-                if ((rc = subst_string(L, &pos, tname, vars, nvars, &name))) break;
-            } else if (nvars) {
-                mf_buf b = MF_BUF_INIT;
-                mf_buf_puts(&b, tname);
-                for (size_t i = 0; i < nvars; i++) {
-                    char *piece = NULL;
-                    char tmpl[160];
-                    snprintf(tmpl, sizeof tmpl, "${%s}", vars[i].var);
-                    if ((rc = subst_string(L, &pos, tmpl, vars, nvars, &piece))) break;
-                    mf_buf_printf(&b, ".%s", piece);
-                    free(piece);
-                }
-                if (rc) { mf_buf_free(&b); break; }
-                name = mf_buf_steal(&b);
-            } else {
-                name = strdup(tname);
-            }
-            if (!name) { rc = mf_err_set(L->err, MF_ENOMEM, "out of memory"); break; }
-            if (!valid_name(name)) {
-                rc = at(L, &pos, "stage name '%s': use letters, digits, '_', '-' and '.' only", name);
-                free(name);
-                break;
-            }
+            if ((rc = combo_name(L, &pos, tname, vars, nvars, &name))) goto out;
             if (n == cap) {
                 cap *= 2;
                 raw_stage *r2 = realloc(raws, cap * sizeof *r2);
-                if (!r2) { free(name); rc = mf_err_set(L->err, MF_ENOMEM, "out of memory"); break; }
+                if (!r2) {
+                    free(name);
+                    rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+                    goto out;
+                }
                 raws = r2;
             }
             raw_stage *r = &raws[n++];
@@ -977,15 +1022,19 @@ static int expand_stages(loader *L, const mf_json *stages, raw_stage **out, size
             r->line = pos.line;
             r->col = pos.col;
             r->body = mf_json_clone(decl);
-            if (!r->body || (nvars && !r->group)) { rc = mf_err_set(L->err, MF_ENOMEM, "out of memory"); break; }
+            if (!r->body || (nvars && !r->group)) {
+                rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
             mf_json_del(r->body, "foreach");
-            rc = subst_tree(L, r->body, vars, nvars);
+            if ((rc = subst_tree(L, r->body, vars, nvars))) goto out;
         }
     }
-    if (rc) { free_raws(raws, n); return rc; }
     *out = raws;
     *nout = n;
-    return 0;
+out:
+    if (rc) free_raws(raws, n);
+    return rc;
 }
 
 static int strcmp_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -1018,6 +1067,113 @@ static int check_duplicates(loader *L, raw_stage *raws, size_t n)
         }
     }
     free(names);
+    return rc;
+}
+
+/* One stage from its expanded declaration r. */
+static int build_stage(loader *L, mf_stage *st, const raw_stage *r, const raw_stage *raws, size_t nraw)
+{
+    st->name = strdup(r->name);
+    st->group = r->group ? strdup(r->group) : NULL;
+    st->line = r->line;
+    st->col = r->col;
+    if (!st->name) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    const mf_json *kind = mf_json_get(r->body, "kind");
+    if (!kind) {
+        mf_json pos;
+        memset(&pos, 0, sizeof pos);
+        pos.line = r->line;
+        pos.col = r->col;
+        return at(L, &pos, "stage '%s': missing 'kind'", st->name);
+    }
+    if (kind->type != MF_JSON_STRING) return at(L, kind, "stage '%s': kind expects a string", st->name);
+    st->kind = mf_kind_find(kind->s);
+    if (!st->kind) {
+        suggester s = {NULL, 0, kind->s};
+        for (size_t i = 0; mf_kinds[i]; i++) suggest_consider(&s, mf_kinds[i]->name);
+        char h[200];
+        hint(h, sizeof h, s.best);
+        return at(L, kind, "stage '%s': unknown kind '%s'%s (see 'medflow kinds')", st->name, kind->s, h);
+    }
+    int rc;
+    if ((rc = build_params(L, st, mf_json_get(r->body, "params")))) return rc;
+    if ((rc = build_inputs(L, st, mf_json_get(r->body, "inputs"), raws, nraw))) return rc;
+    return build_resources(L, st, mf_json_get(r->body, "resources"));
+}
+
+/* The stages: foreach expanded, names checked unique and indexed, each stage built. */
+static int build_stages(loader *L, const mf_json *stages)
+{
+    mf_graph *g = L->g;
+    raw_stage *raws = NULL;
+    size_t nraw = 0;
+    int rc;
+    if ((rc = expand_stages(L, stages, &raws, &nraw))) return rc;
+    if ((rc = check_duplicates(L, raws, nraw))) goto out;
+    L->by_name = malloc((nraw ? nraw : 1) * sizeof *L->by_name);
+    L->by_group = malloc((nraw ? nraw : 1) * sizeof *L->by_group);
+    if (!L->by_name || !L->by_group) {
+        rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < nraw; k++) {
+        L->by_name[L->n_by_name++] = (name_ent){raws[k].name, k};
+        if (raws[k].group) L->by_group[L->n_by_group++] = (name_ent){raws[k].group, k};
+    }
+    qsort(L->by_name, L->n_by_name, sizeof *L->by_name, cmp_name_ent);
+    qsort(L->by_group, L->n_by_group, sizeof *L->by_group, cmp_name_ent);
+    if (!(g->stages = calloc(nraw ? nraw : 1, sizeof *g->stages))) {
+        rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < nraw; k++)
+        if ((rc = build_stage(L, &g->stages[g->n_stages++], &raws[k], raws, nraw))) goto out;
+out:
+    free_raws(raws, nraw);
+    return rc;
+}
+
+/* Each stage's upstream stages (deduplicated). */
+static int link_deps(loader *L)
+{
+    mf_graph *g = L->g;
+    for (size_t k = 0; k < g->n_stages; k++) {
+        mf_stage *st = &g->stages[k];
+        size_t total = 0;
+        for (size_t i = 0; i < st->n_inputs; i++) total += st->inputs[i].n_refs;
+        st->deps = malloc((total ? total : 1) * sizeof *st->deps);
+        if (!st->deps) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+        for (size_t i = 0; i < st->n_inputs; i++)
+            for (size_t r = 0; r < st->inputs[i].n_refs; r++) {
+                const mf_ref *ref = &st->inputs[i].refs[r];
+                if (ref->is_source) continue;
+                int dup = 0;
+                for (size_t d = 0; d < st->n_deps; d++)
+                    if (st->deps[d] == ref->index) dup = 1;
+                if (!dup) st->deps[st->n_deps++] = ref->index;
+            }
+    }
+    return 0;
+}
+
+/* Topological order by DFS in file order; a back edge is a cycle. */
+static int topo_order(loader *L)
+{
+    mf_graph *g = L->g;
+    size_t n = g->n_stages ? g->n_stages : 1, norder = 0;
+    int *color = calloc(n, sizeof *color);
+    size_t *stack = malloc(n * sizeof *stack);
+    int rc = 0;
+    g->topo = malloc(n * sizeof *g->topo);
+    if (!color || !stack || !g->topo) {
+        rc = mf_err_set(L->err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < g->n_stages; k++)
+        if (!color[k] && (rc = dfs_order(L, k, color, stack, 0, g->topo, &norder))) goto out;
+out:
+    free(color);
+    free(stack);
     return rc;
 }
 
@@ -1080,84 +1236,9 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
     if (!stages) return at(L, doc, "graph has no 'stages'");
     if ((rc = need_type(L, stages, MF_JSON_OBJECT, "stages"))) return rc;
 
-    raw_stage *raws = NULL;
-    size_t nraw = 0;
-    if ((rc = expand_stages(L, stages, &raws, &nraw))) return rc;
-    if ((rc = check_duplicates(L, raws, nraw))) { free_raws(raws, nraw); return rc; }
-    L->by_name = malloc((nraw ? nraw : 1) * sizeof *L->by_name);
-    L->by_group = malloc((nraw ? nraw : 1) * sizeof *L->by_group);
-    if (!L->by_name || !L->by_group) { free_raws(raws, nraw); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
-    for (size_t k = 0; k < nraw; k++) {
-        L->by_name[L->n_by_name++] = (name_ent){raws[k].name, k};
-        if (raws[k].group) L->by_group[L->n_by_group++] = (name_ent){raws[k].group, k};
-    }
-    qsort(L->by_name, L->n_by_name, sizeof *L->by_name, cmp_name_ent);
-    qsort(L->by_group, L->n_by_group, sizeof *L->by_group, cmp_name_ent);
-    g->stages = calloc(nraw ? nraw : 1, sizeof *g->stages);
-    if (!g->stages) { free_raws(raws, nraw); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
-    for (size_t k = 0; k < nraw && !rc; k++) {
-        mf_stage *st = &g->stages[g->n_stages++];
-        raw_stage *r = &raws[k];
-        st->name = strdup(r->name);
-        st->group = r->group ? strdup(r->group) : NULL;
-        st->line = r->line;
-        st->col = r->col;
-        if (!st->name) { rc = mf_err_set(L->err, MF_ENOMEM, "out of memory"); break; }
-        const mf_json *kind = mf_json_get(r->body, "kind");
-        if (!kind) {
-            mf_json pos;
-            memset(&pos, 0, sizeof pos);
-            pos.line = r->line;
-            pos.col = r->col;
-            rc = at(L, &pos, "stage '%s': missing 'kind'", st->name);
-            break;
-        }
-        if (kind->type != MF_JSON_STRING) { rc = at(L, kind, "stage '%s': kind expects a string", st->name); break; }
-        st->kind = mf_kind_find(kind->s);
-        if (!st->kind) {
-            suggester s = {NULL, 0, kind->s};
-            for (size_t i = 0; mf_kinds[i]; i++) suggest_consider(&s, mf_kinds[i]->name);
-            char h[200];
-            hint(h, sizeof h, s.best);
-            rc = at(L, kind, "stage '%s': unknown kind '%s'%s (see 'medflow kinds')", st->name, kind->s, h);
-            break;
-        }
-        if ((rc = build_params(L, st, mf_json_get(r->body, "params")))) break;
-        if ((rc = build_inputs(L, st, mf_json_get(r->body, "inputs"), raws, nraw))) break;
-        rc = build_resources(L, st, mf_json_get(r->body, "resources"));
-    }
-    free_raws(raws, nraw);
-    if (rc) return rc;
-
-    /* dependencies (deduplicated) */
-    for (size_t k = 0; k < g->n_stages; k++) {
-        mf_stage *st = &g->stages[k];
-        size_t total = 0;
-        for (size_t i = 0; i < st->n_inputs; i++) total += st->inputs[i].n_refs;
-        st->deps = malloc((total ? total : 1) * sizeof *st->deps);
-        if (!st->deps) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
-        for (size_t i = 0; i < st->n_inputs; i++)
-            for (size_t r = 0; r < st->inputs[i].n_refs; r++) {
-                const mf_ref *ref = &st->inputs[i].refs[r];
-                if (ref->is_source) continue;
-                int dup = 0;
-                for (size_t d = 0; d < st->n_deps; d++)
-                    if (st->deps[d] == ref->index) dup = 1;
-                if (!dup) st->deps[st->n_deps++] = ref->index;
-            }
-    }
-    /* topological order by DFS in file order; a back edge is a cycle */
-    size_t n = g->n_stages ? g->n_stages : 1;
-    int *color = calloc(n, sizeof *color);
-    size_t *stack = malloc(n * sizeof *stack);
-    g->topo = malloc(n * sizeof *g->topo);
-    if (!color || !stack || !g->topo) { free(color); free(stack); return mf_err_set(L->err, MF_ENOMEM, "out of memory"); }
-    size_t norder = 0;
-    for (size_t k = 0; k < g->n_stages && !rc; k++)
-        if (!color[k]) rc = dfs_order(L, k, color, stack, 0, g->topo, &norder);
-    free(color);
-    free(stack);
-    if (rc) return rc;
+    if ((rc = build_stages(L, stages))) return rc;
+    if ((rc = link_deps(L))) return rc;
+    if ((rc = topo_order(L))) return rc;
     return check_types(L);
 }
 
@@ -1175,25 +1256,26 @@ int mf_graph_load_mem(mf_graph **out, const char *text, size_t len, const char *
     g->text[len] = 0;
     g->text_len = len;
     mf_json *doc = NULL;
-    int rc = mf_yaml_parse(&doc, text, len, name, err);
-    if (!rc) {
-        /* default graph name: the file name without directories and extension */
-        char base[256];
-        const char *slash = strrchr(name, '/');
-        snprintf(base, sizeof base, "%s", slash ? slash + 1 : name);
-        char *dot = strrchr(base, '.');
-        if (dot && dot != base) *dot = 0;
-        for (char *p = base; *p; p++)
-            if (!valid_name((char[]){*p, 0})) *p = '_';
-        loader L = {g, name, err, NULL, NULL, NULL, 0, 0};
-        rc = load_doc(&L, doc, base[0] ? base : "graph");
-        free(L.by_name);
-        free(L.by_group);
-    }
-    mf_json_free(doc);
-    if (rc) { mf_graph_free(g); return rc; }
+    int rc;
+    if ((rc = mf_yaml_parse(&doc, text, len, name, err))) goto out;
+    /* default graph name: the file name without directories and extension */
+    char base[256];
+    const char *slash = strrchr(name, '/');
+    snprintf(base, sizeof base, "%s", slash ? slash + 1 : name);
+    char *dot = strrchr(base, '.');
+    if (dot && dot != base) *dot = 0;
+    for (char *p = base; *p; p++)
+        if (!valid_name((char[]){*p, 0})) *p = '_';
+    loader L = {.g = g, .file = name, .err = err};
+    rc = load_doc(&L, doc, base[0] ? base : "graph");
+    loader_free(&L);
+    if (rc) goto out;
     *out = g;
-    return 0;
+    g = NULL;
+out:
+    mf_json_free(doc);
+    mf_graph_free(g);
+    return rc;
 }
 
 int mf_graph_load(mf_graph **out, const char *path, mf_err *err)

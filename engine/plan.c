@@ -29,14 +29,18 @@ int mf_plan_key_encode(const mf_json *components, mf_buf *out)
 int mf_plan_key_hash(const mf_json *components, char out[65])
 {
     mf_buf b = MF_BUF_INIT;
-    int rc = mf_plan_key_encode(components, &b);
     unsigned char md[32];
     unsigned int mdlen = 0;
-    if (!rc && !EVP_Digest(b.data, b.len, md, &mdlen, EVP_sha256(), NULL)) rc = MF_EINTERNAL;
-    mf_buf_free(&b);
-    if (rc) return rc;
+    int rc;
+    if ((rc = mf_plan_key_encode(components, &b))) goto out;
+    if (!EVP_Digest(b.data, b.len, md, &mdlen, EVP_sha256(), NULL)) {
+        rc = MF_EINTERNAL;
+        goto out;
+    }
     for (int k = 0; k < 32; k++) snprintf(out + 2 * k, 3, "%02x", md[k]);
-    return 0;
+out:
+    mf_buf_free(&b);
+    return rc;
 }
 
 const char *mf_plan_state_name(mf_plan_state s)
@@ -56,26 +60,20 @@ static int source_digest(mf_plan *p, size_t si, mf_err *err)
     return 0;
 }
 
-/* Components of stage i. An input from a stage whose output is not known yet
- * is null and *unknown is set to that stage's index (else -1). */
-static int build_components(mf_plan *p, size_t i, mf_json **out, long *unknown, mf_err *err)
+/* The inputs object of stage s: slot -> [digest, or null where the upstream output is not known
+ * yet]. MF_ENOMEM is returned unreported. */
+static int inputs_json(mf_plan *p, const mf_stage *s, mf_json *in, long *unknown, mf_err *err)
 {
-    const mf_stage *s = &p->g->stages[i];
-    *unknown = -1;
-    *out = NULL;
-    mf_json *c = mf_json_new_object(), *in = mf_json_new_object();
-    mf_json *params = s->params ? mf_json_clone(s->params) : mf_json_new_object();
-    if (!c || !in || !params) goto oom;
     for (size_t b = 0; b < s->n_inputs; b++) {
         const mf_binding *bd = &s->inputs[b];
         mf_json *arr = mf_json_new_array();
-        if (!arr || mf_json_set(in, bd->slot, arr)) goto oom;
+        if (!arr || mf_json_set(in, bd->slot, arr)) return MF_ENOMEM;
         for (size_t r = 0; r < bd->n_refs; r++) {
             const mf_ref *ref = &bd->refs[r];
             const char *d = NULL;
             if (ref->is_source) {
                 int rc = source_digest(p, ref->index, err);
-                if (rc) { mf_json_free(c); mf_json_free(in); mf_json_free(params); return rc; }
+                if (rc) return rc;
                 d = p->src_digest[ref->index];
             } else {
                 const mf_plan_stage *u = &p->st[ref->index];
@@ -90,24 +88,46 @@ static int build_components(mf_plan *p, size_t i, mf_json **out, long *unknown, 
                 v = mf_buf_ok(&t) ? mf_json_new_str(mf_buf_cstr(&t)) : NULL;
                 mf_buf_free(&t);
             } else v = mf_json_new_str(d);
-            if (!v || mf_json_push(arr, v)) goto oom;
+            if (!v || mf_json_push(arr, v)) return MF_ENOMEM;
         }
     }
-    if (mf_json_set(c, "kind", mf_json_new_str(s->kind->name)) ||
-        mf_json_set(c, "kind_version", mf_json_new_int(s->kind->version)) ||
-        mf_json_set(c, "params", params) || mf_json_set(c, "inputs", in) ||
-        mf_json_set(c, "seed", mf_json_new_int((int64_t)s->seed)) ||
-        mf_json_set(c, "precision", mf_json_new_str(s->precision ? s->precision : "fp32"))) {
-        mf_json_free(c);
-        return mf_err_set(err, MF_ENOMEM, "out of memory building the key of stage '%s'", s->name);
-    }
-    *out = c;
     return 0;
-oom:
+}
+
+/* Components of stage i. An input from a stage whose output is not known yet
+ * is null and *unknown is set to that stage's index (else -1). */
+static int build_components(mf_plan *p, size_t i, mf_json **out, long *unknown, mf_err *err)
+{
+    const mf_stage *s = &p->g->stages[i];
+    *unknown = -1;
+    *out = NULL;
+    mf_json *c = mf_json_new_object(), *in = mf_json_new_object();
+    mf_json *params = s->params ? mf_json_clone(s->params) : mf_json_new_object();
+    int rc = MF_ENOMEM;
+    if (!c || !in || !params) goto out;
+    if ((rc = inputs_json(p, s, in, unknown, err))) goto out;
+    rc = MF_ENOMEM;
+    if (mf_json_set(c, "kind", mf_json_new_str(s->kind->name)) ||
+        mf_json_set(c, "kind_version", mf_json_new_int(s->kind->version)))
+        goto out;
+    mf_json *taken = params;
+    params = NULL; /* c owns it from here, also when the set fails */
+    if (mf_json_set(c, "params", taken)) goto out;
+    taken = in;
+    in = NULL;
+    if (mf_json_set(c, "inputs", taken)) goto out;
+    if (mf_json_set(c, "seed", mf_json_new_int((int64_t)s->seed)) ||
+        mf_json_set(c, "precision", mf_json_new_str(s->precision ? s->precision : "fp32")))
+        goto out;
+    *out = c;
+    c = NULL;
+    rc = 0;
+out:
+    if (rc == MF_ENOMEM) rc = mf_err_set(err, MF_ENOMEM, "out of memory building the key of stage '%s'", s->name);
     mf_json_free(c);
     mf_json_free(in);
     mf_json_free(params);
-    return mf_err_set(err, MF_ENOMEM, "out of memory building the key of stage '%s'", s->name);
+    return rc;
 }
 
 /* ---- reasons ---- */
@@ -299,13 +319,16 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
     mf_buf_puts(&b, ",\"stages\":");
     mf_json_write(&b, p->prev, MF_JSON_SORTED);
     mf_buf_puts(&b, "}\n");
-    int rc = mf_buf_ok(&b) ? 0 : mf_err_set(err, MF_ENOMEM, "out of memory");
-    if (!rc) {
-        char *dir = mf_path_dirname(p->state_path);
-        rc = dir ? mf_mkdir_p(dir, 0755, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
-        free(dir);
+    char *dir = NULL;
+    int rc;
+    if (!mf_buf_ok(&b) || !(dir = mf_path_dirname(p->state_path))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    if (!rc) rc = mf_write_file_atomic(p->state_path, b.data, b.len, 0644, err);
+    if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
+    rc = mf_write_file_atomic(p->state_path, b.data, b.len, 0644, err);
+out:
+    free(dir);
     mf_buf_free(&b);
     return rc;
 }
@@ -419,34 +442,48 @@ int mf_plan_new(mf_plan **out, const mf_graph *g, const mf_plan_io *io, const mf
     p->st = calloc(g->n_stages ? g->n_stages : 1, sizeof *p->st);
     p->src_digest = calloc(g->n_sources ? g->n_sources : 1, sizeof *p->src_digest);
     if (opts && opts->state_path) p->state_path = strdup(opts->state_path);
-    if (!p->st || !p->src_digest || (opts && opts->state_path && !p->state_path)) {
-        mf_plan_free(p);
-        return mf_err_set(err, MF_ENOMEM, "out of memory");
-    }
     int rc = 0;
+    if (!p->st || !p->src_digest || (opts && opts->state_path && !p->state_path)) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < g->n_stages; i++) p->st[i].waiting_on = -1;
     if (opts && opts->n_targets) {
-        for (size_t t = 0; t < opts->n_targets && !rc; t++) {
+        for (size_t t = 0; t < opts->n_targets; t++) {
             long i = mf_graph_stage_index(g, opts->targets[t]);
-            if (i < 0) rc = mf_err_set(err, MF_EINVAL, "no stage named '%s' in graph '%s'", opts->targets[t], g->name);
-            else if (mark_needed(p, (size_t)i)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            if (i < 0) {
+                rc = mf_err_set(err, MF_EINVAL, "no stage named '%s' in graph '%s'", opts->targets[t], g->name);
+                goto out;
+            }
+            if (mark_needed(p, (size_t)i)) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
         }
     } else {
         for (size_t i = 0; i < g->n_stages; i++) p->st[i].needed = 1;
     }
-    for (size_t f = 0; opts && f < opts->n_force && !rc; f++) {
+    for (size_t f = 0; opts && f < opts->n_force; f++) {
         long i = mf_graph_stage_index(g, opts->force[f]);
-        if (i < 0) rc = mf_err_set(err, MF_EINVAL, "--force: no stage named '%s' in graph '%s'", opts->force[f], g->name);
-        else p->st[i].forced = 1;
+        if (i < 0) {
+            rc = mf_err_set(err, MF_EINVAL, "--force: no stage named '%s' in graph '%s'", opts->force[f], g->name);
+            goto out;
+        }
+        p->st[i].forced = 1;
     }
-    for (size_t k = 0; k < g->n_stages && !rc; k++) {
+    for (size_t k = 0; k < g->n_stages; k++) {
         size_t i = g->topo[k];
-        if (!p->st[i].needed) { p->st[i].state = MF_PS_SKIPPED; continue; }
-        rc = mf_plan_resolve(p, i, err);
+        if (!p->st[i].needed) {
+            p->st[i].state = MF_PS_SKIPPED;
+            continue;
+        }
+        if ((rc = mf_plan_resolve(p, i, err))) goto out;
     }
-    if (rc) { mf_plan_free(p); return rc; }
     *out = p;
-    return 0;
+    p = NULL;
+out:
+    mf_plan_free(p);
+    return rc;
 }
 
 void mf_plan_free(mf_plan *p)

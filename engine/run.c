@@ -173,6 +173,41 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
 }
 /* ---- launching ---- */
 
+static int spec_inputs(runner *r, const mf_stage *s, mf_json *ins, mf_json *digs, mf_err *err)
+{
+    for (size_t b = 0; b < s->n_inputs; b++) {
+        const mf_binding *bd = &s->inputs[b];
+        mf_json *paths = mf_json_new_array(), *ds = mf_json_new_array();
+        if (!paths || !ds) {
+            mf_json_free(paths);
+            mf_json_free(ds);
+            return MF_ENOMEM;
+        }
+        mf_json_set(ins, bd->slot, paths);
+        mf_json_set(digs, bd->slot, ds);
+        for (size_t k = 0; k < bd->n_refs; k++) {
+            const mf_ref *ref = &bd->refs[k];
+            char *base = NULL;
+            const char *dig;
+            if (ref->is_source) {
+                dig = r->p->src_digest[ref->index];
+                if (!(base = strdup(r->g->sources[ref->index].abs_path))) return MF_ENOMEM;
+            } else {
+                dig = r->p->st[ref->index].output;
+                int rc = r->io->materialise(r->io->plan.ctx, dig, &base, err);
+                if (rc) return rc;
+            }
+            char *path = ref->subpath ? mf_path_join(base, ref->subpath) : base;
+            if (ref->subpath) free(base);
+            if (!path) return MF_ENOMEM;
+            mf_json_push(paths, mf_json_new_str(path));
+            mf_json_push(ds, mf_json_new_str(dig));
+            free(path);
+        }
+    }
+    return 0;
+}
+
 /* The executor's callback: one spec (per rank, or for every rank of a launcher). */
 static int write_spec(void *ud, const mf_xspec *xs, char **spec_path, mf_err *err)
 {
@@ -182,38 +217,13 @@ static int write_spec(void *ud, const mf_xspec *xs, char **spec_path, mf_err *er
     const mf_stage *s = &r->g->stages[i];
     const mf_plan_stage *st = &r->p->st[i];
     mf_json *spec = mf_json_new_object(), *ins = mf_json_new_object(), *digs = mf_json_new_object();
-    int rc = 0;
-    if (!spec || !ins || !digs) { rc = MF_ENOMEM; goto done; }
-    for (size_t b = 0; b < s->n_inputs && !rc; b++) {
-        const mf_binding *bd = &s->inputs[b];
-        mf_json *paths = mf_json_new_array(), *ds = mf_json_new_array();
-        if (!paths || !ds) { mf_json_free(paths); mf_json_free(ds); rc = MF_ENOMEM; break; }
-        mf_json_set(ins, bd->slot, paths);
-        mf_json_set(digs, bd->slot, ds);
-        for (size_t k = 0; k < bd->n_refs && !rc; k++) {
-            const mf_ref *ref = &bd->refs[k];
-            char *base = NULL;
-            const char *dig;
-            if (ref->is_source) {
-                base = strdup(r->g->sources[ref->index].abs_path);
-                dig = r->p->src_digest[ref->index];
-                if (!base) rc = MF_ENOMEM;
-            } else {
-                dig = r->p->st[ref->index].output;
-                rc = r->io->materialise(r->io->plan.ctx, dig, &base, err);
-            }
-            if (rc) break;
-            char *path = ref->subpath ? mf_path_join(base, ref->subpath) : base;
-            if (ref->subpath) free(base);
-            if (!path) { rc = MF_ENOMEM; break; }
-            mf_json_push(paths, mf_json_new_str(path));
-            mf_json_push(ds, mf_json_new_str(dig));
-            free(path);
-        }
-    }
-    if (rc) goto done;
-    char *work = mf_path_join(r->io->work_dir, st->key);
-    if (!work) { rc = MF_ENOMEM; goto done; }
+    char *work = NULL;
+    mf_buf b = MF_BUF_INIT;
+    int rc = MF_ENOMEM;
+    if (!spec || !ins || !digs) goto out;
+    if ((rc = spec_inputs(r, s, ins, digs, err))) goto out;
+    rc = MF_ENOMEM;
+    if (!(work = mf_path_join(r->io->work_dir, st->key))) goto out;
     mf_json_set(spec, "stage", mf_json_new_str(s->name));
     mf_json_set(spec, "kind", mf_json_new_str(s->kind->name));
     mf_json_set(spec, "kind_version", mf_json_new_int(s->kind->version));
@@ -224,7 +234,6 @@ static int write_spec(void *ud, const mf_xspec *xs, char **spec_path, mf_err *er
     mf_json_set(spec, "out_dir", mf_json_new_str(xs->out_dir));
     mf_json_set(spec, "job_dir", mf_json_new_str(j->dir));
     mf_json_set(spec, "work_dir", mf_json_new_str(work));
-    free(work);
     mf_json_set(spec, "rank", mf_json_new_int(xs->rank < 0 ? 0 : xs->rank));
     if (xs->rank < 0) mf_json_set(spec, "rank_from", mf_json_new_str("launcher"));
     mf_json_set(spec, "world_size", mf_json_new_int(j->x.req.ranks));
@@ -236,16 +245,16 @@ static int write_spec(void *ud, const mf_xspec *xs, char **spec_path, mf_err *er
     if (xs->progress_path) mf_json_set(spec, "progress_path", mf_json_new_str(xs->progress_path));
     mf_json_set(spec, "rendezvous", mf_json_new_str(j->token));
     mf_json_set(spec, "backend", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
-    mf_buf b = MF_BUF_INIT;
     mf_json_write(&b, spec, MF_JSON_SORTED | MF_JSON_PRETTY);
     char name[64];
     if (xs->rank < 0) snprintf(name, sizeof name, "spec.json");
     else snprintf(name, sizeof name, "spec.%d.json", xs->rank);
     *spec_path = mf_path_join(j->dir, name);
-    if (!mf_buf_ok(&b) || !*spec_path) rc = MF_ENOMEM;
-    else rc = mf_write_file_atomic(*spec_path, b.data, b.len, 0644, err);
+    if (!mf_buf_ok(&b) || !*spec_path) goto out;
+    rc = mf_write_file_atomic(*spec_path, b.data, b.len, 0644, err);
+out:
     mf_buf_free(&b);
-done:
+    free(work);
     mf_json_free(spec);
     mf_json_free(ins);
     mf_json_free(digs);
@@ -373,6 +382,14 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     return rc;
 }
 
+/* The job's output into the store, and the stage's key pointing at it in the action cache. */
+static int publish(runner *r, const char *out_dir, const char *key, char out[MF_DIGEST_MAX], mf_err *err)
+{
+    int rc = r->io->publish(r->io->plan.ctx, out_dir, out, err);
+    if (rc) return rc;
+    return r->io->cache_put(r->io->plan.ctx, key, out, r->res->run_id, err);
+}
+
 /* ---- finishing ---- */
 
 static void block_dependents(runner *r, size_t failed)
@@ -414,8 +431,7 @@ static int finish(runner *r, job *j, mf_err *err)
     if (ok && mf_exec_interrupted()) ok = 0; /* an interrupted run publishes nothing */
     if (ok) {
         char out[MF_DIGEST_MAX];
-        rc = r->io->publish(r->io->plan.ctx, j->out_dir, out, err);
-        if (!rc) rc = r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, err);
+        rc = publish(r, j->out_dir, st->key, out, err);
         if (rc) {
             char buf[2048];
             mf_progress_event(&r->prog, "%s: FAILED to publish its output: %s", s->name, mf_err_str(err, buf, sizeof buf));
@@ -577,21 +593,26 @@ static int write_record(runner *r, double t_start_wall, mf_err *err)
     mf_json_set(rec, "stages", counts);
     /* run.json: the record with every manifest, next to the logs */
     mf_json *full = mf_json_clone(rec);
-    int rc = full ? 0 : MF_ENOMEM;
-    if (!rc) rc = mf_json_set(full, "manifests", mf_json_clone(r->manifests));
-    if (!rc) {
-        mf_buf b = MF_BUF_INIT;
-        mf_json_write(&b, full, MF_JSON_SORTED | MF_JSON_PRETTY);
-        char *path = mf_path_join(r->run_log_dir, "run.json");
-        rc = path && mf_buf_ok(&b) ? mf_write_file_atomic(path, b.data, b.len, 0644, err)
-                                   : mf_err_set(err, MF_ENOMEM, "out of memory");
-        free(path);
-        mf_buf_free(&b);
+    mf_buf b = MF_BUF_INIT;
+    char *path = NULL;
+    int rc;
+    if (!full || mf_json_set(full, "manifests", mf_json_clone(r->manifests))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    mf_json_free(full);
-    if (!rc && r->io->ledger_commit)
+    mf_json_write(&b, full, MF_JSON_SORTED | MF_JSON_PRETTY);
+    if (!(path = mf_path_join(r->run_log_dir, "run.json")) || !mf_buf_ok(&b)) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_write_file_atomic(path, b.data, b.len, 0644, err))) goto out;
+    if (r->io->ledger_commit)
         rc = r->io->ledger_commit(r->io->plan.ctx, r->g, rec, r->manifests, r->res->ledger_ref, sizeof r->res->ledger_ref,
                                   err);
+out:
+    free(path);
+    mf_buf_free(&b);
+    mf_json_free(full);
     mf_json_free(rec);
     return rc;
 }

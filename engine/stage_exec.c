@@ -218,10 +218,11 @@ int mf_cmd_stage_exec(int argc, char **argv)
             mf_k_backend_set_precision(c.precision); /* the stage's precision for models on the GPU */
             int rc = run(&c);
             report_backend(&c);
-            if (!rc) code = 0;
-            else {
+            if (rc) {
                 if (!err.code) mf_err_set(&err, rc, "stage '%s' failed", c.stage);
                 code = MF_EXIT_FAILED;
+            } else {
+                code = 0;
             }
         }
     }

@@ -1,8 +1,8 @@
 /*
  * modelio/model_open.c — open "a model input" (full HF dir, or adapter dir +
  * its base, recursively) into an mf_model, and write models / adapters out.
- * The rule is documented in model_input.h and stages/README.md. The file
- * formats themselves belong to modelio/ (modelio); this file only
+ * The rule is documented in model_open.h and modelio/README.md. The file
+ * formats themselves are the other files of modelio/; this file only
  * decides which directory is what and chains them.
  */
 #include "modelio/model_open.h"

@@ -3,7 +3,7 @@
  * model directory or a PEFT adapter directory (base + adapter), and write
  * trained models back as HF directories or adapter directories.
  *
- * The rule (also in stages/README.md, "Model inputs"):
+ * The rule (also in modelio/README.md, "Model inputs — the rule"):
  *   - a directory with config.json is a full model (model.safetensors or
  *     shards; an optional score.weight tensor is a reward / value head);
  *   - a directory with adapter_config.json is an adapter. Its base is found

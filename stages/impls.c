@@ -28,16 +28,18 @@ static const struct { const char *kind; mf_stage_run_fn run; } impls[] = {
     {"export", mf_stage_export_run},
     {NULL, NULL}};
 
-/* Test-only kinds (tests/engine/testkinds.c) register their run functions here. */
-#define MAX_TEST_IMPLS 32
-static struct { const char *kind; mf_stage_run_fn run; } test_impls[MAX_TEST_IMPLS];
-static int n_test_impls;
+/* The run functions of kinds added at run time (mf_stage_add_kind). */
+static struct { const char *kind; mf_stage_run_fn run; } added[MF_REGISTRY_MAX_ADDED];
+static size_t n_added;
 
-int mf_stage_add_test_impl(const char *kind, mf_stage_run_fn run)
+int mf_stage_add_kind(const mf_kind *k, mf_stage_run_fn run)
 {
-    if (n_test_impls >= MAX_TEST_IMPLS) return -1;
-    test_impls[n_test_impls].kind = kind;
-    test_impls[n_test_impls++].run = run;
+    int rc = mf_registry_add_kind(k);
+    if (rc) return rc;
+    if (run) { /* the registry's table is as large: this one cannot be full */
+        added[n_added].kind = k->name;
+        added[n_added++].run = run;
+    }
     return 0;
 }
 
@@ -45,7 +47,7 @@ mf_stage_run_fn mf_stage_impl(const char *kind)
 {
     for (size_t k = 0; impls[k].kind; k++)
         if (!strcmp(impls[k].kind, kind)) return impls[k].run;
-    for (int k = 0; k < n_test_impls; k++)
-        if (!strcmp(test_impls[k].kind, kind) && mf_kind_find(kind)) return test_impls[k].run;
+    for (size_t k = 0; k < n_added; k++)
+        if (!strcmp(added[k].kind, kind)) return added[k].run;
     return NULL;
 }

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/error.h"
+
 #define END {NULL, 0, NULL, 0, 0, 0, NULL, NULL}
 #define P_INT(n, d, lo, hi, doc) {n, MF_P_INT, d, lo, hi, 1, NULL, doc}
 #define P_FLT(n, d, lo, hi, doc) {n, MF_P_FLOAT, d, lo, hi, 1, NULL, doc}
@@ -277,41 +279,41 @@ static const mf_slot_spec s_tokenize[] = {
 #define TRAIN_RES {0, 2, 4096}
 
 static const mf_kind k_kg2qa = {"kg2qa", 2, "knowledge-graph triples -> QA conversations via template tables",
-    s_kg2qa, GROUPS(p_kg2qa, bad_records), MF_A_CONVERSATIONS, CPU1, NULL, 0};
+    s_kg2qa, GROUPS(p_kg2qa, bad_records), MF_A_CONVERSATIONS, CPU1, NULL};
 static const mf_kind k_kg2mcq = {"kg2mcq", 1, "knowledge-graph triples -> multiple-choice questions with same-type distractors (an exam of the facts)",
-    s_kg2qa, GROUPS(p_kg2mcq, bad_records), MF_A_MCQ, CPU1, NULL, 0};
+    s_kg2qa, GROUPS(p_kg2mcq, bad_records), MF_A_MCQ, CPU1, NULL};
 static const mf_kind k_format = {"format", 1, "dialogues / alpaca / records -> canonical conversations",
-    s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL, 0};
+    s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL};
 static const mf_kind k_dedup = {"dedup", 1, "exact and near-duplicate (MinHash + LSH) removal",
-    s_jsonl, GROUPS(p_dedup, bad_records), 0, CPU1, "data", 0};
+    s_jsonl, GROUPS(p_dedup, bad_records), 0, CPU1, "data"};
 static const mf_kind k_split = {"split", 1, "deterministic split by content hash into named parts",
-    s_jsonl, GROUPS(p_split, bad_records), 0, CPU1, "data", 0};
+    s_jsonl, GROUPS(p_split, bad_records), 0, CPU1, "data"};
 static const mf_kind k_mix = {"mix", 1, "seeded weighted mixture of several inputs",
-    s_mix, GROUPS(p_mix, bad_records), 0, CPU1, "data", 0};
+    s_mix, GROUPS(p_mix, bad_records), 0, CPU1, "data"};
 static const mf_kind k_tokenizer = {"tokenizer", 1, "train a byte-level BPE tokenizer (HF tokenizer.json)",
-    s_text_only, GROUPS(p_tokenizer, bad_records), MF_A_TOKENIZER, CPU1, NULL, 0};
+    s_text_only, GROUPS(p_tokenizer, bad_records), MF_A_TOKENIZER, CPU1, NULL};
 static const mf_kind k_tokenize = {"tokenize", 1, "records -> token-id shards with loss masks (packed for dcpt)",
-    s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL, 0};
+    s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL};
 static const mf_kind k_init = {"init", 1, "a randomly initialised model from a config",
-    s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL, 0};
+    s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL};
 static const mf_kind k_dcpt = {"dcpt", 2, "domain continued pre-training: next-token loss on packed blocks",
-    s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
+    s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_sft = {"sft", 2, "supervised fine-tuning: loss on response tokens only",
-    s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
+    s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
-    s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
+    s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
-    s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
+    s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
-    s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL, 0};
+    s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model",
-    s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL, 0};
+    s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL};
 static const mf_kind k_export = {"export", 1, "write an HF model directory or a PEFT adapter directory",
-    s_model_only, GROUPS(p_export), MF_A_MODEL | MF_A_ADAPTER, CPU1, NULL, 0};
+    s_model_only, GROUPS(p_export), MF_A_MODEL | MF_A_ADAPTER, CPU1, NULL};
 static const mf_kind k_eval = {"eval", 2, "mcq accuracy, BLEU/GLEU/ROUGE, diagnosis accuracy, pairwise win rates, held-out perplexity",
-    s_eval, GROUPS(p_eval, sequence, generation, bad_records), MF_A_EVAL, {0, 1, 2048}, NULL, 0};
+    s_eval, GROUPS(p_eval, sequence, generation, bad_records), MF_A_EVAL, {0, 1, 2048}, NULL};
 static const mf_kind k_report = {"report", 1, "tables like the papers' (markdown + HTML with loss curves)",
-    s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL, 0};
+    s_report, GROUPS(p_report), MF_A_REPORT, CPU1, NULL};
 
 const mf_kind *const mf_kinds[] = {
     &k_kg2qa, &k_kg2mcq, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
@@ -320,16 +322,15 @@ const mf_kind *const mf_kinds[] = {
 
 /* ---- lookups ---- */
 
-#define MAX_TEST_KINDS 32
-static const mf_kind *test_kinds[MAX_TEST_KINDS];
-static int n_test_kinds, test_kinds_enabled;
+/* Kinds added at run time (a fixed table: nothing to free at exit). */
+static const mf_kind *added[MF_REGISTRY_MAX_ADDED];
+static size_t n_added;
 
-void mf_registry_enable_test_kinds(void) { test_kinds_enabled = 1; }
-
-int mf_registry_add_test_kind(const mf_kind *k)
+int mf_registry_add_kind(const mf_kind *k)
 {
-    if (n_test_kinds >= MAX_TEST_KINDS) return -1;
-    test_kinds[n_test_kinds++] = k;
+    if (mf_kind_find(k->name)) return MF_EINVAL;
+    if (n_added == MF_REGISTRY_MAX_ADDED) return MF_ENOMEM;
+    added[n_added++] = k;
     return 0;
 }
 
@@ -337,9 +338,8 @@ const mf_kind *mf_kind_find(const char *name)
 {
     for (size_t k = 0; mf_kinds[k]; k++)
         if (!strcmp(mf_kinds[k]->name, name)) return mf_kinds[k];
-    if (test_kinds_enabled)
-        for (int k = 0; k < n_test_kinds; k++)
-            if (!strcmp(test_kinds[k]->name, name)) return test_kinds[k];
+    for (size_t k = 0; k < n_added; k++)
+        if (!strcmp(added[k]->name, name)) return added[k];
     return NULL;
 }
 

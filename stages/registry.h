@@ -82,17 +82,17 @@ typedef struct mf_kind {
     unsigned produces;                  /* mf_atype of the output */
     mf_resources resources;             /* defaults */
     const char *passthrough;            /* slot whose input type flows to the output (dedup/split/mix), or NULL */
-    int test_only;                      /* compiled for tests; never listed or accepted from users */
 } mf_kind;
 
-/* All user-visible kinds, NULL-terminated. */
+/* The built-in kinds, NULL-terminated (what `medflow kinds` lists and docs/kinds.md documents). */
 extern const mf_kind *const mf_kinds[];
 
-/* Find a kind; test-only kinds are found only after mf_registry_enable_test_kinds(). */
+/* A kind by name: a built-in one, else one added with mf_registry_add_kind; NULL if none. */
 const mf_kind *mf_kind_find(const char *name);
-void mf_registry_enable_test_kinds(void);
-/* Register an extra (test-only) kind at run time; returns 0 or -1 when full. */
-int mf_registry_add_test_kind(const mf_kind *k);
+/* Add a kind description at run time (mf_stage_add_kind in stage.h adds its run function too).
+ * 0; MF_EINVAL when the name is taken; MF_ENOMEM when MF_REGISTRY_MAX_ADDED kinds were added. */
+#define MF_REGISTRY_MAX_ADDED 32
+int mf_registry_add_kind(const mf_kind *k);
 
 /* Iterate over a kind's params in declaration order: idx from 0 until NULL. */
 const mf_param_spec *mf_kind_param_at(const mf_kind *k, size_t idx);

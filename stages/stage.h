@@ -76,9 +76,14 @@ typedef int (*mf_stage_run_fn)(mf_stage_ctx *ctx);
 
 /* The kind's implementation, or NULL if this build has none yet. */
 mf_stage_run_fn mf_stage_impl(const char *kind);
-/* Tests only: the run function of a test-only kind (mf_registry_add_test_kind).
- * Returns 0 or -1 when full. */
-int mf_stage_add_test_impl(const char *kind, mf_stage_run_fn run);
+/* Add a stage kind to this process, beside the built-in ones: a program built on libmedflow (its
+ * own main, or engine/main.c, linked with libmedflow.a) describes the kind (registry.h) and gives
+ * its run function (NULL: described, not implemented in this build). An added kind is found by
+ * name (mf_kind_find, mf_stage_impl) and runs like a built-in one, but is not listed in mf_kinds.
+ * Call it before loading a graph (a constructor will do); not thread-safe. 0; MF_EINVAL when the
+ * name is taken; MF_ENOMEM when the table is full (MF_REGISTRY_MAX_ADDED). The engine tests'
+ * kinds are added this way (tests/engine/testkinds.c). */
+int mf_stage_add_kind(const mf_kind *k, mf_stage_run_fn run);
 
 /* Helpers for run functions. */
 const mf_stage_input *mf_stage_input_get(const mf_stage_ctx *ctx, const char *slot);

@@ -126,6 +126,8 @@ static int add_token_m(mf_bpe_trainer *t, const char *s, size_t n, char *m, int3
     return 0;
 }
 
+static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "bpe: out of memory"); }
+
 int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_err *err)
 {
     *out = NULL;
@@ -138,7 +140,10 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
     int rc = 0;
     t->o = *opts;
     t->special = calloc(opts->n_special ? opts->n_special : 1, sizeof *t->special);
-    if (!t->special) goto oom;
+    if (!t->special) {
+        rc = nomem(err);
+        goto out;
+    }
     t->o.special_tokens = (const char *const *)t->special;
     for (size_t i = 0; i < opts->n_special; i++) {
         const char *s = opts->special_tokens[i];
@@ -155,15 +160,22 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
         char *m = strdup(s);
         if (!(t->special[i] = strdup(s)) || !m) {
             free(m);
-            goto oom;
+            rc = nomem(err);
+            goto out;
         }
-        if (add_token_m(t, s, n, m, NULL) < 0) goto oom;
+        if (add_token_m(t, s, n, m, NULL) < 0) {
+            rc = nomem(err);
+            goto out;
+        }
     }
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         int32_t id;
         int r = add_token_m(t, &c, 1, NULL, &id);
-        if (r < 0) goto oom;
+        if (r < 0) {
+            rc = nomem(err);
+            goto out;
+        }
         if (r == 1) {
             rc = mf_err_set(err, MF_EINVAL, "bpe: special token '%s' is the same string as byte token %d's",
                             opts->special_tokens[id], b);
@@ -172,9 +184,6 @@ int mf_bpe_trainer_new(mf_bpe_trainer **out, const mf_bpe_train_opts *opts, mf_e
     }
     *out = t;
     t = NULL;
-    goto out;
-oom:
-    rc = mf_err_set(err, MF_ENOMEM, "bpe: out of memory");
 out:
     mf_bpe_trainer_free(t);
     return rc;

@@ -81,22 +81,29 @@ static int read_config(const char *dir, mf_json **cfg, mf_err *err)
     *cfg = NULL;
     char *path = mf_path_join(dir, "tokenizer_config.json");
     if (!path) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    static const char *const refused[] = {"remove_space", "do_lower_case", NULL};
     int rc = 0;
-    if (mf_is_file(path)) {
-        rc = mf_json_parse_file(cfg, path, err);
-        if (!rc && (*cfg)->type != MF_JSON_OBJECT) rc = mf_err_set(err, MF_EINVAL, "%s: expected a JSON object", path);
-        const char *cls = rc ? NULL : mf_json_get_str(*cfg, "tokenizer_class", NULL);
-        if (cls && strcmp(cls, "ChatGLMTokenizer"))
-            rc = mf_err_set(err, MF_EUNSUPPORTED, "%s: tokenizer_class '%s' beside ice_text.model is not supported "
-                                                  "(medflow reads ChatGLMTokenizer, ChatGLM-6B's)", path, cls);
-        static const char *const refused[] = {"remove_space", "do_lower_case", NULL};
-        for (int k = 0; !rc && refused[k]; k++)
-            if (mf_json_bool(mf_json_get(*cfg, refused[k]), 0))
-                rc = mf_err_set(err, MF_EUNSUPPORTED, "%s: \"%s\": true is not supported (ChatGLM-6B ships false)", path, refused[k]);
-        const mf_json *nit = rc ? NULL : mf_json_get(*cfg, "num_image_tokens");
-        if (nit && (nit->type != MF_JSON_INT || nit->i < 0 || nit->i > (1 << 22)))
-            rc = mf_err_set(err, MF_EINVAL, "%s: \"num_image_tokens\": expected an integer in 0..4194304", path);
+    if (!mf_is_file(path)) goto out;
+    if ((rc = mf_json_parse_file(cfg, path, err))) goto out;
+    if ((*cfg)->type != MF_JSON_OBJECT) {
+        rc = mf_err_set(err, MF_EINVAL, "%s: expected a JSON object", path);
+        goto out;
     }
+    const char *cls = mf_json_get_str(*cfg, "tokenizer_class", NULL);
+    if (cls && strcmp(cls, "ChatGLMTokenizer")) {
+        rc = mf_err_set(err, MF_EUNSUPPORTED, "%s: tokenizer_class '%s' beside ice_text.model is not supported "
+                                              "(medflow reads ChatGLMTokenizer, ChatGLM-6B's)", path, cls);
+        goto out;
+    }
+    for (int k = 0; refused[k]; k++)
+        if (mf_json_bool(mf_json_get(*cfg, refused[k]), 0)) {
+            rc = mf_err_set(err, MF_EUNSUPPORTED, "%s: \"%s\": true is not supported (ChatGLM-6B ships false)", path, refused[k]);
+            goto out;
+        }
+    const mf_json *nit = mf_json_get(*cfg, "num_image_tokens");
+    if (nit && (nit->type != MF_JSON_INT || nit->i < 0 || nit->i > (1 << 22)))
+        rc = mf_err_set(err, MF_EINVAL, "%s: \"num_image_tokens\": expected an integer in 0..4194304", path);
+out:
     free(path);
     return rc;
 }
@@ -214,8 +221,9 @@ static int encode_chunk(const mf_tok_glm *g, const char *t, size_t n, mf_tok_ids
     size_t from = out->n;
     int rc = mf_buf_ok(&b) ? mf_spm_encode(g->sp, b.data, b.len, out, err) : mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     mf_buf_free(&b);
-    for (size_t i = from; !rc && i < out->n; i++) out->v[i] += g->offset;
-    return rc;
+    if (rc) return rc;
+    for (size_t i = from; i < out->n; i++) out->v[i] += g->offset;
+    return 0;
 }
 
 /* The special token starting at t (longest), or -1. */
@@ -235,20 +243,21 @@ int mf_tok_glm_encode(const mf_tok *tok, const char *text, size_t len, int flags
     int rc = 0;
     size_t start = 0;
     if (!(flags & MF_TOK_LITERAL))
-        for (size_t i = 0; i < len && !rc; i++) {
+        for (size_t i = 0; i < len; i++) {
             int k = special_at(g, text + i, len - i);
             if (k < 0) continue;
-            rc = encode_chunk(g, text + start, i - start, out, err);
-            if (!rc) rc = mf_tok_ids_push(out, g->special[k].id);
+            if ((rc = encode_chunk(g, text + start, i - start, out, err))) goto out;
+            if ((rc = mf_tok_ids_push(out, g->special[k].id))) goto out;
             i += g->special[k].len - 1;
             start = i + 1;
         }
-    if (!rc) rc = encode_chunk(g, text + start, len - start, out, err);
-    if (!rc && (flags & MF_TOK_ADD_SPECIAL)) {
+    if ((rc = encode_chunk(g, text + start, len - start, out, err))) goto out;
+    if (flags & MF_TOK_ADD_SPECIAL) {
         int32_t gmask = glm_id(g, "[gMASK]");
-        if (gmask >= 0) rc = mf_tok_ids_push(out, gmask);
-        if (!rc && tok->bos >= 0) rc = mf_tok_ids_push(out, tok->bos);
+        if (gmask >= 0 && (rc = mf_tok_ids_push(out, gmask))) goto out;
+        if (tok->bos >= 0 && (rc = mf_tok_ids_push(out, tok->bos))) goto out;
     }
+out:
     if (rc == MF_ENOMEM && err && !err->code) mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     return rc;
 }
@@ -290,6 +299,7 @@ int mf_tok_glm_decode(const mf_tok *tok, const int32_t *ids, size_t n, int skip_
     const mf_tok_glm *g = tok->glm;
     int32_t *sp = malloc((n ? n : 1) * sizeof *sp);
     if (!sp) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    mf_buf raw = MF_BUF_INIT;
     size_t m = 0;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -297,14 +307,14 @@ int mf_tok_glm_decode(const mf_tok *tok, const int32_t *ids, size_t n, int skip_
         if (id < 0 || (size_t)id >= tok->n_ids) {
             rc = mf_err_set(err, MF_EINVAL, "tokenizer: id %d at position %zu is outside the vocabulary (0..%zu)", id, i,
                             tok->n_ids - 1);
-            break;
+            goto out;
         }
         if (id == tok->pad || id < g->offset || (skip_special && tok->is_special[id])) continue;
         sp[m++] = id - g->offset;
     }
-    mf_buf raw = MF_BUF_INIT;
-    if (!rc) rc = mf_spm_decode(g->sp, sp, m, &raw, err);
-    if (!rc && postprocess(raw.data ? raw.data : "", raw.len, out)) rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    if ((rc = mf_spm_decode(g->sp, sp, m, &raw, err))) goto out;
+    if (postprocess(raw.data ? raw.data : "", raw.len, out)) rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+out:
     mf_buf_free(&raw);
     free(sp);
     return rc;

@@ -282,6 +282,29 @@ static int decode_error(mf_err *err, int rc)
     return mf_err_set(err, rc, "tokenizer: %s while decoding", rc == MF_ENOMEM ? "out of memory" : "internal error");
 }
 
+/* The ids' token strings into l, through the decoder pipeline, joined into res. */
+static int decode_pieces(const mf_tok *tok, const int32_t *ids, size_t n, int skip_special, strlist *l, mf_buf *res,
+                         mf_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || (size_t)id >= tok->n_ids || !tok->tokens[id])
+            return mf_err_set(err, MF_EINVAL, "tokenizer: cannot decode id %d at position %zu: not in the vocabulary (size %zu)",
+                              (int)id, i, tok->n_ids);
+        if (skip_special && tok->is_special[id]) continue;
+        mf_buf *b = sl_push(l);
+        if (!b || mf_buf_append(b, tok->tokens[id], tok->token_len[id]))
+            return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    }
+    int rc = run_decoders(tok, l);
+    if (rc) return decode_error(err, rc);
+    for (size_t t = 0; t < l->n; t++) {
+        if (t && !tok->has_decoder) mf_buf_putc(res, ' ');
+        mf_buf_append(res, l->v[t].data, l->v[t].len);
+    }
+    return 0;
+}
+
 int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out, size_t *len, mf_err *err)
 {
     *out = NULL;
@@ -291,31 +314,9 @@ int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, c
     int rc = 0;
     if (tok->glm) { /* ChatGLM-6B: its own decoding (tok_chatglm.c) */
         if ((rc = mf_tok_glm_decode(tok, ids, n, skip_special, &res, err)) != 0) goto out;
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int32_t id = ids[i];
-        if (id < 0 || (size_t)id >= tok->n_ids || !tok->tokens[id]) {
-            rc = mf_err_set(err, MF_EINVAL, "tokenizer: cannot decode id %d at position %zu: not in the vocabulary (size %zu)",
-                            (int)id, i, tok->n_ids);
-            goto out;
-        }
-        if (skip_special && tok->is_special[id]) continue;
-        mf_buf *b = sl_push(&l);
-        if (!b || mf_buf_append(b, tok->tokens[id], tok->token_len[id])) {
-            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-            goto out;
-        }
-    }
-    if ((rc = run_decoders(tok, &l)) != 0) {
-        rc = decode_error(err, rc);
+    } else if ((rc = decode_pieces(tok, ids, n, skip_special, &l, &res, err)) != 0) {
         goto out;
     }
-    for (size_t t = 0; t < l.n; t++) {
-        if (t && !tok->has_decoder) mf_buf_putc(&res, ' ');
-        mf_buf_append(&res, l.v[t].data, l.v[t].len);
-    }
-done:
     if (!mf_buf_ok(&res)) {
         rc = decode_error(err, MF_ENOMEM);
         goto out;

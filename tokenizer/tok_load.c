@@ -319,23 +319,11 @@ static int parse_merge(const mf_json *m, const char **a, size_t *al, const char 
     return -1;
 }
 
-static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err *err)
+/* The id space: the ids of the vocabulary and of the added tokens, bounded (a hostile file must
+ * not make us allocate gigabytes); the per-id arrays allocated. */
+static int load_id_space(mf_tok *tok, const mf_json *model, const mf_json *vocab, const mf_json *added,
+                         const char *name, mf_err *err)
 {
-    const mf_json *model = mf_json_get(root, "model");
-    if (!model || model->type != MF_JSON_OBJECT)
-        return bad(err, name, root, "expected a 'model' object, found %s%s", tname(model), NULL);
-    const char *type = mf_json_get_str(model, "type", "BPE");
-    if (strcmp(type, "BPE")) return bad(err, name, model, "model type '%s' is not supported (only BPE)%s", type, NULL);
-    const mf_json *vocab = mf_json_get(model, "vocab"), *merges = mf_json_get(model, "merges");
-    if (!vocab || vocab->type != MF_JSON_OBJECT)
-        return bad(err, name, model, "model.vocab: expected an object of token -> id, found %s%s", tname(vocab), NULL);
-    if (!merges || merges->type != MF_JSON_ARRAY)
-        return bad(err, name, model, "model.merges: expected an array, found %s%s", tname(merges), NULL);
-    const mf_json *added = mf_json_get(root, "added_tokens");
-    if (added && added->type != MF_JSON_ARRAY && added->type != MF_JSON_NULL)
-        return bad(err, name, added, "added_tokens: expected an array, found %s%s", tname(added), NULL);
-
-    /* id space */
     int64_t maxid = -1;
     for (size_t i = 0; i < vocab->n; i++) {
         const mf_json *v = vocab->items[i];
@@ -373,6 +361,12 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
     tok->is_added = calloc(tok->n_ids ? tok->n_ids : 1, 1);
     if (!tok->tokens || !tok->vocab_strs || !tok->token_len || !tok->is_special || !tok->is_added)
         return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory for %zu ids", tok->n_ids);
+    return 0;
+}
+
+/* model.vocab: token -> id, each id once. */
+static int load_vocab(mf_tok *tok, const mf_json *vocab, const char *name, mf_err *err)
+{
     for (size_t i = 0; i < vocab->n; i++) {
         int32_t id = (int32_t)vocab->items[i]->i;
         size_t kl = strlen(vocab->keys[i]); /* keys are NUL-free: the parser rejects \u0000 in keys? be safe */
@@ -389,41 +383,64 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
         if (tok->vocab_strs[id] && mf_tok_smap_put(&tok->vocab, tok->vocab_strs[id], tok->token_len[id], (int32_t)id))
             return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
 
+    return 0;
+}
+
+/* model.merges, as (left id, right id) -> (rank, merged id). */
+static int load_merges(mf_tok *tok, const mf_json *model, const mf_json *merges, const char *name, mf_err *err)
+{
     const mf_json *cpfx = mf_json_get(model, "continuing_subword_prefix");
+    char *ab = NULL;
+    int rc = 0;
     for (size_t i = 0; i < merges->n; i++) {
         const char *a, *b;
         size_t al, bl;
+        char idx[32]; /* for the messages */
         if (parse_merge(merges->items[i], &a, &al, &b, &bl)) {
-            char idx[32];
             snprintf(idx, sizeof idx, "%zu", i);
-            return bad(err, name, merges->items[i], "model.merges[%s]: expected \"left right\" or [left, right]%s", idx, NULL);
+            rc = bad(err, name, merges->items[i], "model.merges[%s]: expected \"left right\" or [left, right]%s", idx, NULL);
+            goto out;
         }
         int32_t ia = mf_tok_smap_get(&tok->vocab, a, al), ib = mf_tok_smap_get(&tok->vocab, b, bl);
         /* HF: the merged token is a + b without b's continuing_subword_prefix */
         size_t skip = cpfx && cpfx->type == MF_JSON_STRING ? cpfx->slen : 0;
         if (skip > bl) {
-            char idx[32];
             snprintf(idx, sizeof idx, "%zu", i);
-            return bad(err, name, merges->items[i], "model.merges[%s]: right token is shorter than continuing_subword_prefix%s", idx, NULL);
+            rc = bad(err, name, merges->items[i], "model.merges[%s]: right token is shorter than continuing_subword_prefix%s", idx, NULL);
+            goto out;
         }
-        char *ab = malloc(al + bl + 1);
-        if (!ab) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        if (!(ab = malloc(al + bl + 1))) {
+            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            goto out;
+        }
         memcpy(ab, a, al);
         memcpy(ab + al, b + skip, bl - skip);
         int32_t iab = mf_tok_smap_get(&tok->vocab, ab, al + bl - skip);
         if (ia < 0 || ib < 0 || iab < 0) {
-            char idx[32], what[200];
+            char what[200];
             const char *bt = ia < 0 ? a : ib < 0 ? b : ab;
             size_t bn = ia < 0 ? al : ib < 0 ? bl : al + bl - skip;
             snprintf(idx, sizeof idx, "%zu", i);
             snprintf(what, sizeof what, "'%.*s'", (int)(bn < 60 ? bn : 60), bt);
-            free(ab);
-            return bad(err, name, merges->items[i], "model.merges[%s]: token %s is not in the vocabulary", idx, what);
+            rc = bad(err, name, merges->items[i], "model.merges[%s]: token %s is not in the vocabulary", idx, what);
+            goto out;
         }
         free(ab);
-        if (mf_tok_mmap_put(&tok->merges, ia, ib, (int32_t)i, iab)) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        ab = NULL;
+        if (mf_tok_mmap_put(&tok->merges, ia, ib, (int32_t)i, iab)) {
+            rc = mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+            goto out;
+        }
     }
+out:
+    free(ab);
+    return rc;
+}
 
+/* byte_fallback, fuse_unk, ignore_merges, unk_token, continuing_subword_prefix, end_of_word_suffix,
+ * and the <0xXX> byte tokens. */
+static int load_options(mf_tok *tok, const mf_json *model, const char *name, mf_err *err)
+{
     tok->byte_fallback = mf_json_bool(mf_json_get(model, "byte_fallback"), 0);
     tok->fuse_unk = mf_json_bool(mf_json_get(model, "fuse_unk"), 0);
     tok->ignore_merges = mf_json_bool(mf_json_get(model, "ignore_merges"), 0);
@@ -450,35 +467,63 @@ static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err
         tok->fallback_id[b] = mf_tok_smap_get(&tok->vocab, nm, 6);
     }
 
-    /* added tokens */
-    if (added && added->type == MF_JSON_ARRAY) {
-        tok->added = calloc(added->n ? added->n : 1, sizeof *tok->added);
-        if (!tok->added) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-        for (size_t i = 0; i < added->n; i++) {
-            const mf_json *t = added->items[i];
-            const mf_json *c = mf_json_get(t, "content");
-            mf_tok_added *a = &tok->added[tok->n_added++];
-            a->id = (int32_t)mf_json_get_int(t, "id", 0);
-            a->content = dupn(c->s, c->slen);
-            a->len = c->slen;
-            if (!a->content) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-            a->special = mf_json_bool(mf_json_get(t, "special"), 0);
-            a->normalized = mf_json_bool(mf_json_get(t, "normalized"), !a->special);
-            a->lstrip = mf_json_bool(mf_json_get(t, "lstrip"), 0);
-            a->rstrip = mf_json_bool(mf_json_get(t, "rstrip"), 0);
-            a->single_word = mf_json_bool(mf_json_get(t, "single_word"), 0);
-            tok->tokens[a->id] = a->content; /* HF: the added token's content wins for this id */
-            tok->token_len[a->id] = (uint32_t)a->len;
-            tok->is_special[a->id] = (unsigned char)a->special;
-            tok->is_added[a->id] = 1;
-        }
-        for (size_t i = 0; i < tok->n_added; i++) {
-            mf_tok_added *a = &tok->added[i];
-            if (mf_tok_smap_put(&tok->added_map, a->content, a->len, a->id))
-                return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
-        }
+    return 0;
+}
+
+/* added_tokens: their content wins for their ids; their special and matching flags. */
+static int load_added(mf_tok *tok, const mf_json *added, mf_err *err)
+{
+    if (!added || added->type != MF_JSON_ARRAY) return 0;
+    tok->added = calloc(added->n ? added->n : 1, sizeof *tok->added);
+    if (!tok->added) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    for (size_t i = 0; i < added->n; i++) {
+        const mf_json *t = added->items[i];
+        const mf_json *c = mf_json_get(t, "content");
+        mf_tok_added *a = &tok->added[tok->n_added++];
+        a->id = (int32_t)mf_json_get_int(t, "id", 0);
+        a->content = dupn(c->s, c->slen);
+        a->len = c->slen;
+        if (!a->content) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+        a->special = mf_json_bool(mf_json_get(t, "special"), 0);
+        a->normalized = mf_json_bool(mf_json_get(t, "normalized"), !a->special);
+        a->lstrip = mf_json_bool(mf_json_get(t, "lstrip"), 0);
+        a->rstrip = mf_json_bool(mf_json_get(t, "rstrip"), 0);
+        a->single_word = mf_json_bool(mf_json_get(t, "single_word"), 0);
+        tok->tokens[a->id] = a->content; /* HF: the added token's content wins for this id */
+        tok->token_len[a->id] = (uint32_t)a->len;
+        tok->is_special[a->id] = (unsigned char)a->special;
+        tok->is_added[a->id] = 1;
+    }
+    for (size_t i = 0; i < tok->n_added; i++) {
+        mf_tok_added *a = &tok->added[i];
+        if (mf_tok_smap_put(&tok->added_map, a->content, a->len, a->id))
+            return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
     }
     return 0;
+}
+
+static int load_model(mf_tok *tok, const mf_json *root, const char *name, mf_err *err)
+{
+    const mf_json *model = mf_json_get(root, "model");
+    if (!model || model->type != MF_JSON_OBJECT)
+        return bad(err, name, root, "expected a 'model' object, found %s%s", tname(model), NULL);
+    const char *type = mf_json_get_str(model, "type", "BPE");
+    if (strcmp(type, "BPE")) return bad(err, name, model, "model type '%s' is not supported (only BPE)%s", type, NULL);
+    const mf_json *vocab = mf_json_get(model, "vocab"), *merges = mf_json_get(model, "merges");
+    if (!vocab || vocab->type != MF_JSON_OBJECT)
+        return bad(err, name, model, "model.vocab: expected an object of token -> id, found %s%s", tname(vocab), NULL);
+    if (!merges || merges->type != MF_JSON_ARRAY)
+        return bad(err, name, model, "model.merges: expected an array, found %s%s", tname(merges), NULL);
+    const mf_json *added = mf_json_get(root, "added_tokens");
+    if (added && added->type != MF_JSON_ARRAY && added->type != MF_JSON_NULL)
+        return bad(err, name, added, "added_tokens: expected an array, found %s%s", tname(added), NULL);
+
+    int rc;
+    if ((rc = load_id_space(tok, model, vocab, added, name, err))) return rc;
+    if ((rc = load_vocab(tok, vocab, name, err))) return rc;
+    if ((rc = load_merges(tok, model, merges, name, err))) return rc;
+    if ((rc = load_options(tok, model, name, err))) return rc;
+    return load_added(tok, added, err);
 }
 
 static int32_t find_tok(const mf_tok *tok, const char *s)

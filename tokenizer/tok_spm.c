@@ -148,14 +148,17 @@ typedef struct {
 
 static int emit(emitter *e, const char *w, size_t len, int32_t id)
 {
-    int unk = id == e->s->unk, rc = 0;
-    if (unk && e->s->byte_fallback) {
-        for (size_t k = 0; k < len && !rc; k++) rc = mf_tok_ids_push(e->out, e->s->byte_id[(unsigned char)w[k]]);
-    } else if (!(unk && e->prev_unk)) {
-        rc = mf_tok_ids_push(e->out, id);
-    }
+    int unk = id == e->s->unk, prev_unk = e->prev_unk;
     e->prev_unk = unk;
-    return rc;
+    if (unk && e->s->byte_fallback) {
+        for (size_t k = 0; k < len; k++) {
+            int rc = mf_tok_ids_push(e->out, e->s->byte_id[(unsigned char)w[k]]);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (unk && prev_unk) return 0; /* merged with the preceding unknown piece */
+    return mf_tok_ids_push(e->out, id);
 }
 
 /* ModelInterface::PieceToId: reserved pieces first, then the model's, else <unk>. */
@@ -280,8 +283,9 @@ static int encode_bpe(const mf_spm *s, const char *t, size_t n, emitter *e)
         i += c.sym[ns].len;
         if (i < n) c.sym[ns].next = ns + 1;
     }
-    for (int i = 1; i < ns && !rc; i++) rc = add_pair(&c, i - 1, i);
-    while (!rc && c.nheap) {
+    for (int i = 1; i < ns; i++)
+        if ((rc = add_pair(&c, i - 1, i))) goto out;
+    while (c.nheap) {
         bpair top = heap_pop(&c);
         bsym *L = &c.sym[top.left], *R = &c.sym[top.right];
         if (!L->len || !R->len || L->len + R->len != top.size) continue; /* stale */
@@ -289,10 +293,12 @@ static int encode_bpe(const mf_spm *s, const char *t, size_t n, emitter *e)
         L->next = R->next;
         if (R->next >= 0) c.sym[R->next].prev = top.left;
         R->len = 0;
-        rc = add_pair(&c, L->prev, top.left);
-        if (!rc) rc = add_pair(&c, top.left, L->next);
+        if ((rc = add_pair(&c, L->prev, top.left))) goto out;
+        if ((rc = add_pair(&c, top.left, L->next))) goto out;
     }
-    for (int i = 0; !rc && ns && i != -1; i = c.sym[i].next) rc = resegment(&c, e, c.sym[i].off, c.sym[i].len, 0);
+    for (int i = 0; ns && i != -1; i = c.sym[i].next)
+        if ((rc = resegment(&c, e, c.sym[i].off, c.sym[i].len, 0))) goto out;
+out:
     free(c.sym);
     free(c.heap);
     free(c.rev);
@@ -342,9 +348,9 @@ static int encode_unigram(const mf_spm *s, const char *t, size_t n, emitter *e)
     }
     int np = 0;
     for (int end = (int)n; end > 0; end = best[end].start) path[np++] = end;
-    for (int k = np - 1; k >= 0 && !rc; k--) {
+    for (int k = np - 1; k >= 0; k--) {
         int end = path[k], start = best[end].start;
-        rc = emit(e, t + start, (size_t)(end - start), best[end].id);
+        if ((rc = emit(e, t + start, (size_t)(end - start), best[end].id))) goto out;
     }
 out:
     free(best);
@@ -355,11 +361,11 @@ out:
 int mf_spm_encode(const mf_spm *s, const char *text, size_t n, mf_tok_ids *out, mf_err *err)
 {
     mf_buf nb = MF_BUF_INIT;
-    int rc = normalize(s, text, n, &nb);
-    if (!rc && nb.len) {
-        emitter e = {s, out, 0};
-        rc = s->model_type == SPM_BPE ? encode_bpe(s, nb.data, nb.len, &e) : encode_unigram(s, nb.data, nb.len, &e);
-    }
+    emitter e = {s, out, 0};
+    int rc;
+    if ((rc = normalize(s, text, n, &nb)) || !nb.len) goto out;
+    rc = s->model_type == SPM_BPE ? encode_bpe(s, nb.data, nb.len, &e) : encode_unigram(s, nb.data, nb.len, &e);
+out:
     mf_buf_free(&nb);
     return rc ? mf_err_set(err, rc, "tokenizer: out of memory") : 0;
 }

@@ -211,19 +211,69 @@ static int shots_prefix(mf_eval_item *dst, const mf_eval_item *it, const mf_eval
     return 0;
 }
 
+/* generate: the option letter found in the model's answer is the choice. */
+static int mcq_generate(const mf_eval_item *it, mf_eval_model *model, const mf_eval_msg *msgs, size_t n_msgs,
+                        int *choice, char **output, mf_err *err)
+{
+    if (!model->generate) return mf_err_set(err, MF_EUNSUPPORTED, "mcq generate: the model cannot generate");
+    int rc = model->generate(model->self, msgs, n_msgs, output, err);
+    if (rc) return rc;
+    *choice = mf_answer_choice(*output, it->n_options, (const char *const *)it->options);
+    return 0;
+}
+
+/* loglik: the option whose "X. text" continuation scores best (per token with length_normalize)
+ * is the choice; the scores go into extra as option_scores. */
+static int mcq_loglik(const mf_eval_opts *o, const mf_eval_item *it, mf_eval_model *model, const mf_eval_msg *msgs,
+                      size_t n_msgs, int *choice, char **output, mf_json *extra, mf_err *err)
+{
+    if (!model->score_continuation)
+        return mf_err_set(err, MF_EUNSUPPORTED, "mcq loglik: the model cannot score continuations");
+    mf_json *lp = mf_json_new_array();
+    char *cont = NULL;
+    double best = -INFINITY;
+    int rc = 0;
+    for (int k = 0; k < it->n_options; k++) {
+        size_t cn = strlen(it->options[k]) + 8;
+        if (!lp || !(cont = malloc(cn))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory scoring options");
+            goto out;
+        }
+        snprintf(cont, cn, "%c. %s", 'A' + k, it->options[k]);
+        double sum = 0;
+        long ntok = 0;
+        rc = model->score_continuation(model->self, msgs, n_msgs, cont, &sum, &ntok, err);
+        free(cont);
+        cont = NULL;
+        if (rc) goto out;
+        double s = o->length_normalize && ntok > 0 ? sum / (double)ntok : sum;
+        if (mf_json_push(lp, mf_json_new_float(s))) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (s > best) best = s, *choice = k; /* ties: the first option */
+    }
+    char letter[2] = {(char)(*choice >= 0 ? 'A' + *choice : '?'), 0};
+    mf_json *scores = lp;
+    lp = NULL; /* mf_json_set takes it, also on failure */
+    if (mf_json_set(extra, "option_scores", scores) || !(*output = strdup(letter)))
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+out:
+    free(cont);
+    mf_json_free(lp);
+    return rc;
+}
+
 static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval_set *shots,
                     mf_eval_model *model, double *v, char **output, mf_json *extra, mf_err *err)
 {
     /* Prompt = [the item's system message] + k-shot turns + the question. sh owns the shot
      * turns; p.msgs only points at strings owned by sh and it. */
     mf_eval_item sh = {0}, p = {0};
-    int rc = shots_prefix(&sh, it, shots, o->k_shot);
-    p.msgs = rc ? NULL : malloc((sh.n_msgs + it->n_msgs) * sizeof *p.msgs);
-    if (!p.msgs) {
-        for (size_t k = 0; k < sh.n_msgs; k++)
-            free((char *)sh.msgs[k].content);
-        free(sh.msgs);
-        return mf_err_set(err, MF_ENOMEM, "out of memory building an mcq prompt");
+    int choice = -1, rc;
+    if (shots_prefix(&sh, it, shots, o->k_shot) || !(p.msgs = malloc((sh.n_msgs + it->n_msgs) * sizeof *p.msgs))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory building an mcq prompt");
+        goto out;
     }
     size_t first = it->n_msgs && !strcmp(it->msgs[0].role, "system") ? 1 : 0;
     for (size_t k = 0; k < first; k++)
@@ -232,57 +282,22 @@ static int eval_mcq(const mf_eval_opts *o, const mf_eval_item *it, const mf_eval
         p.msgs[p.n_msgs++] = sh.msgs[k];
     for (size_t k = first; k < it->n_msgs; k++)
         p.msgs[p.n_msgs++] = it->msgs[k];
-    int choice = -1;
-    if (o->mcq_generate) {
-        if (!model->generate)
-            rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq generate: the model cannot generate");
-        else
-            rc = model->generate(model->self, p.msgs, p.n_msgs, output, err);
-        if (!rc) choice = mf_answer_choice(*output, it->n_options, (const char *const *)it->options);
-    } else if (!model->score_continuation) {
-        rc = mf_err_set(err, MF_EUNSUPPORTED, "mcq loglik: the model cannot score continuations");
-    } else {
-        mf_json *lp = mf_json_new_array();
-        double best = -INFINITY;
-        for (int k = 0; !rc && k < it->n_options; k++) {
-            char *cont = malloc(strlen(it->options[k]) + 8);
-            if (!cont || !lp) {
-                free(cont);
-                rc = mf_err_set(err, MF_ENOMEM, "out of memory scoring options");
-                break;
-            }
-            snprintf(cont, strlen(it->options[k]) + 8, "%c. %s", 'A' + k, it->options[k]);
-            double sum = 0;
-            long ntok = 0;
-            rc = model->score_continuation(model->self, p.msgs, p.n_msgs, cont, &sum, &ntok, err);
-            free(cont);
-            if (rc) break;
-            double s = o->length_normalize && ntok > 0 ? sum / (double)ntok : sum;
-            if (mf_json_push(lp, mf_json_new_float(s))) {
-                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-                break;
-            }
-            if (s > best) best = s, choice = k; /* ties: the first option */
-        }
-        if (!rc) {
-            char letter[2] = {(char)(choice >= 0 ? 'A' + choice : '?'), 0};
-            int bad = mf_json_set(extra, "option_scores", lp); /* takes lp, also on failure */
-            lp = NULL;
-            if (bad || !(*output = strdup(letter))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        }
-        mf_json_free(lp);
+    rc = o->mcq_generate ? mcq_generate(it, model, p.msgs, p.n_msgs, &choice, output, err)
+                         : mcq_loglik(o, it, model, p.msgs, p.n_msgs, &choice, output, extra, err);
+    if (rc) goto out;
+    char letter[2] = {(char)('A' + choice), 0};
+    if (mf_json_set(extra, "choice", choice >= 0 ? mf_json_new_str(letter) : mf_json_new_null())) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
+    v[0] = choice == it->answer ? 1.0 : 0.0;
+    v[1] = choice >= 0 ? 1.0 : 0.0;
+out:
     for (size_t k = 0; k < sh.n_msgs; k++)
         free((char *)sh.msgs[k].content);
     free(sh.msgs);
     free(p.msgs);
-    if (rc) return rc;
-    char letter[2] = {(char)('A' + choice), 0};
-    if (mf_json_set(extra, "choice", choice >= 0 ? mf_json_new_str(letter) : mf_json_new_null()))
-        return mf_err_set(err, MF_ENOMEM, "out of memory");
-    v[0] = choice == it->answer ? 1.0 : 0.0;
-    v[1] = choice >= 0 ? 1.0 : 0.0;
-    return 0;
+    return rc;
 }
 
 /* ---- diagnosis: the label set and closed-set ranking ---- */
@@ -527,6 +542,39 @@ out:
     return rc;
 }
 
+/* One item: the model's answer, its scores into the aggregate, its line into preds. */
+static int eval_one(const mf_eval_opts *o, const mf_eval_item *it, size_t i, const mf_eval_set *shots, const labels *L,
+                    mf_eval_model *model, mf_eval_model *model_b, mf_eval_model *judge, agg *a, int nv_shown,
+                    mf_buf *preds, mf_err *err)
+{
+    double v[MAXV] = {0};
+    char *output = NULL;
+    mf_json *extra = mf_json_new_object();
+    int rc;
+    if (!extra)
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    else if (o->task == MF_EVAL_MCQ)
+        rc = eval_mcq(o, it, shots, model, v, &output, extra, err);
+    else if (o->task == MF_EVAL_PPL)
+        rc = eval_ppl(it, model, v, extra, err);
+    else if (o->task == MF_EVAL_DIAGNOSIS && o->diagnosis_rank)
+        rc = eval_diag_rank(o, it, i, L, model, v, &output, extra, err);
+    else
+        rc = eval_generated(o, it, L, model, model_b, judge, v, &output, extra, err);
+    if (rc) {
+        mf_err_wrap(err, "eval item %s", it->where ? it->where : "?");
+        goto out;
+    }
+    /* ppl items show their own loss and tokens (in extra), not the running sums */
+    int shown = o->task == MF_EVAL_PPL ? 0 : nv_shown;
+    if (agg_add(a, it->category, v) || put_pred(preds, it, output, a->names, v, shown, extra))
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory aggregating eval results");
+out:
+    mf_json_free(extra);
+    free(output);
+    return rc;
+}
+
 int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set *shots, mf_eval_model *model,
                 mf_eval_model *model_b, mf_eval_model *judge, const char *out_dir,
                 const mf_stage_ctx *progress, mf_err *err)
@@ -542,34 +590,15 @@ int mf_eval_run(const mf_eval_opts *o, const mf_eval_set *set, const mf_eval_set
     if (o->max_samples > 0 && (size_t)o->max_samples < n) n = (size_t)o->max_samples;
     mf_buf preds = MF_BUF_INIT;
     double t0 = mf_monotonic();
-    for (size_t i = 0; !rc && i < n; i++) {
-        const mf_eval_item *it = &set->items[i];
-        double v[MAXV] = {0};
-        char *output = NULL;
-        mf_json *extra = mf_json_new_object();
-        if (!extra)
-            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-        else if (o->task == MF_EVAL_MCQ)
-            rc = eval_mcq(o, it, shots, model, v, &output, extra, err);
-        else if (o->task == MF_EVAL_PPL)
-            rc = eval_ppl(it, model, v, extra, err);
-        else if (o->task == MF_EVAL_DIAGNOSIS && o->diagnosis_rank)
-            rc = eval_diag_rank(o, it, i, &L, model, v, &output, extra, err);
-        else
-            rc = eval_generated(o, it, &L, model, model_b, judge, v, &output, extra, err);
-        if (rc) mf_err_wrap(err, "eval item %s", it->where ? it->where : "?");
-        /* ppl items show their own loss and tokens (in extra), not the running sums */
-        int shown = o->task == MF_EVAL_PPL ? 0 : nv_shown;
-        if (!rc && (agg_add(&a, it->category, v) || put_pred(&preds, it, output, a.names, v, shown, extra)))
-            rc = mf_err_set(err, MF_ENOMEM, "out of memory aggregating eval results");
-        mf_json_free(extra);
-        free(output);
-        if (!rc && progress && ((i + 1) % 16 == 0 || i + 1 == n)) {
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = eval_one(o, &set->items[i], i, shots, &L, model, model_b, judge, &a, nv_shown, &preds, err))) goto out;
+        if (progress && ((i + 1) % 16 == 0 || i + 1 == n)) {
             double el = mf_monotonic() - t0, eta = el / (double)(i + 1) * (double)(n - i - 1);
             mf_stage_progress(progress, (long long)(i + 1), (long long)n, NAN, NAN, eta, NULL);
         }
     }
-    if (!rc) rc = write_artifact(o, &a, nv_shown, &preds, out_dir, err);
+    rc = write_artifact(o, &a, nv_shown, &preds, out_dir, err);
+out:
     mf_buf_free(&preds);
     agg_free(&a);
     free(L.v);
@@ -643,11 +672,13 @@ int mf_eval_run_stage(mf_stage_ctx *ctx, mf_eval_model *model, mf_eval_model *mo
                       (int)mf_stage_param_int(ctx, "n_candidates", 0),
                       ctx->seed};
     mf_eval_set *set = NULL, *shots = NULL;
-    int rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err);
-    if (!rc && shots_path && o.task == MF_EVAL_MCQ)
-        rc = mf_eval_set_load(&shots, MF_EVAL_MCQ, shots_path, skip, ctx->err);
-    if (!rc) rc = mf_eval_set_system(set, mf_stage_param_str(ctx, "system", ""), ctx->err);
-    if (!rc) rc = mf_eval_run(&o, set, shots, model, model_b, judge, ctx->out_dir, ctx, ctx->err);
+    int rc;
+    if ((rc = mf_eval_set_load(&set, o.task, data, skip, ctx->err))) goto out;
+    if (shots_path && o.task == MF_EVAL_MCQ && (rc = mf_eval_set_load(&shots, MF_EVAL_MCQ, shots_path, skip, ctx->err)))
+        goto out;
+    if ((rc = mf_eval_set_system(set, mf_stage_param_str(ctx, "system", ""), ctx->err))) goto out;
+    rc = mf_eval_run(&o, set, shots, model, model_b, judge, ctx->out_dir, ctx, ctx->err);
+out:
     mf_eval_set_free(set);
     mf_eval_set_free(shots);
     return rc;

@@ -9,13 +9,13 @@
  */
 #include "stages/eval/eval.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
 #include "common/fsutil.h"
+#include "stages/data/readers.h"
 
 static const char *const task_names[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", "ppl"};
 #define N_TASKS (sizeof task_names / sizeof *task_names)
@@ -301,107 +301,67 @@ int mf_eval_item_from_json(mf_eval_item *it, mf_eval_task task, const mf_json *r
         rc = from_text(it, rec, where, err);
     else
         rc = from_qa(it, rec, where, err);
-    if (!rc && !(it->where = strdup(where))) rc = OOM(err);
+    if (rc) goto out;
+    if (!(it->where = strdup(where))) rc = OOM(err);
+out:
     if (rc) mf_eval_item_clear(it);
     return rc;
 }
 
-static int load_file(mf_eval_set *s, mf_eval_task task, const char *path, int skip_bad, mf_err *err)
+static int push_item(mf_eval_set *s, size_t *cap, mf_eval_item *it, mf_err *err)
 {
-    char *text = NULL;
-    size_t len = 0;
-    int rc = mf_read_file(path, &text, &len, err);
-    if (rc) return rc;
-    long lineno = 0;
-    size_t cap = s->n;
-    for (char *p = text; !rc && p < text + len;) {
-        char *e = memchr(p, '\n', (size_t)(text + len - p));
-        size_t l = e ? (size_t)(e - p) : (size_t)(text + len - p);
-        lineno++;
-        size_t k = 0;
-        while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r'))
-            k++;
-        if (k < l) {
-            char where[4200];
-            snprintf(where, sizeof where, "%s:%ld", path, lineno);
-            mf_json *v = NULL;
-            mf_eval_item it = {0};
-            rc = mf_json_parse(&v, p, l, where, err);
-            if (!rc) rc = mf_eval_item_from_json(&it, task, v, where, err);
-            mf_json_free(v);
-            if (rc == MF_EINVAL && skip_bad) {
-                s->skipped++;
-                rc = 0;
-            } else if (!rc) {
-                if (s->n == cap) {
-                    cap = cap ? 2 * cap : 64;
-                    mf_eval_item *ni = realloc(s->items, cap * sizeof *ni);
-                    if (!ni) {
-                        mf_eval_item_clear(&it);
-                        rc = OOM(err);
-                        break;
-                    }
-                    s->items = ni;
-                }
-                s->items[s->n++] = it;
-            }
-        }
-        p += l + 1;
+    if (s->n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 64;
+        mf_eval_item *ni = realloc(s->items, nc * sizeof *ni);
+        if (!ni) return OOM(err);
+        s->items = ni;
+        *cap = nc;
     }
-    free(text);
-    return rc;
+    s->items[s->n++] = *it;
+    return 0;
 }
 
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
+/* path: a .jsonl file, or a directory of them (read in name order), through the JSONL reader of
+ * stages/data/readers.h; a bad line or record fails with its FILE:LINE, or is counted in
+ * s->skipped under skip_bad. */
 int mf_eval_set_load(mf_eval_set **out, mf_eval_task task, const char *path, int skip_bad, mf_err *err)
 {
     *out = NULL;
     mf_eval_set *s = calloc(1, sizeof *s);
     if (!s) return OOM(err);
-    int rc = 0;
-    if (mf_is_dir(path)) {
-        DIR *d = opendir(path);
-        if (!d) {
-            free(s);
-            return mf_err_errno(err, MF_EIO, "cannot open eval set directory %s", path);
+    mf_rd *rd = NULL;
+    size_t cap = 0;
+    int rc;
+    if ((rc = mf_reader_open(&rd, path, skip_bad, err))) goto out;
+    for (;;) {
+        mf_json *v = NULL;
+        if ((rc = mf_reader_next(rd, &v, err)) <= 0) break;
+        char where[4200];
+        snprintf(where, sizeof where, "%s:%lld", mf_reader_file(rd), mf_reader_lineno(rd));
+        mf_eval_item it = {0};
+        rc = mf_eval_item_from_json(&it, task, v, where, err);
+        mf_json_free(v);
+        if (rc == MF_EINVAL && skip_bad) {
+            s->skipped++;
+            continue;
         }
-        char **names = NULL;
-        size_t n = 0;
-        struct dirent *de;
-        while (!rc && (de = readdir(d))) {
-            size_t l = strlen(de->d_name);
-            if (l < 7 || strcmp(de->d_name + l - 6, ".jsonl") || de->d_name[0] == '.') continue;
-            char **nn = realloc(names, (n + 1) * sizeof *nn);
-            if (!nn || !(nn[n] = mf_path_join(path, de->d_name))) {
-                if (nn) names = nn;
-                rc = OOM(err);
-                break;
-            }
-            names = nn;
-            n++;
+        if (rc) goto out;
+        if ((rc = push_item(s, &cap, &it, err))) {
+            mf_eval_item_clear(&it);
+            goto out;
         }
-        closedir(d);
-        if (!rc && !n) rc = mf_err_set(err, MF_EINVAL, "eval set directory %s holds no .jsonl file", path);
-        if (!rc) qsort(names, n, sizeof *names, cmp_name);
-        for (size_t k = 0; !rc && k < n; k++)
-            rc = load_file(s, task, names[k], skip_bad, err);
-        for (size_t k = 0; k < n; k++)
-            free(names[k]);
-        free(names);
-    } else {
-        rc = load_file(s, task, path, skip_bad, err);
     }
-    if (!rc && !s->n)
+    if (rc) goto out;
+    s->skipped += (size_t)mf_reader_get_stats(rd)->bad;
+    if (!s->n) {
         rc = mf_err_set(err, MF_EINVAL, "eval set %s has no usable records%s", path,
                         s->skipped ? " (all skipped as malformed)" : "");
-    if (rc) {
-        mf_eval_set_free(s);
-        return rc;
+        goto out;
     }
     *out = s;
-    return 0;
+    s = NULL;
+out:
+    mf_reader_close(rd);
+    mf_eval_set_free(s);
+    return rc;
 }

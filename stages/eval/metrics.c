@@ -109,6 +109,7 @@ int mf_metric_tokenize(mf_metric_tokens *out, const char *s, size_t n, mf_err *e
     const unsigned char *u = (const unsigned char *)s;
     size_t w = 0, cap = 0, i = 0;
     long run = -1; /* start (in text) of the letter/digit run being built */
+    int rc = MF_ENOMEM; /* the only failure below */
     while (i < n) {
         uint32_t cp = 0;
         size_t l = utf8_decode(u + i, n - i, &cp);
@@ -132,23 +133,26 @@ int mf_metric_tokenize(mf_metric_tokens *out, const char *s, size_t n, mf_err *e
             }
         } else {
             if (run >= 0) {
-                if (push_token(out, &cap, (uint32_t)run, (uint32_t)(w - (size_t)run))) goto oom;
+                if (push_token(out, &cap, (uint32_t)run, (uint32_t)(w - (size_t)run))) goto out;
                 run = -1;
             }
             if (mf_metric_is_cjk(cp)) {
                 memcpy(out->text + w, u + i, l);
-                if (push_token(out, &cap, (uint32_t)w, (uint32_t)l)) goto oom;
+                if (push_token(out, &cap, (uint32_t)w, (uint32_t)l)) goto out;
                 w += l;
             }
         }
         i += l;
     }
-    if (run >= 0 && push_token(out, &cap, (uint32_t)run, (uint32_t)(w - (size_t)run))) goto oom;
+    if (run >= 0 && push_token(out, &cap, (uint32_t)run, (uint32_t)(w - (size_t)run))) goto out;
     out->text[w] = 0;
-    return 0;
-oom:
-    mf_metric_tokens_free(out);
-    return mf_err_set(err, MF_ENOMEM, "out of memory tokenizing %zu bytes", n);
+    rc = 0;
+out:
+    if (rc) {
+        mf_metric_tokens_free(out);
+        rc = mf_err_set(err, rc, "out of memory tokenizing %zu bytes", n);
+    }
+    return rc;
 }
 
 void mf_metric_tokens_free(mf_metric_tokens *t)
@@ -346,10 +350,11 @@ int mf_metric_score(mf_metric_scores *out, const char *hyp, const char *ref, mf_
     mf_metric_tokens th, tr;
     int rc = mf_metric_tokenize(&th, hyp, strlen(hyp), err);
     if (rc) return rc;
-    rc = mf_metric_tokenize(&tr, ref, strlen(ref), err);
-    if (!rc) rc = mf_metric_score_tokens(out, &th, &tr, err);
-    mf_metric_tokens_free(&th);
+    if ((rc = mf_metric_tokenize(&tr, ref, strlen(ref), err))) goto out;
+    rc = mf_metric_score_tokens(out, &th, &tr, err);
     mf_metric_tokens_free(&tr);
+out:
+    mf_metric_tokens_free(&th);
     return rc;
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/fsutil.h"
+#include "stages/data/readers.h"
 
 static const char *const tasks[] = {"mcq", "qa", "dialog", "diagnosis", "pairwise", "ppl", NULL};
 
@@ -100,36 +101,44 @@ int mf_report_add_eval(mf_report *r, const mf_json *ev, const char *where, mf_er
 /* The first MF_REPORT_SAMPLES predictions of an eval artifact as [{input, output, reference}]. */
 static int read_samples(const char *path, mf_json **out, mf_err *err)
 {
-    char *text = NULL;
-    size_t len = 0;
+    static const char *const keys[] = {"input", "output", "reference"};
+    mf_rd *rd = NULL;
+    mf_json *arr = mf_json_new_array(), *v = NULL, *s = NULL;
+    int rc;
     *out = NULL;
-    int rc = mf_read_file(path, &text, &len, err);
-    if (rc) return rc;
-    mf_json *arr = mf_json_new_array();
-    if (!arr) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    long lineno = 0;
-    for (char *p = text; !rc && p < text + len && arr->n < MF_REPORT_SAMPLES;) {
-        char *e = memchr(p, '\n', (size_t)(text + len - p));
-        size_t l = e ? (size_t)(e - p) : (size_t)(text + len - p);
-        char where[600];
-        snprintf(where, sizeof where, "%s:%ld", path, ++lineno);
-        mf_json *v = NULL, *s = NULL;
-        if (l && !(rc = mf_json_parse(&v, p, l, where, err))) {
-            s = mf_json_new_object();
-            static const char *const keys[] = {"input", "output", "reference"};
-            int bad = !s;
-            for (int k = 0; !bad && k < 3; k++)
-                bad = mf_json_set(s, keys[k], mf_json_new_str(mf_json_get_str(v, keys[k], "")));
-            if (bad || mf_json_push(arr, s)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            else s = NULL;
-        }
-        mf_json_free(s);
-        mf_json_free(v);
-        p += l + 1;
+    if (!arr) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
-    free(text);
-    if (rc) mf_json_free(arr);
-    else *out = arr;
+    if ((rc = mf_reader_open(&rd, path, 0, err))) goto out;
+    while (arr->n < MF_REPORT_SAMPLES && (rc = mf_reader_next(rd, &v, err)) > 0) {
+        if (!(s = mf_json_new_object())) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int k = 0; k < 3; k++)
+            if (mf_json_set(s, keys[k], mf_json_new_str(mf_json_get_str(v, keys[k], "")))) {
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
+            }
+        mf_json *item = s;
+        s = NULL; /* the array owns it from here, also when the push fails */
+        if (mf_json_push(arr, item)) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
+        }
+        mf_json_free(v);
+        v = NULL;
+    }
+    if (rc < 0) goto out;
+    rc = 0;
+    *out = arr;
+    arr = NULL;
+out:
+    mf_json_free(s);
+    mf_json_free(v);
+    mf_json_free(arr);
+    mf_reader_close(rd);
     return rc;
 }
 
@@ -369,6 +378,7 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
     *nout = 0;
     mf_report_table *t = NULL;
     size_t nt = 0;
+    int rc = MF_ENOMEM; /* the only failure below */
     /* Tables in task order (mcq, qa, dialog, diagnosis, pairwise), then dataset by first appearance. */
     for (int tk = 0; tasks[tk]; tk++) {
         for (size_t e = 0; e < r->n_evals; e++) {
@@ -380,23 +390,23 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
                 k++;
             if (k == nt) {
                 mf_report_table *ntb = realloc(t, (nt + 1) * sizeof *ntb);
-                if (!ntb) goto oom;
+                if (!ntb) goto out;
                 t = ntb;
                 memset(&t[nt], 0, sizeof t[nt]);
                 nt++;
-                if (!(t[k].task = strdup(tasks[tk])) || !(t[k].dataset = strdup(ds))) goto oom;
+                if (!(t[k].task = strdup(tasks[tk])) || !(t[k].dataset = strdup(ds))) goto out;
                 t[k].primary = primary_metric(tasks[tk]);
             }
             size_t *nr = realloc(t[k].rows, (t[k].n_rows + 1) * sizeof *nr);
-            if (!nr) goto oom;
+            if (!nr) goto out;
             t[k].rows = nr;
             t[k].rows[t[k].n_rows++] = e;
             const mf_json *m = mf_json_get(ev, "metrics");
             for (size_t j = 0; j < m->n; j++)
-                if (set_add(&t[k].metrics, &t[k].n_metrics, m->keys[j])) goto oom;
+                if (set_add(&t[k].metrics, &t[k].n_metrics, m->keys[j])) goto out;
             const mf_json *bc = mf_json_get(ev, "by_category");
             for (size_t j = 0; bc && j < bc->n; j++)
-                if (set_add(&t[k].cats, &t[k].n_cats, bc->keys[j])) goto oom;
+                if (set_add(&t[k].cats, &t[k].n_cats, bc->keys[j])) goto out;
         }
     }
     for (size_t k = 0; k < nt; k++) {
@@ -405,10 +415,14 @@ int mf_report_tables(const mf_report *r, mf_report_table **out, size_t *nout, mf
     }
     *out = t;
     *nout = nt;
-    return 0;
-oom:
-    mf_report_tables_free(t, nt);
-    return mf_err_set(err, MF_ENOMEM, "out of memory building report tables");
+    t = NULL;
+    rc = 0;
+out:
+    if (rc) {
+        mf_report_tables_free(t, nt);
+        rc = mf_err_set(err, rc, "out of memory building report tables");
+    }
+    return rc;
 }
 
 const mf_json *mf_report_row_metrics(const mf_report *r, const mf_report_table *t, size_t k, const char *cat)
@@ -625,11 +639,16 @@ int mf_report_write(const mf_report *r, const char *dir, mf_err *err)
 {
     mf_buf md = MF_BUF_INIT, html = MF_BUF_INIT;
     char *pm = mf_path_join(dir, "report.md"), *ph = mf_path_join(dir, "report.html");
-    int rc = (!pm || !ph) ? mf_err_set(err, MF_ENOMEM, "out of memory") : 0;
-    if (!rc) rc = mf_report_markdown(r, &md, err);
-    if (!rc) rc = mf_report_html(r, &html, err);
-    if (!rc) rc = mf_write_file_atomic(pm, md.data ? md.data : "", md.len, 0644, err);
-    if (!rc) rc = mf_write_file_atomic(ph, html.data ? html.data : "", html.len, 0644, err);
+    int rc;
+    if (!pm || !ph) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = mf_report_markdown(r, &md, err))) goto out;
+    if ((rc = mf_report_html(r, &html, err))) goto out;
+    if ((rc = mf_write_file_atomic(pm, md.data ? md.data : "", md.len, 0644, err))) goto out;
+    rc = mf_write_file_atomic(ph, html.data ? html.data : "", html.len, 0644, err);
+out:
     mf_buf_free(&md);
     mf_buf_free(&html);
     free(pm);

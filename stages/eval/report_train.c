@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/fsutil.h"
+#include "stages/data/readers.h"
 
 void mf_report_curve_free(mf_report_curve *c)
 {
@@ -121,39 +122,29 @@ static int curve_line(mf_report_curve *c, size_t *cap, const mf_json *v)
 int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label, const char *fallback_label,
                               mf_err *err)
 {
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    int rc = mf_read_file(path, &text, &len, err);
-    if (rc) return rc;
+    mf_rd *rd = NULL;
+    mf_json *v = NULL;
     mf_report_curve c;
     memset(&c, 0, sizeof c);
     char *stage = NULL;
-    long lineno = 0;
-    for (char *p = text; p < text + len;) {
-        char *e = memchr(p, '\n', (size_t)(text + len - p));
-        size_t l = e ? (size_t)(e - p) : (size_t)(text + len - p), k = 0;
-        lineno++;
-        while (k < l && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-        if (k < l) {
-            char name[600];
-            snprintf(name, sizeof name, "%s:%ld", path, lineno);
-            mf_json *v = NULL;
-            if ((rc = mf_json_parse(&v, p, l, name, err))) goto out;
-            if (v->type != MF_JSON_OBJECT || isnan(num_or_nan(v, "step"))) {
-                mf_json_free(v);
-                rc = mf_err_at(err, MF_EINVAL, path, (int)lineno, 1, "training metrics: expected an object with a numeric \"step\"");
-                goto out;
-            }
-            const char *st = mf_json_get_str(v, "stage", NULL);
-            if ((!stage && st && !(stage = strdup(st))) || curve_line(&c, &cap, v)) {
-                mf_json_free(v);
-                rc = mf_err_set(err, MF_ENOMEM, "out of memory reading %s", path);
-                goto out;
-            }
-            mf_json_free(v);
+    size_t cap = 0;
+    int rc;
+    if ((rc = mf_reader_open(&rd, path, 0, err))) goto out;
+    while ((rc = mf_reader_next(rd, &v, err)) > 0) {
+        if (isnan(num_or_nan(v, "step"))) {
+            rc = mf_err_at(err, MF_EINVAL, path, (int)mf_reader_lineno(rd), 1,
+                           "training metrics: expected an object with a numeric \"step\"");
+            goto out;
         }
-        p += l + 1;
+        const char *st = mf_json_get_str(v, "stage", NULL);
+        if ((!stage && st && !(stage = strdup(st))) || curve_line(&c, &cap, v)) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory reading %s", path);
+            goto out;
+        }
+        mf_json_free(v);
+        v = NULL;
     }
+    if (rc) goto out;
     c.label = strdup(label ? label : stage ? stage : fallback_label);
     mf_report_curve *nc = c.label ? realloc(r->curves, (r->n_curves + 1) * sizeof *nc) : NULL;
     if (!nc) {
@@ -164,9 +155,10 @@ int mf_report_add_curve_jsonl(mf_report *r, const char *path, const char *label,
     r->curves[r->n_curves++] = c;
     memset(&c, 0, sizeof c);
 out:
+    mf_json_free(v);
+    mf_reader_close(rd);
     mf_report_curve_free(&c);
     free(stage);
-    free(text);
     return rc;
 }
 

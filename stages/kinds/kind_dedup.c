@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/u64map.h"
 #include "stages/data/dataio.h"
 #include "stages/kinds/kinds.h"
 
@@ -101,104 +102,180 @@ void mf_dedup_lsh_params(double threshold, int num_perm, int *bands, int *rows)
     }
 }
 
-/* ---- hash sets ---- */
+/* ---- the run ---- */
 
 typedef struct {
-    uint64_t *keys; /* 0 = empty (keys are forced non-zero) */
-    uint32_t *vals;
-    size_t cap, n;
-} hmap; /* open addressing, multimap: same key may repeat */
+    int do_exact, do_near, num_perm, shingle, bands, rows;
+    double threshold;
+    uint64_t *pa, *pb;    /* the permutations h_i(x) = (pa[i] x + pb[i]) mod 2^61 - 1 */
+    uint64_t *sig;        /* the current record's signature */
+    uint32_t *kept_sig;   /* low 32 bits of each kept record's signature */
+    long long *kept_rec;  /* input record number (1-based) of each kept record */
+    size_t n_kept, kept_cap;
+    mf_u64map exact;      /* exact hash of each kept text */
+    mf_u64map bandmap;    /* band hash -> kept record (a multimap) */
+    long long n_exact, n_near;
+    mf_json *examples;    /* the first near duplicates, for stats.json */
+} dedup;
 
-static int hmap_grow(hmap *m)
+static uint64_t exact_hash(const uint32_t *cp, size_t ncp)
 {
-    size_t nc = m->cap ? m->cap * 2 : 1024;
-    uint64_t *nk = calloc(nc, sizeof *nk);
-    uint32_t *nv = calloc(nc, sizeof *nv);
-    if (!nk || !nv) {
-        free(nk);
-        free(nv);
-        return MF_ENOMEM;
+    unsigned char d[32];
+    mf_sha256_bytes(cp, ncp * sizeof *cp, d);
+    uint64_t h;
+    memcpy(&h, d, 8);
+    return h ? h : 1;
+}
+
+/* The MinHash signature of the text's shingles into d->sig. */
+static void minhash(dedup *d, const uint32_t *cp, size_t ncp)
+{
+    for (int k = 0; k < d->num_perm; k++) d->sig[k] = UINT64_MAX;
+    size_t sh = (size_t)d->shingle;
+    size_t nsh = ncp >= sh ? ncp - sh + 1 : 1, wlen = ncp >= sh ? sh : ncp;
+    for (size_t s = 0; s < nsh; s++) {
+        uint64_t x = mf_hash64(cp + s, wlen * sizeof *cp, 0) & MERSENNE61;
+        for (int k = 0; k < d->num_perm; k++) {
+            unsigned __int128 t = (unsigned __int128)d->pa[k] * x + d->pb[k];
+            uint64_t h = (uint64_t)(t % MERSENNE61);
+            if (h < d->sig[k]) d->sig[k] = h;
+        }
     }
-    for (size_t k = 0; k < m->cap; k++) {
-        if (!m->keys[k]) continue;
-        size_t j = m->keys[k] & (nc - 1);
-        while (nk[j]) j = (j + 1) & (nc - 1);
-        nk[j] = m->keys[k];
-        nv[j] = m->vals[k];
+}
+
+static uint64_t band_hash(const dedup *d, int b)
+{
+    uint64_t bh = mf_hash64(d->sig + (size_t)b * d->rows, (size_t)d->rows * sizeof *d->sig, (uint64_t)b);
+    return bh ? bh : 1;
+}
+
+/* Does a kept record share a band with d->sig and reach the threshold? (Record idx is the
+ * current one, for the examples.) */
+static int near_dup(dedup *d, long long idx)
+{
+    for (int b = 0; b < d->bands; b++) {
+        uint64_t bh = band_hash(d, b);
+        for (size_t j = mf_u64map_find(&d->bandmap, bh); j != MF_U64MAP_NONE; j = mf_u64map_next(&d->bandmap, bh, j)) {
+            size_t kept = (size_t)d->bandmap.vals[j];
+            const uint32_t *ks = d->kept_sig + kept * (size_t)d->num_perm;
+            int eq = 0;
+            for (int k = 0; k < d->num_perm; k++) eq += ks[k] == (uint32_t)d->sig[k];
+            if ((double)eq / d->num_perm < d->threshold) continue;
+            d->n_near++;
+            if (d->examples && d->examples->n < 5) {
+                char ex[128];
+                snprintf(ex, sizeof ex, "record %lld ~ record %lld (estimated Jaccard %.2f)", idx, d->kept_rec[kept],
+                         (double)eq / d->num_perm);
+                mf_json_push(d->examples, mf_json_new_str(ex));
+            }
+            return 1;
+        }
     }
-    free(m->keys);
-    free(m->vals);
-    m->keys = nk;
-    m->vals = nv;
-    m->cap = nc;
     return 0;
 }
 
-static int hmap_add(hmap *m, uint64_t key, uint32_t val)
+/* Remember record idx as kept: its exact hash, its signature and its bands. */
+static int keep(dedup *d, uint64_t ehash, long long idx)
 {
-    if (!key) key = 1;
-    if ((m->n + 1) * 2 > m->cap && hmap_grow(m)) return MF_ENOMEM;
-    size_t j = key & (m->cap - 1);
-    while (m->keys[j]) j = (j + 1) & (m->cap - 1);
-    m->keys[j] = key;
-    m->vals[j] = val;
-    m->n++;
+    int rc;
+    if (d->do_exact && (rc = mf_u64map_add(&d->exact, ehash, 0))) return rc;
+    if (!d->do_near) return 0;
+    if (d->n_kept == d->kept_cap) {
+        size_t nc = d->kept_cap ? d->kept_cap * 2 : 1024;
+        uint32_t *ns = realloc(d->kept_sig, nc * (size_t)d->num_perm * sizeof *ns);
+        if (!ns) return MF_ENOMEM;
+        d->kept_sig = ns;
+        long long *nr = realloc(d->kept_rec, nc * sizeof *nr);
+        if (!nr) return MF_ENOMEM;
+        d->kept_rec = nr;
+        d->kept_cap = nc;
+    }
+    for (int k = 0; k < d->num_perm; k++)
+        d->kept_sig[d->n_kept * (size_t)d->num_perm + (size_t)k] = (uint32_t)d->sig[k];
+    d->kept_rec[d->n_kept] = idx;
+    for (int b = 0; b < d->bands; b++)
+        if ((rc = mf_u64map_add(&d->bandmap, band_hash(d, b), d->n_kept))) return rc;
+    d->n_kept++;
     return 0;
 }
 
-static void hmap_free(hmap *m)
+static int write_stats(const mf_stage_ctx *ctx, dedup *d, mf_rd *rd, const mf_dout *out, mf_err *err)
 {
-    free(m->keys);
-    free(m->vals);
+    mf_json *stats = mf_json_new_object();
+    mf_stats_str(stats, "kind", "dedup");
+    mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
+    mf_stats_int(stats, "rows_out", out->rows);
+    mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
+    mf_stats_int(stats, "dropped_exact", d->n_exact);
+    mf_stats_int(stats, "dropped_near", d->n_near);
+    mf_stats_int(stats, "lsh_bands", d->bands);
+    mf_stats_int(stats, "lsh_rows", d->rows);
+    if (stats) mf_json_set(stats, "near_examples", d->examples), d->examples = NULL;
+    if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
+    return mf_stats_write(ctx->out_dir, stats, err);
+}
+
+static void dedup_free(dedup *d)
+{
+    mf_json_free(d->examples);
+    mf_u64map_free(&d->exact);
+    mf_u64map_free(&d->bandmap);
+    free(d->kept_sig);
+    free(d->kept_rec);
+    free(d->pa);
+    free(d->pb);
+    free(d->sig);
 }
 
 int mf_stage_dedup_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;
     const char *method = mf_stage_param_str(ctx, "method", "both");
-    int do_exact = strcmp(method, "minhash") != 0, do_near = strcmp(method, "exact") != 0;
-    double threshold = mf_stage_param_num(ctx, "threshold", 0.8);
-    int shingle = (int)mf_stage_param_int(ctx, "shingle", 5);
-    int num_perm = (int)mf_stage_param_int(ctx, "num_perm", 128);
     const char *field = mf_stage_param_str(ctx, "field", "");
-    if (shingle < 1 || num_perm < 1 || !(threshold >= 0 && threshold <= 1))
+    dedup d;
+    memset(&d, 0, sizeof d);
+    d.do_exact = strcmp(method, "minhash") != 0;
+    d.do_near = strcmp(method, "exact") != 0;
+    d.threshold = mf_stage_param_num(ctx, "threshold", 0.8);
+    d.shingle = (int)mf_stage_param_int(ctx, "shingle", 5);
+    d.num_perm = (int)mf_stage_param_int(ctx, "num_perm", 128);
+    if (d.shingle < 1 || d.num_perm < 1 || !(d.threshold >= 0 && d.threshold <= 1))
         return mf_err_set(err, MF_EINVAL, "dedup: need shingle >= 1, num_perm >= 1 and 0 <= threshold <= 1");
-    int bands = 1, rows = num_perm;
-    if (do_near) mf_dedup_lsh_params(threshold, num_perm, &bands, &rows);
+    d.bands = 1;
+    d.rows = d.num_perm;
+    if (d.do_near) mf_dedup_lsh_params(d.threshold, d.num_perm, &d.bands, &d.rows);
 
-    uint64_t *pa = malloc((size_t)num_perm * sizeof *pa), *pb = malloc((size_t)num_perm * sizeof *pb);
-    uint64_t *sig = malloc((size_t)num_perm * sizeof *sig);
-    uint32_t *kept_sig = NULL; /* low 32 bits of each kept record's signature */
-    long long *kept_rec = NULL; /* input record number (1-based) of each kept record */
-    size_t n_kept = 0, kept_cap = 0;
-    hmap exact = {0}, bandmap = {0};
     mf_rd *rd = NULL;
     mf_dout out = {0};
     mf_buf text = MF_BUF_INIT;
-    long long n_exact = 0, n_near = 0;
-    mf_json *examples = mf_json_new_array();
-    int rc = (!pa || !pb || !sig) ? mf_err_set(err, MF_ENOMEM, "out of memory") : 0;
+    int rc = 0;
+    d.examples = mf_json_new_array();
+    d.pa = malloc((size_t)d.num_perm * sizeof *d.pa);
+    d.pb = malloc((size_t)d.num_perm * sizeof *d.pb);
+    d.sig = malloc((size_t)d.num_perm * sizeof *d.sig);
+    if (!d.pa || !d.pb || !d.sig) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
     mf_rng rng;
     mf_rng_seed(&rng, ctx->seed);
-    for (int k = 0; k < num_perm && !rc; k++) {
-        pa[k] = 1 + mf_rng_below(&rng, MERSENNE61 - 1);
-        pb[k] = mf_rng_below(&rng, MERSENNE61);
+    for (int k = 0; k < d.num_perm; k++) {
+        d.pa[k] = 1 + mf_rng_below(&rng, MERSENNE61 - 1);
+        d.pb[k] = mf_rng_below(&rng, MERSENNE61);
     }
-    if (!rc) rc = mf_data_open(ctx, "data", &rd);
-    if (!rc) rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
+    if ((rc = mf_data_open(ctx, "data", &rd))) goto out;
+    if ((rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err))) goto out;
     long long idx = 0;
-    while (!rc) {
+    for (;;) {
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_data_next(ctx, rd, "dedup", &line, &len, &rec, err);
-        if (rc <= 0) break;
-        rc = 0;
+        if ((rc = mf_data_next(ctx, rd, "dedup", &line, &len, &rec, err)) <= 0) break;
         idx++;
         const mf_json *v = *field ? mf_json_get_path(rec, field) : rec;
         if (!v) {
             mf_json_free(rec);
-            rc = mf_reader_reject(rd, err, "missing field '%s' (the dedup field)", field);
+            if ((rc = mf_reader_reject(rd, err, "missing field '%s' (the dedup field)", field))) goto out;
             continue;
         }
         mf_buf_reset(&text);
@@ -209,107 +286,28 @@ int mf_stage_dedup_run(mf_stage_ctx *ctx)
         if (!cp || !mf_buf_ok(&text)) {
             free(cp);
             rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            break;
+            goto out;
         }
-        int dup = 0;
-        uint64_t ehash = 0;
-        if (do_exact) {
-            unsigned char d[32];
-            mf_sha256_bytes(cp, ncp * sizeof *cp, d);
-            memcpy(&ehash, d, 8);
-            if (!ehash) ehash = 1;
-            size_t j = exact.cap ? ehash & (exact.cap - 1) : 0;
-            for (; exact.cap && exact.keys[j]; j = (j + 1) & (exact.cap - 1))
-                if (exact.keys[j] == ehash) { dup = 1; break; }
-            if (dup) n_exact++;
-        }
-        if (!dup && do_near) {
-            for (int k = 0; k < num_perm; k++) sig[k] = UINT64_MAX;
-            size_t nsh = ncp >= (size_t)shingle ? ncp - (size_t)shingle + 1 : 1;
-            size_t wlen = ncp >= (size_t)shingle ? (size_t)shingle : ncp;
-            for (size_t s = 0; s < nsh; s++) {
-                uint64_t x = mf_hash64(cp + s, wlen * sizeof *cp, 0) & MERSENNE61;
-                for (int k = 0; k < num_perm; k++) {
-                    unsigned __int128 t = (unsigned __int128)pa[k] * x + pb[k];
-                    uint64_t h = (uint64_t)(t % MERSENNE61);
-                    if (h < sig[k]) sig[k] = h;
-                }
-            }
-            /* candidates: kept records sharing a band */
-            for (int b = 0; b < bands && !dup; b++) {
-                uint64_t bh = mf_hash64(sig + (size_t)b * rows, (size_t)rows * sizeof *sig, (uint64_t)b);
-                if (!bh) bh = 1;
-                if (!bandmap.cap) continue;
-                for (size_t j = bh & (bandmap.cap - 1); bandmap.keys[j]; j = (j + 1) & (bandmap.cap - 1)) {
-                    if (bandmap.keys[j] != bh) continue;
-                    const uint32_t *ks = kept_sig + (size_t)bandmap.vals[j] * num_perm;
-                    int eq = 0;
-                    for (int k = 0; k < num_perm; k++) eq += ks[k] == (uint32_t)sig[k];
-                    if ((double)eq / num_perm >= threshold) {
-                        dup = 1;
-                        n_near++;
-                        if (examples && examples->n < 5) {
-                            char ex[128];
-                            snprintf(ex, sizeof ex, "record %lld ~ record %lld (estimated Jaccard %.2f)", idx,
-                                     kept_rec[bandmap.vals[j]], (double)eq / num_perm);
-                            mf_json_push(examples, mf_json_new_str(ex));
-                        }
-                        break;
-                    }
-                }
-            }
+        uint64_t ehash = d.do_exact ? exact_hash(cp, ncp) : 0;
+        int dup = d.do_exact && mf_u64map_find(&d.exact, ehash) != MF_U64MAP_NONE;
+        if (dup) d.n_exact++;
+        if (!dup && d.do_near) {
+            minhash(&d, cp, ncp);
+            dup = near_dup(&d, idx);
         }
         free(cp);
         if (dup) continue;
-        if (do_exact && (rc = hmap_add(&exact, ehash, 0))) break;
-        if (do_near) {
-            if (n_kept == kept_cap) {
-                size_t nc = kept_cap ? kept_cap * 2 : 1024;
-                uint32_t *ns = realloc(kept_sig, nc * (size_t)num_perm * sizeof *ns);
-                if (!ns) { rc = MF_ENOMEM; break; }
-                kept_sig = ns;
-                long long *nr = realloc(kept_rec, nc * sizeof *nr);
-                if (!nr) { rc = MF_ENOMEM; break; }
-                kept_rec = nr;
-                kept_cap = nc;
-            }
-            for (int k = 0; k < num_perm; k++) kept_sig[n_kept * (size_t)num_perm + (size_t)k] = (uint32_t)sig[k];
-            kept_rec[n_kept] = idx;
-            for (int b = 0; b < bands && !rc; b++) {
-                uint64_t bh = mf_hash64(sig + (size_t)b * rows, (size_t)rows * sizeof *sig, (uint64_t)b);
-                rc = hmap_add(&bandmap, bh ? bh : 1, (uint32_t)n_kept);
-            }
-            n_kept++;
-            if (rc) break;
-        }
-        rc = mf_data_out_line(&out, line, len, err);
+        if ((rc = keep(&d, ehash, idx))) goto out;
+        if ((rc = mf_data_out_line(&out, line, len, err))) goto out;
     }
+    if (rc) goto out;
+    if ((rc = mf_data_out_close(&out, err))) goto out;
+    rc = write_stats(ctx, &d, rd, &out, err);
+out:
     if (rc == MF_ENOMEM && !err->code) mf_err_set(err, MF_ENOMEM, "out of memory");
-    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
-    if (!rc) rc = rc2;
-    if (!rc) {
-        mf_json *stats = mf_json_new_object();
-        mf_stats_str(stats, "kind", "dedup");
-        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
-        mf_stats_int(stats, "rows_out", out.rows);
-        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
-        mf_stats_int(stats, "dropped_exact", n_exact);
-        mf_stats_int(stats, "dropped_near", n_near);
-        mf_stats_int(stats, "lsh_bands", bands);
-        mf_stats_int(stats, "lsh_rows", rows);
-        if (stats) mf_json_set(stats, "near_examples", examples), examples = NULL;
-        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
-        rc = mf_stats_write(ctx->out_dir, stats, err);
-    }
-    mf_json_free(examples);
+    mf_data_out_close(&out, NULL);
     mf_buf_free(&text);
-    hmap_free(&exact);
-    hmap_free(&bandmap);
-    free(kept_sig);
-    free(kept_rec);
-    free(pa);
-    free(pb);
-    free(sig);
+    dedup_free(&d);
     mf_reader_close(rd);
     return rc;
 }

@@ -59,14 +59,18 @@ static int encode(eval_lm *L, const mf_eval_msg *msgs, size_t n, const char *fin
 {
     mf_conv c;
     mf_conv_init(&c);
+    memset(ids, 0, sizeof *ids);
     int rc = 0;
     const char *system = L->system;
-    for (size_t k = 0; k < n && !rc; k++) {
-        if (!strcmp(msgs[k].role, "system")) { system = msgs[k].content; continue; }
-        rc = mf_conv_add(&c, role_of(msgs[k].role), msgs[k].content, strlen(msgs[k].content));
+    for (size_t k = 0; k < n; k++) {
+        if (!strcmp(msgs[k].role, "system")) {
+            system = msgs[k].content;
+            continue;
+        }
+        if ((rc = mf_conv_add(&c, role_of(msgs[k].role), msgs[k].content, strlen(msgs[k].content)))) goto out;
     }
-    memset(ids, 0, sizeof *ids);
-    if (!rc) rc = mf_template_encode(L->tpl, &c, system, final, &L->lim, &L->enc, ids, err);
+    rc = mf_template_encode(L->tpl, &c, system, final, &L->lim, &L->enc, ids, err);
+out:
     mf_conv_free(&c);
     return rc;
 }
@@ -102,17 +106,19 @@ static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **o
     int32_t *oids = calloc((size_t)max_new, sizeof *oids);
     float *olp = calloc((size_t)max_new, sizeof *olp);
     int olen = 0;
-    if (!oids || !olp) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
     const int32_t *p = ids.ids;
     int plen = (int)ids.n;
     mf_k_gen_config g = L->gen;
     g.seed = L->gen.seed + L->calls++; /* one draw per prompt, reproducible */
-    if (!rc) rc = mf_model_generate(L->in.model, 1, &p, &plen, &g, oids, olp, &olen, err);
-    if (!rc) {
-        if (olen > 0 && L->eos >= 0 && oids[olen - 1] == L->eos) olen--;
-        size_t len;
-        rc = mf_tok_decode(L->in.tok, oids, (size_t)olen, 1, out, &len, err);
+    if (!oids || !olp) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
     }
+    if ((rc = mf_model_generate(L->in.model, 1, &p, &plen, &g, oids, olp, &olen, err))) goto out;
+    if (olen > 0 && L->eos >= 0 && oids[olen - 1] == L->eos) olen--;
+    size_t len;
+    rc = mf_tok_decode(L->in.tok, oids, (size_t)olen, 1, out, &len, err);
+out:
     free(oids);
     free(olp);
     mf_template_ids_free(&ids);
@@ -156,8 +162,9 @@ static int lm_reward(void *self, const mf_eval_msg *prompt, size_t n, const char
     if (rc) return rc;
     mf_k_batch b = {1, (int)ids.n, ids.ids, NULL, NULL};
     mf_k_outputs o;
-    rc = mf_model_forward(L->in.model, &b, MF_FWD_VALUES, &o, err);
-    if (!rc) *out = o.reward[0];
+    if ((rc = mf_model_forward(L->in.model, &b, MF_FWD_VALUES, &o, err))) goto out;
+    *out = o.reward[0];
+out:
     mf_template_ids_free(&ids);
     return rc;
 }
@@ -217,14 +224,18 @@ int mf_stage_eval_run(mf_stage_ctx *ctx)
     memset(&b, 0, sizeof b);
     memset(&j, 0, sizeof j);
     mf_eval_model ta, tb, tj;
-    int rc = lm_open(&a, ctx, "model", 0, &ta);
-    if (!rc && pairwise) {
-        if (!mf_stage_input_path(ctx, "model_b") || !mf_stage_input_path(ctx, "reward"))
+    int rc;
+    if ((rc = lm_open(&a, ctx, "model", 0, &ta))) goto out;
+    if (pairwise) {
+        if (!mf_stage_input_path(ctx, "model_b") || !mf_stage_input_path(ctx, "reward")) {
             rc = mf_err_set(ctx->err, MF_EINVAL, "stage '%s': task pairwise needs inputs 'model_b' and 'reward'", ctx->stage);
-        if (!rc) rc = lm_open(&b, ctx, "model_b", 0, &tb);
-        if (!rc) rc = lm_open(&j, ctx, "reward", 1, &tj);
+            goto out;
+        }
+        if ((rc = lm_open(&b, ctx, "model_b", 0, &tb))) goto out;
+        if ((rc = lm_open(&j, ctx, "reward", 1, &tj))) goto out;
     }
-    if (!rc) rc = mf_eval_run_stage(ctx, &ta, pairwise ? &tb : NULL, pairwise ? &tj : NULL);
+    rc = mf_eval_run_stage(ctx, &ta, pairwise ? &tb : NULL, pairwise ? &tj : NULL);
+out:
     lm_close(&a);
     lm_close(&b);
     lm_close(&j);

@@ -22,14 +22,17 @@ static int write_full(mf_stage_ctx *ctx, const char *dtype, unsigned long long s
     mf_modelio_input mi;
     int rc = mf_stage_open_model(&mi, ctx, "model", 0, ctx->err);
     if (rc) return rc;
-    if (mi.has_prefix)
+    if (mi.has_prefix) {
         rc = mf_err_set(ctx->err, MF_EUNSUPPORTED,
                         "stage '%s': the input carries a P-Tuning prefix, which cannot be merged into the weights "
                         "(export it with format: peft)",
                         ctx->stage);
+        goto out;
+    }
     mf_modelio_output_opts o = {dtype, shard, mi.tokenizer_dir, 0, NULL};
-    if (!rc) rc = mf_modelio_output_full(ctx->out_dir, mi.model, &o, ctx->err);
-    if (!rc) mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, mi.is_adapter ? "adapter merged into its base" : "model written");
+    if ((rc = mf_modelio_output_full(ctx->out_dir, mi.model, &o, ctx->err))) goto out;
+    mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, mi.is_adapter ? "adapter merged into its base" : "model written");
+out:
     mf_modelio_input_free(&mi);
     return rc;
 }
@@ -44,14 +47,17 @@ int mf_stage_export_run(mf_stage_ctx *ctx)
     mf_modelio_input mi;
     int rc = mf_stage_open_model(&mi, ctx, "model", 1, ctx->err);
     if (rc) return rc;
-    if (mi.kept == MF_ADAPTER_NONE)
+    if (mi.kept == MF_ADAPTER_NONE) {
         rc = mf_err_set(ctx->err, MF_EINVAL, "stage '%s': format peft needs an adapter as input; '%s' is a full model",
                         ctx->stage, mi.path);
+        goto out;
+    }
     mf_modelio_output_opts o = {dtype, 0, mi.tokenizer_dir, 0, NULL};
-    if (!rc)
-        rc = mf_modelio_output_adapter(ctx->out_dir, mi.model, mi.kept, &mi.lora, &mi.prefix, mi.base_path, mi.base_digest,
-                                   &o, ctx->err);
-    if (!rc) mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, "adapter written");
+    if ((rc = mf_modelio_output_adapter(ctx->out_dir, mi.model, mi.kept, &mi.lora, &mi.prefix, mi.base_path,
+                                        mi.base_digest, &o, ctx->err)))
+        goto out;
+    mf_stage_progress(ctx, 1, 1, NAN, NAN, 0, "adapter written");
+out:
     mf_modelio_input_free(&mi);
     return rc;
 }

@@ -76,6 +76,48 @@ static int eval_row(const mf_conv *c, mf_rng *rng, mf_json **out, char *why, siz
     return 0;
 }
 
+/* One conversation out: a canonical line (purpose: train), or an eval row cut at a turn drawn from
+ * the line's own seed (purpose: eval). */
+static int write_record(mf_stage_ctx *ctx, mf_rd *rd, mf_dout *out, const mf_conv *c, int eval, const char *line,
+                        size_t len)
+{
+    mf_err *err = ctx->err;
+    int rc;
+    if (!eval) {
+        mf_buf b = MF_BUF_INIT;
+        if ((rc = mf_conv_write_line(&b, c))) rc = mf_err_set(err, rc, "out of memory");
+        else rc = mf_data_out_line(out, b.data, b.len - 1, err);
+        mf_buf_free(&b);
+        return rc;
+    }
+    mf_rng rng;
+    mf_rng_seed(&rng, mf_mix64(ctx->seed) ^ mf_hash64(line, len, 0));
+    mf_json *row = NULL;
+    char why[512];
+    int r2 = eval_row(c, &rng, &row, why, sizeof why);
+    if (r2 == MF_ENOMEM) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    else if (r2) rc = mf_reader_reject(rd, err, "%s", why);
+    else rc = mf_data_out_json(out, row, err);
+    mf_json_free(row);
+    return rc;
+}
+
+static int write_stats(mf_stage_ctx *ctx, mf_rd *rd, const mf_dout *out, int eval, const long long *by_shape)
+{
+    mf_json *stats = mf_json_new_object(), *shapes = mf_json_new_object();
+    for (int s = 1; s < 16; s++)
+        if (by_shape[s]) mf_stats_int(shapes, mf_shape_name((mf_shape)s), by_shape[s]);
+    mf_stats_str(stats, "kind", "format");
+    mf_stats_str(stats, "purpose", eval ? "eval" : "train");
+    mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
+    mf_stats_int(stats, "rows_out", out->rows);
+    mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
+    if (stats) mf_json_set(stats, "shapes", shapes), shapes = NULL;
+    if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
+    mf_json_free(shapes);
+    return mf_stats_write(ctx->out_dir, stats, ctx->err);
+}
+
 int mf_stage_format_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;
@@ -88,63 +130,44 @@ int mf_stage_format_run(mf_stage_ctx *ctx)
     mf_rd *rd = NULL;
     mf_dout out = {0};
     long long by_shape[16] = {0};
-    int rc = mf_data_open(ctx, "data", &rd);
-    if (!rc) rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err);
-    while (!rc) {
+    int rc;
+    if ((rc = mf_data_open(ctx, "data", &rd))) goto out;
+    if ((rc = mf_data_out_open(&out, ctx->out_dir, "data.jsonl", err))) goto out;
+    for (;;) {
         const char *line;
         size_t len;
         mf_json *rec = NULL;
-        rc = mf_data_next(ctx, rd, "format", &line, &len, &rec, err);
-        if (rc <= 0) break;
-        rc = 0;
+        if ((rc = mf_data_next(ctx, rd, "format", &line, &len, &rec, err)) <= 0) break;
         mf_shape sh = shape == MF_SHAPE_AUTO ? mf_shape_detect(rec) : (mf_shape)shape;
         if (sh == MF_SHAPE_TRIPLE || sh == MF_SHAPE_MCQ) {
             mf_json_free(rec);
-            rc = mf_reader_reject(rd, err, "a %s record does not belong in a format stage (use %s)", mf_shape_name(sh),
-                              sh == MF_SHAPE_TRIPLE ? "kg2qa" : "an eval stage with task: mcq");
+            if ((rc = mf_reader_reject(rd, err, "a %s record does not belong in a format stage (use %s)", mf_shape_name(sh),
+                                       sh == MF_SHAPE_TRIPLE ? "kg2qa" : "an eval stage with task: mcq")))
+                goto out;
             continue;
         }
         mf_conv c;
         char why[512];
         int r2 = mf_reader_to_conv(rec, sh, instruction, &c, why, sizeof why);
         mf_json_free(rec);
-        if (r2 == MF_ENOMEM) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); break; }
-        if (r2) { rc = mf_reader_reject(rd, err, "%s", why); continue; }
-        if ((unsigned)sh < 16) by_shape[sh]++;
-        if (!eval) {
-            mf_buf b = MF_BUF_INIT;
-            rc = mf_conv_write_line(&b, &c);
-            if (!rc) rc = mf_data_out_line(&out, b.data, b.len - 1, err);
-            else mf_err_set(err, rc, "out of memory");
-            mf_buf_free(&b);
-        } else {
-            mf_rng rng;
-            mf_rng_seed(&rng, mf_mix64(ctx->seed) ^ mf_hash64(line, len, 0));
-            mf_json *row = NULL;
-            r2 = eval_row(&c, &rng, &row, why, sizeof why);
-            if (r2 == MF_ENOMEM) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            else if (r2) rc = mf_reader_reject(rd, err, "%s", why);
-            else rc = mf_data_out_json(&out, row, err);
-            mf_json_free(row);
+        if (r2 == MF_ENOMEM) {
+            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            goto out;
         }
+        if (r2) {
+            if ((rc = mf_reader_reject(rd, err, "%s", why))) goto out;
+            continue;
+        }
+        if ((unsigned)sh < 16) by_shape[sh]++;
+        rc = write_record(ctx, rd, &out, &c, eval, line, len);
         mf_conv_free(&c);
+        if (rc) goto out;
     }
-    int rc2 = mf_data_out_close(&out, rc ? NULL : err);
-    if (!rc) rc = rc2;
-    if (!rc) {
-        mf_json *stats = mf_json_new_object(), *shapes = mf_json_new_object();
-        for (int s = 1; s < 16; s++)
-            if (by_shape[s]) mf_stats_int(shapes, mf_shape_name((mf_shape)s), by_shape[s]);
-        mf_stats_str(stats, "kind", "format");
-        mf_stats_str(stats, "purpose", eval ? "eval" : "train");
-        mf_stats_int(stats, "rows_in", mf_reader_get_stats(rd)->lines);
-        mf_stats_int(stats, "rows_out", out.rows);
-        mf_stats_int(stats, "dropped_bad", mf_reader_get_stats(rd)->bad);
-        if (stats) mf_json_set(stats, "shapes", shapes), shapes = NULL;
-        if (stats) mf_json_set(stats, "input", mf_reader_stats_json(rd));
-        mf_json_free(shapes);
-        rc = mf_stats_write(ctx->out_dir, stats, err);
-    }
+    if (rc) goto out;
+    if ((rc = mf_data_out_close(&out, err))) goto out;
+    rc = write_stats(ctx, rd, &out, eval, by_shape);
+out:
+    mf_data_out_close(&out, NULL);
     mf_reader_close(rd);
     return rc;
 }

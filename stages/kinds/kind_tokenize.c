@@ -52,7 +52,8 @@ static int sink_flush(sink *s)
     if (!(path = mf_path_join(s->ctx->out_dir, name))) return mf_err_set(s->ctx->err, MF_ENOMEM, "out of memory");
     int rc = mf_tokshard_writer_write(&s->w, path, s->ctx->err);
     free(path);
-    if (!rc && s->shards) {
+    if (rc) return rc;
+    if (s->shards) {
         mf_json *o = mf_json_new_object();
         mf_stats_str(o, "file", name);
         mf_stats_int(o, "tokens", (long long)s->w.n);
@@ -61,8 +62,8 @@ static int sink_flush(sink *s)
         mf_json_push(s->shards, o);
     }
     mf_tokshard_writer_free(&s->w);
-    if (!rc && mf_tokshard_writer_init(&s->w, s->format, s->block, s->vocab)) rc = mf_err_set(s->ctx->err, MF_ENOMEM, "out of memory");
-    return rc;
+    if (mf_tokshard_writer_init(&s->w, s->format, s->block, s->vocab)) return mf_err_set(s->ctx->err, MF_ENOMEM, "out of memory");
+    return 0;
 }
 
 static int sink_add(sink *s, const int32_t *ids, const uint8_t *mask, size_t n, size_t plen)
@@ -89,166 +90,201 @@ static int fmt_of(const mf_json *rec, const char *field)
     return MF_TOKSHARD_SFT;
 }
 
+/* One run: what its steps share. */
+typedef struct {
+    sink s;
+    mf_tok *tok;
+    mf_tpl *tpl;
+    mf_template_encoder enc;
+    mf_template_limits lim;
+    const char *field, *system, *tpl_name;
+    int format;
+    long long block;
+    long long truncated, dropped_rounds, no_target;
+} tokenize;
+
+/* pretrain: the record's field text, as BOS? + ids + EOS? */
+static int add_text(tokenize *t, mf_rd *rd, const mf_json *rec)
+{
+    mf_err *err = t->s.ctx->err;
+    const mf_json *v = mf_json_get_path(rec, t->field);
+    if (!v || v->type != MF_JSON_STRING)
+        return mf_reader_reject(rd, err, v ? "field '%s': expected a string" : "missing field '%s'", t->field);
+    int32_t *ids = NULL, *doc = NULL;
+    size_t n = 0, m = 0;
+    mf_err e2;
+    mf_err_clear(&e2);
+    int rc = mf_tok_encode(t->tok, v->s, v->slen, 0, &ids, &n, &e2);
+    if (rc) {
+        rc = rc == MF_ENOMEM ? mf_err_set(err, rc, "out of memory") : mf_reader_reject(rd, err, "%s", e2.msg);
+        goto out;
+    }
+    if (!(doc = malloc((n + 2) * sizeof *doc))) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (t->enc.bos >= 0) doc[m++] = t->enc.bos;
+    if (n) memcpy(doc + m, ids, n * sizeof *ids);
+    m += n;
+    if (t->enc.eos >= 0) doc[m++] = t->enc.eos;
+    rc = sink_add(&t->s, doc, NULL, m, 0);
+out:
+    free(doc);
+    free(ids);
+    return rc;
+}
+
+/* sft, preference (two documents: chosen, rejected) and prompts: the record as a conversation
+ * through the template. */
+static int add_conv(tokenize *t, mf_rd *rd, const mf_json *rec)
+{
+    mf_err *err = t->s.ctx->err;
+    mf_conv c;
+    char why[512];
+    mf_template_ids x[2];
+    memset(x, 0, sizeof x);
+    int rc = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
+    if (rc) return rc == MF_ENOMEM ? mf_err_set(err, rc, "out of memory") : mf_reader_reject(rd, err, "%s", why);
+    if (t->format == MF_TOKSHARD_PROMPTS) /* up to the last human turn */
+        while (c.n && c.turns[c.n - 1].role == MF_ROLE_GPT) free(c.turns[--c.n].value);
+    const char *finals[2] = {NULL, NULL};
+    int nfin = 1;
+    if (t->format == MF_TOKSHARD_PREFERENCE) {
+        if (!c.chosen || !c.rejected) {
+            rc = mf_reader_reject(rd, err, "a preference record needs chosen and rejected answers");
+            goto out;
+        }
+        finals[0] = c.chosen;
+        finals[1] = c.rejected;
+        nfin = 2;
+    } else if (t->format == MF_TOKSHARD_SFT && (!c.n || c.turns[c.n - 1].role != MF_ROLE_GPT)) {
+        rc = mf_reader_reject(rd, err, "an sft conversation must end with an assistant (gpt) turn");
+        goto out;
+    }
+    mf_err e2;
+    mf_err_clear(&e2);
+    for (int k = 0; k < nfin; k++) {
+        int r2 = mf_template_encode(t->tpl, &c, t->system, finals[k], &t->lim, &t->enc, &x[k], &e2);
+        if (r2) {
+            rc = r2 == MF_ENOMEM ? mf_err_set(err, r2, "out of memory") : mf_reader_reject(rd, err, "%s", e2.msg);
+            goto out;
+        }
+    }
+    for (int k = 0; k < nfin; k++) {
+        t->truncated += x[k].truncated;
+        t->dropped_rounds += x[k].dropped_rounds;
+        if (t->format == MF_TOKSHARD_PROMPTS && x[k].n) memset(x[k].mask, 0, x[k].n); /* history answers are context here */
+        size_t tgt = 0;
+        for (size_t j = 0; j < x[k].n; j++) tgt += x[k].mask[j];
+        if (t->format != MF_TOKSHARD_PROMPTS && !tgt) t->no_target++;
+        if ((rc = sink_add(&t->s, x[k].ids, x[k].mask, x[k].n, x[k].prompt_len))) goto out;
+    }
+out:
+    mf_conv_free(&c);
+    for (int k = 0; k < 2; k++) mf_template_ids_free(&x[k]);
+    return rc;
+}
+
+static int write_index(const tokenize *t)
+{
+    mf_json *idx = mf_json_new_object();
+    mf_stats_str(idx, "format", mf_tokshard_format_name(t->format));
+    mf_stats_int(idx, "version", MF_TOKSHARD_VERSION);
+    mf_stats_int(idx, "block_size", t->block);
+    mf_stats_int(idx, "vocab_size", t->s.vocab);
+    mf_stats_int(idx, "bos_id", t->enc.bos);
+    mf_stats_int(idx, "eos_id", t->enc.eos);
+    mf_stats_str(idx, "template", t->format == MF_TOKSHARD_PRETRAIN ? "" : t->tpl_name);
+    mf_stats_int(idx, "tokens", t->s.tokens);
+    mf_stats_int(idx, "docs", t->s.docs);
+    mf_stats_str(idx, "packed_attention", t->block ? "cross-document (blocks are plain windows; no per-document mask)" : "n/a");
+    if (idx) mf_json_set(idx, "shards", mf_json_clone(t->s.shards));
+    int rc = mf_json_save(t->s.ctx->out_dir, "index.json", idx, t->s.ctx->err);
+    mf_json_free(idx);
+    return rc;
+}
+
+static int write_stats(const tokenize *t, mf_rd *rd)
+{
+    mf_json *st = mf_json_new_object();
+    mf_stats_str(st, "kind", "tokenize");
+    mf_stats_str(st, "format", mf_tokshard_format_name(t->format));
+    mf_stats_int(st, "rows_in", mf_reader_get_stats(rd)->lines);
+    mf_stats_int(st, "rows_out", t->format == MF_TOKSHARD_PREFERENCE ? t->s.docs / 2 : t->s.docs);
+    mf_stats_int(st, "dropped_bad", mf_reader_get_stats(rd)->bad);
+    mf_stats_int(st, "tokens", t->s.tokens);
+    mf_stats_int(st, "target_tokens", t->s.target_tokens);
+    mf_stats_int(st, "truncated", t->truncated);
+    mf_stats_int(st, "dropped_history_rounds", t->dropped_rounds);
+    mf_stats_int(st, "no_target_tokens", t->no_target);
+    if (t->block) {
+        mf_stats_int(st, "blocks", t->s.tokens / t->block);
+        mf_stats_int(st, "tail_tokens_unused", t->s.tokens % t->block);
+    }
+    if (st) mf_json_set(st, "input", mf_reader_stats_json(rd));
+    return mf_stats_write(t->s.ctx->out_dir, st, t->s.ctx->err);
+}
+
 int mf_stage_tokenize_run(mf_stage_ctx *ctx)
 {
     mf_err *err = ctx->err;
     const char *fmt_s = mf_stage_param_str(ctx, "format", "auto");
-    int format = strcmp(fmt_s, "auto") ? mf_tokshard_format_parse(fmt_s) : 0;
-    if (strcmp(fmt_s, "auto") && !format) return mf_err_set(err, MF_EINVAL, "tokenize: unknown format '%s'", fmt_s);
-    long long block = mf_stage_param_int(ctx, "block_size", 0);
-    const char *field = mf_stage_param_str(ctx, "field", "text");
-    const char *system = mf_stage_param_str(ctx, "system", "");
-    const char *tpl_s = mf_stage_param_str(ctx, "template", "default");
-    mf_template_limits lim = {mf_stage_param_int(ctx, "max_source_length", 512), mf_stage_param_int(ctx, "max_target_length", 512),
-                         mf_stage_param_int(ctx, "cutoff_len", 0)};
-    if (block < 0 || block > (1LL << 31)) return mf_err_set(err, MF_EINVAL, "tokenize: block_size out of range");
+    tokenize t;
+    memset(&t, 0, sizeof t);
+    t.format = strcmp(fmt_s, "auto") ? mf_tokshard_format_parse(fmt_s) : 0;
+    if (strcmp(fmt_s, "auto") && !t.format) return mf_err_set(err, MF_EINVAL, "tokenize: unknown format '%s'", fmt_s);
+    t.block = mf_stage_param_int(ctx, "block_size", 0);
+    t.field = mf_stage_param_str(ctx, "field", "text");
+    t.system = mf_stage_param_str(ctx, "system", "");
+    t.tpl_name = mf_stage_param_str(ctx, "template", "default");
+    t.lim = (mf_template_limits){mf_stage_param_int(ctx, "max_source_length", 512),
+                                 mf_stage_param_int(ctx, "max_target_length", 512), mf_stage_param_int(ctx, "cutoff_len", 0)};
+    if (t.block < 0 || t.block > (1LL << 31)) return mf_err_set(err, MF_EINVAL, "tokenize: block_size out of range");
     const char *tok_path = mf_stage_input_path(ctx, "tokenizer");
     if (!tok_path) return mf_err_set(err, MF_EINVAL, "tokenize: input 'tokenizer' is missing");
-    mf_tok *tok = NULL;
-    mf_tpl *tpl = NULL;
     mf_rd *rd = NULL;
-    sink s = {ctx, {0}, 0, 0, 0, 0, 0, 0, 0, mf_json_new_array()};
-    long long truncated = 0, dropped_rounds = 0, no_target = 0;
-    int rc = mf_tok_load(&tok, tok_path, err);
-    if (!rc) rc = mf_template_new(&tpl, tpl_s, err);
-    if (!rc) rc = mf_data_open(ctx, "data", &rd);
-    mf_template_encoder enc = {tok, tok_encode_cb, tok ? mf_tok_bos_id(tok) : -1, tok ? mf_tok_eos_id(tok) : -1};
-    s.vocab = tok ? (uint32_t)mf_tok_vocab_size(tok) : 0;
-    int started = 0;
+    t.s.ctx = ctx;
+    t.s.shards = mf_json_new_array();
+    int rc, started = 0;
     long long row = 0;
-    while (!rc) {
+    if ((rc = mf_tok_load(&t.tok, tok_path, err))) goto out;
+    if ((rc = mf_template_new(&t.tpl, t.tpl_name, err))) goto out;
+    if ((rc = mf_data_open(ctx, "data", &rd))) goto out;
+    t.enc = (mf_template_encoder){t.tok, tok_encode_cb, mf_tok_bos_id(t.tok), mf_tok_eos_id(t.tok)};
+    t.s.vocab = (uint32_t)mf_tok_vocab_size(t.tok);
+    for (;;) {
         mf_json *rec = NULL;
-        rc = mf_reader_next(rd, &rec, err);
-        if (rc <= 0) break;
-        rc = 0;
+        if ((rc = mf_reader_next(rd, &rec, err)) <= 0) break;
         if (!started) {
-            if (!format) format = fmt_of(rec, field);
-            if (format != MF_TOKSHARD_PRETRAIN) block = 0;
-            s.format = format;
-            s.block = (uint32_t)block;
-            if (mf_tokshard_writer_init(&s.w, format, s.block, s.vocab)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+            if (!t.format) t.format = fmt_of(rec, t.field);
+            if (t.format != MF_TOKSHARD_PRETRAIN) t.block = 0;
+            t.s.format = t.format;
+            t.s.block = (uint32_t)t.block;
             started = 1;
-            if (rc) {
+            if (mf_tokshard_writer_init(&t.s.w, t.format, t.s.block, t.s.vocab)) {
                 mf_json_free(rec);
-                break;
+                rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+                goto out;
             }
         }
         if (++row % 1000 == 0) mf_stage_progress(ctx, row, 0, NAN, NAN, NAN, "tokenizing");
-        if (format == MF_TOKSHARD_PRETRAIN) {
-            const mf_json *v = mf_json_get_path(rec, field);
-            if (!v || v->type != MF_JSON_STRING) {
-                rc = mf_reader_reject(rd, err, v ? "field '%s': expected a string" : "missing field '%s'", field);
-            } else {
-                int32_t *ids = NULL;
-                size_t n = 0;
-                mf_err e2;
-                mf_err_clear(&e2);
-                int r2 = mf_tok_encode(tok, v->s, v->slen, 0, &ids, &n, &e2);
-                if (r2) {
-                    rc = r2 == MF_ENOMEM ? mf_err_set(err, r2, "out of memory") : mf_reader_reject(rd, err, "%s", e2.msg);
-                } else {
-                    int32_t *doc = malloc((n + 2) * sizeof *doc);
-                    size_t m = 0;
-                    if (!doc) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-                    else {
-                        if (enc.bos >= 0) doc[m++] = enc.bos;
-                        if (n) memcpy(doc + m, ids, n * sizeof *ids);
-                        m += n;
-                        if (enc.eos >= 0) doc[m++] = enc.eos;
-                        rc = sink_add(&s, doc, NULL, m, 0);
-                    }
-                    free(doc);
-                }
-                free(ids);
-            }
-            mf_json_free(rec);
-            continue;
-        }
-        mf_conv c;
-        char why[512];
-        int r2 = mf_reader_to_conv(rec, MF_SHAPE_AUTO, NULL, &c, why, sizeof why);
+        rc = t.format == MF_TOKSHARD_PRETRAIN ? add_text(&t, rd, rec) : add_conv(&t, rd, rec);
         mf_json_free(rec);
-        if (r2) {
-            rc = r2 == MF_ENOMEM ? mf_err_set(err, r2, "out of memory") : mf_reader_reject(rd, err, "%s", why);
-            continue;
-        }
-        if (format == MF_TOKSHARD_PROMPTS) /* up to the last human turn */
-            while (c.n && c.turns[c.n - 1].role == MF_ROLE_GPT) free(c.turns[--c.n].value);
-        const char *finals[2] = {NULL, NULL};
-        int nfin = 1;
-        if (format == MF_TOKSHARD_PREFERENCE) {
-            if (!c.chosen || !c.rejected) {
-                mf_conv_free(&c);
-                rc = mf_reader_reject(rd, err, "a preference record needs chosen and rejected answers");
-                continue;
-            }
-            finals[0] = c.chosen;
-            finals[1] = c.rejected;
-            nfin = 2;
-        } else if (format == MF_TOKSHARD_SFT && (!c.n || c.turns[c.n - 1].role != MF_ROLE_GPT)) {
-            mf_conv_free(&c);
-            rc = mf_reader_reject(rd, err, "an sft conversation must end with an assistant (gpt) turn");
-            continue;
-        }
-        mf_template_ids x[2];
-        memset(x, 0, sizeof x);
-        mf_err e2;
-        mf_err_clear(&e2);
-        for (int k = 0; k < nfin && !r2; k++) r2 = mf_template_encode(tpl, &c, system, finals[k], &lim, &enc, &x[k], &e2);
-        mf_conv_free(&c);
-        if (r2) rc = r2 == MF_ENOMEM ? mf_err_set(err, r2, "out of memory") : mf_reader_reject(rd, err, "%s", e2.msg);
-        for (int k = 0; k < nfin && !rc && !r2; k++) {
-            truncated += x[k].truncated;
-            dropped_rounds += x[k].dropped_rounds;
-            if (format == MF_TOKSHARD_PROMPTS && x[k].n) memset(x[k].mask, 0, x[k].n); /* history answers are context here */
-            size_t tgt = 0;
-            for (size_t j = 0; j < x[k].n; j++) tgt += x[k].mask[j];
-            if (format != MF_TOKSHARD_PROMPTS && !tgt) no_target++;
-            rc = sink_add(&s, x[k].ids, x[k].mask, x[k].n, x[k].prompt_len);
-        }
-        for (int k = 0; k < 2; k++) mf_template_ids_free(&x[k]);
+        if (rc) goto out;
     }
-    if (!rc && !started) rc = mf_err_set(err, MF_EINVAL, "tokenize: the input holds no records");
-    if (!rc) rc = sink_flush(&s);
-    if (!rc) {
-        mf_json *idx = mf_json_new_object();
-        mf_stats_str(idx, "format", mf_tokshard_format_name(format));
-        mf_stats_int(idx, "version", MF_TOKSHARD_VERSION);
-        mf_stats_int(idx, "block_size", block);
-        mf_stats_int(idx, "vocab_size", s.vocab);
-        mf_stats_int(idx, "bos_id", enc.bos);
-        mf_stats_int(idx, "eos_id", enc.eos);
-        mf_stats_str(idx, "template", format == MF_TOKSHARD_PRETRAIN ? "" : tpl_s);
-        mf_stats_int(idx, "tokens", s.tokens);
-        mf_stats_int(idx, "docs", s.docs);
-        mf_stats_str(idx, "packed_attention", block ? "cross-document (blocks are plain windows; no per-document mask)" : "n/a");
-        if (idx) mf_json_set(idx, "shards", mf_json_clone(s.shards));
-        rc = mf_json_save(ctx->out_dir, "index.json", idx, err);
-        mf_json_free(idx);
+    if (rc) goto out;
+    if (!started) {
+        rc = mf_err_set(err, MF_EINVAL, "tokenize: the input holds no records");
+        goto out;
     }
-    if (!rc) {
-        mf_json *st = mf_json_new_object();
-        mf_stats_str(st, "kind", "tokenize");
-        mf_stats_str(st, "format", mf_tokshard_format_name(format));
-        mf_stats_int(st, "rows_in", mf_reader_get_stats(rd)->lines);
-        mf_stats_int(st, "rows_out", format == MF_TOKSHARD_PREFERENCE ? s.docs / 2 : s.docs);
-        mf_stats_int(st, "dropped_bad", mf_reader_get_stats(rd)->bad);
-        mf_stats_int(st, "tokens", s.tokens);
-        mf_stats_int(st, "target_tokens", s.target_tokens);
-        mf_stats_int(st, "truncated", truncated);
-        mf_stats_int(st, "dropped_history_rounds", dropped_rounds);
-        mf_stats_int(st, "no_target_tokens", no_target);
-        if (block) {
-            mf_stats_int(st, "blocks", s.tokens / block);
-            mf_stats_int(st, "tail_tokens_unused", s.tokens % block);
-        }
-        if (st) mf_json_set(st, "input", mf_reader_stats_json(rd));
-        rc = mf_stats_write(ctx->out_dir, st, err);
-    }
-    mf_json_free(s.shards);
-    mf_tokshard_writer_free(&s.w);
+    if ((rc = sink_flush(&t.s))) goto out;
+    if ((rc = write_index(&t))) goto out;
+    rc = write_stats(&t, rd);
+out:
+    mf_json_free(t.s.shards);
+    mf_tokshard_writer_free(&t.s.w);
     mf_reader_close(rd);
-    mf_template_free(tpl);
-    mf_tok_free(tok);
+    mf_template_free(t.tpl);
+    mf_tok_free(t.tok);
     return rc;
 }

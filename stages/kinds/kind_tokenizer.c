@@ -73,6 +73,48 @@ static int feed_text(run_t *r, const char *s, size_t n)
     return mf_bpe_trainer_feed(r->tr, s, n, r->ctx->err);
 }
 
+/* A .txt line: the text, newline included. */
+static int feed_txt_line(run_t *r, const char *path, long lineno, const char *line, size_t n)
+{
+    size_t bad = mf_utf8_invalid_at(line, n);
+    if (bad != (size_t)-1) return bad_record(r, path, lineno, (int)bad + 1, "not valid UTF-8");
+    return feed_text(r, line, n);
+}
+
+/* A JSONL line: the string in its field (blank lines are skipped). */
+static int feed_json_line(run_t *r, const char *path, long lineno, const char *line, size_t n)
+{
+    size_t k = 0;
+    while (k < n && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' || line[k] == '\n')) k++;
+    if (k == n) return 0; /* blank line */
+    mf_json *j = NULL;
+    mf_err perr = {0};
+    if (mf_json_parse(&j, line, n, path, &perr)) {
+        char reason[700];
+        snprintf(reason, sizeof reason, "%s", perr.msg);
+        return bad_record(r, path, lineno, perr.col, reason);
+    }
+    const mf_json *v = j->type == MF_JSON_OBJECT ? mf_json_get(j, r->field) : NULL;
+    int rc;
+    if (j->type != MF_JSON_OBJECT) {
+        char reason[200];
+        snprintf(reason, sizeof reason, "expected a JSON object, found %s", mf_json_type_name(j->type));
+        rc = bad_record(r, path, lineno, j->col, reason);
+    } else if (!v) {
+        char reason[300];
+        snprintf(reason, sizeof reason, "missing field '%.200s'", r->field);
+        rc = bad_record(r, path, lineno, j->col, reason);
+    } else if (v->type != MF_JSON_STRING) {
+        char reason[300];
+        snprintf(reason, sizeof reason, "field '%.200s' should be a string, found %s", r->field, mf_json_type_name(v->type));
+        rc = bad_record(r, path, lineno, v->col, reason);
+    } else {
+        rc = feed_text(r, v->s, v->slen);
+    }
+    mf_json_free(j);
+    return rc;
+}
+
 static int feed_file(run_t *r, const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -84,49 +126,14 @@ static int feed_file(run_t *r, const char *path)
     ssize_t got;
     long lineno = 0;
     int rc = 0;
-    while (!rc && !r->done && (got = getline(&line, &cap, f)) >= 0) {
+    while (!r->done && (got = getline(&line, &cap, f)) >= 0) {
         lineno++;
         r->lines++;
-        size_t n = (size_t)got;
-        if (!jsonl) {
-            size_t bad = mf_utf8_invalid_at(line, n);
-            if (bad != (size_t)-1) {
-                rc = bad_record(r, path, lineno, (int)bad + 1, "not valid UTF-8");
-                continue;
-            }
-            rc = feed_text(r, line, n);
-            continue;
-        }
-        size_t k = 0;
-        while (k < n && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' || line[k] == '\n')) k++;
-        if (k == n) continue; /* blank line */
-        mf_json *j = NULL;
-        mf_err perr = {0};
-        if (mf_json_parse(&j, line, n, path, &perr)) {
-            char reason[700];
-            snprintf(reason, sizeof reason, "%s", perr.msg);
-            rc = bad_record(r, path, lineno, perr.col, reason);
-            continue;
-        }
-        const mf_json *v = j->type == MF_JSON_OBJECT ? mf_json_get(j, r->field) : NULL;
-        if (j->type != MF_JSON_OBJECT) {
-            char reason[200];
-            snprintf(reason, sizeof reason, "expected a JSON object, found %s", mf_json_type_name(j->type));
-            rc = bad_record(r, path, lineno, j->col, reason);
-        } else if (!v) {
-            char reason[300];
-            snprintf(reason, sizeof reason, "missing field '%.200s'", r->field);
-            rc = bad_record(r, path, lineno, j->col, reason);
-        } else if (v->type != MF_JSON_STRING) {
-            char reason[300];
-            snprintf(reason, sizeof reason, "field '%.200s' should be a string, found %s", r->field, mf_json_type_name(v->type));
-            rc = bad_record(r, path, lineno, v->col, reason);
-        } else {
-            rc = feed_text(r, v->s, v->slen);
-        }
-        mf_json_free(j);
+        rc = jsonl ? feed_json_line(r, path, lineno, line, (size_t)got) : feed_txt_line(r, path, lineno, line, (size_t)got);
+        if (rc) goto out;
     }
-    if (!rc && ferror(f)) rc = mf_err_errno(r->ctx->err, MF_EIO, "reading '%s'", path);
+    if (ferror(f)) rc = mf_err_errno(r->ctx->err, MF_EIO, "reading '%s'", path);
+out:
     free(line);
     fclose(f);
     return rc;
@@ -147,26 +154,30 @@ static int feed_path(run_t *r, const char *path)
         size_t l = strlen(e->d_name);
         if (!((l > 6 && !strcmp(e->d_name + l - 6, ".jsonl")) || (l > 4 && !strcmp(e->d_name + l - 4, ".txt")))) continue;
         if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, cap * sizeof *nn);
+            size_t nc = cap ? cap * 2 : 16;
+            char **nn = realloc(names, nc * sizeof *nn);
             if (!nn) {
-                rc = MF_ENOMEM;
-                break;
+                rc = mf_err_set(r->ctx->err, MF_ENOMEM, "out of memory listing '%s'", path);
+                goto out;
             }
             names = nn;
+            cap = nc;
         }
         if (!(names[n] = mf_path_join(path, e->d_name))) {
-            rc = MF_ENOMEM;
-            break;
+            rc = mf_err_set(r->ctx->err, MF_ENOMEM, "out of memory listing '%s'", path);
+            goto out;
         }
         n++;
     }
+    if (n == 0) {
+        rc = mf_err_set(r->ctx->err, MF_EINVAL, "directory '%s' holds no *.jsonl or *.txt files", path);
+        goto out;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n && !r->done; i++)
+        if (mf_is_file(names[i]) && (rc = feed_file(r, names[i]))) goto out;
+out:
     closedir(d);
-    if (rc) mf_err_set(r->ctx->err, rc, "out of memory listing '%s'", path);
-    if (!rc && n == 0) rc = mf_err_set(r->ctx->err, MF_EINVAL, "directory '%s' holds no *.jsonl or *.txt files", path);
-    if (!rc) qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n && !rc && !r->done; i++)
-        if (mf_is_file(names[i])) rc = feed_file(r, names[i]);
     for (size_t i = 0; i < n; i++) free(names[i]);
     free(names);
     return rc;
@@ -183,6 +194,42 @@ static int write_out(mf_stage_ctx *ctx, const char *name, mf_buf *b)
     if (!p) return mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
     int rc = mf_write_file_atomic(p, b->data, b->len, 0644, ctx->err);
     free(p);
+    return rc;
+}
+
+/* What we write must load. */
+static int check_loads(mf_stage_ctx *ctx, const mf_buf *js)
+{
+    mf_tok *tok = NULL;
+    int rc = mf_tok_load_mem(&tok, js->data, js->len, "tokenizer.json", ctx->err);
+    if (rc) mf_err_wrap(ctx->err, "tokenizer: the trained tokenizer does not load (bug)");
+    mf_tok_free(tok);
+    return rc;
+}
+
+static int stats_json(mf_stage_ctx *ctx, const run_t *r, const mf_bpe_train_stats *st, mf_buf *out)
+{
+    mf_json *s = mf_json_new_object(), *ex = mf_json_new_array();
+    int rc = 0;
+    if (!s || !ex) {
+        mf_json_free(ex);
+        rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
+        goto out;
+    }
+    mf_json_set(s, "texts", mf_json_new_int((int64_t)st->texts));
+    mf_json_set(s, "lines", mf_json_new_int((int64_t)r->lines));
+    mf_json_set(s, "bytes", mf_json_new_int((int64_t)st->bytes));
+    mf_json_set(s, "words", mf_json_new_int((int64_t)st->words));
+    mf_json_set(s, "unique_words", mf_json_new_int((int64_t)st->unique_words));
+    mf_json_set(s, "merges", mf_json_new_int((int64_t)st->merges));
+    mf_json_set(s, "vocab_size", mf_json_new_int((int64_t)st->vocab_size));
+    mf_json_set(s, "bad_records", mf_json_new_int((int64_t)r->bad));
+    for (int i = 0; i < r->n_examples; i++) mf_json_push(ex, mf_json_new_str(r->examples[i]));
+    mf_json_set(s, "bad_record_examples", ex);
+    mf_json_set(s, "truncated_at_max_chars", mf_json_new_bool(r->done));
+    if (mf_json_write(out, s, MF_JSON_SORTED | MF_JSON_PRETTY)) rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
+out:
+    mf_json_free(s);
     return rc;
 }
 
@@ -217,55 +264,31 @@ int mf_stage_tokenizer_run(mf_stage_ctx *ctx)
     int rc = mf_bpe_trainer_new(&r.tr, &o, ctx->err);
     free(specials);
     if (rc) return rc;
+    mf_buf js = MF_BUF_INIT, cfg = MF_BUF_INIT, stats = MF_BUF_INIT;
+    mf_bpe_train_stats st;
     double t0 = mf_monotonic();
     mf_stage_progress(ctx, 0, 0, NAN, NAN, NAN, "counting words");
-    for (size_t i = 0; i < in->n && !rc && !r.done; i++) rc = feed_path(&r, in->paths[i]);
-    mf_bpe_train_stats st;
+    for (size_t i = 0; i < in->n && !r.done; i++)
+        if ((rc = feed_path(&r, in->paths[i]))) goto out;
     mf_bpe_trainer_stats(r.tr, &st);
-    if (!rc && st.texts == 0) rc = mf_err_set(ctx->err, MF_EINVAL, "tokenizer: the corpus holds no text");
-    if (!rc) rc = mf_bpe_trainer_train(r.tr, ctx->err);
-    mf_buf js = MF_BUF_INIT, cfg = MF_BUF_INIT, stats = MF_BUF_INIT;
-    if (!rc) rc = mf_bpe_trainer_write_json(r.tr, &js, ctx->err);
-    if (!rc) rc = mf_bpe_trainer_write_config(r.tr, &cfg, ctx->err);
-    if (!rc) { /* what we write must load */
-        mf_tok *tok = NULL;
-        rc = mf_tok_load_mem(&tok, js.data, js.len, "tokenizer.json", ctx->err);
-        if (rc) mf_err_wrap(ctx->err, "tokenizer: the trained tokenizer does not load (bug)");
-        mf_tok_free(tok);
+    if (st.texts == 0) {
+        rc = mf_err_set(ctx->err, MF_EINVAL, "tokenizer: the corpus holds no text");
+        goto out;
     }
-    if (!rc) {
-        mf_bpe_trainer_stats(r.tr, &st);
-        mf_json *s = mf_json_new_object(), *ex = mf_json_new_array();
-        if (!s || !ex) {
-            mf_json_free(s);
-            mf_json_free(ex);
-            rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
-        } else {
-            mf_json_set(s, "texts", mf_json_new_int((int64_t)st.texts));
-            mf_json_set(s, "lines", mf_json_new_int((int64_t)r.lines));
-            mf_json_set(s, "bytes", mf_json_new_int((int64_t)st.bytes));
-            mf_json_set(s, "words", mf_json_new_int((int64_t)st.words));
-            mf_json_set(s, "unique_words", mf_json_new_int((int64_t)st.unique_words));
-            mf_json_set(s, "merges", mf_json_new_int((int64_t)st.merges));
-            mf_json_set(s, "vocab_size", mf_json_new_int((int64_t)st.vocab_size));
-            mf_json_set(s, "bad_records", mf_json_new_int((int64_t)r.bad));
-            for (int i = 0; i < r.n_examples; i++) mf_json_push(ex, mf_json_new_str(r.examples[i]));
-            mf_json_set(s, "bad_record_examples", ex);
-            mf_json_set(s, "truncated_at_max_chars", mf_json_new_bool(r.done));
-            rc = mf_json_write(&stats, s, MF_JSON_SORTED | MF_JSON_PRETTY);
-            mf_json_free(s);
-            if (rc) rc = mf_err_set(ctx->err, MF_ENOMEM, "out of memory");
-        }
-    }
-    if (!rc) rc = write_out(ctx, "tokenizer.json", &js);
-    if (!rc) rc = write_out(ctx, "tokenizer_config.json", &cfg);
-    if (!rc) rc = write_out(ctx, "stats.json", &stats);
-    if (!rc) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "vocab %zu (%zu merges) from %llu texts in %.1fs", st.vocab_size, st.merges,
-                 (unsigned long long)st.texts, mf_monotonic() - t0);
-        mf_stage_progress(ctx, (long long)st.merges, (long long)st.merges, NAN, NAN, 0, msg);
-    }
+    if ((rc = mf_bpe_trainer_train(r.tr, ctx->err))) goto out;
+    if ((rc = mf_bpe_trainer_write_json(r.tr, &js, ctx->err))) goto out;
+    if ((rc = mf_bpe_trainer_write_config(r.tr, &cfg, ctx->err))) goto out;
+    if ((rc = check_loads(ctx, &js))) goto out;
+    mf_bpe_trainer_stats(r.tr, &st);
+    if ((rc = stats_json(ctx, &r, &st, &stats))) goto out;
+    if ((rc = write_out(ctx, "tokenizer.json", &js))) goto out;
+    if ((rc = write_out(ctx, "tokenizer_config.json", &cfg))) goto out;
+    if ((rc = write_out(ctx, "stats.json", &stats))) goto out;
+    char msg[200];
+    snprintf(msg, sizeof msg, "vocab %zu (%zu merges) from %llu texts in %.1fs", st.vocab_size, st.merges,
+             (unsigned long long)st.texts, mf_monotonic() - t0);
+    mf_stage_progress(ctx, (long long)st.merges, (long long)st.merges, NAN, NAN, 0, msg);
+out:
     mf_buf_free(&js);
     mf_buf_free(&cfg);
     mf_buf_free(&stats);

@@ -1,6 +1,6 @@
 /*
  * stages/train/train_model.c — finetune modes and adapter chaining for the
- * training kinds (see train_common.h).
+ * training kinds (see train_model.h).
  */
 #include "stages/train/train_model.h"
 

@@ -132,7 +132,7 @@ TEST(test_run_local_refuses_a_multi_node_stage)
 
 static mf_stage stage_with(const char *name, int nodes, int gpus, int ranks, int cpus, long long mem_mb)
 {
-    static mf_kind kind = {"dcpt", 1, "", NULL, NULL, 0, {0, 1, 0}, NULL, 0};
+    static mf_kind kind = {"dcpt", 1, "", NULL, NULL, 0, {0, 1, 0}, NULL};
     mf_stage st;
     memset(&st, 0, sizeof st);
     st.name = (char *)name;

@@ -6,9 +6,8 @@
  * this file is linked into the test runner and into
  * build/<cfg>/tests/medflow-testkinds (engine/main.c + this file +
  * libmedflow), never into ./medflow — medflow itself never runs arbitrary
- * commands from a graph. A constructor registers the kinds
- * (mf_registry_add_test_kind), their run functions (mf_stage_add_test_impl)
- * and turns test kinds on.
+ * commands from a graph. A constructor adds the kinds with their run
+ * functions through the general mf_stage_add_kind (stages/stage.h).
  *
  * MEDFLOW_TEST_WRITE_FILE_VERSION=N overrides write-file's kind version, so a
  * test can simulate a kind-version bump.
@@ -65,14 +64,14 @@ static const mf_param_spec *const g_ranks[] = {p_ranks, NULL};
 static const mf_param_spec p_none[] = {END};
 static const mf_param_spec *const g_none_params[] = {p_none, NULL};
 
-static const mf_kind k_sleep = {"sleep", 1, "test: sleep, report progress, write a file", s_opt_in, g_sleep, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_fail = {"fail", 1, "test: print a message and fail", s_opt_in, g_fail, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.txt", s_opt_in, g_write, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_tinymodel = {"tiny-model", 1, "test: builds a tiny model on the default backend, writes which", s_none, g_none_params, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_mpisum = {"mpi-sum", 1, "test: MPI ranks check the fixed-order reductions", s_none, g_mpisum, MF_A_TEXT, {0, 1, 16}, NULL, 1};
-static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL, 1};
+static const mf_kind k_sleep = {"sleep", 1, "test: sleep, report progress, write a file", s_opt_in, g_sleep, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_fail = {"fail", 1, "test: print a message and fail", s_opt_in, g_fail, MF_A_TEXT, {0, 1, 16}, NULL};
+static mf_kind k_write = {"write-file", 1, "test: write params.text to out/file.txt", s_opt_in, g_write, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_copy = {"copy-input", 1, "test: copy the input to out/", s_in, g_copy, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_noimpl = {"no-impl", 3, "test: a kind with no implementation", s_none, g_copy, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_tinymodel = {"tiny-model", 1, "test: builds a tiny model on the default backend, writes which", s_none, g_none_params, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_mpisum = {"mpi-sum", 1, "test: MPI ranks check the fixed-order reductions", s_none, g_mpisum, MF_A_TEXT, {0, 1, 16}, NULL};
+static const mf_kind k_ranks = {"ranks", 1, "test: N ranks check they got disjoint devices and one rendezvous", s_none, g_ranks, MF_A_TEXT, {0, 1, 16}, NULL};
 
 static int write_text(mf_stage_ctx *c, const char *name, const char *text)
 {
@@ -291,20 +290,12 @@ __attribute__((constructor)) static void register_test_kinds(void)
 {
     const char *v = getenv("MEDFLOW_TEST_WRITE_FILE_VERSION");
     if (v && atoi(v) > 0) k_write.version = atoi(v);
-    mf_registry_add_test_kind(&k_sleep);
-    mf_registry_add_test_kind(&k_fail);
-    mf_registry_add_test_kind(&k_write);
-    mf_registry_add_test_kind(&k_copy);
-    mf_registry_add_test_kind(&k_ranks);
-    mf_registry_add_test_kind(&k_mpisum);
-    mf_registry_add_test_kind(&k_tinymodel);
-    mf_registry_add_test_kind(&k_noimpl); /* registered, deliberately without a run function */
-    mf_stage_add_test_impl("sleep", run_sleep);
-    mf_stage_add_test_impl("fail", run_fail);
-    mf_stage_add_test_impl("write-file", run_write);
-    mf_stage_add_test_impl("copy-input", run_copy);
-    mf_stage_add_test_impl("ranks", run_ranks);
-    mf_stage_add_test_impl("mpi-sum", run_mpisum);
-    mf_stage_add_test_impl("tiny-model", run_tinymodel);
-    mf_registry_enable_test_kinds();
+    mf_stage_add_kind(&k_sleep, run_sleep);
+    mf_stage_add_kind(&k_fail, run_fail);
+    mf_stage_add_kind(&k_write, run_write);
+    mf_stage_add_kind(&k_copy, run_copy);
+    mf_stage_add_kind(&k_ranks, run_ranks);
+    mf_stage_add_kind(&k_mpisum, run_mpisum);
+    mf_stage_add_kind(&k_tinymodel, run_tinymodel);
+    mf_stage_add_kind(&k_noimpl, NULL); /* described, deliberately without a run function */
 }
