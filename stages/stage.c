@@ -94,3 +94,8 @@ void mf_stage_progress(const mf_stage_ctx *ctx, long long step, long long total,
     if (mf_buf_ok(&b)) write_all(ctx->progress_fd, &b);
     mf_buf_free(&b);
 }
+
+int mf_stage_stop_requested(const mf_stage_ctx *ctx, long step)
+{
+    return ctx->stop_requested ? ctx->stop_requested(ctx, step) : 0;
+}

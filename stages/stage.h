@@ -70,6 +70,12 @@ typedef struct mf_stage_ctx {
     const char *precision;
     int progress_fd;         /* -1 when nobody listens */
     mf_err *err;
+    /* Asked by a training loop right after each checkpoint is on disk: nonzero stops the stage
+     * there with MF_EINTERRUPTED, exactly as an interruption at that point would (the next attempt
+     * with the same work_dir resumes from the checkpoint). NULL: never. This is how a caller asks
+     * for a clean stop at a step boundary; the resume tests use it to interrupt at a known step. */
+    int (*stop_requested)(const struct mf_stage_ctx *ctx, long step);
+    void *stop_ud;           /* for stop_requested */
 } mf_stage_ctx;
 
 typedef int (*mf_stage_run_fn)(mf_stage_ctx *ctx);
@@ -86,6 +92,8 @@ mf_stage_run_fn mf_stage_impl(const char *kind);
 int mf_stage_add_kind(const mf_kind *k, mf_stage_run_fn run);
 
 /* Helpers for run functions. */
+/* ctx->stop_requested(ctx, step), or 0 when none is set. */
+int mf_stage_stop_requested(const mf_stage_ctx *ctx, long step);
 const mf_stage_input *mf_stage_input_get(const mf_stage_ctx *ctx, const char *slot);
 /* First path of a slot, or NULL. */
 const char *mf_stage_input_path(const mf_stage_ctx *ctx, const char *slot);

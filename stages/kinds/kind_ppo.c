@@ -830,8 +830,9 @@ static int ppo_checkpoint(ppo *P, const mf_stage_ctx *ctx, long it)
     ns.n_aux = 5;
     int rc = mf_trainer_ckpt_save(ctx->work_dir, P->tm.in.model, P->opt, &ns, &P->cc, ctx->err);
     if (rc) return rc;
-    if (mf_trainer_test_stop_after && it + 1 >= mf_trainer_test_stop_after)
-        return mf_err_set(ctx->err, MF_EINTERRUPTED, "stopped after iteration %ld (test hook)", it + 1);
+    if (mf_stage_stop_requested(ctx, it + 1))
+        return mf_err_set(ctx->err, MF_EINTERRUPTED, "stopped after iteration %ld, as asked (the checkpoint is saved)",
+                          it + 1);
     return 0;
 }
 

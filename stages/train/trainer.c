@@ -19,7 +19,6 @@
 #include "stages/registry.h"
 #include "modelio/safetensors.h"
 
-long mf_trainer_test_stop_after = 0;
 
 /* ---------------------------------------------------------------- params */
 
@@ -582,8 +581,9 @@ static int train_step(trainer_run *r, mf_err *err)
     }
     if (r->lead && ctx->work_dir && (r->s.step % r->ckpt_every == 0) && r->s.step < r->total) {
         if ((rc = save_ckpt(ctx->work_dir, r->m, r->opt, &r->s, c, err))) return rc;
-        if (mf_trainer_test_stop_after && r->s.step >= mf_trainer_test_stop_after)
-            return mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld (test hook)", r->s.step);
+        if (mf_stage_stop_requested(ctx, r->s.step))
+            return mf_err_set(err, MF_EINTERRUPTED, "stopped after step %ld, as asked (the checkpoint is saved)",
+                              r->s.step);
     }
     return 0;
 }

@@ -94,8 +94,4 @@ int mf_trainer_metrics_truncate(const char *path, long upto, mf_err *err);
  * out_dir/metrics.jsonl as {"stage", "step", "warning"} so the report shows it. */
 int mf_trainer_warn(const mf_stage_ctx *ctx, long step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Tests: stop with MF_EINTERRUPTED right after the checkpoint of this step
- * (0 = never) — simulates a killed run. */
-extern long mf_trainer_test_stop_after;
-
 #endif

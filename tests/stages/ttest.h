@@ -19,6 +19,15 @@
 
 #define TT_MAX_IN 6
 
+/* When > 0, the next tt_run stops its training loop at the first checkpoint at or after this step
+ * (through mf_stage_ctx.stop_requested), as an interruption would. */
+static long tt_stop_after;
+static inline int tt_stop_cb(const mf_stage_ctx *ctx, long step)
+{
+    (void)ctx;
+    return tt_stop_after > 0 && step >= tt_stop_after;
+}
+
 typedef struct {
     mf_stage_ctx ctx;
     mf_stage_input in[TT_MAX_IN];
@@ -47,7 +56,8 @@ static inline int tt_run(char *msg, size_t msgn, const char *kind, const char *p
     va_end(ap);
     t.ctx = (mf_stage_ctx){.stage = kind, .kind = mf_kind_find(kind), .params = t.params, .inputs = t.in,
                            .n_inputs = n, .out_dir = out_dir, .work_dir = work_dir, .seed = 42,
-                           .precision = "fp32", .progress_fd = -1, .err = &t.err, .devices = "", .rendezvous = ""};
+                           .precision = "fp32", .progress_fd = -1, .err = &t.err, .devices = "", .rendezvous = "",
+                           .stop_requested = tt_stop_after > 0 ? tt_stop_cb : NULL};
     mf_stage_run_fn fn = mf_stage_impl(kind);
     if (!fn) return -101;
     int rc = fn(&t.ctx);

@@ -227,11 +227,11 @@ TEST(test_train_resume_matches_uninterrupted_run)
                     "\"grad_accum\": 2, \"lr\": 0.005, \"warmup_ratio\": 0.25, \"checkpoint_every\": 2}";
     REQUIRE(tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "full"), tt_path(d, "w1"), "model", tt_path(d, "base"), "data",
                    data, NULL) == 0);
-    mf_trainer_test_stop_after = 4;
+    tt_stop_after = 4;
     int rc = tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "part"), tt_path(d, "w2"), "model", tt_path(d, "base"),
                     "data", data, NULL);
     CHECK_INT(rc, MF_EINTERRUPTED);
-    mf_trainer_test_stop_after = 0;
+    tt_stop_after = 0;
     CHECK(mf_is_file(tt_path(d, "w2/ckpt/state.json")));
     rc = tt_run(msg, sizeof msg, "dcpt", p, tt_path(d, "resumed"), tt_path(d, "w2"), "model", tt_path(d, "base"), "data",
                 data, NULL);

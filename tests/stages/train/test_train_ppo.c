@@ -239,10 +239,10 @@ TEST(test_train_ppo_resume_matches_uninterrupted_run)
                 tt_path(d, "rm"), "data", pref, NULL);
     if (rc) printf("    %s\n", msg);
     REQUIRE(rc == 0);
-    mf_trainer_test_stop_after = 2;
+    tt_stop_after = 2;
     rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "part"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
                 tt_path(d, "rm"), "data", pref, NULL);
-    mf_trainer_test_stop_after = 0;
+    tt_stop_after = 0;
     CHECK_INT(rc, MF_EINTERRUPTED);
     rc = tt_run(msg, sizeof msg, "ppo", p, tt_path(d, "resumed"), tt_path(d, "w2"), "model", tt_path(d, "base"), "reward",
                 tt_path(d, "rm"), "data", pref, NULL);
