@@ -312,7 +312,9 @@ static int open_rec(mf_modelio_input *out, const char *path, int keep, const cha
                     int depth, mf_err *err)
 {
     if (!(out->path = strdup(path))) return nomem(err);
-    if (has_file(path, "tokenizer.json") && !(out->tokenizer_dir = strdup(path))) return nomem(err);
+    /* tokenizer.json, or ChatGLM-6B's SentencePiece ice_text.model (tokenizer/tok_chatglm.c) */
+    if ((has_file(path, "tokenizer.json") || has_file(path, "ice_text.model")) && !(out->tokenizer_dir = strdup(path)))
+        return nomem(err);
     int rc;
     if (has_file(path, "config.json")) rc = open_full(out, path, err);
     else if (has_file(path, "adapter_config.json")) rc = open_adapter(out, path, keep, alt, n_alt, depth, err);
