@@ -156,7 +156,7 @@ static int is_model_dir(const char *d);
 /* The base named by base.json, or NULL: "base_path" (absolute; relative to the
  * adapter dir, else to the working directory), else the store's materialised
  * tree of "base_digest" beside the adapter (<dir>/../<hex of the digest>). */
-static char *base_path_of(const char *dir)
+char *mf_modelio_adapter_base(const char *dir)
 {
     char *bj = mf_path_join(dir, "base.json");
     mf_json *o = NULL;
@@ -252,7 +252,7 @@ static int open_adapter(mf_modelio_input *out, const char *path, int keep, const
                         int depth, mf_err *err)
 {
     if (depth >= MAX_DEPTH) return mf_err_set(err, MF_EINVAL, "%s: adapter chain deeper than %d", path, MAX_DEPTH);
-    char *base = base_path_of(path);
+    char *base = mf_modelio_adapter_base(path);
     for (size_t i = 0; !base && i < n_alt; i++)
         if (alt[i] && strcmp(alt[i], path) && is_model_dir(alt[i])) base = strdup(alt[i]);
     if (!base)
