@@ -10,8 +10,8 @@
  *     journal/<run>.jsonl  a running engine's manifests until its ledger commit (engine/journal.h)
  *     state/<graph>.recorded  the output the ledger last recorded per stage
  * Opening is cheap (no lock, no ledger): `status` and a no-op `run` only
- * stat sources and read action-cache entries. mf_estore_lock is taken by a
- * run that starts something.
+ * stat sources and read action-cache entries. mf_estore_lock (shared) is
+ * taken by a run before it plans.
  */
 #ifndef MF_ESTORE_H
 #define MF_ESTORE_H
@@ -39,7 +39,8 @@ int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err);
  * found; 0 when some output differs (an input changed back, a run killed before its record), so
  * that a run with nothing to do still records which outputs are current. */
 int mf_estore_recorded_current(mf_estore *s, const mf_plan *p);
-/* The writer lock (fails fast with MF_EBUSY when another engine holds it). */
+/* A run's store lock: shared with other runs (each stage key has its own
+ * build lock, see mf_run_io.key_lock), exclusive of gc; waits while gc runs. */
 int mf_estore_lock(mf_estore *s, mf_err *err);
 
 #endif
