@@ -64,7 +64,7 @@ static const mf_param_spec adapters[] = {
     END};
 
 static const mf_param_spec sequence[] = {
-    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, or a template string"),
+    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, chatglm6b, chatglm3, or a template string"),
     P_STR("system", "", "system prompt added to every conversation"),
     P_INT("max_source_length", "512", 1, 1 << 20, "prompt tokens kept (truncated from the left of the history)"),
     P_INT("max_target_length", "512", 1, 1 << 20, "response tokens kept (truncated on the right)"),
