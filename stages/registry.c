@@ -55,7 +55,7 @@ static const mf_param_spec adapters[] = {
     P_INT("lora.rank", "8", 1, 4096, "LoRA rank r"),
     P_FLT("lora.alpha", "16", 0, 1e6, "LoRA alpha; the update is scaled by alpha/rank"),
     P_FLT("lora.dropout", "0", 0, 0.99, "dropout on the LoRA input path"),
-    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM and ChatGLM2"),
+    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM, ChatGLM and ChatGLM2"),
     P_INT("freeze.trainable_layers", "2", 1, 1000, "freeze-tuning: only the last N layers train"),
     P_LIST("freeze.modules", "[]", "freeze-tuning: only these modules of those layers train (self_attn, mlp, ...); [] = all"),
     P_INT("ptuning.pre_seq_len", "16", 1, 4096, "P-Tuning v2: prefix length per layer"),
@@ -66,7 +66,7 @@ static const mf_param_spec adapters[] = {
     END};
 
 static const mf_param_spec sequence[] = {
-    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, or a template string"),
+    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, chatglm6b, chatglm3, or a template string"),
     P_STR("system", "", "system prompt added to every conversation"),
     P_INT("max_source_length", "512", 1, 1 << 20, "prompt tokens kept (truncated from the left of the history)"),
     P_INT("max_target_length", "512", 1, 1 << 20, "response tokens kept (truncated on the right)"),
@@ -98,7 +98,7 @@ static const mf_param_spec p_tokenizer[] = {
     END};
 
 static const mf_param_spec p_init[] = {
-    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2", "model family (docs/model.md)"),
+    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2|chatglm", "model family (docs/model.md)"),
     P_INT("hidden_size", "256", 8, 1 << 20, "model width"),
     P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width (BLOOM: always 4 x hidden_size)"),
     P_INT("num_hidden_layers", "4", 1, 1024, "transformer layers"),
