@@ -866,6 +866,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     if (rc) return rc;
     if ((rc = make_run_id(res->run_id, sizeof res->run_id, err))) return rc;
     if ((rc = mf_mkdir_p(io->tmp_dir, 0755, err))) return rc;
+    mf_fs_set_scratch(io->tmp_dir); /* spec files and job dirs: never durable state, no fsync */
     if ((rc = executor_new(r, err))) return rc;
     if ((rc = validate_requests(r, err))) goto out;
     if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
@@ -900,6 +901,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             mf_err_str(&e, res->record_error, sizeof res->record_error);
     }
 out:
+    mf_fs_set_scratch(NULL);
     for (size_t i = 0; r->key_fd && i < r->g->n_stages; i++) release_key(r, i);
     if (r->x) r->x->free(r->x);
     free(r->jobs);
