@@ -118,6 +118,12 @@ int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, 
  * NULL) gets a malloc'd copy of the recorded run id ("" if none). */
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err);
 int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err);
+/* The same with the build identity the output was computed with (kernels/build_id.c; "" or NULL: none
+ * recorded); *build (may be NULL) gets a malloc'd copy. */
+int mf_store_key_put_build(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id,
+                           const char *build, mf_err *err);
+int mf_store_key_get_build(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, char **build,
+                           mf_err *err);
 
 typedef struct mf_store_obj {
     mf_digest digest;
