@@ -66,10 +66,9 @@ write("prompts.jsonl", [{"prompt": r["question"]} for r in train[5200:5400]])
 # validation split: SFT/DCPT validation conversations and RM/DPO validation pairs.
 write("sft_val.jsonl", [conv(r) for r in val[:100]])
 write("prefs_val.jsonl", pairs(val[100:200], rng))
-# test split: held-out QA, its answers as text for held-out perplexity, and held-out pairs.
+# test split: held-out QA and its answers as text for held-out perplexity.
 write("qa_test.jsonl", test)
 write("text_test.jsonl", [{"text": r["answer"]} for r in test])
-write("prefs_test.jsonl", pairs(test, rng))
 
 # MCQ: 40 per CMMLU medical subject (seeded), so per-category accuracy has some support.
 mcq = read("mcq/cmmlu_medical.jsonl")

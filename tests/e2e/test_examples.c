@@ -18,7 +18,7 @@
 
 static const char *train_files[] = {"pretrain", "sft", "prefs", "prompts", "records_train", NULL};
 static const char *val_files[] = {"sft_val", "prefs_val", NULL};
-static const char *test_files[] = {"qa_test", "text_test", "prefs_test", "records_test", "mcq", NULL};
+static const char *test_files[] = {"qa_test", "text_test", "records_test", "mcq", NULL};
 
 static uint64_t fnv1a(const char *s, size_t n)
 {
