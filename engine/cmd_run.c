@@ -1,10 +1,12 @@
 /*
  * engine/cmd_run.c — `medflow run` and `medflow status` (stage-exec is in stage_exec.c).
  *
- * Both load the graph, open the store (no lock, no ledger) and plan. status
- * prints the decisions; run stops there when everything is cached (the no-op
- * path: one stat per source file, one action-cache read per stage), else
- * takes the store lock and hands the plan to the builder (engine/run.c).
+ * Both load the graph, open the store (no ledger) and plan. status prints
+ * the decisions (no lock); run takes the store lock shared first (engines
+ * share a store; only gc is kept out), stops when everything is cached (the
+ * no-op path: one stat per source file, one action-cache read per stage),
+ * else hands the plan to the builder (engine/run.c), which takes a build
+ * lock per stage key.
  */
 #include "engine/cli.h"
 #include "engine/report_cli.h"
@@ -135,13 +137,13 @@ typedef struct session {
     args a;
     mf_err err;
     mf_graph *g;
-    mf_estore *st; /* opened without the lock */
+    mf_estore *st; /* run: holding the shared store lock */
     mf_plan *p;
     mf_run_io io;
 } session;
 
-/* Load + open + plan. */
-static int prepare(session *s)
+/* Load + open (+ the run's shared store lock, so gc cannot collect what the plan finds) + plan. */
+static int prepare(session *s, int is_run)
 {
     int rc = mf_graph_load(&s->g, s->a.graph, &s->err);
     if (rc) return rc;
@@ -150,6 +152,7 @@ static int prepare(session *s)
     const char *executor = s->a.executor ? s->a.executor : s->g->executor;
     if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(s->g, &root, &s->err))) goto out;
     if ((rc = mf_estore_open(&s->st, root, s->a.rehash, &s->err))) goto out;
+    if (is_run && (rc = mf_estore_lock(s->st, &s->err))) goto out;
     mf_estore_io(s->st, &s->io);
     if (!(state = mf_estore_state_path(s->st, s->g->name))) {
         rc = mf_err_set(&s->err, MF_ENOMEM, "out of memory");
@@ -164,6 +167,26 @@ out:
     return rc;
 }
 
+/* Runs whose engine was killed before recording them are recorded now (engine/journal.h). A
+ * failure is a warning: the journal stays, and gc keeps the outputs it names. */
+static void recover(session *s)
+{
+    mf_buf rep = MF_BUF_INIT;
+    mf_err e;
+    mf_err_clear(&e);
+    if (mf_estore_recover(s->st, &rep, &e)) {
+        char buf[2048];
+        fprintf(stderr, "medflow: warning: %s (its outputs stay protected from gc; the next run tries again)\n",
+                mf_err_str(&e, buf, sizeof buf));
+    }
+    for (const char *w = mf_buf_cstr(&rep); *w && !s->a.quiet;) {
+        size_t n = strcspn(w, "\n");
+        printf("recovered: %.*s\n", (int)n, w);
+        w += n + (w[n] == '\n');
+    }
+    mf_buf_free(&rep);
+}
+
 /* 0 with the session ready, or the exit code (a usage error, or the error reported). */
 static int session_open(session *s, const char *cmd, int argc, char **argv, int is_run)
 {
@@ -171,7 +194,8 @@ static int session_open(session *s, const char *cmd, int argc, char **argv, int 
     mf_err_clear(&s->err);
     int code = parse(cmd, argc, argv, &s->a, is_run);
     if (code) return code;
-    if (prepare(s)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
+    if (prepare(s, is_run)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
+    if (is_run) recover(s);
     return 0;
 }
 
@@ -249,6 +273,13 @@ static int report_outcome(const args *a, const mf_run_result *res)
                res->n_cutoff);
     }
     if (res->ledger_ref[0] && !a->quiet) printf("recorded in the ledger as %s\n", res->ledger_ref);
+    if (res->record_error[0]) { /* the outputs are safe (the journal roots them), the provenance is not yet */
+        fprintf(stderr,
+                "medflow: error: run %s could not be recorded in the ledger: %s\n"
+                "medflow: its journal keeps its outputs from gc; the next run records it\n",
+                res->run_id, res->record_error);
+        if (code == MF_EXIT_OK) code = MF_EXIT_FAILED;
+    }
     return code;
 }
 
@@ -259,9 +290,11 @@ int mf_cmd_run(int argc, char **argv)
     if (code) goto out;
     size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
            cached = mf_plan_count(s.p, MF_PS_CACHED);
-    if (!stale) { /* the no-op path: no lock, no ledger, no writes */
+    int record_only = 0;
+    if (!stale) { /* the no-op path: no ledger, no writes, unless the ledger describes other outputs */
         if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
-        goto out;
+        if (s.a.dry_run || mf_estore_recorded_current(s.st, s.p)) goto out;
+        record_only = 1; /* an input changed back: record that these outputs are the current ones again */
     }
     if (s.a.dry_run) {
         print_dry_run(s.g, s.p, stale, waiting, cached);
@@ -273,11 +306,7 @@ int mf_cmd_run(int argc, char **argv)
         code = MF_EXIT_USAGE;
         goto out;
     }
-    if (mf_estore_lock(s.st, &s.err)) {
-        code = mf_cli_report(&s.err);
-        goto out;
-    }
-    if (!s.a.quiet) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
+    if (!s.a.quiet && !record_only) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
     mf_run_opts ro = {s.a.jobs, s.a.gpus, s.a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
                       isatty(1), s.a.quiet, s.a.verbose, s.a.backend ? s.a.backend : "auto", executor, s.a.partition,
                       s.a.account};
@@ -288,8 +317,14 @@ int mf_cmd_run(int argc, char **argv)
         code = mf_cli_report(&s.err);
         goto out;
     }
+    if (record_only) {
+        if (!s.a.quiet && res.ledger_ref[0])
+            printf("recorded in the ledger as %s: these outputs differ from the ones last recorded\n", res.ledger_ref);
+        res.ledger_ref[0] = 0;
+        s.a.quiet = 1; /* the error, if any, is still printed */
+    }
     code = report_outcome(&s.a, &res);
-    mf_estore_close(s.st); /* releases the store lock: printing the report materialises from the store */
+    mf_estore_close(s.st); /* releases the store lock (printing the report opens the store again) */
     s.st = NULL;
     if (!res.outcome && !s.a.quiet) print_results(&s.a, s.g, s.p);
 out:

@@ -8,12 +8,14 @@
 #include "artifacts/ledger.h"
 #include "artifacts/store.h"
 #include "common/fsutil.h"
+#include "engine/journal.h"
 
 struct mf_estore {
     mf_store *s;
     char *root, *tmp, *work, *logs, *state;
     int rehash;
     mf_buf warnings; /* lines the CLI prints (a damaged action-cache entry, ...) */
+    mf_journal *journal; /* the running engine's, until its ledger commit */
 };
 
 char *mf_estore_root(const char *cli_store, const mf_graph *g)
@@ -53,6 +55,7 @@ int mf_estore_open(mf_estore **out, const char *root, int rehash, mf_err *err)
 void mf_estore_close(mf_estore *s)
 {
     if (!s) return;
+    mf_journal_close(s->journal, 0); /* not recorded: left for the next run to recover */
     if (s->s) mf_store_free(s->s);
     free(s->root);
     free(s->tmp);
@@ -75,7 +78,14 @@ char *mf_estore_state_path(const mf_estore *s, const char *graph_name)
     return mf_buf_ok(&b) ? mf_buf_steal(&b) : (mf_buf_free(&b), NULL);
 }
 
-int mf_estore_lock(mf_estore *s, mf_err *err) { return mf_store_lock(s->s, MF_LOCK_NOWAIT, err); }
+int mf_estore_lock(mf_estore *s, mf_err *err)
+{
+    int rc = mf_store_lock(s->s, MF_LOCK_SHARED | MF_LOCK_NOWAIT, err);
+    if (rc != MF_EBUSY) return rc;
+    fprintf(stderr, "medflow: %s; waiting for it (gc) to finish\n", err->msg);
+    mf_err_clear(err);
+    return mf_store_lock(s->s, MF_LOCK_SHARED, err);
+}
 
 /* ---- seams ---- */
 
@@ -135,6 +145,22 @@ static int e_cache_put(void *ctx, const char *key_hex, const char *output, const
     return mf_store_key_put(s->s, &k, &d, run_id, err);
 }
 
+static int e_key_lock(void *ctx, const char *key_hex, int *handle, long *holder, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest k;
+    int rc = mf_digest_parse(&k, key_hex, err);
+    return rc ? rc : mf_store_key_lock(s->s, &k, MF_LOCK_NOWAIT, handle, holder, err);
+}
+
+static void e_key_unlock(void *ctx, const char *key_hex, int handle)
+{
+    mf_estore *s = ctx;
+    mf_digest k;
+    mf_err e;
+    if (mf_digest_parse(&k, key_hex, &e) == 0) mf_store_key_unlock(s->s, &k, handle);
+}
+
 /* The ledger is opened here, only when a run has something to record. */
 static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, const mf_json *manifests, char *ref,
                            size_t ref_len, mf_err *err)
@@ -149,6 +175,11 @@ static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, con
                                    run, manifests, id, &num, err)))
         goto out;
     if (ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+    mf_journal_close(s->journal, 1);
+    s->journal = NULL;
+    mf_err e;
+    if (mf_journal_recorded_update(s->root, g->name, manifests, &e)) /* costs at most one extra record later */
+        mf_buf_printf(&s->warnings, "%s\n", e.msg);
 out:
     mf_ledger_free(l);
     return rc;
@@ -164,6 +195,44 @@ static int e_put_file(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_e
     return 0;
 }
 
+static int e_journal_open(void *ctx, const mf_json *head, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_journal_close(s->journal, 0);
+    s->journal = NULL;
+    return mf_journal_open(&s->journal, s->root, head, err);
+}
+
+static int e_journal_append(void *ctx, const mf_json *manifests, mf_err *err)
+{
+    mf_estore *s = ctx;
+    return s->journal ? mf_journal_append(s->journal, manifests, err) : 0;
+}
+
+int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err)
+{
+    return mf_journal_recover(s->root, NULL, report, err);
+}
+
+int mf_estore_recorded_current(mf_estore *s, const mf_plan *p)
+{
+    const mf_graph *g = p->g;
+    const char **names = calloc(g->n_stages + 1, sizeof *names), **outs = calloc(g->n_stages + 1, sizeof *outs);
+    size_t n = 0;
+    int same = 1;
+    if (names && outs) {
+        for (size_t i = 0; i < g->n_stages; i++)
+            if (p->st[i].needed && p->st[i].state == MF_PS_CACHED) {
+                names[n] = g->stages[i].name;
+                outs[n++] = p->st[i].output;
+            }
+        same = !n || mf_journal_recorded_matches(s->root, g->name, names, outs, n);
+    }
+    free(names);
+    free(outs);
+    return same;
+}
+
 void mf_estore_io(mf_estore *s, mf_run_io *io)
 {
     memset(io, 0, sizeof *io);
@@ -177,5 +246,9 @@ void mf_estore_io(mf_estore *s, mf_run_io *io)
     io->publish = e_publish;
     io->cache_put = e_cache_put;
     io->put_file = e_put_file;
+    io->key_lock = e_key_lock;
+    io->key_unlock = e_key_unlock;
     io->ledger_commit = e_ledger_commit;
+    io->journal_open = e_journal_open;
+    io->journal_append = e_journal_append;
 }

@@ -56,10 +56,14 @@ typedef struct runner {
     job **jobs;          /* running */
     size_t n_jobs;
     int *launched;       /* per stage */
+    int *key_fd;         /* per stage: its key's build lock while held (io->key_lock), else -1 */
+    int *waiting;        /* per stage: another engine is building its key */
+    size_t n_waiting;
     mf_json *manifests;  /* object: stage -> manifest */
     char *run_log_dir;
     char exe[PATH_MAX];
     int stop;            /* a failure without keep_going, or a signal */
+    int journaling;      /* the journal is open: every manifest goes to it too */
     double kill_at;      /* SIGKILL deadline after forwarding a signal */
     double t0;
     double last_state_save;
@@ -169,7 +173,41 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
     if (bad) { mf_json_free(m); return MF_ENOMEM; }
-    return mf_json_set(r->manifests, s->name, m);
+    int rc = 0;
+    if (r->journaling) { /* before its action-cache entry: see finish() */
+        mf_json *one = mf_json_new_object();
+        mf_err e;
+        rc = !one || mf_json_set(one, s->name, mf_json_clone(m)) ? MF_ENOMEM : r->io->journal_append(r->io->plan.ctx, one, &e);
+        mf_json_free(one);
+    }
+    int rs = mf_json_set(r->manifests, s->name, m);
+    return rc ? rc : rs;
+}
+
+/* The journal's first line: what the ledger commit needs besides the manifests. */
+static int journal_open(runner *r, double t_start_wall, mf_err *err)
+{
+    if (!r->io->journal_open) return 0;
+    mf_json *h = mf_json_new_object();
+    if (!h) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    char ts[40], host[256] = "";
+    gethostname(host, sizeof host - 1);
+    fmt_time(ts, sizeof ts, t_start_wall);
+    int bad = mf_json_set(h, "journal", mf_json_new_int(1));
+    bad |= mf_json_set(h, "run", mf_json_new_str(r->res->run_id));
+    bad |= mf_json_set(h, "graph", mf_json_new_str(r->g->name ? r->g->name : ""));
+    bad |= mf_json_set(h, "graph_path", mf_json_new_str(r->g->path ? r->g->path : ""));
+    bad |= mf_json_set(h, "graph_text", mf_json_new_str(r->g->text ? r->g->text : ""));
+    bad |= mf_json_set(h, "started", mf_json_new_str(ts));
+    bad |= mf_json_set(h, "host", mf_json_new_str(host));
+    bad |= mf_json_set(h, "engine_version", mf_json_new_str(MF_VERSION));
+    bad |= mf_json_set(h, "engine_rev", mf_json_new_str(MF_GIT_REV));
+    bad |= mf_json_set(h, "executor", mf_json_new_str(r->x ? r->x->name : "local"));
+    int rc = bad ? mf_err_set(err, MF_ENOMEM, "out of memory") : r->io->journal_open(r->io->plan.ctx, h, err);
+    mf_json_free(h);
+    if (!rc && r->manifests->n) rc = r->io->journal_append(r->io->plan.ctx, r->manifests, err);
+    if (!rc) r->journaling = 1;
+    return rc;
 }
 /* ---- launching ---- */
 
@@ -382,12 +420,49 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     return rc;
 }
 
-/* The job's output into the store, and the stage's key pointing at it in the action cache. */
-static int publish(runner *r, const char *out_dir, const char *key, char out[MF_DIGEST_MAX], mf_err *err)
+/* ---- build locks: engines sharing a store build each key once ---- */
+
+static void release_key(runner *r, size_t i)
 {
-    int rc = r->io->publish(r->io->plan.ctx, out_dir, out, err);
+    if (r->key_fd[i] < 0) return;
+    r->io->key_unlock(r->io->plan.ctx, r->p->st[i].key, r->key_fd[i]);
+    r->key_fd[i] = -1;
+}
+
+/* Stage i's build lock: 1 held (start it), 0 another engine builds the same key (wait for it),
+ * 2 an engine built it since the plan (stage i is CACHED now), <0 an error. */
+static int claim_key(runner *r, size_t i, mf_err *err)
+{
+    mf_plan_stage *st = &r->p->st[i];
+    const char *name = r->g->stages[i].name;
+    if (!r->io->key_lock || r->key_fd[i] >= 0) return 1;
+    long holder = 0;
+    int rc = r->io->key_lock(r->io->plan.ctx, st->key, &r->key_fd[i], &holder, err);
+    if (rc == MF_EBUSY) {
+        mf_err_clear(err);
+        if (!r->waiting[i]) {
+            r->waiting[i] = 1;
+            r->n_waiting++;
+            if (!r->o->quiet && holder > 0)
+                mf_progress_event(&r->prog, "waiting for stage %s, being built by pid %ld", name, holder);
+            else if (!r->o->quiet)
+                mf_progress_event(&r->prog, "waiting for stage %s, being built by another medflow process", name);
+        }
+        return 0;
+    }
     if (rc) return rc;
-    return r->io->cache_put(r->io->plan.ctx, key, out, r->res->run_id, err);
+    int waited = r->waiting[i];
+    if (waited) {
+        r->waiting[i] = 0;
+        r->n_waiting--;
+    }
+    if (st->forced) return 1;
+    if ((rc = mf_plan_resolve(r->p, i, err))) return rc; /* the action cache again, under the lock */
+    if (st->state != MF_PS_CACHED) return 1;
+    release_key(r, i);
+    if (!r->o->quiet && (waited || r->o->verbose))
+        mf_progress_event(&r->prog, "%s: built by another run meanwhile; using its output %.19s", name, st->output);
+    return 2;
 }
 
 /* ---- finishing ---- */
@@ -431,7 +506,7 @@ static int finish(runner *r, job *j, mf_err *err)
     if (ok && mf_exec_interrupted()) ok = 0; /* an interrupted run publishes nothing */
     if (ok) {
         char out[MF_DIGEST_MAX];
-        rc = publish(r, j->out_dir, st->key, out, err);
+        rc = r->io->publish(r->io->plan.ctx, j->out_dir, out, err);
         if (rc) {
             char buf[2048];
             mf_progress_event(&r->prog, "%s: FAILED to publish its output: %s", s->name, mf_err_str(err, buf, sizeof buf));
@@ -439,8 +514,17 @@ static int finish(runner *r, job *j, mf_err *err)
             rc = 0;
             ok = 0;
         } else {
+            /* output in the store -> manifest in the journal -> key in the action cache: a kill
+             * at any point leaves nothing cached that the next run cannot record */
             mf_plan_mark_done(r->p, i, out);
             r->res->n_ran++;
+            mf_err ce;
+            char buf[2048];
+            if (record_manifest(r, i, "success", j, logd))
+                mf_progress_event(&r->prog, "%s: warning: could not journal its manifest", s->name);
+            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, &ce))
+                mf_progress_event(&r->prog, "%s: warning: could not write its action-cache entry (it will run again): %s",
+                                  s->name, mf_err_str(&ce, buf, sizeof buf));
             char *work = mf_path_join(r->io->work_dir, st->key);
             if (work) { mf_err e; mf_rm_rf(work, &e); free(work); } /* checkpoints are no longer needed */
             if (!r->o->quiet) {
@@ -476,7 +560,8 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->keep_going) r->stop = 1;
         }
     }
-    record_manifest(r, i, ok ? "success" : mf_exec_interrupted() ? "interrupted" : "failed", j, logd);
+    release_key(r, i); /* after the action-cache entry: a waiting engine finds it */
+    if (!ok) record_manifest(r, i, mf_exec_interrupted() ? "interrupted" : "failed", j, logd);
     mf_err e;
     mf_rm_rf(j->dir, &e); /* temporary outputs never survive */
     double now = mf_monotonic();
@@ -542,6 +627,17 @@ static int schedule(runner *r, mf_err *err)
         if (r->x->packs_locally ? !mf_sched_try_acquire(&r->sched, &req, devs)
                                 : (r->o->jobs > 0 && r->n_jobs >= (size_t)r->o->jobs))
             continue;
+        int c = claim_key(r, i, err);
+        if (c != 1) {
+            if (r->x->packs_locally) mf_sched_release(&r->sched, &req, devs);
+            if (c < 0) return c;
+            if (c == 2) {
+                r->res->n_cached++;
+                record_manifest(r, i, "cached", NULL, NULL);
+                changed = 1;
+            }
+            continue;
+        }
         if ((rc = launch(r, i, &req, devs, err))) return rc;
         changed = 1;
     }
@@ -667,7 +763,8 @@ static int wait_and_show(runner *r, int wake, struct pollfd **pfds, size_t *pcap
     size_t n = 0;
     (*pfds)[n++] = (struct pollfd){wake, POLLIN, 0};
     for (size_t k = 0; k < r->n_jobs; k++) n += r->x->fds(r->x, &r->jobs[k]->x, *pfds + n, *pcap - n);
-    int pr = poll(*pfds, (nfds_t)n, (int)(r->x->poll_s * 1000));
+    double wait_s = r->n_waiting && r->x->poll_s > 0.1 ? 0.1 : r->x->poll_s; /* build locks are polled */
+    int pr = poll(*pfds, (nfds_t)n, (int)(wait_s * 1000));
     if (pr < 0 && errno != EINTR) return mf_err_errno(err, MF_EIO, "poll");
     mf_exec_signals_drain();
     mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
@@ -742,8 +839,9 @@ static int run_loop(runner *r, mf_err *err)
             /* nothing running: done unless something just became ready */
             int ch = schedule(r, err);
             if (ch < 0) { rc = ch; break; }
-            if (!r->n_jobs && !ch) break;
-            continue;
+            if (!r->n_jobs && !ch && !r->n_waiting) break;
+            if (r->n_jobs || ch) continue;
+            /* only waiting for other engines' builds: sleep in the poll below */
         }
         if ((rc = wait_and_show(r, wake, &pfds, &pcap, err))) break;
     }
@@ -768,11 +866,16 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     if (rc) return rc;
     if ((rc = make_run_id(res->run_id, sizeof res->run_id, err))) return rc;
     if ((rc = mf_mkdir_p(io->tmp_dir, 0755, err))) return rc;
+    mf_fs_set_scratch(io->tmp_dir); /* spec files and job dirs: never durable state, no fsync */
     if ((rc = executor_new(r, err))) return rc;
     if ((rc = validate_requests(r, err))) goto out;
     if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
     else if ((rc = mf_exec_self(r->exe, sizeof r->exe, err))) goto out;
     r->launched = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->launched);
+    r->waiting = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->waiting);
+    r->key_fd = malloc((r->g->n_stages ? r->g->n_stages : 1) * sizeof *r->key_fd);
+    if (!r->waiting || !r->key_fd) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    for (size_t i = 0; i < r->g->n_stages; i++) r->key_fd[i] = -1;
     r->manifests = mf_json_new_object();
     r->run_log_dir = mf_path_join(io->log_dir, res->run_id);
     if (!r->launched || !r->manifests || !r->run_log_dir) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
@@ -783,6 +886,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             record_manifest(r, i, "cached", NULL, NULL);
         }
     double t_wall = mf_now();
+    if ((rc = journal_open(r, t_wall, err))) goto out;
     rc = run_loop(r, err);
     mf_progress_finish(&r->prog);
     mf_exec_signals_restore();
@@ -793,15 +897,17 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             char buf[2048];
             mf_progress_event(&r->prog, "warning: could not save the plan state: %s", mf_err_str(&e, buf, sizeof buf));
         }
-        if (write_record(r, t_wall, &e)) {
-            char buf[2048];
-            mf_progress_event(&r->prog, "warning: could not record the run: %s", mf_err_str(&e, buf, sizeof buf));
-        }
+        if (write_record(r, t_wall, &e)) /* an error (exit 1): the journal keeps it for the next run */
+            mf_err_str(&e, res->record_error, sizeof res->record_error);
     }
 out:
+    mf_fs_set_scratch(NULL);
+    for (size_t i = 0; r->key_fd && i < r->g->n_stages; i++) release_key(r, i);
     if (r->x) r->x->free(r->x);
     free(r->jobs);
     free(r->launched);
+    free(r->waiting);
+    free(r->key_fd);
     mf_json_free(r->manifests);
     free(r->run_log_dir);
     return rc;

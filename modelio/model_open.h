@@ -54,6 +54,10 @@ typedef struct mf_modelio_input {
 int mf_modelio_open(mf_modelio_input *out, const char *path, const char *digest, int keep_adapter,
                       const char *const *alt, size_t n_alt, mf_err *err);
 void mf_modelio_input_free(mf_modelio_input *mi);
+/* The base directory an adapter directory names (the rule above: base.json
+ * "base_path", else the store tree of "base_digest" beside it), or NULL when
+ * neither is reachable. malloc'd. */
+char *mf_modelio_adapter_base(const char *dir);
 
 /* Writing. dtype: "float32" | "bfloat16" | "float16" (NULL = float32);
  * max_shard_bytes 0 = one file. */

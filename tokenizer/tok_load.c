@@ -5,8 +5,9 @@
  * byte_fallback, fuse_unk, ignore_merges, continuing_subword_prefix,
  * end_of_word_suffix), added_tokens, normalizer, pre_tokenizer,
  * post_processor and decoder. Anything medflow does not implement is refused
- * with a message naming the field, never silently ignored (dropout, truncation
- * and padding are the exceptions: they do not change what encode returns).
+ * with a message naming the field, never silently ignored: BPE dropout too
+ * (a non-null, non-zero model.dropout); truncation and padding are the
+ * exceptions: they do not change what encode returns.
  * Hostile input (wrong types, merges naming unknown tokens, ids past
  * MF_TOK_MAX_ID, duplicate ids) is an MF_EINVAL error naming where it is.
  */
@@ -441,6 +442,12 @@ out:
  * and the <0xXX> byte tokens. */
 static int load_options(mf_tok *tok, const mf_json *model, const char *name, mf_err *err)
 {
+    /* BPE dropout skips merges at random while encoding (a training-time augmentation): encode would
+     * no longer be a function of the text, so a tokenizer that asks for it is refused, not run without it */
+    const mf_json *dropout = mf_json_get(model, "dropout");
+    if (dropout && dropout->type != MF_JSON_NULL && !(mf_json_is_num(dropout) && mf_json_num(dropout, 0) == 0))
+        return bad(err, name, dropout, "model.dropout: BPE dropout is not supported (expected null or 0; it makes encoding random)%s%s",
+                   NULL, NULL);
     tok->byte_fallback = mf_json_bool(mf_json_get(model, "byte_fallback"), 0);
     tok->fuse_unk = mf_json_bool(mf_json_get(model, "fuse_unk"), 0);
     tok->ignore_merges = mf_json_bool(mf_json_get(model, "ignore_merges"), 0);

@@ -96,6 +96,8 @@ TEST(test_slurm_runs_a_graph_as_jobs_and_reports_slurm_failures)
     mf_test_slurm_stop(&c);
 }
 
+/* Interrupted once the stage's srun step runs (not merely the batch job:
+ * cancelled between the two, srun only says the job expired). */
 TEST(test_slurm_ctrl_c_cancels_the_running_job)
 {
     mf_test_slurm c;
@@ -104,7 +106,7 @@ TEST(test_slurm_ctrl_c_cancels_the_running_job)
     char *out = NULL;
     int rc = mf_test_sh(&out, NULL,
                         "cd '%s' && { MEDFLOW_KILL_GRACE=5 " SLURM_RUN " > run.out 2>&1 & P=$!; "
-                        "for i in $(seq 100); do squeue -h -o %%T | grep -q RUNNING && break; sleep 0.1; done; "
+                        "for i in $(seq 200); do squeue -h -s -o %%i | grep -q '[.]0$' && break; sleep 0.1; done; "
                         "kill -INT $P; wait $P; echo rc=$?; cat run.out; "
                         "for i in $(seq 50); do [ -z \"$(squeue -h)\" ] && break; sleep 0.2; done; "
                         "echo queue=$(squeue -h | wc -l); }",

@@ -247,6 +247,8 @@ TEST(test_tokenizer_rejects_hostile_json_with_clear_errors)
                       "\"pretokenizers\": [{\"type\": \"ByteLevel\"}, {\"type\": \"Metaspace\", \"replacement\": \"_\"}]}}",
                       "pre_tokenizer");
     expect_load_error("{\"model\": {\"vocab\": {}, \"merges\": []}", "t.json");
+    /* BPE dropout makes encoding random: refused, never run without it (null and 0 are no dropout) */
+    expect_load_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [], \"dropout\": 0.1}}", "model.dropout");
 }
 
 TEST(test_tokenizer_nfc_normalizer_matches_hf)
