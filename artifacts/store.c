@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,9 +33,11 @@ struct mf_store {
     int held_shared;   /* mf_store_lock(MF_LOCK_SHARED) holds one level of it */
     int level, threads;
     mf_statcache *statcache; /* source.c's, created on first use */
+    size_t trees_repaired;   /* materialised trees found modified and extracted again */
 };
 
 const char *mf_store_dir(const mf_store *s) { return s->dir; }
+size_t mf_store_trees_repaired(const mf_store *s) { return s->trees_repaired; }
 
 mf_statcache *mf_store_i_statcache(mf_store *s)
 {
@@ -413,6 +416,15 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
     size_t nrefs = 0;
     int rc = 0, fd = -1;
     if (!dst || !obj) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if (mf_is_dir(dst)) { /* a tree someone wrote into is extracted again, never used */
+        mf_err e;
+        rc = mf_store_i_tree_check(dst, d, &e);
+        if (rc == MF_ECORRUPT) {
+            s->trees_repaired++;
+            rc = mf_store_i_tree_discard(dst, s->tmp, err);
+        } else if (rc) *err = e;
+        if (rc) goto out;
+    }
     if (!mf_is_dir(dst)) {
         fd = open(obj, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
@@ -434,9 +446,11 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
         } else {
             /* No fsync: trees/ is a cache of verified objects (which are
              * durable). The rename makes it atomic against a killed process;
-             * after a power loss, `medflow verify` names a torn tree. */
+             * after a power loss, the stamp check (or `medflow verify`) finds a torn tree. */
             free(tmp);
             tmp = NULL;
+            mf_err e;
+            mf_store_i_tree_stamp(dst, &e); /* without a stamp, the next use hashes the tree */
         }
     }
     if ((rc = mf_store_refs(s, d, &refs, &nrefs, err))) goto out;
@@ -485,6 +499,8 @@ int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path
             rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
             goto out;
         }
+        mf_err e;
+        if (!mf_is_dir(dir)) mf_store_i_tree_stamp(dst, &e);
     }
     if (mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
 out:
@@ -628,6 +644,9 @@ int mf_store_remove(mf_store *s, const mf_digest *d, uint64_t *freed, mf_err *er
     struct stat st;
     if (freed) *freed = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
     if ((rc = mf_rm_rf(t, err))) goto out;
+    char stamp[PATH_MAX];
+    snprintf(stamp, sizeof stamp, "%s.stamp", t);
+    unlink(stamp);
     if (unlink(p) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", p); goto out; }
     if (unlink(r) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", r); goto out; }
 out:

@@ -429,10 +429,19 @@ static void ledger_report(void *ctx, const char *id, const mf_err *e)
     printf("corrupt ledger object %s: %s\n", id, e->msg);
 }
 
+int mf_cmd_verify_repair(const char *store); /* engine/cmd_repair.c */
+
 int mf_cmd_verify(int argc, char **argv)
 {
-    (void)argv;
-    if (argc != 1) return mf_cli_usage_error("verify", "takes no arguments");
+    if (argc == 2 && !strcmp(argv[1], "--repair")) {
+        if (!mf_is_dir(store_dir())) {
+            mf_err e;
+            mf_err_set(&e, MF_ENOTFOUND, "no store at %s (pass --store DIR)", store_dir());
+            return report(&e);
+        }
+        return mf_cmd_verify_repair(store_dir());
+    }
+    if (argc != 1) return mf_cli_usage_error("verify", "takes no arguments but --repair");
     mf_err err;
     mf_store *s = NULL;
     if (open_store_existing(&s, &err)) return report(&err);
