@@ -144,7 +144,7 @@ typedef struct session {
 static int prepare(session *s)
 {
     int rc = mf_graph_load(&s->g, s->a.graph, &s->err);
-    if (rc) return rc;
+    if (rc || (rc = mf_graph_check_sources(s->g, &s->err))) return rc;
     char *root = mf_estore_root(s->a.store, s->g), *state = NULL;
     if (!root) return mf_err_set(&s->err, MF_ENOMEM, "out of memory");
     const char *executor = s->a.executor ? s->a.executor : s->g->executor;

@@ -40,11 +40,15 @@ static int cmd_version(int argc, char **argv)
 
 const mf_cmd mf_commands[] = {
     {"validate", mf_cmd_validate, "check graph files (YAML, kinds, params, inputs, types, cycles)",
-     "Usage: medflow validate GRAPH...\n\n"
+     "Usage: medflow validate [--no-data] GRAPH...\n\n"
      "Load each graph file and check it completely: YAML syntax, known kinds, params (names, types,\n"
      "ranges, enums; ecosystem names like learning_rate are recognised and our name suggested),\n"
-     "input slots and references, input types, cycles and duplicate names (including names made by\n"
-     "foreach). Errors are printed as FILE:LINE:COL: message. Exit 0 when all are valid, 2 otherwise.\n", 0},
+     "chat templates, input slots and references, input types, cycles and duplicate names (including\n"
+     "names made by foreach), and its sources: every path exists (a glob matches something) and the\n"
+     "first records of each JSONL source are of its declared format. Every error of a graph is\n"
+     "printed, as FILE:LINE:COL: message (a data error at FILE:LINE of the data). Exit 0 when all\n"
+     "are valid, 2 otherwise.\n\n"
+     "  --no-data   skip the sources' files (a graph whose data is not on this machine yet)\n", 0},
     {"dag", mf_cmd_dag, "draw a graph's stages and dependencies",
      "Usage: medflow dag GRAPH [--format text|dot]\n\n"
      "text (default): sources, then stages layer by layer with the inputs of each slot.\n"

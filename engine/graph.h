@@ -106,4 +106,10 @@ int mf_graph_write_dag_dot(const mf_graph *g, mf_buf *out);
  * for YAML data files). Aliases are expanded with a bounded node budget. */
 int mf_yaml_parse(mf_json **out, const char *text, size_t len, const char *name, mf_err *err);
 
+/* What loading does not check but a run would fail on (engine/graph_check.c): every source path
+ * exists (a glob matches something), and the first records of each JSONL source are of its
+ * declared format. MF_EINVAL with the first problem in err (its position: the source in the graph,
+ * or the offending line of the data) and the others appended to its message, one per line. */
+int mf_graph_check_sources(const mf_graph *g, mf_err *err);
+
 #endif
