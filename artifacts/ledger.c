@@ -55,6 +55,35 @@ void mf_ledger_free(mf_ledger *l)
     git_libgit2_shutdown();
 }
 
+/* A new ledger is made aside (tmp/ledger-<pid>.git) and renamed into place,
+ * so an engine starting at the same moment never opens a half-made one;
+ * if another engine's rename wins, ours is dropped. */
+static int create_repo(const char *store_dir, const char *dir, mf_err *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "tmp/ledger-%ld.git", (long)getpid());
+    char *tmp = mf_path_join(store_dir, name), *parent = mf_path_join(store_dir, "tmp");
+    git_repository *repo = NULL;
+    int rc = 0;
+    if (!tmp || !parent) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if ((rc = mf_mkdir_p(parent, 0755, err)) || (rc = mf_rm_rf(tmp, err))) goto out;
+    if (git_repository_init(&repo, tmp, 1) < 0) { rc = mf_ledger_i_git_fail(err, tmp); goto out; }
+    git_config *cfg = NULL;
+    if (git_repository_config(&cfg, repo) == 0) { /* see mf_ledger_open */
+        git_config_set_bool(cfg, "core.logAllRefUpdates", 1);
+        git_config_free(cfg);
+    }
+    git_repository_free(repo);
+    mf_err ignored;
+    if (rename(tmp, dir) < 0 && !mf_is_dir(dir)) rc = mf_err_errno(err, MF_EIO, "cannot rename %s to %s", tmp, dir);
+    else mf_fsync_dir(store_dir, &ignored);
+out:
+    if (tmp) { mf_err e; mf_rm_rf(tmp, &e); } /* what lost the race */
+    free(tmp);
+    free(parent);
+    return rc;
+}
+
 int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
 {
     *out = NULL;
@@ -67,13 +96,8 @@ int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
     l->dir = mf_path_join(store_dir, "ledger.git");
     l->idx = mf_path_join(store_dir, "ledger.idx");
     if (!l->dir || !l->idx) { mf_ledger_free(l); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
-    int rc = 0;
-    if (mf_is_dir(l->dir)) {
-        if (git_repository_open_bare(&l->repo, l->dir) < 0) rc = mf_ledger_i_git_fail(err, l->dir);
-    } else {
-        if ((rc = mf_mkdir_p(store_dir, 0755, err)) == 0 && git_repository_init(&l->repo, l->dir, 1) < 0)
-            rc = mf_ledger_i_git_fail(err, l->dir);
-    }
+    int rc = mf_is_dir(l->dir) ? 0 : create_repo(store_dir, l->dir, err);
+    if (!rc && git_repository_open_bare(&l->repo, l->dir) < 0) rc = mf_ledger_i_git_fail(err, l->dir);
     if (rc) { mf_ledger_free(l); return rc; }
     /* A bare repository keeps no reflog by default; the ledger wants one: it
      * lists every earlier tip of a branch, a way back after damage. */

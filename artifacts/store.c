@@ -29,6 +29,7 @@ struct mf_store {
     int lock_fd;
     int exclusive;     /* this handle holds the writer lock */
     int shared_depth;  /* nesting of internal shared-lock sections */
+    int held_shared;   /* mf_store_lock(MF_LOCK_SHARED) holds one level of it */
     int level, threads;
     mf_statcache *statcache; /* source.c's, created on first use */
 };
@@ -112,21 +113,43 @@ static int flock_retry(int fd, int op)
     return r;
 }
 
+/* Who holds the store lock: the pid an exclusive holder wrote, if that process is alive ("" otherwise). */
+static void lock_holder(mf_store *s, char pid[32])
+{
+    ssize_t n = pread(s->lock_fd, pid, 31, 0);
+    pid[n > 0 ? n : 0] = 0;
+    pid[strcspn(pid, "\n")] = 0;
+    long p = atol(pid);
+    if (p <= 0 || kill((pid_t)p, 0) != 0) pid[0] = 0;
+}
+
+static int lock_busy(mf_store *s, mf_err *err)
+{
+    char pid[32];
+    lock_holder(s, pid);
+    return mf_err_set(err, MF_EBUSY, "store %s is in use by another medflow process%s%s%s", s->dir,
+                      *pid ? " (pid " : "", pid, *pid ? ")" : "");
+}
+
+/* MF_LOCK_SHARED: what a run holds from its plan to its ledger commit, so
+ * that gc (exclusive) never runs under it; any number of runs share it. */
+static int lock_shared(mf_store *s, int flags, mf_err *err)
+{
+    if (s->exclusive || s->held_shared) return 0;
+    if (s->shared_depth == 0 && flock_retry(s->lock_fd, LOCK_SH | (flags & MF_LOCK_NOWAIT ? LOCK_NB : 0)) < 0)
+        return errno == EWOULDBLOCK ? lock_busy(s, err) : mf_err_errno(err, MF_EIO, "cannot lock %s", s->lockpath);
+    s->shared_depth++;
+    s->held_shared = 1;
+    return 0;
+}
+
 int mf_store_lock(mf_store *s, int flags, mf_err *err)
 {
+    if (flags & MF_LOCK_SHARED) return lock_shared(s, flags, err);
     if (s->exclusive) return 0;
+    if (s->held_shared) return mf_err_set(err, MF_EINVAL, "store %s: the shared lock is held by this handle", s->dir);
     if (flock_retry(s->lock_fd, LOCK_EX | (flags & MF_LOCK_NOWAIT ? LOCK_NB : 0)) < 0) {
-        if (errno == EWOULDBLOCK) {
-            char pid[32] = "";
-            ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
-            pid[n > 0 ? n : 0] = 0;
-            pid[strcspn(pid, "\n")] = 0;
-            /* the pid is written by exclusive holders only; name it only if that process is alive */
-            long p = atol(pid);
-            if (p <= 0 || kill((pid_t)p, 0) != 0) pid[0] = 0;
-            return mf_err_set(err, MF_EBUSY, "store %s is in use by another medflow process%s%s%s", s->dir,
-                              *pid ? " (pid " : "", pid, *pid ? ")" : "");
-        }
+        if (errno == EWOULDBLOCK) return lock_busy(s, err);
         return mf_err_errno(err, MF_EIO, "cannot lock %s", s->lockpath);
     }
     s->exclusive = 1;
@@ -140,6 +163,11 @@ int mf_store_lock(mf_store *s, int flags, mf_err *err)
 
 void mf_store_unlock(mf_store *s)
 {
+    if (s->held_shared) {
+        s->held_shared = 0;
+        if (s->shared_depth > 0 && --s->shared_depth == 0) flock_retry(s->lock_fd, LOCK_UN);
+        return;
+    }
     if (!s->exclusive) return;
     if (ftruncate(s->lock_fd, 0) < 0) {
         /* informative only */
@@ -769,6 +797,7 @@ int mf_store_gc(mf_store *s, const mf_digest *roots, size_t n_roots, int dry_run
             }
         closedir(d);
     }
+    mf_store_key_locks_prune(s);
 out:
     if (!had_lock) mf_store_unlock(s);
     free(keep);

@@ -9,7 +9,8 @@
  *     tmp/                    outputs and extractions in progress (same filesystem)
  *     ledger.git/             the git ledger (artifacts/ledger.h)
  *     statcache               source stat cache (artifacts/source.c)
- *     lock                    flock(2) lock file
+ *     lock                    flock(2) lock file (gc exclusive, runs shared)
+ *     locks/<key hex>         per-stage-key build locks (flock; removed when released)
  *
  * Atomicity: an object is written to tmp/, fsynced, and renamed into objects/
  * (then the directory is fsynced); a kill at any point leaves the old state or
@@ -18,11 +19,13 @@
  * extracting, made read-only and renamed into trees/ — concurrent
  * materialisations of one digest are safe (the loser discards its copy).
  *
- * Locking: mf_store_lock takes the writer lock (exclusive flock on `lock`):
- * one engine per store. Put and materialise take it shared when this handle
- * does not hold it, so puts from several processes run side by side while gc
- * (which takes it exclusive) waits. flock is released by the kernel when a
- * process dies, so a crashed medflow never wedges the store.
+ * Locking: `lock` is flocked exclusive by gc only; runs hold it shared (any
+ * number of engines share a store), and put and materialise take it shared
+ * when this handle does not hold it, so gc never runs under them. Two
+ * engines that need the same stage key serialise on that key's build lock
+ * (locks/<key hex>): one builds, the other waits and then uses the output.
+ * flock is released by the kernel when a process dies, so a crashed medflow
+ * never wedges the store.
  *
  * An mf_store handle belongs to one thread at a time; processes share a store
  * freely (that is what the locks are for).
@@ -52,11 +55,25 @@ const char *mf_store_dir(const mf_store *s);
 /* zstd level (default MF_ARCHIVE_LEVEL_DEFAULT) and compression threads (default 1). */
 void mf_store_set_compression(mf_store *s, int level, int threads);
 
-enum { MF_LOCK_WAIT = 0, MF_LOCK_NOWAIT = 1 };
-/* Take the exclusive writer lock. With MF_LOCK_NOWAIT, MF_EBUSY if another
- * process holds it (the message names its pid). */
+enum { MF_LOCK_WAIT = 0, MF_LOCK_NOWAIT = 1, MF_LOCK_SHARED = 2 };
+/* Take the exclusive store lock (gc), or with MF_LOCK_SHARED the shared one
+ * (a run, from its plan to its ledger commit: any number of runs share it,
+ * gc cannot start under them). With MF_LOCK_NOWAIT, MF_EBUSY if another
+ * process holds it in a conflicting mode (the message names an exclusive
+ * holder's pid). mf_store_unlock releases either. */
 int mf_store_lock(mf_store *s, int flags, mf_err *err);
 void mf_store_unlock(mf_store *s);
+
+/* The build lock of one stage key (locks/<key hex>, an exclusive flock):
+ * whoever holds it is building that key; others wait, then find the key in
+ * the action cache. 0 with *fd holding the lock, or with MF_LOCK_NOWAIT
+ * MF_EBUSY and *holder = the holder's pid (0 if not known yet). The kernel
+ * drops a dead holder's lock. mf_store_key_unlock removes the file and
+ * releases the lock (call it after mf_store_key_put). */
+int mf_store_key_lock(mf_store *s, const mf_digest *key, int flags, int *fd, long *holder, mf_err *err);
+void mf_store_key_unlock(mf_store *s, const mf_digest *key, int fd);
+/* gc's part: remove lock files nobody holds (litter of killed holders). */
+void mf_store_key_locks_prune(mf_store *s);
 
 /* A fresh empty directory under tmp/ for an output in progress (caller frees). */
 int mf_store_tmpdir(mf_store *s, const char *label, char **out, mf_err *err);

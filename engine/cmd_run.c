@@ -1,10 +1,12 @@
 /*
  * engine/cmd_run.c — `medflow run` and `medflow status` (stage-exec is in stage_exec.c).
  *
- * Both load the graph, open the store (no lock, no ledger) and plan. status
- * prints the decisions; run stops there when everything is cached (the no-op
- * path: one stat per source file, one action-cache read per stage), else
- * takes the store lock and hands the plan to the builder (engine/run.c).
+ * Both load the graph, open the store (no ledger) and plan. status prints
+ * the decisions (no lock); run takes the store lock shared first (engines
+ * share a store; only gc is kept out), stops when everything is cached (the
+ * no-op path: one stat per source file, one action-cache read per stage),
+ * else hands the plan to the builder (engine/run.c), which takes a build
+ * lock per stage key.
  */
 #include "engine/cli.h"
 #include "engine/report_cli.h"
@@ -135,13 +137,13 @@ typedef struct session {
     args a;
     mf_err err;
     mf_graph *g;
-    mf_estore *st; /* opened without the lock */
+    mf_estore *st; /* run: holding the shared store lock */
     mf_plan *p;
     mf_run_io io;
 } session;
 
-/* Load + open + plan. */
-static int prepare(session *s)
+/* Load + open (+ the run's shared store lock, so gc cannot collect what the plan finds) + plan. */
+static int prepare(session *s, int is_run)
 {
     int rc = mf_graph_load(&s->g, s->a.graph, &s->err);
     if (rc || (rc = mf_graph_check_sources(s->g, &s->err))) return rc;
@@ -150,6 +152,7 @@ static int prepare(session *s)
     const char *executor = s->a.executor ? s->a.executor : s->g->executor;
     if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(s->g, &root, &s->err))) goto out;
     if ((rc = mf_estore_open(&s->st, root, s->a.rehash, &s->err))) goto out;
+    if (is_run && (rc = mf_estore_lock(s->st, &s->err))) goto out;
     mf_estore_io(s->st, &s->io);
     if (!(state = mf_estore_state_path(s->st, s->g->name))) {
         rc = mf_err_set(&s->err, MF_ENOMEM, "out of memory");
@@ -171,7 +174,7 @@ static int session_open(session *s, const char *cmd, int argc, char **argv, int 
     mf_err_clear(&s->err);
     int code = parse(cmd, argc, argv, &s->a, is_run);
     if (code) return code;
-    if (prepare(s)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
+    if (prepare(s, is_run)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
     return 0;
 }
 
@@ -259,7 +262,7 @@ int mf_cmd_run(int argc, char **argv)
     if (code) goto out;
     size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
            cached = mf_plan_count(s.p, MF_PS_CACHED);
-    if (!stale) { /* the no-op path: no lock, no ledger, no writes */
+    if (!stale) { /* the no-op path: no ledger, no writes */
         if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
         goto out;
     }
@@ -271,10 +274,6 @@ int mf_cmd_run(int argc, char **argv)
     if ((s.a.partition || s.a.account) && strcmp(executor, "slurm")) {
         fprintf(stderr, "medflow: --partition and --account are for the Slurm executor (--executor slurm)\n");
         code = MF_EXIT_USAGE;
-        goto out;
-    }
-    if (mf_estore_lock(s.st, &s.err)) {
-        code = mf_cli_report(&s.err);
         goto out;
     }
     if (!s.a.quiet) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
@@ -289,7 +288,7 @@ int mf_cmd_run(int argc, char **argv)
         goto out;
     }
     code = report_outcome(&s.a, &res);
-    mf_estore_close(s.st); /* releases the store lock: printing the report materialises from the store */
+    mf_estore_close(s.st); /* releases the store lock (printing the report opens the store again) */
     s.st = NULL;
     if (!res.outcome && !s.a.quiet) print_results(&s.a, s.g, s.p);
 out:

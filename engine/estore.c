@@ -75,7 +75,14 @@ char *mf_estore_state_path(const mf_estore *s, const char *graph_name)
     return mf_buf_ok(&b) ? mf_buf_steal(&b) : (mf_buf_free(&b), NULL);
 }
 
-int mf_estore_lock(mf_estore *s, mf_err *err) { return mf_store_lock(s->s, MF_LOCK_NOWAIT, err); }
+int mf_estore_lock(mf_estore *s, mf_err *err)
+{
+    int rc = mf_store_lock(s->s, MF_LOCK_SHARED | MF_LOCK_NOWAIT, err);
+    if (rc != MF_EBUSY) return rc;
+    fprintf(stderr, "medflow: %s; waiting for it (gc) to finish\n", err->msg);
+    mf_err_clear(err);
+    return mf_store_lock(s->s, MF_LOCK_SHARED, err);
+}
 
 /* ---- seams ---- */
 
@@ -135,6 +142,22 @@ static int e_cache_put(void *ctx, const char *key_hex, const char *output, const
     return mf_store_key_put(s->s, &k, &d, run_id, err);
 }
 
+static int e_key_lock(void *ctx, const char *key_hex, int *handle, long *holder, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_digest k;
+    int rc = mf_digest_parse(&k, key_hex, err);
+    return rc ? rc : mf_store_key_lock(s->s, &k, MF_LOCK_NOWAIT, handle, holder, err);
+}
+
+static void e_key_unlock(void *ctx, const char *key_hex, int handle)
+{
+    mf_estore *s = ctx;
+    mf_digest k;
+    mf_err e;
+    if (mf_digest_parse(&k, key_hex, &e) == 0) mf_store_key_unlock(s->s, &k, handle);
+}
+
 /* The ledger is opened here, only when a run has something to record. */
 static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, const mf_json *manifests, char *ref,
                            size_t ref_len, mf_err *err)
@@ -177,5 +200,7 @@ void mf_estore_io(mf_estore *s, mf_run_io *io)
     io->publish = e_publish;
     io->cache_put = e_cache_put;
     io->put_file = e_put_file;
+    io->key_lock = e_key_lock;
+    io->key_unlock = e_key_unlock;
     io->ledger_commit = e_ledger_commit;
 }

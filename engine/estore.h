@@ -8,8 +8,8 @@
  *     logs/<run>/          stage logs and run.json of each run
  *     work/<key>/          per-key work dirs (resumable checkpoints)
  * Opening is cheap (no lock, no ledger): `status` and a no-op `run` only
- * stat sources and read action-cache entries. mf_estore_lock is taken by a
- * run that starts something.
+ * stat sources and read action-cache entries. mf_estore_lock (shared) is
+ * taken by a run before it plans.
  */
 #ifndef MF_ESTORE_H
 #define MF_ESTORE_H
@@ -30,7 +30,8 @@ char *mf_estore_state_path(const mf_estore *s, const char *graph_name);
 /* Warnings collected while planning (one per line, "" if none): a damaged
  * action-cache entry is a cache miss, never an error. */
 const char *mf_estore_warnings(const mf_estore *s);
-/* The writer lock (fails fast with MF_EBUSY when another engine holds it). */
+/* A run's store lock: shared with other runs (each stage key has its own
+ * build lock, see mf_run_io.key_lock), exclusive of gc; waits while gc runs. */
 int mf_estore_lock(mf_estore *s, mf_err *err);
 
 #endif

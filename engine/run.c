@@ -56,6 +56,9 @@ typedef struct runner {
     job **jobs;          /* running */
     size_t n_jobs;
     int *launched;       /* per stage */
+    int *key_fd;         /* per stage: its key's build lock while held (io->key_lock), else -1 */
+    int *waiting;        /* per stage: another engine is building its key */
+    size_t n_waiting;
     mf_json *manifests;  /* object: stage -> manifest */
     char *run_log_dir;
     char exe[PATH_MAX];
@@ -382,6 +385,51 @@ static int launch(runner *r, size_t i, const mf_sched_req *req, const int *devs,
     return rc;
 }
 
+/* ---- build locks: engines sharing a store build each key once ---- */
+
+static void release_key(runner *r, size_t i)
+{
+    if (r->key_fd[i] < 0) return;
+    r->io->key_unlock(r->io->plan.ctx, r->p->st[i].key, r->key_fd[i]);
+    r->key_fd[i] = -1;
+}
+
+/* Stage i's build lock: 1 held (start it), 0 another engine builds the same key (wait for it),
+ * 2 an engine built it since the plan (stage i is CACHED now), <0 an error. */
+static int claim_key(runner *r, size_t i, mf_err *err)
+{
+    mf_plan_stage *st = &r->p->st[i];
+    const char *name = r->g->stages[i].name;
+    if (!r->io->key_lock || r->key_fd[i] >= 0) return 1;
+    long holder = 0;
+    int rc = r->io->key_lock(r->io->plan.ctx, st->key, &r->key_fd[i], &holder, err);
+    if (rc == MF_EBUSY) {
+        mf_err_clear(err);
+        if (!r->waiting[i]) {
+            r->waiting[i] = 1;
+            r->n_waiting++;
+            if (!r->o->quiet && holder > 0)
+                mf_progress_event(&r->prog, "waiting for stage %s, being built by pid %ld", name, holder);
+            else if (!r->o->quiet)
+                mf_progress_event(&r->prog, "waiting for stage %s, being built by another medflow process", name);
+        }
+        return 0;
+    }
+    if (rc) return rc;
+    int waited = r->waiting[i];
+    if (waited) {
+        r->waiting[i] = 0;
+        r->n_waiting--;
+    }
+    if (st->forced) return 1;
+    if ((rc = mf_plan_resolve(r->p, i, err))) return rc; /* the action cache again, under the lock */
+    if (st->state != MF_PS_CACHED) return 1;
+    release_key(r, i);
+    if (!r->o->quiet && (waited || r->o->verbose))
+        mf_progress_event(&r->prog, "%s: built by another run meanwhile; using its output %.19s", name, st->output);
+    return 2;
+}
+
 /* The job's output into the store, and the stage's key pointing at it in the action cache. */
 static int publish(runner *r, const char *out_dir, const char *key, char out[MF_DIGEST_MAX], mf_err *err)
 {
@@ -476,6 +524,7 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->keep_going) r->stop = 1;
         }
     }
+    release_key(r, i); /* after the action-cache entry: a waiting engine finds it */
     record_manifest(r, i, ok ? "success" : mf_exec_interrupted() ? "interrupted" : "failed", j, logd);
     mf_err e;
     mf_rm_rf(j->dir, &e); /* temporary outputs never survive */
@@ -542,6 +591,17 @@ static int schedule(runner *r, mf_err *err)
         if (r->x->packs_locally ? !mf_sched_try_acquire(&r->sched, &req, devs)
                                 : (r->o->jobs > 0 && r->n_jobs >= (size_t)r->o->jobs))
             continue;
+        int c = claim_key(r, i, err);
+        if (c != 1) {
+            if (r->x->packs_locally) mf_sched_release(&r->sched, &req, devs);
+            if (c < 0) return c;
+            if (c == 2) {
+                r->res->n_cached++;
+                record_manifest(r, i, "cached", NULL, NULL);
+                changed = 1;
+            }
+            continue;
+        }
         if ((rc = launch(r, i, &req, devs, err))) return rc;
         changed = 1;
     }
@@ -667,7 +727,8 @@ static int wait_and_show(runner *r, int wake, struct pollfd **pfds, size_t *pcap
     size_t n = 0;
     (*pfds)[n++] = (struct pollfd){wake, POLLIN, 0};
     for (size_t k = 0; k < r->n_jobs; k++) n += r->x->fds(r->x, &r->jobs[k]->x, *pfds + n, *pcap - n);
-    int pr = poll(*pfds, (nfds_t)n, (int)(r->x->poll_s * 1000));
+    double wait_s = r->n_waiting && r->x->poll_s > 0.1 ? 0.1 : r->x->poll_s; /* build locks are polled */
+    int pr = poll(*pfds, (nfds_t)n, (int)(wait_s * 1000));
     if (pr < 0 && errno != EINTR) return mf_err_errno(err, MF_EIO, "poll");
     mf_exec_signals_drain();
     mf_progress_row *rows = calloc(r->n_jobs ? r->n_jobs : 1, sizeof *rows);
@@ -742,8 +803,9 @@ static int run_loop(runner *r, mf_err *err)
             /* nothing running: done unless something just became ready */
             int ch = schedule(r, err);
             if (ch < 0) { rc = ch; break; }
-            if (!r->n_jobs && !ch) break;
-            continue;
+            if (!r->n_jobs && !ch && !r->n_waiting) break;
+            if (r->n_jobs || ch) continue;
+            /* only waiting for other engines' builds: sleep in the poll below */
         }
         if ((rc = wait_and_show(r, wake, &pfds, &pcap, err))) break;
     }
@@ -773,6 +835,10 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
     else if ((rc = mf_exec_self(r->exe, sizeof r->exe, err))) goto out;
     r->launched = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->launched);
+    r->waiting = calloc(r->g->n_stages ? r->g->n_stages : 1, sizeof *r->waiting);
+    r->key_fd = malloc((r->g->n_stages ? r->g->n_stages : 1) * sizeof *r->key_fd);
+    if (!r->waiting || !r->key_fd) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    for (size_t i = 0; i < r->g->n_stages; i++) r->key_fd[i] = -1;
     r->manifests = mf_json_new_object();
     r->run_log_dir = mf_path_join(io->log_dir, res->run_id);
     if (!r->launched || !r->manifests || !r->run_log_dir) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
@@ -799,9 +865,12 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
         }
     }
 out:
+    for (size_t i = 0; r->key_fd && i < r->g->n_stages; i++) release_key(r, i);
     if (r->x) r->x->free(r->x);
     free(r->jobs);
     free(r->launched);
+    free(r->waiting);
+    free(r->key_fd);
     mf_json_free(r->manifests);
     free(r->run_log_dir);
     return rc;

@@ -36,6 +36,11 @@ typedef struct mf_run_io {
     int (*cache_put)(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err);
     /* Store one file (a log) and give its digest. May be NULL. */
     int (*put_file)(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err);
+    /* The build lock of a stage key, so that engines sharing a store build a key once: 0 with
+     * *handle held; MF_EBUSY with the holder's pid in *holder (0: not known) when another process
+     * builds it. Never blocks. key_unlock releases it (after cache_put). Both may be NULL. */
+    int (*key_lock)(void *ctx, const char *key_hex, int *handle, long *holder, mf_err *err);
+    void (*key_unlock)(void *ctx, const char *key_hex, int handle);
     /* Commit the run to the ledger; a name for it ("GRAPH@N (commit)") into ref. May be NULL. */
     int (*ledger_commit)(void *ctx, const mf_graph *g, const mf_json *run_record, const mf_json *manifests,
                          char *ref, size_t ref_len, mf_err *err);

@@ -6,8 +6,8 @@
  * and 5.x ones (rope_parameters, dtype). Anything the kernels do not compute
  * is refused with MF_EUNSUPPORTED naming the key and its position, rather than
  * silently producing a different model. See modelio/modelio.h. This file
- * identifies the architecture and reads / writes the LLaMA family; BLOOM, GLM
- * and ChatGLM2/3 keys are in modelio/hf_config_archs.c.
+ * identifies the architecture and reads / writes the LLaMA family; BLOOM, GLM,
+ * ChatGLM2/3 and ChatGLM-6B keys are in modelio/hf_config_archs.c.
  */
 #include "modelio/hf_config_internal.h"
 
@@ -41,6 +41,8 @@ static const struct {
     {"GlmForCausalLM", "glm", MF_ARCH_GLM, 0},
     {"ChatGLMModel", "chatglm", MF_ARCH_CHATGLM2, 0}, /* what ChatGLM2/3 and GLM-4 chat checkpoints say */
     {"ChatGLMForConditionalGeneration", "chatglm", MF_ARCH_CHATGLM2, 0},
+    /* ChatGLM-6B v1: the same names, told apart by its keys (mf_modelio_cfg_is_chatglm_v1) */
+    {"ChatGLMModel", "chatglm", MF_ARCH_CHATGLM, 0},
     {"LlamaForSequenceClassification", "llama", MF_ARCH_LLAMA, 1},
     {"Qwen2ForSequenceClassification", "qwen2", MF_ARCH_QWEN2, 1},
     {"BloomForSequenceClassification", "bloom", MF_ARCH_BLOOM, 1},
@@ -227,17 +229,19 @@ int mf_modelio_config_parse(mf_model_config *cfg, mf_modelio_meta *meta, const m
         return mf_modelio_cfg_at(err, MF_EUNSUPPORTED, path, arch_name ? archv : mt,
                   "unsupported %s '%s' (supported: LlamaForCausalLM/llama, Qwen2ForCausalLM/qwen2, "
                   "BaichuanForCausalLM/baichuan, BloomForCausalLM/bloom, GlmForCausalLM/glm, ChatGLMModel/chatglm "
-                  "(ChatGLM2/3, GLM-4 chat), Llama/Qwen2/Bloom/GlmForSequenceClassification with one label)",
+                  "(ChatGLM-6B, ChatGLM2/3, GLM-4 chat), Llama/Qwen2/Bloom/GlmForSequenceClassification with one label)",
                   arch_name ? "\"architectures\"" : "\"model_type\"", arch_name ? arch_name : model_type);
     if (model_type && strcmp(model_type, archs[k].model_type))
         return mf_modelio_cfg_at(err, MF_EINVAL, path, mt, "\"model_type\" is '%s' but \"architectures\" says %s (model_type '%s')",
                   model_type, archs[k].arch_name, archs[k].model_type);
     cfg->arch = archs[k].arch;
+    if (cfg->arch == MF_ARCH_CHATGLM2 && mf_modelio_cfg_is_chatglm_v1(c)) cfg->arch = MF_ARCH_CHATGLM;
     int rc;
     switch (cfg->arch) {
     case MF_ARCH_BLOOM: rc = mf_modelio_cfg_parse_bloom(cfg, c, path, err); break;
     case MF_ARCH_GLM: rc = mf_modelio_cfg_parse_glm(cfg, c, path, err); break;
     case MF_ARCH_CHATGLM2: rc = mf_modelio_cfg_parse_chatglm2(cfg, c, path, err); break;
+    case MF_ARCH_CHATGLM: rc = mf_modelio_cfg_parse_chatglm(cfg, c, path, err); break;
     default: rc = parse_llama_family(cfg, c, path, err); break;
     }
     if (rc) return rc;
@@ -304,6 +308,7 @@ out:
     if (rc || !meta) return rc;
     meta->dir = strdup(dir);
     meta->tokenizer_json = file_if_present(dir, "tokenizer.json");
+    if (!meta->tokenizer_json) meta->tokenizer_json = file_if_present(dir, "ice_text.model");
     meta->tokenizer_config = file_if_present(dir, "tokenizer_config.json");
     meta->generation_config = file_if_present(dir, "generation_config.json");
     if (!meta->dir) { mf_modelio_meta_free(meta); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
@@ -390,6 +395,7 @@ int mf_modelio_config_json(mf_json **out, const mf_model_config *cfg, const char
     switch (cfg->arch) {
     case MF_ARCH_BLOOM: mf_modelio_cfg_write_bloom(c, cfg, &bad); break;
     case MF_ARCH_CHATGLM2: mf_modelio_cfg_write_chatglm2(c, cfg, &bad); break;
+    case MF_ARCH_CHATGLM: mf_modelio_cfg_write_chatglm(c, cfg, &bad); break;
     case MF_ARCH_GLM: write_llama_family(c, cfg, &bad); mf_modelio_cfg_write_glm(c, cfg, &bad); break;
     default: write_llama_family(c, cfg, &bad); break;
     }

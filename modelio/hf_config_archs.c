@@ -1,7 +1,8 @@
 /*
  * modelio/hf_config_archs.c — config.json keys of BLOOM (BloomForCausalLM),
- * GLM-4 in transformers' layout (GlmForCausalLM) and ChatGLM2/3 / GLM-4 chat
- * in their remote-code layout (ChatGLMModel): read into mf_model_config, and
+ * GLM-4 in transformers' layout (GlmForCausalLM), ChatGLM2/3 / GLM-4 chat and
+ * ChatGLM-6B (v1) in their remote-code layouts (ChatGLMModel /
+ * ChatGLMForConditionalGeneration): read into mf_model_config, and
  * written back as those models' own configs. hf_config.c identifies the arch
  * and reads the token ids; the kernels' arch presets (kernels/arch.c) supply
  * the math (norms, activation, positions, fused projections).
@@ -126,23 +127,17 @@ void mf_modelio_cfg_write_glm(mf_json *c, const mf_model_config *cfg, int *bad)
 
 /* ---------------------------------------------------------------- ChatGLM2/3, GLM-4 chat (ChatGLMModel) */
 
-/* ChatGLM-6B v1 shares model_type "chatglm": its config has position_encoding_2d / inner_hidden_size. */
-static int refuse_v1(const mf_json *c, const char *path, mf_err *err)
+/* ChatGLM-6B v1 shares model_type "chatglm" and the class names: its config has position_encoding_2d /
+ * inner_hidden_size (ChatGLM2/3 have ffn_hidden_size, multi_query_attention). */
+int mf_modelio_cfg_is_chatglm_v1(const mf_json *c)
 {
-    const mf_json *v1 = mf_json_get(c, "position_encoding_2d");
-    if (!v1) v1 = mf_json_get(c, "inner_hidden_size");
-    if (!v1) return 0;
-    return mf_modelio_cfg_at(err, MF_EUNSUPPORTED, path, v1,
-                             "a ChatGLM-6B (v1) config (\"%s\"): this reader covers ChatGLM2/3 and GLM-4 chat "
-                             "(multi_query_attention, ffn_hidden_size)",
-                             mf_json_get(c, "position_encoding_2d") ? "position_encoding_2d" : "inner_hidden_size");
+    return mf_json_get(c, "position_encoding_2d") || mf_json_get(c, "inner_hidden_size");
 }
 
 int mf_modelio_cfg_parse_chatglm2(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err)
 {
     int rc, mqa = 0, groups = 1, b = 1;
     double ratio = 1.0;
-    if ((rc = refuse_v1(c, path, err)) != 0) goto out;
     if ((rc = mf_modelio_cfg_int(&cfg->vocab_size, c, "padded_vocab_size", 1, 0, 1, path, err)) != 0) goto out;
     if ((rc = mf_modelio_cfg_int(&cfg->hidden_size, c, "hidden_size", 1, 0, 1, path, err)) != 0) goto out;
     if ((rc = mf_modelio_cfg_int(&cfg->intermediate_size, c, "ffn_hidden_size", 1, 0, 1, path, err)) != 0) goto out;
@@ -245,4 +240,80 @@ void mf_modelio_cfg_write_chatglm2(mf_json *c, const mf_model_config *cfg, int *
     mf_modelio_cfg_set(c, "pad_token_id", mf_modelio_cfg_token_json(cfg->pad_token_id), bad);
     mf_modelio_cfg_set(c, "bos_token_id", mf_modelio_cfg_token_json(cfg->bos_token_id), bad);
     mf_modelio_cfg_set(c, "eos_token_id", mf_modelio_cfg_token_json(cfg->eos_token_id), bad);
+}
+
+/* ---------------------------------------------------------------- ChatGLM-6B (v1) */
+
+/* THUDM/chatglm-6b's configuration_chatglm.py keys; its class defaults where a key is absent
+ * (vocab 150528, 28 layers...) are not assumed: the shape keys are required. */
+int mf_modelio_cfg_parse_chatglm(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err)
+{
+    int rc, two_d = 1;
+    if ((rc = mf_modelio_cfg_int(&cfg->vocab_size, c, "vocab_size", 1, 0, 1, path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_int(&cfg->hidden_size, c, "hidden_size", 1, 0, 1, path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_int(&cfg->num_hidden_layers, c, "num_layers", 1, 0, 1, path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_int(&cfg->num_attention_heads, c, "num_attention_heads", 1, 0, 1, path, err)) != 0)
+        goto out;
+    if ((rc = mf_modelio_cfg_int(&cfg->intermediate_size, c, "inner_hidden_size", 0, 4 * cfg->hidden_size, 1, path,
+                                 err)) != 0)
+        goto out;
+    if ((rc = mf_modelio_cfg_num(&cfg->rms_norm_eps, c, "layernorm_epsilon", 1e-5, path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_int(&cfg->max_position_embeddings, c, "max_sequence_length", 0, 2048, 1, path, err)) != 0)
+        goto out;
+    /* transformers' PretrainedConfig default: the release's lm_head is the word embedding */
+    if ((rc = mf_modelio_cfg_bool(&cfg->tie_word_embeddings, c, "tie_word_embeddings", 1, path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_token(&cfg->mask_token_id, c, "mask_token_id", path, err)) != 0) goto out;
+    if ((rc = mf_modelio_cfg_token(&cfg->gmask_token_id, c, "gmask_token_id", path, err)) != 0) goto out;
+    cfg->num_key_value_heads = cfg->num_attention_heads;
+    if ((rc = mf_modelio_cfg_bool(&two_d, c, "position_encoding_2d", 1, path, err)) != 0) goto out;
+    if (!two_d) {
+        rc = mf_modelio_cfg_at(err, MF_EUNSUPPORTED, path, mf_json_get(c, "position_encoding_2d"),
+                               "\"position_encoding_2d\": false (1D rotary over the whole head) is not supported; "
+                               "only the 2D positions of the ChatGLM-6B release");
+        goto out;
+    }
+    if ((rc = mf_modelio_cfg_refuse_nonzero(c, "quantization_bit", "quantised weights: load the full-precision "
+                                            "checkpoint", path, err)) != 0)
+        goto out;
+    const mf_json *psl = mf_json_get(c, "pre_seq_len");
+    if (psl && psl->type != MF_JSON_NULL) {
+        rc = mf_modelio_cfg_at(err, MF_EUNSUPPORTED, path, psl,
+                               "\"pre_seq_len\" is set (a ChatGLM P-Tuning checkpoint): open the base model and train or "
+                               "apply the prefix as a medflow P-Tuning adapter (finetune: ptuning; docs/model.md)");
+        goto out;
+    }
+    /* prefix_projection (with pre_seq_len null, unused) and use_cache change nothing */
+out:
+    return rc;
+}
+
+void mf_modelio_cfg_write_chatglm(mf_json *c, const mf_model_config *cfg, int *bad)
+{
+    mf_json *am = mf_json_new_object(); /* where the release keeps its code (not written by medflow) */
+    if (am) {
+        mf_modelio_cfg_set(am, "AutoConfig", mf_json_new_str("configuration_chatglm.ChatGLMConfig"), bad);
+        mf_modelio_cfg_set(am, "AutoModel", mf_json_new_str("modeling_chatglm.ChatGLMForConditionalGeneration"), bad);
+        mf_modelio_cfg_set(am, "AutoModelForSeq2SeqLM", mf_json_new_str("modeling_chatglm.ChatGLMForConditionalGeneration"),
+                           bad);
+    }
+    mf_modelio_cfg_set(c, "auto_map", am, bad);
+    mf_modelio_cfg_set(c, "vocab_size", mf_json_new_int(cfg->vocab_size), bad);
+    mf_modelio_cfg_set(c, "hidden_size", mf_json_new_int(cfg->hidden_size), bad);
+    mf_modelio_cfg_set(c, "inner_hidden_size", mf_json_new_int(cfg->intermediate_size), bad);
+    mf_modelio_cfg_set(c, "num_layers", mf_json_new_int(cfg->num_hidden_layers), bad);
+    mf_modelio_cfg_set(c, "num_attention_heads", mf_json_new_int(cfg->num_attention_heads), bad);
+    mf_modelio_cfg_set(c, "layernorm_epsilon", mf_json_new_float(cfg->rms_norm_eps > 0 ? cfg->rms_norm_eps : 1e-5), bad);
+    mf_modelio_cfg_set(c, "max_sequence_length",
+                       mf_json_new_int(cfg->max_position_embeddings ? cfg->max_position_embeddings : 2048), bad);
+    mf_modelio_cfg_set(c, "position_encoding_2d", mf_json_new_bool(1), bad);
+    mf_modelio_cfg_set(c, "quantization_bit", mf_json_new_int(0), bad);
+    mf_modelio_cfg_set(c, "pre_seq_len", mf_json_new_null(), bad);
+    mf_modelio_cfg_set(c, "prefix_projection", mf_json_new_bool(0), bad);
+    mf_modelio_cfg_set(c, "use_cache", mf_json_new_bool(1), bad);
+    mf_modelio_cfg_set(c, "tie_word_embeddings", mf_json_new_bool(cfg->tie_word_embeddings), bad);
+    mf_modelio_cfg_set(c, "pad_token_id", mf_modelio_cfg_token_json(cfg->pad_token_id), bad);
+    mf_modelio_cfg_set(c, "bos_token_id", mf_modelio_cfg_token_json(cfg->bos_token_id), bad);
+    mf_modelio_cfg_set(c, "eos_token_id", mf_modelio_cfg_token_json(cfg->eos_token_id), bad);
+    mf_modelio_cfg_set(c, "mask_token_id", mf_modelio_cfg_token_json(cfg->mask_token_id), bad);
+    mf_modelio_cfg_set(c, "gmask_token_id", mf_modelio_cfg_token_json(cfg->gmask_token_id), bad);
 }

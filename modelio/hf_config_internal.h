@@ -1,6 +1,6 @@
 /*
  * modelio/hf_config_internal.h — shared by modelio/hf_config.c (dispatch, the
- * LLaMA family) and modelio/hf_config_archs.c (BLOOM, GLM, ChatGLM2/3): the
+ * LLaMA family) and modelio/hf_config_archs.c (BLOOM, GLM, ChatGLM2/3, ChatGLM-6B): the
  * typed config.json readers (errors name the key and its file:line:col) and
  * the per-architecture read / write functions. Not a public header.
  */
@@ -39,8 +39,13 @@ mf_json *mf_modelio_cfg_token_json(int id);
 int mf_modelio_cfg_parse_bloom(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err);
 int mf_modelio_cfg_parse_glm(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err);
 int mf_modelio_cfg_parse_chatglm2(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err);
+int mf_modelio_cfg_parse_chatglm(mf_model_config *cfg, const mf_json *c, const char *path, mf_err *err);
+/* 1: a ChatGLM-6B (v1) config (position_encoding_2d / inner_hidden_size), which shares
+ * model_type "chatglm" and the class names with ChatGLM2/3. */
+int mf_modelio_cfg_is_chatglm_v1(const mf_json *c);
 void mf_modelio_cfg_write_bloom(mf_json *c, const mf_model_config *cfg, int *bad);
 void mf_modelio_cfg_write_glm(mf_json *c, const mf_model_config *cfg, int *bad);
 void mf_modelio_cfg_write_chatglm2(mf_json *c, const mf_model_config *cfg, int *bad);
+void mf_modelio_cfg_write_chatglm(mf_json *c, const mf_model_config *cfg, int *bad);
 
 #endif

@@ -312,7 +312,9 @@ static int open_rec(mf_modelio_input *out, const char *path, int keep, const cha
                     int depth, mf_err *err)
 {
     if (!(out->path = strdup(path))) return nomem(err);
-    if (has_file(path, "tokenizer.json") && !(out->tokenizer_dir = strdup(path))) return nomem(err);
+    /* tokenizer.json, or ChatGLM-6B's SentencePiece ice_text.model (tokenizer/tok_chatglm.c) */
+    if ((has_file(path, "tokenizer.json") || has_file(path, "ice_text.model")) && !(out->tokenizer_dir = strdup(path)))
+        return nomem(err);
     int rc;
     if (has_file(path, "config.json")) rc = open_full(out, path, err);
     else if (has_file(path, "adapter_config.json")) rc = open_adapter(out, path, keep, alt, n_alt, depth, err);
@@ -423,6 +425,14 @@ static int base_path_in_store(const char *path, const char *hex)
     return ok;
 }
 
+/* An adapter config's base_model_name_or_path: the base's digest when it has
+ * one (never the store path it happened to be read from, so an adapter's
+ * digest does not depend on where the store lives), else its path. */
+static const char *base_name(const char *base_path, const char *base_digest)
+{
+    return base_digest && *base_digest ? base_digest : base_path ? base_path : "";
+}
+
 /* PEFT's PrefixTuningConfig field names (P-Tuning v2). */
 static int write_prefix_config(const char *dir, const mf_model_config *cfg, const mf_k_prefix_config *prefix,
                                const char *base_path, const char *base_digest, mf_err *err)
@@ -439,8 +449,7 @@ static int write_prefix_config(const char *dir, const mf_model_config *cfg, cons
     mf_json_set(c, "num_attention_heads", mf_json_new_int(cfg->num_key_value_heads));
     mf_json_set(c, "token_dim", mf_json_new_int((int64_t)cfg->num_key_value_heads * hd));
     mf_json_set(c, "num_transformer_submodules", mf_json_new_int(1));
-    mf_json_set(c, "base_model_name_or_path",
-                mf_json_new_str(base_digest && *base_digest ? base_digest : base_path ? base_path : ""));
+    mf_json_set(c, "base_model_name_or_path", mf_json_new_str(base_name(base_path, base_digest)));
     int rc = mf_json_save(dir, "adapter_config.json", c, err);
     mf_json_free(c);
     return rc;
@@ -503,7 +512,7 @@ int mf_modelio_output_adapter(const char *dir, mf_model *m, mf_adapter_kind kind
         mf_modelio_peft pf;
         memset(&pf, 0, sizeof pf);
         pf.lora = *lora;
-        snprintf(pf.base_model, sizeof pf.base_model, "%s", base_path ? base_path : "");
+        snprintf(pf.base_model, sizeof pf.base_model, "%s", base_name(base_path, base_digest));
         rc = mf_modelio_peft_write_config(dir, &pf, cfg->arch, err);
     } else {
         rc = write_prefix_config(dir, cfg, prefix, base_path, base_digest, err);

@@ -42,7 +42,8 @@ typedef struct mf_modelio_meta {
     char model_type[32];   /* "llama" */
     char dtype[16];        /* "float32" / "bfloat16" / "float16" ("" when absent) */
     char *dir;             /* the directory read (malloc'd) */
-    char *tokenizer_json;  /* path or NULL when the directory has none */
+    char *tokenizer_json;  /* the tokenizer file: tokenizer.json, else ChatGLM-6B's SentencePiece
+                              ice_text.model (mf_tok_load reads either directory); NULL when none */
     char *tokenizer_config;/* path or NULL */
     char *generation_config;/* path or NULL */
     double initializer_range;

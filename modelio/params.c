@@ -196,7 +196,9 @@ out:
 int mf_modelio_copy_tokenizer(const char *dir, const char *from_dir, mf_err *err)
 {
     if (!from_dir) return 0;
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    /* ice_text.model: ChatGLM-6B's SentencePiece model (it has no tokenizer.json) */
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                        "ice_text.model"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *from = mf_path_join(from_dir, files[i]), *to = mf_path_join(dir, files[i]);
         int rc = 0;
@@ -209,21 +211,32 @@ int mf_modelio_copy_tokenizer(const char *dir, const char *from_dir, mf_err *err
     return 0;
 }
 
-/* ChatGLM2/3 checkpoints carry their rotary table's inverse frequencies as a buffer
- * (transformer.rotary_pos_emb.inv_freq, 1 / 10000^(2i / (kv_channels/2)); its
- * forward recomputes them with rope_ratio): written for the published layout. */
-static int chatglm2_inv_freq(mf_k_param *p, const mf_model_config *cfg, mf_err *err)
+/* The rotary tables' inverse frequencies the published checkpoints carry as buffers:
+ * ChatGLM2/3 one transformer.rotary_pos_emb.inv_freq, 1 / 10000^(2i / (kv_channels/2)) (its forward
+ * recomputes them with rope_ratio); ChatGLM-6B one per layer, transformer.layers.N.attention.
+ * rotary_emb.inv_freq over head_dim/2 dims, rounded to fp16 as the release keeps it (stored here as
+ * f32 of those values). out[0..n) are filled (names and data malloc'd); returns the count or < 0. */
+static int rotary_buffers(mf_k_param *out, int cap, const mf_model_config *cfg, mf_err *err)
 {
     int hd = cfg->head_dim ? cfg->head_dim : cfg->hidden_size / cfg->num_attention_heads, dim = hd / 2;
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "transformer.rotary_pos_emb.inv_freq");
-    p->ndim = 1;
-    p->shape[0] = dim / 2;
-    p->shape[1] = 1;
-    p->numel = (size_t)(dim / 2);
-    if (!(p->data = malloc((p->numel ? p->numel : 1) * sizeof(float)))) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    for (int i = 0; i < dim / 2; i++) p->data[i] = (float)(1.0 / pow(10000.0, (double)(2 * i) / dim));
-    return 0;
+    int n = cfg->arch == MF_ARCH_CHATGLM2 ? 1 : cfg->arch == MF_ARCH_CHATGLM ? cfg->num_hidden_layers : 0;
+    if (n > cap) return mf_err_set(err, MF_EINVAL, "too many rotary buffers (%d)", n);
+    for (int k = 0; k < n; k++) {
+        mf_k_param *p = &out[k];
+        memset(p, 0, sizeof *p);
+        if (cfg->arch == MF_ARCH_CHATGLM2) snprintf(p->name, sizeof p->name, "transformer.rotary_pos_emb.inv_freq");
+        else snprintf(p->name, sizeof p->name, "transformer.layers.%d.attention.rotary_emb.inv_freq", k);
+        p->ndim = 1;
+        p->shape[0] = dim / 2;
+        p->shape[1] = 1;
+        p->numel = (size_t)(dim / 2);
+        if (!(p->data = malloc((p->numel ? p->numel : 1) * sizeof(float)))) return mf_err_set(err, MF_ENOMEM, "out of memory");
+        for (int i = 0; i < dim / 2; i++) {
+            float f = (float)(1.0 / pow(10000.0, (double)(2 * i) / dim));
+            p->data[i] = cfg->arch == MF_ARCH_CHATGLM ? mf_safetensors_f16_to_f32(mf_safetensors_f32_to_f16(f)) : f;
+        }
+    }
+    return n;
 }
 
 int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param *const *params, size_t n,
@@ -233,21 +246,23 @@ int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param
     if (opts) o = *opts;
     const char *dtype = o.dtype == MF_SAFETENSORS_BF16 ? "bfloat16" : o.dtype == MF_SAFETENSORS_F16 ? "float16" : "float32";
     mf_json *c = NULL, *g = NULL;
-    mf_k_param inv = {0};
-    mf_k_param **all = NULL;
-    int rc;
-    if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
-    if (cfg->arch == MF_ARCH_CHATGLM2) {
-        if (!(all = malloc((n + 1) * sizeof *all))) {
-            rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-            goto out;
-        }
-        if ((rc = chatglm2_inv_freq(&inv, cfg, err))) goto out;
-        memcpy(all, params, n * sizeof *all);
-        all[n] = &inv;
-    }
-    if ((rc = mf_modelio_write_params(dir, "model", all ? all : params, all ? n + 1 : n, cfg->arch, "", &o, err)))
+    int nb = cfg->arch == MF_ARCH_CHATGLM ? cfg->num_hidden_layers : 1;
+    mf_k_param *inv = calloc((size_t)nb, sizeof *inv);
+    mf_k_param **all = malloc((n + (size_t)nb) * sizeof *all);
+    int rc, nbuf;
+    if (!inv || !all) {
+        rc = mf_err_set(err, MF_ENOMEM, "out of memory");
         goto out;
+    }
+    if ((rc = mf_mkdir_p(dir, 0755, err))) goto out;
+    nbuf = rotary_buffers(inv, nb, cfg, err);
+    if (nbuf < 0) {
+        rc = nbuf;
+        goto out;
+    }
+    memcpy(all, params, n * sizeof *all);
+    for (int k = 0; k < nbuf; k++) all[n + (size_t)k] = &inv[k];
+    if ((rc = mf_modelio_write_params(dir, "model", all, n + (size_t)nbuf, cfg->arch, "", &o, err))) goto out;
     if ((rc = mf_modelio_config_json(&c, cfg, dtype, o.score_head, err))) goto out;
     if ((rc = mf_json_save(dir, "config.json", c, err))) goto out;
     if (!(g = mf_json_new_object())) {
@@ -260,7 +275,8 @@ int mf_modelio_write_dir(const char *dir, const mf_model_config *cfg, mf_k_param
     if ((rc = mf_json_save(dir, "generation_config.json", g, err))) goto out;
     rc = mf_modelio_copy_tokenizer(dir, tokenizer_dir, err);
 out:
-    free(inv.data);
+    for (int k = 0; inv && k < nb; k++) free(inv[k].data);
+    free(inv);
     free(all);
     mf_json_free(c);
     mf_json_free(g);

@@ -129,6 +129,22 @@ out:
     return rc;
 }
 
+/* A directory with <base>.bin / pytorch_model.bin (or their shard index) instead of safetensors. */
+static int has_pickle(const char *dir, const char *base)
+{
+    static const char *const pat[] = {"%s.bin", "%s.bin.index.json"};
+    const char *stem = !strcmp(base, "model") ? "pytorch_model" : base;
+    int found = 0;
+    for (size_t i = 0; i < sizeof pat / sizeof pat[0] && !found; i++) {
+        char name[512];
+        snprintf(name, sizeof name, pat[i], stem);
+        char *p = mf_path_join(dir, name);
+        found = p && mf_is_file(p);
+        free(p);
+    }
+    return found;
+}
+
 int mf_safetensors_set_open(mf_safetensors_set **out, const char *path, const char *base, mf_err *err)
 {
     *out = NULL;
@@ -144,6 +160,11 @@ int mf_safetensors_set_open(mf_safetensors_set **out, const char *path, const ch
         if (!idx || !one) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
         else if (mf_is_file(idx)) rc = open_index(s, idx, err);
         else if (mf_is_file(one)) rc = open_single(s, one, err);
+        else if (has_pickle(path, base ? base : "model"))
+            rc = mf_err_set(err, MF_EUNSUPPORTED,
+                            "%s: only pickled PyTorch weights (%s*.bin), which medflow does not read (a pickle can run "
+                            "code): convert them to safetensors once (docs/model.md, \"Checkpoints in .bin files\")",
+                            path, !strcmp(base ? base : "model", "model") ? "pytorch_model" : base);
         else rc = mf_err_set(err, MF_ENOTFOUND, "%s: no %s.safetensors or %s.safetensors.index.json", path,
                              base ? base : "model", base ? base : "model");
         free(idx);

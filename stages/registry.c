@@ -296,15 +296,15 @@ static const mf_kind k_tokenize = {"tokenize", 1, "records -> token-id shards wi
     s_tokenize, GROUPS(p_tokenize, sequence, bad_records), MF_A_TOKENS, CPU1, NULL};
 static const mf_kind k_init = {"init", 1, "a randomly initialised model from a config",
     s_init, GROUPS(p_init), MF_A_MODEL, CPU1, NULL};
-static const mf_kind k_dcpt = {"dcpt", 2, "domain continued pre-training: next-token loss on packed blocks",
+static const mf_kind k_dcpt = {"dcpt", 3, "domain continued pre-training: next-token loss on packed blocks",
     s_dcpt, GROUPS(p_dcpt, trainer, adapters, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_sft = {"sft", 2, "supervised fine-tuning: loss on response tokens only",
+static const mf_kind k_sft = {"sft", 3, "supervised fine-tuning: loss on response tokens only",
     s_sft, GROUPS(p_sft, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_rm = {"rm", 3, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
+static const mf_kind k_rm = {"rm", 4, "reward model: last-token scalar head, pairwise loss -log sigmoid(r_w - r_l)",
     s_pref, GROUPS(p_rm, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_dpo = {"dpo", 3, "direct preference optimisation against the input model as reference",
+static const mf_kind k_dpo = {"dpo", 4, "direct preference optimisation against the input model as reference",
     s_pref, GROUPS(p_dpo, trainer, adapters, sequence, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
-static const mf_kind k_ppo = {"ppo", 2, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
+static const mf_kind k_ppo = {"ppo", 3, "PPO with a per-token KL penalty to the input model, GAE, clipped losses",
     s_ppo, GROUPS(p_ppo, trainer, adapters, sequence, generation, bad_records), MF_A_MODEL | MF_A_ADAPTER, TRAIN_RES, NULL};
 static const mf_kind k_merge = {"merge", 1, "fold an adapter into its base model",
     s_model_only, GROUPS(p_merge), MF_A_MODEL, CPU1, NULL};

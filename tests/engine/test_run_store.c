@@ -139,3 +139,25 @@ TEST(test_ledger_bit_flip_in_any_object_is_detected_by_the_commands)
     CHECK(n >= 8);
     free(objs);
 }
+
+/* An adapter names its base by digest, not by the store path it was read
+ * from: the same graph run on two stores at different places gives the same
+ * adapter digest (it once carried "s1/trees/<hex>" in adapter_config.json). */
+TEST(test_run_adapter_digest_does_not_depend_on_where_the_store_lives)
+{
+    write_dp_graph("g.yaml", "where", "finetune: lora, max_steps: 2, batch_size: 2", "cpus: 1");
+    char *out = NULL;
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    free(out);
+    mf_json *one = last_run();
+    REQUIRE(one != NULL);
+    CHECK_INT(mf(&out, "run g.yaml --store elsewhere/deeper/s2"), 0);
+    free(out);
+    char *run2 = mf_path_join(mf_test_tmpdir(), "elsewhere/deeper/s2");
+    REQUIRE(run2 != NULL);
+    CHECK_INT(mf_test_sh(&out, NULL, "grep -h '\"output\"' '%s'/logs/*/run.json | grep -c '%s'", run2, output_of(one, "pt")), 0);
+    CHECK_STR(out, "1\n");
+    free(out);
+    free(run2);
+    mf_json_free(one);
+}

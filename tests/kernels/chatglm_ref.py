@@ -242,3 +242,57 @@ def greedy(c, w, prompt, n, eos=None, prefix_w=None):
             if eos is not None and t == eos:
                 break
     return out
+
+
+# ---- HF directories (tests/modelio/): the release's layout in and out of this reference ----
+
+def _read_tensors(d, base):
+    import json, os
+    from safetensors.torch import load_file
+    index = os.path.join(d, base + ".safetensors.index.json")
+    files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else [base + ".safetensors"]
+    sd = {}
+    for f in files:
+        sd.update(load_file(os.path.join(d, f)))
+    return sd
+
+
+class DirModel:
+    """A ChatGLM-6B directory (config.json + model.safetensors or shards, names as the release) and
+    optionally an adapter directory medflow wrote: PEFT LoRA (base_model.model.<module>.lora_A/B) or
+    a P-Tuning v2 prefix (peft_type PREFIX_TUNING, base_model.model.prefix_encoder.*, which is the
+    release's transformer.prefix_encoder.*). Called like a transformers model: (logits,)."""
+
+    def __init__(self, model_dir, adapter_dir=None):
+        import json, os
+        kw = json.load(open(os.path.join(model_dir, "config.json")))
+        assert kw.get("position_encoding_2d", True), "only the 2D-position release"
+        self.c = Config(**{k: v for k, v in kw.items() if k in Config().__dict__ and v is not None})
+        sd = _read_tensors(model_dir, "model")
+        self.w = {k: v.float() for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
+        missing = set(param_shapes(self.c)) - set(self.w)
+        assert not missing, f"missing tensors {sorted(missing)[:4]}"
+        self.lora, self.prefix_w = None, None
+        if adapter_dir:
+            ac = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+            asd = {k.replace("base_model.model.", "", 1): v.float() for k, v in _read_tensors(adapter_dir, "adapter_model").items()}
+            if ac["peft_type"] == "LORA":
+                self.lora = {"A": {}, "B": {}, "scale": ac["lora_alpha"] / ac["r"]}
+                for k, v in asd.items():
+                    mod, ab = k.rsplit(".lora_", 1)
+                    self.lora[ab[0]][mod] = v
+            else:
+                self.c.pre_seq_len, self.c.prefix_projection = ac["num_virtual_tokens"], ac.get("prefix_projection", False)
+                self.prefix_w = {"transformer." + k: v for k, v in asd.items()}
+                assert set(self.prefix_w) == set(prefix_shapes(self.c)), sorted(self.prefix_w)
+
+    def eval(self):
+        return self
+
+    def float(self):
+        return self
+
+    def __call__(self, input_ids):
+        with torch.no_grad():
+            pre = prefix_kv(self.c, self.prefix_w, input_ids.shape[0]) if self.prefix_w else None
+            return (forward(self.c, self.w, input_ids, lora=self.lora, prefix=pre)[0],)

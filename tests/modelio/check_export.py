@@ -14,7 +14,10 @@ Baichuan directories (BaichuanForCausalLM is remote code, not in transformers)
 are loaded by splitting W_pack into a LlamaForCausalLM, which is the same math.
 ChatGLM2/3 directories (model_type chatglm: remote code) are loaded into the
 independent reference tests/kernels/chatglm2_ref.py, and their PEFT adapters
-with peft's inject_adapter_in_model + set_peft_model_state_dict.
+with peft's inject_adapter_in_model + set_peft_model_state_dict. ChatGLM-6B (v1)
+directories (position_encoding_2d) and their LoRA / P-Tuning adapters go into
+tests/kernels/chatglm_ref.py (DirModel); give them a logits file whose
+input_ids hold [gMASK] and <sop> (its prefix-LM needs both).
 Prints one JSON line {"ok": bool, "max_abs_diff": x, ...}; exit 0 when ok.
 Tolerance: 1e-4 absolute (fp32 on both sides; differences come only from
 summation order).
@@ -43,6 +46,10 @@ def load(model_dir, adapter_dir=None):
     elif any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
         from transformers import AutoModelForSequenceClassification  # reward model: logits [1, 1]
         m = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
+    elif cfg.get("model_type") == "chatglm" and ("position_encoding_2d" in cfg or "inner_hidden_size" in cfg):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels"))
+        import chatglm_ref  # ChatGLM-6B (v1): its LoRA / P-Tuning adapters are read by the reference itself
+        return chatglm_ref.DirModel(model_dir, adapter_dir)
     elif cfg.get("model_type") == "chatglm":
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernels"))
         import chatglm2_ref

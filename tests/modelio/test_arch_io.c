@@ -188,12 +188,17 @@ TEST(test_arch_io_refuses_unsupported_config_fields_by_name)
     CHECK_CONTAINS(e.msg, "\"rmsnorm\": false");
     CHECK_INT(parse("{" CHATGLM2 ",\"apply_residual_connection_post_layernorm\":true}", &e), MF_EUNSUPPORTED);
     CHECK_CONTAINS(e.msg, "apply_residual_connection_post_layernorm");
-    /* ChatGLM-6B v1 shares model_type chatglm: named, not misread */
-    CHECK_INT(parse("{\"architectures\":[\"ChatGLMModel\"],\"model_type\":\"chatglm\",\"vocab_size\":130528,"
-                    "\"hidden_size\":4096,\"num_layers\":28,\"num_attention_heads\":32,\"inner_hidden_size\":16384,"
-                    "\"position_encoding_2d\":true}", &e),
-              MF_EUNSUPPORTED);
-    CHECK_CONTAINS(e.msg, "ChatGLM-6B (v1)");
+    /* ChatGLM-6B v1 shares model_type chatglm and the class name: told apart by its keys, not misread */
+    mf_json *j = NULL;
+    const char *v1 = "{\"architectures\":[\"ChatGLMModel\"],\"model_type\":\"chatglm\",\"vocab_size\":130528,"
+                     "\"hidden_size\":4096,\"num_layers\":28,\"num_attention_heads\":32,\"inner_hidden_size\":16384,"
+                     "\"position_encoding_2d\":true}";
+    REQUIRE(mf_json_parse(&j, v1, strlen(v1), "config.json", &e) == 0);
+    mf_model_config c;
+    CHECK_OK(mf_modelio_config_parse(&c, NULL, j, "config.json", &e));
+    CHECK_INT(c.arch, MF_ARCH_CHATGLM);
+    CHECK_INT(c.intermediate_size, 16384);
+    mf_json_free(j);
     CHECK_INT(parse("{\"architectures\":[\"Glm4ForCausalLM\"]," GLM_KEYS "}", &e), MF_EUNSUPPORTED);
     CHECK_CONTAINS(e.msg, "'Glm4ForCausalLM'");
 }
