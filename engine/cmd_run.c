@@ -173,7 +173,7 @@ static int prepare(session *s, int is_run)
     if (!root) return mf_err_set(&s->err, MF_ENOMEM, "out of memory");
     const char *executor = s->a.executor ? s->a.executor : s->g->executor;
     if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(s->g, &root, &s->err))) goto out;
-    if (!s->a.quiet) say_store(is_run ? "run" : "status", root, s->g, (s->a.store && *s->a.store) || s->g->store);
+    if (!s->a.quiet && !s->a.json) say_store(is_run ? "run" : "status", root, s->g, (s->a.store && *s->a.store) || s->g->store);
     if ((rc = mf_estore_open(&s->st, root, s->a.rehash, &s->err))) goto out;
     if (is_run && (rc = mf_estore_lock(s->st, &s->err))) goto out;
     mf_estore_io(s->st, &s->io);

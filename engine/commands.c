@@ -128,8 +128,10 @@ const mf_cmd mf_commands[] = {
     {"report", mf_cmd_report, "print a graph's newest report (tables like the papers')",
      "Usage: medflow report GRAPH|RUN [-o DIR] [--store DIR]\n\n"
      "Find the newest run of the graph whose `report` stage succeeded, materialise its output from the\n"
-     "store (verified), and print report.md: one table per eval task, models as rows. With -o, copy\n"
-     "report.md and report.html (self-contained, with SVG loss curves and the DAG) into DIR.\n"
+     "store (verified), and print report.md: one table per eval task, models as rows. The run's own\n"
+     "record is added from the ledger (its id, every stage's status, output digest and params, the\n"
+     "stage DAG) and the result written to DIR (-o), else to <store>/reports/<graph>/: report.md,\n"
+     "report.html (self-contained: tables, SVG loss curves, the run, the DAG) and dag.json.\n"
      "GRAPH is a graph file (its `store:` is used unless --store is given); RUN is GRAPH or GRAPH@N.\n", 0},
     {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
     {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},

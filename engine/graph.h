@@ -101,6 +101,9 @@ const char *mf_graph_ref_name(const mf_graph *g, const mf_ref *r);
 /* Draw the DAG: text (layered, readable in a terminal) or Graphviz DOT. */
 int mf_graph_write_dag_text(const mf_graph *g, mf_buf *out);
 int mf_graph_write_dag_dot(const mf_graph *g, mf_buf *out);
+/* The DAG as the report draws it (stages/eval/report.h): {"nodes": [{"id", "kind"}] (sources
+ * with kind "source", then the stages), "edges": [{"from", "to"}]}; NULL when out of memory. */
+mf_json *mf_graph_dag_json(const mf_graph *g);
 
 /* Load YAML into an mf_json tree with positions (used by the graph loader and
  * for YAML data files). Aliases are expanded with a bounded node budget. */
