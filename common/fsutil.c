@@ -57,8 +57,26 @@ int mf_fsync_dir(const char *dir, mf_err *err)
     return 0;
 }
 
+static char g_scratch[4096]; /* mf_fs_set_scratch: "" = none */
+
+void mf_fs_set_scratch(const char *dir)
+{
+    size_t n = dir ? strlen(dir) : 0;
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (n >= sizeof g_scratch) n = 0; /* too long to be worth it: everything stays durable */
+    memcpy(g_scratch, dir ? dir : "", n);
+    g_scratch[n] = 0;
+}
+
+int mf_fs_is_scratch(const char *path)
+{
+    size_t n = strlen(g_scratch);
+    return n && !strncmp(path, g_scratch, n) && path[n] == '/';
+}
+
 int mf_write_file_atomic(const char *path, const void *data, size_t len, int mode, mf_err *err)
 {
+    int durable = !mf_fs_is_scratch(path);
     size_t pn = strlen(path);
     char *tmp = malloc(pn + 32);
     if (!tmp) return mf_err_set(err, MF_ENOMEM, "out of memory");
@@ -78,7 +96,7 @@ int mf_write_file_atomic(const char *path, const void *data, size_t len, int mod
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) < 0 || close(fd) < 0) {
+    if ((durable && fsync(fd) < 0) || close(fd) < 0) {
         int rc = mf_err_errno(err, MF_EIO, "cannot sync %s", tmp);
         unlink(tmp); free(tmp);
         return rc;
@@ -89,6 +107,7 @@ int mf_write_file_atomic(const char *path, const void *data, size_t len, int mod
         return rc;
     }
     free(tmp);
+    if (!durable) return 0;
     char *dir = mf_path_dirname(path);
     int rc = dir ? mf_fsync_dir(dir, err) : mf_err_set(err, MF_ENOMEM, "out of memory");
     free(dir);

@@ -13,8 +13,15 @@
 
 /* Read a whole file; *out is NUL-terminated (not counted in *len); caller frees. */
 int mf_read_file(const char *path, char **out, size_t *len, mf_err *err);
-/* Atomically replace path with data. mode e.g. 0644. */
+/* Atomically replace path with data. mode e.g. 0644. Under the scratch
+ * directory (below) the write is still atomic but not fsynced. */
 int mf_write_file_atomic(const char *path, const void *data, size_t len, int mode, mf_err *err);
+/* This process's scratch directory (NULL: none): files under it are never
+ * durable state by themselves (a store's tmp/: stage outputs are fsynced when
+ * they are archived into objects/), so atomic writes there skip the two
+ * fsyncs. The path is compared as given (same spelling as the writes). */
+void mf_fs_set_scratch(const char *dir);
+int mf_fs_is_scratch(const char *path);
 /* Copy a regular file to `to` (atomically replaced, mode 0644). */
 int mf_copy_file(const char *from, const char *to, mf_err *err);
 /* mkdir -p; existing directories are fine. */

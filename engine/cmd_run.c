@@ -190,6 +190,26 @@ out:
     return rc;
 }
 
+/* Runs whose engine was killed before recording them are recorded now (engine/journal.h). A
+ * failure is a warning: the journal stays, and gc keeps the outputs it names. */
+static void recover(session *s)
+{
+    mf_buf rep = MF_BUF_INIT;
+    mf_err e;
+    mf_err_clear(&e);
+    if (mf_estore_recover(s->st, &rep, &e)) {
+        char buf[2048];
+        fprintf(stderr, "medflow: warning: %s (its outputs stay protected from gc; the next run tries again)\n",
+                mf_err_str(&e, buf, sizeof buf));
+    }
+    for (const char *w = mf_buf_cstr(&rep); *w && !s->a.quiet;) {
+        size_t n = strcspn(w, "\n");
+        printf("recovered: %.*s\n", (int)n, w);
+        w += n + (w[n] == '\n');
+    }
+    mf_buf_free(&rep);
+}
+
 /* 0 with the session ready, or the exit code (a usage error, or the error reported). */
 static int session_open(session *s, const char *cmd, int argc, char **argv, int is_run)
 {
@@ -198,6 +218,7 @@ static int session_open(session *s, const char *cmd, int argc, char **argv, int 
     int code = parse(cmd, argc, argv, &s->a, is_run);
     if (code) return code;
     if (prepare(s, is_run)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
+    if (is_run) recover(s);
     return 0;
 }
 
@@ -275,6 +296,13 @@ static int report_outcome(const args *a, const mf_run_result *res)
                res->n_cutoff);
     }
     if (res->ledger_ref[0] && !a->quiet) printf("recorded in the ledger as %s\n", res->ledger_ref);
+    if (res->record_error[0]) { /* the outputs are safe (the journal roots them), the provenance is not yet */
+        fprintf(stderr,
+                "medflow: error: run %s could not be recorded in the ledger: %s\n"
+                "medflow: its journal keeps its outputs from gc; the next run records it\n",
+                res->run_id, res->record_error);
+        if (code == MF_EXIT_OK) code = MF_EXIT_FAILED;
+    }
     return code;
 }
 
@@ -285,9 +313,11 @@ int mf_cmd_run(int argc, char **argv)
     if (code) goto out;
     size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
            cached = mf_plan_count(s.p, MF_PS_CACHED);
-    if (!stale) { /* the no-op path: no ledger, no writes */
+    int record_only = 0;
+    if (!stale) { /* the no-op path: no ledger, no writes, unless the ledger describes other outputs */
         if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
-        goto out;
+        if (s.a.dry_run || mf_estore_recorded_current(s.st, s.p)) goto out;
+        record_only = 1; /* an input changed back: record that these outputs are the current ones again */
     }
     if (s.a.dry_run) {
         print_dry_run(s.g, s.p, stale, waiting, cached);
@@ -299,7 +329,7 @@ int mf_cmd_run(int argc, char **argv)
         code = MF_EXIT_USAGE;
         goto out;
     }
-    if (!s.a.quiet) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
+    if (!s.a.quiet && !record_only) printf("%zu to run, %zu waiting on them, %zu cached\n", stale, waiting, cached);
     mf_run_opts ro = {s.a.jobs, s.a.gpus, s.a.keep_going, getenv("MEDFLOW_STAGE_EXE"), 0, stdout,
                       isatty(1), s.a.quiet, s.a.verbose, s.a.backend ? s.a.backend : "auto", executor, s.a.partition,
                       s.a.account};
@@ -309,6 +339,12 @@ int mf_cmd_run(int argc, char **argv)
     if (mf_run_execute(s.p, &s.io, &ro, &res, &s.err)) {
         code = mf_cli_report(&s.err);
         goto out;
+    }
+    if (record_only) {
+        if (!s.a.quiet && res.ledger_ref[0])
+            printf("recorded in the ledger as %s: these outputs differ from the ones last recorded\n", res.ledger_ref);
+        res.ledger_ref[0] = 0;
+        s.a.quiet = 1; /* the error, if any, is still printed */
     }
     code = report_outcome(&s.a, &res);
     mf_estore_close(s.st); /* releases the store lock (printing the report opens the store again) */

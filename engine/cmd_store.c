@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/fsutil.h"
 #include "engine/cli.h"
+#include "engine/journal.h"
 
 static const char *store_dir(void) { return mf_cli.store && *mf_cli.store ? mf_cli.store : "./.medflow"; }
 
@@ -496,11 +497,39 @@ int mf_cmd_gc(int argc, char **argv)
                    "no ledger in %s: no run is recorded, so gc would delete every object; refusing", store_dir());
         return report(&err);
     }
-    if (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err))) {
+    /* runs whose engine died before recording them are recorded first; what a journal still
+     * names (a live run, or one that cannot be recorded yet) is kept as a root */
+    mf_buf rec = MF_BUF_INIT;
+    mf_digest *jroots = NULL;
+    size_t nj = 0;
+    if (mf_journal_recover(store_dir(), NULL, &rec, &err)) {
+        char buf[2048];
+        fprintf(stderr, "medflow: warning: %s (its outputs are kept)\n", mf_err_str(&err, buf, sizeof buf));
+    }
+    fputs(mf_buf_cstr(&rec), stdout);
+    mf_buf_free(&rec);
+    if (mf_journal_outputs(store_dir(), &jroots, &nj, &err) ||
+        (have_ledger && (mf_ledger_open(&l, store_dir(), &err) || mf_ledger_reachable(l, &roots, &nr, &err)))) {
+        free(jroots);
         mf_ledger_free(l);
         mf_store_free(s);
         return report(&err);
     }
+    if (nj) {
+        mf_digest *all = realloc(roots, (nr + nj) * sizeof *all);
+        if (!all) {
+            free(jroots);
+            free(roots);
+            mf_ledger_free(l);
+            mf_store_free(s);
+            mf_err_set(&err, MF_ENOMEM, "out of memory");
+            return report(&err);
+        }
+        memcpy(all + nr, jroots, nj * sizeof *all);
+        roots = all;
+        nr += nj;
+    }
+    free(jroots);
     mf_store_gc_stats st;
     int rc = mf_store_gc(s, roots, nr, dry, &st, &err);
     free(roots);

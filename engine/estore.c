@@ -8,12 +8,14 @@
 #include "artifacts/ledger.h"
 #include "artifacts/store.h"
 #include "common/fsutil.h"
+#include "engine/journal.h"
 
 struct mf_estore {
     mf_store *s;
     char *root, *tmp, *work, *logs, *state;
     int rehash;
     mf_buf warnings; /* lines the CLI prints (a damaged action-cache entry, ...) */
+    mf_journal *journal; /* the running engine's, until its ledger commit */
 };
 
 char *mf_estore_root(const char *cli_store, const mf_graph *g)
@@ -53,6 +55,7 @@ int mf_estore_open(mf_estore **out, const char *root, int rehash, mf_err *err)
 void mf_estore_close(mf_estore *s)
 {
     if (!s) return;
+    mf_journal_close(s->journal, 0); /* not recorded: left for the next run to recover */
     if (s->s) mf_store_free(s->s);
     free(s->root);
     free(s->tmp);
@@ -172,6 +175,11 @@ static int e_ledger_commit(void *ctx, const mf_graph *g, const mf_json *run, con
                                    run, manifests, id, &num, err)))
         goto out;
     if (ref) snprintf(ref, ref_len, "%s@%d (%.12s)", g->name ? g->name : "graph", num, id);
+    mf_journal_close(s->journal, 1);
+    s->journal = NULL;
+    mf_err e;
+    if (mf_journal_recorded_update(s->root, g->name, manifests, &e)) /* costs at most one extra record later */
+        mf_buf_printf(&s->warnings, "%s\n", e.msg);
 out:
     mf_ledger_free(l);
     return rc;
@@ -185,6 +193,44 @@ static int e_put_file(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_e
     if (rc) return rc;
     mf_digest_str(&d, out);
     return 0;
+}
+
+static int e_journal_open(void *ctx, const mf_json *head, mf_err *err)
+{
+    mf_estore *s = ctx;
+    mf_journal_close(s->journal, 0);
+    s->journal = NULL;
+    return mf_journal_open(&s->journal, s->root, head, err);
+}
+
+static int e_journal_append(void *ctx, const mf_json *manifests, mf_err *err)
+{
+    mf_estore *s = ctx;
+    return s->journal ? mf_journal_append(s->journal, manifests, err) : 0;
+}
+
+int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err)
+{
+    return mf_journal_recover(s->root, NULL, report, err);
+}
+
+int mf_estore_recorded_current(mf_estore *s, const mf_plan *p)
+{
+    const mf_graph *g = p->g;
+    const char **names = calloc(g->n_stages + 1, sizeof *names), **outs = calloc(g->n_stages + 1, sizeof *outs);
+    size_t n = 0;
+    int same = 1;
+    if (names && outs) {
+        for (size_t i = 0; i < g->n_stages; i++)
+            if (p->st[i].needed && p->st[i].state == MF_PS_CACHED) {
+                names[n] = g->stages[i].name;
+                outs[n++] = p->st[i].output;
+            }
+        same = !n || mf_journal_recorded_matches(s->root, g->name, names, outs, n);
+    }
+    free(names);
+    free(outs);
+    return same;
 }
 
 void mf_estore_io(mf_estore *s, mf_run_io *io)
@@ -203,4 +249,6 @@ void mf_estore_io(mf_estore *s, mf_run_io *io)
     io->key_lock = e_key_lock;
     io->key_unlock = e_key_unlock;
     io->ledger_commit = e_ledger_commit;
+    io->journal_open = e_journal_open;
+    io->journal_append = e_journal_append;
 }

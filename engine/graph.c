@@ -174,6 +174,10 @@ static int valid_name(const char *s)
     return 1;
 }
 
+/* A name that becomes a path component (stages/<name>/ in the ledger, logs/<run>/<name>.log):
+ * valid characters, and no leading '.' (".", ".." and ".git" are not entries a git tree can hold). */
+static int valid_entry_name(const char *s) { return valid_name(s) && s[0] != '.'; }
+
 static const char *top_keys[] = {"name", "description", "defaults", "store", "executor", "sources", "stages", NULL};
 static const char *stage_keys[] = {"kind", "inputs", "params", "resources", "foreach", "description", NULL};
 static const char *resource_keys[] = {"gpus", "cpus", "mem", "nodes", "ranks", "time", "partition", "account", NULL};
@@ -265,6 +269,39 @@ static const char *enum_suggest(const char *vals, const char *s, char *buf, size
     return sg.best;
 }
 
+/* The first NaN or infinity in a param value (at any depth), or NULL. No kind takes one: a
+ * kind that ever needs it must say so in its param spec, and this check must learn to ask. */
+static const mf_json *nonfinite_in(const mf_json *v)
+{
+    if (v->type == MF_JSON_FLOAT) return isfinite(v->f) ? NULL : v;
+    for (size_t k = 0; k < v->n; k++) {
+        const mf_json *r = nonfinite_in(v->items[k]);
+        if (r) return r;
+    }
+    return NULL;
+}
+
+/* A NUMLIST or MAP param with a range: every item (every value of the mapping) is a number in it. */
+static int check_each(loader *L, const char *stage, const mf_param_spec *p, const mf_json *v)
+{
+    char lo[40], hi[40];
+    snprintf(lo, sizeof lo, "%.15g", p->min);
+    snprintf(hi, sizeof hi, "%.15g", p->max);
+    for (size_t k = 0; k < v->n; k++) {
+        const mf_json *it = v->items[k];
+        char what[300];
+        if (v->type == MF_JSON_OBJECT) snprintf(what, sizeof what, "'%s'", v->keys[k]);
+        else snprintf(what, sizeof what, "item %zu", k + 1);
+        if (!mf_json_is_num(it))
+            return at(L, it, "stage '%s': param '%s': %s expects a number in [%s, %s], found %s", stage, p->name, what, lo,
+                      hi, mf_json_type_name(it->type));
+        double x = mf_json_num(it, 0);
+        if (!(x >= p->min && x <= p->max))
+            return at(L, it, "stage '%s': param '%s': %s = %g is out of range [%s, %s]", stage, p->name, what, x, lo, hi);
+    }
+    return 0;
+}
+
 /* Check v against spec; returns a typed copy in *out (ints promoted to float for FLOAT). */
 static int coerce_param(loader *L, const char *stage, const mf_param_spec *p, const mf_json *v, mf_json **out)
 {
@@ -338,9 +375,24 @@ static int coerce_param(loader *L, const char *stage, const mf_param_spec *p, co
         break;
     }
     if (!*out) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    const mf_json *nf = nonfinite_in(v);
+    if (nf) { /* .nan / .inf slip through any range check (every comparison with NaN is false) */
+        mf_json_free(*out);
+        *out = NULL;
+        return at(L, nf, "stage '%s': param '%s' must be a finite number, found %s", stage, p->name,
+                  isnan(nf->f) ? "NaN" : nf->f > 0 ? "infinity" : "-infinity");
+    }
+    if (p->has_range && (p->type == MF_P_NUMLIST || p->type == MF_P_MAP)) {
+        int rc = check_each(L, stage, p, v);
+        if (rc) {
+            mf_json_free(*out);
+            *out = NULL;
+        }
+        return rc;
+    }
     if (p->has_range && mf_json_is_num(*out)) {
         double x = mf_json_num(*out, 0);
-        if (x < p->min || x > p->max) {
+        if (!(x >= p->min && x <= p->max)) {
             char lo[40], hi[40];
             snprintf(lo, sizeof lo, "%.15g", p->min);
             snprintf(hi, sizeof hi, "%.15g", p->max);
@@ -652,6 +704,21 @@ static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf
     return 0;
 }
 
+/* The kind's own rules across its params (registry.h: mf_kind_check), at the param's position. */
+static int kind_check(loader *L, mf_stage *st, const mf_json *flat, const mf_json *params)
+{
+    const char *bad = NULL;
+    char why[512] = "";
+    if (!mf_kind_check(st->kind, st->params, &bad, why, sizeof why)) return 0;
+    const mf_json *v = bad ? mf_json_get(flat, bad) : NULL;
+    if (!v && bad && L->defaults) v = mf_json_get_path(L->defaults, bad);
+    mf_json pos;
+    memset(&pos, 0, sizeof pos);
+    pos.line = st->line;
+    pos.col = st->col;
+    return at(L, v ? v : params ? params : &pos, "stage '%s': param '%s': %s", st->name, bad ? bad : "?", why);
+}
+
 static int build_params(loader *L, mf_stage *st, const mf_json *params)
 {
     mf_json *flat = mf_json_new_object();
@@ -691,8 +758,10 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
         if ((rc = keep(L, unknown_param(L, st->name, st->kind, flat->keys[k], &pos)))) goto out;
     }
     const mf_param_spec *p;
+    size_t errs_before = L->n_errs;
     for (size_t i = 0; (p = mf_kind_param_at(st->kind, i)); i++)
         if ((rc = keep(L, typed_param(L, st, p, flat, params)))) goto out;
+    if (L->n_errs == errs_before) rc = kind_check(L, st, flat, params); /* across params: only when each is fine */
 out:
     mf_json_free(flat);
     return rc;
@@ -929,8 +998,8 @@ static int load_sources(loader *L, const mf_json *sources)
         const char *name = sources->keys[k];
         const mf_json *v = sources->items[k];
         mf_json pos = key_pos(sources, k);
-        if (!valid_name(name))
-            return at(L, &pos, "source name '%s': use letters, digits, '_', '-' and '.' only", name);
+        if (!valid_entry_name(name))
+            return at(L, &pos, "source name '%s': use letters, digits, '_', '-' and '.' only, not starting with '.'", name);
         const mf_json *path = v;
         unsigned atype = 0;
         if (v->type == MF_JSON_OBJECT) {
@@ -1020,8 +1089,8 @@ static int combo_name(loader *L, const mf_json *pos, const char *tname, const bi
         *out = strdup(tname);
     }
     if (!*out) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
-    if (!valid_name(*out)) {
-        rc = at(L, pos, "stage name '%s': use letters, digits, '_', '-' and '.' only", *out);
+    if (!valid_entry_name(*out)) {
+        rc = at(L, pos, "stage name '%s': use letters, digits, '_', '-' and '.' only, not starting with '.'", *out);
         free(*out);
         *out = NULL;
     }
@@ -1242,8 +1311,8 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
         return at(L, doc, "a graph file is a mapping with name, sources and stages; found %s", mf_json_type_name(doc->type));
     if ((rc = check_keys(L, doc, top_keys, "graph"))) return rc;
     const mf_json *name = mf_json_get(doc, "name");
-    if (name && (name->type != MF_JSON_STRING || !valid_name(name->s)))
-        return at(L, name, "graph name expects a string of letters, digits, '_', '-' and '.'");
+    if (name && (name->type != MF_JSON_STRING || !valid_entry_name(name->s)))
+        return at(L, name, "graph name expects a string of letters, digits, '_', '-' and '.', not starting with '.'");
     g->name = strdup(name ? name->s : default_name);
     const mf_json *store = mf_json_get(doc, "store");
     if (store) {

@@ -63,6 +63,7 @@ typedef struct runner {
     char *run_log_dir;
     char exe[PATH_MAX];
     int stop;            /* a failure without keep_going, or a signal */
+    int journaling;      /* the journal is open: every manifest goes to it too */
     double kill_at;      /* SIGKILL deadline after forwarding a signal */
     double t0;
     double last_state_save;
@@ -194,7 +195,41 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
     }
     if (bad) { mf_json_free(m); return MF_ENOMEM; }
-    return mf_json_set(r->manifests, s->name, m);
+    int rc = 0;
+    if (r->journaling) { /* before its action-cache entry: see finish() */
+        mf_json *one = mf_json_new_object();
+        mf_err e;
+        rc = !one || mf_json_set(one, s->name, mf_json_clone(m)) ? MF_ENOMEM : r->io->journal_append(r->io->plan.ctx, one, &e);
+        mf_json_free(one);
+    }
+    int rs = mf_json_set(r->manifests, s->name, m);
+    return rc ? rc : rs;
+}
+
+/* The journal's first line: what the ledger commit needs besides the manifests. */
+static int journal_open(runner *r, double t_start_wall, mf_err *err)
+{
+    if (!r->io->journal_open) return 0;
+    mf_json *h = mf_json_new_object();
+    if (!h) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    char ts[40], host[256] = "";
+    gethostname(host, sizeof host - 1);
+    fmt_time(ts, sizeof ts, t_start_wall);
+    int bad = mf_json_set(h, "journal", mf_json_new_int(1));
+    bad |= mf_json_set(h, "run", mf_json_new_str(r->res->run_id));
+    bad |= mf_json_set(h, "graph", mf_json_new_str(r->g->name ? r->g->name : ""));
+    bad |= mf_json_set(h, "graph_path", mf_json_new_str(r->g->path ? r->g->path : ""));
+    bad |= mf_json_set(h, "graph_text", mf_json_new_str(r->g->text ? r->g->text : ""));
+    bad |= mf_json_set(h, "started", mf_json_new_str(ts));
+    bad |= mf_json_set(h, "host", mf_json_new_str(host));
+    bad |= mf_json_set(h, "engine_version", mf_json_new_str(MF_VERSION));
+    bad |= mf_json_set(h, "engine_rev", mf_json_new_str(MF_GIT_REV));
+    bad |= mf_json_set(h, "executor", mf_json_new_str(r->x ? r->x->name : "local"));
+    int rc = bad ? mf_err_set(err, MF_ENOMEM, "out of memory") : r->io->journal_open(r->io->plan.ctx, h, err);
+    mf_json_free(h);
+    if (!rc && r->manifests->n) rc = r->io->journal_append(r->io->plan.ctx, r->manifests, err);
+    if (!rc) r->journaling = 1;
+    return rc;
 }
 /* ---- launching ---- */
 
@@ -452,14 +487,6 @@ static int claim_key(runner *r, size_t i, mf_err *err)
     return 2;
 }
 
-/* The job's output into the store, and the stage's key pointing at it in the action cache. */
-static int publish(runner *r, const char *out_dir, const char *key, char out[MF_DIGEST_MAX], mf_err *err)
-{
-    int rc = r->io->publish(r->io->plan.ctx, out_dir, out, err);
-    if (rc) return rc;
-    return r->io->cache_put(r->io->plan.ctx, key, out, r->res->run_id, err);
-}
-
 /* ---- finishing ---- */
 
 static void block_dependents(runner *r, size_t failed)
@@ -501,7 +528,7 @@ static int finish(runner *r, job *j, mf_err *err)
     if (ok && mf_exec_interrupted()) ok = 0; /* an interrupted run publishes nothing */
     if (ok) {
         char out[MF_DIGEST_MAX];
-        rc = publish(r, j->out_dir, st->key, out, err);
+        rc = r->io->publish(r->io->plan.ctx, j->out_dir, out, err);
         if (rc) {
             char buf[2048];
             mf_progress_event(&r->prog, "%s: FAILED to publish its output: %s", s->name, mf_err_str(err, buf, sizeof buf));
@@ -509,11 +536,20 @@ static int finish(runner *r, job *j, mf_err *err)
             rc = 0;
             ok = 0;
         } else {
+            /* output in the store -> manifest in the journal -> key in the action cache: a kill
+             * at any point leaves nothing cached that the next run cannot record */
             mf_plan_mark_done(r->p, i, out);
             r->res->n_ran++;
             r->ran_s += j->t_end - j->t_start;
             r->n_timed++;
             update_overall(r);
+            mf_err ce;
+            char buf[2048];
+            if (record_manifest(r, i, "success", j, logd))
+                mf_progress_event(&r->prog, "%s: warning: could not journal its manifest", s->name);
+            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, &ce))
+                mf_progress_event(&r->prog, "%s: warning: could not write its action-cache entry (it will run again): %s",
+                                  s->name, mf_err_str(&ce, buf, sizeof buf));
             char *work = mf_path_join(r->io->work_dir, st->key);
             if (work) { mf_err e; mf_rm_rf(work, &e); free(work); } /* checkpoints are no longer needed */
             if (!r->o->quiet) {
@@ -553,7 +589,7 @@ static int finish(runner *r, job *j, mf_err *err)
         }
     }
     release_key(r, i); /* after the action-cache entry: a waiting engine finds it */
-    record_manifest(r, i, ok ? "success" : mf_exec_interrupted() ? "interrupted" : "failed", j, logd);
+    if (!ok) record_manifest(r, i, mf_exec_interrupted() ? "interrupted" : "failed", j, logd);
     mf_err e;
     mf_rm_rf(j->dir, &e); /* temporary outputs never survive */
     double now = mf_monotonic();
@@ -860,6 +896,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     if (rc) return rc;
     if ((rc = make_run_id(res->run_id, sizeof res->run_id, err))) return rc;
     if ((rc = mf_mkdir_p(io->tmp_dir, 0755, err))) return rc;
+    mf_fs_set_scratch(io->tmp_dir); /* spec files and job dirs: never durable state, no fsync */
     if ((rc = executor_new(r, err))) return rc;
     if ((rc = validate_requests(r, err))) goto out;
     if (o->exe) snprintf(r->exe, sizeof r->exe, "%s", o->exe);
@@ -882,6 +919,7 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
     for (size_t i = 0; i < r->g->n_stages; i++)
         if (r->p->st[i].needed && (r->p->st[i].state == MF_PS_STALE || r->p->st[i].state == MF_PS_WAITING)) r->to_run++;
     update_overall(r);
+    if ((rc = journal_open(r, t_wall, err))) goto out;
     rc = run_loop(r, err);
     mf_progress_finish(&r->prog);
     mf_exec_signals_restore();
@@ -892,12 +930,11 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             char buf[2048];
             mf_progress_event(&r->prog, "warning: could not save the plan state: %s", mf_err_str(&e, buf, sizeof buf));
         }
-        if (write_record(r, t_wall, &e)) {
-            char buf[2048];
-            mf_progress_event(&r->prog, "warning: could not record the run: %s", mf_err_str(&e, buf, sizeof buf));
-        }
+        if (write_record(r, t_wall, &e)) /* an error (exit 1): the journal keeps it for the next run */
+            mf_err_str(&e, res->record_error, sizeof res->record_error);
     }
 out:
+    mf_fs_set_scratch(NULL);
     for (size_t i = 0; r->key_fd && i < r->g->n_stages; i++) release_key(r, i);
     if (r->x) r->x->free(r->x);
     free(r->jobs);

@@ -41,7 +41,13 @@ typedef struct mf_run_io {
      * builds it. Never blocks. key_unlock releases it (after cache_put). Both may be NULL. */
     int (*key_lock)(void *ctx, const char *key_hex, int *handle, long *holder, mf_err *err);
     void (*key_unlock)(void *ctx, const char *key_hex, int handle);
-    /* Commit the run to the ledger; a name for it ("GRAPH@N (commit)") into ref. May be NULL. */
+    /* The run's journal (engine/journal.h): opened with its header once the run starts, then every
+     * manifest appended before the stage's action-cache entry is written, so that a run killed before
+     * its ledger commit is recovered by the next one. Both may be NULL (no journal). */
+    int (*journal_open)(void *ctx, const mf_json *head, mf_err *err);
+    int (*journal_append)(void *ctx, const mf_json *manifests, mf_err *err);
+    /* Commit the run to the ledger (and close the journal); a name for it ("GRAPH@N (commit)") into ref.
+     * May be NULL. */
     int (*ledger_commit)(void *ctx, const mf_graph *g, const mf_json *run_record, const mf_json *manifests,
                          char *ref, size_t ref_len, mf_err *err);
 } mf_run_io;
@@ -63,6 +69,7 @@ typedef struct mf_run_opts {
 typedef struct mf_run_result {
     char run_id[64];
     char ledger_ref[128];   /* "GRAPH@N (commit)" once recorded, else "" */
+    char record_error[1024]; /* why the run could not be recorded ("" when it was): an error, exit 1 */
     int outcome;            /* 0 success, MF_EFAILED, MF_EINTERRUPTED */
     size_t n_ran, n_failed, n_cached, n_cutoff, n_blocked;
 } mf_run_result;

@@ -182,6 +182,7 @@ int mf_cmd_stage_exec(int argc, char **argv)
     c.devices = mf_json_get_str(spec, "devices", "");
     c.rendezvous = mf_json_get_str(spec, "rendezvous", "");
     c.job_dir = mf_json_get_str(spec, "job_dir", NULL);
+    if (c.job_dir) mf_fs_set_scratch(c.job_dir); /* out/ is archived (and fsynced) by the engine: no fsync per file */
     c.comm = mf_json_get_str(spec, "comm", "");
     const char *rank_from = mf_json_get_str(spec, "rank_from", "engine");
     const char *progress_path = mf_json_get_str(spec, "progress_path", NULL);

@@ -245,6 +245,34 @@ static int convert(conv *c, yaml_node_t *n, mf_json **out, int depth)
     return 0;
 }
 
+/* Nesting deeper than MAX_DEPTH, found while streaming events, before
+ * anything is composed: libyaml's scanner does work proportional to the
+ * open flow levels for every token, so a 100,000-deep `{a: {a: ...` would
+ * take minutes to load; stopping at level MAX_DEPTH + 1 keeps rejection
+ * linear in the input. Syntax errors are left to the loader, which reports
+ * them with their position. */
+static int check_depth(const char *text, size_t len, const char *name, mf_err *err)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return mf_err_set(err, MF_ENOMEM, "cannot initialise the YAML parser");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    int depth = 0, rc = 0;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) break;
+        yaml_event_type_t t = ev.type;
+        if (t == YAML_MAPPING_START_EVENT || t == YAML_SEQUENCE_START_EVENT) depth++;
+        else if (t == YAML_MAPPING_END_EVENT || t == YAML_SEQUENCE_END_EVENT) depth--;
+        if (depth > MAX_DEPTH)
+            rc = mf_err_at(err, MF_EINVAL, name, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                           "YAML nested deeper than %d levels", MAX_DEPTH);
+        yaml_event_delete(&ev);
+        if (rc || t == YAML_STREAM_END_EVENT) break;
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int mf_yaml_parse(mf_json **out, const char *text, size_t len, const char *name, mf_err *err)
 {
     *out = NULL;
@@ -257,20 +285,21 @@ int mf_yaml_parse(mf_json **out, const char *text, size_t len, const char *name,
         }
         return mf_err_at(err, MF_EINVAL, name, line, col, "invalid UTF-8 (YAML files must be UTF-8)");
     }
+    int rc = check_depth(text, len, name, err);
+    if (rc) return rc;
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser)) return mf_err_set(err, MF_ENOMEM, "cannot initialise the YAML parser");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
         const yaml_mark_t *m = parser.problem ? &parser.problem_mark : &parser.context_mark;
-        int rc = mf_err_at(err, MF_EINVAL, name, (int)m->line + 1, (int)m->column + 1, "YAML syntax error: %s%s%s",
+        rc = mf_err_at(err, MF_EINVAL, name, (int)m->line + 1, (int)m->column + 1, "YAML syntax error: %s%s%s",
                            parser.problem ? parser.problem : "malformed document",
                            parser.context ? " " : "", parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
         return rc;
     }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
-    int rc = 0;
     if (!root) {
         *out = mf_json_new_null();
         if (!*out) rc = mf_err_set(err, MF_ENOMEM, "out of memory");

@@ -23,6 +23,8 @@
 #define P_LIST(n, d, doc) {n, MF_P_LIST, d, 0, 0, 0, NULL, doc}
 #define P_NUMLIST(n, d, doc) {n, MF_P_NUMLIST, d, 0, 0, 0, NULL, doc}
 #define P_MAP(n, d, doc) {n, MF_P_MAP, d, 0, 0, 0, NULL, doc}
+#define P_NUMLIST_R(n, d, lo, hi, doc) {n, MF_P_NUMLIST, d, lo, hi, 1, NULL, doc}
+#define P_MAP_R(n, d, lo, hi, doc) {n, MF_P_MAP, d, lo, hi, 1, NULL, doc}
 #define BIG 1e12
 
 /* ---- shared param groups ---- */
@@ -53,7 +55,7 @@ static const mf_param_spec adapters[] = {
     P_INT("lora.rank", "8", 1, 4096, "LoRA rank r"),
     P_FLT("lora.alpha", "16", 0, 1e6, "LoRA alpha; the update is scaled by alpha/rank"),
     P_FLT("lora.dropout", "0", 0, 0.99, "dropout on the LoRA input path"),
-    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM and ChatGLM2"),
+    P_LIST("lora.target", "[]", "modules that get adapters: the model's own names (LLaMA: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj; BLOOM, ChatGLM, ChatGLM2: query_key_value dense dense_h_to_4h dense_4h_to_h; GLM: gate_up_proj for the MLP), or all; [] = PEFT's default for the architecture: [q_proj, v_proj], [query_key_value] for BLOOM, ChatGLM and ChatGLM2"),
     P_INT("freeze.trainable_layers", "2", 1, 1000, "freeze-tuning: only the last N layers train"),
     P_LIST("freeze.modules", "[]", "freeze-tuning: only these modules of those layers train (self_attn, mlp, ...); [] = all"),
     P_INT("ptuning.pre_seq_len", "16", 1, 4096, "P-Tuning v2: prefix length per layer"),
@@ -64,7 +66,7 @@ static const mf_param_spec adapters[] = {
     END};
 
 static const mf_param_spec sequence[] = {
-    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, or a template string"),
+    P_STR("template", "default", "chat template: default, chatml, llama2, baichuan, chatglm, chatglm6b, chatglm3, or a template string"),
     P_STR("system", "", "system prompt added to every conversation"),
     P_INT("max_source_length", "512", 1, 1 << 20, "prompt tokens kept (truncated from the left of the history)"),
     P_INT("max_target_length", "512", 1, 1 << 20, "response tokens kept (truncated on the right)"),
@@ -96,7 +98,7 @@ static const mf_param_spec p_tokenizer[] = {
     END};
 
 static const mf_param_spec p_init[] = {
-    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2", "model family (docs/model.md)"),
+    P_ENUM("architecture", "llama", "llama|qwen2|baichuan|bloom|glm|chatglm2|chatglm", "model family (docs/model.md)"),
     P_INT("hidden_size", "256", 8, 1 << 20, "model width"),
     P_INT("intermediate_size", "688", 8, 1 << 22, "SwiGLU inner width (BLOOM: always 4 x hidden_size)"),
     P_INT("num_hidden_layers", "4", 1, 1024, "transformer layers"),
@@ -208,12 +210,12 @@ static const mf_param_spec p_dedup[] = {
     END};
 
 static const mf_param_spec p_split[] = {
-    P_MAP("parts", "{train: 0.9, test: 0.1}", "part name -> ratio; written as <part>.jsonl"),
+    P_MAP_R("parts", "{train: 0.9, test: 0.1}", 0, BIG, "part name -> ratio; written as <part>.jsonl"),
     P_STR("field", "", "JSON field hashed to choose the part; empty = the whole line"),
     END};
 
 static const mf_param_spec p_mix[] = {
-    P_NUMLIST("weights", "[]", "one weight per input in order; [] = proportional to size"),
+    P_NUMLIST_R("weights", "[]", 0, BIG, "one weight per input in order; [] = proportional to size"),
     P_INT("total", "0", 0, BIG, "rows in the mixture; 0 = all rows of the inputs"),
     END};
 
@@ -286,6 +288,34 @@ static const mf_kind k_format = {"format", 1, "dialogues / alpaca / records -> c
     s_format, GROUPS(p_format, bad_records), MF_A_CONVERSATIONS | MF_A_QA_REF, CPU1, NULL};
 static const mf_kind k_dedup = {"dedup", 1, "exact and near-duplicate (MinHash + LSH) removal",
     s_jsonl, GROUPS(p_dedup, bad_records), 0, CPU1, "data"};
+/* split: at least one part, each a file name (<part>.jsonl beside stats.json), ratios not all 0 */
+static int check_split(const mf_json *params, const char **param, char *why, size_t n)
+{
+    const mf_json *pm = mf_json_get(params, "parts");
+    *param = "parts";
+    if (!pm || !pm->n) return snprintf(why, n, "is empty (expected e.g. {train: 0.9, test: 0.1})"), 1;
+    double sum = 0;
+    for (size_t k = 0; k < pm->n; k++) {
+        const char *nm = pm->keys[k];
+        if (!*nm || strchr(nm, '/') || nm[0] == '.' || !strcmp(nm, "stats"))
+            return snprintf(why, n, "part name '%s' is not a file name it can write (no '/', no leading '.', not 'stats')", nm), 1;
+        sum += mf_json_num(pm->items[k], 0);
+    }
+    if (!(sum > 0)) return snprintf(why, n, "the ratios sum to 0"), 1;
+    return 0;
+}
+
+/* mix: given weights are not all 0 */
+static int check_mix(const mf_json *params, const char **param, char *why, size_t n)
+{
+    const mf_json *w = mf_json_get(params, "weights");
+    *param = "weights";
+    double sum = 0;
+    for (size_t k = 0; w && k < w->n; k++) sum += mf_json_num(w->items[k], 0);
+    if (w && w->n && !(sum > 0)) return snprintf(why, n, "all weights are 0"), 1;
+    return 0;
+}
+
 static const mf_kind k_split = {"split", 1, "deterministic split by content hash into named parts",
     s_jsonl, GROUPS(p_split, bad_records), 0, CPU1, "data"};
 static const mf_kind k_mix = {"mix", 1, "seeded weighted mixture of several inputs",
@@ -319,6 +349,14 @@ const mf_kind *const mf_kinds[] = {
     &k_kg2qa, &k_kg2mcq, &k_format, &k_dedup, &k_split, &k_mix, &k_tokenizer, &k_tokenize,
     &k_init, &k_dcpt, &k_sft, &k_rm, &k_dpo, &k_ppo, &k_merge, &k_export,
     &k_eval, &k_report, NULL};
+
+int mf_kind_check(const mf_kind *k, const mf_json *params, const char **param, char *why, size_t n)
+{
+    *param = NULL;
+    if (k == &k_split) return check_split(params, param, why, n);
+    if (k == &k_mix) return check_mix(params, param, why, n);
+    return 0;
+}
 
 /* ---- lookups ---- */
 

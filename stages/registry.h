@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 
+#include "common/json.h"
+
 /* What an artifact holds. Used to check that an input fits its slot. */
 typedef enum {
     MF_A_UNKNOWN = 0,          /* a source whose format is not declared: accepted anywhere */
@@ -54,7 +56,7 @@ typedef struct mf_param_spec {
     const char *name;        /* dotted for nested keys: "lora.rank" */
     mf_ptype type;
     const char *def;         /* default as YAML text ("2e-5", "lora", "[q_proj, v_proj]"), NULL = required */
-    double min, max;         /* for INT/FLOAT when has_range */
+    double min, max;         /* INT/FLOAT when has_range; NUMLIST/MAP: every item/value a number in range */
     int has_range;
     const char *enum_values; /* "full|lora|freeze|ptuning" */
     const char *doc;
@@ -93,6 +95,11 @@ const mf_kind *mf_kind_find(const char *name);
  * 0; MF_EINVAL when the name is taken; MF_ENOMEM when MF_REGISTRY_MAX_ADDED kinds were added. */
 #define MF_REGISTRY_MAX_ADDED 32
 int mf_registry_add_kind(const mf_kind *k);
+
+/* A kind's rules across its typed params that a param spec cannot say (a sum, a part name), checked
+ * by validate so that a graph that validates does not fail on them at run time: 0, or nonzero with the
+ * param at fault in *param and why (a phrase) in why. */
+int mf_kind_check(const mf_kind *k, const mf_json *params, const char **param, char *why, size_t n);
 
 /* Iterate over a kind's params in declaration order: idx from 0 until NULL. */
 const mf_param_spec *mf_kind_param_at(const mf_kind *k, size_t idx);

@@ -21,7 +21,9 @@ struct mf_tpl {
 
 /* Built-ins. default: documented in docs/data.md; chatml: Qwen / Qwen2;
  * llama2: Llama-2-chat ([INST] <<SYS>>); baichuan: Baichuan-13B-Chat
- * (<reserved_102>/<reserved_103>); chatglm: ChatGLM2-6B. */
+ * (<reserved_102>/<reserved_103>); chatglm: ChatGLM2-6B; chatglm6b: ChatGLM-6B (v1): its chat()'s
+ * 0-based rounds, and the [gMASK] <sop> its tokenizer appends to a prompt (each round's prompt: the
+ * prefix LM needs them in every row); chatglm3: ChatGLM3-6B's role tokens. */
 static const struct { const char *name, *spec; } builtins[] = {
     {"default", "prefix={bos}||system={system}\n\n||user=Human: {query}\nAssistant: ||assistant={response}{eos}||sep=\n"},
     {"chatml", "system=<|im_start|>system\n{system}<|im_end|>\n||user=<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
@@ -29,17 +31,19 @@ static const struct { const char *name, *spec; } builtins[] = {
     {"llama2", "system=<<SYS>>\n{system}\n<</SYS>>\n\n||user={bos}[INST] {system}{query} [/INST]||assistant= {response} {eos}"},
     {"baichuan", "prefix={bos}||system={system}||user=<reserved_102>{query}<reserved_103>||assistant={response}{eos}"},
     {"chatglm", "prefix=[gMASK]sop||system={system}\n\n||user=[Round {round}]\n\n问：{query}\n\n答：||assistant={response}{eos}||sep=\n\n"},
+    {"chatglm6b", "system={system}\n||user=[Round {round0}]\n问：{query}\n答：[gMASK]<sop>||assistant={response}{eos}||sep=\n"},
+    {"chatglm3", "prefix=[gMASK]sop||system=<|system|>\n{system}||user=<|user|>\n{query}<|assistant|>||assistant=\n{response}{eos}"},
     {NULL, NULL}};
 
-static const char *const placeholders[] = {"system", "query", "response", "round", "bos", "eos", NULL};
+static const char *const placeholders[] = {"system", "query", "response", "round", "bos", "eos", "round0", NULL};
 
 /* Which placeholders each field may hold (bit k = placeholders[k]). */
 static const unsigned allowed[F_N] = {
     1u << 4 | 1u << 5,                      /* prefix: bos eos */
     1u << 0 | 1u << 4 | 1u << 5,            /* system */
-    1u << 0 | 1u << 1 | 1u << 3 | 1u << 4 | 1u << 5, /* user */
+    1u << 0 | 1u << 1 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 6, /* user */
     1u << 2 | 1u << 4 | 1u << 5,            /* assistant */
-    1u << 3 | 1u << 4 | 1u << 5,            /* sep */
+    1u << 3 | 1u << 4 | 1u << 5 | 1u << 6,  /* sep */
     0};
 
 static int ph_index(const char *p, size_t n)
@@ -139,7 +143,7 @@ int mf_template_new(mf_tpl **out, const char *s, mf_err *err)
         if (!spec) {
             mf_template_free(t);
             return mf_err_set(err, MF_EINVAL, "unknown template '%s' (expected default, chatml, llama2, baichuan, chatglm, "
-                                              "or a template string holding {query}: see docs/data.md)", s);
+                                              "chatglm6b, chatglm3, or a template string holding {query}: see docs/data.md)", s);
         }
         snprintf(t->name, sizeof t->name, "%s", s);
     }
@@ -230,6 +234,10 @@ static int emit(mf_template_segs *s, const char *fmt, const vars *v, mf_seg_part
             break;
         case 4: rc = push_seg(s, MF_SEG_BOS, part, round, NULL, 0); break;
         case 5: rc = push_seg(s, MF_SEG_EOS, part, round, NULL, 0); break;
+        case 6: /* {round0}: 0-based, as ChatGLM-6B counts */
+            snprintf(num, sizeof num, "%d", v->round);
+            rc = push_seg(s, MF_SEG_TEXT, part, round, num, strlen(num));
+            break;
         }
         if (rc) return rc;
         p = e + 1;

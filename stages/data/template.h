@@ -6,12 +6,14 @@
  * docs/data.md "Chat templates"):
  *   prefix     once at the very start                       (no loss)
  *   system     the system block, with {system}              (no loss)
- *   user       one user turn, with {query}; may hold {system} (llama2) and {round}
+ *   user       one user turn, with {query}; may hold {system} (llama2) and {round} (1-based) or
+ *              {round0} (0-based)
  *   assistant  one assistant turn, with {response}: all of it is target (loss),
  *              including text around {response} (llama2's " {response} {eos}")
  *   sep        between rounds, before the next user turn     (no loss)
  * {bos} / {eos} mark the tokenizer's BOS / EOS tokens (dropped when it has none).
- * Built-ins: default, chatml, llama2, baichuan, chatglm (ChatGLM2). A custom
+ * Built-ins: default, chatml, llama2, baichuan, chatglm (ChatGLM2), chatglm6b (ChatGLM-6B v1),
+ * chatglm3 (ChatGLM3). A custom
  * template is a string holding "{query}": "key=value||key=value..." with the
  * keys above (plus default_system); \n and \t in values are newline and tab.
  *

@@ -36,7 +36,7 @@ static int init_config(mf_stage_ctx *ctx, mf_model_config *cfg)
     }
     const char *a = mf_trainer_str(ctx, "architecture");
     cfg->arch = MF_ARCH_LLAMA;
-    for (int k = MF_ARCH_LLAMA; k <= MF_ARCH_CHATGLM2; k++)
+    for (int k = MF_ARCH_LLAMA; k <= MF_ARCH_CHATGLM; k++)
         if (!strcmp(a, mf_model_arch_name((mf_arch)k))) cfg->arch = (mf_arch)k;
     /* Qwen2, GLM, ChatGLM2/3: q/k/v biases (what their checkpoints have) */
     cfg->attention_bias = cfg->arch == MF_ARCH_QWEN2 || cfg->arch == MF_ARCH_GLM || cfg->arch == MF_ARCH_CHATGLM2;
@@ -50,9 +50,10 @@ static int init_config(mf_stage_ctx *ctx, mf_model_config *cfg)
     cfg->rope_theta = mf_trainer_num(ctx, "rope_theta");
     cfg->rms_norm_eps = mf_trainer_num(ctx, "rms_norm_eps");
     cfg->tie_word_embeddings = mf_trainer_bool(ctx, "tie_word_embeddings");
-    cfg->pad_token_id = cfg->bos_token_id = cfg->eos_token_id = -1;
-    if (cfg->arch == MF_ARCH_BLOOM) { /* BLOOM: a 4h MLP, one kv head per head, the LM head tied */
-        cfg->intermediate_size = 4 * cfg->hidden_size;
+    cfg->pad_token_id = cfg->bos_token_id = cfg->eos_token_id = cfg->mask_token_id = cfg->gmask_token_id = -1;
+    if (cfg->arch == MF_ARCH_BLOOM) cfg->intermediate_size = 4 * cfg->hidden_size; /* BLOOM: a 4h MLP */
+    if (cfg->arch == MF_ARCH_BLOOM || cfg->arch == MF_ARCH_CHATGLM) {
+        /* BLOOM, ChatGLM-6B: one kv head per head, the LM head tied (as their releases) */
         cfg->num_key_value_heads = cfg->num_attention_heads;
         cfg->tie_word_embeddings = 1;
     }
@@ -71,6 +72,17 @@ static int init_vocab(mf_stage_ctx *ctx, const char *tpath, mf_model_config *cfg
     cfg->bos_token_id = mf_tok_bos_id(tok);
     cfg->eos_token_id = mf_tok_eos_id(tok);
     cfg->pad_token_id = mf_tok_pad_id(tok);
+    if (cfg->arch == MF_ARCH_CHATGLM) { /* the prefix LM's tokens: <sop> is the BOS, [gMASK] / [MASK] */
+        cfg->gmask_token_id = mf_tok_token_to_id(tok, "[gMASK]");
+        cfg->mask_token_id = mf_tok_token_to_id(tok, "[MASK]");
+        if (cfg->bos_token_id < 0 || cfg->gmask_token_id < 0) {
+            mf_tok_free(tok);
+            return mf_err_set(ctx->err, MF_EINVAL,
+                              "stage '%s': a chatglm model needs a tokenizer with a BOS (<sop>) and a [gMASK] token "
+                              "(ChatGLM-6B's ice_text.model has both; found ids %d and %d)",
+                              ctx->stage, cfg->bos_token_id, cfg->gmask_token_id);
+        }
+    }
     mf_tok_free(tok);
     return 0;
 }

@@ -72,11 +72,17 @@ typedef struct {
 static int weigh(mix *m, const mf_json *wj, size_t nw)
 {
     m->wsum = 0;
+    double wmax = 0;
     for (size_t i = 0; i < m->ni; i++) {
         m->w[i] = nw ? mf_json_num(wj->items[i], -1) : (double)m->sets[i].n;
         if (!(m->w[i] >= 0) || !isfinite(m->w[i]))
-            return mf_err_set(m->ctx->err, MF_EINVAL, "mix: weights[%zu] must be a number >= 0", i);
-        m->wsum += m->w[i];
+            return mf_err_set(m->ctx->err, MF_EINVAL, "mix: weights[%zu] must be a finite number >= 0", i);
+        if (m->w[i] > wmax) wmax = m->w[i];
+    }
+    for (size_t i = 0; i < m->ni; i++) m->wsum += m->w[i];
+    if (!isfinite(m->wsum)) { /* huge weights (1e308, 1e308): scaled by the largest, the sum cannot overflow */
+        m->wsum = 0;
+        for (size_t i = 0; i < m->ni; i++) m->wsum += (m->w[i] /= wmax);
     }
     if (!(m->wsum > 0)) return mf_err_set(m->ctx->err, MF_EINVAL, "mix: all weights are 0 (or all inputs are empty)");
     return 0;
@@ -90,6 +96,9 @@ static int apportion(mix *m)
     long long assigned = 0;
     for (size_t i = 0; i < m->ni; i++) {
         double q = (double)m->T * m->w[i] / m->wsum;
+        if (!isfinite(q)) q = (double)m->T * (m->w[i] / m->wsum); /* T * w overflowed: the share first */
+        if (!(q >= 0)) q = 0;
+        if (q > (double)m->T) q = (double)m->T;
         m->take[i] = (long long)floor(q);
         frac[i] = q - floor(q);
         assigned += m->take[i];

@@ -1,6 +1,7 @@
 /*
  * tests/e2e/test_e2e_arch.c — BLOOM, GLM and ChatGLM2/3 through the engine
- * (tests/e2e/arch.yaml): a tiny model of each, sft in every finetune mode
+ * (tests/e2e/arch.yaml), and ChatGLM-6B v1 with its own tokenizer and template
+ * (tests/e2e/chatglm6b.yaml): a tiny model of each, sft in every finetune mode
  * (full, lora, freeze, ptuning) for three steps, an MCQ exam of each trained
  * model (adapters and prefixes opened on their bases), the LoRA adapters
  * merged and exported as HF directories of the same architecture and examined
@@ -9,6 +10,9 @@
 #include "tests/harness.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "common/fsutil.h"
 
 static char dir[4096];
 
@@ -21,11 +25,12 @@ static int sh(char **out, const char *cmd)
     return rc;
 }
 
-/* The materialised output directory of a stage (its digest under .medflow/trees). */
+/* The materialised output directory of a stage (its digest under .medflow/trees); stage is
+ * GRAPH:STAGE, or a stage of arch-tiny. */
 static void output_dir(char *buf, size_t len, const char *stage)
 {
     char cmd[256], *out = NULL;
-    snprintf(cmd, sizeof cmd, "show arch-tiny:%s", stage);
+    snprintf(cmd, sizeof cmd, "show %s%s", strchr(stage, ':') ? "" : "arch-tiny:", stage);
     REQUIRE(sh(&out, cmd) == 0);
     const char *o = out ? strstr(out, "\"output\": \"sha256:") : NULL;
     REQUIRE(o);
@@ -90,5 +95,62 @@ TEST(test_e2e_bloom_glm_chatglm2_every_finetune_mode_through_the_engine)
     /* rerun: every stage cached */
     CHECK_INT(sh(&out, "run g.yaml"), 0);
     CHECK_CONTAINS(out, "35 stages cached; nothing to do");
+    free(out);
+}
+
+TEST(test_e2e_chatglm6b_every_finetune_mode_through_the_engine)
+{
+    snprintf(dir, sizeof dir, "%s", mf_test_tmpdir());
+    const char *root = mf_test_root();
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "mkdir -p %s/data %s/tok && cp %s/tests/e2e/chatglm6b.yaml %s/g.yaml && "
+                       "cp %s/tests/tokenizer/fixtures/chatglm6b/* %s/tok/ && "
+                       "head -12 %s/examples/data/sft.jsonl > %s/data/sft.jsonl && "
+                       "head -8 %s/examples/data/mcq.jsonl > %s/data/mcq.jsonl",
+                       dir, dir, root, dir, root, dir, root, dir, root, dir) == 0);
+    char *out = NULL;
+    CHECK_INT(sh(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "12 ran, 0 cached");
+    free(out);
+
+    /* every mode trained its three steps (the prefix LM refuses a row without [gMASK] <sop>: the
+     * chatglm6b template put them in every row) and its model was examined */
+    CHECK_INT(sh(&out, "report g.yaml"), 0);
+    static const char *modes[] = {"full", "lora", "freeze", "ptuning"};
+    for (int f = 0; f < 4; f++) {
+        char row[96];
+        snprintf(row, sizeof row, "| train.%s | 3 |", modes[f]);
+        CHECK_CONTAINS(out, row);
+        snprintf(row, sizeof row, "| %s | 4 |", modes[f]);
+        CHECK_CONTAINS(out, row);
+    }
+    free(out);
+
+    /* LoRA on PEFT's default target; the prefix adapter with the release's PrefixEncoder shapes */
+    char d[4400], p[4500];
+    output_dir(d, sizeof d, "chatglm6b-tiny:train.lora");
+    snprintf(p, sizeof p, "%s/adapter_config.json", d);
+    char *txt = mf_test_read(p);
+    CHECK_CONTAINS(txt, "\"query_key_value\"");
+    free(txt);
+
+    /* the merged export: the release's layout with its tokenizer, and it generates */
+    output_dir(d, sizeof d, "chatglm6b-tiny:export");
+    snprintf(p, sizeof p, "%s/config.json", d);
+    txt = mf_test_read(p);
+    CHECK_CONTAINS(txt, "\"ChatGLMModel\"");
+    CHECK_CONTAINS(txt, "\"position_encoding_2d\": true");
+    free(txt);
+    snprintf(p, sizeof p, "%s/ice_text.model", d);
+    CHECK(mf_is_file(p));
+    char cmd[4600];
+    snprintf(cmd, sizeof cmd, "generate %s --prompt '高血压患者可以' --template chatglm6b --max-new 4 --json", d);
+    CHECK_INT(sh(&out, cmd), 0);
+    CHECK_CONTAINS(out, ",3001,3004],"); /* the prompt ends with [gMASK] <sop> */
+    CHECK_CONTAINS(out, "\"logprobs\":[");
+    free(out);
+
+    CHECK_INT(sh(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "12 stages cached; nothing to do");
     free(out);
 }

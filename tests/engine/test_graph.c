@@ -258,3 +258,38 @@ TEST(test_docs_cli_reference_is_generated_from_help)
     free(out);
     free(doc);
 }
+
+/* issue 20: a 100,000-deep flow mapping (400 KB) made validate hang for minutes (libyaml's scanner
+ * does work per open flow level for every token, and the depth check ran after the full load). The
+ * depth is now checked while events stream in, so this returns at level 201. */
+TEST(test_yaml_deep_flow_nesting_is_rejected_while_parsing)
+{
+    const size_t depth = 100000;
+    mf_buf b = MF_BUF_INIT;
+    mf_buf_puts(&b, "name: t\nx: ");
+    for (size_t k = 0; k < depth; k++) mf_buf_puts(&b, "{a: ");
+    mf_buf_puts(&b, "1");
+    for (size_t k = 0; k < depth; k++) mf_buf_putc(&b, '}');
+    mf_buf_putc(&b, '\n');
+    REQUIRE(mf_buf_ok(&b));
+    mf_graph *g = NULL;
+    mf_err err;
+    mf_err_clear(&err);
+    CHECK_INT(mf_graph_load_mem(&g, b.data, b.len, "deep.yaml", ".", &err), MF_EINVAL);
+    CHECK_CONTAINS(err.msg, "nested deeper than 200 levels");
+    CHECK_INT(err.line, 2);
+    CHECK(err.col >= 200 * 4); /* around where the 201st level opens */
+    mf_graph_free(g);
+    /* block style too */
+    mf_buf_reset(&b);
+    mf_buf_puts(&b, "name: t\nx:\n");
+    for (size_t k = 0; k < 300; k++) {
+        for (size_t i = 0; i < k + 1; i++) mf_buf_putc(&b, ' ');
+        mf_buf_puts(&b, "- ");
+        mf_buf_putc(&b, '\n');
+    }
+    mf_err_clear(&err);
+    CHECK_INT(mf_graph_load_mem(&g, b.data, b.len, "deep2.yaml", ".", &err), MF_EINVAL);
+    mf_graph_free(g);
+    mf_buf_free(&b);
+}

@@ -140,6 +140,148 @@ TEST(test_ledger_bit_flip_in_any_object_is_detected_by_the_commands)
     free(objs);
 }
 
+/* Count the files in the test store's journal/. */
+static int journals(void)
+{
+    char *out = NULL;
+    REQUIRE(mf_test_sh(&out, NULL, "ls '%s/.medflow/journal' 2>/dev/null | wc -l", mf_test_tmpdir()) == 0);
+    int n = out ? atoi(out) : -1;
+    free(out);
+    return n;
+}
+
+/* The output digest of a stage as `status --json` sees it (cached stages only). */
+static void current_output(const char *stage, char *out, size_t n)
+{
+    char *js = NULL;
+    out[0] = 0;
+    REQUIRE(mf(&js, "status g.yaml --json") == 0);
+    mf_json *v = NULL;
+    mf_err err;
+    REQUIRE(js && mf_json_parse(&v, js, strlen(js), "status", &err) == 0);
+    for (size_t i = 0; i < v->n; i++)
+        if (!strcmp(mf_json_get_str(v->items[i], "stage", ""), stage))
+            snprintf(out, n, "%s", mf_json_get_str(v->items[i], "output", ""));
+    mf_json_free(v);
+    free(js);
+    REQUIRE(!strncmp(out, "sha256:", 7));
+}
+
+/* issue 20: a kill -9 after the last stage is published but before the ledger commit left the run
+ * unrecorded for good: the next run said "nothing to do" and recorded nothing, lineage pointed at
+ * the previous run's output, and gc deleted the current outputs. The engine is held in its ledger
+ * commit by a ref lock (the way a concurrent commit holds it) and killed there. */
+TEST(test_run_killed_before_its_ledger_commit_is_recovered_by_the_next_start)
+{
+    char *out = NULL, b2[128], obj[PATH_MAX];
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    write_graph("g.yaml", CHAIN("B"));
+    /* run.json is written just before the ledger commit, which spins on the lock until the kill */
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "cd '%s' && touch .medflow/ledger.git/refs/heads/chain.lock && "
+                       "('%s' run g.yaml >killed.out 2>&1 & pid=$!; "
+                       " for i in $(seq 1 3000); do [ $(ls .medflow/logs/*/run.json | wc -l) -ge 2 ] && break; sleep 0.01; done; "
+                       " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
+                       d, bin()) == 0);
+    CHECK_INT(journals(), 1);
+    current_output("b", b2, sizeof b2);
+    object_file(b2, obj, sizeof obj);
+    /* gc first: the unrecorded outputs survive it (it records the run, or keeps what a journal names) */
+    CHECK_INT(mf(&out, "gc"), 0);
+    free(out);
+    CHECK(mf_is_file(obj));
+    CHECK_INT(journals(), 0);
+    CHECK_INT(mf(&out, "log"), 0);
+    CHECK_CONTAINS(out, "chain@2");
+    CHECK_CONTAINS(out, "interrupted");
+    free(out);
+    CHECK_INT(mf(&out, "show chain:b"), 0);
+    CHECK_CONTAINS(out, b2 + 7);
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "nothing to do");
+    CHECK(!strstr(out, "recorded in the ledger")); /* chain@2 describes these outputs already */
+    free(out);
+}
+
+/* The same window, recovered by `run` (no gc in between). */
+TEST(test_run_after_a_killed_run_records_it_before_planning)
+{
+    char *out = NULL, b2[128];
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    write_graph("g.yaml", CHAIN("B"));
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "cd '%s' && touch .medflow/ledger.git/refs/heads/chain.lock && "
+                       "('%s' run g.yaml >killed.out 2>&1 & pid=$!; "
+                       " for i in $(seq 1 3000); do [ $(ls .medflow/logs/*/run.json | wc -l) -ge 2 ] && break; sleep 0.01; done; "
+                       " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
+                       d, bin()) == 0);
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "recovered: chain@2");
+    CHECK_CONTAINS(out, "nothing to do");
+    free(out);
+    current_output("b", b2, sizeof b2);
+    CHECK_INT(mf(&out, "lineage b"), 0);
+    CHECK_CONTAINS(out, "chain@2");
+    free(out);
+    CHECK_INT(journals(), 0);
+}
+
+/* issue 20: failing to record a run was a warning with exit 0 (and gc then deleted the outputs).
+ * It is an error now; the journal keeps the run for the next start. */
+TEST(test_run_that_cannot_be_recorded_exits_1_and_is_recorded_later)
+{
+    char *out = NULL, c1[128];
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && mkdir -p .medflow && : > .medflow/ledger.git", d) == 0);
+    CHECK_INT(mf(&out, "run g.yaml"), 1);
+    CHECK_CONTAINS(out, "could not be recorded in the ledger");
+    free(out);
+    CHECK_INT(journals(), 1);
+    current_output("c", c1, sizeof c1);
+    REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && rm .medflow/ledger.git", d) == 0);
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "recovered: chain@1");
+    free(out);
+    CHECK_INT(mf(&out, "show chain:c"), 0);
+    CHECK_CONTAINS(out, c1 + 7);
+    free(out);
+}
+
+/* issue 20: after a data change was reverted, `run` said "nothing to do" and report/show/lineage
+ * kept describing the edited run. The run now records that the current outputs are current again. */
+TEST(test_run_records_the_current_outputs_after_a_reverted_change)
+{
+    char *out = NULL, c1[128], c2[128];
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    current_output("c", c1, sizeof c1);
+    write_src("two\n");
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    current_output("c", c2, sizeof c2);
+    CHECK(strcmp(c1, c2) != 0);
+    write_src("one\n");
+    CHECK_INT(mf(&out, "run g.yaml"), 0);
+    CHECK_CONTAINS(out, "nothing to do");
+    CHECK_CONTAINS(out, "recorded in the ledger as chain@3");
+    free(out);
+    CHECK_INT(mf(&out, "show chain:c"), 0);
+    CHECK_CONTAINS(out, c1 + 7);
+    free(out);
+    CHECK_INT(mf(&out, "run g.yaml"), 0); /* recorded once: a no-op again */
+    CHECK_STR(out, "3 stages cached; nothing to do\n");
+    free(out);
+}
+
 /* An adapter names its base by digest, not by the store path it was read
  * from: the same graph run on two stores at different places gives the same
  * adapter digest (it once carried "s1/trees/<hex>" in adapter_config.json). */

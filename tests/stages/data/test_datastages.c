@@ -107,6 +107,24 @@ TEST(test_mix_is_seeded_weighted_and_byte_identical_for_a_seed)
     CHECK_CONTAINS(t.msg, "one weight per input");
 }
 
+/* issue 20: weights [1e308, 1e308] overflowed the sum (and T * w), and a release build wrote 0 rows
+ * with "taken": -9223372036854775758. Huge weights are only proportions. */
+TEST(test_mix_huge_weights_are_proportions_not_an_overflow)
+{
+    const char *a = head_of("dialogue/internal_medicine_qa.jsonl", 10, "ha.jsonl");
+    const char *b = head_of("pretrain/doctor_answers.jsonl", 10, "hb.jsonl");
+    const char *paths[] = {a, b};
+    dtest t;
+    REQUIRE(dtest_run(&t, "mix", "{\"weights\": [1e308, 1e308], \"total\": 10}", 7, "data", paths, 2, NULL, NULL, 0,
+                      tmp_path("mh")) == 0);
+    char *st = dtest_out(tmp_path("mh"), "stats.json");
+    REQUIRE(st);
+    CHECK_CONTAINS(st, "\"rows_out\": 10");
+    CHECK_CONTAINS(st, "\"taken\": 5");
+    CHECK(!strstr(st, "\"taken\": -"));
+    free(st);
+}
+
 TEST(test_dedup_drops_exact_and_near_duplicates_and_is_seeded)
 {
     /* real answers, plus an exact copy with different spacing and a near copy with 2 characters changed */

@@ -44,6 +44,10 @@ TEST(test_template_builtins_render_multi_turn_with_system)
         {"baichuan", "<s>S<reserved_102>q1<reserved_103>a1</s><reserved_102>q2<reserved_103>a2</s>"},
         /* ChatGLM2-6B build_prompt: [Round n]\n\n问：...\n\n答：... joined by \n\n */
         {"chatglm", "[gMASK]sopS\n\n[Round 1]\n\n问：q1\n\n答：a1</s>\n\n[Round 2]\n\n问：q2\n\n答：a2</s>"},
+        /* ChatGLM-6B chat(): [Round n]\n问：...\n答：... from 0, [gMASK] <sop> closing each prompt */
+        {"chatglm6b", "S\n[Round 0]\n问：q1\n答：[gMASK]<sop>a1</s>\n[Round 1]\n问：q2\n答：[gMASK]<sop>a2</s>"},
+        /* ChatGLM3-6B: role tokens */
+        {"chatglm3", "[gMASK]sop<|system|>\nS<|user|>\nq1<|assistant|>\na1</s><|user|>\nq2<|assistant|>\na2</s>"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         char *r = render(cases[k].name, &c, NULL);
