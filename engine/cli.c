@@ -39,8 +39,8 @@ int mf_cli_report_store(const mf_err *err, const char *store_dir)
     if (err->code == MF_ECORRUPT && strstr(err->msg, "the ledger is damaged"))
         fprintf(stderr,
                 "medflow: the ledger %s/ledger.git is damaged. `medflow verify` names the damaged objects;\n"
-                "  `medflow verify --repair` rebuilds it from its readable commits and the run records in\n"
-                "  %s/logs/ (the damaged copy is kept aside), and `git --git-dir %s/ledger.git reflog`\n"
+                "  `medflow verify --repair` rebuilds it from the run records in %s/logs/ (the\n"
+                "  damaged copy is kept aside), and `git --git-dir %s/ledger.git reflog`\n"
                 "  lists earlier tips of each graph's branch.\n",
                 store_dir, store_dir, store_dir);
     return code;

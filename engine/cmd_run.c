@@ -230,6 +230,22 @@ static void session_close(session *s)
     free_args(&s->a);
 }
 
+/* Cached outputs computed by another build (numerics may differ: docs/store.md, "Builds"). */
+static void print_other_builds(const session *s)
+{
+    int first = 1;
+    for (size_t i = 0; i < s->g->n_stages; i++) {
+        const mf_plan_stage *st = &s->p->st[i];
+        size_t len = 0;
+        const char *b = st->needed && st->state == MF_PS_CACHED ? mf_estore_other_build(s->st, st->key, &len) : NULL;
+        if (!b) continue;
+        if (first) printf("note: these cached outputs were computed by another build of medflow (this one: %s);\n"
+                          "      a run with --force STAGE recomputes one with this build:\n", mf_k_build_identity());
+        first = 0;
+        printf("  %s  built by: %.*s\n", s->g->stages[i].name, (int)len, b);
+    }
+}
+
 int mf_cmd_status(int argc, char **argv)
 {
     session s;
@@ -239,6 +255,7 @@ int mf_cmd_status(int argc, char **argv)
     if (mf_plan_write_status(s.p, &buf, s.a.json)) code = MF_EXIT_FAILED;
     else fputs(mf_buf_cstr(&buf), stdout);
     mf_buf_free(&buf);
+    if (!s.a.json && !s.a.quiet) print_other_builds(&s);
     if (!s.a.json && !s.a.quiet) {
         size_t cached = mf_plan_count(s.p, MF_PS_CACHED), stale = mf_plan_count(s.p, MF_PS_STALE),
                waiting = mf_plan_count(s.p, MF_PS_WAITING);

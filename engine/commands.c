@@ -115,9 +115,17 @@ const mf_cmd mf_commands[] = {
     {"diff", mf_cmd_diff, "which stages changed between two runs, and why",
      "Usage: medflow diff RUN RUN\n\nFor every stage: unchanged, added, removed, or changed with the reasons\n"
      "(kind version, params, input digests, output).\n", 0},
-    {"verify", mf_cmd_verify, "re-hash every stored object and materialised tree",
-     "Usage: medflow verify\n\nRe-hash every object in the store and every materialised tree, name each\n"
-     "corrupt one, and exit 1 if any is.\n", 0},
+    {"verify", mf_cmd_verify, "re-hash every stored object and materialised tree (--repair: fix them)",
+     "Usage: medflow verify [--repair]\n\nRe-hash every object in the store, every materialised tree and the ledger,\n"
+     "name each corrupt one, and exit 1 if any is.\n\n"
+     "--repair fixes what it can, from good copies only: runs whose engine was killed\n"
+     "before recording them are recorded; a bad object is re-packed from its\n"
+     "materialised tree when that still hashes right, else moved to damaged/ and\n"
+     "recomputed by running the stage the ledger says produced it (from that run's\n"
+     "graph file; the same digest comes back only while the stage's inputs are\n"
+     "unchanged); modified trees and damaged action-cache entries are removed; a\n"
+     "damaged ledger is moved aside and rebuilt from the run records in logs/.\n"
+     "It names what it could not repair and exits 1 if anything is left.\n", 0},
     {"gc", mf_cmd_gc, "delete objects no ledger ref reaches",
      "Usage: medflow gc [--dry-run]\n\nDelete every stored object that no ledger branch or tag reaches (following\n"
      "refs.json), with its materialised tree and action-cache entries; report\n"

@@ -41,6 +41,7 @@ typedef struct job {
     mf_progress_row row;
     int has_progress;    /* rank 0 reported progress (else the row shows the executor's state) */
     char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
+    char build[512];     /* the numerics-relevant build identity it ran with ("" when it built no model) */
     mf_json *warnings; /* what the stage warned about (mf_stage_warn): shown at once, kept in the manifest */
 } job;
 
@@ -190,6 +191,9 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
         if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
         if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
+        /* provenance, not key: a store shared by two builds keeps the first one's output, and
+         * status/show say so (docs/store.md, "Builds") */
+        if (j->build[0]) bad |= mf_json_set(m, "build", mf_json_new_str(j->build));
         if (j->warnings && j->warnings->n) bad |= mf_json_set(m, "warnings", mf_json_clone(j->warnings));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
@@ -335,6 +339,7 @@ static void on_progress(void *ud, char *line)
     if (be) { /* stage-exec reports the backend it ran on, once, at the end */
         snprintf(j->backend, sizeof j->backend, "%s", be);
         snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
+        snprintf(j->build, sizeof j->build, "%s", mf_json_get_str(v, "build", ""));
         mf_json_free(v);
         return;
     }
@@ -547,7 +552,7 @@ static int finish(runner *r, job *j, mf_err *err)
             char buf[2048];
             if (record_manifest(r, i, "success", j, logd))
                 mf_progress_event(&r->prog, "%s: warning: could not journal its manifest", s->name);
-            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, &ce))
+            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, j->build, &ce))
                 mf_progress_event(&r->prog, "%s: warning: could not write its action-cache entry (it will run again): %s",
                                   s->name, mf_err_str(&ce, buf, sizeof buf));
             char *work = mf_path_join(r->io->work_dir, st->key);

@@ -74,6 +74,9 @@ static void report_backend(const mf_stage_ctx *c)
     mf_json_write_str(&b, be, strlen(be));
     mf_buf_puts(&b, ",\"device\":");
     mf_json_write_str(&b, dev ? dev : "", dev ? strlen(dev) : 0);
+    const char *id = mf_k_build_identity(); /* the build whose numerics made the output */
+    mf_buf_puts(&b, ",\"build\":");
+    mf_json_write_str(&b, id, strlen(id));
     mf_buf_puts(&b, "}\n");
     if (mf_buf_ok(&b)) {
         ssize_t w = write(c->progress_fd, b.data, b.len); /* short line: one write on a pipe is atomic */
