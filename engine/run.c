@@ -68,7 +68,29 @@ typedef struct runner {
     double kill_at;      /* SIGKILL deadline after forwarding a signal */
     double t0;
     double last_state_save;
+    size_t to_run;       /* stages this run may start (stale or waiting when it began) */
+    double ran_s;        /* summed wall time of the stages that finished, for the ETA */
+    size_t n_timed;
 } runner;
+
+/* The run's progress line: stages finished (ran, failed, cut off, blocked) out of to_run, and an
+ * ETA: the longest ETA a running stage reports (else the mean stage time so far), plus the stages
+ * not started yet at the mean stage time, spread over the stages running side by side. */
+static void update_overall(runner *r)
+{
+    const mf_run_result *res = r->res;
+    size_t done = res->n_ran + res->n_failed + res->n_cutoff + res->n_blocked;
+    double mean = r->n_timed ? r->ran_s / (double)r->n_timed : NAN, now = mf_monotonic(), running = 0;
+    for (size_t k = 0; k < r->n_jobs; k++) {
+        const job *j = r->jobs[k];
+        double left = !isnan(j->row.eta_s) ? j->row.eta_s : mean - (now - j->t_start);
+        if (left > running) running = left;
+    }
+    size_t pending = r->to_run > done + r->n_jobs ? r->to_run - done - r->n_jobs : 0;
+    double par = r->n_jobs ? (double)r->n_jobs : 1;
+    double eta = pending && isnan(mean) ? NAN : running + (pending ? mean * (double)pending / par : 0);
+    mf_progress_overall(&r->prog, done, r->to_run, eta);
+}
 
 static void fmt_time(char *buf, size_t n, double t)
 {
@@ -523,6 +545,9 @@ static int finish(runner *r, job *j, mf_err *err)
              * at any point leaves nothing cached that the next run cannot record */
             mf_plan_mark_done(r->p, i, out);
             r->res->n_ran++;
+            r->ran_s += j->t_end - j->t_start;
+            r->n_timed++;
+            update_overall(r);
             mf_err ce;
             char buf[2048];
             if (record_manifest(r, i, "success", j, logd))
@@ -535,7 +560,9 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->quiet) {
                 char sd[32];
                 snprintf(sd, sizeof sd, "%.12s", out + (strncmp(out, "sha256:", 7) ? 0 : 7));
-                mf_progress_event(&r->prog, "%s: done in %.1fs -> sha256:%s", s->name, j->t_end - j->t_start, sd);
+                char all[96];
+                mf_progress_event(&r->prog, "%s: done in %.1fs -> sha256:%s %s", s->name, j->t_end - j->t_start, sd,
+                                  mf_progress_overall_str(&r->prog, all, sizeof all));
             }
         }
     }
@@ -545,6 +572,8 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->quiet) mf_progress_event(&r->prog, "%s: interrupted", s->name);
         } else {
             r->res->n_failed++;
+            block_dependents(r, i);
+            update_overall(r);
             mf_buf tail = MF_BUF_INIT;
             mf_buf raw = MF_BUF_INIT;
             mf_exec_log_tail(j->log_path, 15, &raw);
@@ -561,7 +590,6 @@ static int finish(runner *r, job *j, mf_err *err)
                               j->x.why[0] ? j->x.why : "failed", j->t_end - j->t_start,
                               mf_buf_cstr(&tail), j->log_path);
             mf_buf_free(&tail);
-            block_dependents(r, i);
             if (!r->o->keep_going) r->stop = 1;
         }
     }
@@ -619,6 +647,7 @@ static int schedule(runner *r, mf_err *err)
             if (rc) return rc;
             if (st->state == MF_PS_CACHED) {
                 r->res->n_cutoff++;
+                update_overall(r);
                 if (r->o->verbose) mf_progress_event(&r->prog, "%s: cached (its inputs came out unchanged)", r->g->stages[i].name);
                 record_manifest(r, i, "cached", NULL, NULL);
                 changed = 1;
@@ -779,6 +808,7 @@ static int wait_and_show(runner *r, int wake, struct pollfd **pfds, size_t *pcap
         if (!j->has_progress && j->x.state[0]) snprintf(j->row.message, sizeof j->row.message, "%s", j->x.state);
         rows[k] = j->row;
     }
+    update_overall(r);
     mf_progress_update(&r->prog, rows, r->n_jobs, 0);
     for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k]->row.last_line = rows[k].last_line;
     free(rows);
@@ -891,6 +921,9 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             record_manifest(r, i, "cached", NULL, NULL);
         }
     double t_wall = mf_now();
+    for (size_t i = 0; i < r->g->n_stages; i++)
+        if (r->p->st[i].needed && (r->p->st[i].state == MF_PS_STALE || r->p->st[i].state == MF_PS_WAITING)) r->to_run++;
+    update_overall(r);
     if ((rc = journal_open(r, t_wall, err))) goto out;
     rc = run_loop(r, err);
     mf_progress_finish(&r->prog);
