@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,9 +33,11 @@ struct mf_store {
     int held_shared;   /* mf_store_lock(MF_LOCK_SHARED) holds one level of it */
     int level, threads;
     mf_statcache *statcache; /* source.c's, created on first use */
+    size_t trees_repaired;   /* materialised trees found modified and extracted again */
 };
 
 const char *mf_store_dir(const mf_store *s) { return s->dir; }
+size_t mf_store_trees_repaired(const mf_store *s) { return s->trees_repaired; }
 
 mf_statcache *mf_store_i_statcache(mf_store *s)
 {
@@ -413,6 +416,15 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
     size_t nrefs = 0;
     int rc = 0, fd = -1;
     if (!dst || !obj) { rc = mf_err_set(err, MF_ENOMEM, "out of memory"); goto out; }
+    if (mf_is_dir(dst)) { /* a tree someone wrote into is extracted again, never used */
+        mf_err e;
+        rc = mf_store_i_tree_check(dst, d, &e);
+        if (rc == MF_ECORRUPT) {
+            s->trees_repaired++;
+            rc = mf_store_i_tree_discard(dst, s->tmp, err);
+        } else if (rc) *err = e;
+        if (rc) goto out;
+    }
     if (!mf_is_dir(dst)) {
         fd = open(obj, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
@@ -434,9 +446,11 @@ static int materialize_rec(mf_store *s, const mf_digest *d, char **path, int dep
         } else {
             /* No fsync: trees/ is a cache of verified objects (which are
              * durable). The rename makes it atomic against a killed process;
-             * after a power loss, `medflow verify` names a torn tree. */
+             * after a power loss, the stamp check (or `medflow verify`) finds a torn tree. */
             free(tmp);
             tmp = NULL;
+            mf_err e;
+            mf_store_i_tree_stamp(dst, &e); /* without a stamp, the next use hashes the tree */
         }
     }
     if ((rc = mf_store_refs(s, d, &refs, &nrefs, err))) goto out;
@@ -485,6 +499,8 @@ int mf_store_adopt(mf_store *s, const char *dir, const mf_digest *d, char **path
             rc = mf_err_errno(err, errno == EXDEV ? MF_EINVAL : MF_EIO, "cannot move %s to %s", dir, dst);
             goto out;
         }
+        mf_err e;
+        if (!mf_is_dir(dir)) mf_store_i_tree_stamp(dst, &e);
     }
     if (mf_is_dir(dir)) rc = mf_rm_rf(dir, err); /* the tree existed (or another process won) */
 out:
@@ -504,10 +520,22 @@ static char *key_path(const mf_store *s, const mf_digest *key)
 
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err)
 {
+    return mf_store_key_put_build(s, key, out, run_id, NULL, err);
+}
+
+int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err)
+{
+    return mf_store_key_get_build(s, key, out, run_id, NULL, err);
+}
+
+int mf_store_key_put_build(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id,
+                           const char *build, mf_err *err)
+{
     char ds[72];
     mf_json *j = mf_json_new_object();
     if (!j || mf_json_set(j, "digest", mf_json_new_str(mf_digest_str(out, ds))) ||
-        mf_json_set(j, "run", mf_json_new_str(run_id ? run_id : ""))) {
+        mf_json_set(j, "run", mf_json_new_str(run_id ? run_id : "")) ||
+        (build && *build && mf_json_set(j, "build", mf_json_new_str(build)))) {
         mf_json_free(j);
         return mf_err_set(err, MF_ENOMEM, "out of memory");
     }
@@ -523,9 +551,11 @@ int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, co
     return rc;
 }
 
-int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err)
+int mf_store_key_get_build(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, char **build,
+                           mf_err *err)
 {
     if (run_id) *run_id = NULL;
+    if (build) *build = NULL;
     char *p = key_path(s, key);
     if (!p) return mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_json *j = NULL;
@@ -546,6 +576,7 @@ int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **r
         goto out;
     }
     if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    if (!rc && build && !(*build = strdup(mf_json_get_str(j, "build", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
 out:
     mf_json_free(j);
     free(p);
@@ -628,6 +659,9 @@ int mf_store_remove(mf_store *s, const mf_digest *d, uint64_t *freed, mf_err *er
     struct stat st;
     if (freed) *freed = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
     if ((rc = mf_rm_rf(t, err))) goto out;
+    char stamp[PATH_MAX];
+    snprintf(stamp, sizeof stamp, "%s.stamp", t);
+    unlink(stamp);
     if (unlink(p) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", p); goto out; }
     if (unlink(r) < 0 && errno != ENOENT) { rc = mf_err_errno(err, MF_EIO, "cannot remove %s", r); goto out; }
 out:

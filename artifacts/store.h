@@ -6,7 +6,9 @@
  *     objects/<hex>.refs      digests the artifact's refs.json names (one per line)
  *     keys/<hex>              action cache: stage key -> {"digest", "run"} (JSON)
  *     trees/<hex>/            read-only materialised copies, one per digest, shared
+ *     trees/<hex>.stamp       the stat stamp of that copy (store_trees.c)
  *     tmp/                    outputs and extractions in progress (same filesystem)
+ *     damaged/                objects verify --repair moved aside (kept for inspection)
  *     ledger.git/             the git ledger (artifacts/ledger.h)
  *     statcache               source stat cache (artifacts/source.c)
  *     lock                    flock(2) lock file (gc exclusive, runs shared)
@@ -99,9 +101,14 @@ int mf_store_has(mf_store *s, const mf_digest *d);
 char *mf_store_object_path(const mf_store *s, const mf_digest *d);
 
 /* Materialise an object as trees/<hex> (read-only), verified while
- * extracting; reuse it if already there. Objects named in its refs.json are
+ * extracting; reuse it if already there and unmodified (trees/<hex>.stamp
+ * holds its files' stat lines when made: one lstat per file while they match,
+ * a full hash when not; a modified tree is moved aside and extracted again
+ * from its object, see store_trees.c). Objects named in its refs.json are
  * materialised too. *path (may be NULL) gets the tree path (caller frees). */
 int mf_store_materialize(mf_store *s, const mf_digest *d, char **path, mf_err *err);
+/* How many materialised trees this handle found modified and extracted again. */
+size_t mf_store_trees_repaired(const mf_store *s);
 
 /* Digests an object's refs.json names (from objects/<hex>.refs). */
 int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, mf_err *err);
@@ -111,6 +118,12 @@ int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, 
  * NULL) gets a malloc'd copy of the recorded run id ("" if none). */
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err);
 int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err);
+/* The same with the build identity the output was computed with (kernels/build_id.c; "" or NULL: none
+ * recorded); *build (may be NULL) gets a malloc'd copy. */
+int mf_store_key_put_build(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id,
+                           const char *build, mf_err *err);
+int mf_store_key_get_build(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, char **build,
+                           mf_err *err);
 
 typedef struct mf_store_obj {
     mf_digest digest;
@@ -126,6 +139,18 @@ int mf_store_remove(mf_store *s, const mf_digest *d, uint64_t *freed, mf_err *er
  * through cb (what: "object", "tree", "refs" or "key"). *bad counts problems. */
 typedef void (*mf_store_report_fn)(void *ctx, const char *what, const mf_digest *d, const mf_err *problem);
 int mf_store_verify(mf_store *s, mf_store_report_fn cb, void *ctx, size_t *bad, mf_err *err);
+
+/* Repair what verify finds, from good copies only (artifacts/store_repair.c): a bad object is
+ * re-packed from its materialised tree when that still hashes right, else moved to damaged/ and
+ * the action-cache entries naming it removed (its producer runs again: MF_REPAIR_RECOMPUTE);
+ * modified trees and damaged or dangling action-cache entries are removed; refs.json naming a
+ * missing object is reported. Takes the writer lock (waits). cb gets each problem and its outcome. */
+enum { MF_REPAIR_FIXED = 0, MF_REPAIR_RECOMPUTE = 1, MF_REPAIR_NOT_FIXED = 2 };
+typedef struct mf_store_repair_stats {
+    size_t fixed, recompute, unfixed;
+} mf_store_repair_stats;
+typedef void (*mf_store_repair_fn)(void *ctx, const char *what, const mf_digest *d, int outcome, const char *how);
+int mf_store_repair(mf_store *s, mf_store_repair_fn cb, void *ctx, mf_store_repair_stats *st, mf_err *err);
 
 /* Remove every object not reachable from roots (following refs), the action
  * cache entries that point to removed objects, and medflow's own tmp/ litter.

@@ -24,7 +24,12 @@ int mf_cli_exit_code(int rc)
 int mf_cli_report(const mf_err *err)
 {
     char buf[4096];
-    fprintf(stderr, "medflow: %s\n", mf_err_str(err, buf, sizeof buf));
+    mf_err_str(err, buf, sizeof buf);
+    /* several errors (a graph's, one per line) each get the prefix */
+    for (char *line = buf, *nl; line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        fprintf(stderr, "medflow: %.*s\n", nl ? (int)(nl - line) : (int)strlen(line), line);
+    }
     return mf_cli_exit_code(err->code);
 }
 
@@ -34,8 +39,8 @@ int mf_cli_report_store(const mf_err *err, const char *store_dir)
     if (err->code == MF_ECORRUPT && strstr(err->msg, "the ledger is damaged"))
         fprintf(stderr,
                 "medflow: the ledger %s/ledger.git is damaged. `medflow verify` names the damaged objects;\n"
-                "  `medflow verify --repair` rebuilds it from its readable commits and the run records in\n"
-                "  %s/logs/ (the damaged copy is kept aside), and `git --git-dir %s/ledger.git reflog`\n"
+                "  `medflow verify --repair` rebuilds it from the run records in %s/logs/ (the\n"
+                "  damaged copy is kept aside), and `git --git-dir %s/ledger.git reflog`\n"
                 "  lists earlier tips of each graph's branch.\n",
                 store_dir, store_dir, store_dir);
     return code;

@@ -156,6 +156,26 @@ static mf_json *recovered_record(const jread *r, const char *path)
     return rec;
 }
 
+/* logs/<run>/run.json, as the engine writes it, when the engine died before writing it:
+ * `verify --repair` rebuilds a damaged ledger from these. Best effort. */
+static void write_run_json(const char *root, const mf_json *rec, const mf_json *manifests)
+{
+    mf_buf p = MF_BUF_INIT, b = MF_BUF_INIT;
+    mf_json *full = mf_json_clone(rec);
+    mf_err e;
+    mf_buf_printf(&p, "%s/logs/%s", root, mf_json_get_str(rec, "run", "unknown"));
+    char *dir = mf_buf_ok(&p) ? strdup(p.data) : NULL;
+    mf_buf_puts(&p, "/run.json");
+    if (full && dir && mf_buf_ok(&p) && !mf_is_file(p.data) && !mf_json_set(full, "manifests", mf_json_clone(manifests))) {
+        mf_json_write(&b, full, MF_JSON_SORTED | MF_JSON_PRETTY);
+        if (mf_buf_ok(&b) && !mf_mkdir_p(dir, 0755, &e)) mf_write_file_atomic(p.data, b.data, b.len, 0644, &e);
+    }
+    free(dir);
+    mf_json_free(full);
+    mf_buf_free(&p);
+    mf_buf_free(&b);
+}
+
 /* Commit one parsed journal; id and num get the ledger's names for it. */
 static int commit_journal(const char *root, const jread *r, const char *path, char id[41], int *num, mf_err *err)
 {
@@ -167,6 +187,7 @@ static int commit_journal(const char *root, const jread *r, const char *path, ch
     int rc = mf_ledger_open(&l, root, err);
     if (!rc) rc = mf_ledger_commit_run(l, graph, text, strlen(text), rec, r->manifests, id, num, err);
     if (!rc) rc = mf_journal_recorded_update(root, graph, r->manifests, err);
+    if (!rc) write_run_json(root, rec, r->manifests);
     mf_ledger_free(l);
     mf_json_free(rec);
     return rc;

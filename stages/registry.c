@@ -456,6 +456,30 @@ static const struct { const char *theirs, *ours; } aliases[] = {
     {"val_size", "val_ratio"},
     {NULL, NULL}};
 
+static const struct { const char *theirs, *note; } alias_notes[] = {
+    {"bf16", "write 'precision: bf16' - a stage setting, also allowed in defaults"},
+    {"pure_bf16", "write 'precision: bf16' - a stage setting, also allowed in defaults"},
+    {"fp16", "write 'precision: fp16' - a stage setting, also allowed in defaults"},
+    {"model_name_or_path", "the model is an input, not a param: 'inputs: {model: STAGE}', or a source with 'format: model' for a Hugging Face directory"},
+    {"adapter_name_or_path", "an adapter is the output of a stage: bind that stage to 'inputs: {model: ...}' and its chain comes with it"},
+    {"dataset", "data is an input, not a param: 'inputs: {data: SOURCE}' (sources: in the graph's 'sources:')"},
+    {"eval_dataset", "validation data is an input: 'inputs: {val: SOURCE}', or 'val_ratio' to hold part of the data out"},
+    {"max_samples", "a training stage reads all of its data; to train on less, cut the data with a 'split' stage (parts: {use: 0.1, rest: 0.9}) and bind 'split/use.jsonl'; 'max_samples' is a param of eval"},
+    {"stage", "the stage's 'kind:' (LLaMA-Factory's 'stage: sft' is 'kind: sft')"},
+    {"do_train", "not needed: a stage of a training kind trains"},
+    {"output_dir", "not needed: outputs go to the store; 'medflow export' or an 'export' stage writes a directory"},
+    {"overwrite_output_dir", "not needed: outputs go to the store, content-addressed"},
+    {"plot_loss", "not needed: the 'report' stage draws the loss curves"},
+    {"quantization_bit", "quantized training (QLoRA) is not supported"},
+    {NULL, NULL}};
+
+const char *mf_param_alias_note(const char *name)
+{
+    for (size_t k = 0; alias_notes[k].theirs; k++)
+        if (!strcmp(alias_notes[k].theirs, name)) return alias_notes[k].note;
+    return NULL;
+}
+
 const char *mf_param_alias(const char *name)
 {
     for (size_t k = 0; aliases[k].theirs; k++)

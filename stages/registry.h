@@ -108,6 +108,9 @@ const mf_slot_spec *mf_kind_slot(const mf_kind *k, const char *name);
 
 /* Ecosystem names (LLaMA-Factory / PEFT / TRL) mapped to ours: "learning_rate" -> "lr". */
 const char *mf_param_alias(const char *name);
+/* Ecosystem names with no param of their own: what to write instead, as a phrase
+ * ("bf16" -> "precision: bf16 (a stage setting; also in defaults)"), or NULL. */
+const char *mf_param_alias_note(const char *name);
 
 /* Names of an atype mask: "model|adapter". */
 const char *mf_atype_names(unsigned mask, char *buf, size_t n);

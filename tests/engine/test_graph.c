@@ -183,8 +183,14 @@ TEST(test_cli_dag_text_and_dot_match_golden)
 TEST(test_cli_validate_exit_codes_and_error_position)
 {
     char *out = NULL, *err = NULL;
-    CHECK_INT(mf_test_sh(&out, &err, "%s validate graphs/qilin-med.yaml", mf_test_bin()), 0);
+    CHECK_INT(mf_test_sh(&out, &err, "%s validate --no-data graphs/qilin-med.yaml", mf_test_bin()), 0);
     CHECK_CONTAINS(out, "ok");
+    free(out);
+    free(err);
+    /* its data is the user's to provide: without --no-data the missing paths are errors, all of them */
+    CHECK_INT(mf_test_sh(&out, &err, "%s validate graphs/qilin-med.yaml", mf_test_bin()), 2);
+    CHECK_CONTAINS(err, "graphs/qilin-med.yaml:13:3: source 'base': path 'models/baichuan-7b' does not exist");
+    CHECK_CONTAINS(err, "graphs/qilin-med.yaml:15:3: source 'sft': path 'data/chimed/sft.jsonl' does not exist");
     free(out);
     free(err);
     CHECK_INT(mf_test_sh(&out, &err, "%s validate tests/graphs/bad/unknown_param.yaml", mf_test_bin()), 2);

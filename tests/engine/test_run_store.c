@@ -303,3 +303,100 @@ TEST(test_run_adapter_digest_does_not_depend_on_where_the_store_lives)
     free(run2);
     mf_json_free(one);
 }
+
+/* issue 20: a flipped bit in a materialised tree that a stage reads was used silently (the output
+ * differed, the manifest named the clean input). The tree's stamp no longer matches, its content
+ * is hashed, and the damaged tree is extracted again from its object before the stage reads it. */
+TEST(test_run_modified_materialised_tree_is_extracted_again_before_a_stage_reads_it)
+{
+    char *out = NULL, a1[128], b1[128], b2[128], tree[PATH_MAX];
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    current_output("a", a1, sizeof a1);
+    current_output("b", b1, sizeof b1);
+    snprintf(tree, sizeof tree, "%s/.medflow/trees/%s", mf_test_tmpdir(), a1 + 7);
+    REQUIRE(mf_test_sh(NULL, NULL, "chmod u+w '%s' '%s/file.txt' && printf 'Z' > '%s/file.txt'", tree, tree, tree) == 0);
+    CHECK_INT(mf(&out, "run g.yaml --force b"), 0);
+    free(out);
+    current_output("b", b2, sizeof b2);
+    CHECK_STR(b2, b1); /* computed from the clean input */
+    CHECK_INT(mf(&out, "verify"), 0);
+    CHECK_CONTAINS(out, "all good");
+    free(out);
+}
+
+/* issue 20: `verify --repair`: a bad object comes back from its materialised tree when that is still
+ * right, else by running its producer again; a garbage action-cache entry is removed; a damaged
+ * ledger is rebuilt from the run records; then verify is clean. */
+TEST(test_verify_repair_fixes_objects_keys_and_the_ledger)
+{
+    char *out = NULL, a1[128], b1[128], obj[PATH_MAX], kf[PATH_MAX];
+    const char *d = mf_test_tmpdir();
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    current_output("a", a1, sizeof a1); /* materialised: b read it */
+    current_output("b", b1, sizeof b1); /* not materialised: nothing reads it */
+    object_file(a1, obj, sizeof obj);
+    flip_bit(obj);
+    object_file(b1, obj, sizeof obj);
+    flip_bit(obj);
+    key_file("c", kf, sizeof kf);
+    REQUIRE(mf_test_sh(NULL, NULL, "chmod u+w '%s' && printf 'garbage{' > '%s'", kf, kf) == 0);
+    CHECK_INT(mf(&out, "verify"), 1);
+    free(out);
+    CHECK_INT(mf(&out, "verify --repair"), 0);
+    CHECK_CONTAINS(out, "re-packed from its materialised tree");
+    CHECK_CONTAINS(out, "recomputed by stage 'b'");
+    CHECK_CONTAINS(out, "damaged entry removed");
+    free(out);
+    CHECK_INT(mf(&out, "verify"), 0);
+    CHECK_CONTAINS(out, "all good");
+    free(out);
+    current_output("b", b1 + 0, sizeof b1); /* still the same output */
+    /* the ledger: one flipped bit in a git object, then repair */
+    REQUIRE(mf_test_sh(&out, NULL, "cd '%s/.medflow/ledger.git/objects' && find . -type f -path './[0-9a-f][0-9a-f]/*' | head -1", d) == 0);
+    out[strcspn(out, "\n")] = 0;
+    char lo[PATH_MAX];
+    snprintf(lo, sizeof lo, "%s/.medflow/ledger.git/objects/%s", d, out + 2);
+    free(out);
+    flip_bit(lo);
+    CHECK_INT(mf(&out, "verify --repair"), 0);
+    CHECK_CONTAINS(out, "repaired the ledger: rebuilt from");
+    free(out);
+    CHECK_INT(mf(&out, "log"), 0);
+    CHECK_CONTAINS(out, "chain@");
+    free(out);
+    CHECK_INT(mf(&out, "verify"), 0);
+    free(out);
+}
+
+/* issue 20: an ASan build and a release build compute different training digests for one stage
+ * key, and a store shared by both keeps whichever ran first. The build identity (compiler,
+ * numerics flags, BLAS) is recorded in the manifest and the action-cache entry, and status says
+ * when a cached output came from another build (the key stays build-independent: docs/store.md). */
+TEST(test_run_records_the_build_and_status_flags_another_builds_output)
+{
+    char *out = NULL, kf[PATH_MAX];
+    write_graph("g.yaml", "name: bid\nstages:\n  m: {kind: tiny-model}\n");
+    REQUIRE(mf(&out, "run g.yaml") == 0);
+    free(out);
+    mf_json *run = last_run();
+    REQUIRE(run);
+    const mf_json *m = mf_json_get(mf_json_get(run, "manifests"), "m");
+    const char *b = mf_json_get_str(m, "build", "");
+    CHECK(strstr(b, "gcc") || strstr(b, "clang"));
+    CHECK_CONTAINS(b, "OpenBLAS");
+    mf_json_free(run);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK(!strstr(out, "another build"));
+    free(out);
+    key_file("m", kf, sizeof kf);
+    REQUIRE(mf_test_sh(NULL, NULL, "chmod u+w '%s' && sed -i 's/\"build\":\"[^\"]*\"/\"build\":\"gcc 0.1; -O0; OpenBLAS 0.0\"/' '%s' && grep -q 'OpenBLAS 0.0' '%s'", kf, kf, kf) == 0);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK_CONTAINS(out, "computed by another build");
+    CHECK_CONTAINS(out, "m  built by: gcc 0.1; -O0; OpenBLAS 0.0");
+    CHECK_CONTAINS(out, "m  cached");
+    free(out);
+}
