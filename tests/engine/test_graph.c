@@ -259,6 +259,36 @@ TEST(test_docs_cli_reference_is_generated_from_help)
     free(doc);
 }
 
+/* The fuzz_graph seeds, the inputs libFuzzer once found slow among them (alias_bomb_slow_unit.yaml:
+ * an alias bomb with a broken line and a duplicate key, committed at the repository root as
+ * slow-unit-ced99a9f...), load or fail with MF_EINVAL: never a crash, never a hang. */
+TEST(test_graph_loads_every_fuzz_seed_or_fails_cleanly)
+{
+    char *list = NULL;
+    REQUIRE(mf_test_sh(&list, NULL, "ls %s/tests/fuzz/seeds/fuzz_graph", mf_test_root()) == 0 && list);
+    int seen_bombs = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tests/fuzz/seeds/fuzz_graph/%s", mf_test_root(), name);
+        char *text = mf_test_read(path);
+        REQUIRE(text);
+        mf_graph *g = NULL;
+        mf_err err;
+        mf_err_clear(&err);
+        int rc = mf_graph_load_mem(&g, text, strlen(text), name, ".", &err);
+        if (rc != 0 && rc != MF_EINVAL) mf_test_fail(__FILE__, __LINE__, "%s: rc %d: %s", name, rc, err.msg);
+        if (!strncmp(name, "alias_bomb", 10)) {
+            seen_bombs++;
+            CHECK_INT(rc, MF_EINVAL);
+        }
+        mf_graph_free(g);
+        free(text);
+    }
+    CHECK_INT(seen_bombs, 2);
+    free(list);
+}
+
 /* issue 20: a 100,000-deep flow mapping (400 KB) made validate hang for minutes (libyaml's scanner
  * does work per open flow level for every token, and the depth check ran after the full load). The
  * depth is now checked while events stream in, so this returns at level 201. */
