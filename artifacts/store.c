@@ -518,6 +518,8 @@ static char *key_path(const mf_store *s, const mf_digest *key)
     return mf_path_join(s->keys, mf_digest_hex(key, hex));
 }
 
+char *mf_store_key_path(const mf_store *s, const mf_digest *key) { return key_path(s, key); }
+
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err)
 {
     return mf_store_key_put_build(s, key, out, run_id, NULL, err);

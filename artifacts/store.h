@@ -99,6 +99,8 @@ int mf_store_put_file(mf_store *s, const char *path, const char *name, mf_digest
 int mf_store_has(mf_store *s, const mf_digest *d);
 /* Path of the object's archive (caller frees). */
 char *mf_store_object_path(const mf_store *s, const mf_digest *d);
+/* Path of a stage key's action-cache entry (caller frees). */
+char *mf_store_key_path(const mf_store *s, const mf_digest *key);
 
 /* Materialise an object as trees/<hex> (read-only), verified while
  * extracting; reuse it if already there and unmodified (trees/<hex>.stamp

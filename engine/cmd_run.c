@@ -17,6 +17,7 @@
 
 #include "common/fsutil.h"
 #include "engine/estore.h"
+#include "engine/noop.h"
 #include "engine/plan.h"
 #include "engine/run.h"
 #include "kernels/backend_select.h"
@@ -210,13 +211,25 @@ static void recover(session *s)
     mf_buf_free(&rep);
 }
 
-/* 0 with the session ready, or the exit code (a usage error, or the error reported). */
+/* `run GRAPH` with no option that changes what is planned: the no-op record may answer it. */
+static int plain_run(const args *a)
+{
+    return !a->n_targets && !a->n_force && !a->rehash && !a->dry_run;
+}
+
+/* 0 with the session ready, the exit code (a usage error, or the error reported), or -1 when the
+ * no-op record showed that a run has nothing to do (and said so). */
 static int session_open(session *s, const char *cmd, int argc, char **argv, int is_run)
 {
     memset(s, 0, sizeof *s);
     mf_err_clear(&s->err);
     int code = parse(cmd, argc, argv, &s->a, is_run);
     if (code) return code;
+    size_t n = 0;
+    if (is_run && plain_run(&s->a) && mf_noop_check(s->a.graph, s->a.store, &n)) { /* engine/noop.h */
+        if (!s->a.quiet) printf("%zu stage%s cached; nothing to do\n", n, n == 1 ? "" : "s");
+        return -1;
+    }
     if (prepare(s, is_run)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
     if (is_run) recover(s);
     return 0;
@@ -327,13 +340,23 @@ int mf_cmd_run(int argc, char **argv)
 {
     session s;
     int code = session_open(&s, "run", argc, argv, 1);
+    if (code < 0) { /* the no-op record answered */
+        code = MF_EXIT_OK;
+        goto out;
+    }
     if (code) goto out;
     size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
            cached = mf_plan_count(s.p, MF_PS_CACHED);
     int record_only = 0;
     if (!stale) { /* the no-op path: no ledger, no writes, unless the ledger describes other outputs */
         if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
-        if (s.a.dry_run || mf_estore_recorded_current(s.st, s.p)) goto out;
+        if (s.a.dry_run) goto out;
+        if (mf_estore_recorded_current(s.st, s.p)) {
+            char *root = plain_run(&s.a) ? mf_estore_root(s.a.store, s.g) : NULL;
+            if (root) mf_noop_record(s.a.graph, s.a.store, root, s.p); /* the next one skips all of this */
+            free(root);
+            goto out;
+        }
         record_only = 1; /* an input changed back: record that these outputs are the current ones again */
     }
     if (s.a.dry_run) {

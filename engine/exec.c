@@ -11,6 +11,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -34,8 +35,14 @@ static int can_fork_only(const mf_exec_spawn_opts *o)
 /* The forked child as the stage runner: what exec would have given it, without exec. */
 static void run_in_child(const mf_exec_spawn_opts *o)
 {
-    long max = sysconf(_SC_OPEN_MAX);
-    for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++) close(fd); /* pipes, locks, store */
+    /* the engine's other descriptors: other stages' pipes, locks, the store, the journal */
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
+#endif
+    {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++) close(fd);
+    }
     if (o->cpus > 0) omp_set_num_threads(o->cpus); /* OMP_NUM_THREADS was read when the engine started */
     char *argv[] = {(char *)"stage-exec", (char *)o->spec_path, NULL};
     int code = mf_cmd_stage_exec(2, argv);

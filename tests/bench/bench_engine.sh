@@ -4,8 +4,10 @@
 #   fan    N stages in groups of 10 (a head fans in the previous group, fans out to its own 9):
 #          the no-op `run` and `status` of a fully cached graph;
 #   chains N and BIG stages: 9 chains of 11 stages per 100, each from its own source, joined by
-#          a fan-in (tests/bench/gen_engine_graph.py): the first full run, the no-op, and a
-#          one-source change (a source of the last group: both tools rerun the same 12 stages).
+#          a fan-in (tests/bench/gen_engine_graph.py): the first full run, the no-op (medflow's
+#          first no-op after a change plans and writes the no-op record, engine/noop.h; the next
+#          one is answered from it: both are timed), and a one-source change (a source of the last
+#          group: both tools rerun the same 12 stages).
 #
 # Graphs are generated as medflow YAML, a Snakefile and dvc.yaml. medflow runs them with
 # build/gcc/tests/medflow-testkinds (the real engine plus trivial test-only kinds: copy-input,
@@ -18,7 +20,7 @@
 # takes about an hour). Peers are installed from PyPI into a venv (BENCH_VENV, default
 # build/bench-venv).
 # Usage: bash tests/bench/bench_engine.sh [RUNS]
-#   env: BENCH_N=1000 BENCH_BIG=10000 (0: skip) BENCH_DVC=1 (0: no DVC)
+#   env: BENCH_N=1000 BENCH_BIG=10000 (either 0: skip it) BENCH_DVC=1 (0: no DVC)
 #        BENCH_BIG_FIRST=0 (1: also time Snakemake's first full run at BIG stages)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -77,6 +79,7 @@ gen() { python3 "$ROOT/tests/bench/gen_engine_graph.py" "$@"; }
 ratio() { python3 -c "print('%.1fx' % ($1 / $2))"; }
 
 # ---- fan: no-op of a fully cached graph ----
+fan() {
 echo "== fan, $N stages: setting up"
 gen "$N" "$WORK/fm"
 (cd "$WORK/fm" && "$MF" run graph.yaml -q -j 2)
@@ -99,6 +102,7 @@ echo "== fan, $N stages: no-op ($RUNS rounds)"
 T=$(med_all "${JOBS[@]}")
 F_MF_RUN=$(get mf_run); F_MF_ST=$(get mf_st); F_SMK_RUN=$(get smk_run); F_SMK_DRY=$(get smk_dry)
 F_DVC_RUN=$(get dvc_run); F_DVC_ST=$(get dvc_st)
+}
 
 # ---- chains: first full run, no-op, one-source change ----
 chains() { # SIZE TIME_PEER_FIRST -> sets C_* variables
@@ -116,37 +120,43 @@ chains() { # SIZE TIME_PEER_FIRST -> sets C_* variables
     fi
     OUT=$(cd "$WORK/cs$n" && "$SMK" -c1 -n 2>&1); [[ $OUT == *"Nothing to be done"* ]]
     echo "== chains, $n stages: no-op and one-source change ($RUNS rounds)"
-    T=$(med_all "mf_run|$WORK/cm$n||'$MF' run graph.yaml" "smk_run|$WORK/cs$n||'$SMK' -c2 -q" \
+    T=$(med_all "mf_run|$WORK/cm$n||'$MF' run graph.yaml" "mf_run2|$WORK/cm$n|sleep 0.1|'$MF' run graph.yaml" \
+        "smk_run|$WORK/cs$n||'$SMK' -c2 -q" \
         "mf_chg|$WORK/cm$n|bash change.sh {k}|'$MF' run graph.yaml -q -j 2" \
         "smk_chg|$WORK/cs$n|bash change.sh {k}|'$SMK' -c2 -q")
-    C_MF_RUN=$(get mf_run); C_SMK_RUN=$(get smk_run); C_MF_CHG=$(get mf_chg); C_SMK_CHG=$(get smk_chg)
+    C_MF_RUN=$(get mf_run); C_MF_RUN2=$(get mf_run2); C_SMK_RUN=$(get smk_run); C_MF_CHG=$(get mf_chg); C_SMK_CHG=$(get smk_chg)
     OUT=$(cd "$WORK/cm$n" && bash change.sh again && "$MF" run graph.yaml -j 2); [[ $OUT == *"12 ran, $((n - 12)) cached"* ]]
     rm -rf "$WORK/cm$n" "$WORK/cs$n"
 }
-chains "$N" 1
-S_MF_FIRST=$C_MF_FIRST S_SMK_FIRST=$C_SMK_FIRST S_MF_RUN=$C_MF_RUN S_SMK_RUN=$C_SMK_RUN S_MF_CHG=$C_MF_CHG S_SMK_CHG=$C_SMK_CHG
-if [ "$BIG" -gt 0 ]; then chains "$BIG" "$BIG_FIRST"; fi
-
 row() { # SHAPE STAGES WHAT MF SMK
     if [ -n "$5" ]; then echo "| $1 | $2 | $3 | $4 | $5 | $(ratio "$5" "$4") |"; else echo "| $1 | $2 | $3 | $4 | — | — |"; fi
 }
-cat <<EOF
-
-engine vs snakemake $SMK_V, wall ms (medians of $RUNS; first full runs once), 2 parallel jobs
+RESULT="engine vs snakemake $SMK_V, wall ms (medians of $RUNS; first full runs once), 2 parallel jobs
 | shape | stages | what | medflow | snakemake | snakemake / medflow |
-|---|---|---|---|---|---|
+|---|---|---|---|---|---|"
+if [ "$N" -gt 0 ]; then
+    fan
+    chains "$N" 1
+    RESULT+="
 $(row fan "$N" "no-op run" "$F_MF_RUN" "$F_SMK_RUN")
 $(row fan "$N" "status / dry run (-n)" "$F_MF_ST" "$F_SMK_DRY")
-$(row chains "$N" "first full run" "$S_MF_FIRST" "$S_SMK_FIRST")
-$(row chains "$N" "no-op run" "$S_MF_RUN" "$S_SMK_RUN")
-$(row chains "$N" "one source changed (12 stages rerun)" "$S_MF_CHG" "$S_SMK_CHG")
-EOF
-if [ "$BIG" -gt 0 ]; then
-    row chains "$BIG" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST"
-    row chains "$BIG" "no-op run" "$C_MF_RUN" "$C_SMK_RUN"
-    row chains "$BIG" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG"
+$(row chains "$N" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST")
+$(row chains "$N" "no-op run, first after a change (plans)" "$C_MF_RUN" "$C_SMK_RUN")
+$(row chains "$N" "no-op run, again (the no-op record)" "$C_MF_RUN2" "$C_SMK_RUN")
+$(row chains "$N" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG")"
 fi
-if [ "$DVC" = 1 ]; then
+if [ "$BIG" -gt 0 ]; then
+    chains "$BIG" "$BIG_FIRST"
+    RESULT+="
+$(row chains "$BIG" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST")
+$(row chains "$BIG" "no-op run, first after a change (plans)" "$C_MF_RUN" "$C_SMK_RUN")
+$(row chains "$BIG" "no-op run, again (the no-op record)" "$C_MF_RUN2" "$C_SMK_RUN")
+$(row chains "$BIG" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG")"
+fi
+echo
+echo "$RESULT"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$N" -gt 0 ] && [ "$DVC" = 1 ]; then
     echo
     echo "dvc $DVC_V, fan $N stages: no-op repro $F_DVC_RUN ms ($(ratio "$F_DVC_RUN" "$F_MF_RUN") medflow's run)," \
          "status $F_DVC_ST ms ($(ratio "$F_DVC_ST" "$F_MF_ST") medflow's status)"
