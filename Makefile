@@ -73,6 +73,10 @@ NVCCFLAGS ?= -O3 -std=c++17 -I. -MMD -MP -Xcompiler -fPIC,-Wall \
 CU_OBJS := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRCS))
 endif
 
+# The numerics-relevant build identity (kernels/build_id.c): the flags that change floating-point results.
+BUILD_ID_FLAGS := $(strip $(filter -O% -march=% -mtune=% -ffast-math -ffp-% -fsanitize=% -DMF_HAVE_CUDA -DMF_HAVE_MPI,$(CFLAGS_BASE) $(CFLAGS)))
+$(BUILD)/kernels/build_id.o: CFLAGS_BASE += -DMF_BUILD_FLAGS='"$(BUILD_ID_FLAGS)"'
+
 # ---- sources ----
 LIB_DIRS := common artifacts kernels tokenizer modelio stages engine
 LIB_SRCS := $(filter-out engine/main.c,$(shell find $(LIB_DIRS) -name '*.c' -not -path 'kernels/cuda/*' 2>/dev/null | sort))

@@ -347,6 +347,9 @@ int mf_ledger_commit_run(mf_ledger *l, const char *graph_name, const char *graph
             if (out_id) memcpy(out_id, hex, 41);
             if (out_number) *out_number = number;
             mf_ledger_i_append_index(l, hex, stages); /* best effort: rebuilt on a miss */
+            /* HEAD follows the graph of the latest run, so a plain `git log` in the ledger shows it
+             * (an unborn master would say "no commits"); best effort, another graph's run may win */
+            git_repository_set_head(l->repo, refname);
             goto out;
         }
         if (r != GIT_EMODIFIED && r != GIT_EEXISTS && r != GIT_ELOCKED) { rc = mf_ledger_i_git_fail(err, "cannot update branch"); goto out; }

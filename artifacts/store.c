@@ -518,12 +518,26 @@ static char *key_path(const mf_store *s, const mf_digest *key)
     return mf_path_join(s->keys, mf_digest_hex(key, hex));
 }
 
+char *mf_store_key_path(const mf_store *s, const mf_digest *key) { return key_path(s, key); }
+
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err)
+{
+    return mf_store_key_put_build(s, key, out, run_id, NULL, err);
+}
+
+int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err)
+{
+    return mf_store_key_get_build(s, key, out, run_id, NULL, err);
+}
+
+int mf_store_key_put_build(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id,
+                           const char *build, mf_err *err)
 {
     char ds[72];
     mf_json *j = mf_json_new_object();
     if (!j || mf_json_set(j, "digest", mf_json_new_str(mf_digest_str(out, ds))) ||
-        mf_json_set(j, "run", mf_json_new_str(run_id ? run_id : ""))) {
+        mf_json_set(j, "run", mf_json_new_str(run_id ? run_id : "")) ||
+        (build && *build && mf_json_set(j, "build", mf_json_new_str(build)))) {
         mf_json_free(j);
         return mf_err_set(err, MF_ENOMEM, "out of memory");
     }
@@ -539,9 +553,11 @@ int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, co
     return rc;
 }
 
-int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err)
+int mf_store_key_get_build(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, char **build,
+                           mf_err *err)
 {
     if (run_id) *run_id = NULL;
+    if (build) *build = NULL;
     char *p = key_path(s, key);
     if (!p) return mf_err_set(err, MF_ENOMEM, "out of memory");
     mf_json *j = NULL;
@@ -562,6 +578,7 @@ int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **r
         goto out;
     }
     if (run_id && !(*run_id = strdup(mf_json_get_str(j, "run", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
+    if (!rc && build && !(*build = strdup(mf_json_get_str(j, "build", "")))) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
 out:
     mf_json_free(j);
     free(p);

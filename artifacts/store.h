@@ -99,6 +99,8 @@ int mf_store_put_file(mf_store *s, const char *path, const char *name, mf_digest
 int mf_store_has(mf_store *s, const mf_digest *d);
 /* Path of the object's archive (caller frees). */
 char *mf_store_object_path(const mf_store *s, const mf_digest *d);
+/* Path of a stage key's action-cache entry (caller frees). */
+char *mf_store_key_path(const mf_store *s, const mf_digest *key);
 
 /* Materialise an object as trees/<hex> (read-only), verified while
  * extracting; reuse it if already there and unmodified (trees/<hex>.stamp
@@ -118,6 +120,12 @@ int mf_store_refs(mf_store *s, const mf_digest *d, mf_digest **refs, size_t *n, 
  * NULL) gets a malloc'd copy of the recorded run id ("" if none). */
 int mf_store_key_put(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id, mf_err *err);
 int mf_store_key_get(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, mf_err *err);
+/* The same with the build identity the output was computed with (kernels/build_id.c; "" or NULL: none
+ * recorded); *build (may be NULL) gets a malloc'd copy. */
+int mf_store_key_put_build(mf_store *s, const mf_digest *key, const mf_digest *out, const char *run_id,
+                           const char *build, mf_err *err);
+int mf_store_key_get_build(mf_store *s, const mf_digest *key, mf_digest *out, char **run_id, char **build,
+                           mf_err *err);
 
 typedef struct mf_store_obj {
     mf_digest digest;

@@ -24,7 +24,12 @@ int mf_cli_exit_code(int rc)
 int mf_cli_report(const mf_err *err)
 {
     char buf[4096];
-    fprintf(stderr, "medflow: %s\n", mf_err_str(err, buf, sizeof buf));
+    mf_err_str(err, buf, sizeof buf);
+    /* several errors (a graph's, one per line) each get the prefix */
+    for (char *line = buf, *nl; line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        fprintf(stderr, "medflow: %.*s\n", nl ? (int)(nl - line) : (int)strlen(line), line);
+    }
     return mf_cli_exit_code(err->code);
 }
 

@@ -9,14 +9,23 @@
 
 int mf_cmd_validate(int argc, char **argv)
 {
-    if (argc < 2) return mf_cli_usage_error("validate", "missing GRAPH");
-    int rc_all = 0;
+    int rc_all = 0, data = 1, n_graphs = 0;
     for (int k = 1; k < argc; k++) {
-        if (argv[k][0] == '-') return mf_cli_usage_error("validate", "unknown option '%s'", argv[k]);
+        if (!strcmp(argv[k], "--no-data")) data = 0;
+        else if (argv[k][0] == '-') return mf_cli_usage_error("validate", "unknown option '%s'", argv[k]);
+        else n_graphs++;
+    }
+    if (!n_graphs) return mf_cli_usage_error("validate", "missing GRAPH");
+    for (int k = 1; k < argc; k++) {
+        if (argv[k][0] == '-') continue;
         mf_graph *g = NULL;
         mf_err err;
         mf_err_clear(&err);
         int rc = mf_graph_load(&g, argv[k], &err);
+        if (!rc && data && (rc = mf_graph_check_sources(g, &err))) {
+            mf_graph_free(g);
+            g = NULL;
+        }
         if (rc) {
             int code = mf_cli_report(&err);
             if (code > rc_all) rc_all = code;

@@ -17,6 +17,7 @@
 
 #include "common/fsutil.h"
 #include "engine/estore.h"
+#include "engine/noop.h"
 #include "engine/plan.h"
 #include "engine/run.h"
 #include "kernels/backend_select.h"
@@ -132,6 +133,28 @@ static void print_warnings(const mf_estore *st)
     }
 }
 
+/* The default store is the working directory's .medflow, while sources resolve against the graph's
+ * folder: a graph run from elsewhere would silently start over in a new store. Say which store is
+ * used when it is new, or when the graph lives in another folder that has a store of its own. */
+static void say_store(const char *cmd, const char *root, const mf_graph *g, int explicit_store)
+{
+    char *ledger = mf_path_join(root, "ledger.git");
+    int fresh = ledger && !mf_is_dir(ledger);
+    char *beside = explicit_store || !g->dir ? NULL : mf_path_join(g->dir, ".medflow/ledger.git");
+    char *abs_root = mf_path_absolute(root), *abs_beside = beside ? mf_path_absolute(beside) : NULL;
+    int other = abs_beside && mf_is_dir(abs_beside) && abs_root && strncmp(abs_beside, abs_root, strlen(abs_root));
+    if (fresh)
+        fprintf(stderr, "medflow: store %s is new (empty): every stage of '%s' runs from scratch%s\n", abs_root ? abs_root : root,
+                g->name, explicit_store ? "" : " (the default store is ./.medflow of the working directory; --store DIR picks another)");
+    if (other)
+        fprintf(stderr, "medflow: note: %s/.medflow beside the graph holds runs too; this %s uses %s (pass --store %s/.medflow to use that one)\n",
+                g->dir, cmd, abs_root, g->dir);
+    free(ledger);
+    free(beside);
+    free(abs_root);
+    free(abs_beside);
+}
+
 /* What run and status share: the arguments, and the graph, store and plan prepared from them. */
 typedef struct session {
     args a;
@@ -146,11 +169,12 @@ typedef struct session {
 static int prepare(session *s, int is_run)
 {
     int rc = mf_graph_load(&s->g, s->a.graph, &s->err);
-    if (rc) return rc;
+    if (rc || (rc = mf_graph_check_sources(s->g, &s->err))) return rc;
     char *root = mf_estore_root(s->a.store, s->g), *state = NULL;
     if (!root) return mf_err_set(&s->err, MF_ENOMEM, "out of memory");
     const char *executor = s->a.executor ? s->a.executor : s->g->executor;
     if (executor && !strcmp(executor, "slurm") && (rc = absolute_paths(s->g, &root, &s->err))) goto out;
+    if (!s->a.quiet && !s->a.json) say_store(is_run ? "run" : "status", root, s->g, (s->a.store && *s->a.store) || s->g->store);
     if ((rc = mf_estore_open(&s->st, root, s->a.rehash, &s->err))) goto out;
     if (is_run && (rc = mf_estore_lock(s->st, &s->err))) goto out;
     mf_estore_io(s->st, &s->io);
@@ -187,13 +211,25 @@ static void recover(session *s)
     mf_buf_free(&rep);
 }
 
-/* 0 with the session ready, or the exit code (a usage error, or the error reported). */
+/* `run GRAPH` with no option that changes what is planned: the no-op record may answer it. */
+static int plain_run(const args *a)
+{
+    return !a->n_targets && !a->n_force && !a->rehash && !a->dry_run;
+}
+
+/* 0 with the session ready, the exit code (a usage error, or the error reported), or -1 when the
+ * no-op record showed that a run has nothing to do (and said so). */
 static int session_open(session *s, const char *cmd, int argc, char **argv, int is_run)
 {
     memset(s, 0, sizeof *s);
     mf_err_clear(&s->err);
     int code = parse(cmd, argc, argv, &s->a, is_run);
     if (code) return code;
+    size_t n = 0;
+    if (is_run && plain_run(&s->a) && mf_noop_check(s->a.graph, s->a.store, &n)) { /* engine/noop.h */
+        if (!s->a.quiet) printf("%zu stage%s cached; nothing to do\n", n, n == 1 ? "" : "s");
+        return -1;
+    }
     if (prepare(s, is_run)) return (code = mf_cli_report(&s->err)) ? code : MF_EXIT_FAILED;
     if (is_run) recover(s);
     return 0;
@@ -207,6 +243,22 @@ static void session_close(session *s)
     free_args(&s->a);
 }
 
+/* Cached outputs computed by another build (numerics may differ: docs/store.md, "Builds"). */
+static void print_other_builds(const session *s)
+{
+    int first = 1;
+    for (size_t i = 0; i < s->g->n_stages; i++) {
+        const mf_plan_stage *st = &s->p->st[i];
+        size_t len = 0;
+        const char *b = st->needed && st->state == MF_PS_CACHED ? mf_estore_other_build(s->st, st->key, &len) : NULL;
+        if (!b) continue;
+        if (first) printf("note: these cached outputs were computed by another build of medflow (this one: %s);\n"
+                          "      a run with --force STAGE recomputes one with this build:\n", mf_k_build_identity());
+        first = 0;
+        printf("  %s  built by: %.*s\n", s->g->stages[i].name, (int)len, b);
+    }
+}
+
 int mf_cmd_status(int argc, char **argv)
 {
     session s;
@@ -216,6 +268,7 @@ int mf_cmd_status(int argc, char **argv)
     if (mf_plan_write_status(s.p, &buf, s.a.json)) code = MF_EXIT_FAILED;
     else fputs(mf_buf_cstr(&buf), stdout);
     mf_buf_free(&buf);
+    if (!s.a.json && !s.a.quiet) print_other_builds(&s);
     if (!s.a.json && !s.a.quiet) {
         size_t cached = mf_plan_count(s.p, MF_PS_CACHED), stale = mf_plan_count(s.p, MF_PS_STALE),
                waiting = mf_plan_count(s.p, MF_PS_WAITING);
@@ -287,13 +340,23 @@ int mf_cmd_run(int argc, char **argv)
 {
     session s;
     int code = session_open(&s, "run", argc, argv, 1);
+    if (code < 0) { /* the no-op record answered */
+        code = MF_EXIT_OK;
+        goto out;
+    }
     if (code) goto out;
     size_t stale = mf_plan_count(s.p, MF_PS_STALE), waiting = mf_plan_count(s.p, MF_PS_WAITING),
            cached = mf_plan_count(s.p, MF_PS_CACHED);
     int record_only = 0;
     if (!stale) { /* the no-op path: no ledger, no writes, unless the ledger describes other outputs */
         if (!s.a.quiet) printf("%zu stage%s cached; nothing to do\n", cached, cached == 1 ? "" : "s");
-        if (s.a.dry_run || mf_estore_recorded_current(s.st, s.p)) goto out;
+        if (s.a.dry_run) goto out;
+        if (mf_estore_recorded_current(s.st, s.p)) {
+            char *root = plain_run(&s.a) ? mf_estore_root(s.a.store, s.g) : NULL;
+            if (root) mf_noop_record(s.a.graph, s.a.store, root, s.p); /* the next one skips all of this */
+            free(root);
+            goto out;
+        }
         record_only = 1; /* an input changed back: record that these outputs are the current ones again */
     }
     if (s.a.dry_run) {

@@ -16,6 +16,7 @@
 #include "common/fsutil.h"
 #include "engine/cli.h"
 #include "engine/journal.h"
+#include "kernels/backend_select.h"
 
 static const char *store_dir(void) { return mf_cli.store && *mf_cli.store ? mf_cli.store : "./.medflow"; }
 
@@ -129,7 +130,12 @@ static void show_stage(const mf_ledger_run *r, const char *stage)
 {
     char t[32];
     printf("stage %s of %s@%d (run %.12s, %s)\n", stage, r->graph, r->number, r->id, when(r->time, t, sizeof t));
-    print_json(mf_json_get(r->stages, stage));
+    const mf_json *m = mf_json_get(r->stages, stage);
+    const char *b = mf_json_get_str(m, "build", NULL);
+    if (b && strcmp(b, mf_k_build_identity()))
+        printf("note: computed by another build of medflow than this one (numerics may differ):\n"
+               "  that build: %s\n  this build: %s\n", b, mf_k_build_identity());
+    print_json(m);
 }
 
 /* A digest no recorded stage produced: held by the store (a source or a log), else MF_ENOTFOUND

@@ -40,11 +40,15 @@ static int cmd_version(int argc, char **argv)
 
 const mf_cmd mf_commands[] = {
     {"validate", mf_cmd_validate, "check graph files (YAML, kinds, params, inputs, types, cycles)",
-     "Usage: medflow validate GRAPH...\n\n"
+     "Usage: medflow validate [--no-data] GRAPH...\n\n"
      "Load each graph file and check it completely: YAML syntax, known kinds, params (names, types,\n"
      "ranges, enums; ecosystem names like learning_rate are recognised and our name suggested),\n"
-     "input slots and references, input types, cycles and duplicate names (including names made by\n"
-     "foreach). Errors are printed as FILE:LINE:COL: message. Exit 0 when all are valid, 2 otherwise.\n", 0},
+     "chat templates, input slots and references, input types, cycles and duplicate names (including\n"
+     "names made by foreach), and its sources: every path exists (a glob matches something) and the\n"
+     "first records of each JSONL source are of its declared format. Every error of a graph is\n"
+     "printed, as FILE:LINE:COL: message (a data error at FILE:LINE of the data). Exit 0 when all\n"
+     "are valid, 2 otherwise.\n\n"
+     "  --no-data   skip the sources' files (a graph whose data is not on this machine yet)\n", 0},
     {"dag", mf_cmd_dag, "draw a graph's stages and dependencies",
      "Usage: medflow dag GRAPH [--format text|dot]\n\n"
      "text (default): sources, then stages layer by layer with the inputs of each slot.\n"
@@ -132,8 +136,10 @@ const mf_cmd mf_commands[] = {
     {"report", mf_cmd_report, "print a graph's newest report (tables like the papers')",
      "Usage: medflow report GRAPH|RUN [-o DIR] [--store DIR]\n\n"
      "Find the newest run of the graph whose `report` stage succeeded, materialise its output from the\n"
-     "store (verified), and print report.md: one table per eval task, models as rows. With -o, copy\n"
-     "report.md and report.html (self-contained, with SVG loss curves and the DAG) into DIR.\n"
+     "store (verified), and print report.md: one table per eval task, models as rows. The run's own\n"
+     "record is added from the ledger (its id, every stage's status, output digest and params, the\n"
+     "stage DAG) and the result written to DIR (-o), else to <store>/reports/<graph>/: report.md,\n"
+     "report.html (self-contained: tables, SVG loss curves, the run, the DAG) and dag.json.\n"
      "GRAPH is a graph file (its `store:` is used unless --store is given); RUN is GRAPH or GRAPH@N.\n", 0},
     {"generate", mf_cmd_generate, "continue a prompt with a model", mf_usage_generate, 0},
     {"score", mf_cmd_score, "per-token log-probs of a text under a model", mf_usage_score, 0},

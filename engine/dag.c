@@ -7,6 +7,7 @@
  */
 #include "engine/graph.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,4 +111,64 @@ int mf_graph_write_dag_dot(const mf_graph *g, mf_buf *out)
     }
     mf_buf_puts(out, "}\n");
     return mf_buf_ok(out) ? 0 : MF_ENOMEM;
+}
+
+/* Push {k1: v1, k2: v2} onto arr; 1 when out of memory. */
+static int push_pair(mf_json *arr, const char *k1, const char *v1, const char *k2, const char *v2)
+{
+    mf_json *n = mf_json_new_object();
+    if (!n || mf_json_set(n, k1, mf_json_new_str(v1)) || mf_json_set(n, k2, mf_json_new_str(v2))) {
+        mf_json_free(n);
+        return 1;
+    }
+    return mf_json_push(arr, n) != 0;
+}
+
+/* A node id: a source's name, or "NAME (source)" when a stage has the same name (a DAG's ids are unique). */
+static const char *node_id(const mf_graph *g, const mf_ref *r, size_t src, char *buf, size_t n)
+{
+    const char *name = r ? mf_graph_ref_name(g, r) : g->sources[src].name;
+    if (r && !r->is_source) return name;
+    for (size_t k = 0; k < g->n_stages; k++)
+        if (!strcmp(g->stages[k].name, name)) {
+            snprintf(buf, n, "%s (source)", name);
+            return buf;
+        }
+    return name;
+}
+
+mf_json *mf_graph_dag_json(const mf_graph *g)
+{
+    char idb[600];
+    mf_json *o = mf_json_new_object(), *nodes = mf_json_new_array(), *edges = mf_json_new_array();
+    int bad = !o || !nodes || !edges;
+    for (size_t k = 0; !bad && k < g->n_sources; k++) {
+        bad |= push_pair(nodes, "id", node_id(g, NULL, k, idb, sizeof idb), "kind", "source");
+    }
+    for (size_t k = 0; !bad && k < g->n_stages; k++) {
+        const mf_stage *s = &g->stages[k];
+        bad |= push_pair(nodes, "id", s->name, "kind", s->kind ? s->kind->name : "?");
+        /* one edge per upstream (a source or a stage), however many slots it feeds */
+        for (size_t i = 0; !bad && i < s->n_inputs; i++)
+            for (size_t r = 0; !bad && r < s->inputs[i].n_refs; r++) {
+                const char *from = node_id(g, &s->inputs[i].refs[r], 0, idb, sizeof idb);
+                int dup = 0;
+                for (size_t e = 0; e < edges->n && !dup; e++)
+                    dup = !strcmp(mf_json_get_str(edges->items[e], "from", ""), from) &&
+                          !strcmp(mf_json_get_str(edges->items[e], "to", ""), s->name);
+                if (dup) continue;
+                bad |= push_pair(edges, "from", from, "to", s->name);
+            }
+    }
+    if (bad) {
+        mf_json_free(o);
+        mf_json_free(nodes);
+        mf_json_free(edges);
+        return NULL;
+    }
+    if (mf_json_set(o, "nodes", nodes) | mf_json_set(o, "edges", edges)) { /* set owns val, even on failure */
+        mf_json_free(o);
+        return NULL;
+    }
+    return o;
 }

@@ -9,6 +9,7 @@
 #include "artifacts/store.h"
 #include "common/fsutil.h"
 #include "engine/journal.h"
+#include "kernels/backend_select.h"
 
 struct mf_estore {
     mf_store *s;
@@ -16,6 +17,7 @@ struct mf_estore {
     int rehash;
     mf_buf warnings; /* lines the CLI prints (a damaged action-cache entry, ...) */
     mf_journal *journal; /* the running engine's, until its ledger commit */
+    mf_buf other_builds; /* "KEYHEX\tBUILD\n" for cache hits computed by another build */
 };
 
 char *mf_estore_root(const char *cli_store, const mf_graph *g)
@@ -63,6 +65,7 @@ void mf_estore_close(mf_estore *s)
     free(s->logs);
     free(s->state);
     mf_buf_free(&s->warnings);
+    mf_buf_free(&s->other_builds);
     free(s);
 }
 
@@ -105,7 +108,11 @@ static int e_cache_get(void *ctx, const char *key_hex, char out[MF_DIGEST_MAX], 
     mf_digest k, d;
     int rc = mf_digest_parse(&k, key_hex, err);
     if (rc) return rc;
-    rc = mf_store_key_get(s->s, &k, &d, NULL, err);
+    char *build = NULL;
+    rc = mf_store_key_get_build(s->s, &k, &d, NULL, &build, err);
+    if (!rc && build && *build && strcmp(build, mf_k_build_identity()))
+        mf_buf_printf(&s->other_builds, "%s\t%s\n", key_hex, build);
+    free(build);
     if (rc == MF_ECORRUPT) { /* a damaged entry is only a lost cache hit: the stage runs and key_put replaces it */
         mf_buf_printf(&s->warnings, "%s; treated as a cache miss (the stage runs again and rewrites it)\n", err->msg);
         rc = MF_ENOTFOUND;
@@ -135,14 +142,15 @@ static int e_publish(void *ctx, const char *dir, char out[MF_DIGEST_MAX], mf_err
     return 0;
 }
 
-static int e_cache_put(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err)
+static int e_cache_put(void *ctx, const char *key_hex, const char *output, const char *run_id, const char *build,
+                       mf_err *err)
 {
     mf_estore *s = ctx;
     mf_digest k, d;
     int rc;
     if ((rc = mf_digest_parse(&k, key_hex, err))) return rc;
     if ((rc = mf_digest_parse(&d, output, err))) return rc;
-    return mf_store_key_put(s->s, &k, &d, run_id, err);
+    return mf_store_key_put_build(s->s, &k, &d, run_id, build, err);
 }
 
 static int e_key_lock(void *ctx, const char *key_hex, int *handle, long *holder, mf_err *err)
@@ -207,6 +215,20 @@ static int e_journal_append(void *ctx, const mf_json *manifests, mf_err *err)
 {
     mf_estore *s = ctx;
     return s->journal ? mf_journal_append(s->journal, manifests, err) : 0;
+}
+
+const char *mf_estore_other_build(const mf_estore *s, const char *key_hex, size_t *len)
+{
+    size_t kl = strlen(key_hex);
+    for (const char *p = s->other_builds.data; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        if (!strncmp(p, key_hex, kl) && p[kl] == '\t') {
+            *len = nl ? (size_t)(nl - (p + kl + 1)) : strlen(p + kl + 1);
+            return p + kl + 1;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    return NULL;
 }
 
 int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err)

@@ -4,20 +4,57 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
 
+int mf_cmd_stage_exec(int argc, char **argv); /* engine/stage_exec.c */
+
+/* 1 if the stage may run in the forked child without exec (see exec.h). */
+static int can_fork_only(const mf_exec_spawn_opts *o)
+{
+    static char self[PATH_MAX];
+    if (!o->fork_only || o->argv || !o->exe) return 0;
+    const char *env = getenv("MEDFLOW_STAGE_FORK");
+    if (env && !strcmp(env, "0")) return 0;
+    mf_err e;
+    if (!self[0] && mf_exec_self(self, sizeof self, &e)) return 0;
+    return !strcmp(self, o->exe);
+}
+
+/* The forked child as the stage runner: what exec would have given it, without exec. */
+static void run_in_child(const mf_exec_spawn_opts *o)
+{
+    /* the engine's other descriptors: other stages' pipes, locks, the store, the journal */
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
+#endif
+    {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++) close(fd);
+    }
+    if (o->cpus > 0) omp_set_num_threads(o->cpus); /* OMP_NUM_THREADS was read when the engine started */
+    char *argv[] = {(char *)"stage-exec", (char *)o->spec_path, NULL};
+    int code = mf_cmd_stage_exec(2, argv);
+    fflush(NULL);
+    _exit(code);
+}
+
 int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
 {
+    int fork_only = can_fork_only(o);
+    fflush(stdout); /* nothing of the engine's buffered output may reach the stage's log */
+    fflush(stderr);
     pid_t p = fork();
     if (p < 0) return mf_err_errno(err, MF_EIO, "fork");
     if (p == 0) {
@@ -47,6 +84,7 @@ int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err)
          * threads sleep (passive) unless the user chose otherwise. */
         if (o->cpus > 0) setenv("OMP_NUM_THREADS", o->threads_str, 1);
         setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+        if (fork_only) run_in_child(o);
         char *argv[] = {(char *)o->exe, (char *)"stage-exec", (char *)o->spec_path, NULL};
         if (o->argv) execvp(o->argv[0], o->argv);
         else execv(o->exe, argv);

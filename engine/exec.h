@@ -31,9 +31,16 @@ typedef struct mf_exec_spawn_opts {
     const char *devices;   /* CUDA_VISIBLE_DEVICES ("" hides every GPU) */
     int cpus;              /* cores this process may use: OMP_NUM_THREADS (0: leave unset) */
     char threads_str[16];  /* cpus as text (formatted before fork) */
+    int fork_only;         /* may run stage-exec in the forked child itself (see mf_exec_spawn) */
 } mf_exec_spawn_opts;
 
-/* fork + exec; *pid gets the child. */
+/* fork + exec; *pid gets the child. With fork_only, when exe is this very
+ * program and MEDFLOW_STAGE_FORK is not 0, the child does not exec: it runs
+ * `stage-exec SPEC` itself (the same code, already loaded), which saves the
+ * exec and the dynamic linking of every library (most of a cheap stage's
+ * cost). The engine passes it for one-rank CPU stages only: the child is a
+ * copy of the engine, which never initialises CUDA for them, and it closes
+ * every descriptor the engine holds beyond 0-3. */
 int mf_exec_spawn(pid_t *pid, const mf_exec_spawn_opts *o, mf_err *err);
 
 /* Install SIGINT/SIGTERM/SIGCHLD handlers; returns the read end of the

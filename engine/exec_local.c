@@ -121,9 +121,10 @@ static int start_proc(mf_xjob *j, ljob *l, int k, int use_mpirun, mf_err *err)
     }
     char np[16], *argv[16];
     snprintf(np, sizeof np, "%d", j->req.ranks);
-    mf_exec_spawn_opts so = {j->exe, spec, NULL, j->log_fd, pp[1], l->pgid, devices, 0, ""};
+    mf_exec_spawn_opts so = {j->exe, spec, NULL, j->log_fd, pp[1], l->pgid, devices, 0, "", 0};
     if (use_mpirun && mpirun_argv(argv, sizeof argv / sizeof *argv, np, j, spec) == 0) so.argv = argv;
     so.cpus = j->req.cpus / (j->req.ranks > 0 ? j->req.ranks : 1); /* per rank */
+    so.fork_only = !so.argv && j->req.ranks <= 1 && j->req.gpus == 0; /* a one-rank CPU stage: no exec */
     if (so.cpus < 1) so.cpus = 1;
     snprintf(so.threads_str, sizeof so.threads_str, "%d", so.cpus);
     if ((rc = mf_exec_spawn(&l->ranks[k].pid, &so, err))) goto out;

@@ -10,6 +10,7 @@
  */
 #include "engine/graph.h"
 #include "common/fsutil.h"
+#include "stages/data/template.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -38,6 +39,10 @@ typedef struct {
     size_t n_by_name, n_by_group;
     def_entry *defs; /* the registry defaults parsed so far */
     size_t n_defs, cap_defs;
+    /* errors kept while loading goes on (keep()): the first, the count, the others as text */
+    mf_err first;
+    size_t n_errs;
+    mf_buf more;
 } loader;
 
 static int cmp_name_ent(const void *a, const void *b)
@@ -71,6 +76,38 @@ static int at(loader *L, const mf_json *node, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return mf_err_at(L->err, MF_EINVAL, L->file, node ? node->line : 0, node ? node->col : 0, "%s", msg);
+}
+
+/* A graph error (MF_EINVAL) that need not stop the load: remember it and return 0, so one pass
+ * reports every mistake of a graph, not only the first. Anything else (out of memory) stops. */
+#define MAX_REPORTED_ERRORS 20
+static int keep(loader *L, int rc)
+{
+    if (rc != MF_EINVAL) return rc;
+    if (L->n_errs++ == 0) {
+        L->first = *L->err;
+    } else if (L->n_errs <= MAX_REPORTED_ERRORS) {
+        char b[2700];
+        mf_buf_printf(&L->more, "\n%s", mf_err_str(L->err, b, sizeof b));
+    }
+    mf_err_clear(L->err);
+    return 0;
+}
+
+/* The kept errors as the load's result: the first with its position, the others appended to its
+ * message one per line ("FILE:LINE:COL: msg"). */
+static int kept_errors(loader *L)
+{
+    *L->err = L->first;
+    size_t used = strlen(L->err->msg), room = sizeof L->err->msg - used;
+    const char *more = L->more.len ? mf_buf_cstr(&L->more) : "";
+    if (strlen(more) < room) {
+        memcpy(L->err->msg + used, more, strlen(more) + 1);
+        used += strlen(more);
+    }
+    if (L->n_errs > 1)
+        snprintf(L->err->msg + used, sizeof L->err->msg - used, "\n%zu errors in %s", L->n_errs, L->file);
+    return MF_EINVAL;
 }
 
 /* Position of a key inside an object (for errors about the key itself). */
@@ -201,6 +238,7 @@ static void loader_free(loader *L)
     free(L->by_group);
     for (size_t k = 0; k < L->n_defs; k++) mf_json_free(L->defs[k].value);
     free(L->defs);
+    mf_buf_free(&L->more);
 }
 
 /* ---------- param typing ---------- */
@@ -412,8 +450,10 @@ static int unknown_param(loader *L, const char *stage, const mf_kind *kind, cons
         suggest_consider(&s, "seed");
         suggest_consider(&s, "precision");
     }
-    char h[300];
-    hint(h, sizeof h, s.best);
+    char h[600];
+    const char *note = s.best && alias ? NULL : mf_param_alias_note(name);
+    if (note) snprintf(h, sizeof h, " (%s)", note);
+    else hint(h, sizeof h, s.best);
     return at(L, pos, "stage '%s': unknown param '%s' for kind '%s'%s", stage, name, kind->name, h);
 }
 
@@ -624,6 +664,19 @@ static int build_resources(loader *L, mf_stage *st, const mf_json *res)
 }
 
 /* Param p of stage st: the stage's value, else the graph's defaults', else the kind's default, typed. */
+/* A chat template the stage could not build would fail the run after its upstreams trained: a
+ * built-in name or a custom string holding {query} (stages/data/template.h decides). */
+static int check_template(loader *L, const char *stage, const mf_json *value, const mf_json *pos)
+{
+    mf_tpl *t = NULL;
+    mf_err e;
+    if (value->type != MF_JSON_STRING) return 0;
+    int rc = mf_template_new(&t, value->s, &e);
+    mf_template_free(t);
+    if (rc == MF_EINVAL) return at(L, pos ? pos : value, "stage '%s': %s", stage, e.msg);
+    return rc ? mf_err_set(L->err, rc, "%s", e.msg) : 0;
+}
+
 static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf_json *flat, const mf_json *params)
 {
     const mf_json *v = mf_json_get(flat, p->name);
@@ -647,16 +700,22 @@ static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf
     }
     if (rc) return rc;
     if (mf_json_set(st->params, p->name, typed)) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
+    if (!strcmp(p->name, "template")) return check_template(L, st->name, typed, v);
     return 0;
 }
 
-/* The kind's own rules across its params (registry.h: mf_kind_check), at the param's position. */
-static int kind_check(loader *L, mf_stage *st, const mf_json *flat, const mf_json *params)
+/* The kind's own rules across its params and inputs (registry.h: mf_kind_check), at the param's position. */
+static int kind_check(loader *L, mf_stage *st, const mf_json *params)
 {
     const char *bad = NULL;
     char why[512] = "";
-    if (!mf_kind_check(st->kind, st->params, &bad, why, sizeof why)) return 0;
-    const mf_json *v = bad ? mf_json_get(flat, bad) : NULL;
+    size_t counts[64] = {0}, ns = 0;
+    for (const mf_slot_spec *sl = st->kind->slots; sl && sl->name && ns < 64; sl++, ns++)
+        for (size_t b = 0; b < st->n_inputs; b++)
+            if (!strcmp(st->inputs[b].slot, sl->name)) counts[ns] = st->inputs[b].n_refs;
+    if (!mf_kind_check(st->kind, st->params, counts, &bad, why, sizeof why)) return 0;
+    const mf_json *v = bad && params ? mf_json_get_path(params, bad) : NULL;
+    if (!v && bad && params) v = mf_json_get(params, bad);
     if (!v && bad && L->defaults) v = mf_json_get_path(L->defaults, bad);
     mf_json pos;
     memset(&pos, 0, sizeof pos);
@@ -687,12 +746,12 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
     if (!seed) seed = dseed;
     if (!prec) prec = dprec;
     if (seed && (seed->type != MF_JSON_INT || seed->i < 0)) {
-        rc = at(L, seed, "stage '%s': seed expects a non-negative integer", st->name);
-        goto out;
+        if ((rc = keep(L, at(L, seed, "stage '%s': seed expects a non-negative integer", st->name)))) goto out;
+        seed = NULL;
     }
     if (prec && (prec->type != MF_JSON_STRING || !enum_has("fp32|bf16|fp16", prec->s))) {
-        rc = at(L, prec, "stage '%s': precision must be one of fp32|bf16|fp16", st->name);
-        goto out;
+        if ((rc = keep(L, at(L, prec, "stage '%s': precision must be one of fp32|bf16|fp16", st->name)))) goto out;
+        prec = NULL;
     }
     st->seed = seed ? (unsigned long long)seed->i : 42;
     st->precision = strdup(prec ? prec->s : "fp32");
@@ -701,13 +760,11 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
     for (size_t k = 0; k < flat->n; k++) {
         if (mf_kind_param(st->kind, flat->keys[k])) continue;
         mf_json pos = key_pos(flat, k);
-        rc = unknown_param(L, st->name, st->kind, flat->keys[k], &pos);
-        goto out;
+        if ((rc = keep(L, unknown_param(L, st->name, st->kind, flat->keys[k], &pos)))) goto out;
     }
     const mf_param_spec *p;
     for (size_t i = 0; (p = mf_kind_param_at(st->kind, i)); i++)
-        if ((rc = typed_param(L, st, p, flat, params))) goto out;
-    rc = kind_check(L, st, flat, params);
+        if ((rc = keep(L, typed_param(L, st, p, flat, params)))) goto out;
 out:
     mf_json_free(flat);
     return rc;
@@ -803,8 +860,10 @@ static int build_inputs(loader *L, mf_stage *st, const mf_json *inputs, const ra
                 }
                 char h[300];
                 hint(h, sizeof h, s.best);
-                return at(L, &pos, "stage '%s': kind '%s' has no input slot '%s'%s (slots: %s)", st->name,
-                          st->kind->name, inputs->keys[k], h, names);
+                if ((rc = keep(L, at(L, &pos, "stage '%s': kind '%s' has no input slot '%s'%s (slots: %s)", st->name,
+                                     st->kind->name, inputs->keys[k], h, names))))
+                    return rc;
+                continue;
             }
             mf_binding *b = &st->inputs[st->n_inputs++];
             b->slot = strdup(slot->name);
@@ -813,10 +872,11 @@ static int build_inputs(loader *L, mf_stage *st, const mf_json *inputs, const ra
             if (!b->slot) return mf_err_set(L->err, MF_ENOMEM, "out of memory");
             const mf_json *v = inputs->items[k];
             if (v->type == MF_JSON_ARRAY) {
-                if (!v->n) return at(L, v, "stage '%s': input '%s' is an empty list", st->name, slot->name);
+                if (!v->n && (rc = keep(L, at(L, v, "stage '%s': input '%s' is an empty list", st->name, slot->name))))
+                    return rc;
                 for (size_t i = 0; i < v->n; i++)
-                    if ((rc = resolve_ref(L, st, slot, v->items[i], b, raws, nraw))) return rc;
-            } else if ((rc = resolve_ref(L, st, slot, v, b, raws, nraw))) {
+                    if ((rc = keep(L, resolve_ref(L, st, slot, v->items[i], b, raws, nraw)))) return rc;
+            } else if ((rc = keep(L, resolve_ref(L, st, slot, v, b, raws, nraw)))) {
                 return rc;
             }
             if (b->n_refs > 1 && !slot->multi)
@@ -834,8 +894,9 @@ static int build_inputs(loader *L, mf_stage *st, const mf_json *inputs, const ra
             pos.line = inputs ? inputs->line : st->line;
             pos.col = inputs ? inputs->col : st->col;
             char acc[256];
-            return at(L, &pos, "stage '%s': missing input '%s' (%s: %s)", st->name, q->name,
-                      mf_atype_names(q->accepts, acc, sizeof acc), q->doc);
+            int rc = keep(L, at(L, &pos, "stage '%s': missing input '%s' (%s: %s)", st->name, q->name,
+                                mf_atype_names(q->accepts, acc, sizeof acc), q->doc));
+            if (rc) return rc;
         }
     }
     return 0;
@@ -1164,8 +1225,11 @@ static int build_stage(loader *L, mf_stage *st, const raw_stage *r, const raw_st
         return at(L, kind, "stage '%s': unknown kind '%s'%s (see 'medflow kinds')", st->name, kind->s, h);
     }
     int rc;
-    if ((rc = build_params(L, st, mf_json_get(r->body, "params")))) return rc;
-    if ((rc = build_inputs(L, st, mf_json_get(r->body, "inputs"), raws, nraw))) return rc;
+    size_t errs_before = L->n_errs;
+    if ((rc = keep(L, build_params(L, st, mf_json_get(r->body, "params"))))) return rc;
+    if ((rc = keep(L, build_inputs(L, st, mf_json_get(r->body, "inputs"), raws, nraw)))) return rc;
+    /* across params and inputs: only when each of them is fine */
+    if (L->n_errs == errs_before && (rc = keep(L, kind_check(L, st, mf_json_get(r->body, "params"))))) return rc;
     return build_resources(L, st, mf_json_get(r->body, "resources"));
 }
 
@@ -1195,7 +1259,7 @@ static int build_stages(loader *L, const mf_json *stages)
         goto out;
     }
     for (size_t k = 0; k < nraw; k++)
-        if ((rc = build_stage(L, &g->stages[g->n_stages++], &raws[k], raws, nraw))) goto out;
+        if ((rc = keep(L, build_stage(L, &g->stages[g->n_stages++], &raws[k], raws, nraw)))) goto out;
 out:
     free_raws(raws, nraw);
     return rc;
@@ -1290,11 +1354,12 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
                 }
             }
             if (!known) {
-                const char *alias = mf_param_alias(key);
-                char h[300];
-                hint(h, sizeof h, alias ? alias : s.best);
+                const char *alias = mf_param_alias(key), *note = alias ? NULL : mf_param_alias_note(key);
+                char h[600];
+                if (note) snprintf(h, sizeof h, " (%s)", note);
+                else hint(h, sizeof h, alias ? alias : s.best);
                 mf_json pos = key_pos(defaults, k);
-                return at(L, &pos, "defaults: unknown param '%s'%s", key, h);
+                if ((rc = keep(L, at(L, &pos, "defaults: unknown param '%s'%s", key, h)))) return rc;
             }
         }
         L->defaults = (mf_json *)defaults;
@@ -1305,6 +1370,7 @@ static int load_doc(loader *L, const mf_json *doc, const char *default_name)
     if ((rc = need_type(L, stages, MF_JSON_OBJECT, "stages"))) return rc;
 
     if ((rc = build_stages(L, stages))) return rc;
+    if (L->n_errs) return 0; /* kept; the order and types of a graph with broken stages mean little */
     if ((rc = link_deps(L))) return rc;
     if ((rc = topo_order(L))) return rc;
     return check_types(L);
@@ -1334,8 +1400,12 @@ int mf_graph_load_mem(mf_graph **out, const char *text, size_t len, const char *
     if (dot && dot != base) *dot = 0;
     for (char *p = base; *p; p++)
         if (!valid_name((char[]){*p, 0})) *p = '_';
-    loader L = {.g = g, .file = name, .err = err};
-    rc = load_doc(&L, doc, base[0] ? base : "graph");
+    mf_err local;
+    mf_err_clear(&local);
+    loader L = {.g = g, .file = name, .err = &local, .more = MF_BUF_INIT};
+    rc = keep(&L, load_doc(&L, doc, base[0] ? base : "graph"));
+    if (!rc && L.n_errs) rc = kept_errors(&L);
+    if (rc && err) *err = *L.err;
     loader_free(&L);
     if (rc) goto out;
     *out = g;

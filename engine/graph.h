@@ -101,9 +101,18 @@ const char *mf_graph_ref_name(const mf_graph *g, const mf_ref *r);
 /* Draw the DAG: text (layered, readable in a terminal) or Graphviz DOT. */
 int mf_graph_write_dag_text(const mf_graph *g, mf_buf *out);
 int mf_graph_write_dag_dot(const mf_graph *g, mf_buf *out);
+/* The DAG as the report draws it (stages/eval/report.h): {"nodes": [{"id", "kind"}] (sources
+ * with kind "source", then the stages), "edges": [{"from", "to"}]}; NULL when out of memory. */
+mf_json *mf_graph_dag_json(const mf_graph *g);
 
 /* Load YAML into an mf_json tree with positions (used by the graph loader and
  * for YAML data files). Aliases are expanded with a bounded node budget. */
 int mf_yaml_parse(mf_json **out, const char *text, size_t len, const char *name, mf_err *err);
+
+/* What loading does not check but a run would fail on (engine/graph_check.c): every source path
+ * exists (a glob matches something), and the first records of each JSONL source are of its
+ * declared format. MF_EINVAL with the first problem in err (its position: the source in the graph,
+ * or the offending line of the data) and the others appended to its message, one per line. */
+int mf_graph_check_sources(const mf_graph *g, mf_err *err);
 
 #endif

@@ -14,7 +14,8 @@ static void print_help(FILE *f)
 {
     fprintf(f,
             "medflow %s — train and evaluate medical LLMs from YAML stage graphs\n\n"
-            "Usage: medflow [--store DIR] [-q|-v] COMMAND [ARGS...]\n\n"
+            "Usage: medflow [--store DIR] [-q|-v] COMMAND [ARGS...]\n"
+            "       (the global options may also follow the command)\n\n"
             "Commands:\n",
             MF_VERSION);
     for (const mf_cmd *c = mf_commands; c->name; c++)
@@ -26,6 +27,31 @@ static void print_help(FILE *f)
             "  -h, --help    this help;    --version      print the version\n\n"
             "'medflow COMMAND --help' describes a command. Exit status: 0 ok, 1 a run or\n"
             "check failed, 2 usage or validation error, 130 interrupted (docs/cli.md).\n");
+}
+
+/* Global options after the command (`medflow verify --store DIR`) mean what they mean before it:
+ * taken out of argv[from..] (compacted, *argc updated) into mf_cli. */
+static int take_globals(int argc, char **argv, int from, int *out_argc)
+{
+    int w = from;
+    for (int k = from; k < argc; k++) {
+        const char *a = argv[k];
+        if (!strcmp(a, "--store")) {
+            if (k + 1 >= argc) { fprintf(stderr, "medflow: --store needs a directory\n"); return 1; }
+            mf_cli.store = argv[++k];
+        } else if (!strncmp(a, "--store=", 8)) {
+            mf_cli.store = a + 8;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            mf_cli.quiet = 1;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            mf_cli.verbose = 1;
+        } else {
+            argv[w++] = argv[k];
+        }
+    }
+    argv[w] = NULL;
+    *out_argc = w;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -64,5 +90,6 @@ int main(int argc, char **argv)
         return MF_EXIT_USAGE;
     }
     if (mf_cli_wants_help(name, argc - k, argv + k)) return 0;
+    if (!c->hidden && take_globals(argc, argv, k + 1, &argc)) return MF_EXIT_USAGE;
     return c->run(argc - k, argv + k);
 }

@@ -11,6 +11,7 @@
 void mf_progress_init(mf_progress *p, FILE *out, int tty, int quiet, int verbose)
 {
     memset(p, 0, sizeof *p);
+    p->eta_s = NAN;
     p->out = out;
     p->tty = tty;
     p->quiet = quiet;
@@ -50,6 +51,26 @@ static void fmt_dur(char *buf, size_t n, double s)
     else if (s < 60) snprintf(buf, n, "%.0fs", s);
     else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
     else snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+}
+
+void mf_progress_overall(mf_progress *p, size_t done, size_t total, double eta_s)
+{
+    p->done = done;
+    p->total = total;
+    p->eta_s = eta_s;
+}
+
+const char *mf_progress_overall_str(const mf_progress *p, char *buf, size_t n)
+{
+    char eta[32];
+    if (!p->total) {
+        snprintf(buf, n, "%s", "");
+        return buf;
+    }
+    fmt_dur(eta, sizeof eta, p->eta_s);
+    if (p->done >= p->total || isnan(p->eta_s)) snprintf(buf, n, "[%zu/%zu done]", p->done, p->total);
+    else snprintf(buf, n, "[%zu/%zu done, ETA %s]", p->done, p->total, eta);
+    return buf;
 }
 
 static void fmt_num(char *buf, size_t n, double v, const char *f)
@@ -97,6 +118,8 @@ void mf_progress_update(mf_progress *p, mf_progress_row *rows, size_t n, int for
     p->last_draw = now;
     clear_table(p);
     if (!n) { fflush(p->out); return; }
+    char all[96];
+    if (p->total) fprintf(p->out, "run: %s\n", mf_progress_overall_str(p, all, sizeof all));
     fprintf(p->out, "%-24s %-8s %-22s %10s %10s %8s %8s\n", "STAGE", "STATE", "PROGRESS", "LOSS", "TOK/S", "ETA", "ELAPSED");
     for (size_t k = 0; k < n; k++) {
         mf_progress_row *r = &rows[k];
@@ -108,7 +131,7 @@ void mf_progress_update(mf_progress *p, mf_progress_row *rows, size_t n, int for
         fmt_dur(el, sizeof el, now - r->started);
         fprintf(p->out, "%-24.24s %-8s %-22s %10s %10s %8s %8s\n", r->stage, r->state, b, loss, tps, eta, el);
     }
-    p->drawn = (int)n + 1;
+    p->drawn = (int)n + 1 + (p->total ? 1 : 0);
     fflush(p->out);
 }
 

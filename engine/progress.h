@@ -27,6 +27,8 @@ typedef struct mf_progress {
     int tty, quiet, verbose;
     int drawn;              /* lines of the live table currently on screen */
     double last_draw;
+    size_t done, total;     /* stages of this run finished / to run (total 0: not shown) */
+    double eta_s;           /* the run's estimated time left, NAN = unknown */
 } mf_progress;
 
 void mf_progress_init(mf_progress *p, FILE *out, int tty, int quiet, int verbose);
@@ -34,6 +36,11 @@ void mf_progress_init(mf_progress *p, FILE *out, int tty, int quiet, int verbose
 void mf_progress_event(mf_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Redraw (tty) or print due progress lines (plain). rows: the running stages. */
 void mf_progress_update(mf_progress *p, mf_progress_row *rows, size_t n, int force);
+/* The whole run: stages finished out of those to run, and the time left (NAN = unknown). Shown
+ * as the live table's first line, and after each event line in plain mode ("[3/16 done, ETA 4m10s]"). */
+void mf_progress_overall(mf_progress *p, size_t done, size_t total, double eta_s);
+/* "[3/16 done, ETA 4m10s]" (or "" when the total is not set) into buf. */
+const char *mf_progress_overall_str(const mf_progress *p, char *buf, size_t n);
 /* Remove the live table before the final summary. */
 void mf_progress_finish(mf_progress *p);
 

@@ -41,6 +41,7 @@ typedef struct job {
     mf_progress_row row;
     int has_progress;    /* rank 0 reported progress (else the row shows the executor's state) */
     char backend[16], device[256]; /* what rank 0 reported it ran on ("" when it built no model) */
+    char build[512];     /* the numerics-relevant build identity it ran with ("" when it built no model) */
     mf_json *warnings; /* what the stage warned about (mf_stage_warn): shown at once, kept in the manifest */
 } job;
 
@@ -67,7 +68,29 @@ typedef struct runner {
     double kill_at;      /* SIGKILL deadline after forwarding a signal */
     double t0;
     double last_state_save;
+    size_t to_run;       /* stages this run may start (stale or waiting when it began) */
+    double ran_s;        /* summed wall time of the stages that finished, for the ETA */
+    size_t n_timed;
 } runner;
+
+/* The run's progress line: stages finished (ran, failed, cut off, blocked) out of to_run, and an
+ * ETA: the longest ETA a running stage reports (else the mean stage time so far), plus the stages
+ * not started yet at the mean stage time, spread over the stages running side by side. */
+static void update_overall(runner *r)
+{
+    const mf_run_result *res = r->res;
+    size_t done = res->n_ran + res->n_failed + res->n_cutoff + res->n_blocked;
+    double mean = r->n_timed ? r->ran_s / (double)r->n_timed : NAN, now = mf_monotonic(), running = 0;
+    for (size_t k = 0; k < r->n_jobs; k++) {
+        const job *j = r->jobs[k];
+        double left = !isnan(j->row.eta_s) ? j->row.eta_s : mean - (now - j->t_start);
+        if (left > running) running = left;
+    }
+    size_t pending = r->to_run > done + r->n_jobs ? r->to_run - done - r->n_jobs : 0;
+    double par = r->n_jobs ? (double)r->n_jobs : 1;
+    double eta = pending && isnan(mean) ? NAN : running + (pending ? mean * (double)pending / par : 0);
+    mf_progress_overall(&r->prog, done, r->to_run, eta);
+}
 
 static void fmt_time(char *buf, size_t n, double t)
 {
@@ -168,6 +191,9 @@ static int record_manifest(runner *r, size_t i, const char *outcome, const job *
         bad |= mf_json_set(m, "backend_requested", mf_json_new_str(r->o->backend ? r->o->backend : "auto"));
         if (j->backend[0]) bad |= mf_json_set(m, "backend", mf_json_new_str(j->backend));
         if (j->device[0]) bad |= mf_json_set(m, "device", mf_json_new_str(j->device));
+        /* provenance, not key: a store shared by two builds keeps the first one's output, and
+         * status/show say so (docs/store.md, "Builds") */
+        if (j->build[0]) bad |= mf_json_set(m, "build", mf_json_new_str(j->build));
         if (j->warnings && j->warnings->n) bad |= mf_json_set(m, "warnings", mf_json_clone(j->warnings));
         if (log_digest && log_digest[0]) bad |= mf_json_set(m, "log", mf_json_new_str(log_digest));
         bad |= mf_json_set(m, "log_path", mf_json_new_str(j->log_path));
@@ -313,6 +339,7 @@ static void on_progress(void *ud, char *line)
     if (be) { /* stage-exec reports the backend it ran on, once, at the end */
         snprintf(j->backend, sizeof j->backend, "%s", be);
         snprintf(j->device, sizeof j->device, "%s", mf_json_get_str(v, "device", ""));
+        snprintf(j->build, sizeof j->build, "%s", mf_json_get_str(v, "build", ""));
         mf_json_free(v);
         return;
     }
@@ -518,11 +545,14 @@ static int finish(runner *r, job *j, mf_err *err)
              * at any point leaves nothing cached that the next run cannot record */
             mf_plan_mark_done(r->p, i, out);
             r->res->n_ran++;
+            r->ran_s += j->t_end - j->t_start;
+            r->n_timed++;
+            update_overall(r);
             mf_err ce;
             char buf[2048];
             if (record_manifest(r, i, "success", j, logd))
                 mf_progress_event(&r->prog, "%s: warning: could not journal its manifest", s->name);
-            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, &ce))
+            else if (r->io->cache_put(r->io->plan.ctx, st->key, out, r->res->run_id, j->build, &ce))
                 mf_progress_event(&r->prog, "%s: warning: could not write its action-cache entry (it will run again): %s",
                                   s->name, mf_err_str(&ce, buf, sizeof buf));
             char *work = mf_path_join(r->io->work_dir, st->key);
@@ -530,7 +560,9 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->quiet) {
                 char sd[32];
                 snprintf(sd, sizeof sd, "%.12s", out + (strncmp(out, "sha256:", 7) ? 0 : 7));
-                mf_progress_event(&r->prog, "%s: done in %.1fs -> sha256:%s", s->name, j->t_end - j->t_start, sd);
+                char all[96];
+                mf_progress_event(&r->prog, "%s: done in %.1fs -> sha256:%s %s", s->name, j->t_end - j->t_start, sd,
+                                  mf_progress_overall_str(&r->prog, all, sizeof all));
             }
         }
     }
@@ -540,6 +572,8 @@ static int finish(runner *r, job *j, mf_err *err)
             if (!r->o->quiet) mf_progress_event(&r->prog, "%s: interrupted", s->name);
         } else {
             r->res->n_failed++;
+            block_dependents(r, i);
+            update_overall(r);
             mf_buf tail = MF_BUF_INIT;
             mf_buf raw = MF_BUF_INIT;
             mf_exec_log_tail(j->log_path, 15, &raw);
@@ -556,7 +590,6 @@ static int finish(runner *r, job *j, mf_err *err)
                               j->x.why[0] ? j->x.why : "failed", j->t_end - j->t_start,
                               mf_buf_cstr(&tail), j->log_path);
             mf_buf_free(&tail);
-            block_dependents(r, i);
             if (!r->o->keep_going) r->stop = 1;
         }
     }
@@ -614,6 +647,7 @@ static int schedule(runner *r, mf_err *err)
             if (rc) return rc;
             if (st->state == MF_PS_CACHED) {
                 r->res->n_cutoff++;
+                update_overall(r);
                 if (r->o->verbose) mf_progress_event(&r->prog, "%s: cached (its inputs came out unchanged)", r->g->stages[i].name);
                 record_manifest(r, i, "cached", NULL, NULL);
                 changed = 1;
@@ -774,6 +808,7 @@ static int wait_and_show(runner *r, int wake, struct pollfd **pfds, size_t *pcap
         if (!j->has_progress && j->x.state[0]) snprintf(j->row.message, sizeof j->row.message, "%s", j->x.state);
         rows[k] = j->row;
     }
+    update_overall(r);
     mf_progress_update(&r->prog, rows, r->n_jobs, 0);
     for (size_t k = 0; k < r->n_jobs; k++) r->jobs[k]->row.last_line = rows[k].last_line;
     free(rows);
@@ -886,6 +921,9 @@ int mf_run_execute(mf_plan *p, const mf_run_io *io, const mf_run_opts *o, mf_run
             record_manifest(r, i, "cached", NULL, NULL);
         }
     double t_wall = mf_now();
+    for (size_t i = 0; i < r->g->n_stages; i++)
+        if (r->p->st[i].needed && (r->p->st[i].state == MF_PS_STALE || r->p->st[i].state == MF_PS_WAITING)) r->to_run++;
+    update_overall(r);
     if ((rc = journal_open(r, t_wall, err))) goto out;
     rc = run_loop(r, err);
     mf_progress_finish(&r->prog);

@@ -32,8 +32,9 @@ typedef struct mf_run_io {
     int (*materialise)(void *ctx, const char *digest, char **path, mf_err *err);
     /* Put directory dir into the store; its tree digest into out. dir may be consumed. */
     int (*publish)(void *ctx, const char *dir, char out[MF_DIGEST_MAX], mf_err *err);
-    /* Action cache: key -> output (and the run that made it). */
-    int (*cache_put)(void *ctx, const char *key_hex, const char *output, const char *run_id, mf_err *err);
+    /* Action cache: key -> output (and the run that made it, and the build identity it ran with: "" if none). */
+    int (*cache_put)(void *ctx, const char *key_hex, const char *output, const char *run_id, const char *build,
+                     mf_err *err);
     /* Store one file (a log) and give its digest. May be NULL. */
     int (*put_file)(void *ctx, const char *path, char out[MF_DIGEST_MAX], mf_err *err);
     /* The build lock of a stage key, so that engines sharing a store build a key once: 0 with

@@ -74,6 +74,9 @@ static void report_backend(const mf_stage_ctx *c)
     mf_json_write_str(&b, be, strlen(be));
     mf_buf_puts(&b, ",\"device\":");
     mf_json_write_str(&b, dev ? dev : "", dev ? strlen(dev) : 0);
+    const char *id = mf_k_build_identity(); /* the build whose numerics made the output */
+    mf_buf_puts(&b, ",\"build\":");
+    mf_json_write_str(&b, id, strlen(id));
     mf_buf_puts(&b, "}\n");
     if (mf_buf_ok(&b)) {
         ssize_t w = write(c->progress_fd, b.data, b.len); /* short line: one write on a pipe is atomic */
@@ -228,8 +231,12 @@ int mf_cmd_stage_exec(int argc, char **argv)
         }
     }
     if (code) {
-        char buf[4096];
-        fprintf(stderr, "medflow stage-exec: stage '%s': %s\n", c.stage ? c.stage : "?", mf_err_str(&err, buf, sizeof buf));
+        char buf[4096], self[600];
+        mf_err_str(&err, buf, sizeof buf);
+        /* kinds often name their stage already: never "stage 'X': stage 'X': ..." */
+        snprintf(self, sizeof self, "stage '%s'", c.stage ? c.stage : "?");
+        if (strstr(buf, self)) fprintf(stderr, "medflow stage-exec: %s\n", buf);
+        else fprintf(stderr, "medflow stage-exec: %s: %s\n", self, buf);
     }
     free_inputs(&c);
     if (progress_path && c.progress_fd >= 0) close(c.progress_fd);

@@ -65,4 +65,8 @@ const char *mf_k_backend_used(const char **device);
  * CUDA..." or the CUDA runtime's error). The answer is computed once. */
 int mf_k_cuda_usable(char *name, size_t name_len, char *why, size_t why_len);
 
+/* The numerics-relevant identity of this build (compiler; flags that change floating-point results;
+ * BLAS and the kernel set it chose), as one line: recorded in manifests (kernels/build_id.c). */
+const char *mf_k_build_identity(void);
+
 #endif

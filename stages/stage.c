@@ -45,7 +45,10 @@ void mf_stage_log(const mf_stage_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "medflow: stage '%s': %s\n", ctx && ctx->stage ? ctx->stage : "?", line);
+    char self[600];
+    snprintf(self, sizeof self, "stage '%s'", ctx && ctx->stage ? ctx->stage : "?");
+    if (strstr(line, self)) fprintf(stderr, "medflow: %s\n", line); /* never "stage 'X': stage 'X': ..." */
+    else fprintf(stderr, "medflow: %s: %s\n", self, line);
     fflush(stderr);
 }
 

@@ -63,6 +63,9 @@ int mf_report_set_dag(mf_report *r, const mf_json *dag, const char *where, mf_er
 /* Render. */
 int mf_report_markdown(const mf_report *r, mf_buf *out, mf_err *err);
 int mf_report_html(const mf_report *r, mf_buf *out, mf_err *err);
+/* The "Pipeline" section alone (a heading and the DAG as inline SVG) for a DAG in
+ * mf_report_set_dag's form; `medflow report` adds it to a report drawn without one. */
+int mf_report_dag_html(const mf_json *dag, mf_buf *out, mf_err *err);
 /* Write DIR/report.md and DIR/report.html (atomically). */
 int mf_report_write(const mf_report *r, const char *dir, mf_err *err);
 

@@ -54,6 +54,9 @@ static const char *css =
     "td.num{text-align:right;font-variant-numeric:tabular-nums}"
     "td.best{font-weight:700;background:#dafbe1}"
     "td.label{font-weight:600;text-align:left}"
+    "table.results th{max-width:9em;overflow-wrap:anywhere}"
+    "table.run td{vertical-align:top}code.params{display:block;max-width:560px;white-space:normal;"
+    "overflow-wrap:anywhere;font-size:12px}"
     "tbody tr:nth-child(even) td:not(.best){background:#fbfcfd}"
     "figure{display:inline-block;margin:8px 16px 16px 0;vertical-align:top}"
     "figcaption{font-size:13px;color:#59636e;text-align:center}"
@@ -67,8 +70,42 @@ static const char *css =
 
 /* ---- tables ---- */
 
+/* The per-category table with categories down the side and models across: an exam has many more
+ * categories than a report has models, and a row per model would scroll sideways. */
+static void html_table_categories(const mf_report *r, const mf_report_table *t, mf_buf *b, size_t idx)
+{
+    mf_buf_printf(b, "<div class=\"scroll\"><table class=\"results categories\" id=\"table-%zu-categories\" data-task=\"", idx);
+    esc(b, t->task);
+    mf_buf_puts(b, "\">\n<thead><tr><th>Category</th>");
+    for (size_t k = 0; k < t->n_rows; k++) {
+        char label[512];
+        mf_buf_puts(b, "<th>");
+        esc(b, mf_report_row_label(r->evals[t->rows[k]], label, sizeof label));
+        mf_buf_puts(b, "</th>");
+    }
+    mf_buf_puts(b, "</tr></thead>\n<tbody>\n");
+    for (size_t c = 0; c < t->n_cats; c++) {
+        long best = mf_report_best_row(r, t, t->primary, t->cats[c]);
+        mf_buf_puts(b, "<tr><td class=\"label\">");
+        esc(b, t->cats[c]);
+        mf_buf_puts(b, "</td>");
+        for (size_t k = 0; k < t->n_rows; k++) {
+            char cell[64];
+            double v;
+            mf_report_cell(mf_report_row_metrics(r, t, k, t->cats[c]), t->primary, cell, sizeof cell, &v);
+            mf_buf_printf(b, "<td class=\"num%s\">%s</td>", best == (long)k ? " best" : "", *cell ? cell : "–");
+        }
+        mf_buf_puts(b, "</tr>\n");
+    }
+    mf_buf_puts(b, "</tbody></table></div>\n");
+}
+
 static void html_table(const mf_report *r, const mf_report_table *t, mf_buf *b, int by_cat, size_t idx)
 {
+    if (by_cat && t->n_cats > t->n_rows) {
+        html_table_categories(r, t, b, idx);
+        return;
+    }
     size_t ncol = by_cat ? t->n_cats : t->n_metrics;
     mf_buf_printf(b, "<div class=\"scroll\"><table class=\"results\" id=\"table-%zu%s\" data-task=\"", idx,
                   by_cat ? "-categories" : "");
@@ -128,6 +165,8 @@ typedef struct line {
     const double *x, *y;
     size_t n;
     const char *name; /* legend; NULL for a chart of one line */
+    const char *stroke; /* NULL: the palette's colour for its index */
+    int faint;          /* drawn thin and pale, without a legend entry (raw points under a smoothed line) */
 } line;
 
 static const char *const palette[] = {"#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#57606a", "#e16f24", "#0550ae"};
@@ -201,8 +240,9 @@ static void line_chart(mf_buf *b, const char *cls, size_t idx, const char *ylabe
             size_t ns = 0;
             for (size_t k = 0; k < ls[s].n; k++) ns += isfinite(ls[s].y[k]) && isfinite(ls[s].x[k]);
             if (!ns) continue;
-            mf_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" stroke-linejoin=\"round\" points=\"",
-                          palette[s % 8]);
+            const char *colour = ls[s].stroke ? ls[s].stroke : palette[s % 8];
+            mf_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" stroke-linejoin=\"round\"%s points=\"",
+                          colour, ls[s].faint ? "1" : "1.8", ls[s].faint ? " stroke-opacity=\"0.3\" class=\"raw\"" : "");
             /* At most ~2000 vertices: every stride-th point, and always the last one. */
             size_t stride = ns > 2000 ? (ns + 1999) / 2000 : 1, seen = 0;
             int first = 1;
@@ -217,12 +257,12 @@ static void line_chart(mf_buf *b, const char *cls, size_t idx, const char *ylabe
                 for (size_t k = 0; k < ls[s].n; k++)
                     if (isfinite(ls[s].y[k]) && isfinite(ls[s].x[k]))
                         mf_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(ls[s].x[k]),
-                                      PY(ls[s].y[k]), palette[s % 8]);
-            if (ls[s].name) {
+                                      PY(ls[s].y[k]), colour);
+            if (ls[s].name && !ls[s].faint) {
                 mf_buf_printf(b,
                               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>"
                               "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#1f2328\">",
-                              W - R - 150, T + 12 + 14.0 * s, W - R - 132, T + 12 + 14.0 * s, palette[s % 8], W - R - 126,
+                              W - R - 150, T + 12 + 14.0 * s, W - R - 132, T + 12 + 14.0 * s, colour, W - R - 126,
                               T + 16 + 14.0 * s);
                 esc(b, ls[s].name);
                 mf_buf_puts(b, "</text>\n");
@@ -236,12 +276,30 @@ static void line_chart(mf_buf *b, const char *cls, size_t idx, const char *ylabe
     mf_buf_puts(b, "</figcaption></figure>\n");
 }
 
-/* The loss chart of a curve: training loss, and the validation loss when there is one. */
+/* Exponential moving average of y's finite points into sm (NAN elsewhere), debiased as TensorBoard
+ * does (divided by 1 - w^t, so the start is not pulled towards 0): span max(2, n/30) points,
+ * w = 1 - 2/(span + 1). Returns the span, or 0 when there are too few points (< 20) to smooth. */
+static double smooth_ema(const double *y, size_t n, size_t nfinite, double *sm)
+{
+    if (nfinite < 20) return 0;
+    double span = fmax(2, (double)nfinite / 30), w = 1 - 2 / (span + 1), acc = 0, wt = 1;
+    for (size_t k = 0; k < n; k++) {
+        if (!isfinite(y[k])) { sm[k] = NAN; continue; }
+        acc = w * acc + (1 - w) * y[k];
+        wt *= w;
+        sm[k] = acc / (1 - wt);
+    }
+    return span;
+}
+
+/* The loss chart of a curve: the training loss (pale raw points under their moving average when
+ * there are enough), and the validation loss when there is one. */
 static int loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
 {
-    double *x = malloc((c->n ? c->n : 1) * sizeof *x), *y = malloc((c->n ? c->n : 1) * sizeof *y);
-    if (!x || !y) {
-        free(x), free(y);
+    size_t cap = c->n ? c->n : 1;
+    double *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y), *sm = malloc(cap * sizeof *sm);
+    if (!x || !y || !sm) {
+        free(x), free(y), free(sm);
         return MF_ENOMEM;
     }
     size_t np = 0;
@@ -249,13 +307,27 @@ static int loss_chart(const mf_report_curve *c, mf_buf *b, size_t idx)
         x[k] = c->pts[k].step, y[k] = c->pts[k].loss;
         np += isfinite(y[k]) && isfinite(x[k]);
     }
+    double span = smooth_ema(y, c->n, np, sm);
     const mf_report_series *v = mf_report_curve_val_loss(c);
-    line ls[2] = {{x, y, c->n, v ? "training" : NULL}, {v ? v->step : NULL, v ? v->value : NULL, v ? v->n : 0, "validation"}};
+    line ls[3];
+    int nl = 0;
+    if (span > 0) {
+        ls[nl++] = (line){x, y, c->n, "training (raw)", palette[0], 1};
+        ls[nl++] = (line){x, sm, c->n, "training (smoothed)", palette[0], 0};
+    } else {
+        ls[nl++] = (line){x, y, c->n, v ? "training" : NULL, palette[0], 0};
+    }
+    if (v) ls[nl++] = (line){v->step, v->value, v->n, "validation", palette[1], 0};
     char caption[600];
-    snprintf(caption, sizeof caption, "%s — %zu steps logged", c->label, np);
-    line_chart(b, "loss-curve", idx, "loss", ls, v ? 2 : 1, caption);
+    if (span > 0)
+        snprintf(caption, sizeof caption, "%s — %zu steps logged; smoothed: moving average over ~%.0f steps",
+                 c->label, np, span);
+    else
+        snprintf(caption, sizeof caption, "%s — %zu steps logged", c->label, np);
+    line_chart(b, "loss-curve", idx, "loss", ls, nl, caption);
     free(x);
     free(y);
+    free(sm);
     return 0;
 }
 
@@ -269,7 +341,7 @@ static int metric_charts(const mf_report_curve *c, mf_buf *b, size_t *idx)
         line ls[MF_REPORT_CHART_SERIES];
         for (int s = 0; s < ch[k].n; s++) {
             const mf_report_series *se = &c->series[ch[k].idx[s]];
-            ls[s] = (line){se->step, se->value, se->n, ch[k].names[s]};
+            ls[s] = (line){se->step, se->value, se->n, ch[k].names[s], NULL, 0};
         }
         if (ch[k].n == 1) ls[0].name = NULL;
         char caption[600];
@@ -482,6 +554,18 @@ static int dag_svg(const mf_json *dag, mf_buf *b)
     mf_buf_puts(b, "</svg></div>\n");
     free(col), free(row), free(from), free(to), free(count);
     return 0;
+}
+
+int mf_report_dag_html(const mf_json *dag, mf_buf *b, mf_err *err)
+{
+    mf_report *r = NULL;
+    int rc = mf_report_new(&r, "", err); /* mf_report_set_dag checks the DAG's form */
+    if (!rc && !(rc = mf_report_set_dag(r, dag, "dag.json", err))) {
+        mf_buf_puts(b, "<h2>Pipeline</h2>\n");
+        if (dag_svg(r->dag, b) || !mf_buf_ok(b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory rendering the DAG");
+    }
+    mf_report_free(r);
+    return rc;
 }
 
 int mf_report_html(const mf_report *r, mf_buf *b, mf_err *err)

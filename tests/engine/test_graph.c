@@ -183,8 +183,14 @@ TEST(test_cli_dag_text_and_dot_match_golden)
 TEST(test_cli_validate_exit_codes_and_error_position)
 {
     char *out = NULL, *err = NULL;
-    CHECK_INT(mf_test_sh(&out, &err, "%s validate graphs/qilin-med.yaml", mf_test_bin()), 0);
+    CHECK_INT(mf_test_sh(&out, &err, "%s validate --no-data graphs/qilin-med.yaml", mf_test_bin()), 0);
     CHECK_CONTAINS(out, "ok");
+    free(out);
+    free(err);
+    /* its data is the user's to provide: without --no-data the missing paths are errors, all of them */
+    CHECK_INT(mf_test_sh(&out, &err, "%s validate graphs/qilin-med.yaml", mf_test_bin()), 2);
+    CHECK_CONTAINS(err, "graphs/qilin-med.yaml:13:3: source 'base': path 'models/baichuan-7b' does not exist");
+    CHECK_CONTAINS(err, "graphs/qilin-med.yaml:15:3: source 'sft': path 'data/chimed/sft.jsonl' does not exist");
     free(out);
     free(err);
     CHECK_INT(mf_test_sh(&out, &err, "%s validate tests/graphs/bad/unknown_param.yaml", mf_test_bin()), 2);
@@ -251,6 +257,36 @@ TEST(test_docs_cli_reference_is_generated_from_help)
     if (strcmp(out, doc)) mf_test_fail(__FILE__, __LINE__, "docs/cli-reference.md is stale: run make docs");
     free(out);
     free(doc);
+}
+
+/* The fuzz_graph seeds, the inputs libFuzzer once found slow among them (alias_bomb_slow_unit.yaml:
+ * an alias bomb with a broken line and a duplicate key, committed at the repository root as
+ * slow-unit-ced99a9f...), load or fail with MF_EINVAL: never a crash, never a hang. */
+TEST(test_graph_loads_every_fuzz_seed_or_fails_cleanly)
+{
+    char *list = NULL;
+    REQUIRE(mf_test_sh(&list, NULL, "ls %s/tests/fuzz/seeds/fuzz_graph", mf_test_root()) == 0 && list);
+    int seen_bombs = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tests/fuzz/seeds/fuzz_graph/%s", mf_test_root(), name);
+        char *text = mf_test_read(path);
+        REQUIRE(text);
+        mf_graph *g = NULL;
+        mf_err err;
+        mf_err_clear(&err);
+        int rc = mf_graph_load_mem(&g, text, strlen(text), name, ".", &err);
+        if (rc != 0 && rc != MF_EINVAL) mf_test_fail(__FILE__, __LINE__, "%s: rc %d: %s", name, rc, err.msg);
+        if (!strncmp(name, "alias_bomb", 10)) {
+            seen_bombs++;
+            CHECK_INT(rc, MF_EINVAL);
+        }
+        mf_graph_free(g);
+        free(text);
+    }
+    CHECK_INT(seen_bombs, 2);
+    free(list);
 }
 
 /* issue 20: a 100,000-deep flow mapping (400 KB) made validate hang for minutes (libyaml's scanner

@@ -371,3 +371,32 @@ TEST(test_verify_repair_fixes_objects_keys_and_the_ledger)
     CHECK_INT(mf(&out, "verify"), 0);
     free(out);
 }
+
+/* issue 20: an ASan build and a release build compute different training digests for one stage
+ * key, and a store shared by both keeps whichever ran first. The build identity (compiler,
+ * numerics flags, BLAS) is recorded in the manifest and the action-cache entry, and status says
+ * when a cached output came from another build (the key stays build-independent: docs/store.md). */
+TEST(test_run_records_the_build_and_status_flags_another_builds_output)
+{
+    char *out = NULL, kf[PATH_MAX];
+    write_graph("g.yaml", "name: bid\nstages:\n  m: {kind: tiny-model}\n");
+    REQUIRE(mf(&out, "run g.yaml") == 0);
+    free(out);
+    mf_json *run = last_run();
+    REQUIRE(run);
+    const mf_json *m = mf_json_get(mf_json_get(run, "manifests"), "m");
+    const char *b = mf_json_get_str(m, "build", "");
+    CHECK(strstr(b, "gcc") || strstr(b, "clang"));
+    CHECK_CONTAINS(b, "OpenBLAS");
+    mf_json_free(run);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK(!strstr(out, "another build"));
+    free(out);
+    key_file("m", kf, sizeof kf);
+    REQUIRE(mf_test_sh(NULL, NULL, "chmod u+w '%s' && sed -i 's/\"build\":\"[^\"]*\"/\"build\":\"gcc 0.1; -O0; OpenBLAS 0.0\"/' '%s' && grep -q 'OpenBLAS 0.0' '%s'", kf, kf, kf) == 0);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK_CONTAINS(out, "computed by another build");
+    CHECK_CONTAINS(out, "m  built by: gcc 0.1; -O0; OpenBLAS 0.0");
+    CHECK_CONTAINS(out, "m  cached");
+    free(out);
+}
