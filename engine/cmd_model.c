@@ -339,20 +339,6 @@ out:
     return rc;
 }
 
-/* Decode generated ids; ids past the tokenizer (a vocab_size padded beyond it, as Qwen2 ships)
- * decode as nothing, as transformers does. */
-static int decode_known(mf_tok *tok, const int32_t *ids, int n, char **text, size_t *len, mf_err *err)
-{
-    int32_t *keep = malloc((size_t)(n ? n : 1) * sizeof *keep);
-    if (!keep) return mf_err_set(err, MF_ENOMEM, "out of memory");
-    size_t k = 0, vs = mf_tok_vocab_size(tok);
-    for (int i = 0; i < n; i++)
-        if (ids[i] >= 0 && (size_t)ids[i] < vs) keep[k++] = ids[i];
-    int rc = mf_tok_decode(tok, keep, k, 1, text, len, err);
-    free(keep);
-    return rc;
-}
-
 static int write_generated(mf_buf *o, const int32_t *ids, size_t n, const int32_t *out_ids, const float *out_lp,
                            int out_len, const char *text, size_t tlen, int json, mf_err *err)
 {
@@ -436,7 +422,7 @@ int mf_cmd_generate(int argc, char **argv)
     const int32_t *pp = ids;
     int pl = (int)n;
     if ((rc = mf_model_generate(l.in.model, 1, &pp, &pl, &g, out_ids, out_lp, &out_len, &err))) goto out;
-    if ((rc = decode_known(l.in.tok, out_ids, out_len, &text, &tlen, &err))) goto out;
+    if ((rc = mf_tok_decode_generated(l.in.tok, out_ids, (size_t)out_len, 1, &text, &tlen, &err))) goto out;
     if ((rc = write_generated(&o, ids, n, out_ids, out_lp, out_len, text, tlen, json, &err))) goto out;
     fwrite(o.data, 1, o.len, stdout);
 out:

@@ -117,7 +117,7 @@ static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **o
     if ((rc = mf_model_generate(L->in.model, 1, &p, &plen, &g, oids, olp, &olen, err))) goto out;
     if (olen > 0 && L->eos >= 0 && oids[olen - 1] == L->eos) olen--;
     size_t len;
-    rc = mf_tok_decode(L->in.tok, oids, (size_t)olen, 1, out, &len, err);
+    rc = mf_tok_decode_generated(L->in.tok, oids, (size_t)olen, 1, out, &len, err); /* padded vocab ids: nothing */
 out:
     free(oids);
     free(olp);
