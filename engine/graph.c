@@ -704,13 +704,18 @@ static int typed_param(loader *L, mf_stage *st, const mf_param_spec *p, const mf
     return 0;
 }
 
-/* The kind's own rules across its params (registry.h: mf_kind_check), at the param's position. */
-static int kind_check(loader *L, mf_stage *st, const mf_json *flat, const mf_json *params)
+/* The kind's own rules across its params and inputs (registry.h: mf_kind_check), at the param's position. */
+static int kind_check(loader *L, mf_stage *st, const mf_json *params)
 {
     const char *bad = NULL;
     char why[512] = "";
-    if (!mf_kind_check(st->kind, st->params, &bad, why, sizeof why)) return 0;
-    const mf_json *v = bad ? mf_json_get(flat, bad) : NULL;
+    size_t counts[64] = {0}, ns = 0;
+    for (const mf_slot_spec *sl = st->kind->slots; sl && sl->name && ns < 64; sl++, ns++)
+        for (size_t b = 0; b < st->n_inputs; b++)
+            if (!strcmp(st->inputs[b].slot, sl->name)) counts[ns] = st->inputs[b].n_refs;
+    if (!mf_kind_check(st->kind, st->params, counts, &bad, why, sizeof why)) return 0;
+    const mf_json *v = bad && params ? mf_json_get_path(params, bad) : NULL;
+    if (!v && bad && params) v = mf_json_get(params, bad);
     if (!v && bad && L->defaults) v = mf_json_get_path(L->defaults, bad);
     mf_json pos;
     memset(&pos, 0, sizeof pos);
@@ -758,10 +763,8 @@ static int build_params(loader *L, mf_stage *st, const mf_json *params)
         if ((rc = keep(L, unknown_param(L, st->name, st->kind, flat->keys[k], &pos)))) goto out;
     }
     const mf_param_spec *p;
-    size_t errs_before = L->n_errs;
     for (size_t i = 0; (p = mf_kind_param_at(st->kind, i)); i++)
         if ((rc = keep(L, typed_param(L, st, p, flat, params)))) goto out;
-    if (L->n_errs == errs_before) rc = kind_check(L, st, flat, params); /* across params: only when each is fine */
 out:
     mf_json_free(flat);
     return rc;
@@ -1222,8 +1225,11 @@ static int build_stage(loader *L, mf_stage *st, const raw_stage *r, const raw_st
         return at(L, kind, "stage '%s': unknown kind '%s'%s (see 'medflow kinds')", st->name, kind->s, h);
     }
     int rc;
+    size_t errs_before = L->n_errs;
     if ((rc = keep(L, build_params(L, st, mf_json_get(r->body, "params"))))) return rc;
     if ((rc = keep(L, build_inputs(L, st, mf_json_get(r->body, "inputs"), raws, nraw)))) return rc;
+    /* across params and inputs: only when each of them is fine */
+    if (L->n_errs == errs_before && (rc = keep(L, kind_check(L, st, mf_json_get(r->body, "params"))))) return rc;
     return build_resources(L, st, mf_json_get(r->body, "resources"));
 }
 

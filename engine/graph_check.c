@@ -2,7 +2,8 @@
  * engine/graph_check.c — what loading a graph does not look at but a run would fail on, possibly
  * after hours of upstream training: its sources. Every source path must exist (a glob must match
  * something), and the first records of a JSONL source must be of its declared `format:`
- * (preferences declared as conversations fail here, at the offending line, not in the sft stage).
+ * (preferences declared as conversations fail here, at the offending line, not in the sft stage);
+ * a `format: model` source must be a model or adapter directory.
  * `medflow validate` and `medflow run` / `status` call it after mf_graph_load.
  */
 #include "engine/graph.h"
@@ -87,6 +88,23 @@ static int check_record(const mf_json *rec, unsigned shapes, const char *expect,
     return rc;
 }
 
+/* A `format: model` source is a Hugging Face model or PEFT adapter directory. */
+static int check_model_dir(const mf_graph *g, const mf_source *s, mf_err *err)
+{
+    if (s->atype != MF_A_MODEL || has_glob(s->abs_path)) return 0;
+    const char *want[] = {"config.json", "adapter_config.json"};
+    for (size_t k = 0; k < 2; k++) {
+        char *p = mf_path_join(s->abs_path, want[k]);
+        int there = p && mf_is_file(p);
+        free(p);
+        if (there) return 0;
+    }
+    return mf_err_at(err, MF_EINVAL, g->path, s->line, s->col,
+                     "source '%s' is declared 'format: model', but %s holds neither config.json (a Hugging Face model) "
+                     "nor adapter_config.json (a PEFT adapter)",
+                     s->name, s->path);
+}
+
 /* The first records of a JSONL source: each must fit the declared format. */
 static int check_records(const mf_graph *g, const mf_source *s, mf_err *err)
 {
@@ -129,7 +147,7 @@ int mf_graph_check_sources(const mf_graph *g, mf_err *err)
                            "source '%s': %s '%s' %s (resolved against the graph's folder: %s)", s->name,
                            has_glob(s->path) ? "the glob" : "path", s->path,
                            has_glob(s->path) ? "matches nothing" : "does not exist", s->abs_path);
-        else
+        else if (!(rc = check_model_dir(g, s, &e)))
             rc = check_records(g, s, &e);
         if (rc == MF_ENOMEM) {
             mf_buf_free(&more);

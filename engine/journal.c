@@ -68,7 +68,7 @@ int mf_journal_append(mf_journal *j, const mf_json *manifests, mf_err *err)
     }
     int rc = 0;
     if (!mf_buf_ok(&b)) rc = mf_err_set(err, MF_ENOMEM, "out of memory");
-    else if (b.len && (write(j->fd, b.data, b.len) != (ssize_t)b.len || fdatasync(j->fd) < 0))
+    else if (b.len && write(j->fd, b.data, b.len) != (ssize_t)b.len)
         rc = mf_err_errno(err, MF_EIO, "cannot append to the journal %s", j->path);
     mf_buf_free(&b);
     return rc;

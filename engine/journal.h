@@ -8,8 +8,8 @@
  * ("nothing to do"), that lineage did not know, and that gc deleted.
  *
  *     journal/<run>.jsonl   line 1: {"journal": 1, "run", "graph", "graph_path", "graph_text", "started", ...}
- *                           then:   {"stage": NAME, "manifest": {...}} per manifest, appended (and
- *                                   fdatasync'd) before the stage's action-cache entry is written
+ *                           then:   {"stage": NAME, "manifest": {...}} per manifest, appended
+ *                                   before the stage's action-cache entry is written
  *
  * The running engine holds an exclusive flock on its journal (the fd is
  * close-on-exec, so stage processes do not keep it). A journal nobody holds
@@ -36,7 +36,9 @@ typedef struct mf_journal mf_journal;
 
 /* Create journal/<head.run>.jsonl under store_root, locked, with head as its first line. */
 int mf_journal_open(mf_journal **out, const char *store_root, const mf_json *head, mf_err *err);
-/* Append manifests (an object: stage -> manifest) in one write, then fdatasync. */
+/* Append manifests (an object: stage -> manifest) in one write. No fsync per stage: a killed engine
+ * loses nothing written (the page cache outlives it); after a power loss, a journal line lost
+ * with the key entry kept is caught by the next run's recorded-outputs check, which records them. */
 int mf_journal_append(mf_journal *j, const mf_json *manifests, mf_err *err);
 /* Close; with recorded != 0 the journal is removed first (its run is in the ledger). */
 void mf_journal_close(mf_journal *j, int recorded);

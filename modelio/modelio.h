@@ -10,7 +10,8 @@
  *   1. config:  config.json <-> mf_model_config (kernels/model.h). Supported:
  *      LlamaForCausalLM/llama, Qwen2ForCausalLM/qwen2, BaichuanForCausalLM/
  *      baichuan (Baichuan-7B), BloomForCausalLM/bloom, GlmForCausalLM/glm,
- *      ChatGLMModel/chatglm (ChatGLM2/3, GLM-4 chat). Anything the kernels do
+ *      ChatGLMModel/chatglm (ChatGLM2/3, GLM-4 chat; ChatGLM-6B v1 when the
+ *      config has position_encoding_2d / inner_hidden_size). Anything the kernels do
  *      not compute (rope scaling, sliding window, other activations, MLP/o_proj
  *      biases, ALiBi / NormHead Baichuans, BLOOM's post-LayerNorm residual,
  *      ChatGLM2 quantization...) is MF_EUNSUPPORTED naming the key.

@@ -305,14 +305,24 @@ static int check_split(const mf_json *params, const char **param, char *why, siz
     return 0;
 }
 
-/* mix: given weights are not all 0 */
-static int check_mix(const mf_json *params, const char **param, char *why, size_t n)
+/* mix: one weight per input when given, not all 0 */
+static int check_mix(const mf_json *params, size_t n_data, const char **param, char *why, size_t n)
 {
     const mf_json *w = mf_json_get(params, "weights");
     *param = "weights";
     double sum = 0;
     for (size_t k = 0; w && k < w->n; k++) sum += mf_json_num(w->items[k], 0);
+    if (w && w->n && w->n != n_data)
+        return snprintf(why, n, "%zu weights for %zu inputs in 'data' (one weight per input, in order)", w->n, n_data), 1;
     if (w && w->n && !(sum > 0)) return snprintf(why, n, "all weights are 0"), 1;
+    return 0;
+}
+
+/* The inputs bound to a slot, by name. */
+static size_t slot_count(const mf_kind *k, const size_t *counts, const char *slot)
+{
+    for (size_t i = 0; counts && k->slots && k->slots[i].name; i++)
+        if (!strcmp(k->slots[i].name, slot)) return counts[i];
     return 0;
 }
 
@@ -350,11 +360,22 @@ const mf_kind *const mf_kinds[] = {
     &k_init, &k_dcpt, &k_sft, &k_rm, &k_dpo, &k_ppo, &k_merge, &k_export,
     &k_eval, &k_report, NULL};
 
-int mf_kind_check(const mf_kind *k, const mf_json *params, const char **param, char *why, size_t n)
+int mf_kind_check(const mf_kind *k, const mf_json *params, const size_t *slot_counts, const char **param, char *why,
+                  size_t n)
 {
     *param = NULL;
     if (k == &k_split) return check_split(params, param, why, n);
-    if (k == &k_mix) return check_mix(params, param, why, n);
+    if (k == &k_mix) return check_mix(params, slot_count(k, slot_counts, "data"), param, why, n);
+    if (k == &k_eval && !strcmp(mf_json_get_str(params, "task", ""), "pairwise") &&
+        (!slot_count(k, slot_counts, "model_b") || !slot_count(k, slot_counts, "reward"))) {
+        *param = "task";
+        return snprintf(why, n, "pairwise needs inputs 'model_b' (the model compared against) and 'reward' (the judge)"), 1;
+    }
+    if (mf_kind_param(k, "epochs") && mf_kind_param(k, "max_steps") && !(mf_json_num(mf_json_get(params, "epochs"), 0) > 0) &&
+        mf_json_get_int(params, "max_steps", 0) <= 0) { /* the trainer: something to do */
+        *param = "epochs";
+        return snprintf(why, n, "is 0 and max_steps is 0: set epochs > 0 or max_steps > 0"), 1;
+    }
     return 0;
 }
 

@@ -96,10 +96,12 @@ const mf_kind *mf_kind_find(const char *name);
 #define MF_REGISTRY_MAX_ADDED 32
 int mf_registry_add_kind(const mf_kind *k);
 
-/* A kind's rules across its typed params that a param spec cannot say (a sum, a part name), checked
- * by validate so that a graph that validates does not fail on them at run time: 0, or nonzero with the
+/* A kind's rules across its typed params and its inputs that a param spec cannot say (a sum, a part
+ * name, one weight per input), checked by validate so that a graph that validates does not fail on
+ * them at run time. slot_counts: inputs bound to each of k->slots, in order. 0, or nonzero with the
  * param at fault in *param and why (a phrase) in why. */
-int mf_kind_check(const mf_kind *k, const mf_json *params, const char **param, char *why, size_t n);
+int mf_kind_check(const mf_kind *k, const mf_json *params, const size_t *slot_counts, const char **param, char *why,
+                  size_t n);
 
 /* Iterate over a kind's params in declaration order: idx from 0 until NULL. */
 const mf_param_spec *mf_kind_param_at(const mf_kind *k, size_t idx);

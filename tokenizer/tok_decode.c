@@ -329,3 +329,16 @@ out:
     mf_buf_free(&res);
     return rc;
 }
+
+int mf_tok_decode_generated(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out, size_t *len,
+                            mf_err *err)
+{
+    int32_t *keep = malloc((n ? n : 1) * sizeof *keep);
+    if (!keep) return mf_err_set(err, MF_ENOMEM, "tokenizer: out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && (size_t)ids[i] < tok->n_ids && tok->tokens[ids[i]]) keep[k++] = ids[i];
+    int rc = mf_tok_decode(tok, keep, k, skip_special, out, len, err);
+    free(keep);
+    return rc;
+}

@@ -578,6 +578,13 @@ static int finish(mf_tok *tok, const mf_json *root, const char *name, mf_err *er
         if (tok->pres[i].type == TOK_PRE_METASPACE && tok->n_pres != 1)
             return bad(err, name, root, "pre_tokenizer: Metaspace inside a Sequence is not supported%s%s", NULL, NULL);
     }
+    /* the byte-level encoder starts from one symbol per byte and never adds the prefix/suffix
+     * (HF then differs on every word): refused rather than silently ignored */
+    if (tok->byte_level && (tok->eow_suffix || tok->cont_prefix)) {
+        const mf_json *model = mf_json_get(root, "model");
+        const char *key = tok->eow_suffix ? "end_of_word_suffix" : "continuing_subword_prefix";
+        return bad(err, name, mf_json_get(model, key), "model.%s with a ByteLevel pre-tokenizer is not supported%s", key, NULL);
+    }
     for (int b = 0; b < 256; b++) {
         tok->byte_id[b] = -1;
         if (tok->byte_level) {

@@ -59,6 +59,10 @@ int mf_tok_encode_ex(mf_tok *tok, const char *text, size_t len, int flags, int32
  * skip_special drops tokens marked `special: true`. Unknown ids are an error. */
 int mf_tok_decode(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out,
                   size_t *len, mf_err *err);
+/* mf_tok_decode of what a model generated: ids the tokenizer does not have (a model whose
+ * vocab_size is padded past the tokenizer, as Qwen2 ships) decode as nothing, as in HF tokenizers. */
+int mf_tok_decode_generated(mf_tok *tok, const int32_t *ids, size_t n, int skip_special, char **out, size_t *len,
+                            mf_err *err);
 
 /* Number of ids (1 + the largest id, added tokens included). */
 size_t mf_tok_vocab_size(const mf_tok *tok);

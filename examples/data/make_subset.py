@@ -58,10 +58,11 @@ n = len(rows)
 test, val, train = rows[n - 200:], rows[n - 400:n - 200], rows[:n - 400]
 
 # training split: 4000 answers as pre-training text (halved by the graphs into general / domain),
-# then SFT pairs, preference pairs and PPO prompts from rows after them.
+# SFT pairs and PPO prompts from rows after them; 1600 preference pairs over rows 3600-5200 (a
+# reward model needs more than a few hundred pairs to learn that an answer fits its question).
 write("pretrain.jsonl", [{"text": r["answer"]} for r in train[:4000]])
 write("sft.jsonl", [conv(r) for r in train[4000:4800]])
-write("prefs.jsonl", pairs(train[4800:5200], rng))
+write("prefs.jsonl", pairs(train[3600:5200], rng))
 write("prompts.jsonl", [{"prompt": r["question"]} for r in train[5200:5400]])
 # validation split: SFT/DCPT validation conversations and RM/DPO validation pairs.
 write("sft_val.jsonl", [conv(r) for r in val[:100]])

@@ -727,7 +727,7 @@ static char *decode(const ppo *P, const int32_t *ids, int n)
     char *s = NULL;
     size_t len;
     mf_err e;
-    if (!P->tm.in.tok || mf_tok_decode(P->tm.in.tok, ids, (size_t)n, 1, &s, &len, &e)) return strdup("");
+    if (!P->tm.in.tok || mf_tok_decode_generated(P->tm.in.tok, ids, (size_t)n, 1, &s, &len, &e)) return strdup("");
     return s;
 }
 

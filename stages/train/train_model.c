@@ -126,6 +126,12 @@ static int apply_ptuning(mf_train_model *tm, const mf_stage_ctx *ctx, mf_model *
     tm->prefix.prefix_hidden_size = (int)mf_trainer_int(ctx, "ptuning.prefix_hidden_size");
     tm->prefix.seed = ctx->seed;
     tm->prefix.dropout = dropout;
+    const mf_model_config *c = mf_model_get_config(m);
+    if ((c->arch == MF_ARCH_CHATGLM || c->arch == MF_ARCH_CHATGLM2) && tm->prefix.prefix_projection &&
+        tm->prefix.prefix_hidden_size != c->hidden_size)
+        mf_stage_warn(ctx, "ptuning.prefix_hidden_size %d: ChatGLM's own PrefixEncoder projects through hidden_size "
+                      "(%d); set ptuning.prefix_hidden_size: %d to train exactly its P-Tuning v2",
+                      tm->prefix.prefix_hidden_size, c->hidden_size, c->hidden_size);
     return mf_model_add_prefix(m, &tm->prefix, err);
 }
 

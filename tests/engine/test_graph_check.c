@@ -96,6 +96,13 @@ TEST(test_validate_and_run_check_source_paths_and_record_formats)
     CHECK_CONTAINS(err, "data/prefs.jsonl:1: source 'sft' (fmt.yaml:3:3) is declared 'format: conversations'");
     CHECK_CONTAINS(err, "found a preference");
     free(err);
+    /* a model source that is no model directory */
+    write_file("model.yaml", "name: g\nsources:\n  base: {path: data, format: model}\n"
+                             "stages:\n  m: {kind: merge, inputs: {model: base}}\n");
+    err = NULL;
+    CHECK_INT(validate(&err, "model.yaml"), 2);
+    CHECK_CONTAINS(err, "model.yaml:3:3: source 'base' is declared 'format: model', but data holds neither config.json");
+    free(err);
     /* an unreadable line among the first records */
     write_file("data/broken.jsonl", "{\"text\": \"fine\"}\n{broken\n");
     write_file("broken.yaml", "name: g\nsources:\n  corpus: {path: data/broken.jsonl, format: text}\n"

@@ -249,6 +249,10 @@ TEST(test_tokenizer_rejects_hostile_json_with_clear_errors)
     expect_load_error("{\"model\": {\"vocab\": {}, \"merges\": []}", "t.json");
     /* BPE dropout makes encoding random: refused, never run without it (null and 0 are no dropout) */
     expect_load_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [], \"dropout\": 0.1}}", "model.dropout");
+    /* a suffix or prefix the byte-level encoder would not apply (HF: "heart" -> h, ear, t</w>) */
+    expect_load_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [], \"end_of_word_suffix\": \"</w>\"}, "
+                      "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+                      "model.end_of_word_suffix with a ByteLevel pre-tokenizer is not supported");
 }
 
 TEST(test_tokenizer_nfc_normalizer_matches_hf)
