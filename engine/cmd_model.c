@@ -60,29 +60,6 @@ static void loaded_free(loaded *l)
 
 static const char *store_dir(void) { return mf_cli.store && *mf_cli.store ? mf_cli.store : "./.medflow"; }
 
-static void add_stop(loaded *l, int64_t id)
-{
-    if (id < 0 || id > INT32_MAX) return;
-    for (int i = 0; i < l->n_stop; i++)
-        if (l->stops[i] == id) return;
-    if (l->n_stop < (int)(sizeof l->stops / sizeof l->stops[0])) l->stops[l->n_stop++] = (int32_t)id;
-}
-
-/* eos_token_id of dir/name: one id, or a list (LLaMA-3, GLM-4): every listed id stops. */
-static void add_stops_from(loaded *l, const char *dir, const char *name)
-{
-    char *p = dir ? mf_path_join(dir, name) : NULL;
-    mf_json *j = NULL;
-    if (p && mf_is_file(p) && mf_json_parse_file(&j, p, NULL) == 0) {
-        const mf_json *v = mf_json_get(j, "eos_token_id");
-        if (v && v->type == MF_JSON_INT) add_stop(l, v->i);
-        for (size_t i = 0; v && v->type == MF_JSON_ARRAY && i < v->n; i++)
-            if (v->items[i]->type == MF_JSON_INT) add_stop(l, v->items[i]->i);
-    }
-    mf_json_free(j);
-    free(p);
-}
-
 /* --adapter on MODEL: only on the model it was trained on, when both are known. */
 static int check_adapter_base(const loaded *l, const char *model, const char *adapter, mf_err *err)
 {
@@ -116,11 +93,10 @@ static int load_all(loaded *l, const char *arg, const char *adapter, mf_err *err
         return mf_err_set(err, MF_EINVAL, "tokenizer of %s has %zu ids but the model's vocab_size is %d", l->ref.dir,
                           mf_tok_vocab_size(l->in.tok), cfg->vocab_size);
     if (adapter && (rc = mf_modelio_load_adapter(l->in.model, NULL, l->aref.dir, err))) return rc;
-    add_stop(l, mf_tok_eos_id(l->in.tok));
-    add_stop(l, cfg->eos_token_id);
-    add_stops_from(l, l->ref.bottom, "config.json");
-    add_stops_from(l, l->ref.bottom, "generation_config.json");
-    add_stops_from(l, l->ref.dir, "generation_config.json");
+    int32_t eos = mf_tok_eos_id(l->in.tok);
+    if (eos >= 0) l->stops[l->n_stop++] = eos;
+    if (cfg->eos_token_id >= 0 && cfg->eos_token_id != eos) l->stops[l->n_stop++] = cfg->eos_token_id;
+    l->n_stop = mf_modelio_stop_ids(l->ref.dir, l->stops, l->n_stop, (int)(sizeof l->stops / sizeof l->stops[0]));
     return 0;
 }
 

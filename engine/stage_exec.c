@@ -12,11 +12,13 @@
  */
 #include "engine/cli.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/file.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -163,6 +165,29 @@ static int rank_from_launcher(mf_stage_ctx *c, char **own_out, const char *spec,
     return mf_mkdir_p(*own_out, 0755, err);
 }
 
+/* This rank's hold on the stage's work dir (work/<key>/.rank<k>.lock, flock): an attempt whose
+ * engine was killed may still be stopping (SIGTERM, maybe writing a checkpoint) when another
+ * engine starts the same key, and both would write there. The later one waits for it. Returns the
+ * descriptor to keep open (-1: no work dir, or a filesystem without flock: not held). */
+static int hold_work_dir(const char *work_dir, int rank)
+{
+    if (!work_dir) return -1;
+    char name[64];
+    snprintf(name, sizeof name, ".rank%d.lock", rank);
+    char *path = mf_path_join(work_dir, name);
+    int fd = path ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    free(path);
+    if (fd < 0) return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+    if (errno != EWOULDBLOCK) { close(fd); return -1; }
+    fprintf(stderr, "medflow stage-exec: an earlier attempt of this stage is still stopping; waiting for it\n");
+    fflush(stderr);
+    int r;
+    while ((r = flock(fd, LOCK_EX)) < 0 && errno == EINTR) {}
+    if (r < 0) { close(fd); return -1; }
+    return fd;
+}
+
 int mf_cmd_stage_exec(int argc, char **argv)
 {
     if (argc != 2) return mf_cli_usage_error("stage-exec", "expected one SPEC file");
@@ -220,7 +245,9 @@ int mf_cmd_stage_exec(int argc, char **argv)
             fflush(stderr);
             if (backend) mf_k_backend_set_default(bc, "--backend of the run");
             mf_k_backend_set_precision(c.precision); /* the stage's precision for models on the GPU */
+            int hold = hold_work_dir(c.work_dir, c.rank);
             int rc = run(&c);
+            if (hold >= 0) close(hold);
             report_backend(&c);
             if (rc) {
                 if (!err.code) mf_err_set(&err, rc, "stage '%s' failed", c.stage);

@@ -524,3 +524,44 @@ out:
     free(pv);
     return rc;
 }
+
+static int add_id(int32_t *out, int n, int cap, int64_t id)
+{
+    if (id < 0 || id > INT32_MAX) return n;
+    for (int i = 0; i < n; i++)
+        if (out[i] == id) return n;
+    if (n < cap) out[n++] = (int32_t)id;
+    return n;
+}
+
+static int add_eos_of(const char *dir, const char *name, int32_t *out, int n, int cap)
+{
+    char *p = mf_path_join(dir, name);
+    mf_json *j = NULL;
+    if (p && mf_is_file(p) && mf_json_parse_file(&j, p, NULL) == 0) {
+        const mf_json *v = mf_json_get(j, "eos_token_id");
+        if (v && v->type == MF_JSON_INT) n = add_id(out, n, cap, v->i);
+        for (size_t i = 0; v && v->type == MF_JSON_ARRAY && i < v->n; i++)
+            if (v->items[i]->type == MF_JSON_INT) n = add_id(out, n, cap, v->items[i]->i);
+    }
+    mf_json_free(j);
+    free(p);
+    return n;
+}
+
+int mf_modelio_stop_ids(const char *dir, int32_t *out, int n, int cap)
+{
+    char *cur = dir ? strdup(dir) : NULL;
+    for (int depth = 0; cur && depth <= 8; depth++) {
+        n = add_eos_of(cur, "generation_config.json", out, n, cap);
+        if (has_file(cur, "config.json")) {
+            n = add_eos_of(cur, "config.json", out, n, cap);
+            break;
+        }
+        char *base = mf_modelio_adapter_base(cur);
+        free(cur);
+        cur = base;
+    }
+    free(cur);
+    return n;
+}

@@ -58,6 +58,11 @@ void mf_modelio_input_free(mf_modelio_input *mi);
  * "base_path", else the store tree of "base_digest" beside it), or NULL when
  * neither is reachable. malloc'd. */
 char *mf_modelio_adapter_base(const char *dir);
+/* The ids that end generation for the model in dir: eos_token_id of its config.json and
+ * generation_config.json (one id, or a list: LLaMA-3, GLM-4 stop at any of them), read from the
+ * full model at the bottom of an adapter's chain too. Appends those not in out[0..*n) yet, up to
+ * cap; returns the new *n. */
+int mf_modelio_stop_ids(const char *dir, int32_t *out, int n, int cap);
 
 /* Writing. dtype: "float32" | "bfloat16" | "float16" (NULL = float32);
  * max_shard_bytes 0 = one file. */

@@ -102,3 +102,24 @@ for r in read("records/health39_diagnosis.jsonl"):
         records.append(r)
 write("records_train.jsonl", records[: len(records) * 3 // 4])
 write("records_test.jsonl", records[len(records) * 3 // 4:])
+
+# The shared records give 1-2 records a disease, too few to learn a diagnosis from; records_kg.jsonl
+# adds 4 records a disease drawn the same way from the KG triples (a subset of the disease's
+# symptoms and of its examinations, its departments), never one equal to a test record.
+by = collections.defaultdict(lambda: collections.defaultdict(list))
+for t in kg:
+    if t["subject"] in keep and t["object"] not in by[t["subject"]][t["relation"]]:
+        by[t["subject"]][t["relation"]].append(t["object"])
+test_keys = {(r["complaint"], r["examinations"]) for r in records[len(records) * 3 // 4:]}
+krng, out = random.Random(42), []
+for d in diseases[:200]:
+    sym, exa = by[d]["症状"], by[d]["检查"]
+    if len(sym) < 2 or not exa:
+        continue
+    for _ in range(4):
+        c = "、".join(krng.sample(sym, min(len(sym), krng.randint(2, 5))))
+        e = "、".join(krng.sample(exa, min(len(exa), krng.randint(1, 3))))
+        if (c, e) not in test_keys:
+            out.append({"complaint": c, "examinations": e, "department": " ".join(by[d]["所属科室"]),
+                        "diagnosis": d})
+write("records_kg.jsonl", out)

@@ -256,6 +256,14 @@ static inline float fexp(float x)
 
 float mf_k_cpu_exp(float x) { return fexp(x); }
 
+/* tanh(u) = 1 - 2 / (1 + e^{2u}) through fexp, which the loops below vectorise (glibc's tanhf
+ * was ~15% of a BLOOM training step). Absolute error ~2e-7; fexp's clamp gives exactly +-1 far
+ * out. */
+static inline float ftanh(float u)
+{
+    return 1.0f - 2.0f / (1.0f + fexp(2.0f * u));
+}
+
 /* sqrt(2/pi) and 3 * 0.044715 * sqrt(2/pi), as BLOOM's fused GELU writes them */
 #define GELU_K 0.79788456f
 #define GELU_K3 0.1070322243f
@@ -265,7 +273,7 @@ void mf_k_cpu_gelu(float *y, const float *x, size_t n)
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        y[i] = v * 0.5f * (1.0f + tanhf(GELU_K * v * (1.0f + 0.044715f * v * v)));
+        y[i] = v * 0.5f * (1.0f + ftanh(GELU_K * v * (1.0f + 0.044715f * v * v)));
     }
 }
 
@@ -273,7 +281,7 @@ void mf_k_cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float v = x[i], t = tanhf(GELU_K * v * (1.0f + 0.044715f * v * v));
+        float v = x[i], t = ftanh(GELU_K * v * (1.0f + 0.044715f * v * v));
         dx[i] = dy[i] * (0.5f * v * ((1.0f - t * t) * (GELU_K + GELU_K3 * v * v)) + 0.5f * (1.0f + t));
     }
 }

@@ -38,6 +38,8 @@ typedef struct {
     const char *system;
     mf_k_gen_config gen;
     int32_t eos;
+    int32_t stops[16]; /* generation ends at any of them */
+    int n_stop;
     int window; /* ppl: tokens per scored window */
     uint64_t calls;
 } eval_lm;
@@ -115,7 +117,11 @@ static int lm_generate(void *self, const mf_eval_msg *prompt, size_t n, char **o
         goto out;
     }
     if ((rc = mf_model_generate(L->in.model, 1, &p, &plen, &g, oids, olp, &olen, err))) goto out;
-    if (olen > 0 && L->eos >= 0 && oids[olen - 1] == L->eos) olen--;
+    for (int k = 0; olen > 0 && k < L->n_stop; k++)
+        if (oids[olen - 1] == L->stops[k]) {
+            olen--;
+            break;
+        }
     size_t len;
     rc = mf_tok_decode_generated(L->in.tok, oids, (size_t)olen, 1, out, &len, err); /* padded vocab ids: nothing */
 out:
@@ -206,8 +212,12 @@ static int lm_open(eval_lm *L, mf_stage_ctx *ctx, const char *slot, int need_hea
     L->gen.top_k = sample ? (int)mf_stage_param_int(ctx, "top_k", 0) : 0;
     L->gen.top_p = sample ? (float)mf_stage_param_num(ctx, "top_p", 1.0) : 1.0f;
     if (L->gen.top_p <= 0) L->gen.top_p = 1.0f;
-    L->gen.stop_ids = L->eos >= 0 ? &L->eos : NULL;
-    L->gen.n_stop = L->eos >= 0;
+    /* the tokenizer's EOS, and every eos_token_id of config.json / generation_config.json (lists) */
+    if (L->eos >= 0) L->stops[L->n_stop++] = L->eos;
+    if (mc->eos_token_id >= 0 && mc->eos_token_id != L->eos) L->stops[L->n_stop++] = mc->eos_token_id;
+    L->n_stop = mf_modelio_stop_ids(L->in.path, L->stops, L->n_stop, (int)(sizeof L->stops / sizeof L->stops[0]));
+    L->gen.stop_ids = L->n_stop ? L->stops : NULL;
+    L->gen.n_stop = L->n_stop;
     int32_t pad = mf_tok_pad_id(L->in.tok);
     L->gen.pad_id = pad >= 0 ? pad : (L->eos >= 0 ? L->eos : 0);
     L->gen.seed = ctx->seed;

@@ -80,7 +80,7 @@ ratio() { python3 -c "print('%.1fx' % ($1 / $2))"; }
 
 # ---- fan: no-op of a fully cached graph ----
 fan() {
-echo "== fan, $N stages: setting up"
+echo >&2 "== fan, $N stages: setting up"
 gen "$N" "$WORK/fm"
 (cd "$WORK/fm" && "$MF" run graph.yaml -q -j 2)
 OUT=$(cd "$WORK/fm" && "$MF" run graph.yaml); [[ $OUT == *"$N stages cached; nothing to do"* ]]
@@ -98,7 +98,7 @@ if [ "$DVC" = 1 ]; then
     OUT=$(cd "$WORK/fd" && "$VENV/bin/dvc" status); [[ $OUT == *"Data and pipelines are up to date"* ]]
     JOBS+=("dvc_run|$WORK/fd||'$VENV/bin/dvc' repro" "dvc_st|$WORK/fd||'$VENV/bin/dvc' status")
 fi
-echo "== fan, $N stages: no-op ($RUNS rounds)"
+echo >&2 "== fan, $N stages: no-op ($RUNS rounds)"
 T=$(med_all "${JOBS[@]}")
 F_MF_RUN=$(get mf_run); F_MF_ST=$(get mf_st); F_SMK_RUN=$(get smk_run); F_SMK_DRY=$(get smk_dry)
 F_DVC_RUN=$(get dvc_run); F_DVC_ST=$(get dvc_st)
@@ -107,10 +107,11 @@ F_DVC_RUN=$(get dvc_run); F_DVC_ST=$(get dvc_st)
 # ---- chains: first full run, no-op, one-source change ----
 chains() { # SIZE TIME_PEER_FIRST -> sets C_* variables
     local n=$1 peer_first=$2
-    echo "== chains, $n stages: first full run"
+    echo >&2 "== chains, $n stages: first full run"
     gen "$n" "$WORK/cm$n" chains
     gen "$n" "$WORK/cs$n" chains
     C_MF_FIRST=$(once "$WORK/cm$n" "$MF" run graph.yaml -q -j 2)
+    [ "$peer_first" = 1 ] || row chains "$n" "first full run" "$C_MF_FIRST" ""
     OUT=$(cd "$WORK/cm$n" && "$MF" run graph.yaml); [[ $OUT == *"$n stages cached; nothing to do"* ]]
     if [ "$peer_first" = 1 ]; then
         C_SMK_FIRST=$(once "$WORK/cs$n" "$SMK" -c2 -q)
@@ -119,42 +120,37 @@ chains() { # SIZE TIME_PEER_FIRST -> sets C_* variables
         (cd "$WORK/cs$n" && bash build.sh)
     fi
     OUT=$(cd "$WORK/cs$n" && "$SMK" -c1 -n 2>&1); [[ $OUT == *"Nothing to be done"* ]]
-    echo "== chains, $n stages: no-op and one-source change ($RUNS rounds)"
-    T=$(med_all "mf_run|$WORK/cm$n||'$MF' run graph.yaml" "mf_run2|$WORK/cm$n|sleep 0.1|'$MF' run graph.yaml" \
-        "smk_run|$WORK/cs$n||'$SMK' -c2 -q" \
-        "mf_chg|$WORK/cm$n|bash change.sh {k}|'$MF' run graph.yaml -q -j 2" \
-        "smk_chg|$WORK/cs$n|bash change.sh {k}|'$SMK' -c2 -q")
+    echo >&2 "== chains, $n stages: no-op and one-source change ($RUNS rounds)"
+    # each round: change a source and run, then the no-op twice (the first plans, the second is
+    # answered by the no-op record that the first wrote)
+    T=$(med_all "mf_chg|$WORK/cm$n|bash change.sh {k}|'$MF' run graph.yaml -q -j 2" \
+        "smk_chg|$WORK/cs$n|bash change.sh {k}|'$SMK' -c2 -q" \
+        "mf_run|$WORK/cm$n||'$MF' run graph.yaml" "mf_run2|$WORK/cm$n|sleep 0.1|'$MF' run graph.yaml" \
+        "smk_run|$WORK/cs$n||'$SMK' -c2 -q")
     C_MF_RUN=$(get mf_run); C_MF_RUN2=$(get mf_run2); C_SMK_RUN=$(get smk_run); C_MF_CHG=$(get mf_chg); C_SMK_CHG=$(get smk_chg)
     OUT=$(cd "$WORK/cm$n" && bash change.sh again && "$MF" run graph.yaml -j 2); [[ $OUT == *"12 ran, $((n - 12)) cached"* ]]
+    [ "$peer_first" = 1 ] && row chains "$n" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST"
+    row chains "$n" "no-op run, first after a change (plans)" "$C_MF_RUN" "$C_SMK_RUN"
+    row chains "$n" "no-op run, again (the no-op record)" "$C_MF_RUN2" "$C_SMK_RUN"
+    row chains "$n" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG"
     rm -rf "$WORK/cm$n" "$WORK/cs$n"
 }
 row() { # SHAPE STAGES WHAT MF SMK
     if [ -n "$5" ]; then echo "| $1 | $2 | $3 | $4 | $5 | $(ratio "$5" "$4") |"; else echo "| $1 | $2 | $3 | $4 | — | — |"; fi
 }
-RESULT="engine vs snakemake $SMK_V, wall ms (medians of $RUNS; first full runs once), 2 parallel jobs
-| shape | stages | what | medflow | snakemake | snakemake / medflow |
-|---|---|---|---|---|---|"
+# Rows are printed as soon as they are measured (a 10,000-stage first run takes long on a loaded machine).
+echo "engine vs snakemake $SMK_V, wall ms (medians of $RUNS; first full runs once), 2 parallel jobs"
+echo "| shape | stages | what | medflow | snakemake | snakemake / medflow |"
+echo "|---|---|---|---|---|---|"
 if [ "$N" -gt 0 ]; then
     fan
+    row fan "$N" "no-op run" "$F_MF_RUN" "$F_SMK_RUN"
+    row fan "$N" "status / dry run (-n)" "$F_MF_ST" "$F_SMK_DRY"
     chains "$N" 1
-    RESULT+="
-$(row fan "$N" "no-op run" "$F_MF_RUN" "$F_SMK_RUN")
-$(row fan "$N" "status / dry run (-n)" "$F_MF_ST" "$F_SMK_DRY")
-$(row chains "$N" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST")
-$(row chains "$N" "no-op run, first after a change (plans)" "$C_MF_RUN" "$C_SMK_RUN")
-$(row chains "$N" "no-op run, again (the no-op record)" "$C_MF_RUN2" "$C_SMK_RUN")
-$(row chains "$N" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG")"
 fi
 if [ "$BIG" -gt 0 ]; then
     chains "$BIG" "$BIG_FIRST"
-    RESULT+="
-$(row chains "$BIG" "first full run" "$C_MF_FIRST" "$C_SMK_FIRST")
-$(row chains "$BIG" "no-op run, first after a change (plans)" "$C_MF_RUN" "$C_SMK_RUN")
-$(row chains "$BIG" "no-op run, again (the no-op record)" "$C_MF_RUN2" "$C_SMK_RUN")
-$(row chains "$BIG" "one source changed (12 stages rerun)" "$C_MF_CHG" "$C_SMK_CHG")"
 fi
-echo
-echo "$RESULT"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$N" -gt 0 ] && [ "$DVC" = 1 ]; then
     echo

@@ -9,8 +9,8 @@
  *   - DPO raises the validation chosen-vs-rejected margin (accuracy above 0.5 by 2 SE; the policy
  *     starts equal to its reference, margin 0) and does not lower ROUGE-1 beyond 2 SE;
  *   - the reward model reaches 0.8 validation pairwise accuracy;
- *   - PPO raises the mean reward-model score of held-out prompts' answers over SFT, with bounded
- *     KL and no collapse;
+ *   - PPO raises the mean reward-model score of held-out prompts' answers over SFT (sampled as in
+ *     its rollouts, and greedy), with bounded KL and no collapse;
  *   - freeze-tuning on records raises closed-set diagnosis accuracy over P-Tuning.
  * An effect the examples do not reproduce is listed with `reproduced = 0` and docs/pipelines.md
  * explains it; the test then asserts that documented state, so a change either way is noticed.
@@ -27,6 +27,13 @@
 #include <stdlib.h>
 
 static char dir[4096];
+
+/* The effects as docs/pipelines.md reports them (1 reproduced, 0 not; the docs say why). */
+#define CLINICALGPT_SFT_KG 0 /* +2.2 points, 1.8 SE: LoRA SFT on a mixture where KG QA is a third */
+/* PPO does not raise the reward of held-out answers: 20 iterations of 8 rollouts move it by less
+ * than the batch noise; 60 at twice the lr found empty answers the reward model scores well */
+#define PPO_SAMPLED 0
+#define PPO_GREEDY 0
 
 /* The output tree of stage in graph (cached in the store): malloc'd path, or NULL. */
 static char *tree_of(const char *graph, const char *stage)
@@ -45,7 +52,8 @@ static char *tree_of(const char *graph, const char *stage)
         out = NULL;
         if (mf_test_sh(&out, NULL, "cd '%s' && '%s' store-materialize %s", dir, mf_test_bin(), d)) break;
         out[strcspn(out, "\n")] = 0;
-        path = strdup(out);
+        size_t n = strlen(dir) + strlen(out) + 2; /* the path may be relative to the store's directory */
+        if ((path = malloc(n))) snprintf(path, n, "%s%s%s", out[0] == '/' ? "" : dir, out[0] == '/' ? "" : "/", out);
         break;
     }
 out:
@@ -205,13 +213,16 @@ static void clinicalgpt_effects(void)
 {
     effect e = paired("clinicalgpt: SFT raises KG-exam accuracy over base", "clinicalgpt-tiny", "kg_test.sft",
                       "kg_test.base", "accuracy");
-    raises(&e, 1);
+    raises(&e, CLINICALGPT_SFT_KG);
     double acc = last_metric("clinicalgpt-tiny", "rm", "val", "accuracy", NULL, NULL);
     effect r = {"clinicalgpt: RM validation pairwise accuracy >= 0.8", acc, 0.8, acc - 0.8, 0, 100};
     show(&r, acc >= 0.8, 1);
-    e = paired2("clinicalgpt: PPO raises the RM reward of held-out answers over SFT", "clinicalgpt-tiny", "pairwise",
+    e = paired2("clinicalgpt: PPO raises the RM reward of sampled held-out answers", "clinicalgpt-tiny",
+                "pairwise_sampled", "reward_a", "pairwise_sampled", "reward_b");
+    raises(&e, PPO_SAMPLED);
+    e = paired2("clinicalgpt: PPO raises the RM reward of greedy held-out answers", "clinicalgpt-tiny", "pairwise",
                 "reward_a", "pairwise", "reward_b");
-    raises(&e, 1);
+    raises(&e, PPO_GREEDY);
     double kl_max = 0, ent_min = 0, dist_min = 0;
     double kl = last_metric("clinicalgpt-tiny", "ppo", NULL, "objective/kl", NULL, &kl_max);
     last_metric("clinicalgpt-tiny", "ppo", NULL, "objective/entropy", &ent_min, NULL);

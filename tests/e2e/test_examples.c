@@ -16,7 +16,7 @@
 
 #define MIN_TEXT 24
 
-static const char *train_files[] = {"pretrain", "sft", "prefs", "prompts", "records_train", NULL};
+static const char *train_files[] = {"pretrain", "sft", "prefs", "prompts", "records_train", "records_kg", NULL};
 static const char *val_files[] = {"sft_val", "prefs_val", NULL};
 static const char *test_files[] = {"qa_test", "text_test", "records_test", "mcq", NULL};
 

@@ -8,9 +8,11 @@
 #include "tests/engine/runutil.h"
 #include "tests/harness.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "artifacts/store.h"
@@ -142,4 +144,38 @@ TEST(test_run_four_engines_two_graphs_share_a_store_through_a_kill)
     free(out);
     CHECK_INT(mf(&out, "verify"), 0);
     free(out);
+}
+
+TEST(test_run_stage_waits_for_an_earlier_attempt_still_in_its_work_dir)
+{
+    write_graph("g.yaml", "name: wd\nstages:\n  a: {kind: write-file, params: {text: A}}\n");
+    char key[80], dir[PATH_MAX], lock[PATH_MAX + 32];
+    stage_key("g.yaml", "a", key);
+    snprintf(dir, sizeof dir, "%s/.medflow/work/%s", mf_test_tmpdir(), key + 7);
+    snprintf(lock, sizeof lock, "%s/.rank0.lock", dir);
+    mf_err err;
+    CHECK_OK(mf_mkdir_p(dir, 0755, &err));
+    /* this process plays an attempt whose engine died and which is still stopping */
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    REQUIRE(mf_test_sh(NULL, NULL, "cd '%s' && ( '%s' run g.yaml > w.out 2>&1; echo $? > w.rc ) </dev/null >/dev/null 2>&1 &",
+                       mf_test_tmpdir(), bin()) == 0);
+    char *log = NULL;
+    for (int k = 0; k < 1200 && !log; k++) { /* the stage's log names the wait */
+        char *hit = NULL;
+        mf_test_sh(&hit, NULL, "grep -l 'earlier attempt of this stage is still stopping' '%s'/.medflow/logs/*/a.log 2>/dev/null",
+                   mf_test_tmpdir());
+        if (hit && *hit) log = hit;
+        else { free(hit); usleep(50 * 1000); }
+    }
+    REQUIRE(log);
+    free(log);
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/w.rc", mf_test_tmpdir());
+    CHECK(access(p, F_OK) != 0); /* still waiting */
+    close(fd); /* it has stopped */
+    free(wait_for("w.rc", "\n"));
+    char *rc = mf_test_read(p);
+    CHECK_STR(rc, "0\n");
+    free(rc);
 }
