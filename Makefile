@@ -28,7 +28,7 @@ Q := $(if $(filter 1,$(V)),,@)
 CFG := $(notdir $(firstword $(CC)))$(if $(filter 1,$(SAN)),-san)$(if $(filter 1,$(CUDA)),-cuda)
 BUILD := build/$(CFG)
 
-PKGS := yaml-0.1 libarchive libgit2 libcrypto openblas libprotobuf-c
+PKGS := yaml-0.1 libarchive libgit2 libcrypto openblas libprotobuf-c zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -160,7 +160,7 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		build-essential gcc clang llvm libclang-rt-dev pkg-config git ca-certificates \
-		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zstd \
+		libyaml-dev libarchive-dev libgit2-dev libssl-dev libopenblas-dev libzstd-dev zlib1g-dev zstd \
 		python3 chromium fonts-wqy-zenhei libprotobuf-c-dev protobuf-c-compiler \
 		libopenmpi-dev openmpi-bin slurm-wlm munge
 

@@ -98,6 +98,7 @@ int mf_ledger_open(mf_ledger **out, const char *store_dir, mf_err *err)
     if (!l->dir || !l->idx) { mf_ledger_free(l); return mf_err_set(err, MF_ENOMEM, "out of memory"); }
     int rc = mf_is_dir(l->dir) ? 0 : create_repo(store_dir, l->dir, err);
     if (!rc && git_repository_open_bare(&l->repo, l->dir) < 0) rc = mf_ledger_i_git_fail(err, l->dir);
+    if (!rc) rc = mf_ledger_i_add_checked_odb(l->repo, l->dir, err);
     if (rc) { mf_ledger_free(l); return rc; }
     /* A bare repository keeps no reflog by default; the ledger wants one: it
      * lists every earlier tip of a branch, a way back after damage. */

@@ -20,6 +20,9 @@ struct mf_ledger {
 
 /* "ledger: what: <libgit2 message>" as MF_EIO. */
 int mf_ledger_i_git_fail(mf_err *err, const char *what);
+/* Put the checked loose-object reader (ledger_odb.c) in front of libgit2's for
+ * the repository at gitdir: damaged loose objects are errors, never crashes. */
+int mf_ledger_i_add_checked_odb(git_repository *repo, const char *gitdir, mf_err *err);
 /* An object a ref or a tree names cannot be read (bad zlib stream, hash
  * mismatch, missing, unparsable): "the ledger is damaged: what: <libgit2
  * message>" as MF_ECORRUPT. Readers never mistake damage for absence. */
