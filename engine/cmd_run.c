@@ -269,6 +269,12 @@ int mf_cmd_status(int argc, char **argv)
     else fputs(mf_buf_cstr(&buf), stdout);
     mf_buf_free(&buf);
     if (!s.a.json && !s.a.quiet) print_other_builds(&s);
+    if (!s.a.json && !s.a.quiet && !mf_plan_count(s.p, MF_PS_STALE) && !mf_estore_recorded_current(s.st, s.p))
+        printf("note: the ledger last recorded other outputs for some of these stages (an input changed back?);\n"
+               "      `medflow run` records these as the current ones\n");
+    if (!s.a.json && !s.a.quiet && mf_estore_pending_runs(s.st))
+        printf("note: some outputs are not recorded in the ledger yet: a run is in progress, or was killed\n"
+               "      (then the next `medflow run` records it)\n");
     if (!s.a.json && !s.a.quiet) {
         size_t cached = mf_plan_count(s.p, MF_PS_CACHED), stale = mf_plan_count(s.p, MF_PS_STALE),
                waiting = mf_plan_count(s.p, MF_PS_WAITING);

@@ -231,6 +231,18 @@ const char *mf_estore_other_build(const mf_estore *s, const char *key_hex, size_
     return NULL;
 }
 
+int mf_estore_pending_runs(mf_estore *s)
+{
+    mf_digest *d = NULL;
+    size_t n = 0;
+    mf_err e;
+    char *dir = mf_path_join(s->root, "journal");
+    int any = dir && mf_is_dir(dir) && mf_journal_outputs(s->root, &d, &n, &e) == 0 && n > 0;
+    free(d);
+    free(dir);
+    return any;
+}
+
 int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err)
 {
     return mf_journal_recover(s->root, NULL, report, err);

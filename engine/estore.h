@@ -35,6 +35,8 @@ const char *mf_estore_warnings(const mf_estore *s);
 /* The build identity a cached output of this key was computed with, when it is not this
  * binary's (kernels/build_id.c: status says so); NULL otherwise. Not NUL-terminated: *len. */
 const char *mf_estore_other_build(const mf_estore *s, const char *key_hex, size_t *len);
+/* 1 if some journal names outputs not yet recorded (a killed run, or one running now). */
+int mf_estore_pending_runs(mf_estore *s);
 /* Record in the ledger the runs whose engine died before recording them (engine/journal.h);
  * one line per recovered run into report. */
 int mf_estore_recover(mf_estore *s, mf_buf *report, mf_err *err);

@@ -187,6 +187,9 @@ TEST(test_run_killed_before_its_ledger_commit_is_recovered_by_the_next_start)
                        " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
                        d, bin()) == 0);
     CHECK_INT(journals(), 1);
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK_CONTAINS(out, "not recorded in the ledger yet");
+    free(out);
     current_output("b", b2, sizeof b2);
     object_file(b2, obj, sizeof obj);
     /* gc first: the unrecorded outputs survive it (it records the run, or keeps what a journal names) */
@@ -270,6 +273,9 @@ TEST(test_run_records_the_current_outputs_after_a_reverted_change)
     current_output("c", c2, sizeof c2);
     CHECK(strcmp(c1, c2) != 0);
     write_src("one\n");
+    CHECK_INT(mf(&out, "status g.yaml"), 0);
+    CHECK_CONTAINS(out, "the ledger last recorded other outputs");
+    free(out);
     CHECK_INT(mf(&out, "run g.yaml"), 0);
     CHECK_CONTAINS(out, "nothing to do");
     CHECK_CONTAINS(out, "recorded in the ledger as chain@3");
