@@ -281,11 +281,70 @@ static const mf_json *prev_of(mf_plan *p, size_t i)
     return p->prev ? mf_json_get(p->prev, p->g->stages[i].name) : NULL;
 }
 
+/* The saved state's keys, sorted, for lookups by stage name: mf_json_get scans, and one scan per
+ * stage was quadratic (most of a one-source change's CPU at 10,000 stages). */
+typedef struct { const mf_json *obj; size_t *idx; size_t n; } key_index;
+
+static const mf_json *g_sort_obj; /* qsort has no context argument; one sort at a time */
+
+static int cmp_idx(const void *a, const void *b)
+{
+    return strcmp(g_sort_obj->keys[*(const size_t *)a], g_sort_obj->keys[*(const size_t *)b]);
+}
+
+static int index_build(key_index *x, const mf_json *obj)
+{
+    x->obj = obj;
+    x->n = obj->n;
+    if (!(x->idx = malloc((x->n ? x->n : 1) * sizeof *x->idx))) return MF_ENOMEM;
+    for (size_t k = 0; k < x->n; k++) x->idx[k] = k;
+    g_sort_obj = obj;
+    if (x->n > 1) qsort(x->idx, x->n, sizeof *x->idx, cmp_idx);
+    return 0;
+}
+
+/* Position of key in the object as indexed (keys appended later are not in the index), or -1. */
+static long index_find(const key_index *x, const char *key)
+{
+    size_t lo = 0, hi = x->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(x->obj->keys[x->idx[mid]], key);
+        if (!c) return (long)x->idx[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* key's value set to val (replacing the indexed one, else appended: stage names are unique). */
+static int index_set(const key_index *x, mf_json *obj, const char *key, mf_json *val)
+{
+    long at = index_find(x, key);
+    if (at < 0) return mf_json_append(obj, key, val, 0, 0);
+    if (!val) return MF_ENOMEM;
+    mf_json_free(obj->items[at]);
+    obj->items[at] = val;
+    return 0;
+}
+
+static int save_stages(mf_plan *p, const key_index *x, mf_err *err);
+
 int mf_plan_state_save(mf_plan *p, mf_err *err)
 {
     if (!p->state_path) return 0;
     prev_of(p, 0);
     if (!p->prev && !(p->prev = mf_json_new_object())) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    key_index x = {0};
+    if (index_build(&x, p->prev)) return mf_err_set(err, MF_ENOMEM, "out of memory");
+    int rc = save_stages(p, &x, err);
+    free(x.idx);
+    return rc;
+}
+
+/* Merge what this plan decided into p->prev and write it. */
+static int save_stages(mf_plan *p, const key_index *x, mf_err *err)
+{
     int changed = 0;
     for (size_t i = 0; i < p->g->n_stages; i++) {
         mf_plan_stage *st = &p->st[i];
@@ -293,9 +352,10 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
         if (st->state == MF_PS_FAILED && st->key[0] && st->failed_run[0]) {
             st->saved = 1;
             /* keep the last good components; remember which key failed, and where */
-            mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
+            long at = index_find(x, p->g->stages[i].name);
+            mf_json *old = at >= 0 ? p->prev->items[at] : NULL;
             if (!old) {
-                if (!(old = mf_json_new_object()) || mf_json_set(p->prev, p->g->stages[i].name, old))
+                if (!(old = mf_json_new_object()) || mf_json_append(p->prev, p->g->stages[i].name, old, 0, 0))
                     return mf_err_set(err, MF_ENOMEM, "out of memory");
             }
             if (mf_json_set(old, "failed_key", mf_json_new_str(st->key)) ||
@@ -307,13 +367,14 @@ int mf_plan_state_save(mf_plan *p, mf_err *err)
         }
         if ((st->state != MF_PS_CACHED && st->state != MF_PS_DONE) || !st->components) continue;
         st->saved = 1;
-        const mf_json *old = mf_json_get(p->prev, p->g->stages[i].name);
+        long at = index_find(x, p->g->stages[i].name);
+        const mf_json *old = at >= 0 ? p->prev->items[at] : NULL;
         if (old && !strcmp(mf_json_get_str(old, "key", ""), st->key) && !mf_json_get(old, "failed_key")) continue;
         mf_json *rec = mf_json_new_object();
         if (!rec || mf_json_set(rec, "key", mf_json_new_str(st->key)) ||
             mf_json_set(rec, "output", mf_json_new_str(st->output)) ||
             mf_json_set(rec, "components", mf_json_clone(st->components)) ||
-            mf_json_set(p->prev, p->g->stages[i].name, rec))
+            index_set(x, p->prev, p->g->stages[i].name, rec))
             return mf_err_set(err, MF_ENOMEM, "out of memory");
         changed = 1;
     }
