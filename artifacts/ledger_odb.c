@@ -138,6 +138,16 @@ out:
     return rc;
 }
 
+/* Listing is left to libgit2's loose backend (git_odb_foreach calls every
+ * backend's foreach without checking it is set). */
+static int cl_foreach(git_odb_backend *be, git_odb_foreach_cb cb, void *payload)
+{
+    (void)be;
+    (void)cb;
+    (void)payload;
+    return 0;
+}
+
 static void cl_free(git_odb_backend *be)
 {
     checked_loose *b = (checked_loose *)be;
@@ -156,6 +166,7 @@ int mf_ledger_i_add_checked_odb(git_repository *repo, const char *gitdir, mf_err
     }
     git_odb_init_backend(&b->parent, GIT_ODB_BACKEND_VERSION);
     b->parent.read = cl_read;
+    b->parent.foreach = cl_foreach;
     b->parent.free = cl_free;
     if (git_repository_odb(&odb, repo) < 0 || git_odb_add_backend(odb, &b->parent, 1000) < 0) {
         rc = mf_ledger_i_git_fail(err, gitdir);
