@@ -178,6 +178,8 @@ typedef struct ppo {
     float *g_logp, *g_val;
     size_t g_cap;
     int32_t pad, eos;
+    int32_t stops[16]; /* the tokenizer's EOS and every eos_token_id of the model's configs */
+    int n_stop;
     rollout *R, **rows;
     size_t *perm, *pidx;
     int *order, *lens;
@@ -375,6 +377,8 @@ static int ppo_open(ppo *P, mf_stage_ctx *ctx, mf_trainer_state *st)
     P->pad = P->tm.in.tok ? mf_tok_pad_id(P->tm.in.tok) : -1;
     P->eos = P->tm.in.tok ? mf_tok_eos_id(P->tm.in.tok) : -1;
     if (P->pad < 0) P->pad = P->eos >= 0 ? P->eos : 0;
+    if (P->eos >= 0) P->stops[P->n_stop++] = P->eos;
+    P->n_stop = mf_modelio_stop_ids(P->tm.in.path, P->stops, P->n_stop, (int)(sizeof P->stops / sizeof P->stops[0]));
 
     size_t n = P->prompts.n, rbs = (size_t)P->c.rbs;
     P->iters = P->tc.max_steps > 0 ? P->tc.max_steps : (long)ceil(P->tc.epochs * (double)((n + rbs - 1) / rbs) - 1e-9);
@@ -414,6 +418,14 @@ static void pick_prompts(ppo *P, const mf_stage_ctx *ctx)
     }
 }
 
+/* Does a response's last token end it (any of the model's stop ids)? */
+static int is_stop(const ppo *P, int32_t id)
+{
+    for (int i = 0; i < P->n_stop; i++)
+        if (P->stops[i] == id) return 1;
+    return 0;
+}
+
 static int rollout_alloc(rollout *r, int plen, int rlen)
 {
     r->plen = plen;
@@ -446,7 +458,7 @@ static int ppo_rollout(ppo *P, const mf_stage_ctx *ctx, long it)
     }
     double temp = mf_trainer_num(ctx, "temperature");
     mf_k_gen_config gc = {max_new, temp > 0 ? (float)temp : 1.0f, (int)mf_trainer_int(ctx, "top_k"),
-                          (float)mf_trainer_num(ctx, "top_p"), &P->eos, P->eos >= 0, P->pad,
+                          (float)mf_trainer_num(ctx, "top_p"), P->n_stop ? P->stops : NULL, P->n_stop, P->pad,
                           ctx->seed ^ mf_mix64((uint64_t)it + 77), 1};
     if (gc.top_p <= 0) gc.top_p = 1;
     if ((rc = mf_model_generate(P->tm.in.model, n, pr, plen, &gc, oids, olp, olen, ctx->err))) goto out;
@@ -459,7 +471,7 @@ static int ppo_rollout(ppo *P, const mf_stage_ctx *ctx, long it)
         memcpy(r->ids, pr[i], (size_t)r->plen * sizeof *r->ids);
         for (int j = 0; j < r->rlen; j++)
             r->ids[r->plen + j] = olen[i] > 0 ? oids[(size_t)i * max_new + j] : P->eos >= 0 ? P->eos : 0;
-        r->has_eos = P->eos >= 0 && r->ids[r->plen + r->rlen - 1] == P->eos;
+        r->has_eos = is_stop(P, r->ids[r->plen + r->rlen - 1]);
     }
 out:
     free(pr);
