@@ -443,14 +443,21 @@ TEST(test_ledger_tolerates_commits_made_by_hand)
     mf_ledger_free(l);
 }
 
+/* The object id of run 2's sft manifest blob in the world's ledger (40 hex; free it). */
+static char *sft_manifest_oid(const world *w)
+{
+    char *oid = NULL;
+    REQUIRE(mf_test_sh(&oid, NULL, "git --git-dir='%s/ledger.git' rev-parse qilin-tiny:stages/sft/manifest.json", w->store) == 0);
+    REQUIRE(oid && strlen(oid) >= 40);
+    oid[40] = 0;
+    return oid;
+}
+
 TEST(test_verify_command_names_a_corrupt_ledger_object)
 {
     world w;
     build_world(&w);
-    char *oid = NULL;
-    REQUIRE(mf_test_sh(&oid, NULL, "git --git-dir='%s/ledger.git' rev-parse qilin-tiny:stages/sft/manifest.json", w.store) == 0);
-    REQUIRE(oid && strlen(oid) >= 40);
-    oid[40] = 0;
+    char *oid = sft_manifest_oid(&w);
     REQUIRE(mf_test_sh(NULL, NULL, "f='%s/ledger.git/objects/%.2s/%s'; chmod u+w \"$f\"; "
                        "printf '\\377' | dd of=\"$f\" bs=1 seek=12 conv=notrunc 2>/dev/null", w.store, oid, oid + 2) == 0);
     char *out = NULL;
@@ -471,10 +478,7 @@ TEST(test_ledger_object_with_a_lying_header_is_damage_not_a_crash)
 {
     world w;
     build_world(&w);
-    char *oid = NULL;
-    REQUIRE(mf_test_sh(&oid, NULL, "git --git-dir='%s/ledger.git' rev-parse qilin-tiny:stages/sft/manifest.json", w.store) == 0);
-    REQUIRE(oid && strlen(oid) >= 40);
-    oid[40] = 0;
+    char *oid = sft_manifest_oid(&w);
     REQUIRE(mf_test_sh(NULL, NULL,
                        "f='%s/ledger.git/objects/%.2s/%s'; chmod u+w \"$f\"; python3 -c \"import sys, zlib; p = sys.argv[1]; "
                        "b = zlib.decompress(open(p, 'rb').read()); body = b[b.index(b'\\\\0') + 1:]; "

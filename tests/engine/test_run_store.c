@@ -167,6 +167,23 @@ static void current_output(const char *stage, char *out, size_t n)
     REQUIRE(!strncmp(out, "sha256:", 7));
 }
 
+/* A first run of CHAIN("A"), then a run of CHAIN("B") killed (-9) inside its
+ * ledger commit: run.json is written just before the commit, which spins on a
+ * held ref lock (the way a concurrent commit holds it) until the kill. */
+static void run_then_kill_in_the_ledger_commit(void)
+{
+    write_src("one\n");
+    write_graph("g.yaml", CHAIN("A"));
+    REQUIRE(mf(NULL, "run g.yaml") == 0);
+    write_graph("g.yaml", CHAIN("B"));
+    REQUIRE(mf_test_sh(NULL, NULL,
+                       "cd '%s' && touch .medflow/ledger.git/refs/heads/chain.lock && "
+                       "('%s' run g.yaml >killed.out 2>&1 & pid=$!; "
+                       " for i in $(seq 1 3000); do [ $(ls .medflow/logs/*/run.json | wc -l) -ge 2 ] && break; sleep 0.01; done; "
+                       " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
+                       mf_test_tmpdir(), bin()) == 0);
+}
+
 /* issue 20: a kill -9 after the last stage is published but before the ledger commit left the run
  * unrecorded for good: the next run said "nothing to do" and recorded nothing, lineage pointed at
  * the previous run's output, and gc deleted the current outputs. The engine is held in its ledger
@@ -174,18 +191,7 @@ static void current_output(const char *stage, char *out, size_t n)
 TEST(test_run_killed_before_its_ledger_commit_is_recovered_by_the_next_start)
 {
     char *out = NULL, b2[128], obj[PATH_MAX];
-    const char *d = mf_test_tmpdir();
-    write_src("one\n");
-    write_graph("g.yaml", CHAIN("A"));
-    REQUIRE(mf(NULL, "run g.yaml") == 0);
-    write_graph("g.yaml", CHAIN("B"));
-    /* run.json is written just before the ledger commit, which spins on the lock until the kill */
-    REQUIRE(mf_test_sh(NULL, NULL,
-                       "cd '%s' && touch .medflow/ledger.git/refs/heads/chain.lock && "
-                       "('%s' run g.yaml >killed.out 2>&1 & pid=$!; "
-                       " for i in $(seq 1 3000); do [ $(ls .medflow/logs/*/run.json | wc -l) -ge 2 ] && break; sleep 0.01; done; "
-                       " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
-                       d, bin()) == 0);
+    run_then_kill_in_the_ledger_commit();
     CHECK_INT(journals(), 1);
     CHECK_INT(mf(&out, "status g.yaml"), 0);
     CHECK_CONTAINS(out, "not recorded in the ledger yet");
@@ -214,17 +220,7 @@ TEST(test_run_killed_before_its_ledger_commit_is_recovered_by_the_next_start)
 TEST(test_run_after_a_killed_run_records_it_before_planning)
 {
     char *out = NULL, b2[128];
-    const char *d = mf_test_tmpdir();
-    write_src("one\n");
-    write_graph("g.yaml", CHAIN("A"));
-    REQUIRE(mf(NULL, "run g.yaml") == 0);
-    write_graph("g.yaml", CHAIN("B"));
-    REQUIRE(mf_test_sh(NULL, NULL,
-                       "cd '%s' && touch .medflow/ledger.git/refs/heads/chain.lock && "
-                       "('%s' run g.yaml >killed.out 2>&1 & pid=$!; "
-                       " for i in $(seq 1 3000); do [ $(ls .medflow/logs/*/run.json | wc -l) -ge 2 ] && break; sleep 0.01; done; "
-                       " kill -9 $pid; wait $pid; true) && rm -f .medflow/ledger.git/refs/heads/chain.lock",
-                       d, bin()) == 0);
+    run_then_kill_in_the_ledger_commit();
     CHECK_INT(mf(&out, "run g.yaml"), 0);
     CHECK_CONTAINS(out, "recovered: chain@2");
     CHECK_CONTAINS(out, "nothing to do");
