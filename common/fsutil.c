@@ -211,6 +211,14 @@ int mf_is_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+int mf_dir_has_file(const char *dir, const char *name)
+{
+    char *p = mf_path_join(dir, name);
+    int r = p && mf_is_file(p);
+    free(p);
+    return r;
+}
+
 double mf_now(void)
 {
     struct timespec ts;

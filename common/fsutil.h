@@ -38,6 +38,8 @@ char *mf_path_dirname(const char *path);
 char *mf_path_absolute(const char *path);
 int mf_is_dir(const char *path);
 int mf_is_file(const char *path);
+/* Is dir/name a regular file? (0 also when out of memory) */
+int mf_dir_has_file(const char *dir, const char *name);
 /* Current time in seconds (CLOCK_REALTIME) and a monotonic clock. */
 double mf_now(void);
 double mf_monotonic(void);

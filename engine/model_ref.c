@@ -37,14 +37,6 @@ void mf_model_ref_free(mf_model_ref *r)
 
 static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
 
-static int has_file(const char *dir, const char *name)
-{
-    char *p = mf_path_join(dir, name);
-    int r = p && mf_is_file(p);
-    free(p);
-    return r;
-}
-
 static int is_hex64(const char *s)
 {
     size_t n = 0;
@@ -157,11 +149,11 @@ static int find_bottom(mf_model_ref *r, const char *store, mf_err *err)
     if (!cur) return nomem(err);
     int rc = 0;
     for (int depth = 0; depth <= MAX_CHAIN; depth++) {
-        if (has_file(cur, "config.json")) {
+        if (mf_dir_has_file(cur, "config.json")) {
             r->bottom = cur;
             return 0;
         }
-        if (!has_file(cur, "adapter_config.json")) break;
+        if (!mf_dir_has_file(cur, "adapter_config.json")) break;
         char *base = mf_modelio_adapter_base(cur);
         char dg[96] = "";
         if (!base && store && mf_modelio_base_ref_read(dg, sizeof dg, cur, NULL) == 0 && dg[0]) {
@@ -199,8 +191,8 @@ int mf_model_ref_resolve(mf_model_ref *out, const char *arg, const char *store_d
         if ((rc = materialize(&out->dir, &d, arg, store, err))) goto out;
         mf_digest_str(&d, out->digest);
     }
-    out->is_adapter = has_file(out->dir, "adapter_config.json");
-    if (!out->is_adapter && !has_file(out->dir, "config.json")) {
+    out->is_adapter = mf_dir_has_file(out->dir, "adapter_config.json");
+    if (!out->is_adapter && !mf_dir_has_file(out->dir, "config.json")) {
         rc = mf_err_set(err, MF_EINVAL, "model '%s': %s holds neither config.json (a model) nor adapter_config.json (an adapter)",
                         arg, out->dir);
         goto out;

@@ -22,14 +22,6 @@
 #define PEFT_PREFIX "base_model.model."
 #define MAX_DEPTH 8
 
-static int has_file(const char *dir, const char *name)
-{
-    char *p = mf_path_join(dir, name);
-    int r = p && mf_is_file(p);
-    free(p);
-    return r;
-}
-
 static int nomem(mf_err *err) { return mf_err_set(err, MF_ENOMEM, "out of memory"); }
 
 void mf_modelio_input_free(mf_modelio_input *mi)
@@ -190,7 +182,7 @@ char *mf_modelio_adapter_base(const char *dir)
     return res;
 }
 
-static int is_model_dir(const char *d) { return has_file(d, "config.json") || has_file(d, "adapter_config.json"); }
+static int is_model_dir(const char *d) { return mf_dir_has_file(d, "config.json") || mf_dir_has_file(d, "adapter_config.json"); }
 
 static int read_prefix_config(mf_k_prefix_config *pc, const char *dir, mf_err *err)
 {
@@ -313,11 +305,11 @@ static int open_rec(mf_modelio_input *out, const char *path, int keep, const cha
 {
     if (!(out->path = strdup(path))) return nomem(err);
     /* tokenizer.json, or ChatGLM-6B's SentencePiece ice_text.model (tokenizer/tok_chatglm.c) */
-    if ((has_file(path, "tokenizer.json") || has_file(path, "ice_text.model")) && !(out->tokenizer_dir = strdup(path)))
+    if ((mf_dir_has_file(path, "tokenizer.json") || mf_dir_has_file(path, "ice_text.model")) && !(out->tokenizer_dir = strdup(path)))
         return nomem(err);
     int rc;
-    if (has_file(path, "config.json")) rc = open_full(out, path, err);
-    else if (has_file(path, "adapter_config.json")) rc = open_adapter(out, path, keep, alt, n_alt, depth, err);
+    if (mf_dir_has_file(path, "config.json")) rc = open_full(out, path, err);
+    else if (mf_dir_has_file(path, "adapter_config.json")) rc = open_adapter(out, path, keep, alt, n_alt, depth, err);
     else rc = mf_err_set(err, MF_EINVAL, "%s: not a model (expected config.json of an HF model or adapter_config.json of an adapter)", path);
     if (rc) return rc;
     if (!out->base_path && !(out->base_path = strdup(path))) return nomem(err);
@@ -554,7 +546,7 @@ int mf_modelio_stop_ids(const char *dir, int32_t *out, int n, int cap)
     char *cur = dir ? strdup(dir) : NULL;
     for (int depth = 0; cur && depth <= 8; depth++) {
         n = add_eos_of(cur, "generation_config.json", out, n, cap);
-        if (has_file(cur, "config.json")) {
+        if (mf_dir_has_file(cur, "config.json")) {
             n = add_eos_of(cur, "config.json", out, n, cap);
             break;
         }
